@@ -1,0 +1,262 @@
+"""Weight update rules (the paper's Eq. 1-2, `W_{t+1} = W_t - lambda * grad E_t(W_t)`, and its refinements).
+
+The paper trains every network with WAME (its Ref. [18]: Mosca & Magoulas, "Training convolutional
+networks with weight-wise adaptive learning rates", ESANN 2017). SGD and Adam are here as baselines.
+
+Every optimiser has the same small interface:
+
+    opt = build_optimizer("wame", lr=1e-3)
+    logits = model.forward(x, training=True); ...; model.backward(dlogits)   # fills the grads
+    opt.step(model)        # updates every parameter IN PLACE from its gradient
+    opt.lr = 1e-4          # the learning rate is a plain attribute (see nanosgm.schedules)
+    d = opt.state_dict()   # flat {str: host NumPy array}, safe for np.savez / np.load(allow_pickle=False)
+    opt.load_state_dict(d) # restored onto each parameter's own backend at the next step
+
+`model` is anything with a `parameters()` method yielding `(name, param, grad)` triples (or such an
+iterable itself). Per-parameter state is keyed by `name`, allocated lazily on the first step with the
+parameter's array module (NumPy or CuPy) and dtype, and updated with whole-array xp operations.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+
+__all__ = ["Optimizer", "SGD", "Adam", "WAME", "build_optimizer", "OPTIMIZERS"]
+
+
+def _triples(model):
+    """The `(name, param, grad)` triples of `model` (an object with `parameters()`, or an iterable)."""
+    params = model.parameters() if hasattr(model, "parameters") else model
+    for name, param, grad in params:
+        if grad is None:
+            continue
+        yield str(name), param, grad
+
+
+class Optimizer:
+    """Base class: per-parameter state slots, the learning rate, the step count, checkpoints.
+
+    A subclass sets `kind` (its name in `build_optimizer`), `hyper` (the names of its float
+    hyperparameters, saved in checkpoints), and implements `_init_state(param)` (a dict of slot
+    arrays) and `_update(param, grad, state)` (which must modify `param` in place).
+    """
+
+    kind = "base"
+    hyper: tuple[str, ...] = ()
+
+    def __init__(self, lr: float):
+        self.lr = float(lr)
+        self.t = 0                       # number of steps taken
+        self.state: dict[str, dict] = {}    # parameter name -> {slot name: array on the param's backend}
+        self._pending: dict[str, dict] = {}  # loaded host state not yet moved to its parameter
+
+    # ------------------------------------------------------------------ the update
+    def step(self, model) -> None:
+        """Apply one update to every parameter of `model` in place, from the gradients it holds."""
+        self.t += 1
+        for name, param, grad in _triples(model):
+            if param.shape != grad.shape:
+                raise ValueError(f"parameter {name!r} has shape {param.shape} but its gradient {grad.shape}")
+            self._update(param, grad, self._state_for(name, param))
+
+    def _init_state(self, param) -> dict:
+        return {}
+
+    def _update(self, param, grad, state) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _state_for(self, name: str, param) -> dict:
+        state = self.state.get(name)
+        if state is not None:
+            return state
+        state = self._init_state(param)
+        loaded = self._pending.pop(name, None)
+        if loaded is not None:
+            xp = backend.array_module(param)
+            for slot, host in loaded.items():
+                if slot not in state:
+                    raise KeyError(f"{self.kind} state for {name!r} has an unknown slot {slot!r}")
+                if tuple(host.shape) != tuple(param.shape):
+                    raise ValueError(f"{self.kind} state {name}.{slot} has shape {host.shape}, "
+                                     f"the parameter has {param.shape}")
+                state[slot] = xp.array(host, dtype=param.dtype)  # a copy, on the parameter's backend
+        self.state[name] = state
+        return state
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """A flat dict of str -> host NumPy array (scalars as 0-d arrays), loadable with allow_pickle=False.
+
+        Keys: "kind", "lr", "t", one per hyperparameter, and "state.<param name>.<slot>" per slot.
+        """
+        d = {"kind": np.array(self.kind), "lr": np.array(self.lr, dtype=np.float64),
+             "t": np.array(self.t, dtype=np.int64)}
+        for h in self.hyper:
+            d[h] = np.array(getattr(self, h), dtype=np.float64)
+        for name, slots in list(self._pending.items()) + list(self.state.items()):
+            for slot, arr in slots.items():
+                d[f"state.{name}.{slot}"] = np.array(backend.to_host(arr))  # always a copy
+        return d
+
+    def load_state_dict(self, d) -> None:
+        """Restore what `state_dict` returned (or an `np.load`-ed .npz of it).
+
+        The learning rate, step count and hyperparameters are restored at once; the slot arrays are
+        kept on the host and moved onto each parameter's backend (with its dtype) at the next `step`.
+        """
+        kind = str(np.asarray(d["kind"]))
+        if kind != self.kind:
+            raise ValueError(f"this state dict belongs to a {kind!r} optimiser, not {self.kind!r}")
+        self.lr = float(np.asarray(d["lr"]))
+        self.t = int(np.asarray(d["t"]))
+        for h in self.hyper:
+            if h in d:
+                setattr(self, h, float(np.asarray(d[h])))
+        self.state, self._pending = {}, {}
+        for key in d.keys():
+            if not key.startswith("state."):
+                continue
+            name, slot = key[len("state."):].rsplit(".", 1)
+            self._pending.setdefault(name, {})[slot] = np.array(d[key])
+
+    def __repr__(self):
+        hp = ", ".join(f"{h}={getattr(self, h)!r}" for h in self.hyper)
+        return f"{type(self).__name__}(lr={self.lr!r}{', ' + hp if hp else ''})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, Eq. 1-2: `w <- w - lr * g`, optionally with heavy-ball momentum.
+
+    With `momentum = mu > 0` it follows PyTorch's convention: `v <- mu * v + g` (v starts at 0),
+    `w <- w - lr * v`.
+    """
+
+    kind = "sgd"
+    hyper = ("momentum",)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0):
+        super().__init__(lr)
+        self.momentum = float(momentum)
+
+    def _init_state(self, param):
+        if self.momentum == 0.0:
+            return {}
+        return {"v": backend.array_module(param).zeros_like(param)}
+
+    def _update(self, param, grad, state):
+        if self.momentum == 0.0:
+            param -= self.lr * grad
+            return
+        v = state["v"]
+        v *= self.momentum
+        v += grad
+        param -= self.lr * v
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015), with bias correction, applied as Eq. 2's weight step.
+
+    `m <- b1 m + (1-b1) g`, `v <- b2 v + (1-b2) g^2`,
+    `w <- w - lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`.
+    """
+
+    kind = "adam"
+    hyper = ("beta1", "beta2", "eps")
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        super().__init__(lr)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def _init_state(self, param):
+        xp = backend.array_module(param)
+        return {"m": xp.zeros_like(param), "v": xp.zeros_like(param)}
+
+    def _update(self, param, grad, state):
+        xp = backend.array_module(param)
+        m, v = state["m"], state["v"]
+        m *= self.beta1
+        m += (1.0 - self.beta1) * grad
+        v *= self.beta2
+        v += (1.0 - self.beta2) * (grad * grad)
+        c1 = 1.0 - self.beta1 ** self.t
+        c2 = 1.0 - self.beta2 ** self.t
+        param -= (self.lr / c1) * m / (xp.sqrt(v / c2) + self.eps)
+
+
+class WAME(Optimizer):
+    """WAME, Weight-wise Adaptive learning rates with Moving average Estimator (the paper's Ref. [18]).
+
+    The update rule the paper uses for every network (Section 5). Per weight it keeps an acceleration
+    factor zeta (starts at 1), its moving average Z (starts at 0), a moving average theta of the squared
+    gradient (starts at 0) and the previous gradient g_prev (starts at 0). At each step, with g the
+    current gradient:
+
+        zeta <- min(zeta * eta_plus,  zeta_max)   where g * g_prev > 0   (same sign: accelerate)
+        zeta <- max(zeta * eta_minus, zeta_min)   where g * g_prev < 0   (sign flip: brake)
+                (unchanged where g * g_prev == 0, e.g. at the first step)
+        Z     <- alpha * Z     + (1 - alpha) * zeta
+        theta <- alpha * theta + (1 - alpha) * g^2
+        w     <- w - lr * Z * g / (sqrt(theta) + eps)        (default)
+        w     <- w - lr * Z * g / (theta + eps)              (literal=True)
+        g_prev <- g
+
+    The sign test uses sign(g) * sign(g_prev), so that a product of two tiny float32 gradients that
+    underflows to 0 is not mistaken for "no information".
+
+    Which denominator: the algorithm as printed in the WAME paper divides by theta. That makes the step
+    scale like lr * Z / |g| -- inversely with the gradient's magnitude, so its units are w / g rather
+    than w, and it grows without bound as the gradient vanishes (near any minimum, and on the ~1e-4
+    gradients of a deep network's early layers). Dividing by sqrt(theta) instead gives a scale-free
+    step of about lr * Z * sign(g), the RMSprop normalisation that WAME is built on and that
+    independent implementations use; it is the DEFAULT here. `literal=True` gives the printed form
+    (with eps added for safety); tests/test_optim.py shows both on a small quadratic.
+    """
+
+    kind = "wame"
+    hyper = ("alpha", "eta_plus", "eta_minus", "zeta_min", "zeta_max", "eps", "literal")
+
+    def __init__(self, lr: float = 1e-3, alpha: float = 0.9, eta_plus: float = 1.2, eta_minus: float = 0.1,
+                 zeta_min: float = 0.01, zeta_max: float = 100.0, eps: float = 1e-8, literal: bool = False):
+        super().__init__(lr)
+        self.alpha, self.eta_plus, self.eta_minus = float(alpha), float(eta_plus), float(eta_minus)
+        self.zeta_min, self.zeta_max, self.eps = float(zeta_min), float(zeta_max), float(eps)
+        self.literal = bool(literal)
+
+    def _init_state(self, param):
+        xp = backend.array_module(param)
+        return {"zeta": xp.ones_like(param), "Z": xp.zeros_like(param),
+                "theta": xp.zeros_like(param), "g_prev": xp.zeros_like(param)}
+
+    def _update(self, param, grad, state):
+        xp = backend.array_module(param)
+        zeta, Z, theta, g_prev = state["zeta"], state["Z"], state["theta"], state["g_prev"]
+        agree = xp.sign(grad) * xp.sign(g_prev)
+        grown = xp.minimum(zeta * self.eta_plus, self.zeta_max)
+        shrunk = xp.maximum(zeta * self.eta_minus, self.zeta_min)
+        zeta[...] = xp.where(agree > 0, grown, xp.where(agree < 0, shrunk, zeta))
+        a = self.alpha
+        Z *= a
+        Z += (1.0 - a) * zeta
+        theta *= a
+        theta += (1.0 - a) * (grad * grad)
+        denom = (theta if self.literal else xp.sqrt(theta)) + self.eps
+        param -= self.lr * Z * grad / denom
+        g_prev[...] = grad
+
+    def load_state_dict(self, d) -> None:
+        super().load_state_dict(d)
+        self.literal = bool(self.literal)
+
+
+OPTIMIZERS = {"wame": WAME, "sgd": SGD, "adam": Adam}
+
+
+def build_optimizer(name: str, lr: float | None = None, **kw) -> Optimizer:
+    """The optimiser called `name` ('wame', 'sgd' or 'adam'); `lr=None` keeps the class default
+    (WAME and Adam 1e-3, SGD 0.01). Extra keywords go to the constructor."""
+    key = str(name).strip().lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimiser {name!r}: choose one of {', '.join(sorted(OPTIMIZERS))}")
+    cls = OPTIMIZERS[key]
+    return cls(**kw) if lr is None else cls(lr=lr, **kw)

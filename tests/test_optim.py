@@ -1,0 +1,289 @@
+"""Tests for nanosgm.optim (WAME, SGD, Adam) and nanosgm.schedules."""
+import io
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from nanosgm import optim, schedules
+from nanosgm.optim import SGD, WAME, Adam, build_optimizer
+
+
+class FakeModel:
+    """The smallest object honouring the optimiser contract: parameters() -> (name, param, grad)."""
+
+    def __init__(self, shapes, dtype=np.float64, seed=0):
+        rng = np.random.default_rng(seed)
+        self.p = {n: rng.standard_normal(s).astype(dtype) for n, s in shapes.items()}
+        self.g = {n: np.zeros(s, dtype=dtype) for n, s in shapes.items()}
+
+    def parameters(self):
+        for n in self.p:
+            yield n, self.p[n], self.g[n]
+
+    def set_grads(self, grads):
+        for n, g in grads.items():
+            self.g[n][...] = g
+
+
+# ---------------------------------------------------------------------------- WAME reference
+def wame_reference(w0, grads, lr=1e-3, alpha=0.9, eta_plus=1.2, eta_minus=0.1, zeta_min=0.01,
+                   zeta_max=100.0, eps=1e-8, literal=False):
+    """WAME written out weight by weight with Python floats, straight from the algorithm."""
+    w = [float(v) for v in w0]
+    n = len(w)
+    zeta, Z, theta, gprev = [1.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
+    for g in grads:
+        for i in range(n):
+            gi = float(g[i])
+            if gi * gprev[i] > 0:
+                zeta[i] = min(zeta[i] * eta_plus, zeta_max)
+            elif gi * gprev[i] < 0:
+                zeta[i] = max(zeta[i] * eta_minus, zeta_min)
+            Z[i] = alpha * Z[i] + (1 - alpha) * zeta[i]
+            theta[i] = alpha * theta[i] + (1 - alpha) * gi * gi
+            denom = (theta[i] if literal else math.sqrt(theta[i])) + eps
+            w[i] = w[i] - lr * Z[i] * gi / denom
+            gprev[i] = gi
+    return np.array(w), np.array(zeta), np.array(Z), np.array(theta)
+
+
+def run_wame(w0, grads, **kw):
+    m = FakeModel({"w": (len(w0),)})
+    m.p["w"][...] = w0
+    opt = WAME(**kw)
+    for g in grads:
+        m.set_grads({"w": g})
+        opt.step(m)
+    return m.p["w"], opt
+
+
+HAND_GRADS = [  # sign flips, repeats, exact zeros, growth to the zeta cap and decay to the floor
+    [1.0, -2.0, 0.0, 0.5, 3.0],
+    [2.0, 1.0, 0.0, 0.5, -3.0],
+    [0.5, 1.0, 1.0, 0.0, 3.0],
+    [-1.0, 1.0, 2.0, 0.5, -3.0],
+    [-1.0, 0.0, -2.0, 0.5, 3.0],
+    [-0.1, -4.0, -2.0, 0.5, -3.0],
+    [3.0, -4.0, 0.5, 0.5, 3.0],
+]
+
+
+@pytest.mark.parametrize("literal", [False, True])
+def test_wame_matches_elementwise_reference(literal):
+    w0 = np.array([0.3, -0.2, 1.0, 0.0, -1.5])
+    grads = [np.array(g) for g in HAND_GRADS]
+    w, opt = run_wame(w0, grads, lr=0.05, literal=literal)
+    w_ref, zeta_ref, Z_ref, theta_ref = wame_reference(w0, grads, lr=0.05, literal=literal)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-13, atol=1e-15)
+    s = opt.state["w"]
+    np.testing.assert_allclose(s["zeta"], zeta_ref, rtol=1e-13)
+    np.testing.assert_allclose(s["Z"], Z_ref, rtol=1e-13)
+    np.testing.assert_allclose(s["theta"], theta_ref, rtol=1e-13)
+    np.testing.assert_array_equal(s["g_prev"], grads[-1])
+
+
+def test_wame_zeta_bounds_and_zero_rule():
+    # Seven agreeing steps: 1.2^7 = 3.58; then clamp at zeta_max = 2 with a custom cap.
+    grads = [np.array([1.0, 1.0, 0.0])] * 7
+    _, opt = run_wame(np.zeros(3), grads, zeta_max=2.0)
+    np.testing.assert_allclose(opt.state["w"]["zeta"], [2.0, 2.0, 1.0])  # zero gradient: unchanged
+    # Alternating signs: 0.1, 0.01, then clamped at zeta_min = 0.01.
+    grads = [np.array([(-1.0) ** k]) for k in range(5)]
+    _, opt = run_wame(np.zeros(1), grads)
+    np.testing.assert_allclose(opt.state["w"]["zeta"], [0.01])
+
+
+finite = st.floats(min_value=-5, max_value=5, allow_nan=False).map(lambda v: 0.0 if abs(v) < 0.3 else v)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(finite, min_size=3, max_size=3), min_size=1, max_size=12),
+       st.booleans(), st.floats(1e-4, 0.5))
+def test_wame_matches_reference_on_random_sequences(grads, literal, lr):
+    grads = [np.array(g) for g in grads]
+    w0 = np.array([0.1, -0.4, 2.0])
+    w, _ = run_wame(w0, grads, lr=lr, literal=literal)
+    w_ref, *_ = wame_reference(w0, grads, lr=lr, literal=literal)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-12, atol=1e-12)
+
+
+def _wame_on_quadratic(literal, c, steps, lr=1e-3):
+    """Minimise E(w) = c * w^2 / 2 from w = 1: returns |w| after every step."""
+    w, g = np.array([1.0]), np.zeros(1)
+    opt = WAME(lr=lr, literal=literal)
+    out = []
+    for _ in range(steps):
+        g[...] = c * w
+        opt.step([("w", w, g)])
+        out.append(abs(w[0]))
+    return np.array(out)
+
+
+def test_wame_default_vs_literal_on_a_quadratic():
+    """What the two denominators do on E(w) = c w^2 / 2, lr = 1e-3, for loss scales c = 0.01, 1, 100.
+
+    Default (sqrt(theta)): the step is ~ lr * Z * sign(g), so the trajectory does not depend on the
+    loss scale c (|w| = 0.017 after 50 steps for every c), and once at the minimum it oscillates
+    inside a floor of about lr * zeta_min / 2 = 5e-6, again for every c.
+    Literal (theta, as printed): the step is ~ lr * Z / g. With large gradients (c = 100) it barely
+    moves (|w| still ~0.8 after 200 steps); with small ones it jumps, and near the minimum the
+    vanishing gradient makes the step blow up, so it never settles closer than ~sqrt(lr zeta_min / c):
+    0.02 for c = 0.01, 4000x the default's floor.
+    """
+    steps = 1500
+    default = {c: _wame_on_quadratic(False, c, steps) for c in (0.01, 1.0, 100.0)}
+    literal = {c: _wame_on_quadratic(True, c, steps) for c in (0.01, 1.0, 100.0)}
+    # default: scale-free trajectory, converges to a tiny floor for every c
+    for c in (0.01, 100.0):
+        np.testing.assert_allclose(default[c][:50], default[1.0][:50], rtol=1e-3)
+    for c, traj in default.items():
+        assert traj[199] < 1e-100, c
+        assert traj[-500:].max() < 1e-5, c
+    # literal: depends on the loss scale; slow for large gradients, a large floor for small ones
+    assert literal[100.0][199] > 0.5
+    assert literal[0.01][-500:].max() > 1e-2
+    assert literal[0.01][-500:].max() > 1000 * default[0.01][-500:].max()
+    assert literal[1.0][49] < 1e-5 < literal[1.0][-500:].max()
+
+
+def test_wame_float32_state_follows_param():
+    m = FakeModel({"W": (2, 3), "b": (3,)}, dtype=np.float32)
+    opt = WAME()
+    m.set_grads({"W": np.ones((2, 3)), "b": -np.ones(3)})
+    W_before = m.p["W"]
+    opt.step(m)
+    assert m.p["W"] is W_before and m.p["W"].dtype == np.float32  # updated in place
+    for slots in opt.state.values():
+        assert all(a.dtype == np.float32 for a in slots.values())
+
+
+# ---------------------------------------------------------------------------- SGD / Adam vs torch
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("kind,kw,torch_cls,torch_kw", [
+    ("sgd", dict(lr=0.1), "SGD", dict(lr=0.1)),
+    ("sgd", dict(lr=0.1, momentum=0.9), "SGD", dict(lr=0.1, momentum=0.9)),
+    ("adam", dict(lr=0.01), "Adam", dict(lr=0.01)),
+    ("adam", dict(lr=0.02, beta1=0.8, beta2=0.99, eps=1e-6), "Adam", dict(lr=0.02, betas=(0.8, 0.99), eps=1e-6)),
+])
+def test_sgd_adam_match_torch(kind, kw, torch_cls, torch_kw):
+    rng = np.random.default_rng(1)
+    m = FakeModel({"W": (3, 4), "b": (4,)}, seed=2)
+    tp = {n: torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True) for n, v in m.p.items()}
+    opt = build_optimizer(kind, **kw)
+    topt = getattr(torch.optim, torch_cls)(list(tp.values()), **torch_kw)
+    for step in range(6):
+        grads = {n: rng.standard_normal(v.shape) for n, v in m.p.items()}
+        if step == 3:
+            opt.lr = kw["lr"] / 2
+            for group in topt.param_groups:
+                group["lr"] = kw["lr"] / 2
+        m.set_grads(grads)
+        opt.step(m)
+        for n, p in tp.items():
+            p.grad = torch.tensor(grads[n], dtype=torch.float64)
+        topt.step()
+    for n in m.p:
+        np.testing.assert_allclose(m.p[n], tp[n].detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("kind", ["wame", "sgd", "adam"])
+def test_state_dict_round_trip_through_npz(kind):
+    kw = {"momentum": 0.9} if kind == "sgd" else {}
+    rng = np.random.default_rng(3)
+    grads = [{"0.W": rng.standard_normal((3, 2)), "1.gamma": rng.standard_normal(2)} for _ in range(8)]
+    a = FakeModel({"0.W": (3, 2), "1.gamma": (2,)})
+    opt_a = build_optimizer(kind, lr=0.01, **kw)
+    for g in grads[:4]:
+        a.set_grads(g)
+        opt_a.step(a)
+    buf = io.BytesIO()
+    np.savez(buf, **opt_a.state_dict())
+    buf.seek(0)
+    with np.load(buf, allow_pickle=False) as z:
+        loaded = {k: z[k] for k in z.files}
+    # a fresh model with the same weights and a fresh optimiser continue exactly like the original
+    b = FakeModel({"0.W": (3, 2), "1.gamma": (2,)})
+    for n in b.p:
+        b.p[n][...] = a.p[n]
+    opt_b = build_optimizer(kind, lr=123.0)
+    opt_b.load_state_dict(loaded)
+    assert opt_b.lr == 0.01 and opt_b.t == 4
+    if kind == "sgd":
+        assert opt_b.momentum == 0.9
+    assert set(opt_b.state_dict()) == set(opt_a.state_dict())  # pending state is still reported
+    for g in grads[4:]:
+        a.set_grads(g)
+        b.set_grads(g)
+        opt_a.step(a)
+        opt_b.step(b)
+    for n in a.p:
+        np.testing.assert_array_equal(a.p[n], b.p[n])
+
+
+def test_state_dict_is_flat_host_arrays_and_copies():
+    m = FakeModel({"0.W": (2, 2)})
+    opt = WAME(literal=True)
+    m.set_grads({"0.W": np.ones((2, 2))})
+    opt.step(m)
+    d = opt.state_dict()
+    assert all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in d.items())
+    assert d["kind"].dtype.kind == "U" and d["lr"].shape == ()
+    d["state.0.W.zeta"][...] = 7.0  # a copy: the optimiser's own state is untouched
+    assert float(opt.state["0.W"]["zeta"][0, 0]) == 1.0
+    opt2 = WAME()
+    opt2.load_state_dict(d)
+    assert opt2.literal is True
+
+
+def test_load_rejects_wrong_kind_and_shape():
+    m = FakeModel({"w": (3,)})
+    opt = Adam()
+    m.set_grads({"w": np.ones(3)})
+    opt.step(m)
+    with pytest.raises(ValueError, match="adam"):
+        WAME().load_state_dict(opt.state_dict())
+    other = Adam()
+    other.load_state_dict(opt.state_dict())
+    with pytest.raises(ValueError, match="shape"):
+        other.step(FakeModel({"w": (4,)}))
+
+
+def test_build_optimizer():
+    assert isinstance(build_optimizer("WAME"), WAME)
+    assert build_optimizer("wame").lr == 1e-3
+    assert build_optimizer("adam", lr=0.5).lr == 0.5
+    assert isinstance(build_optimizer("sgd", lr=0.1, momentum=0.5), SGD)
+    with pytest.raises(ValueError, match="adam, sgd, wame"):
+        build_optimizer("rmsprop")
+    assert set(optim.OPTIMIZERS) == {"wame", "sgd", "adam"}
+
+
+# ---------------------------------------------------------------------------- schedules
+def test_step_schedule():
+    s = schedules.StepSchedule({0: 1e-3, 10: 1e-4, 20: 1e-5})
+    assert [s.lr_at(e) for e in (0, 9, 10, 19, 20, 49)] == [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5]
+    opt = WAME(lr=5.0)
+    assert s.apply(opt, 10) == 1e-4 and opt.lr == 1e-4
+    with pytest.raises(ValueError):
+        schedules.StepSchedule({5: 1e-3})
+    with pytest.raises(ValueError):
+        s.lr_at(-1)
+
+
+def test_paper_schedule():
+    assert schedules.paper_schedule(50).milestones == {0: 1e-3, 10: 1e-4, 20: 1e-5}
+    assert schedules.paper_schedule(80).milestones == {0: 1e-3, 10: 1e-4, 20: 1e-5}
+    assert schedules.paper_schedule(25).milestones == {0: 1e-3, 5: 1e-4, 10: 1e-5}
+    assert schedules.paper_schedule(10).milestones == {0: 1e-3, 2: 1e-4, 4: 1e-5}
+    assert schedules.paper_schedule(5).milestones == {0: 1e-3, 2: 1e-4, 3: 1e-5}
+    assert schedules.paper_schedule(3).milestones == {0: 1e-3, 2: 1e-4}
+    assert schedules.paper_schedule(1).milestones == {0: 1e-3}
+    for E in range(1, 60):
+        ms = sorted(schedules.paper_schedule(E).milestones)
+        assert ms[0] == 0 and all(m < E for m in ms) and (len(ms) == 1 or ms[1] >= 2)
+    assert schedules.PAPER_EPOCHS == 50 and schedules.PAPER_BATCH_SIZE == 128
