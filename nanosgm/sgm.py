@@ -1,0 +1,179 @@
+"""The Smooth Gradient Method: input updates on the stored training set (Eq. 14, 15, 21).
+
+Backpropagation does not stop at the first layer: one more step of the chain rule gives the residual
+gradient at the inputs, dE/dX (Eq. 14; `Sequential.backward` returns it). SGM adds it, scaled by an
+input learning rate lambda_bar, to the stored training inputs:
+
+    X_{t+1} = X_t + lambda_bar * dE_t/dX_t                                   (Eq. 15, 21)
+
+This is FGSM (Eq. 20) without the sign, applied to the training set at every step, so the network
+keeps training on freshly perturbed, adversarial-like inputs. The updated representation persists:
+the next epoch trains on X_{t+1}, not on the original X_0. lambda_bar = 0.2 is the paper's setting for
+robustness, it reports lambda_bar = 1 as good for accuracy and that -1 <= lambda_bar <= 1 all work;
+lambda_bar = 0 is the control experiment.
+
+Use in a training loop (one forward/backward pass gives both gradients):
+
+    sgm = SmoothGradient(X_train, input_lr=0.2)
+    for idx in batches_of_a_permutation:            # each index at most once per batch
+        x = augment(sgm.X[idx])                     # optional random augmentation
+        loss = loss_fn.forward(model.forward(x, training=True), y[idx])
+        dX = model.backward(loss_fn.backward())     # dE/dX at the (augmented) inputs, Eq. 14
+        optimizer.step(model)                       # weight update, Eq. 2
+        sgm.update(idx, dX)                         # input update, Eq. 15 / 21
+
+Augmentation: when the batch was randomly augmented, the gradient taken at the augmented input is added
+to the stored, un-augmented sample. The paper's Section 4 (Eq. 22-35) argues this is sound: with
+zero-mean augmentation noise eps_t of summable variance, X_t = X_0 + sum(Upsilon_k) + sum(eps_k) has
+expectation X_0 + sum(Upsilon_k), so in expectation the updates follow the un-augmented trajectory.
+(For geometric augmentations such as flips or rotations this is the paper's argument, not an exact
+identity: the gradient is not mapped back through the transform.)
+
+Scale convention: E is the batch-MEAN loss (the authors' convention, and what SoftmaxCrossEntropy
+returns), so the row of dX for sample i is (1/B) * d loss_i / d x_i for a batch of B samples.
+`per_sample=True` multiplies by B, i.e. uses the gradient of each sample's own loss, which makes the
+step independent of the batch size.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import backend
+
+__all__ = ["input_update", "SmoothGradient", "PAPER_INPUT_LR"]
+
+PAPER_INPUT_LR = 0.2
+
+
+def _as_index(idx, xp):
+    """A slice stays a slice; anything else becomes a 1-D integer index array on the backend `xp`."""
+    if isinstance(idx, slice):
+        return idx
+    idx = np.asarray(backend.to_host(idx)) if xp is np else xp.asarray(idx)
+    if idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise ValueError(f"idx must be a slice or a 1-D array of integer indices, got {idx.dtype} shaped {idx.shape}")
+    return idx
+
+
+def _n_rows(X, idx) -> int:
+    if isinstance(idx, slice):
+        return len(range(*idx.indices(X.shape[0])))
+    return int(idx.shape[0])
+
+
+def input_update(X, idx, dX, input_lr: float):
+    """Eq. 15 / 21 in place: `X[idx] += input_lr * dX`; returns X.
+
+    `X` holds the whole training set's current representation, `idx` the rows of the batch (an integer
+    array or a slice), `dX` the residual gradient dE/dX at those inputs (Eq. 14), shaped like X[idx].
+
+    Assumption: `idx` contains each index at most once (a batch of a shuffled permutation). Plain fancy
+    indexing is used, so with a repeated index only one of its updates would survive; it is not
+    checked here because a permutation's batches never repeat an index.
+    `input_lr == 0` returns at once, leaving X bit-for-bit untouched.
+    """
+    if input_lr == 0:
+        return X
+    xp = backend.array_module(X)
+    idx = _as_index(idx, xp)
+    if backend.array_module(dX) is not xp:
+        dX = backend.to_host(dX) if xp is np else xp.asarray(dX)
+    want = (_n_rows(X, idx),) + tuple(X.shape[1:])
+    if tuple(dX.shape) != want:
+        raise ValueError(f"dX has shape {tuple(dX.shape)}, but X[idx] has shape {want}")
+    X[idx] += input_lr * dX
+    return X
+
+
+class SmoothGradient:
+    """The training set's representation X_t under the Smooth Gradient Method (Eq. 15, 21).
+
+    `X0` is copied onto the active backend (keeping its floating dtype) into `self.X`; X0 itself is never
+    modified. `update(idx, dX)` applies `X[idx] += input_lr * dX` (times the batch size if
+    `per_sample=True`, see the module docstring), then, only if `clip=(lo, hi)` was given, clips the
+    updated rows to [lo, hi]. `input_lr == 0` (the control experiment) makes `update` a no-op.
+    A warning is issued (once per instance) for an input_lr outside [-1, 1], the range the paper
+    reports as working.
+    """
+
+    def __init__(self, X0, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False, clip=None):
+        if backend.name() == "numpy":
+            X0 = backend.to_host(X0)
+        dtype = np.dtype(X0.dtype)
+        if dtype.kind != "f":
+            raise TypeError(f"SmoothGradient needs floating-point inputs (it adds gradients to them), got {dtype}; "
+                            "convert the training set to float32 first")
+        self.X = backend.xp().array(X0, dtype=dtype, copy=True)
+        self.per_sample = bool(per_sample)
+        self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
+        if self.clip is not None and not self.clip[0] <= self.clip[1]:
+            raise ValueError(f"clip must be (lo, hi) with lo <= hi, got {clip}")
+        self.n_updates = 0
+        self._warned = False
+        self.input_lr = input_lr
+
+    @property
+    def input_lr(self) -> float:
+        """lambda_bar of Eq. 15 / 21."""
+        return self._input_lr
+
+    @input_lr.setter
+    def input_lr(self, value: float) -> None:
+        self._input_lr = float(value)
+        if not -1.0 <= self._input_lr <= 1.0 and not self._warned:
+            self._warned = True
+            warnings.warn(f"input_lr = {self._input_lr} is outside [-1, 1], the range the paper reports as working "
+                          f"(it uses 0.2 for robustness, 1 for accuracy)", stacklevel=2)
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+    def batch(self, idx):
+        """The current representation of the samples `idx`: X_t[idx] (a copy, on the backend)."""
+        return self.X[_as_index(idx, backend.array_module(self.X))]
+
+    def update(self, idx, dX) -> None:
+        """Eq. 15 / 21 on the batch's rows: X[idx] += input_lr * dX (see the class docstring).
+
+        `dX` is dE/dX from the same forward/backward pass that produced the weight gradients, E being
+        the batch-mean loss. `idx` must not repeat an index (see `input_update`).
+        """
+        if self._input_lr == 0:
+            return
+        scale = self._input_lr * (dX.shape[0] if self.per_sample else 1)
+        xp = backend.array_module(self.X)
+        idx = _as_index(idx, xp)
+        input_update(self.X, idx, dX, scale)
+        if self.clip is not None:
+            self.X[idx] = xp.clip(self.X[idx], self.clip[0], self.clip[1])
+        self.n_updates += 1
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Flat dict of host NumPy arrays: "X" (a copy), "input_lr", "per_sample", "clip" ((2,) or (0,)),
+        "n_updates"; loadable from an .npz with allow_pickle=False."""
+        return {
+            "X": np.array(backend.to_host(self.X)),
+            "input_lr": np.array(self._input_lr, dtype=np.float64),
+            "per_sample": np.array(self.per_sample),
+            "clip": np.array(self.clip if self.clip is not None else (), dtype=np.float64),
+            "n_updates": np.array(self.n_updates, dtype=np.int64),
+        }
+
+    def load_state_dict(self, d) -> None:
+        """Restore `state_dict()`'s output; X goes onto this instance's backend with its dtype."""
+        X = np.asarray(d["X"])
+        if X.shape != tuple(self.X.shape):
+            raise ValueError(f"saved X has shape {X.shape}, this training set has {tuple(self.X.shape)}")
+        self.X[...] = backend.array_module(self.X).asarray(X, dtype=self.X.dtype)
+        self.per_sample = bool(np.asarray(d["per_sample"]))
+        clip = np.asarray(d["clip"])
+        self.clip = None if clip.size == 0 else (float(clip[0]), float(clip[1]))
+        self.n_updates = int(np.asarray(d["n_updates"]))
+        self.input_lr = float(np.asarray(d["input_lr"]))
+
+    def __repr__(self):
+        return (f"SmoothGradient(X={tuple(self.X.shape)} {self.X.dtype}, input_lr={self._input_lr}, "
+                f"per_sample={self.per_sample}, clip={self.clip})")

@@ -1,0 +1,145 @@
+"""Tests for nanosgm.sgm: the Smooth Gradient Method's input updates (Eq. 15, 21)."""
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+from nanosgm import sgm
+from nanosgm.sgm import SmoothGradient, input_update
+
+
+def _data(n=10, shape=(3, 4), dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, size=(n,) + shape).astype(dtype), rng
+
+
+def test_update_adds_lambda_times_gradient_on_indexed_rows_only():
+    X0, rng = _data()
+    X0_copy = X0.copy()
+    s = SmoothGradient(X0, input_lr=0.2)
+    assert s.X is not X0 and not np.shares_memory(s.X, X0)
+    idx = np.array([7, 2, 5])
+    dX = rng.standard_normal((3, 3, 4))
+    s.update(idx, dX)
+    np.testing.assert_array_equal(s.X[idx], X0[idx] + 0.2 * dX)     # exactly Eq. 15
+    others = np.setdiff1d(np.arange(10), idx)
+    np.testing.assert_array_equal(s.X[others], X0[others])           # other rows untouched
+    np.testing.assert_array_equal(X0, X0_copy)                       # X0 never modified
+    assert s.n_updates == 1
+
+
+def test_updates_accumulate_across_epochs():
+    X0, rng = _data(n=6)
+    s = SmoothGradient(X0, input_lr=0.5)
+    expected = X0.copy()
+    for epoch in range(3):
+        perm = rng.permutation(6)
+        for idx in (perm[:4], perm[4:]):
+            dX = rng.standard_normal((len(idx), 3, 4))
+            s.update(idx, dX)
+            expected[idx] = expected[idx] + 0.5 * dX
+    np.testing.assert_array_equal(s.X, expected)  # X_{t+1} builds on X_t, not on X_0
+
+
+def test_input_lr_zero_is_bit_identical_noop():
+    X0, rng = _data(dtype=np.float32)
+    s = SmoothGradient(X0, input_lr=0.0)
+    before = s.X.copy()
+    dX = np.full((4, 3, 4), np.nan, dtype=np.float32)  # even NaN gradients cannot leak in
+    s.update(np.arange(4), dX)
+    assert s.X.tobytes() == before.tobytes() == X0.tobytes()
+    assert s.n_updates == 0
+    X = X0.copy()
+    assert input_update(X, np.arange(4), dX, 0.0) is X and X.tobytes() == X0.tobytes()
+
+
+def test_per_sample_scales_by_batch_size():
+    X0, rng = _data()
+    idx = np.array([0, 3, 9, 4])
+    dX = rng.standard_normal((4, 3, 4))
+    mean_conv = SmoothGradient(X0, input_lr=0.1)
+    per_sample = SmoothGradient(X0, input_lr=0.1, per_sample=True)
+    mean_conv.update(idx, dX)
+    per_sample.update(idx, dX)
+    np.testing.assert_allclose(per_sample.X[idx] - X0[idx], 4 * (mean_conv.X[idx] - X0[idx]), rtol=1e-12)
+
+
+def test_clip_only_when_asked():
+    X0 = np.full((4, 2), 0.5)
+    dX = np.array([[10.0, -10.0], [1.0, 1.0]])
+    free = SmoothGradient(X0, input_lr=1.0)
+    free.update(np.array([0, 1]), dX)
+    assert free.X.max() == 10.5 and free.X.min() == -9.5
+    clipped = SmoothGradient(X0, input_lr=1.0, clip=(0.0, 1.0))
+    clipped.update(np.array([0, 1]), dX)
+    np.testing.assert_array_equal(clipped.X, [[1.0, 0.0], [1.0, 1.0], [0.5, 0.5], [0.5, 0.5]])
+
+
+def test_slice_and_list_indices():
+    X0, rng = _data(n=8)
+    dX = rng.standard_normal((3, 3, 4))
+    a, b = SmoothGradient(X0), SmoothGradient(X0)
+    a.update(slice(2, 5), dX)
+    b.update([2, 3, 4], dX)
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.batch([2, 3, 4]), b.X[2:5])
+
+
+def test_shape_mismatch_and_bad_inputs_raise():
+    X0, _ = _data()
+    s = SmoothGradient(X0)
+    with pytest.raises(ValueError, match="shape"):
+        s.update(np.array([0, 1]), np.zeros((3, 3, 4)))
+    with pytest.raises(ValueError, match="integer"):
+        s.update(np.array([0.0, 1.0]), np.zeros((2, 3, 4)))
+    with pytest.raises(TypeError, match="float"):
+        SmoothGradient(np.zeros((2, 3), dtype=np.uint8))
+
+
+def test_dtype_is_kept():
+    X0, rng = _data(dtype=np.float32)
+    s = SmoothGradient(X0, input_lr=0.2)
+    s.update(np.array([1]), rng.standard_normal((1, 3, 4)))  # a float64 gradient
+    assert s.X.dtype == np.float32
+
+
+@pytest.mark.parametrize("lr,warns", [(-1.0, False), (0.2, False), (1.0, False), (1.5, True), (-2.0, True)])
+def test_warns_outside_minus_one_one(lr, warns):
+    X0, _ = _data()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        s = SmoothGradient(X0, input_lr=lr)
+        s.input_lr = lr  # setting it again does not warn twice
+    assert len(w) == (1 if warns else 0)
+    if warns:
+        assert "[-1, 1]" in str(w[0].message)
+
+
+def test_state_dict_round_trip():
+    X0, rng = _data(dtype=np.float32)
+    a = SmoothGradient(X0, input_lr=0.3, per_sample=True, clip=(0.0, 1.0))
+    a.update(np.array([1, 4]), rng.standard_normal((2, 3, 4)).astype(np.float32))
+    buf = io.BytesIO()
+    np.savez(buf, **a.state_dict())
+    buf.seek(0)
+    with np.load(buf, allow_pickle=False) as z:
+        d = {k: z[k] for k in z.files}
+    b = SmoothGradient(X0, input_lr=0.0)
+    b.load_state_dict(d)
+    assert (b.input_lr, b.per_sample, b.clip, b.n_updates) == (0.3, True, (0.0, 1.0), 1)
+    np.testing.assert_array_equal(a.X, b.X)
+    for s in (a, b):
+        s.update(np.array([0, 1, 2]), np.ones((3, 3, 4), dtype=np.float32))
+    np.testing.assert_array_equal(a.X, b.X)
+    d["X"][...] = 0  # the state dict holds copies
+    assert b.X.any()
+    with pytest.raises(ValueError, match="shape"):
+        SmoothGradient(X0[:5]).load_state_dict(d)
+    none_clip = SmoothGradient(X0).state_dict()
+    assert none_clip["clip"].shape == (0,)
+
+
+def test_paper_default():
+    assert sgm.PAPER_INPUT_LR == 0.2
+    assert SmoothGradient(np.zeros((2, 2))).input_lr == 0.2
