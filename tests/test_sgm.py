@@ -143,3 +143,30 @@ def test_state_dict_round_trip():
 def test_paper_default():
     assert sgm.PAPER_INPUT_LR == 0.2
     assert SmoothGradient(np.zeros((2, 2))).input_lr == 0.2
+
+
+# ---------------------------------------------------------------------------- with a real network
+def test_dX_from_backward_and_per_sample_semantics():
+    """dX from Sequential.backward of the batch-mean loss is (1/B) x each sample's own input gradient;
+    per_sample=True therefore adds exactly what a batch of one would have added."""
+    from nanosgm.layers import Dense, ReLU, Sequential, SoftmaxCrossEntropy
+
+    rng = np.random.default_rng(0)
+    model = Sequential([Dense(5, 7, dtype="float64", rng=rng), ReLU(), Dense(7, 3, dtype="float64", rng=rng)])
+    X0 = rng.uniform(0, 1, (6, 5))
+    y = rng.integers(0, 3, 6)
+    loss_fn = SoftmaxCrossEntropy()
+    idx = np.array([4, 0, 2])
+
+    def input_grad(rows):
+        loss_fn.forward(model.forward(X0[rows], training=True), y[rows])
+        return model.backward(loss_fn.backward())
+
+    dX = input_grad(idx)
+    mean_conv = SmoothGradient(X0, input_lr=0.2)
+    mean_conv.update(idx, dX)
+    per_sample = SmoothGradient(X0, input_lr=0.2, per_sample=True)
+    per_sample.update(idx, dX)
+    singles = np.concatenate([input_grad(np.array([i])) for i in idx])
+    np.testing.assert_allclose(per_sample.X[idx], X0[idx] + 0.2 * singles, rtol=1e-12)
+    np.testing.assert_allclose(mean_conv.X[idx], X0[idx] + 0.2 * singles / 3, rtol=1e-12)
