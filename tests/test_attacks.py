@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 
-def small_cnn(dropout=0.5, seed=0):
+def small_cnn(dropout=0.5, seed=0, randomise=True):
     """Conv -> BN -> ReLU -> pool -> Dense -> BN -> ReLU -> Dropout -> Dense, float64, 3 classes."""
     rng = np.random.default_rng(seed)
     model = Sequential([
@@ -20,6 +20,8 @@ def small_cnn(dropout=0.5, seed=0):
         Dense(2 * 3 * 3, 6, dtype="float64", rng=rng), BatchNorm(6, dtype="float64"), ReLU(), Dropout(dropout),
         Dense(6, 3, dtype="float64", rng=rng),
     ])
+    if not randomise:  # (on CuPy: the caller loads a state dict)
+        return model
     # non-trivial BN parameters and running statistics, so inference mode differs from training mode
     for layer in (model[1], model[6]):
         layer.params["gamma"][...] = rng.uniform(0.5, 1.5, layer.num_features)
@@ -237,3 +239,33 @@ def test_evaluate_shows_progress_bar(trained_mlp, capsys):
     assert "batch" in capsys.readouterr().err
     evaluate(model, X[:20], y[:20], (0.1,), batch_size=10, progress=False)
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------- CuPy (skipped without a GPU)
+_cupy_ok, _cupy_why = backend.cupy_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cupy_ok, reason=_cupy_why)
+def test_attacks_on_cupy_match_numpy(batch):
+    import cupy
+
+    x, y = batch
+    host_model = small_cnn()
+    state = host_model.state_dict()
+    fgsm_np = fgsm(host_model, x, y, 0.1)
+    acc_np = evaluate(host_model, x, y, (0.0, 0.1), progress=False)
+    backend.use("cupy")
+    try:
+        model = small_cnn(randomise=False)
+        model.load_state_dict(state)
+        adv = fgsm(model, x, y, 0.1)                   # host inputs are moved to the device
+        assert isinstance(adv, cupy.ndarray)
+        np.testing.assert_allclose(cupy.asnumpy(adv), fgsm_np, atol=1e-12)
+        assert evaluate(model, x, y, (0.0, 0.1), progress=False) == acc_np
+        p = pgd(model, cupy.asarray(x), cupy.asarray(y), 0.05, rng=0)
+        assert float(cupy.abs(p - cupy.asarray(x)).max()) <= 0.05 + 1e-12
+        for k, v in model.state_dict().items():
+            np.testing.assert_array_equal(v, state[k])
+    finally:
+        backend.use("numpy")

@@ -287,3 +287,32 @@ def test_paper_schedule():
         ms = sorted(schedules.paper_schedule(E).milestones)
         assert ms[0] == 0 and all(m < E for m in ms) and (len(ms) == 1 or ms[1] >= 2)
     assert schedules.PAPER_EPOCHS == 50 and schedules.PAPER_BATCH_SIZE == 128
+
+
+# ---------------------------------------------------------------------------- CuPy (skipped without a GPU)
+_cupy_ok, _cupy_why = __import__("nanosgm.backend", fromlist=["cupy_available"]).cupy_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cupy_ok, reason=_cupy_why)
+@pytest.mark.parametrize("kind", ["wame", "sgd", "adam"])
+def test_optimizers_on_cupy_match_numpy(kind):
+    import cupy
+
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal((4, 3)) for _ in range(5)]
+    w_np, g_np = rng.standard_normal((4, 3)), np.zeros((4, 3))
+    w_cp, g_cp = cupy.asarray(w_np), cupy.zeros((4, 3))
+    a, b = build_optimizer(kind, lr=0.01), build_optimizer(kind, lr=0.01)
+    for i, g in enumerate(grads):
+        g_np[...] = g
+        g_cp[...] = cupy.asarray(g)
+        a.step([("w", w_np, g_np)])
+        b.step([("w", w_cp, g_cp)])
+        if i == 2:  # checkpoint the GPU optimiser and continue from host arrays put back on the GPU
+            d = b.state_dict()
+            assert all(isinstance(v, np.ndarray) for v in d.values())
+            b = build_optimizer(kind)
+            b.load_state_dict(d)
+    assert all(isinstance(s, cupy.ndarray) for s in b.state["w"].values())
+    np.testing.assert_allclose(cupy.asnumpy(w_cp), w_np, rtol=1e-12)
