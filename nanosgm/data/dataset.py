@@ -149,8 +149,9 @@ def _convert(X: np.ndarray, dtype, value_range) -> np.ndarray:
         raise ValueError(f"dtype must be a float type or uint8, got {dtype}")
     lo, hi = (float(v) for v in value_range)
     out = X.astype(dtype)
-    out *= dtype.type((hi - lo) / 255.0)
-    if lo != 0.0:
+    out /= dtype.type(255.0)  # exactly k/255 in the default [0, 1] range
+    if (lo, hi) != (0.0, 1.0):
+        out *= dtype.type(hi - lo)
         out += dtype.type(lo)
     return out
 

