@@ -175,13 +175,21 @@ class Adam(Optimizer):
     def _update(self, param, grad, state):
         xp = backend.array_module(param)
         m, v = state["m"], state["v"]
-        m *= self.beta1
-        m += (1.0 - self.beta1) * grad
-        v *= self.beta2
-        v += (1.0 - self.beta2) * (grad * grad)
         c1 = 1.0 - self.beta1 ** self.t
         c2 = 1.0 - self.beta2 ** self.t
-        param -= (self.lr / c1) * m / (xp.sqrt(v / c2) + self.eps)
+        buf = xp.multiply(grad, 1.0 - self.beta1)        # one scratch buffer, reused (see WAME)
+        m *= self.beta1
+        m += buf
+        xp.multiply(grad, grad, out=buf)
+        buf *= 1.0 - self.beta2
+        v *= self.beta2
+        v += buf
+        xp.multiply(v, 1.0 / c2, out=buf)                  # sqrt(v / c2) + eps
+        xp.sqrt(buf, out=buf)
+        buf += self.eps
+        xp.divide(m, buf, out=buf)
+        buf *= self.lr / c1
+        param -= buf
 
 
 class WAME(Optimizer):
@@ -208,9 +216,13 @@ class WAME(Optimizer):
     scale like lr * Z / |g| -- inversely with the gradient's magnitude, so its units are w / g rather
     than w, and it grows without bound as the gradient vanishes (near any minimum, and on the ~1e-4
     gradients of a deep network's early layers). Dividing by sqrt(theta) instead gives a scale-free
-    step of about lr * Z * sign(g), the RMSprop normalisation that WAME is built on and that
-    independent implementations use; it is the DEFAULT here. `literal=True` gives the printed form
-    (with eps added for safety); tests/test_optim.py shows both on a small quadratic.
+    step of about lr * Z * sign(g) -- the RMSprop normalisation that WAME builds on, and the reading
+    under which the paper's lr = 1e-3 is a sensible step for any loss scale; it is the DEFAULT here.
+    `literal=True` gives the printed form (with eps added against division by zero).
+    tests/test_optim.py::test_wame_default_vs_literal_on_a_quadratic shows both on E = c w^2 / 2:
+    the default's trajectory is the same for every c and settles within ~5e-6 of the minimum; the
+    literal form crawls when gradients are large (c = 100: |w| = 0.8 after 200 steps from 1) and,
+    when they are small, keeps being kicked out of the minimum (c = 0.01: |w| stays ~0.02).
     """
 
     kind = "wame"
@@ -229,19 +241,40 @@ class WAME(Optimizer):
                 "theta": xp.zeros_like(param), "g_prev": xp.zeros_like(param)}
 
     def _update(self, param, grad, state):
+        # Written with in-place operations on two scratch buffers: on a 12M-weight network a naive
+        # version allocates ~15 parameter-sized temporaries per step and runs ~3x slower on the CPU.
         xp = backend.array_module(param)
         zeta, Z, theta, g_prev = state["zeta"], state["Z"], state["theta"], state["g_prev"]
-        agree = xp.sign(grad) * xp.sign(g_prev)
-        grown = xp.minimum(zeta * self.eta_plus, self.zeta_max)
-        shrunk = xp.maximum(zeta * self.eta_minus, self.zeta_min)
-        zeta[...] = xp.where(agree > 0, grown, xp.where(agree < 0, shrunk, zeta))
         a = self.alpha
+        # sign agreement of this gradient with the previous one: +1, -1, or 0 (a zero gradient)
+        agree = xp.sign(grad)
+        agree *= xp.sign(g_prev)
+        # zeta: accelerate where the signs agree, brake where they flip, keep where either is zero
+        buf = xp.multiply(zeta, self.eta_plus)
+        xp.minimum(buf, self.zeta_max, out=buf)
+        xp.copyto(zeta, buf, where=agree > 0)
+        xp.multiply(zeta, self.eta_minus, out=buf)
+        xp.maximum(buf, self.zeta_min, out=buf)
+        xp.copyto(zeta, buf, where=agree < 0)
+        # Z <- a Z + (1 - a) zeta ;  theta <- a theta + (1 - a) g^2
         Z *= a
-        Z += (1.0 - a) * zeta
+        xp.multiply(zeta, 1.0 - a, out=buf)
+        Z += buf
         theta *= a
-        theta += (1.0 - a) * (grad * grad)
-        denom = (theta if self.literal else xp.sqrt(theta)) + self.eps
-        param -= self.lr * Z * grad / denom
+        xp.multiply(grad, grad, out=buf)
+        buf *= 1.0 - a
+        theta += buf
+        # w <- w - lr Z g / (sqrt(theta) + eps)   (literal: / (theta + eps))
+        if self.literal:
+            xp.add(theta, self.eps, out=buf)
+        else:
+            xp.sqrt(theta, out=buf)
+            buf += self.eps
+        step = agree                      # reuse the second scratch buffer
+        xp.multiply(Z, grad, out=step)
+        step /= buf
+        step *= self.lr
+        param -= step
         g_prev[...] = grad
 
     def load_state_dict(self, d) -> None:
