@@ -177,8 +177,9 @@ def evaluate(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_size: int = 5
     callable `attack(model, x, y, eps, **attack_kw)`) and classified in inference mode; eps = 0 gives
     the clean accuracy. For FGSM the input gradient does not depend on eps, so it is computed once per
     batch and shared by every eps (exactly `fgsm` per eps in inference mode; with `training=True`
-    every eps shares one dropout mask). A tqdm bar over the batches shows progress (`progress=False`
-    hides it).
+    every eps shares one dropout mask). For PGD an integer `rng` seeds one generator shared by all
+    batches (deterministic); `rng=None` draws from the backend's device generator. A tqdm bar over
+    the batches shows progress (`progress=False` hides it).
     """
     from tqdm.auto import tqdm
 
@@ -188,6 +189,8 @@ def evaluate(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_size: int = 5
         attack_fn = ATTACKS[attack]
     else:
         attack_fn = attack
+    if isinstance(attack_kw.get("rng"), (int, np.integer)):
+        attack_kw["rng"] = np.random.default_rng(int(attack_kw["rng"]))  # one stream for all batches
     eps_list = [float(e) for e in eps_list]
     n = int(X.shape[0])
     if n == 0:

@@ -269,3 +269,10 @@ def test_attacks_on_cupy_match_numpy(batch):
             np.testing.assert_array_equal(v, state[k])
     finally:
         backend.use("numpy")
+
+
+def test_evaluate_pgd_is_deterministic_with_a_seed(trained_mlp):
+    model, X, y = trained_mlp
+    runs = [evaluate(model, X[:120], y[:120], (0.05, 0.1), attack="pgd", batch_size=50, progress=False,
+                     rng=seed, steps=3) for seed in (7, 7)]
+    assert runs[0] == runs[1]
