@@ -158,7 +158,8 @@ def _n_correct(model, x, y) -> int:
 
 
 def accuracy(model, X, y, batch_size: int = 500) -> float:
-    """Fraction of `X` that `model` classifies as `y`, in inference mode, `batch_size` at a time.
+    """Clean accuracy (the paper's Table 4 measure): the fraction of `X` that `model` classifies as
+    `y`, in inference mode, `batch_size` at a time.
     `X`, `y` may live on the host or the device; each batch is moved to the active backend."""
     n = int(X.shape[0])
     if n == 0:
@@ -171,7 +172,8 @@ def accuracy(model, X, y, batch_size: int = 500) -> float:
 
 def evaluate(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_size: int = 500, *,
              progress: bool = True, **attack_kw) -> dict:
-    """Accuracy under attack: {eps: fraction of the adversarial copy of X classified as y}.
+    """Accuracy under attack (the paper's Table 5 measure with FGSM, Eq. 20):
+    {eps: fraction of the adversarial copy of X classified as y}.
 
     For each batch and each eps, the batch is attacked with `attack` ('fgsm' (Eq. 20), 'pgd', or a
     callable `attack(model, x, y, eps, **attack_kw)`) and classified in inference mode; eps = 0 gives

@@ -35,7 +35,8 @@ def _triples(model):
 
 
 class Optimizer:
-    """Base class: per-parameter state slots, the learning rate, the step count, checkpoints.
+    """Base class of the weight update rules (Eq. 1-2 and refinements): per-parameter state slots,
+    the learning rate, the step count, checkpoints.
 
     A subclass sets `kind` (its name in `build_optimizer`), `hyper` (the names of its float
     hyperparameters, saved in checkpoints), and implements `_init_state(param)` (a dict of slot
@@ -286,7 +287,7 @@ OPTIMIZERS = {"wame": WAME, "sgd": SGD, "adam": Adam}
 
 
 def build_optimizer(name: str, lr: float | None = None, **kw) -> Optimizer:
-    """The optimiser called `name` ('wame', 'sgd' or 'adam'); `lr=None` keeps the class default
+    """The weight update rule (Eq. 2 / WAME) called `name` ('wame', 'sgd' or 'adam'); `lr=None` keeps the class default
     (WAME and Adam 1e-3, SGD 0.01). Extra keywords go to the constructor."""
     key = str(name).strip().lower()
     if key not in OPTIMIZERS:

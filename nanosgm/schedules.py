@@ -10,6 +10,7 @@ import math
 __all__ = ["StepSchedule", "paper_schedule", "PAPER_EPOCHS", "PAPER_BATCH_SIZE", "PAPER_LRS",
            "PAPER_MILESTONES", "MIN_EPOCHS_AT_FIRST_RATE"]
 
+# The authors' training setting (not stated in the paper's text; see paper_schedule).
 PAPER_EPOCHS = 50                   # the authors' training length
 PAPER_BATCH_SIZE = 128
 PAPER_LRS = (1e-3, 1e-4, 1e-5)      # WAME's lambda: 1e-3, then 1e-4 from epoch 10, then 1e-5 from epoch 20
@@ -58,7 +59,10 @@ def _round_half_up(x: float) -> int:
 
 
 def paper_schedule(total_epochs: int = PAPER_EPOCHS) -> StepSchedule:
-    """The authors' WAME schedule (Section 5): lambda = 1e-3, 1e-4 from epoch 10, 1e-5 from epoch 20.
+    """The authors' WAME schedule for Eq. 2's lambda: 1e-3, 1e-4 from epoch 10, 1e-5 from epoch 20.
+
+    (With batch 128 and 50 epochs: the authors' setting as recorded in this project's tracker; the
+    paper's text names WAME but states none of these numbers.)
 
     For `total_epochs >= 50` the milestones are the paper's, unchanged (a longer run just stays at
     1e-5). A shorter run keeps the schedule's shape -- 20% of the run at 1e-3, 20% at 1e-4, the rest

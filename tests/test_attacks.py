@@ -223,6 +223,7 @@ def test_evaluate_fgsm_matches_per_eps_attacks(trained_mlp):
         assert result[eps] == accuracy(model, adv, y), eps
         assert 0.0 <= result[eps] <= 1.0
     assert result[0.2] <= result[0.001]
+    assert attacks.PAPER_EPS == (0.001, 0.01, 0.1, 0.2) and set(attacks.ATTACKS) == {"fgsm", "pgd"}
 
 
 def test_evaluate_rejects_unknown_attack_and_accepts_callables(trained_mlp):
