@@ -179,18 +179,35 @@ class ZCA:
         flat = X.reshape(N, -1)
         mean = flat.mean(axis=0, dtype=xp.float64)
         D = flat.shape[1]
-        cov = xp.zeros((D, D), dtype=xp.float64)
-        step = max(1, (1 << 24) // D)
-        for s in range(0, N, step):
-            chunk = flat[s:s + step].astype(xp.float64) - mean
-            cov += chunk.T @ chunk
-        cov /= N
-        S, U = xp.linalg.eigh(cov)
-        S = xp.clip(S, 0.0, None)
+        if N < D:
+            # Fewer images than dimensions: the covariance has rank <= N. A thin SVD of the centred
+            # data gives its non-zero eigenpairs exactly; the null space gets eigenvalue 0, i.e.
+            # scale 1/sqrt(eps). Much cheaper than a D x D eigendecomposition (plots, quick runs).
+            _, sv, Vt = xp.linalg.svd(flat.astype(xp.float64) - mean, full_matrices=False)
+            S = sv ** 2 / N
+            P = xp.eye(D) - Vt.T @ Vt
+            W = (Vt.T * (1.0 / xp.sqrt(S + self.eps))) @ Vt + P / np.sqrt(self.eps)
+            W_inv = (Vt.T * xp.sqrt(S + self.eps)) @ Vt + P * np.sqrt(self.eps)
+            S = xp.concatenate([xp.zeros(D - S.shape[0]), S[::-1]])
+        else:
+            cov = xp.zeros((D, D), dtype=xp.float64)
+            step = max(1, (1 << 24) // D)
+            for s in range(0, N, step):
+                chunk = flat[s:s + step].astype(xp.float64) - mean
+                cov += chunk.T @ chunk
+            cov /= N
+            if xp is np:  # LAPACK's MRRR driver: ~4x faster than numpy.linalg.eigh on 3072 x 3072
+                import scipy.linalg
+                S, U = scipy.linalg.eigh(cov, driver="evr", overwrite_a=True)
+            else:
+                S, U = xp.linalg.eigh(cov)
+            S = xp.clip(S, 0.0, None)
+            W = (U * (1.0 / xp.sqrt(S + self.eps))) @ U.T
+            W_inv = (U * xp.sqrt(S + self.eps)) @ U.T
         self.mean = backend.to_host(mean)
         self.eigenvalues = backend.to_host(S)
-        self.W = backend.to_host((U * (1.0 / xp.sqrt(S + self.eps))) @ U.T)
-        self.W_inv = backend.to_host((U * xp.sqrt(S + self.eps)) @ U.T)
+        self.W = backend.to_host(W)
+        self.W_inv = backend.to_host(W_inv)
         self.shape = tuple(X.shape[1:])
         self._device = {}
         return self
