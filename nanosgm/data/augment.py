@@ -68,24 +68,24 @@ def warp(X, src_y, src_x, order: int = 1, mode: str = "constant", cval: float = 
 
     ``src_y``, ``src_x``: (N, H, W) arrays giving, for each output pixel, where in the input image
     to read (shared by all channels). Bilinear for ``order=1``. One batched ``map_coordinates`` call
-    per chunk: the image index and channel index are passed as (exact, integer) coordinates too.
+    per chunk: the (image, channel) index is passed as an exact integer coordinate of a 3-D stack.
     """
     xp = backend.array_module(X)
     ndi = _ndimage(xp)
     N, C, H, W = X.shape
-    out = xp.empty(X.shape, dtype=_float_dtype(X))
+    flat = X.reshape(N * C, H, W)  # image and channel share one (exact, integer) coordinate axis
+    out = xp.empty((N * C, H, W), dtype=_float_dtype(X))
     step = max(1, _CHUNK_ELEMENTS // max(1, C * H * W))
-    c_idx = xp.arange(C, dtype=xp.float64)[None, :, None, None]
     for s in range(0, N, step):
         e = min(N, s + step)
         n = e - s
-        coords = xp.empty((4, n, C, H, W), dtype=xp.float64)
-        coords[0] = xp.arange(n, dtype=xp.float64)[:, None, None, None]
-        coords[1] = c_idx
-        coords[2] = src_y[s:e, None]
-        coords[3] = src_x[s:e, None]
-        out[s:e] = ndi.map_coordinates(X[s:e], coords, order=order, mode=mode, cval=cval)
-    return out
+        coords = xp.empty((3, n, C, H, W), dtype=xp.float64)
+        coords[0] = xp.arange(n * C, dtype=xp.float64).reshape(n, C, 1, 1)
+        coords[1] = src_y[s:e, None]
+        coords[2] = src_x[s:e, None]
+        out[s * C:e * C] = ndi.map_coordinates(flat[s * C:e * C], coords.reshape(3, n * C, H, W),
+                                               order=order, mode=mode, cval=cval)
+    return out.reshape(N, C, H, W)
 
 
 def elastic_distort(X, alpha: float = 34.0, sigma: float = 4.0, rng=None, order: int = 1,
@@ -104,8 +104,9 @@ def elastic_distort(X, alpha: float = 34.0, sigma: float = 4.0, rng=None, order:
     ndi = _ndimage(xp)
     g = as_generator(rng)
     N, C, H, W = Xn.shape
-    field = g.uniform(-1.0, 1.0, size=(N, 2, H, W)).astype(np.float32)  # host draw: same on both backends
+    field = g.random((N, 2, H, W), dtype=np.float32)  # host draw: same fields on both backends
     field = xp.asarray(field)
+    field = 2 * field - 1  # uniform(-1, 1)
     if sigma > 0:
         field = ndi.gaussian_filter(field, sigma=(0, 0, float(sigma), float(sigma)), mode="constant", cval=0.0)
     field *= np.float32(alpha)
