@@ -1,0 +1,28 @@
+"""Element-wise activation and reshaping layers: ReLU (phi and phi' of Eq. 6-9) and Flatten."""
+from __future__ import annotations
+
+from .base import Layer, check_ndim
+
+
+class ReLU(Layer):
+    """phi(net) = max(net, 0);  phi'(net) = 1 where net > 0, else 0.   Any shape."""
+
+    def forward(self, x, training=True):
+        mask = x > 0
+        self._cache = mask
+        return x * mask
+
+    def backward(self, dy):
+        return dy * self._need_cache()
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W), in C, H, W order (as PyTorch's flatten)."""
+
+    def forward(self, x, training=True):
+        check_ndim(self, x, (2, 3, 4, 5))
+        self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._need_cache())

@@ -1,0 +1,81 @@
+"""The contract every layer follows (CS231n style: a forward/backward pair with a cache).
+
+    y  = layer.forward(x, training=True)   # caches what backward needs
+    dx = layer.backward(dy)                # returns dE/dx and fills layer.grads
+
+``layer.params`` maps a name to a learnable array, ``layer.grads`` holds dE/d(param) under the same names
+after ``backward``, and ``layer.buffers`` holds non-learnable state that is saved with the model
+(batch normalisation's running statistics). Returning dE/dx from *every* layer, including the first,
+is what gives the residual gradient at the inputs (Eq. 14) that the Smooth Gradient Method uses.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+
+
+class Layer:
+    """Base class: holds params / grads / buffers; subclasses implement forward and backward."""
+
+    def __init__(self):
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.buffers: dict = {}
+        self._cache = None
+
+    def forward(self, x, training: bool = True):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, dy):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, x, training: bool = True):
+        return self.forward(x, training=training)
+
+    def _need_cache(self):
+        """The cache from the last forward pass, or a clear error if there was none."""
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() was called before forward(x, training=True)")
+        return self._cache
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def he_normal(shape, fan_in: int, dtype, rng=None):
+    """He et al. (2015) initialisation for ReLU layers: N(0, 2 / fan_in).
+
+    Drawn on the host from ``rng`` (default: the global seeded host generator) and moved to the active
+    backend, so the same seed gives the same weights on NumPy and CuPy.
+    """
+    rng = backend.host_rng() if rng is None else rng
+    w = rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
+    return backend.to_device(w.astype(dtype))
+
+
+def zeros(shape, dtype):
+    return backend.xp().zeros(shape, dtype=dtype)
+
+
+def ones(shape, dtype):
+    return backend.xp().ones(shape, dtype=dtype)
+
+
+def check_float_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in (np.float16, np.float32, np.float64):
+        raise ValueError(f"dtype must be a floating type (float32, or float64 for gradient checks), got {dt}")
+    return dt
+
+
+def check_ndim(layer, x, ndims, hint=""):
+    """Raise a ValueError that says what shape was expected and what to do."""
+    if x.ndim not in ndims:
+        want = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{layer!r} expected a {want} input, got shape {tuple(x.shape)}. {hint}".strip())

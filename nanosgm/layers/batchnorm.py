@@ -1,0 +1,89 @@
+"""Batch normalisation (Ioffe & Szegedy 2015), used on every layer of the paper's networks.
+
+Training, over the batch (and, for feature maps, the spatial axes) of each feature:
+    mu = mean(x),  var = mean((x - mu)^2),  xhat = (x - mu) / sqrt(var + eps),  y = gamma * xhat + beta
+and the running estimates follow PyTorch's convention:
+    running = (1 - momentum) * running + momentum * batch_stat   (the unbiased variance, M / (M - 1) * var)
+Inference uses the running estimates, so the layer is a fixed affine map per feature and its backward
+is ``dx = dy * gamma / sqrt(running_var + eps)`` (attacks such as FGSM differentiate the network in this
+mode). Training-mode backward, with M values per feature:
+    dxhat = dy * gamma
+    dx = (1 / sqrt(var + eps)) * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+"""
+from __future__ import annotations
+
+from .base import Layer, check_float_dtype, check_ndim, ones, zeros
+
+
+class BatchNorm(Layer):
+    """Works on (N, F) (per feature) and on (N, C, H, W) (per channel); output has the input's shape.
+
+    Params ``gamma`` (ones), ``beta`` (zeros); buffers ``running_mean`` (zeros), ``running_var`` (ones).
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *, dtype="float32"):
+        super().__init__()
+        self.num_features, self.momentum, self.eps = int(num_features), float(momentum), float(eps)
+        self.dtype = check_float_dtype(dtype)
+        self.params["gamma"] = ones((self.num_features,), self.dtype)
+        self.params["beta"] = zeros((self.num_features,), self.dtype)
+        self.buffers["running_mean"] = zeros((self.num_features,), self.dtype)
+        self.buffers["running_var"] = ones((self.num_features,), self.dtype)
+
+    def extra_repr(self):
+        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
+
+    def _check(self, x):
+        check_ndim(self, x, (2, 4))
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{self!r} expected {self.num_features} features/channels on axis 1, got shape {tuple(x.shape)}")
+
+    def forward(self, x, training=True):
+        """(N, F) -> (N, F), or (N, C, H, W) -> (N, C, H, W): the 4-D case is the 2-D one applied to the
+        channels-last rows (N*H*W, C), which is both the per-channel statistic and the fast memory order."""
+        self._check(x)
+        if x.ndim == 4:
+            n, c, h, w = x.shape
+            y = self._forward2d(x.transpose(0, 2, 3, 1).reshape(-1, c), training)
+            return y.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        return self._forward2d(x, training)
+
+    def backward(self, dy):
+        if dy.ndim == 4:
+            n, c, h, w = dy.shape
+            dx = self._backward2d(dy.transpose(0, 2, 3, 1).reshape(-1, c))
+            return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        return self._backward2d(dy)
+
+    def _forward2d(self, x, training):
+        """x: (M, F) rows; the statistics are per column."""
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        if not training:
+            inv_std = 1.0 / (self.buffers["running_var"] + self.eps) ** 0.5
+            xhat = (x - self.buffers["running_mean"]) * inv_std
+            self._cache = ("inference", xhat, inv_std)
+            return xhat * gamma + beta
+        m = x.shape[0]
+        if m < 2:
+            raise ValueError(f"{self!r} needs more than one value per feature in training mode")
+        mean = x.mean(axis=0)
+        xc = x - mean
+        var = (xc * xc).mean(axis=0)
+        inv_std = 1.0 / (var + self.eps) ** 0.5
+        xhat = xc * inv_std
+        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+        rm *= (1 - self.momentum)
+        rm += self.momentum * mean
+        rv *= (1 - self.momentum)
+        rv += (self.momentum * m / (m - 1)) * var                  # unbiased, as PyTorch
+        self._cache = ("training", xhat, inv_std)
+        return xhat * gamma + beta
+
+    def _backward2d(self, dy):
+        mode, xhat, inv_std = self._need_cache()
+        self.grads["gamma"] = (dy * xhat).sum(axis=0)
+        self.grads["beta"] = dy.sum(axis=0)
+        dxhat = dy * self.params["gamma"]
+        if mode == "inference":                     # statistics are constants: a per-feature scale
+            return dxhat * inv_std
+        return inv_std * (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0))

@@ -1,0 +1,98 @@
+"""2-D convolution, Eq. 11-13 (NCHW layout; as in every deep-learning library, a cross-correlation).
+
+Eq. 11: o_{l,j} = sum_{a,b} w_{ab} o_{k, j+(a,b)}   -> with im2col, ``y = cols @ W_mat + b``
+Eq. 12: dE/dw_{ab} = sum over output positions of dE/do_{l,j} * o_{k, j+(a,b)}   -> ``dW_mat = cols.T @ dy_mat``
+Eq. 13: dE/do_{k,j} = sum_{a,b} dE/do_{l, j-(a,b)} * w_{ab}   -> ``dx = col2im(dy_mat @ W_mat.T)``
+
+Memory layout: the interface is NCHW, but the arithmetic runs channels-last (rows of ``cols`` are
+receptive fields, columns are (a, b, c)), which makes the copies in im2col/col2im contiguous. The
+output is returned as an NCHW *view* of a channels-last array; element-wise layers keep that layout,
+so the next convolution's transpose back to channels-last costs nothing.
+At the network's first layer Eq. 13 is the residual gradient at the inputs, Eq. 14.
+"""
+from __future__ import annotations
+
+from .base import Layer, check_float_dtype, check_ndim, he_normal, zeros
+from .im2col import col2im, im2col, output_size
+
+
+def _pair(v):
+    return (int(v), int(v)) if isinstance(v, (int,)) else (int(v[0]), int(v[1]))
+
+
+class Conv2D(Layer):
+    """x: (N, C_in, H, W) -> y: (N, C_out, Ho, Wo), Ho = floor((H + 2p - kh) / s) + 1.
+
+    Params: ``W`` (C_out, C_in, kh, kw), He-initialised; ``b`` (C_out,), zeros.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1, padding: int = 0,
+                 *, bias: bool = True, dtype="float32", rng=None):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kh, self.kw = _pair(kernel_size)
+        self.stride, self.padding = int(stride), int(padding)
+        if self.stride < 1 or self.padding < 0:
+            raise ValueError(f"Conv2D needs stride >= 1 and padding >= 0, got stride={stride}, padding={padding}")
+        self.dtype = check_float_dtype(dtype)
+        fan_in = self.in_channels * self.kh * self.kw
+        self.params["W"] = he_normal((self.out_channels, self.in_channels, self.kh, self.kw), fan_in, self.dtype, rng)
+        if bias:
+            self.params["b"] = zeros((self.out_channels,), self.dtype)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size=({self.kh}, {self.kw}), "
+                f"stride={self.stride}, padding={self.padding}")
+
+    def _check(self, x):
+        check_ndim(self, x, (4,), f"Conv2D takes NCHW images; flat MNIST rows need X.reshape(-1, {self.in_channels}, 28, 28).")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{self!r} expected {self.in_channels} input channels (NCHW), got shape {tuple(x.shape)}")
+        h, w = x.shape[2] + 2 * self.padding, x.shape[3] + 2 * self.padding
+        if h < self.kh or w < self.kw:
+            raise ValueError(f"{self!r}: input {tuple(x.shape)} (padded {h}x{w}) is smaller than the kernel")
+
+    def _w_mat(self):
+        """W (C_out, C_in, kh, kw) as the (kh*kw*C_in, C_out) matrix that multiplies im2col's rows."""
+        return self.params["W"].transpose(2, 3, 1, 0).reshape(-1, self.out_channels)
+
+    def forward(self, x, training=True):
+        self._check(x)
+        n, _, h, w = x.shape
+        ho = output_size(h, self.kh, self.stride, self.padding)
+        wo = output_size(w, self.kw, self.stride, self.padding)
+        cols = im2col(x, self.kh, self.kw, self.stride, self.padding)          # (N*Ho*Wo, kh*kw*C)
+        y = cols @ self._w_mat()                                               # Eq. 11, (N*Ho*Wo, C_out)
+        if "b" in self.params:
+            y += self.params["b"]
+        self._cache = (x.shape, cols)
+        return y.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)   # NCHW view
+
+    def backward(self, dy):
+        x_shape, cols = self._need_cache()
+        dy_mat = dy.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)       # (N*Ho*Wo, C_out)
+        dw_mat = cols.T @ dy_mat                                               # Eq. 12
+        self.grads["W"] = dw_mat.reshape(self.kh, self.kw, self.in_channels, self.out_channels).transpose(3, 2, 0, 1).copy()
+        if "b" in self.params:
+            self.grads["b"] = dy_mat.sum(axis=0)
+        dcols = dy_mat @ self._w_mat().T                                       # (N*Ho*Wo, kh*kw*C)
+        return col2im(dcols, x_shape, self.kh, self.kw, self.stride, self.padding)   # Eq. 13 / Eq. 14
+
+
+def conv2d_reference(x, W, b=None, stride: int = 1, padding: int = 0):
+    """Eq. 11 written out directly, one output position at a time (tests compare Conv2D against it)."""
+    from .. import backend
+    xp = backend.array_module(x)
+    from .im2col import pad
+    n, c, h, w = x.shape
+    co, _, kh, kw = W.shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    xpad = pad(x, padding)
+    y = xp.zeros((n, co, ho, wo), dtype=x.dtype)
+    for i in range(ho):
+        for j in range(wo):
+            patch = xpad[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw]   # (N, C, kh, kw)
+            y[:, :, i, j] = xp.tensordot(patch, W, axes=([1, 2, 3], [1, 2, 3]))
+    if b is not None:
+        y += b[None, :, None, None]
+    return y

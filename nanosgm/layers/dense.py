@@ -1,0 +1,45 @@
+"""Fully connected layer, Eq. 6-10.
+
+Eq. 6:  net_j = sum_i w_{i->j} o_i + b_j, written for a batch as ``y = x @ W + b``.
+Eq. 7-9: dE/dw_{i->j} = dE/dnet_j * o_i, i.e. ``dW = x.T @ dy`` (the activation's phi' is its own layer).
+Eq. 10: the gradient at the layer's inputs sums over the nodes each input feeds: ``dx = dy @ W.T``.
+At the first layer this dx is the residual gradient at the inputs, Eq. 14.
+"""
+from __future__ import annotations
+
+from .base import Layer, check_float_dtype, check_ndim, he_normal, zeros
+
+
+class Dense(Layer):
+    """y = x @ W + b.   x: (N, in_features) -> y: (N, out_features).
+
+    Params: ``W`` (in_features, out_features), He-initialised; ``b`` (out_features,), zeros.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, dtype="float32", rng=None):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.dtype = check_float_dtype(dtype)
+        self.params["W"] = he_normal((self.in_features, self.out_features), self.in_features, self.dtype, rng)
+        if bias:
+            self.params["b"] = zeros((self.out_features,), self.dtype)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}"
+
+    def forward(self, x, training=True):
+        check_ndim(self, x, (2,), "Flatten images first (add a Flatten() layer before Dense).")
+        if x.shape[1] != self.in_features:
+            raise ValueError(f"{self!r} expected inputs shaped (N, {self.in_features}), got {tuple(x.shape)}")
+        self._cache = x
+        y = x @ self.params["W"]
+        if "b" in self.params:
+            y += self.params["b"]
+        return y
+
+    def backward(self, dy):
+        x = self._need_cache()
+        self.grads["W"] = x.T @ dy                  # Eq. 7-9
+        if "b" in self.params:
+            self.grads["b"] = dy.sum(axis=0)
+        return dy @ self.params["W"].T              # Eq. 10 (Eq. 14 at the first layer)

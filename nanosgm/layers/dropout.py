@@ -1,0 +1,46 @@
+"""Inverted dropout (Srivastava et al. 2014), used by the paper on every layer of its networks.
+
+Training: keep each unit with probability 1 - p and scale the kept ones by 1 / (1 - p), so inference
+is the identity. The mask is drawn from the backend's seeded generator (``backend.device_rng()``).
+"""
+from __future__ import annotations
+
+from .. import backend
+from .base import Layer
+
+
+class Dropout(Layer):
+    """y = x * mask / (1 - p) in training, y = x at inference.   Any shape.
+
+    ``hold_mask = True`` reuses the last mask while the input shape stays the same (gradient checks
+    need the same mask on every evaluation).
+    """
+
+    def __init__(self, p: float = 0.5, rng=None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = rng
+        self.hold_mask = False
+        self.mask = None
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def forward(self, x, training=True):
+        if not training or self.p == 0.0:
+            self._cache = None
+            self.mask = None if not self.hold_mask else self.mask
+            return x
+        if not (self.hold_mask and self.mask is not None and self.mask.shape == x.shape):
+            rng = self.rng if self.rng is not None else backend.device_rng()
+            keep = rng.random(x.shape, dtype=x.dtype if x.dtype.kind == "f" and x.dtype.itemsize >= 4 else "float32")
+            self.mask = (keep >= self.p).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        self._cache = self.mask
+        return x * self.mask
+
+    def backward(self, dy):
+        if self._cache is None:     # inference mode or p == 0: the identity
+            return dy
+        return dy * self._cache

@@ -1,0 +1,96 @@
+"""im2col / col2im: the speed trick behind Conv2D, kept apart from the maths it speeds up.
+
+A convolution (Eq. 11) is a sum over kernel offsets (a, b) and input channels. im2col lays every
+receptive field out as one column, so the whole layer becomes one matrix product:
+
+    cols[(n, i, j), (a, b, c)] = x_padded[n, c, a + s*i, b + s*j]       shape (N*Ho*Wo, kh*kw*C)
+
+col2im is its adjoint: it adds each column entry back to the input position it came from. That
+scatter-add is exactly the "full correlation with the flipped kernel" of Eq. 13.
+
+Both fast versions loop over the kh*kw kernel offsets only (25 slices for a 5x5 kernel), never over
+pixels or samples. The ``*_reference`` versions loop over every output position; they are slow,
+obviously correct, and the tests compare the fast versions against them.
+"""
+from __future__ import annotations
+
+from .. import backend
+
+
+def output_size(size: int, k: int, stride: int, padding: int) -> int:
+    """Spatial output size of a convolution or pooling window: floor((size + 2p - k) / s) + 1."""
+    return (size + 2 * padding - k) // stride + 1
+
+
+def pad(x, padding: int):
+    """Zero-pad the two spatial axes of an NCHW array."""
+    if padding == 0:
+        return x
+    xp = backend.array_module(x)
+    return xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+
+
+def im2col(x, kh: int, kw: int, stride: int = 1, padding: int = 0):
+    """(N, C, H, W) -> cols (N*Ho*Wo, kh*kw*C): one row per receptive field.
+
+    Rows are ordered (n, i, j) and columns (a, b, c): channels last, so each copy below moves C
+    contiguous values when the input is stored channels-last (as Conv2D's own outputs are).
+    Loops over the kh*kw kernel offsets only.
+    """
+    xp = backend.array_module(x)
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    xpad = pad(x, padding).transpose(0, 2, 3, 1)                      # (N, Hp, Wp, C) view
+    cols = xp.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            cols[:, :, :, a, b, :] = xpad[:, a:a + stride * ho:stride, b:b + stride * wo:stride, :]
+    return cols.reshape(n * ho * wo, kh * kw * c)
+
+
+def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0):
+    """The adjoint of :func:`im2col`: cols (N*Ho*Wo, kh*kw*C) -> (N, C, H, W), summing overlaps.
+
+    The result is an NCHW view of a channels-last array.
+    """
+    xp = backend.array_module(cols)
+    n, c, h, w = x_shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    cols = cols.reshape(n, ho, wo, kh, kw, c)
+    dxpad = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            dxpad[:, a:a + stride * ho:stride, b:b + stride * wo:stride, :] += cols[:, :, :, a, b, :]
+    dx = dxpad.transpose(0, 3, 1, 2)
+    if padding:
+        return dx[:, :, padding:padding + h, padding:padding + w]
+    return dx
+
+
+def im2col_reference(x, kh: int, kw: int, stride: int = 1, padding: int = 0):
+    """Plain version of :func:`im2col`: one Python iteration per sample and output position."""
+    xp = backend.array_module(x)
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    xpad = pad(x, padding)
+    cols = xp.zeros((n * ho * wo, kh * kw * c), dtype=x.dtype)
+    for s in range(n):
+        for i in range(ho):
+            for j in range(wo):
+                patch = xpad[s, :, i * stride:i * stride + kh, j * stride:j * stride + kw]   # (C, kh, kw)
+                cols[(s * ho + i) * wo + j, :] = patch.transpose(1, 2, 0).reshape(-1)
+    return cols
+
+
+def col2im_reference(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0):
+    """Plain version of :func:`col2im`: one Python iteration per sample and output position."""
+    xp = backend.array_module(cols)
+    n, c, h, w = x_shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    dxpad = xp.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    for s in range(n):
+        for i in range(ho):
+            for j in range(wo):
+                patch = cols[(s * ho + i) * wo + j, :].reshape(kh, kw, c).transpose(2, 0, 1)
+                dxpad[s, :, i * stride:i * stride + kh, j * stride:j * stride + kw] += patch
+    return dxpad[:, :, padding:padding + h, padding:padding + w]

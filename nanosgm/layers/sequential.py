@@ -1,0 +1,120 @@
+"""Sequential: a network as a list of layers, run forwards then backwards to the inputs (Eq. 14).
+
+    model = Sequential([Conv2D(1, 64, 5), BatchNorm(64), ReLU(), ...])
+    logits = model.forward(x, training=True)
+    dX = model.backward(loss.backward())      # dE/dX, the residual gradient at the inputs
+    for name, param, grad in model.parameters(): ...
+
+Saving writes a ``.npz`` atomically (temporary file + rename); loading uses ``allow_pickle=False``,
+so a checkpoint can never execute code, and checks every name and shape before touching the model.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .. import backend
+from .base import Layer
+
+
+class Sequential(Layer):
+    """Layers applied in order. ``.layers`` is the list it was given."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not hasattr(layer, "forward") or not hasattr(layer, "backward"):
+                raise TypeError(f"layer {i} ({layer!r}) has no forward/backward; Sequential takes layers only")
+
+    def __repr__(self):
+        body = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{body}\n)  # {self.num_params():,} parameters"
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def forward(self, x, training=True):
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dy):
+        """Backpropagate through every layer; returns dE/dX at the network's inputs (Eq. 14)."""
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def parameters(self):
+        """Yield (name, param, grad) for every learnable array; ``grad`` is None before a backward pass."""
+        for i, layer in enumerate(self.layers):
+            for key, p in layer.params.items():
+                yield f"{i}.{key}", p, layer.grads.get(key)
+
+    def num_params(self) -> int:
+        return int(sum(p.size for _, p, _ in self.parameters()))
+
+    # --- state ----------------------------------------------------------------------------------
+    def _arrays(self):
+        for i, layer in enumerate(self.layers):
+            for key, a in list(layer.params.items()) + list(layer.buffers.items()):
+                yield f"{i}.{key}", layer, key, a
+
+    def state_dict(self) -> dict:
+        """Every parameter and buffer as host NumPy arrays (copies), keyed "<layer index>.<name>"."""
+        return {name: np.array(backend.to_host(a)) for name, _, _, a in self._arrays()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy arrays into the model in place, after checking that names and shapes all match."""
+        expected = {name: (layer, key, a) for name, layer, key, a in self._arrays()}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"state does not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for name, (layer, key, a) in expected.items():
+            v = state[name]
+            if tuple(v.shape) != tuple(a.shape):
+                raise ValueError(f"state entry {name!r} has shape {tuple(v.shape)}, the model expects {tuple(a.shape)}")
+            a[...] = backend.array_module(a).asarray(v, dtype=a.dtype)
+
+    def save(self, path) -> None:
+        """Write the state dict to ``path`` (.npz) atomically."""
+        save_npz_atomic(path, self.state_dict())
+
+    def load(self, path) -> None:
+        """Load a ``.npz`` written by :meth:`save` (never unpickles)."""
+        self.load_state_dict(load_npz(path))
+
+
+def save_npz_atomic(path, arrays: dict) -> None:
+    """np.savez to a temporary file in the same folder, then rename: never a half-written file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_npz(path) -> dict:
+    """Read every array of a ``.npz`` with ``allow_pickle=False``; a broken file is a clear error."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path} is not a readable nanosgm .npz file ({exc}); it may be truncated or corrupted") from exc

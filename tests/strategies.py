@@ -1,0 +1,86 @@
+"""Hypothesis strategies shared by every property-based gradient test (minitorch style).
+
+Shapes are drawn as small integers; array *values* come from a drawn seed fed to NumPy, which keeps
+shrinking fast and every failure reproducible from the printed seed.
+"""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import settings, strategies as st
+
+# Each numerical gradient costs two forward passes per element: keep arrays small, examples few.
+GRADCHECK = settings(max_examples=int(__import__('os').environ.get('NANOSGM_GRADCHECK_EXAMPLES', 25)), deadline=None)
+# float64 with 4th-order centred differences (nanosgm.gradcheck): single layers pass at 1e-7 under 300
+# examples per property (NANOSGM_GRADCHECK_EXAMPLES=300); networks add a loss and more round-off.
+LAYER_TOL = 1e-7
+NETWORK_TOL = 1e-5
+# A loss adds round-off (~1e-12 absolute in the numerical gradient), so whole-network checks compare
+# elements smaller than 1e-6 in absolute terms: |a - n| / max(1e-6, |a| + |n|).
+NETWORK_FLOOR = 1e-6
+
+seeds = st.integers(min_value=0, max_value=2**31 - 1)
+batch = st.integers(min_value=1, max_value=3)
+channels = st.integers(min_value=1, max_value=3)
+
+
+def normal(seed: int, shape) -> np.ndarray:
+    """Standard normal float64 values."""
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def away_from_zero(seed: int, shape, low: float = 0.05) -> np.ndarray:
+    """Random signs, magnitudes in [low, 1]: no ReLU input sits within a finite-difference step of its kink."""
+    rng = np.random.default_rng(seed)
+    return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(low, 1.0, size=shape)
+
+
+def distinct(seed: int, shape, gap: float = 0.01) -> np.ndarray:
+    """Values at least ``gap`` apart (a shuffled ladder): max-pooling has no ties to break."""
+    size = int(np.prod(shape))
+    return np.random.default_rng(seed).permutation(size).reshape(shape) * gap - size * gap / 2
+
+
+@st.composite
+def dense_configs(draw):
+    return dict(n=draw(st.integers(1, 4)), fin=draw(st.integers(1, 6)), fout=draw(st.integers(1, 5)))
+
+
+@st.composite
+def conv_configs(draw):
+    """(N, C_in, C_out, H, W, kernel, stride, padding) with the padded input at least one kernel wide."""
+    k = draw(st.integers(1, 4))
+    padding = draw(st.integers(0, 2))
+    stride = draw(st.integers(1, 3))
+    h = draw(st.integers(max(1, k - 2 * padding), 7))
+    w = draw(st.integers(max(1, k - 2 * padding), 7))
+    return dict(n=draw(batch), cin=draw(channels), cout=draw(channels), h=h, w=w, k=k, stride=stride, padding=padding)
+
+
+@st.composite
+def pool_configs(draw):
+    k = draw(st.integers(1, 3))
+    stride = draw(st.one_of(st.none(), st.integers(1, 3)))
+    h = draw(st.integers(k, 7))
+    w = draw(st.integers(k, 7))
+    return dict(n=draw(batch), c=draw(channels), h=h, w=w, k=k, stride=stride)
+
+
+@st.composite
+def batchnorm_shapes(draw):
+    """(N, F) or (N, C, H, W) with at least four values per feature.
+
+    With two values per feature the normalised output is +-1 whatever x is, so dE/dx is of the order
+    of eps and a finite difference measures only round-off: a conditioning problem, not a test.
+    """
+    if draw(st.booleans()):
+        return (draw(st.integers(4, 8)), draw(st.integers(1, 4)))
+    n, c = draw(batch), draw(channels)
+    h, w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    if n * h * w < 4:
+        h = 4
+    return (n, c, h, w)
+
+
+@st.composite
+def any_shapes(draw, max_dims: int = 4):
+    return tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=max_dims)))
