@@ -1,0 +1,75 @@
+"""The paper's networks (Tables 1-3), built from nanosgm.layers.
+
+Every hidden layer has batch normalisation, as the paper says ("batch normalisation on every layer").
+Order inside a block: weights -> (max-pool) -> BatchNorm -> ReLU (-> Dropout). Putting the 2x2 max-pool
+straight after the convolution, before BatchNorm and ReLU, is a reading, not the paper's words: ReLU
+and max-pool commute, and normalising the pooled map costs a quarter of normalising the full one.
+The output layer has no BatchNorm or ReLU: its outputs are the logits fed to the softmax.
+"""
+from __future__ import annotations
+
+from .layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
+                     Sequential)
+
+MNIST_SHAPE = (1, 28, 28)
+CIFAR_SHAPE = (3, 32, 32)
+
+
+def mnist_dnn(num_classes: int = 10, *, in_features: int = 784, dropout: float = 0.5, dtype="float32", rng=None) -> Sequential:
+    """Table 1: fully connected 2500-2000-1500-1000-500, each with BatchNorm, ReLU and 50% dropout; softmax."""
+    layers = [Flatten()]
+    width = in_features
+    for out in (2500, 2000, 1500, 1000, 500):
+        layers += [Dense(width, out, dtype=dtype, rng=rng), BatchNorm(out, dtype=dtype), ReLU(), Dropout(dropout)]
+        width = out
+    layers.append(Dense(width, num_classes, dtype=dtype, rng=rng))
+    return Sequential(layers)
+
+
+def mnist_cnn(num_classes: int = 10, *, in_channels: int = 1, dropout: float = 0.5, dtype="float32", rng=None) -> Sequential:
+    """Table 2: 64 conv 5x5, 2x2 max-pool, 64 conv 5x5, 2x2 max-pool, 1024 fully connected with 50% dropout; softmax.
+
+    Convolutions are "valid" (no padding), so 28x28 -> 24 -> 12 -> 8 -> 4 and the dense layer sees 64*4*4 = 1024 values.
+    """
+    return Sequential([
+        Conv2D(in_channels, 64, 5, dtype=dtype, rng=rng), MaxPool2D(2), BatchNorm(64, dtype=dtype), ReLU(),
+        Conv2D(64, 64, 5, dtype=dtype, rng=rng), MaxPool2D(2), BatchNorm(64, dtype=dtype), ReLU(),
+        Flatten(),
+        Dense(64 * 4 * 4, 1024, dtype=dtype, rng=rng), BatchNorm(1024, dtype=dtype), ReLU(), Dropout(dropout),
+        Dense(1024, num_classes, dtype=dtype, rng=rng),
+    ])
+
+
+def cifar_cnn(num_classes: int = 10, *, in_channels: int = 3, dtype="float32", rng=None) -> Sequential:
+    """Table 3, read as the all-convolutional "model C" of Springenberg et al. (2015), with BatchNorm.
+
+    Table 3 as printed cannot be taken literally on 32x32 inputs (six stride-2 layers and two pools
+    would shrink the map below 1x1; see EQUATIONS.md). The reading used here, an inference:
+        96 3x3, 96 3x3, 96 3x3 stride 2          32 -> 32 -> 32 -> 16   (padding 1)
+        192 3x3, 192 3x3, 192 3x3 stride 2       16 -> 16 -> 16 -> 8    (padding 1)
+        192 3x3 (valid), 192 1x1, C 1x1          8 -> 6 -> 6 -> 6
+        global average pooling, softmax
+    The stride-2 convolutions play the role of the table's max-pools ("the max-pools may replace ...
+    the stride-2 layers"). BatchNorm and ReLU follow every convolution but the last.
+    """
+    def block(cin, cout, k, stride=1, padding=0):
+        return [Conv2D(cin, cout, k, stride, padding, dtype=dtype, rng=rng), BatchNorm(cout, dtype=dtype), ReLU()]
+
+    return Sequential(
+        block(in_channels, 96, 3, 1, 1) + block(96, 96, 3, 1, 1) + block(96, 96, 3, 2, 1)
+        + block(96, 192, 3, 1, 1) + block(192, 192, 3, 1, 1) + block(192, 192, 3, 2, 1)
+        + block(192, 192, 3) + block(192, 192, 1)
+        + [Conv2D(192, num_classes, 1, dtype=dtype, rng=rng), GlobalAvgPool2D()]
+    )
+
+
+MODELS = {"dnn": mnist_dnn, "cnn": mnist_cnn, "cifar_cnn": cifar_cnn}
+ALIASES = {"mnist_dnn": "dnn", "mnist_cnn": "cnn", "cifar": "cifar_cnn", "allcnn": "cifar_cnn"}
+
+
+def build(name: str, num_classes: int = 10, **kw) -> Sequential:
+    """Build a paper network by name: "dnn" (Table 1), "cnn" (Table 2) or "cifar_cnn" (Table 3)."""
+    key = ALIASES.get(name, name)
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)} (aliases: {sorted(ALIASES)})")
+    return MODELS[key](num_classes, **kw)
