@@ -1,0 +1,137 @@
+"""An independent oracle: the same layers and the paper's MNIST CNN (Table 2) against torch autograd, float64.
+
+torch is a test dependency only; nothing under nanosgm/ imports it.
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch (CPU) is the test oracle: pip install -e .[test]")
+F = torch.nn.functional
+
+from nanosgm import backend, models  # noqa: E402
+from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D,  # noqa: E402
+                            ReLU, SoftmaxCrossEntropy)
+
+RTOL, ATOL = 1e-10, 1e-12
+
+
+def t(a, grad=False):
+    return torch.tensor(np.ascontiguousarray(a), dtype=torch.float64, requires_grad=grad)
+
+
+def close(ours, theirs, what):
+    np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=RTOL, atol=ATOL, err_msg=what)
+
+
+def torch_layer_fn(layer, params, training):
+    """The torch function equivalent to one nanosgm layer, using torch tensors for its parameters."""
+    if isinstance(layer, Dense):
+        return lambda x: x @ params["W"] + params["b"]
+    if isinstance(layer, Conv2D):
+        return lambda x: F.conv2d(x, params["W"], params["b"], stride=layer.stride, padding=layer.padding)
+    if isinstance(layer, MaxPool2D):
+        return lambda x: F.max_pool2d(x, layer.k, layer.stride)
+    if isinstance(layer, BatchNorm):
+        rm = torch.tensor(np.array(layer.buffers["running_mean"]), dtype=torch.float64)
+        rv = torch.tensor(np.array(layer.buffers["running_var"]), dtype=torch.float64)
+        layer._torch_stats = (rm, rv)
+        return lambda x: F.batch_norm(x, rm, rv, params["gamma"], params["beta"], training=training,
+                                      momentum=layer.momentum, eps=layer.eps)
+    if isinstance(layer, ReLU):
+        return F.relu
+    if isinstance(layer, Flatten):
+        return lambda x: x.reshape(x.shape[0], -1)
+    if isinstance(layer, GlobalAvgPool2D):
+        return lambda x: x.mean(dim=(2, 3))
+    if isinstance(layer, Dropout):
+        return lambda x: x * t(layer.mask) if (training and layer.mask is not None) else x
+    raise TypeError(layer)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("make", [
+    lambda: Dense(7, 5, dtype="float64"),
+    lambda: Conv2D(3, 4, 3, stride=2, padding=1, dtype="float64"),
+    lambda: Conv2D(2, 3, (2, 3), dtype="float64"),
+    lambda: MaxPool2D(2),
+    lambda: MaxPool2D(3, stride=2),
+    lambda: BatchNorm(3, dtype="float64"),
+    lambda: ReLU(),
+    lambda: GlobalAvgPool2D(),
+    lambda: Dropout(0.4),
+], ids=["dense", "conv-s2-p1", "conv-2x3", "maxpool2", "maxpool3s2", "batchnorm", "relu", "gap", "dropout"])
+def test_layer_matches_torch(make, training):
+    backend.seed(3)
+    layer = make()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 7) if isinstance(layer, Dense) else (4, 3 if not isinstance(layer, Conv2D) or layer.in_channels == 3 else 2, 7, 6))
+    for k in layer.params:                       # non-trivial parameters (biases, gamma, beta)
+        layer.params[k][...] = rng.standard_normal(layer.params[k].shape)
+    if isinstance(layer, BatchNorm):
+        layer.buffers["running_mean"][...] = rng.standard_normal(3)
+        layer.buffers["running_var"][...] = rng.uniform(0.5, 2, 3)
+    if isinstance(layer, Dropout):
+        layer.hold_mask = True
+    params = {k: t(v, grad=True) for k, v in layer.params.items()}
+    fn = torch_layer_fn(layer, params, training)
+
+    y = layer.forward(x, training=training)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+
+    xt = t(x, grad=True)
+    yt = fn(xt)
+    yt.backward(t(dy))
+    close(y, yt, "forward")
+    close(dx, xt.grad, "dE/dx")
+    for k in layer.params:
+        close(layer.grads[k], params[k].grad, f"dE/d{k}")
+    if isinstance(layer, BatchNorm):
+        rm, rv = layer._torch_stats
+        close(layer.buffers["running_mean"], rm, "running_mean")
+        close(layer.buffers["running_var"], rv, "running_var")
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_mnist_cnn_table2_matches_torch(training):
+    """The whole Table 2 network with random weights: logits, loss, dE/dX, every grad, running stats."""
+    backend.seed(11)
+    model = models.mnist_cnn(dtype="float64")
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        for k in layer.params:
+            if k in ("b", "beta", "gamma"):
+                layer.params[k][...] = rng.standard_normal(layer.params[k].shape) * 0.1 + (k == "gamma")
+        if isinstance(layer, BatchNorm) and not training:
+            layer.buffers["running_mean"][...] = rng.standard_normal(layer.num_features) * 0.1
+            layer.buffers["running_var"][...] = rng.uniform(0.5, 2, layer.num_features)
+        if isinstance(layer, Dropout):
+            layer.hold_mask = True
+    x = rng.uniform(0, 1, (6, 1, 28, 28))
+    labels = rng.integers(0, 10, 6)
+
+    torch_params = [{k: t(v, grad=True) for k, v in layer.params.items()} for layer in model.layers]
+    fns = [torch_layer_fn(layer, p, training) for layer, p in zip(model.layers, torch_params)]
+
+    loss_fn = SoftmaxCrossEntropy()
+    logits = model.forward(x, training=training)          # draws the dropout masks torch will reuse
+    loss = loss_fn.forward(logits, labels)
+    dx = model.backward(loss_fn.backward())
+
+    xt = t(x, grad=True)
+    h = xt
+    for fn in fns:
+        h = fn(h)
+    loss_t = F.cross_entropy(h, torch.tensor(labels))
+    loss_t.backward()
+
+    close(logits, h, "logits")
+    assert loss == pytest.approx(loss_t.item(), rel=1e-12)
+    close(dx, xt.grad, "dE/dX (Eq. 14)")
+    for layer, p in zip(model.layers, torch_params):
+        for k in layer.params:
+            close(layer.grads[k], p[k].grad, f"{layer!r}.{k}")
+        if isinstance(layer, BatchNorm):
+            rm, rv = layer._torch_stats
+            close(layer.buffers["running_mean"], rm, f"{layer!r} running_mean")
+            close(layer.buffers["running_var"], rv, f"{layer!r} running_var")
