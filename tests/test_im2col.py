@@ -1,0 +1,263 @@
+"""im2col / col2im against their plain references, adjointness, Conv2D against Eq. 11 written out,
+memory layout (NCHW vs channels-last) never changing a value, and max-pooling's tie rule."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from nanosgm import backend
+from nanosgm.layers import BatchNorm, Conv2D, MaxPool2D, conv2d_reference
+from nanosgm.layers.im2col import col2im, col2im_reference, im2col, im2col_reference, output_size
+from strategies import batchnorm_shapes, conv_configs, distinct, normal, pool_configs, seeds
+
+# Exact comparisons are cheap: more examples than a gradient check, still well under a second each.
+FAST = settings(max_examples=40, deadline=None)
+
+
+def x_shape(cfg):
+    return (cfg["n"], cfg["cin"], cfg["h"], cfg["w"])
+
+
+def cols_shape(cfg):
+    ho = output_size(cfg["h"], cfg["k"], cfg["stride"], cfg["padding"])
+    wo = output_size(cfg["w"], cfg["k"], cfg["stride"], cfg["padding"])
+    return (cfg["n"] * ho * wo, cfg["k"] * cfg["k"] * cfg["cin"])
+
+
+def channels_last(x):
+    """The same NCHW array (same shape, same values) stored channels-last in memory."""
+    y = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    assert y.transpose(0, 2, 3, 1).flags.c_contiguous and np.array_equal(y, x)
+    return y
+
+
+def args(cfg):
+    return cfg["k"], cfg["k"], cfg["stride"], cfg["padding"]
+
+
+# --- im2col / col2im ------------------------------------------------------------------------------
+@FAST
+@given(conv_configs(), seeds)
+def test_im2col_equals_reference_exactly(cfg, seed):
+    x = normal(seed, x_shape(cfg))
+    fast = im2col(x, *args(cfg))
+    assert fast.shape == cols_shape(cfg)
+    np.testing.assert_array_equal(fast, im2col_reference(x, *args(cfg)))
+
+
+@FAST
+@given(conv_configs(), seeds)
+def test_col2im_equals_reference_exactly_on_integer_values(cfg, seed):
+    """Integer-valued float64 entries make every sum exact, so the two must agree bit for bit
+    (on general values they add a pixel's overlapping entries in different orders: see the next test)."""
+    cols = np.random.default_rng(seed).integers(-1000, 1000, cols_shape(cfg)).astype(np.float64)
+    fast = col2im(cols, x_shape(cfg), *args(cfg))
+    assert fast.shape == x_shape(cfg)
+    np.testing.assert_array_equal(fast, col2im_reference(cols, x_shape(cfg), *args(cfg)))
+
+
+@FAST
+@given(conv_configs(), seeds)
+def test_col2im_equals_reference_to_rounding(cfg, seed):
+    cols = normal(seed, cols_shape(cfg))
+    np.testing.assert_allclose(col2im(cols, x_shape(cfg), *args(cfg)),
+                               col2im_reference(cols, x_shape(cfg), *args(cfg)), rtol=1e-13, atol=1e-14)
+
+
+@FAST
+@given(conv_configs(), seeds)
+def test_col2im_is_the_adjoint_of_im2col(cfg, seed):
+    x = normal(seed, x_shape(cfg))
+    c = normal(seed + 1, cols_shape(cfg))
+    lhs = float(np.sum(im2col(x, *args(cfg)) * c))
+    rhs = float(np.sum(x * col2im(c, x_shape(cfg), *args(cfg))))
+    scale = max(1.0, float(np.sum(np.abs(im2col(x, *args(cfg)) * c))))
+    assert abs(lhs - rhs) <= 1e-10 * scale, f"<im2col(x), c> = {lhs!r} but <x, col2im(c)> = {rhs!r}"
+
+
+@FAST
+@given(conv_configs(), seeds)
+def test_im2col_accepts_channels_last_input(cfg, seed):
+    x = normal(seed, x_shape(cfg))
+    np.testing.assert_array_equal(im2col(channels_last(x), *args(cfg)), im2col(x, *args(cfg)))
+
+
+def test_im2col_row_and_column_order_by_hand():
+    """Rows are (n, i, j), columns (a, b, c): spelled out on a 1x2x3x3 input with a 2x2 kernel."""
+    x = np.arange(18, dtype=np.float64).reshape(1, 2, 3, 3)
+    cols = im2col(x, 2, 2)
+    assert cols.shape == (4, 8)
+    # output position (i, j) = (0, 1): window rows 0-1, columns 1-2; columns ordered (a, b, c)
+    expected = [x[0, c, a, 1 + b] for a in range(2) for b in range(2) for c in range(2)]
+    np.testing.assert_array_equal(cols[1], expected)
+
+
+def test_im2col_padding_contributes_zeros():
+    x = np.ones((1, 1, 2, 2))
+    cols = im2col(x, 3, 3, 1, 1)            # one padded 4x4 map, 2x2 outputs, every window has 5 zeros
+    assert cols.shape == (4, 9)
+    np.testing.assert_array_equal(cols.sum(axis=1), [4, 4, 4, 4])
+
+
+# --- Conv2D against Eq. 11 --------------------------------------------------------------------------
+@FAST
+@given(conv_configs(), seeds)
+def test_conv2d_forward_equals_eq11_reference(cfg, seed):
+    backend.seed(seed)
+    layer = Conv2D(cfg["cin"], cfg["cout"], cfg["k"], cfg["stride"], cfg["padding"], dtype="float64")
+    layer.params["b"][...] = normal(seed + 1, cfg["cout"])
+    x = normal(seed, x_shape(cfg))
+    y = layer.forward(x)
+    ref = conv2d_reference(x, layer.params["W"], layer.params["b"], cfg["stride"], cfg["padding"])
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_reference_is_a_cross_correlation():
+    """Eq. 11 by hand: a 2x2 kernel picking the top-left pixel shifts nothing (no kernel flip)."""
+    x = np.arange(9, dtype=np.float64).reshape(1, 1, 3, 3)
+    W = np.array([[[[1.0, 0.0], [0.0, 0.0]]]])
+    np.testing.assert_array_equal(conv2d_reference(x, W)[0, 0], [[0, 1], [3, 4]])
+    layer = Conv2D(1, 1, 2, dtype="float64")
+    layer.params["W"][...] = W
+    np.testing.assert_array_equal(layer.forward(x)[0, 0], [[0, 1], [3, 4]])
+
+
+# --- memory layout never changes values --------------------------------------------------------------
+def _run(layer, x, dy, training=True):
+    y = np.array(layer.forward(x, training=training))
+    dx = np.array(layer.backward(dy))
+    grads = {k: np.array(v) for k, v in layer.grads.items()}
+    return y, dx, grads
+
+
+def _assert_same(a, b):
+    ya, dxa, ga = a
+    yb, dxb, gb = b
+    np.testing.assert_array_equal(ya, yb)
+    np.testing.assert_array_equal(dxa, dxb)
+    assert ga.keys() == gb.keys()
+    for k in ga:
+        np.testing.assert_array_equal(ga[k], gb[k], err_msg=f"grad {k!r}")
+
+
+def _conv_both_layouts(cfg, seed):
+    x = normal(seed, x_shape(cfg))
+    results = []
+    for make in (lambda a: a, channels_last):
+        backend.seed(seed)
+        layer = Conv2D(cfg["cin"], cfg["cout"], cfg["k"], cfg["stride"], cfg["padding"], dtype="float64")
+        layer.params["b"][...] = normal(seed + 1, cfg["cout"])
+        y = layer.forward(make(x))
+        results.append(_run(layer, make(x), make(normal(seed + 2, y.shape))))
+    return results
+
+
+def _batchnorm_both_layouts(shape, seed, training):
+    x = normal(seed, shape) * 3 + 1
+    results = []
+    for make in (lambda a: a, channels_last):
+        layer = BatchNorm(shape[1], dtype="float64")
+        layer.params["gamma"][...] = normal(seed + 1, shape[1])
+        layer.params["beta"][...] = normal(seed + 2, shape[1])
+        layer.buffers["running_var"][...] = 0.5 + np.abs(normal(seed + 3, shape[1]))
+        y, dx, grads = _run(layer, make(x), make(normal(seed + 4, shape)), training=training)
+        grads.update({k: v.copy() for k, v in layer.buffers.items()})     # running stats must agree too
+        results.append((y, dx, grads))
+    return results
+
+
+@FAST
+@given(conv_configs().filter(lambda c: c["n"] > 1), seeds)
+def test_conv2d_layout_does_not_change_values(cfg, seed):
+    _assert_same(*_conv_both_layouts(cfg, seed))
+
+
+@FAST
+@given(pool_configs(), seeds)
+def test_maxpool_layout_does_not_change_values(cfg, seed):
+    x = distinct(seed, (cfg["n"], cfg["c"], cfg["h"], cfg["w"]))
+    results = []
+    for make in (lambda a: a, channels_last):
+        layer = MaxPool2D(cfg["k"], cfg["stride"])
+        y = layer.forward(make(x))
+        results.append(_run(layer, make(x), make(normal(seed, y.shape))))
+    _assert_same(*results)
+
+
+@FAST
+@given(batchnorm_shapes().filter(lambda s: len(s) == 4 and s[0] > 1), seeds, st.booleans())
+def test_batchnorm_layout_does_not_change_values(shape, seed, training):
+    _assert_same(*_batchnorm_both_layouts(shape, seed, training))
+
+
+# With a single sample, ``t.transpose(0, 2, 3, 1).reshape(-1, C)`` of an NCHW array is a *view* with
+# Fortran strides (not a copy), and NumPy's pairwise summation then adds the rows in another order than
+# for the C-contiguous rows of a channels-last input: the results differ in the last bit.
+ONE_SAMPLE_LAYOUT_BUG = ("bug: with N == 1 the (N*H*W, C) rows are a Fortran-strided view for NCHW input, so "
+                         "sums over rows (Conv2D grads['b']; BatchNorm mean/var/grads/dx) round differently "
+                         "than for channels-last input; fix with xp.ascontiguousarray before reshape")
+
+
+@pytest.mark.xfail(strict=True, reason=ONE_SAMPLE_LAYOUT_BUG)
+def test_conv2d_layout_does_not_change_values_for_a_single_sample():
+    cfg = dict(n=1, cin=3, cout=3, h=8, w=7, k=1, stride=1, padding=0)
+    _assert_same(*_conv_both_layouts(cfg, 0))
+
+
+@pytest.mark.xfail(strict=True, reason=ONE_SAMPLE_LAYOUT_BUG)
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_layout_does_not_change_values_for_a_single_sample(training):
+    _assert_same(*_batchnorm_both_layouts((1, 3, 8, 7), 0, training))
+
+
+@FAST
+@given(conv_configs(), seeds)
+def test_conv2d_layout_changes_values_at_most_by_rounding(cfg, seed):
+    (ya, dxa, ga), (yb, dxb, gb) = _conv_both_layouts(cfg, seed)
+    np.testing.assert_array_equal(ya, yb)
+    np.testing.assert_array_equal(dxa, dxb)
+    for k in ga:
+        np.testing.assert_allclose(ga[k], gb[k], rtol=1e-13, atol=1e-13, err_msg=f"grad {k!r}")
+
+
+def test_conv2d_output_is_a_channels_last_view_with_nchw_shape():
+    """The documented layout: an NCHW-shaped view of channels-last memory (what the layout tests rely on)."""
+    layer = Conv2D(2, 3, 3, dtype="float64")
+    y = layer.forward(normal(0, (2, 2, 5, 5)))
+    assert y.shape == (2, 3, 3, 3)
+    assert y.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+# --- max-pooling's tie rule -------------------------------------------------------------------------
+def test_maxpool_tie_gradient_goes_to_exactly_one_element_the_first_in_row_major_order():
+    layer = MaxPool2D(2)
+    x = np.full((1, 1, 2, 2), 0.5)
+    layer.forward(x)
+    dx = layer.backward(np.full((1, 1, 1, 1), 3.0))
+    np.testing.assert_array_equal(dx[0, 0], [[3.0, 0.0], [0.0, 0.0]])
+
+
+def test_maxpool_partial_tie_goes_to_the_first_maximum():
+    layer = MaxPool2D(2)
+    x = np.array([[[[1.0, 7.0], [7.0, 2.0]]]])
+    layer.forward(x)
+    dx = layer.backward(np.ones((1, 1, 1, 1)))
+    np.testing.assert_array_equal(dx[0, 0], [[0.0, 1.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("k,stride", [(2, 2), (3, 3), (2, 1), (3, 2)])
+def test_maxpool_all_ties_route_each_window_to_its_own_top_left(k, stride):
+    """Every window of a constant map sends its gradient once, to its first (top-left) element."""
+    h = w = 7
+    layer = MaxPool2D(k, stride)
+    x = np.zeros((2, 3, h, w))
+    y = layer.forward(x)
+    dy = normal(0, y.shape)
+    dx = layer.backward(dy)
+    expected = np.zeros_like(x)
+    ho, wo = y.shape[2], y.shape[3]
+    for i in range(ho):
+        for j in range(wo):
+            expected[:, :, i * stride, j * stride] += dy[:, :, i, j]
+    np.testing.assert_allclose(dx, expected, rtol=0, atol=1e-15)
+    assert dx.sum() == pytest.approx(dy.sum())           # the gradient is neither lost nor duplicated
