@@ -1,0 +1,534 @@
+"""Throughput benchmark of the paper's networks: ``python -m nanosgm.bench [--compare-torch]``.
+
+For each paper network (Tables 1-3: ``dnn``, ``cnn``, ``cifar_cnn``) on the active backend it measures
+images per second, at one batch size (default 128), of
+
+    train (Adam)   forward(training=True) + softmax cross-entropy + backward to the inputs (dE/dX, Eq. 14,
+                   which every nanosgm backward computes) + Adam step
+    train (WAME)   the same with WAME, the paper's optimiser (PyTorch has no WAME: no torch column)
+    infer          forward(training=False)
+    FGSM           attacks.fgsm at eps = 0.1: an inference forward + backward to the input + the sign step
+
+``--compare-torch`` translates the SAME nanosgm network layer by layer into ``torch.nn`` (generically,
+from ``model.layers``; see :func:`to_torch`), copies its weights, and times in the same process, on the
+same inputs, batch and thread count:
+
+    train (Adam)   model.train(); x.requires_grad_(True); cross-entropy; backward (fills x.grad too); Adam
+    infer          model.eval() under torch.no_grad()
+    FGSM           model.eval(); torch.autograd.grad(loss, x) (torch skips the weight gradients that
+                   nanosgm's backward also computes -- a real cost of nanosgm's design, so it is counted);
+                   clamp(x + eps * sign(g), 0, 1)
+
+and prints the ratios nanosgm / torch (above 1: nanosgm is faster). Both sides run in float32.
+
+Measurement: ``--warmup`` steps (default 2) that are not timed, then steps are timed one by one until
+at least ``--seconds`` (default 3) have passed (at least one step); the cell's figure is
+batch / median step time. With the CuPy backend the clock is read after ``backend.synchronize()``
+(and ``torch.cuda.synchronize()``; torch then runs on CUDA when it can).
+
+Threads: ``--threads N`` (default ``os.cpu_count()``) sets the BLAS threads of NumPy and
+``torch.set_num_threads(N)``. NumPy's BLAS threads are changed at run time with ``threadpoolctl`` when it
+is installed, else through OpenBLAS's own ``*openblas_set_num_threads*`` entry point found in the loaded
+library (ctypes). If neither works the BLAS uses what ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` said
+when NumPy was imported (all cores when unset) and the header says so. NumPy's element-wise operations
+are single-threaded whatever N is; torch's are not.
+
+torch is imported lazily, only inside this module's functions: ``import nanosgm`` never needs it.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from . import attacks, backend, models
+from .layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential,
+                     SoftmaxCrossEntropy)
+from .optim import build_optimizer
+
+__all__ = ["main", "to_torch", "measure", "nanosgm_cells", "torch_cells", "INPUT_SHAPES", "COLUMNS",
+           "TorchMissing", "set_blas_threads", "blas_gflops"]
+
+INPUT_SHAPES = {"dnn": models.MNIST_SHAPE, "cnn": models.MNIST_SHAPE, "cifar_cnn": models.CIFAR_SHAPE}
+COLUMNS = ("train_adam", "train_wame", "infer", "fgsm")          # JSON keys, in table order
+HEADERS = {"train_adam": "train img/s (Adam)", "train_wame": "train img/s (WAME)",
+           "infer": "infer img/s", "fgsm": "FGSM img/s"}
+TORCH_COLUMNS = ("train_adam", "infer", "fgsm")                    # torch has no WAME
+FGSM_EPS = 0.1
+LR = 1e-3
+
+
+class TorchMissing(RuntimeError):
+    """--compare-torch was asked for but torch cannot be imported."""
+
+
+def _import_torch():
+    """torch, imported on demand; a TorchMissing error that says what to do when it is not installed."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise TorchMissing(f"--compare-torch needs PyTorch, which cannot be imported here ({exc}). "
+                           "Install it (CPU build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`, "
+                           "or `pip install -e .[test]`), or run without --compare-torch.") from exc
+    return torch
+
+
+# ----------------------------------------------------------------------------------------------- threads
+def _openblas_handles():
+    """(set, get) ctypes functions of the OpenBLAS loaded in this process, or (None, None)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None, None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", "_64_", ""):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    setter.argtypes, setter.restype = [ctypes.c_int], None
+                    getter.argtypes, getter.restype = [], ctypes.c_int
+                    return setter, getter
+    return None, None
+
+
+def set_blas_threads(n: int):
+    """Set NumPy's BLAS threads to n. Returns (restore: callable, description: str)."""
+    n = int(n)
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        pass
+    else:
+        limiter = threadpool_limits(limits=n, user_api="blas")
+        info = [f"{d.get('internal_api', '?')}={d.get('num_threads', '?')}" for d in threadpool_info()
+                if d.get("user_api") == "blas"]
+        return limiter.restore_original_limits, f"{', '.join(info) or n} (threadpoolctl)"
+    setter, getter = _openblas_handles()
+    if setter is not None:
+        before = getter()
+        setter(n)
+        return (lambda: setter(before)), f"openblas={getter()} (set via ctypes; threadpoolctl not installed)"
+    env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return (lambda: None), (f"not set: threadpoolctl not installed and no OpenBLAS found; the BLAS uses "
+                            f"{'OPENBLAS_NUM_THREADS/OMP_NUM_THREADS=' + env if env else 'all cores (env vars unset)'}")
+
+
+# ----------------------------------------------------------------------------------------------- timing
+def _sync():
+    backend.synchronize()
+
+
+def measure(fn, seconds: float, warmup: int = 2, sync=_sync) -> dict:
+    """Run ``fn`` ``warmup`` times untimed, then time single calls until ``seconds`` have passed
+    (at least one). ``sync`` is called after each call, before the clock is read.
+    Returns {"median_s", "min_s", "reps"}."""
+    for _ in range(max(int(warmup), 0)):
+        fn()
+        sync()
+    times = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        if t1 - start >= seconds:
+            break
+    return {"median_s": statistics.median(times), "min_s": min(times), "reps": len(times)}
+
+
+def blas_gflops(n: int = 2048, reps: int = 3, asarray=None, sync=_sync) -> float:
+    """GFLOP/s of an n x n float32 matmul (2 n^3 flops), best of ``reps`` after one warm-up.
+    ``asarray`` moves the host operands (default: the active backend's ``to_device``; torch.as_tensor works)."""
+    asarray = backend.to_device if asarray is None else asarray
+    g = np.random.default_rng(0)
+    a = asarray(g.standard_normal((n, n), dtype=np.float32))
+    b = asarray(g.standard_normal((n, n), dtype=np.float32))
+    c = a @ b
+    sync()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        c = a @ b
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    del c
+    return 2.0 * n ** 3 / best / 1e9
+
+
+# ----------------------------------------------------------------------------------------------- nanosgm
+def nanosgm_cells(model, x, y) -> dict:
+    """{column: zero-argument step function} for the nanosgm network ``model`` on backend arrays x, y."""
+    loss_fn = SoftmaxCrossEntropy()
+
+    def train_with(opt):
+        def step():
+            logits = model.forward(x, training=True)
+            loss_fn.forward(logits, y)
+            model.backward(loss_fn.backward())         # dE/dX at the inputs + every weight gradient
+            opt.step(model)
+        return step
+
+    return {
+        "train_adam": train_with(build_optimizer("adam", LR)),
+        "train_wame": train_with(build_optimizer("wame", LR)),
+        "infer": lambda: model.forward(x, training=False),
+        "fgsm": lambda: attacks.fgsm(model, x, y, FGSM_EPS),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- torch
+def _torch_modules(layer, nn, in_rank):
+    """The torch.nn modules (a list) equivalent to one nanosgm layer whose input has ``in_rank`` dims."""
+    if isinstance(layer, Dense):
+        return [nn.Linear(layer.in_features, layer.out_features, bias="b" in layer.params)]
+    if isinstance(layer, Conv2D):
+        return [nn.Conv2d(layer.in_channels, layer.out_channels, (layer.kh, layer.kw), stride=layer.stride,
+                          padding=layer.padding, bias="b" in layer.params)]
+    if isinstance(layer, MaxPool2D):
+        return [nn.MaxPool2d(layer.k, layer.stride)]
+    if isinstance(layer, BatchNorm):
+        if in_rank not in (2, 4):
+            raise ValueError(f"{layer!r} sees {in_rank}-D inputs; only 2-D (BatchNorm1d) and 4-D (BatchNorm2d) translate")
+        cls = nn.BatchNorm2d if in_rank == 4 else nn.BatchNorm1d
+        return [cls(layer.num_features, eps=layer.eps, momentum=layer.momentum)]
+    if isinstance(layer, ReLU):
+        return [nn.ReLU()]
+    if isinstance(layer, Dropout):
+        return [nn.Dropout(layer.p)]
+    if isinstance(layer, Flatten):
+        return [nn.Flatten()]
+    if isinstance(layer, GlobalAvgPool2D):
+        return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    raise TypeError(f"nanosgm.bench cannot translate {layer!r} ({type(layer).__name__}) to torch; "
+                    "add a rule to nanosgm.bench._torch_modules")
+
+
+def _flat_layers(model):
+    """The leaf layers of ``model``, nested Sequentials flattened, in order."""
+    if isinstance(model, Sequential):
+        for sub in model.layers:
+            yield from _flat_layers(sub)
+    else:
+        yield model
+
+
+def _param_dtype(model):
+    for _, p, _ in model.parameters():
+        return np.dtype(p.dtype)
+    return np.dtype(np.float32)
+
+
+def _input_ranks(layers, in_shape, dtype):
+    """[rank of each layer's input], from a one-sample inference forward (zeros) through the layers.
+
+    Inference mode changes neither parameters nor BatchNorm statistics (it only refreshes the caches
+    that the next forward overwrites anyway)."""
+    x = backend.xp().zeros((1,) + tuple(in_shape), dtype=dtype)
+    ranks = []
+    for layer in layers:
+        ranks.append(x.ndim)
+        x = layer.forward(x, training=False)
+    return ranks
+
+
+def to_torch(model, in_shape, *, device="cpu", copy_weights=True):
+    """A ``torch.nn.Sequential`` with the same architecture as the nanosgm ``model``, layer by layer:
+    Conv2D -> Conv2d (same stride/padding), Dense -> Linear, MaxPool2D -> MaxPool2d, BatchNorm ->
+    BatchNorm1d/2d by the rank of its input (found by pushing one sample of shape ``in_shape``
+    through the model), ReLU, Dropout, Flatten, GlobalAvgPool2D -> AdaptiveAvgPool2d(1) + Flatten.
+    Nested Sequentials are flattened; an unknown layer type is a TypeError.
+
+    With ``copy_weights`` the parameters and BatchNorm running statistics are copied (Dense's W is
+    (in, out), Linear's weight (out, in)), so both compute the same function. The torch model has the
+    nanosgm parameters' dtype and lives on ``device``.
+    """
+    torch = _import_torch()
+    nn = torch.nn
+    layers = list(_flat_layers(model))
+    dtype = _param_dtype(model)
+    ranks = _input_ranks(layers, in_shape, dtype)
+    groups = [_torch_modules(layer, nn, rank) for layer, rank in zip(layers, ranks)]
+    net = nn.Sequential(*[m for group in groups for m in group]).to(getattr(torch, dtype.name))
+    if copy_weights:
+        def t(a):
+            return torch.from_numpy(np.ascontiguousarray(backend.to_host(a)))
+        with torch.no_grad():
+            for layer, group in zip(layers, groups):
+                m = group[0]
+                if isinstance(layer, (Dense, Conv2D)):
+                    w = t(layer.params["W"])
+                    m.weight.copy_(w.T if isinstance(layer, Dense) else w)
+                    if "b" in layer.params:
+                        m.bias.copy_(t(layer.params["b"]))
+                elif isinstance(layer, BatchNorm):
+                    m.weight.copy_(t(layer.params["gamma"]))
+                    m.bias.copy_(t(layer.params["beta"]))
+                    m.running_mean.copy_(t(layer.buffers["running_mean"]))
+                    m.running_var.copy_(t(layer.buffers["running_var"]))
+    return net.to(device)
+
+
+def torch_cells(tmodel, x, y) -> dict:
+    """{column: zero-argument step function} for the torch network ``tmodel`` on tensors x, y."""
+    torch = _import_torch()
+    F = torch.nn.functional
+    opt = torch.optim.Adam(tmodel.parameters(), lr=LR)
+
+    def train_adam():
+        tmodel.train()
+        opt.zero_grad(set_to_none=True)
+        xi = x.detach().requires_grad_(True)          # so backward also computes dE/dX, as nanosgm
+        loss = F.cross_entropy(tmodel(xi), y)
+        loss.backward()
+        opt.step()
+        return xi.grad
+
+    def infer():
+        tmodel.eval()
+        with torch.no_grad():
+            return tmodel(x)
+
+    def fgsm():
+        tmodel.eval()
+        xi = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(tmodel(xi), y)
+        (g,) = torch.autograd.grad(loss, xi)
+        return torch.clamp(x + FGSM_EPS * torch.sign(g), 0.0, 1.0)
+
+    return {"train_adam": train_adam, "infer": infer, "fgsm": fgsm}
+
+
+# ----------------------------------------------------------------------------------------------- report
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name() -> str:
+    if backend.name() == "cupy":
+        try:
+            import cupy
+            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+            name = props["name"]
+            return name.decode() if isinstance(name, bytes) else str(name)
+        except Exception as exc:  # pragma: no cover - GPU only
+            return f"CUDA device (name unavailable: {exc})"
+    return f"{cpu_name()} ({os.cpu_count()} logical CPUs)"
+
+
+def _fmt(v, ratio=False):
+    if v is None:
+        return "-"
+    return f"{v:.2f}x" if ratio else f"{v:,.0f}"
+
+
+def format_table(results: dict, compare: bool) -> str:
+    cols = ["model", "run"] + [HEADERS[c] for c in COLUMNS]
+    rows = []
+    for name, r in results.items():
+        rows.append([name, "nanosgm"] + [_fmt(r["nanosgm"][c]["img_per_s"]) for c in COLUMNS])
+        if compare:
+            rows.append([name, f"torch ({r['torch_device']})"]
+                        + [_fmt(r["torch"][c]["img_per_s"]) if c in r["torch"] else "-" for c in COLUMNS])
+            rows.append([name, "nanosgm/torch"] + [_fmt(r["ratio"].get(c), ratio=True) for c in COLUMNS])
+    widths = [max(len(str(row[i])) for row in rows + [cols]) for i in range(len(cols))]
+    def line(row):
+        return " | ".join(str(v).ljust(w) if i < 2 else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+    out = [line(cols), "-+-".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def write_json_atomic(path, obj) -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------- main
+def _parse(argv):
+    p = argparse.ArgumentParser(prog="python -m nanosgm.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="dnn,cnn,cifar_cnn",
+                   help="comma-separated paper networks: dnn (Table 1), cnn (Table 2), cifar_cnn (Table 3)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--backend", default=None, help="numpy or cupy (default: the active backend, NANOSGM_BACKEND)")
+    p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell, after warm-up (default 3)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per cell (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (default os.cpu_count())")
+    p.add_argument("--compare-torch", action="store_true", help="also time the same network in PyTorch")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (atomically)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def _err(msg):
+    print(f"nanosgm.bench: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    names = []
+    for raw in args.models.split(","):
+        raw = raw.strip()
+        if not raw:
+            continue
+        key = models.ALIASES.get(raw, raw)
+        if key not in models.MODELS:
+            return _err(f"unknown model {raw!r}; choose from {', '.join(models.MODELS)} "
+                        f"(aliases: {', '.join(sorted(models.ALIASES))})")
+        if key not in INPUT_SHAPES:
+            return _err(f"no input shape known for model {key!r}; add it to nanosgm.bench.INPUT_SHAPES")
+        if key not in names:
+            names.append(key)
+    if not names:
+        return _err("--models is empty")
+    if args.batch_size < 2:
+        return _err("--batch-size must be at least 2 (batch normalisation needs 2 samples in training mode)")
+    if args.seconds < 0 or args.warmup < 0:
+        return _err("--seconds and --warmup must be non-negative")
+    threads = int(args.threads) if args.threads else (os.cpu_count() or 1)
+    if threads < 1:
+        return _err("--threads must be at least 1")
+    if args.backend:
+        try:
+            backend.use(args.backend)
+        except backend.BackendError as exc:
+            return _err(str(exc))
+    torch = None
+    if args.compare_torch:
+        try:
+            torch = _import_torch()
+        except TorchMissing as exc:
+            return _err(str(exc))
+
+    restore_blas, blas_desc = set_blas_threads(threads)
+    torch_threads_before = torch.get_num_threads() if torch is not None else None
+    try:
+        return _run(args, names, threads, blas_desc, torch)
+    finally:
+        restore_blas()
+        if torch is not None:
+            torch.set_num_threads(torch_threads_before)
+
+
+def _run(args, names, threads, blas_desc, torch) -> int:
+    t_start = time.perf_counter()
+    on_gpu = backend.name() == "cupy"
+    tdev = "cpu"
+    if torch is not None:
+        torch.set_num_threads(threads)
+        if on_gpu and torch.cuda.is_available():
+            tdev = "cuda"
+
+    def tsync():
+        if tdev == "cuda":
+            torch.cuda.synchronize()
+
+    meta = {
+        "backend": backend.name(), "device": device_name(), "numpy": np.__version__,
+        "python": platform.python_version(), "threads": threads, "blas_threads": blas_desc,
+        "batch_size": args.batch_size, "seconds": args.seconds, "warmup": args.warmup, "seed": args.seed,
+        "dtype": "float32", "fgsm_eps": FGSM_EPS, "lr": LR,
+        "torch": None if torch is None else torch.__version__,
+        "torch_device": None if torch is None else tdev,
+        "torch_threads": None if torch is None else torch.get_num_threads(),
+    }
+    print(f"nanosgm bench | backend {meta['backend']} | device {meta['device']} | numpy {meta['numpy']} | "
+          f"threads {threads} (BLAS: {blas_desc}) | batch {args.batch_size} | float32")
+    if torch is not None:
+        print(f"torch {torch.__version__} on {tdev} | torch threads {meta['torch_threads']}"
+              + ("  (note: nanosgm on GPU, torch on CPU: ratios compare devices)" if on_gpu and tdev == "cpu" else ""))
+    meta["blas_gflops"] = blas_gflops()
+    ref = f"reference: 2048x2048 float32 matmul = {meta['blas_gflops']:.1f} GFLOP/s ({backend.name()})"
+    if torch is not None:
+        meta["torch_matmul_gflops"] = blas_gflops(asarray=lambda a: torch.as_tensor(a, device=tdev), sync=tsync)
+        ref += f", {meta['torch_matmul_gflops']:.1f} GFLOP/s (torch {tdev})"
+    print(ref)
+    print(f"timing: {args.warmup} warm-up steps, then >= {args.seconds:g} s per cell; "
+          f"img/s = batch / median step time", flush=True)
+
+    results = {}
+    for name in names:
+        shape = INPUT_SHAPES[name]
+        g = np.random.default_rng(args.seed)
+        x_host = g.random((args.batch_size,) + tuple(shape), dtype=np.float32)
+        y_host = g.integers(0, 10, args.batch_size).astype(np.int64)
+        backend.seed(args.seed)
+        model = models.build(name, dtype="float32")
+        x, y = backend.to_device(x_host), backend.to_device(y_host)
+        r = {"input_shape": list(shape), "params": model.num_params(), "nanosgm": {}}
+        tmodel = None
+        if torch is not None:
+            tmodel = to_torch(model, shape, device=tdev)       # before any step: the same initial weights
+        for col, fn in nanosgm_cells(model, x, y).items():
+            gc.collect()
+            m = measure(fn, args.seconds, args.warmup)
+            m["img_per_s"] = args.batch_size / m["median_s"]
+            r["nanosgm"][col] = m
+            print(f"  {name:9s} nanosgm {col:10s} {m['img_per_s']:10,.1f} img/s  "
+                  f"({m['median_s'] * 1e3:.1f} ms/step, {m['reps']} steps)", flush=True)
+        del model
+        if torch is not None:
+            r["torch_device"] = tdev
+            r["torch"], r["ratio"] = {}, {}
+            tx = torch.from_numpy(x_host).to(tdev)
+            ty = torch.from_numpy(y_host).to(tdev)
+            for col, fn in torch_cells(tmodel, tx, ty).items():
+                gc.collect()
+                m = measure(fn, args.seconds, args.warmup, sync=tsync)
+                m["img_per_s"] = args.batch_size / m["median_s"]
+                r["torch"][col] = m
+                r["ratio"][col] = r["nanosgm"][col]["img_per_s"] / m["img_per_s"]
+                print(f"  {name:9s} torch   {col:10s} {m['img_per_s']:10,.1f} img/s  "
+                      f"({m['median_s'] * 1e3:.1f} ms/step, {m['reps']} steps)", flush=True)
+            del tmodel
+        results[name] = r
+        gc.collect()
+
+    meta["wall_s"] = time.perf_counter() - t_start
+    print()
+    print(format_table(results, torch is not None))
+    print(f"(ratio nanosgm/torch > 1: nanosgm faster; torch has no WAME; total {meta['wall_s']:.0f} s)")
+    if args.json:
+        write_json_atomic(args.json, {"meta": meta, "columns": list(COLUMNS), "results": results})
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""nanosgm.bench: the torch translation is the same network, and the CLI runs end to end.
+
+No timing assertions: speed is measured by running the bench, never asserted.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nanosgm import attacks, backend, bench, models
+from nanosgm.layers import BatchNorm, Layer, Sequential
+
+TINY = ["--models", "cnn", "--seconds", "0.01", "--batch-size", "4", "--warmup", "1"]
+
+
+def _randomise_bn(model, rng):
+    """Non-trivial gamma, beta and running statistics, so the BatchNorm translation is really tested."""
+    for layer in model.layers:
+        if isinstance(layer, BatchNorm):
+            f = layer.num_features
+            layer.params["gamma"][...] = rng.uniform(0.5, 1.5, f)
+            layer.params["beta"][...] = rng.standard_normal(f) * 0.1
+            layer.buffers["running_mean"][...] = rng.standard_normal(f) * 0.1
+            layer.buffers["running_var"][...] = rng.uniform(0.5, 2.0, f)
+
+
+@pytest.fixture
+def numpy_backend():
+    before = backend.name()
+    backend.use("numpy")
+    yield
+    backend.use(before)
+
+
+@pytest.mark.parametrize("name", ["dnn", "cnn", "cifar_cnn"])
+def test_torch_translation_computes_the_same_logits(name, numpy_backend):
+    torch = pytest.importorskip("torch")
+    backend.seed(1)
+    model = models.build(name, dtype="float64")
+    rng = np.random.default_rng(2)
+    _randomise_bn(model, rng)
+    shape = bench.INPUT_SHAPES[name]
+    tmodel = bench.to_torch(model, shape)
+    assert next(tmodel.parameters()).dtype == torch.float64
+    # the same architecture: one torch parameter tensor per nanosgm parameter, same sizes
+    ours = sorted(int(p.size) for _, p, _ in model.parameters())
+    theirs = sorted(int(p.numel()) for p in tmodel.parameters())
+    assert ours == theirs
+    kinds = [type(m).__name__ for m in tmodel]
+    if name == "cnn":
+        assert kinds[:4] == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"] and "BatchNorm1d" in kinds
+        assert kinds.count("Dropout") == 1
+    if name == "cifar_cnn":
+        assert kinds[-2:] == ["AdaptiveAvgPool2d", "Flatten"] and "BatchNorm1d" not in kinds
+        strides = [m.stride for m in tmodel if type(m).__name__ == "Conv2d"]
+        assert strides.count((2, 2)) == 2
+    if name == "dnn":
+        assert kinds.count("BatchNorm1d") == 5 and kinds.count("Linear") == 6
+
+    x = rng.random((3,) + shape)
+    logits = model.forward(x, training=False)
+    tmodel.eval()
+    with torch.no_grad():
+        tlogits = tmodel(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(logits, tlogits, rtol=1e-9, atol=1e-11)
+
+
+def test_float32_translation_agrees_to_float32_precision(numpy_backend):
+    torch = pytest.importorskip("torch")
+    backend.seed(4)
+    model = models.build("cnn")                       # float32, as the bench runs it
+    _randomise_bn(model, np.random.default_rng(5))
+    tmodel = bench.to_torch(model, models.MNIST_SHAPE).eval()
+    assert next(tmodel.parameters()).dtype == torch.float32
+    x = np.random.default_rng(6).random((4,) + models.MNIST_SHAPE, dtype=np.float32)
+    with torch.no_grad():
+        t = tmodel(torch.from_numpy(x)).numpy()
+    y = model.forward(x, training=False)
+    np.testing.assert_allclose(y, t, rtol=1e-4, atol=1e-4 * np.abs(t).max())
+
+
+def test_torch_cells_do_what_the_nanosgm_cells_do(numpy_backend):
+    """The torch FGSM cell gives nanosgm's FGSM example; the training cell fills dE/dX and moves the weights."""
+    torch = pytest.importorskip("torch")
+    backend.seed(7)
+    model = models.build("cnn", dtype="float64")
+    _randomise_bn(model, np.random.default_rng(8))
+    tmodel = bench.to_torch(model, models.MNIST_SHAPE)
+    g = np.random.default_rng(9)
+    x = g.random((5,) + models.MNIST_SHAPE)
+    y = g.integers(0, 10, 5)
+    cells = bench.torch_cells(tmodel, torch.from_numpy(x), torch.from_numpy(y))
+    assert set(cells) == set(bench.TORCH_COLUMNS)
+    x_adv = cells["fgsm"]().detach().numpy()
+    np.testing.assert_array_equal(x_adv, attacks.fgsm(model, x, y, bench.FGSM_EPS))
+    w0 = tmodel[0].weight.detach().clone()
+    dx = cells["train_adam"]()
+    assert dx is not None and tuple(dx.shape) == x.shape and float(dx.abs().sum()) > 0
+    assert not torch.equal(w0, tmodel[0].weight.detach())
+
+    ours = bench.nanosgm_cells(model, x, y)
+    assert list(ours) == list(bench.COLUMNS)
+    before = model.state_dict()
+    ours["infer"]()
+    ours["fgsm"]()
+    for k, v in model.state_dict().items():           # inference cells change nothing
+        np.testing.assert_array_equal(v, before[k])
+    ours["train_wame"]()
+    assert any(not np.array_equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_unknown_layer_is_a_clear_error(numpy_backend):
+    pytest.importorskip("torch")
+
+    class Odd(Layer):
+        def forward(self, x, training=True):
+            return x
+
+        def backward(self, dy):
+            return dy
+
+    with pytest.raises(TypeError, match="cannot translate Odd"):
+        bench.to_torch(Sequential([Odd()]), (3,))
+
+
+def test_measure_counts_steps_and_calls_sync():
+    calls = {"fn": 0, "sync": 0}
+    m = bench.measure(lambda: calls.__setitem__("fn", calls["fn"] + 1), 0.0, warmup=2,
+                      sync=lambda: calls.__setitem__("sync", calls["sync"] + 1))
+    assert m["reps"] == 1 and calls == {"fn": 3, "sync": 3}
+    assert m["median_s"] >= 0 and m["min_s"] <= m["median_s"]
+
+
+def test_cli_tiny_run_prints_the_table(capsys, numpy_backend):
+    assert bench.main(TINY) == 0
+    out = capsys.readouterr().out
+    for word in ("backend numpy", "numpy " + np.__version__, "threads", "batch 4", "GFLOP/s",
+                 "model", "train img/s (Adam)", "train img/s (WAME)", "infer img/s", "FGSM img/s"):
+        assert word in out, word
+    row = [line for line in out.splitlines() if line.startswith("cnn ") and "| nanosgm " in line]
+    assert len(row) == 1 and len(row[0].split("|")) == 6
+
+
+def test_cli_json(tmp_path, capsys, numpy_backend):
+    path = tmp_path / "sub" / "bench.json"
+    assert bench.main(TINY + ["--json", str(path)]) == 0
+    d = json.loads(path.read_text())
+    assert set(d) == {"meta", "columns", "results"}
+    assert d["columns"] == list(bench.COLUMNS)
+    for key in ("backend", "device", "numpy", "threads", "batch_size", "seconds", "blas_gflops", "wall_s"):
+        assert key in d["meta"], key
+    assert d["meta"]["batch_size"] == 4 and d["meta"]["backend"] == "numpy"
+    r = d["results"]["cnn"]
+    assert set(r["nanosgm"]) == set(bench.COLUMNS)
+    for cell in r["nanosgm"].values():
+        assert cell["img_per_s"] > 0 and cell["reps"] >= 1 and cell["median_s"] > 0
+    assert [p.name for p in path.parent.iterdir()] == ["bench.json"]     # no temporary file left
+
+
+def test_cli_compare_torch_tiny(capsys, numpy_backend, tmp_path):
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    path = tmp_path / "b.json"
+    assert bench.main(TINY + ["--compare-torch", "--threads", "1", "--json", str(path)]) == 0
+    assert torch.get_num_threads() == threads           # restored
+    out = capsys.readouterr().out
+    assert "torch (cpu)" in out and "nanosgm/torch" in out and "torch threads 1" in out
+    r = json.loads(path.read_text())["results"]["cnn"]
+    assert set(r["torch"]) == set(bench.TORCH_COLUMNS) == set(r["ratio"])
+    assert all(v > 0 for v in r["ratio"].values())
+
+
+def test_unknown_model_is_a_clear_error(capsys):
+    assert bench.main(["--models", "cnn,resnet", "--seconds", "0"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown model 'resnet'" in err and "cifar_cnn" in err
+
+
+def test_bad_batch_size_is_a_clear_error(capsys):
+    assert bench.main(["--models", "cnn", "--batch-size", "1"]) != 0
+    assert "batch-size" in capsys.readouterr().err
+
+
+def test_compare_torch_without_torch(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)      # `import torch` now raises ImportError
+    assert bench.main(TINY + ["--compare-torch"]) != 0
+    err = capsys.readouterr().err
+    assert "--compare-torch needs PyTorch" in err and "pip install" in err
+
+
+def test_importing_nanosgm_bench_does_not_import_torch():
+    code = "import sys, nanosgm, nanosgm.bench; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
