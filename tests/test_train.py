@@ -1,0 +1,170 @@
+"""The training loop: SGM's input update (Eq. 15/21), lock-step control runs, determinism, resume, the CLI."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nanosgm import backend, models, train
+from nanosgm.attacks import input_gradient
+from nanosgm.layers import BatchNorm, Dense, Flatten, ReLU, Sequential
+from nanosgm.optim import build_optimizer
+from nanosgm.sgm import SmoothGradient
+
+
+def tiny_model(seed=0):
+    backend.seed(seed)
+    return Sequential([Flatten(), Dense(12, 8, dtype="float64"), BatchNorm(8, dtype="float64"), ReLU(),
+                       Dense(8, 3, dtype="float64")])
+
+
+def tiny_data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (n, 1, 3, 4)), rng.integers(0, 3, n)
+
+
+def run(input_lr=0.2, epochs=2, seed=0, **kw):
+    model = tiny_model(seed)
+    X, y = tiny_data()
+    opt = build_optimizer("wame", lr=1e-2)
+    res = train.fit(model, opt, X, y, epochs=epochs, batch_size=kw.pop("batch_size", 5), input_lr=input_lr,
+                    seed=seed, progress=False, log=lambda *_: None, **kw)
+    return model, res
+
+
+def test_one_batch_one_epoch_is_exactly_eq15_at_the_initial_weights():
+    """A single full batch: X_1 = X_0 + lambda-bar * dE/dX(X_0) with dE/dX at the initial weights (training mode)."""
+    X, y = tiny_data(n=10)
+    order = np.random.default_rng(train.epoch_seed(0, 0, 1)).permutation(10)   # fit's batch order in epoch 0
+    reference = tiny_model(seed=3)
+    _, dX_batch = input_gradient(reference, X[order], y[order], training=True)
+    dX = np.empty_like(X)
+    dX[order] = dX_batch
+    model = tiny_model(seed=3)
+    res = train.fit(model, build_optimizer("wame"), X, y, epochs=1, batch_size=10, input_lr=0.2, seed=0,
+                    progress=False, log=lambda *_: None)
+    np.testing.assert_array_equal(res.train_inputs, X + 0.2 * dX)
+    assert not np.array_equal(res.train_inputs, X)
+
+
+def test_the_stored_training_set_is_never_modified():
+    X, y = tiny_data()
+    X0 = X.copy()
+    train.fit(tiny_model(), build_optimizer("wame"), X, y, epochs=1, batch_size=4, input_lr=0.5, progress=False,
+              log=lambda *_: None)
+    np.testing.assert_array_equal(X, X0)
+
+
+def test_updates_persist_across_epochs():
+    """Epoch 2 trains on X_1, not X_0: the change after two epochs is not the change after one."""
+    _, r1 = run(epochs=1)
+    _, r2 = run(epochs=2)
+    X, _ = tiny_data()
+    assert not np.allclose(r2.train_inputs - X, r1.train_inputs - X)
+
+
+def test_control_and_sgm_start_in_lock_step():
+    """Same seed: identical initial weights; the first epoch's batches and masks are the same too."""
+    a, b = tiny_model(seed=7), tiny_model(seed=7)
+    for (_, pa, _), (_, pb, _) in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(pa, pb)
+    seen = {}
+
+    def cb(tag):
+        return lambda epoch, model, X_t, record: seen.setdefault(tag, []).append(record["train_loss"])
+    run(input_lr=0.0, epochs=1, seed=7, callback=cb("control"))
+    run(input_lr=0.2, epochs=1, seed=7, callback=cb("sgm"))
+    # one epoch: input updates of a batch only affect later epochs, so the first epoch's losses agree exactly
+    assert seen["control"] == seen["sgm"]
+
+
+def test_control_is_bit_identical_to_switching_updates_off_another_way(monkeypatch):
+    m0, r0 = run(input_lr=0.0, epochs=3)
+    monkeypatch.setattr(SmoothGradient, "update", lambda self, idx, dX: None)
+    m1, r1 = run(input_lr=0.2, epochs=3)
+    for (_, p0, _), (_, p1, _) in zip(m0.parameters(), m1.parameters()):
+        np.testing.assert_array_equal(p0, p1)
+    np.testing.assert_array_equal(r0.train_inputs, r1.train_inputs)
+
+
+def test_a_seeded_run_is_deterministic_and_seeds_differ():
+    m0, r0 = run(seed=5)
+    m1, r1 = run(seed=5)
+    m2, _ = run(seed=6)
+    assert [h["train_loss"] for h in r0.history] == [h["train_loss"] for h in r1.history]
+    np.testing.assert_array_equal(r0.train_inputs, r1.train_inputs)
+    assert not np.array_equal(m0.layers[1].params["W"], m2.layers[1].params["W"])
+
+
+def test_resume_from_checkpoint_gives_the_uninterrupted_result(tmp_path):
+    X, y = tiny_data()
+    full_model, full = run(epochs=3, X_val=X, y_val=y)
+    ckpt = str(tmp_path / "ckpt.npz")
+    run(epochs=2, X_val=X, y_val=y, checkpoint=ckpt)              # "interrupted" after epoch 2
+    assert os.path.exists(ckpt)
+    resumed_model, resumed = run(epochs=3, X_val=X, y_val=y, checkpoint=ckpt, resume=True)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    np.testing.assert_array_equal(resumed.train_inputs, full.train_inputs)
+    for (_, a, _), (_, b, _) in zip(full_model.parameters(), resumed_model.parameters()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_best_validation_epoch_is_kept():
+    X, y = tiny_data()
+    model, res = run(epochs=4, X_val=X, y_val=y)
+    errors = [h["val_error"] for h in res.history]
+    assert res.best_epoch == 1 + int(np.argmin(errors))
+    assert 1 - __import__("nanosgm").attacks.accuracy(model, X, y) == pytest.approx(min(errors))
+
+
+def test_nan_loss_is_a_clear_error():
+    X, y = tiny_data()
+    X[0, 0, 0, 0] = np.nan
+    with pytest.raises(train.TrainingDiverged, match="lower the learning rate"):
+        train.fit(tiny_model(), build_optimizer("wame"), X, y, epochs=1, batch_size=16, progress=False,
+                  log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_short_real_mnist_run_beats_chance_clearly(mnist_real):
+    ds = mnist_real
+    backend.seed(0)
+    model = models.mnist_cnn()
+    res = train.fit(model, build_optimizer("wame"), ds.X_train[:2000], ds.y_train[:2000], epochs=1,
+                    batch_size=64, input_lr=0.2, X_val=ds.X_val[:1000], y_val=ds.y_val[:1000],
+                    progress=False, log=lambda *_: None)
+    assert res.history[0]["val_error"] < 0.15     # chance is 0.90
+
+
+def test_cli_runs_and_writes_results(tmp_path, mnist_real, capsys):
+    out = tmp_path / "run"
+    code = train.main(["mnist", "--model", "dnn", "--epochs", "1", "--limit", "600", "--eval-limit", "300", "--batch-size", "100",
+                       "--pgd", "50", "--eps", "0.01,0.1", "--out", str(out), "--no-progress",
+                       "--data-dir", str(os.environ.get("NANOSGM_DATA", ""))])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "clean test accuracy" in printed and "FGSM acc" in printed and "PGD-10 acc" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["results"]["fgsm_accuracy"]) == {"0.01", "0.1"}
+    assert results["config"]["input_lr"] == 0.2 and results["versions"]["numpy"] == np.__version__
+    assert (out / "model.npz").exists() and (out / "checkpoint.npz").exists()
+
+
+def test_cli_bad_flags_are_clear_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.main(["imagenet"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert train.main(["mnist", "--eps", "a,b"]) == 1
+    assert "--eps" in capsys.readouterr().err
+    assert train.main(["mnist", "--backend", "cupy"] if not backend.cupy_available()[0] else ["mnist", "--epochs", "0"]) == 1
+
+
+def test_cli_missing_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    from nanosgm.data import DataError
+    import nanosgm.data as data
+
+    def no_files(*a, **k):
+        raise DataError("MNIST files not found: put them in ... or set NANOSGM_DATA")
+    monkeypatch.setattr(data, "load", no_files)
+    assert train.main(["mnist", "--out", str(tmp_path / "x")]) == 1
+    assert "NANOSGM_DATA" in capsys.readouterr().err
