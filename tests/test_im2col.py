@@ -191,20 +191,13 @@ def test_batchnorm_layout_does_not_change_values(shape, seed, training):
 
 
 # With a single sample, ``t.transpose(0, 2, 3, 1).reshape(-1, C)`` of an NCHW array is a *view* with
-# Fortran strides (not a copy), and NumPy's pairwise summation then adds the rows in another order than
-# for the C-contiguous rows of a channels-last input: the results differ in the last bit.
-ONE_SAMPLE_LAYOUT_BUG = ("bug: with N == 1 the (N*H*W, C) rows are a Fortran-strided view for NCHW input, so "
-                         "sums over rows (Conv2D grads['b']; BatchNorm mean/var/grads/dx) round differently "
-                         "than for channels-last input; fix with xp.ascontiguousarray before reshape")
-
-
-@pytest.mark.xfail(strict=True, reason=ONE_SAMPLE_LAYOUT_BUG)
+# Fortran strides, and NumPy would then sum the rows in another order than for channels-last input: the
+# layers make the rows contiguous first, so the results are identical bit for bit (a regression test).
 def test_conv2d_layout_does_not_change_values_for_a_single_sample():
     cfg = dict(n=1, cin=3, cout=3, h=8, w=7, k=1, stride=1, padding=0)
     _assert_same(*_conv_both_layouts(cfg, 0))
 
 
-@pytest.mark.xfail(strict=True, reason=ONE_SAMPLE_LAYOUT_BUG)
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_layout_does_not_change_values_for_a_single_sample(training):
     _assert_same(*_batchnorm_both_layouts((1, 3, 8, 7), 0, training))

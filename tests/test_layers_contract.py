@@ -70,13 +70,7 @@ def test_grads_keys_equal_params_keys_after_backward(name, training):
         assert g.shape == layer.params[k].shape and g.dtype == layer.params[k].dtype, k
 
 
-DROPOUT_BACKWARD_BUG = pytest.mark.xfail(
-    strict=True, reason="bug: Dropout.backward uses `_cache is None` to mean inference mode, so backward "
-                        "before any forward silently returns dy instead of raising")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=DROPOUT_BACKWARD_BUG) if n == "dropout" else n
-                                  for n in LAYERS])
+@pytest.mark.parametrize("name", LAYERS)
 def test_backward_before_forward_is_a_helpful_runtime_error(name):
     layer, _, out_shape = build(name)
     with pytest.raises(RuntimeError, match=r"backward\(\) was called before forward"):

@@ -12,7 +12,13 @@ mode). Training-mode backward, with M values per feature:
 """
 from __future__ import annotations
 
+from .. import backend
 from .base import Layer, check_float_dtype, check_ndim, ones, zeros
+
+
+def _rows(x):
+    """(N, C, H, W) -> the channels-last rows (N*H*W, C), contiguous (free when x is stored channels-last)."""
+    return backend.array_module(x).ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(-1, x.shape[1])
 
 
 class BatchNorm(Layer):
@@ -44,14 +50,14 @@ class BatchNorm(Layer):
         self._check(x)
         if x.ndim == 4:
             n, c, h, w = x.shape
-            y = self._forward2d(x.transpose(0, 2, 3, 1).reshape(-1, c), training)
+            y = self._forward2d(_rows(x), training)
             return y.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         return self._forward2d(x, training)
 
     def backward(self, dy):
         if dy.ndim == 4:
             n, c, h, w = dy.shape
-            dx = self._backward2d(dy.transpose(0, 2, 3, 1).reshape(-1, c))
+            dx = self._backward2d(_rows(dy))
             return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         return self._backward2d(dy)
 

@@ -12,8 +12,9 @@ At the network's first layer Eq. 13 is the residual gradient at the inputs, Eq. 
 """
 from __future__ import annotations
 
+from .. import backend
 from .base import Layer, check_float_dtype, check_ndim, he_normal, zeros
-from .im2col import col2im, im2col, output_size
+from .im2col import col2im, im2col, output_size, pad
 
 
 def _pair(v):
@@ -70,7 +71,8 @@ class Conv2D(Layer):
 
     def backward(self, dy):
         x_shape, cols = self._need_cache()
-        dy_mat = dy.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)       # (N*Ho*Wo, C_out)
+        xp = backend.array_module(dy)
+        dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)   # (N*Ho*Wo, C_out)
         dw_mat = cols.T @ dy_mat                                               # Eq. 12
         self.grads["W"] = dw_mat.reshape(self.kh, self.kw, self.in_channels, self.out_channels).transpose(3, 2, 0, 1).copy()
         if "b" in self.params:
@@ -81,9 +83,7 @@ class Conv2D(Layer):
 
 def conv2d_reference(x, W, b=None, stride: int = 1, padding: int = 0):
     """Eq. 11 written out directly, one output position at a time (tests compare Conv2D against it)."""
-    from .. import backend
     xp = backend.array_module(x)
-    from .im2col import pad
     n, c, h, w = x.shape
     co, _, kh, kw = W.shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)

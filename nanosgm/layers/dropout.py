@@ -8,6 +8,8 @@ from __future__ import annotations
 from .. import backend
 from .base import Layer
 
+_IDENTITY = object()     # cache marker: the last forward pass was the identity (inference, or p = 0)
+
 
 class Dropout(Layer):
     """y = x * mask / (1 - p) in training, y = x at inference.   Any shape.
@@ -30,8 +32,7 @@ class Dropout(Layer):
 
     def forward(self, x, training=True):
         if not training or self.p == 0.0:
-            self._cache = None
-            self.mask = None if not self.hold_mask else self.mask
+            self._cache = _IDENTITY
             return x
         if not (self.hold_mask and self.mask is not None and self.mask.shape == x.shape):
             rng = self.rng if self.rng is not None else backend.device_rng()
@@ -41,6 +42,5 @@ class Dropout(Layer):
         return x * self.mask
 
     def backward(self, dy):
-        if self._cache is None:     # inference mode or p == 0: the identity
-            return dy
-        return dy * self._cache
+        mask = self._need_cache()
+        return dy if mask is _IDENTITY else dy * mask

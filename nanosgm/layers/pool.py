@@ -50,14 +50,21 @@ class MaxPool2D(Layer):
         xp = backend.array_module(y)
         ho, wo = y.shape[1], y.shape[2]
         dy = dy.transpose(0, 2, 3, 1)
-        dx = xp.zeros(x_cl.shape, dtype=dy.dtype)
+        s, k = self.stride, self.k
+        # Windows that tile x exactly: each dx element belongs to one window, so it can be assigned.
+        tiles = s == k and x_cl.shape[1] == k * ho and x_cl.shape[2] == k * wo
+        dx = (xp.empty if tiles else xp.zeros)(x_cl.shape, dtype=dy.dtype)
         unrouted = xp.ones(y.shape, dtype=bool)          # windows whose gradient is not yet placed
-        s = self.stride
+        hit = xp.empty(y.shape, dtype=bool)
         for a, b, view in self._windows(x_cl, ho, wo):
-            hit = view == y
-            hit &= unrouted
+            xp.equal(view, y, out=hit)
+            hit &= unrouted                              # the first arg-max only
             unrouted ^= hit
-            dx[:, a:a + s * ho:s, b:b + s * wo:s, :] += dy * hit
+            target = dx[:, a:a + s * ho:s, b:b + s * wo:s, :]
+            if tiles:
+                xp.multiply(dy, hit, out=target)
+            else:
+                target += dy * hit
         return dx.transpose(0, 3, 1, 2)
 
 

@@ -77,11 +77,12 @@ class Sequential(Layer):
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:
             raise ValueError(f"state does not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for name, (layer, key, a) in expected.items():       # check everything before changing anything
+            if tuple(state[name].shape) != tuple(a.shape):
+                raise ValueError(f"state entry {name!r} has shape {tuple(state[name].shape)}, "
+                                 f"the model expects {tuple(a.shape)}")
         for name, (layer, key, a) in expected.items():
-            v = state[name]
-            if tuple(v.shape) != tuple(a.shape):
-                raise ValueError(f"state entry {name!r} has shape {tuple(v.shape)}, the model expects {tuple(a.shape)}")
-            a[...] = backend.array_module(a).asarray(v, dtype=a.dtype)
+            a[...] = backend.array_module(a).asarray(state[name], dtype=a.dtype)
 
     def save(self, path) -> None:
         """Write the state dict to ``path`` (.npz) atomically."""
@@ -116,5 +117,10 @@ def load_npz(path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{path} contains pickled Python objects; nanosgm never unpickles checkpoints "
+                             f"(that could run code). Only plain-array .npz files written by nanosgm load.") from exc
+        raise ValueError(f"{path} is not a readable nanosgm .npz file ({exc}); it may be truncated or corrupted") from exc
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ValueError(f"{path} is not a readable nanosgm .npz file ({exc}); it may be truncated or corrupted") from exc
