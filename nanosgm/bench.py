@@ -21,9 +21,10 @@ same inputs, batch and thread count:
 
 and prints the ratios nanosgm / torch (above 1: nanosgm is faster). Both sides run in float32.
 
-Measurement: ``--warmup`` steps (default 2) that are not timed, then steps are timed one by one until
-at least ``--seconds`` (default 3) have passed (at least one step); the cell's figure is
-batch / median step time. With the CuPy backend the clock is read after ``backend.synchronize()``
+Measurement: ``--warmup`` steps (default 2; fewer if they already took ``--seconds``) that are not
+timed, then steps are timed one by one until at least ``--seconds`` (default 3) have passed (at least
+one step); the cell's figure is batch / median step time (the JSON also has the minimum). The 1-minute
+load average is printed first: on a shared machine other processes' threads make every number noisy. With the CuPy backend the clock is read after ``backend.synchronize()``
 (and ``torch.cuda.synchronize()``; torch then runs on CUDA when it can).
 
 Threads: ``--threads N`` (default ``os.cpu_count()``) sets the BLAS threads of NumPy and
@@ -134,12 +135,20 @@ def _sync():
 
 
 def measure(fn, seconds: float, warmup: int = 2, sync=_sync) -> dict:
-    """Run ``fn`` ``warmup`` times untimed, then time single calls until ``seconds`` have passed
+    """Run ``fn`` up to ``warmup`` times untimed, then time single calls until ``seconds`` have passed
     (at least one). ``sync`` is called after each call, before the clock is read.
-    Returns {"median_s", "min_s", "reps"}."""
-    for _ in range(max(int(warmup), 0)):
+
+    The warm-up stops early (after at least one call) once it has taken ``seconds``: on a slow cell
+    (the CIFAR CNN on a laptop CPU) one warm-up step already allocates every buffer and optimiser slot.
+    Returns {"median_s", "min_s", "reps", "warmup"}."""
+    done = 0
+    t_warm = time.perf_counter()
+    while done < max(int(warmup), 0):
         fn()
         sync()
+        done += 1
+        if time.perf_counter() - t_warm >= seconds:
+            break
     times = []
     start = time.perf_counter()
     while True:
@@ -150,7 +159,7 @@ def measure(fn, seconds: float, warmup: int = 2, sync=_sync) -> dict:
         times.append(t1 - t0)
         if t1 - start >= seconds:
             break
-    return {"median_s": statistics.median(times), "min_s": min(times), "reps": len(times)}
+    return {"median_s": statistics.median(times), "min_s": min(times), "reps": len(times), "warmup": done}
 
 
 def blas_gflops(n: int = 2048, reps: int = 3, asarray=None, sync=_sync) -> float:
@@ -459,7 +468,12 @@ def _run(args, names, threads, blas_desc, torch) -> int:
         if tdev == "cuda":
             torch.cuda.synchronize()
 
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
     meta = {
+        "load_avg_1min_at_start": load,
         "backend": backend.name(), "device": device_name(), "numpy": np.__version__,
         "python": platform.python_version(), "threads": threads, "blas_threads": blas_desc,
         "batch_size": args.batch_size, "seconds": args.seconds, "warmup": args.warmup, "seed": args.seed,
@@ -470,6 +484,11 @@ def _run(args, names, threads, blas_desc, torch) -> int:
     }
     print(f"nanosgm bench | backend {meta['backend']} | device {meta['device']} | numpy {meta['numpy']} | "
           f"threads {threads} (BLAS: {blas_desc}) | batch {args.batch_size} | float32")
+    if load is not None:
+        busy = load > 0.5 * (os.cpu_count() or 1)
+        print(f"load average (1 min) at start: {load:.2f} on {os.cpu_count()} CPUs"
+              + ("  -- WARNING: the machine is busy; other processes share the cores and the numbers "
+                 "will be noisy (compare ratios from one run, or rerun when idle)" if busy else ""))
     if torch is not None:
         print(f"torch {torch.__version__} on {tdev} | torch threads {meta['torch_threads']}"
               + ("  (note: nanosgm on GPU, torch on CPU: ratios compare devices)" if on_gpu and tdev == "cpu" else ""))
@@ -479,8 +498,8 @@ def _run(args, names, threads, blas_desc, torch) -> int:
         meta["torch_matmul_gflops"] = blas_gflops(asarray=lambda a: torch.as_tensor(a, device=tdev), sync=tsync)
         ref += f", {meta['torch_matmul_gflops']:.1f} GFLOP/s (torch {tdev})"
     print(ref)
-    print(f"timing: {args.warmup} warm-up steps, then >= {args.seconds:g} s per cell; "
-          f"img/s = batch / median step time", flush=True)
+    print(f"timing: {args.warmup} warm-up steps (fewer if they take over {args.seconds:g} s), then >= "
+          f"{args.seconds:g} s per cell; img/s = batch / median step time", flush=True)
 
     results = {}
     for name in names:
@@ -501,7 +520,7 @@ def _run(args, names, threads, blas_desc, torch) -> int:
             m["img_per_s"] = args.batch_size / m["median_s"]
             r["nanosgm"][col] = m
             print(f"  {name:9s} nanosgm {col:10s} {m['img_per_s']:10,.1f} img/s  "
-                  f"({m['median_s'] * 1e3:.1f} ms/step, {m['reps']} steps)", flush=True)
+                  f"(median {m['median_s'] * 1e3:.1f} ms/step, min {m['min_s'] * 1e3:.1f}, {m['reps']} steps)", flush=True)
         del model
         if torch is not None:
             r["torch_device"] = tdev
@@ -515,7 +534,7 @@ def _run(args, names, threads, blas_desc, torch) -> int:
                 r["torch"][col] = m
                 r["ratio"][col] = r["nanosgm"][col]["img_per_s"] / m["img_per_s"]
                 print(f"  {name:9s} torch   {col:10s} {m['img_per_s']:10,.1f} img/s  "
-                      f"({m['median_s'] * 1e3:.1f} ms/step, {m['reps']} steps)", flush=True)
+                      f"(median {m['median_s'] * 1e3:.1f} ms/step, min {m['min_s'] * 1e3:.1f}, {m['reps']} steps)", flush=True)
             del tmodel
         results[name] = r
         gc.collect()

@@ -127,16 +127,20 @@ def test_unknown_layer_is_a_clear_error(numpy_backend):
 
 def test_measure_counts_steps_and_calls_sync():
     calls = {"fn": 0, "sync": 0}
-    m = bench.measure(lambda: calls.__setitem__("fn", calls["fn"] + 1), 0.0, warmup=2,
-                      sync=lambda: calls.__setitem__("sync", calls["sync"] + 1))
-    assert m["reps"] == 1 and calls == {"fn": 3, "sync": 3}
-    assert m["median_s"] >= 0 and m["min_s"] <= m["median_s"]
+    fn = lambda: calls.__setitem__("fn", calls["fn"] + 1)            # noqa: E731
+    sync = lambda: calls.__setitem__("sync", calls["sync"] + 1)      # noqa: E731
+    m = bench.measure(fn, 0.02, warmup=2, sync=sync)                 # fast calls: the full warm-up
+    assert m["warmup"] == 2 and m["reps"] >= 1 and calls["fn"] == calls["sync"] == 2 + m["reps"]
+    assert 0 <= m["min_s"] <= m["median_s"]
+    calls.update(fn=0, sync=0)
+    m = bench.measure(fn, 0.0, warmup=2, sync=sync)                  # a warm-up over budget stops after one
+    assert m["warmup"] == 1 and m["reps"] == 1 and calls == {"fn": 2, "sync": 2}
 
 
 def test_cli_tiny_run_prints_the_table(capsys, numpy_backend):
     assert bench.main(TINY) == 0
     out = capsys.readouterr().out
-    for word in ("backend numpy", "numpy " + np.__version__, "threads", "batch 4", "GFLOP/s",
+    for word in ("load average", "backend numpy", "numpy " + np.__version__, "threads", "batch 4", "GFLOP/s",
                  "model", "train img/s (Adam)", "train img/s (WAME)", "infer img/s", "FGSM img/s"):
         assert word in out, word
     row = [line for line in out.splitlines() if line.startswith("cnn ") and "| nanosgm " in line]
