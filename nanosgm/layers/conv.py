@@ -7,14 +7,19 @@ Eq. 13: dE/do_{k,j} = sum_{a,b} dE/do_{l, j-(a,b)} * w_{ab}   -> ``dx = col2im(d
 Memory layout: the interface is NCHW, but the arithmetic runs channels-last (rows of ``cols`` are
 receptive fields, columns are (a, b, c)), which makes the copies in im2col/col2im contiguous. The
 output is returned as an NCHW *view* of a channels-last array; element-wise layers keep that layout,
-so the next convolution's transpose back to channels-last costs nothing.
+so the next convolution's transpose back to channels-last costs nothing. A layer with few input
+channels (the first one, on grey images) uses the transposed ``cols`` instead (im2col_cf), whose
+copies move whole image rows; the two give the same numbers (tests/test_im2col.py).
 At the network's first layer Eq. 13 is the residual gradient at the inputs, Eq. 14.
 """
 from __future__ import annotations
 
 from .. import backend
 from .base import Layer, check_float_dtype, check_ndim, he_normal, zeros
-from .im2col import col2im, im2col, output_size, pad
+from .im2col import col2im, col2im_cf, im2col, im2col_cf, output_size, pad
+
+# Below this many input channels, Conv2D uses the channels-first column layout (see im2col.py).
+FEW_CHANNELS = 8
 
 
 def _pair(v):
@@ -62,8 +67,15 @@ class Conv2D(Layer):
         n, _, h, w = x.shape
         ho = output_size(h, self.kh, self.stride, self.padding)
         wo = output_size(w, self.kw, self.stride, self.padding)
-        cols = im2col(x, self.kh, self.kw, self.stride, self.padding)          # (N*Ho*Wo, kh*kw*C)
-        y = cols @ self._w_mat()                                               # Eq. 11, (N*Ho*Wo, C_out)
+        geometry = (self.kh, self.kw, self.stride, self.padding)
+        ws = getattr(self, "_workspace", None)                                # reused im2col buffer
+        if self.in_channels < FEW_CHANNELS:
+            cols = im2col_cf(x, *geometry, out=ws)                             # (C*kh*kw, N*Ho*Wo)
+            y = cols.T @ self.params["W"].reshape(self.out_channels, -1).T      # Eq. 11, (N*Ho*Wo, C_out)
+        else:
+            cols = im2col(x, *geometry, out=ws)                                # (N*Ho*Wo, kh*kw*C)
+            y = cols @ self._w_mat()                                           # Eq. 11, (N*Ho*Wo, C_out)
+        self._workspace = cols.base if cols.base is not None else cols
         if "b" in self.params:
             y += self.params["b"]
         self._cache = (x.shape, cols)
@@ -73,12 +85,17 @@ class Conv2D(Layer):
         x_shape, cols = self._need_cache()
         xp = backend.array_module(dy)
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)   # (N*Ho*Wo, C_out)
-        dw_mat = cols.T @ dy_mat                                               # Eq. 12
-        self.grads["W"] = dw_mat.reshape(self.kh, self.kw, self.in_channels, self.out_channels).transpose(3, 2, 0, 1).copy()
+        geometry = (self.kh, self.kw, self.stride, self.padding)
         if "b" in self.params:
             self.grads["b"] = dy_mat.sum(axis=0)
+        if self.in_channels < FEW_CHANNELS:
+            w_cf = self.params["W"].reshape(self.out_channels, -1)             # (C_out, C*kh*kw)
+            self.grads["W"] = (dy_mat.T @ cols.T).reshape(self.params["W"].shape)        # Eq. 12
+            return col2im_cf(w_cf.T @ dy_mat.T, x_shape, *geometry)                      # Eq. 13 / Eq. 14
+        dw_mat = cols.T @ dy_mat                                               # Eq. 12
+        self.grads["W"] = dw_mat.reshape(self.kh, self.kw, self.in_channels, self.out_channels).transpose(3, 2, 0, 1).copy()
         dcols = dy_mat @ self._w_mat().T                                       # (N*Ho*Wo, kh*kw*C)
-        return col2im(dcols, x_shape, self.kh, self.kw, self.stride, self.padding)   # Eq. 13 / Eq. 14
+        return col2im(dcols, x_shape, *geometry)                               # Eq. 13 / Eq. 14
 
 
 def conv2d_reference(x, W, b=None, stride: int = 1, padding: int = 0):

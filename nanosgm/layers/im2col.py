@@ -8,9 +8,15 @@ receptive field out as one column, so the whole layer becomes one matrix product
 col2im is its adjoint: it adds each column entry back to the input position it came from. That
 scatter-add is exactly the "full correlation with the flipped kernel" of Eq. 13.
 
-Both fast versions loop over the kh*kw kernel offsets only (25 slices for a 5x5 kernel), never over
-pixels or samples. The ``*_reference`` versions loop over every output position; they are slow,
-obviously correct, and the tests compare the fast versions against them.
+Two memory layouts, chosen by Conv2D from the number of input channels C:
+    im2col / col2im         rows (n, i, j), columns (a, b, c): each copy moves C contiguous values
+                            (fast for many channels, with channels-last storage);
+    im2col_cf / col2im_cf   the transpose, rows (c, a, b), columns (n, i, j): each copy moves whole image
+                            rows (fast for few channels, e.g. the first layer's single grey channel).
+All fast versions loop over the kh*kw kernel offsets only (25 slices for a 5x5 kernel), never over
+pixels or samples, and accept an ``out`` workspace to reuse between calls. The ``*_reference``
+versions loop over every output position; they are slow, obviously correct, and the tests compare
+the fast versions against them.
 """
 from __future__ import annotations
 
@@ -30,7 +36,14 @@ def pad(x, padding: int):
     return xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
 
 
-def im2col(x, kh: int, kw: int, stride: int = 1, padding: int = 0):
+def _workspace(out, shape, dtype, xp):
+    """``out`` if it fits, else a new array: lets a layer reuse one buffer across calls."""
+    if out is not None and out.shape == shape and out.dtype == dtype and backend.array_module(out) is xp:
+        return out
+    return xp.empty(shape, dtype=dtype)
+
+
+def im2col(x, kh: int, kw: int, stride: int = 1, padding: int = 0, out=None):
     """(N, C, H, W) -> cols (N*Ho*Wo, kh*kw*C): one row per receptive field.
 
     Rows are ordered (n, i, j) and columns (a, b, c): channels last, so each copy below moves C
@@ -41,7 +54,7 @@ def im2col(x, kh: int, kw: int, stride: int = 1, padding: int = 0):
     n, c, h, w = x.shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     xpad = pad(x, padding).transpose(0, 2, 3, 1)                      # (N, Hp, Wp, C) view
-    cols = xp.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
+    cols = _workspace(out, (n, ho, wo, kh, kw, c), x.dtype, xp)
     for a in range(kh):
         for b in range(kw):
             cols[:, :, :, a, b, :] = xpad[:, a:a + stride * ho:stride, b:b + stride * wo:stride, :]
@@ -62,6 +75,35 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0):
         for b in range(kw):
             dxpad[:, a:a + stride * ho:stride, b:b + stride * wo:stride, :] += cols[:, :, :, a, b, :]
     dx = dxpad.transpose(0, 3, 1, 2)
+    if padding:
+        return dx[:, :, padding:padding + h, padding:padding + w]
+    return dx
+
+
+def im2col_cf(x, kh: int, kw: int, stride: int = 1, padding: int = 0, out=None):
+    """(N, C, H, W) -> cols (C*kh*kw, N*Ho*Wo): one *column* per receptive field (the few-channels layout)."""
+    xp = backend.array_module(x)
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    xpad = pad(x, padding)
+    cols = _workspace(out, (c, kh, kw, n, ho, wo), x.dtype, xp)
+    for a in range(kh):
+        for b in range(kw):
+            cols[:, a, b] = xpad[:, :, a:a + stride * ho:stride, b:b + stride * wo:stride].transpose(1, 0, 2, 3)
+    return cols.reshape(c * kh * kw, n * ho * wo)
+
+
+def col2im_cf(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0):
+    """The adjoint of :func:`im2col_cf`: cols (C*kh*kw, N*Ho*Wo) -> (N, C, H, W), summing overlaps."""
+    xp = backend.array_module(cols)
+    n, c, h, w = x_shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    cols = cols.reshape(c, kh, kw, n, ho, wo)
+    dxpad = xp.zeros((c, n, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            dxpad[:, :, a:a + stride * ho:stride, b:b + stride * wo:stride] += cols[:, a, b]
+    dx = dxpad.transpose(1, 0, 2, 3)
     if padding:
         return dx[:, :, padding:padding + h, padding:padding + w]
     return dx
