@@ -6,7 +6,9 @@ from hypothesis import given, settings, strategies as st
 
 from nanosgm import backend
 from nanosgm.layers import BatchNorm, Conv2D, MaxPool2D, conv2d_reference
-from nanosgm.layers.im2col import col2im, col2im_reference, im2col, im2col_reference, output_size
+from nanosgm.layers import conv as conv_module
+from nanosgm.layers.im2col import (col2im, col2im_cf, col2im_reference, im2col, im2col_cf, im2col_reference,
+                                   output_size)
 from strategies import batchnorm_shapes, conv_configs, distinct, normal, pool_configs, seeds
 
 # Exact comparisons are cheap: more examples than a gradient check, still well under a second each.
@@ -42,6 +44,37 @@ def test_im2col_equals_reference_exactly(cfg, seed):
     fast = im2col(x, *args(cfg))
     assert fast.shape == cols_shape(cfg)
     np.testing.assert_array_equal(fast, im2col_reference(x, *args(cfg)))
+
+
+@FAST
+@given(conv_configs(), seeds)
+def test_channels_first_layout_is_the_transpose_of_the_reference(cfg, seed):
+    """im2col_cf holds the same entries, rows (c, a, b) instead of columns (a, b, c); col2im_cf is its adjoint."""
+    x = normal(seed, x_shape(cfg))
+    n, c, k = cfg["n"], cfg["cin"], cfg["k"]
+    ref = im2col_reference(x, *args(cfg))                                  # (N*Ho*Wo, (a, b, c))
+    as_cf = ref.reshape(-1, k, k, c).transpose(3, 1, 2, 0).reshape(c * k * k, -1)
+    np.testing.assert_array_equal(im2col_cf(x, *args(cfg)), as_cf)
+    cols = np.random.default_rng(seed).integers(-1000, 1000, as_cf.shape).astype(np.float64)
+    back = cols.reshape(c, k, k, -1).transpose(3, 1, 2, 0).reshape(ref.shape)
+    np.testing.assert_array_equal(col2im_cf(cols, x_shape(cfg), *args(cfg)),
+                                  col2im_reference(back, x_shape(cfg), *args(cfg)))
+
+
+@pytest.mark.parametrize("few", [0, 100])
+def test_conv2d_gives_the_same_numbers_with_either_im2col_layout(few, monkeypatch):
+    """FEW_CHANNELS decides the layout; forcing one or the other must not change forward or backward."""
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((3, 5, 3, 2))
+    results = []
+    for threshold in (few, 100 - few):
+        monkeypatch.setattr(conv_module, "FEW_CHANNELS", threshold)
+        backend.seed(1)
+        layer = Conv2D(4, 5, 3, stride=2, padding=1, dtype="float64")
+        y = layer.forward(x)
+        results.append((y, layer.backward(dy), layer.grads["W"], layer.grads["b"]))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 @FAST
