@@ -65,7 +65,7 @@ def test_channels_first_layout_is_the_transpose_of_the_reference(cfg, seed):
 def test_conv2d_gives_the_same_numbers_with_either_im2col_layout(few, monkeypatch):
     """FEW_CHANNELS decides the layout; forcing one or the other must not change forward or backward."""
     rng = np.random.default_rng(0)
-    x, dy = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((3, 5, 3, 2))
+    x, dy = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((3, 5, 4, 3))   # output 4x3
     results = []
     for threshold in (few, 100 - few):
         monkeypatch.setattr(conv_module, "FEW_CHANNELS", threshold)
