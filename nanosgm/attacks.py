@@ -14,9 +14,9 @@ dropout is off and batch normalisation uses (and does not update) its running st
 authors' own evaluation script computed the gradient with the network in training mode and did not
 clip to [0, 1]; `fgsm(..., training=True, clip=None)` reproduces that. In training mode batch
 normalisation would update its running statistics; the attack saves and restores them, so an
-attack never changes the model -- neither its parameters nor its buffers. (It does overwrite the
-gradients that `backward` stores in the layers, and in training mode dropout draws its masks from the
-backend's generator, advancing it.)
+attack never changes the model -- neither its parameters nor its buffers, nor the weight gradients
+the layers hold (the backward pass runs with ``param_grads=False``: dE/dx only, which is also cheaper).
+In training mode dropout draws its masks from the backend's generator, advancing it.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def input_gradient(model, x, y, *, training: bool = False):
     with _frozen_buffers(model, active=training):
         logits = model.forward(x, training=training)
         loss = loss_fn.forward(logits, y)
-        dx = model.backward(loss_fn.backward())
+        dx = model.backward(loss_fn.backward(), param_grads=False)   # dE/dx only: weights stay as they are
     return loss, dx
 
 

@@ -246,3 +246,23 @@ def test_save_creates_missing_folders_and_overwrites(tmp_path):
     model.load(path)
     np.testing.assert_array_equal(model.forward(X, training=False), trained_net().forward(X, training=False))
     assert sorted(os.listdir(path.parent)) == ["model.npz"]
+
+
+def test_backward_without_param_grads_gives_the_same_input_gradient_and_leaves_grads_alone():
+    from nanosgm.models import mnist_cnn
+    backend.seed(0)
+    model = mnist_cnn(dtype="float64")
+    for layer in model.layers:
+        if hasattr(layer, "hold_mask"):
+            layer.hold_mask = True
+    x = np.random.default_rng(0).uniform(0, 1, (3, 1, 28, 28))
+    dy = np.random.default_rng(1).standard_normal((3, 10))
+    model.forward(x)
+    dx_full = model.backward(dy)
+    grads = {n: g.copy() for n, _, g in model.parameters()}
+    model.forward(x)
+    dx_only = model.backward(dy * 2, param_grads=False)
+    np.testing.assert_array_equal(dx_only, 2 * dx_full)
+    for n, _, g in model.parameters():
+        np.testing.assert_array_equal(g, grads[n])                # untouched by the second pass
+    assert all(layer.param_grads for layer in model.layers)       # the switch is reset afterwards

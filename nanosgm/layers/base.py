@@ -25,6 +25,8 @@ class Layer:
         self.grads: dict = {}
         self.buffers: dict = {}
         self._cache = None
+        # False: backward returns dE/dx only and leaves ``grads`` alone (attacks need no weight gradients)
+        self.param_grads = True
 
     def forward(self, x, training: bool = True):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -87,8 +87,9 @@ class BatchNorm(Layer):
 
     def _backward2d(self, dy):
         mode, xhat, inv_std = self._need_cache()
-        self.grads["gamma"] = (dy * xhat).sum(axis=0)
-        self.grads["beta"] = dy.sum(axis=0)
+        if self.param_grads:
+            self.grads["gamma"] = (dy * xhat).sum(axis=0)
+            self.grads["beta"] = dy.sum(axis=0)
         dxhat = dy * self.params["gamma"]
         if mode == "inference":                     # statistics are constants: a per-feature scale
             return dxhat * inv_std

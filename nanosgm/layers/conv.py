@@ -86,14 +86,17 @@ class Conv2D(Layer):
         xp = backend.array_module(dy)
         dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)   # (N*Ho*Wo, C_out)
         geometry = (self.kh, self.kw, self.stride, self.padding)
-        if "b" in self.params:
+        if self.param_grads and "b" in self.params:
             self.grads["b"] = dy_mat.sum(axis=0)
         if self.in_channels < FEW_CHANNELS:
             w_cf = self.params["W"].reshape(self.out_channels, -1)             # (C_out, C*kh*kw)
-            self.grads["W"] = (dy_mat.T @ cols.T).reshape(self.params["W"].shape)        # Eq. 12
+            if self.param_grads:
+                self.grads["W"] = (dy_mat.T @ cols.T).reshape(self.params["W"].shape)    # Eq. 12
             return col2im_cf(w_cf.T @ dy_mat.T, x_shape, *geometry)                      # Eq. 13 / Eq. 14
-        dw_mat = cols.T @ dy_mat                                               # Eq. 12
-        self.grads["W"] = dw_mat.reshape(self.kh, self.kw, self.in_channels, self.out_channels).transpose(3, 2, 0, 1).copy()
+        if self.param_grads:
+            dw_mat = cols.T @ dy_mat                                           # Eq. 12
+            self.grads["W"] = dw_mat.reshape(self.kh, self.kw, self.in_channels,
+                                             self.out_channels).transpose(3, 2, 0, 1).copy()
         dcols = dy_mat @ self._w_mat().T                                       # (N*Ho*Wo, kh*kw*C)
         return col2im(dcols, x_shape, *geometry)                               # Eq. 13 / Eq. 14
 

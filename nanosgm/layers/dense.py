@@ -39,7 +39,8 @@ class Dense(Layer):
 
     def backward(self, dy):
         x = self._need_cache()
-        self.grads["W"] = x.T @ dy                  # Eq. 7-9
-        if "b" in self.params:
-            self.grads["b"] = dy.sum(axis=0)
+        if self.param_grads:
+            self.grads["W"] = x.T @ dy              # Eq. 7-9
+            if "b" in self.params:
+                self.grads["b"] = dy.sum(axis=0)
         return dy @ self.params["W"].T              # Eq. 10 (Eq. 14 at the first layer)

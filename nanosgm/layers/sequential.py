@@ -45,10 +45,20 @@ class Sequential(Layer):
             x = layer.forward(x, training=training)
         return x
 
-    def backward(self, dy):
-        """Backpropagate through every layer; returns dE/dX at the network's inputs (Eq. 14)."""
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+    def backward(self, dy, param_grads: bool = True):
+        """Backpropagate through every layer; returns dE/dX at the network's inputs (Eq. 14).
+
+        ``param_grads=False`` computes dE/dX only, skipping the weight gradients (and leaving the
+        layers' ``grads`` as they were): what an attack needs, at a fraction of the cost.
+        """
+        try:
+            for layer in self.layers:
+                layer.param_grads = param_grads
+            for layer in reversed(self.layers):
+                dy = layer.backward(dy)
+        finally:
+            for layer in self.layers:
+                layer.param_grads = True
         return dy
 
     def parameters(self):
