@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
+from . import backend, threads
 
 __all__ = ["Optimizer", "SGD", "Adam", "WAME", "build_optimizer", "OPTIMIZERS"]
 
@@ -56,10 +56,18 @@ class Optimizer:
     def step(self, model) -> None:
         """Apply one update to every parameter of `model` in place, from the gradients it holds."""
         self.t += 1
+        jobs, slots = [], ()
         for name, param, grad in _triples(model):
             if param.shape != grad.shape:
                 raise ValueError(f"parameter {name!r} has shape {param.shape} but its gradient {grad.shape}")
-            self._update(param, grad, self._state_for(name, param))
+            state = self._state_for(name, param)
+            slots = tuple(state)                 # slot names, the same for every parameter
+            jobs.append((param, grad, *state.values()))
+
+        def update(param, grad, *arrays):
+            self._update(param, grad, dict(zip(slots, arrays)))
+        # the same element-wise update on every core (nanosgm/threads.py; bit-identical to a plain loop)
+        threads.run(update, jobs)
 
     def _init_state(self, param) -> dict:
         return {}

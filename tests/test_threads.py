@@ -1,0 +1,50 @@
+"""The multi-core element-wise update (nanosgm/threads.py) is bit-for-bit the plain loop."""
+import numpy as np
+import pytest
+
+from nanosgm import threads
+from nanosgm.optim import build_optimizer
+
+
+class Params:
+    def __init__(self, arrays, grads):
+        self.arrays, self.grads = arrays, grads
+
+    def parameters(self):
+        return [(str(i), p, g) for i, (p, g) in enumerate(zip(self.arrays, self.grads))]
+
+
+@pytest.mark.parametrize("name", ["wame", "adam", "sgd"])
+def test_threaded_optimiser_steps_equal_the_serial_loop_bit_for_bit(name, monkeypatch):
+    rng = np.random.default_rng(0)
+    shapes = [(600, 700), (3, 5), (300_001,)]          # chunked, too small to chunk, an odd length
+    results = []
+    for n_workers in ("1", "4"):
+        monkeypatch.setenv("NANOSGM_THREADS", n_workers)
+        rng = np.random.default_rng(0)
+        params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        opt = build_optimizer(name, **({"momentum": 0.9} if name == "sgd" else {}))
+        for _ in range(4):
+            grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+            grads[0][::3] *= -1
+            opt.step(Params(params, grads))
+        results.append(params)
+    for serial, threaded in zip(*results):
+        np.testing.assert_array_equal(serial, threaded)
+
+
+def test_chunks_cover_every_element_once(monkeypatch):
+    monkeypatch.setenv("NANOSGM_THREADS", "3")
+    a = np.zeros(5 * threads.MIN_CHUNK + 7, dtype=np.float32)
+    b = np.zeros((3, 4), dtype=np.float32)
+    threads.run(lambda x: x.__iadd__(1), [(a,), (b,)])
+    assert (a == 1).all() and (b == 1).all()
+
+
+def test_errors_in_a_worker_reach_the_caller(monkeypatch):
+    monkeypatch.setenv("NANOSGM_THREADS", "2")
+
+    def boom(x):
+        raise RuntimeError("from a worker")
+    with pytest.raises(RuntimeError, match="from a worker"):
+        threads.run(boom, [(np.zeros(4 * threads.MIN_CHUNK),)])
