@@ -1,0 +1,181 @@
+"""The paper's figures from a protocol result (see :mod:`nanosgm.experiments`), as matplotlib Figures.
+
+    test_error_curves(result)            Figures 1-2: median test error per epoch, control vs. updates,
+                                         with the min-max band over the runs
+    adversarial_examples(model, X, y)    Figures 3-4: clean images, FGSM images (Eq. 20) and their
+                                         perturbations at eps = 0.001 and 0.1
+    input_updates(snapshots)             Figures 5-6: X_t - X_0 over the first nine epochs of SGM
+                                         (50% grey = no update, white = +1, black = -1)
+
+Built with ``matplotlib.figure.Figure`` directly (no pyplot, no GUI, never ``plt.show``), so they work
+headless; save with ``fig.savefig(path)`` or display the returned Figure in a notebook.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import attacks, backend
+
+__all__ = ["test_error_curves", "adversarial_examples", "input_updates", "update_to_grey", "error_curves"]
+
+
+def _figure(figsize):
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize)
+
+
+def error_curves(result, variant: str) -> np.ndarray:
+    """(runs, epochs) test error (fraction) of ``variant`` ("control" / "updates") from each run's history."""
+    runs = sorted(result["runs"], key=lambda r: r["run"])
+    curves = [[h["test_error"] for h in r[variant]["history"]] for r in runs]
+    if not curves:
+        return np.zeros((0, 0))
+    n = min(len(c) for c in curves)
+    return np.array([c[:n] for c in curves], dtype=float)
+
+
+def test_error_curves(result, title: str | None = None):
+    """Figures 1-2: test error (%) per epoch, median over the runs (line) and min-max over the runs (band),
+    control vs. updates. One axes."""
+    fig = _figure((6, 4))
+    ax = fig.subplots()
+    for variant, color, label in (("control", "tab:blue", "control"), ("updates", "tab:red", "with updates (SGM)")):
+        E = error_curves(result, variant)
+        if E.size == 0:
+            continue
+        epochs = np.arange(1, E.shape[1] + 1)
+        ax.plot(epochs, 100 * np.median(E, axis=0), color=color, marker="o", ms=3, label=f"{label}, median")
+        ax.fill_between(epochs, 100 * E.min(axis=0), 100 * E.max(axis=0), color=color, alpha=0.2,
+                        label=f"{label}, min-max of {E.shape[0]} run(s)")
+    cfg = result.get("config", {})
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(title or f"Test error per epoch: {cfg.get('dataset', '')} {cfg.get('model', '')}"
+                          f"{' (augmented)' if cfg.get('augment') else ''}, lambda-bar {cfg.get('input_lr', '')}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _image(x) -> np.ndarray:
+    """One (C, H, W) image for imshow: (H, W) for one channel, (H, W, 3) for three, values unchanged."""
+    x = np.asarray(x, dtype=np.float64)
+    return x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0)
+
+
+def _show_image(ax, x, fixed_range: bool):
+    """Pixels in [0, 1] are shown as they are when ``fixed_range``; otherwise (e.g. ZCA-whitened CIFAR)
+    the image is rescaled to its own [min, max] for display."""
+    img = _image(x)
+    if not fixed_range:
+        img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
+    ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+
+
+def update_to_grey(delta, channels: str = "mean") -> np.ndarray:
+    """The Figures 5-6 mapping of an update (C, H, W): ``0.5 + 0.5 * clip(delta, -1, 1)``, so 0 is 50% grey,
+    +1 white and -1 black. ``channels="mean"`` averages 3 channels first (one grey image, (H, W));
+    ``"rgb"`` maps each channel the same way and returns (H, W, 3)."""
+    d = np.asarray(delta, dtype=np.float64)
+    if d.ndim == 3:
+        if d.shape[0] == 1:
+            d = d[0]
+        elif channels == "mean":
+            d = d.mean(axis=0)
+        elif channels == "rgb":
+            d = d.transpose(1, 2, 0)
+        else:
+            raise ValueError(f"channels must be 'mean' or 'rgb', got {channels!r}")
+    return 0.5 + 0.5 * np.clip(d, -1.0, 1.0)
+
+
+def adversarial_examples(model, X, y, eps_list=(0.001, 0.1), n: int = 6, *, clip=(0.0, 1.0), title: str | None = None):
+    """Figures 3-4: for the first ``n`` images of ``X``: the clean image, and for every eps the FGSM image
+    (``nanosgm.attacks.fgsm``, Eq. 20) and its perturbation. The perturbation column shows
+    ``(x_adv - x) / eps`` with 50% grey = 0, white = +1, black = -1, i.e. ``sgn(dE/dx)`` (from
+    ``nanosgm.attacks.input_gradient``) wherever the range clip did not cut it. Titles give the predicted
+    class (and the true one on the clean image). Inputs outside [0, 1] (``clip=None``, ZCA-whitened data)
+    are rescaled per image for display; 3-channel images are shown as RGB.
+    Returns a Figure with ``n * (1 + 2 * len(eps_list))`` axes (one row per image)."""
+    x = backend.to_device(np.asarray(backend.to_host(X[:n])))
+    yy = backend.to_device(np.asarray(backend.to_host(y[:n])).astype(np.int64))
+    n = int(x.shape[0])
+    xp = backend.array_module(x)
+    _, g = attacks.input_gradient(model, x, yy)
+    sign = np.asarray(backend.to_host(xp.sign(g)))
+    x_host = np.asarray(backend.to_host(x))
+
+    def predict(a):
+        return np.asarray(backend.to_host(xp.argmax(model.forward(a, training=False), axis=1)))
+
+    cols = 1 + 2 * len(eps_list)
+    fig = _figure((1.35 * cols + 0.5, 1.45 * n + 0.8))
+    axes = fig.subplots(n, cols, squeeze=False)
+    fixed = clip is not None
+    pred0 = predict(x)
+    labels = np.asarray(backend.to_host(yy))
+    for i in range(n):
+        _show_image(axes[i, 0], x_host[i], fixed)
+        axes[i, 0].set_title(f"clean: {pred0[i]} (true {labels[i]})", fontsize=7)
+    for j, eps in enumerate(eps_list):
+        x_adv = attacks.fgsm(model, x, yy, eps, clip=clip)
+        pred = predict(x_adv)
+        adv = np.asarray(backend.to_host(x_adv))
+        for i in range(n):
+            ax_a, ax_p = axes[i, 1 + 2 * j], axes[i, 2 + 2 * j]
+            _show_image(ax_a, adv[i], fixed)
+            ax_a.set_title(f"eps {eps:g}: {pred[i]}", fontsize=7)
+            # (x_adv - x) / eps, rounded to absorb float32 error: sgn(dE/dx), smaller where the clip cut it
+            pert = np.round((adv[i].astype(np.float64) - x_host[i]) / eps, 3) if eps else 0 * sign[i]
+            ax_p.imshow(update_to_grey(pert, channels="rgb"), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax_p.set_title(f"(x~ - x)/{eps:g}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title and f"FGSM adversarial examples ({title})" or "FGSM adversarial examples (Eq. 20)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def input_updates(snapshots, n: int | None = None, *, gain: float = 1.0, channels: str = "mean"):
+    """Figures 5-6: the SGM input updates X_t - X_0 of a few training images after each recorded epoch
+    (the first nine), as images: ``0.5 + 0.5 * clip(gain * delta, -1, 1)`` with ``cmap="gray", vmin=0,
+    vmax=1`` -- 50% grey = no update, white = +1, black = -1 (``gain=1``, the paper's mapping; a larger
+    gain amplifies small updates and the title says so). 3-channel images: the channels are averaged
+    (``channels="mean"``, default) or shown as RGB with the same per-channel mapping (``"rgb"``).
+
+    ``snapshots``: ``{"epochs": [1, ..], "X0": (k, C, H, W), "deltas": [(k, C, H, W) per epoch]}`` as
+    :func:`nanosgm.experiments.run_protocol` records them. One row per image (the first ``n``, default all),
+    first column X_0, then one column per epoch: ``rows * (1 + epochs)`` axes.
+    """
+    X0 = np.asarray(snapshots["X0"], dtype=np.float64)
+    deltas = [np.asarray(d, dtype=np.float64) for d in snapshots["deltas"]]
+    epochs = list(snapshots["epochs"])
+    k = X0.shape[0] if n is None else min(int(n), X0.shape[0])
+    cols = 1 + len(deltas)
+    fig = _figure((1.2 * cols + 0.5, 1.25 * k + 0.9))
+    axes = fig.subplots(k, cols, squeeze=False)
+    fixed = X0.min() >= 0 and X0.max() <= 1
+    for i in range(k):
+        _show_image(axes[i, 0], X0[i], fixed)
+        if i == 0:
+            axes[i, 0].set_title("X_0", fontsize=8)
+        for t, d in enumerate(deltas):
+            ax = axes[i, 1 + t]
+            ax.imshow(update_to_grey(gain * d[i], channels=channels), cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")
+            if i == 0:
+                ax.set_title(f"epoch {epochs[t]}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    peak = max((float(np.abs(d[:k]).max()) for d in deltas), default=0.0)
+    g = "" if gain == 1 else f", amplified x{gain:.3g}"
+    fig.suptitle(f"SGM input updates X_t - X_0 (grey = 0, white = +1, black = -1{g}); max |update| = {peak:.3g}",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+test_error_curves.__test__ = False     # a figure, not a pytest test (in case a test module imports it by name)
