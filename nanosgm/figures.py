@@ -48,6 +48,11 @@ def test_error_curves(result, title: str | None = None):
         ax.fill_between(epochs, 100 * E.min(axis=0), 100 * E.max(axis=0), color=color, alpha=0.2,
                         label=f"{label}, min-max of {E.shape[0]} run(s)")
     cfg = result.get("config", {})
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    n_epochs = max((error_curves(result, v).shape[1] for v in ("control", "updates")), default=0)
+    if 0 < n_epochs <= 3:
+        ax.set_xlim(0.5, n_epochs + 0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%)")
     ax.set_title(title or f"Test error per epoch: {cfg.get('dataset', '')} {cfg.get('model', '')}"
