@@ -1,9 +1,14 @@
-"""Element-wise updates on every CPU core: the speed trick behind the optimisers' ``step``.
+"""Element-wise updates in cache-sized pieces on every CPU core: the speed trick behind ``optimiser.step``.
 
-NumPy's ufuncs release the GIL on large arrays, so contiguous pieces of one element-wise update (WAME,
-Adam, SGD) can run in parallel threads. Element-wise maths does not depend on how an array is cut, so
-the result is bit-for-bit that of the plain loop :func:`run_serial` (tests/test_threads.py checks it).
-On CuPy arrays, or with one worker, the plain loop runs: the GPU is already parallel.
+An optimiser step (WAME, Adam) is a dozen whole-array passes over parameter-sized arrays. Cut into
+contiguous pieces, each piece goes through all its passes while it is still in the CPU cache, and
+pieces can run in parallel threads (NumPy's ufuncs release the GIL on large arrays). Element-wise maths
+does not depend on how an array is cut, so the result is bit-for-bit that of the plain loop
+:func:`run_serial` (tests/test_threads.py checks it). On CuPy arrays the plain loop runs.
+
+Measured on a 2-core CPU on the MNIST DNN's 12M weights (`python -m nanosgm.bench` prints the effect):
+WAME 160 ms -> 81 ms and Adam 73 ms -> 31 ms per step. Two threads need pieces of ~256k elements (smaller
+pieces spend their time waiting for the GIL); one thread does best with ~64k (the cache).
 
 The number of workers is ``NANOSGM_THREADS`` if set, else the number of CPUs.
 """
@@ -14,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import backend
 
-MIN_CHUNK = 1 << 16          # elements: below this a thread costs more than it saves
+CHUNK_THREADS = 1 << 18       # elements per piece with several workers
+CHUNK_SINGLE = 1 << 16        # elements per piece with one worker
 _POOL = None
 
 
@@ -29,27 +35,32 @@ def run_serial(update, jobs) -> None:
         update(*arrays)
 
 
+def pieces(jobs, chunk: int):
+    """Cut each job whose arrays are all C-contiguous and of one size into pieces of ``chunk`` elements."""
+    for arrays in jobs:
+        size = arrays[0].size
+        if size <= chunk or not all(a.flags.c_contiguous and a.size == size for a in arrays):
+            yield arrays
+            continue
+        flat = [a.reshape(-1) for a in arrays]
+        for lo in range(0, size, chunk):
+            yield tuple(f[lo:lo + chunk] for f in flat)
+
+
 def run(update, jobs) -> None:
-    """Like :func:`run_serial`, but with large C-contiguous jobs cut into chunks spread over a thread pool.
+    """Like :func:`run_serial`, but in cache-sized contiguous pieces, spread over a thread pool.
 
     ``update`` must be element-wise in every array it is given (no reductions, no reshapes).
     """
     jobs = list(jobs)
-    n = workers()
-    if n == 1 or not jobs or backend.is_gpu_array(jobs[0][0]):
+    if not jobs or backend.is_gpu_array(jobs[0][0]):
         return run_serial(update, jobs)
-    pieces = []
-    for arrays in jobs:
-        size = arrays[0].size
-        if size < 2 * MIN_CHUNK or not all(a.flags.c_contiguous and a.size == size for a in arrays):
-            pieces.append(arrays)
-            continue
-        k = min(n, size // MIN_CHUNK)
-        step = -(-size // k)
-        flat = [a.reshape(-1) for a in arrays]
-        pieces.extend(tuple(f[lo:lo + step] for f in flat) for lo in range(0, size, step))
+    n = workers()
+    if n == 1:
+        return run_serial(update, pieces(jobs, CHUNK_SINGLE))
+    work = list(pieces(jobs, CHUNK_THREADS))
     global _POOL
     if _POOL is None or _POOL._max_workers != n:
         _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="nanosgm")
-    for future in [_POOL.submit(update, *arrays) for arrays in pieces]:
+    for future in [_POOL.submit(update, *arrays) for arrays in work]:
         future.result()                                  # re-raises any error from a worker

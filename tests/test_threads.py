@@ -19,7 +19,7 @@ def test_threaded_optimiser_steps_equal_the_serial_loop_bit_for_bit(name, monkey
     rng = np.random.default_rng(0)
     shapes = [(600, 700), (3, 5), (300_001,)]          # chunked, too small to chunk, an odd length
     results = []
-    for n_workers in ("1", "4"):
+    for n_workers in ("1", "4"):                       # 1: cache-sized pieces in a loop; 4: a thread pool
         monkeypatch.setenv("NANOSGM_THREADS", n_workers)
         rng = np.random.default_rng(0)
         params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
@@ -35,7 +35,7 @@ def test_threaded_optimiser_steps_equal_the_serial_loop_bit_for_bit(name, monkey
 
 def test_chunks_cover_every_element_once(monkeypatch):
     monkeypatch.setenv("NANOSGM_THREADS", "3")
-    a = np.zeros(5 * threads.MIN_CHUNK + 7, dtype=np.float32)
+    a = np.zeros(5 * threads.CHUNK_THREADS + 7, dtype=np.float32)
     b = np.zeros((3, 4), dtype=np.float32)
     threads.run(lambda x: x.__iadd__(1), [(a,), (b,)])
     assert (a == 1).all() and (b == 1).all()
@@ -47,4 +47,4 @@ def test_errors_in_a_worker_reach_the_caller(monkeypatch):
     def boom(x):
         raise RuntimeError("from a worker")
     with pytest.raises(RuntimeError, match="from a worker"):
-        threads.run(boom, [(np.zeros(4 * threads.MIN_CHUNK),)])
+        threads.run(boom, [(np.zeros(4 * threads.CHUNK_THREADS),)])
