@@ -15,16 +15,17 @@ same inputs, batch and thread count:
 
     train (Adam)   model.train(); x.requires_grad_(True); cross-entropy; backward (fills x.grad too); Adam
     infer          model.eval() under torch.no_grad()
-    FGSM           model.eval(); torch.autograd.grad(loss, x) (torch skips the weight gradients that
-                   nanosgm's backward also computes -- a real cost of nanosgm's design, so it is counted);
-                   clamp(x + eps * sign(g), 0, 1)
+    FGSM           model.eval(); torch.autograd.grad(loss, x) (the input gradient only, as nanosgm's
+                   attacks, whose backward runs with param_grads=False); clamp(x + eps * sign(g), 0, 1)
 
 and prints the ratios nanosgm / torch (above 1: nanosgm is faster). Both sides run in float32.
 
 Measurement: ``--warmup`` steps (default 2; fewer if they already took ``--seconds``) that are not
 timed, then steps are timed one by one until at least ``--seconds`` (default 3) have passed (at least
-one step); the cell's figure is batch / median step time (the JSON also has the minimum). The 1-minute
-load average is printed first: on a shared machine other processes' threads make every number noisy. With the CuPy backend the clock is read after ``backend.synchronize()``
+one step); the cell's figure is batch / median step time (the JSON also has the minimum). With
+``--compare-torch`` the nanosgm and torch steps of a column run in alternating blocks (three each, see
+:func:`measure_pair`), so a change in background load falls on both sides alike. The
+1-minute load average is printed first: on a shared machine other processes make every number noisy. With the CuPy backend the clock is read after ``backend.synchronize()``
 (and ``torch.cuda.synchronize()``; torch then runs on CUDA when it can).
 
 Threads: ``--threads N`` (default ``os.cpu_count()``) sets the BLAS threads of NumPy and
@@ -159,7 +160,25 @@ def measure(fn, seconds: float, warmup: int = 2, sync=_sync) -> dict:
         times.append(t1 - t0)
         if t1 - start >= seconds:
             break
-    return {"median_s": statistics.median(times), "min_s": min(times), "reps": len(times), "warmup": done}
+    return {"median_s": statistics.median(times), "min_s": min(times), "reps": len(times), "warmup": done,
+            "times": times}
+
+
+def measure_pair(fn_a, fn_b, seconds: float, warmup: int = 2, sync_a=_sync, sync_b=_sync, rounds: int = 3) -> tuple:
+    """:func:`measure` for two step functions in alternating blocks: A, B, A, B, ... (``rounds`` each).
+
+    Blocks, not single steps: after each call BLAS and OpenMP worker threads keep spinning for a while,
+    and a step that follows the *other* library's step would pay for them. Each block starts with one
+    untimed step; the medians are over all timed steps of a side. ``seconds`` is per side.
+    """
+    times, done = ([], []), [0, 0]
+    for r in range(max(int(rounds), 1)):
+        for k, (fn, sync) in enumerate(((fn_a, sync_a), (fn_b, sync_b))):
+            m = measure(fn, seconds / rounds, warmup if r == 0 else 1, sync)
+            times[k].extend(m.pop("times"))
+            done[k] += m["warmup"]
+    return tuple({"median_s": statistics.median(t), "min_s": min(t), "reps": len(t), "warmup": w}
+                 for t, w in zip(times, done))
 
 
 def blas_gflops(n: int = 2048, reps: int = 3, asarray=None, sync=_sync) -> float:
@@ -511,31 +530,31 @@ def _run(args, names, threads, blas_desc, torch) -> int:
         model = models.build(name, dtype="float32")
         x, y = backend.to_device(x_host), backend.to_device(y_host)
         r = {"input_shape": list(shape), "params": model.num_params(), "nanosgm": {}}
-        tmodel = None
+        tcells = {}
         if torch is not None:
             tmodel = to_torch(model, shape, device=tdev)       # before any step: the same initial weights
-        for col, fn in nanosgm_cells(model, x, y).items():
-            gc.collect()
-            m = measure(fn, args.seconds, args.warmup)
-            m["img_per_s"] = args.batch_size / m["median_s"]
-            r["nanosgm"][col] = m
-            print(f"  {name:9s} nanosgm {col:10s} {m['img_per_s']:10,.1f} img/s  "
-                  f"(median {m['median_s'] * 1e3:.1f} ms/step, min {m['min_s'] * 1e3:.1f}, {m['reps']} steps)", flush=True)
-        del model
-        if torch is not None:
+            tcells = torch_cells(tmodel, torch.from_numpy(x_host).to(tdev), torch.from_numpy(y_host).to(tdev))
             r["torch_device"] = tdev
             r["torch"], r["ratio"] = {}, {}
-            tx = torch.from_numpy(x_host).to(tdev)
-            ty = torch.from_numpy(y_host).to(tdev)
-            for col, fn in torch_cells(tmodel, tx, ty).items():
-                gc.collect()
-                m = measure(fn, args.seconds, args.warmup, sync=tsync)
-                m["img_per_s"] = args.batch_size / m["median_s"]
-                r["torch"][col] = m
-                r["ratio"][col] = r["nanosgm"][col]["img_per_s"] / m["img_per_s"]
-                print(f"  {name:9s} torch   {col:10s} {m['img_per_s']:10,.1f} img/s  "
-                      f"(median {m['median_s'] * 1e3:.1f} ms/step, min {m['min_s'] * 1e3:.1f}, {m['reps']} steps)", flush=True)
-            del tmodel
+
+        def report(side, col, m):
+            m["img_per_s"] = args.batch_size / m["median_s"]
+            r[side][col] = m
+            print(f"  {name:9s} {side:7s} {col:10s} {m['img_per_s']:10,.1f} img/s  "
+                  f"(median {m['median_s'] * 1e3:.1f} ms/step, min {m['min_s'] * 1e3:.1f}, {m['reps']} steps)", flush=True)
+
+        for col, fn in nanosgm_cells(model, x, y).items():
+            gc.collect()
+            if col in tcells:              # alternate nanosgm and torch steps: same conditions for both
+                m, mt = measure_pair(fn, tcells[col], args.seconds, args.warmup, sync_b=tsync)
+                report("nanosgm", col, m)
+                report("torch", col, mt)
+                r["ratio"][col] = m["img_per_s"] / mt["img_per_s"]
+            else:
+                m = measure(fn, args.seconds, args.warmup)
+                m.pop("times")
+                report("nanosgm", col, m)
+        del model, tcells
         results[name] = r
         gc.collect()
 

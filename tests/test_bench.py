@@ -197,3 +197,15 @@ def test_compare_torch_without_torch(monkeypatch, capsys):
 def test_importing_nanosgm_bench_does_not_import_torch():
     code = "import sys, nanosgm, nanosgm.bench; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_measure_pair_alternates_blocks_and_times_each_side():
+    calls = []
+    a = lambda: calls.append("a")                                       # noqa: E731
+    b = lambda: calls.append("b")                                       # noqa: E731
+    ma, mb = bench.measure_pair(a, b, 0.0, warmup=1, sync_a=lambda: None, sync_b=lambda: None, rounds=3)
+    runs = "".join(calls)
+    # three blocks per side, in the order a b a b a b, each an untimed step then at least one timed one
+    assert [block[0] for block in __import__("itertools").groupby(runs)] == list("ababab")
+    assert ma["reps"] == runs.count("a") - 3 and mb["reps"] == runs.count("b") - 3
+    assert ma["median_s"] >= 0 and "times" not in ma
