@@ -42,12 +42,10 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -55,6 +53,7 @@ import numpy as np
 from . import attacks, backend, models
 from .layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential,
                      SoftmaxCrossEntropy)
+from .files import write_json_atomic
 from .optim import build_optimizer
 
 __all__ = ["main", "to_torch", "measure", "nanosgm_cells", "torch_cells", "INPUT_SHAPES", "COLUMNS",
@@ -388,22 +387,6 @@ def format_table(results: dict, compare: bool) -> str:
     out = [line(cols), "-+-".join("-" * w for w in widths)]
     out += [line(r) for r in rows]
     return "\n".join(out)
-
-
-def write_json_atomic(path, obj) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------- main

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from . import attacks, backend, models, train
+from .files import write_json_atomic
 from .layers import load_npz, save_npz_atomic
 
 __all__ = ["PAPER_EPS", "PROTOCOL_FORMAT", "VARIANTS", "ConfigMismatch", "run_protocol", "load_protocol",
@@ -64,30 +65,7 @@ class ConfigMismatch(ValueError):
 
 
 # ------------------------------------------------------------------------------------- data, model
-def load_data(dataset, *, data_dir=None, limit=None, eval_limit=None, progress=True):
-    """(Dataset, clip) prepared exactly as ``python -m nanosgm.train`` does it.
-
-    ``dataset``: a name ("mnist", "fashion-mnist", "cifar10", "cifar100") or an already loaded
-    :class:`nanosgm.data.Dataset` (then ``limit`` / ``eval_limit`` cut its splits). CIFAR is ZCA-whitened
-    (fitted on the training split) and FGSM is then not clipped (``clip=None``); MNIST-like data stays
-    in [0, 1] and adversarial images are clipped to (0, 1).
-    """
-    from . import data
-    if isinstance(dataset, str):
-        lim = limit if eval_limit is None else {"train": limit, "val": eval_limit, "test": eval_limit}
-        ds = data.load(dataset, data_dir=data_dir, limit=lim, progress=progress)
-    else:
-        ds = dataset
-        tr, ev = slice(None, limit), slice(None, eval_limit)
-        ds = ds.replace(X_train=ds.X_train[tr], y_train=ds.y_train[tr], X_val=ds.X_val[ev], y_val=ds.y_val[ev],
-                        X_test=ds.X_test[ev], y_test=ds.y_test[ev])
-    clip = (0.0, 1.0)
-    if ds.name.startswith("cifar"):
-        if progress:
-            print("ZCA whitening (fitted on the training split) ...", flush=True)
-        ds, _ = data.zca_whiten(ds)
-        clip = None        # whitened inputs have no fixed valid range: FGSM is not clipped
-    return ds, clip
+load_data = train.load_data          # (Dataset, clip) prepared exactly as python -m nanosgm.train does
 
 
 def _model_name(model) -> str:
@@ -123,10 +101,6 @@ def weights_digest(model) -> str:
 
 
 # --------------------------------------------------------------------------------------- files
-def _write_json_atomic(path, obj):
-    train._write_json_atomic(os.fspath(path), obj)
-
-
 def load_protocol(out) -> dict:
     """The result dict stored in ``<out>/protocol.json`` (with ``snapshots`` from snapshots.npz if present)."""
     out = Path(out)
@@ -238,7 +212,7 @@ def _run_prepared(ds, clip, model, *, runs, epochs, input_lr, augment, eps_list,
               "eval_limit": eval_limit, "seed0": int(seed0), "pgd": int(pgd), "batch_size": int(batch_size),
               "optimizer": optimizer, "lr": lr, "per_sample": bool(per_sample), "clip": clip and list(clip),
               "n_train": int(len(ds.X_train)), "n_test": int(len(ds.X_test))}
-    result = {"format": PROTOCOL_FORMAT, "config": config, "versions": train._versions(), "runs": [],
+    result = {"format": PROTOCOL_FORMAT, "config": config, "versions": train.versions(), "runs": [],
               "snapshots": None}
     if out is not None:
         os.makedirs(out, exist_ok=True)
@@ -280,7 +254,7 @@ def _run_prepared(ds, clip, model, *, runs, epochs, input_lr, augment, eps_list,
         if out is not None:
             if snaps is not None:
                 save_npz_atomic(os.path.join(out, "snapshots.npz"), _snapshots_to_arrays(snaps))
-            _write_json_atomic(os.path.join(out, "protocol.json"), _json_result(result))
+            write_json_atomic(os.path.join(out, "protocol.json"), _json_result(result))
             for c in ckpts:
                 if c and os.path.exists(c):
                     os.remove(c)
@@ -528,30 +502,17 @@ def write_figures(result, out, ds=None, clip=(0.0, 1.0)) -> list:
 
 # -------------------------------------------------------------------------------------------- CLI
 def build_parser():
-    from .data import DATASETS
     p = argparse.ArgumentParser(
         prog="python -m nanosgm.experiments",
         description="The paper's protocol (Sections 5-6): N lock-step runs of the control (input_lr 0) and "
                     "the SGM network, medians of clean and FGSM accuracy (Tables 4-5), Wilcoxon tests.")
-    p.add_argument("dataset", choices=sorted(DATASETS), help="which dataset")
-    p.add_argument("--model", default=None, help="dnn (Table 1), cnn (Table 2) or cifar_cnn (Table 3); default: cnn "
-                   "for MNIST-like data, cifar_cnn for CIFAR")
+    train.add_common_arguments(p, "per network")
     p.add_argument("--runs", type=int, default=5, help="lock-step run pairs (default 5, the paper's)")
-    p.add_argument("--epochs", type=int, default=5, help="epochs per network (default 5; the paper trains 50)")
-    p.add_argument("--input-lr", type=float, default=0.2, help="lambda-bar of the SGM network (default 0.2)")
-    p.add_argument("--augment", action="store_true", help="elastic distortions (MNIST) or rotation/zoom/flip (CIFAR)")
-    p.add_argument("--eps", default=",".join(f"{e:g}" for e in PAPER_EPS), help="comma-separated FGSM epsilons")
     p.add_argument("--pgd", type=int, default=0, metavar="N", help="also PGD-10 on the first N test images (default 0)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (quick runs)")
-    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N validation and test images")
-    p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, the cache, ...)")
     p.add_argument("--out", default=None, help="output folder (default runs/protocol-<dataset>-<model>[-aug])")
     p.add_argument("--seed", type=int, default=0, help="seed of run 0; run i uses seed + i")
-    p.add_argument("--backend", default=None, choices=["numpy", "cupy"])
     p.add_argument("--figures", action="store_true", help="also write Figures 1-6 as PNGs into --out")
     p.add_argument("--paper-dir", default=None, help="folder with the paper's table CSVs (default ../shared/paper)")
-    p.add_argument("--no-progress", action="store_true", help="no per-epoch lines or progress bars")
     return p
 
 
@@ -564,20 +525,11 @@ def main(argv=None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 1
 
-    try:
-        eps_list = [float(e) for e in args.eps.split(",") if e.strip()]
-    except ValueError:
-        return fail(f"--eps must be comma-separated numbers, got {args.eps!r}")
-    if not eps_list:
-        return fail("--eps needs at least one value")
-    if args.runs < 1 or args.epochs < 1:
-        return fail("--runs and --epochs must be >= 1")
-    if args.batch_size < 2:
-        return fail("--batch-size must be >= 2 (batch normalisation needs two samples)")
-    if args.limit is not None and args.limit < 2:
-        return fail("--limit must be at least 2")
-    if args.eval_limit is not None and args.eval_limit < 1:
-        return fail("--eval-limit must be at least 1")
+    eps_list, error = train.check_common_args(args)
+    if error:
+        return fail(error)
+    if args.runs < 1:
+        return fail("--runs must be >= 1")
     if args.input_lr == 0:
         return fail("--input-lr 0 would train two control networks; the control is always part of the protocol")
     if args.paper_dir is not None and not os.path.isdir(args.paper_dir):

@@ -22,17 +22,18 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import __version__, attacks, backend
+from .files import write_json_atomic
 from .layers import SoftmaxCrossEntropy, load_npz, save_npz_atomic
 from .sgm import SmoothGradient
 
-__all__ = ["fit", "FitResult", "TrainingDiverged", "main", "epoch_seed"]
+__all__ = ["fit", "FitResult", "TrainingDiverged", "main", "epoch_seed", "load_data", "versions", "check_common_args",
+           "add_common_arguments"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -202,41 +203,48 @@ def _epoch_line(r):
 DEFAULT_MODEL = {"mnist": "cnn", "fashion-mnist": "cnn", "cifar10": "cifar_cnn", "cifar100": "cifar_cnn"}
 
 
-def build_parser():
+def add_common_arguments(p, what: str) -> None:
+    """The flags ``python -m nanosgm.train`` and ``python -m nanosgm.experiments`` share (``what`` names
+    the thing trained, for the help texts)."""
     from .data import DATASETS
+    p.add_argument("dataset", choices=sorted(DATASETS), help="which dataset")
+    p.add_argument("--model", default=None, help="dnn (Table 1), cnn (Table 2) or cifar_cnn (Table 3); default: cnn for "
+                   "MNIST-like data, cifar_cnn for CIFAR")
+    p.add_argument("--epochs", type=int, default=5, help=f"epochs {what} (default 5; the paper trains 50)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--input-lr", type=float, default=0.2, help="SGM's lambda-bar (0.2 in the paper)")
+    p.add_argument("--augment", action="store_true", help="elastic distortions (MNIST) or rotation/zoom/flip (CIFAR)")
+    p.add_argument("--eps", default="0.001,0.01,0.1,0.2", help="comma-separated FGSM epsilons (Eq. 20)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (quick runs)")
+    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N validation and test images")
+    p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, the cache, ...)")
+    p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend (default: "
+                   "NANOSGM_BACKEND or numpy)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser():
     p = argparse.ArgumentParser(
         prog="python -m nanosgm.train",
         description="Train one of the paper's networks with the Smooth Gradient Method (or the control, "
                     "--input-lr 0), then measure clean and FGSM accuracy on the test set.")
-    p.add_argument("dataset", choices=sorted(DATASETS), help="which dataset")
-    p.add_argument("--model", default=None, help="dnn (Table 1), cnn (Table 2) or cifar_cnn (Table 3); default: cnn for "
-                   "MNIST-like data, cifar_cnn for CIFAR")
-    p.add_argument("--epochs", type=int, default=5, help="epochs (default 5; the paper trains 50)")
-    p.add_argument("--batch-size", type=int, default=128)
+    add_common_arguments(p, "of training")
     p.add_argument("--optimizer", default="wame", help="wame (the paper's), adam or sgd")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: 1e-3 for wame/adam, "
                    "0.01 for sgd); decays 10x twice, as the authors' schedule (nanosgm.schedules)")
     p.add_argument("--constant-lr", action="store_true", help="no learning-rate decay")
-    p.add_argument("--input-lr", type=float, default=0.2, help="SGM's lambda-bar (0.2 in the paper; 0 = control)")
     p.add_argument("--per-sample", action="store_true", help="scale input updates by the batch size "
                    "(gradient of each sample's own loss) instead of the batch-mean convention")
-    p.add_argument("--augment", action="store_true", help="elastic distortions (MNIST) or rotation/zoom/flip (CIFAR)")
-    p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend (default: "
-                   "NANOSGM_BACKEND or numpy)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, the cache, ...)")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-ilr<input-lr>-s<seed>)")
-    p.add_argument("--eps", default="0.001,0.01,0.1,0.2", help="comma-separated FGSM epsilons (Eq. 20)")
     p.add_argument("--pgd", type=int, default=500, metavar="N", help="also run PGD (10 steps) on the first N test "
                    "images at each eps, as a check against gradient masking (0 = skip; default 500)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (quick runs)")
-    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N validation and test images")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.npz if it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
-def _versions():
+def versions() -> dict:
+    """The versions a results file records: nanosgm, Python, NumPy, SciPy, the backend (and CuPy)."""
     import scipy
     v = {"nanosgm": __version__, "python": platform.python_version(), "numpy": np.__version__,
          "scipy": scipy.__version__, "backend": backend.name(), "machine": platform.machine()}
@@ -245,17 +253,48 @@ def _versions():
     return v
 
 
-def _write_json_atomic(path, obj):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+def load_data(dataset, *, data_dir=None, limit=None, eval_limit=None, progress=True):
+    """(Dataset, clip): a dataset prepared for training as the paper does, and its valid input range.
+
+    ``dataset``: a name ("mnist", "fashion-mnist", "cifar10", "cifar100") or an already loaded
+    :class:`nanosgm.data.Dataset` (then ``limit`` / ``eval_limit`` cut its splits). CIFAR is ZCA-whitened
+    (fitted on the training split) and attacks are then not clipped (``clip=None``: whitened inputs have
+    no fixed valid range); MNIST-like data stays in [0, 1] and adversarial images are clipped to it.
+    """
+    from . import data
+    if isinstance(dataset, str):
+        lim = limit if eval_limit is None else {"train": limit, "val": eval_limit, "test": eval_limit}
+        ds = data.load(dataset, data_dir=data_dir, limit=lim, progress=progress)
+    else:
+        tr, ev = slice(None, limit), slice(None, eval_limit)
+        ds = dataset.replace(X_train=dataset.X_train[tr], y_train=dataset.y_train[tr], X_val=dataset.X_val[ev],
+                             y_val=dataset.y_val[ev], X_test=dataset.X_test[ev], y_test=dataset.y_test[ev])
+    clip = (0.0, 1.0)
+    if ds.name.startswith("cifar"):
+        if progress:
+            print("ZCA whitening (fitted on the training split) ...", flush=True)
+        ds, _ = data.zca_whiten(ds)
+        clip = None
+    return ds, clip
+
+
+def check_common_args(args):
+    """(eps list, None) or (None, an error message) for the flags ``train`` and ``experiments`` share."""
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        eps_list = [float(e) for e in args.eps.split(",") if e.strip()]
+    except ValueError:
+        return None, f"--eps must be comma-separated numbers, got {args.eps!r}"
+    if not eps_list:
+        return None, "--eps needs at least one value"
+    if args.epochs < 1:
+        return None, "--epochs must be >= 1"
+    if args.batch_size < 2:
+        return None, "--batch-size must be >= 2 (batch normalisation needs two samples)"
+    if args.limit is not None and args.limit < 2:
+        return None, "--limit must be at least 2"
+    if args.eval_limit is not None and args.eval_limit < 1:
+        return None, "--eval-limit must be at least 1"
+    return eps_list, None
 
 
 def main(argv=None) -> int:
@@ -269,16 +308,9 @@ def main(argv=None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 1
 
-    try:
-        eps_list = [float(e) for e in args.eps.split(",") if e.strip()]
-    except ValueError:
-        return fail(f"--eps must be comma-separated numbers, got {args.eps!r}")
-    if args.epochs < 1 or args.batch_size < 2:
-        return fail("--epochs must be >= 1 and --batch-size >= 2 (batch normalisation needs two samples)")
-    if args.limit is not None and args.limit < 2:
-        return fail("--limit must be at least 2")
-    if args.eval_limit is not None and args.eval_limit < 1:
-        return fail("--eval-limit must be at least 1")
+    eps_list, error = check_common_args(args)
+    if error:
+        return fail(error)
     try:
         if args.backend:
             backend.use(args.backend)
@@ -291,16 +323,10 @@ def main(argv=None) -> int:
     progress = not args.no_progress
 
     try:
-        limit = args.limit if args.eval_limit is None else \
-            {"train": args.limit, "val": args.eval_limit, "test": args.eval_limit}
-        ds = data.load(args.dataset, data_dir=args.data_dir, limit=limit, progress=progress)
+        ds, clip = load_data(args.dataset, data_dir=args.data_dir, limit=args.limit, eval_limit=args.eval_limit,
+                             progress=progress)
     except DataError as exc:
         return fail(str(exc))
-    clip = (0.0, 1.0)
-    if ds.name.startswith("cifar"):
-        print("ZCA whitening (fitted on the training split) ...", flush=True)
-        ds, _ = data.zca_whiten(ds)
-        clip = None        # whitened inputs have no fixed valid range: FGSM/PGD are not clipped
     print(ds)
 
     backend.seed(args.seed)                # the initial weights: identical for control and SGM runs
@@ -358,11 +384,11 @@ def main(argv=None) -> int:
             line += f" | {100 * pgd_acc[e]:9.2f}%"
         print(line)
 
-    results = {"config": config, "versions": _versions(), "history": res.history, "best_epoch": res.best_epoch,
+    results = {"config": config, "versions": versions(), "history": res.history, "best_epoch": res.best_epoch,
                "results": {"clean_accuracy": clean, "fgsm_accuracy": {str(e): a for e, a in fgsm_acc.items()},
                            "pgd_accuracy": {str(e): a for e, a in pgd_acc.items()}, "pgd_images": args.pgd if pgd_acc else 0,
                            "train_seconds": train_seconds, "eval_seconds": eval_seconds}}
-    _write_json_atomic(os.path.join(out, "results.json"), results)
+    write_json_atomic(os.path.join(out, "results.json"), results)
     model.save(os.path.join(out, "model.npz"))
     print(f"wrote {out}/results.json, {out}/model.npz and {out}/checkpoint.npz")
     return 0

@@ -11,12 +11,12 @@ so a checkpoint can never execute code, and checks every name and shape before t
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from .. import backend
+from ..files import atomic_write
 from .base import Layer
 
 
@@ -105,18 +105,7 @@ class Sequential(Layer):
 
 def save_npz_atomic(path, arrays: dict) -> None:
     """np.savez to a temporary file in the same folder, then rename: never a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".npz")
 
 
 def load_npz(path) -> dict:

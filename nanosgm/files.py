@@ -1,0 +1,31 @@
+"""Files that are never half-written: write to a temporary file in the same folder, then rename.
+
+``os.replace`` is atomic on POSIX and Windows, so a reader sees the old file or the new one, never a
+partial one, and an interrupted run (Ctrl-C, a crash, a full disk) leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def atomic_write(path, write, *, binary: bool = True, suffix: str = "") -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path, obj) -> None:
+    """``obj`` as indented JSON at ``path``, atomically."""
+    atomic_write(path, lambda f: (json.dump(obj, f, indent=2), f.write("\n")), binary=False, suffix=".json")
