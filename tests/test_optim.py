@@ -49,10 +49,10 @@ def wame_reference(w0, grads, lr=1e-3, alpha=0.9, eta_plus=1.2, eta_minus=0.1, z
     return np.array(w), np.array(zeta), np.array(Z), np.array(theta)
 
 
-def run_wame(w0, grads, **kw):
+def run_wame(w0, grads, form="printed", **kw):
     m = FakeModel({"w": (len(w0),)})
     m.p["w"][...] = w0
-    opt = WAME(**kw)
+    opt = WAME(form=form, **kw)
     for g in grads:
         m.set_grads({"w": g})
         opt.step(m)
@@ -112,7 +112,7 @@ def test_wame_matches_reference_on_random_sequences(grads, literal, lr):
 def _wame_on_quadratic(literal, c, steps, lr=1e-3):
     """Minimise E(w) = c * w^2 / 2 from w = 1: returns |w| after every step."""
     w, g = np.array([1.0]), np.zeros(1)
-    opt = WAME(lr=lr, literal=literal)
+    opt = WAME(lr=lr, literal=literal, form="printed")
     out = []
     for _ in range(steps):
         g[...] = c * w
@@ -121,10 +121,10 @@ def _wame_on_quadratic(literal, c, steps, lr=1e-3):
     return np.array(out)
 
 
-def test_wame_default_vs_literal_on_a_quadratic():
-    """What the two denominators do on E(w) = c w^2 / 2, lr = 1e-3, for loss scales c = 0.01, 1, 100.
+def test_wame_printed_sqrt_vs_literal_on_a_quadratic():
+    """The printed form's two denominators on E(w) = c w^2 / 2, lr = 1e-3, for loss scales c = 0.01, 1, 100.
 
-    Default (sqrt(theta)): the step is ~ lr * Z * sign(g), so the trajectory does not depend on the
+    sqrt(theta) (used unless literal=True): the step is ~ lr * Z * sign(g), so the trajectory does not depend on the
     loss scale c (|w| = 0.017 after 50 steps for every c), and once at the minimum it oscillates
     inside a floor of about lr * zeta_min / 2 = 5e-6, again for every c.
     Literal (theta, as printed): the step is ~ lr * Z / g. With large gradients (c = 100) it barely
@@ -146,6 +146,83 @@ def test_wame_default_vs_literal_on_a_quadratic():
     assert literal[0.01][-500:].max() > 1e-2
     assert literal[0.01][-500:].max() > 1000 * default[0.01][-500:].max()
     assert literal[1.0][49] < 1e-5 < literal[1.0][-500:].max()
+
+
+def wame_authors_reference(w0, grads, lr=1e-3, alpha=0.9, eta_plus=1.2, eta_minus=0.1, zeta_min=0.01,
+                           zeta_max=100.0, eps=1e-8, beta1=0.9, beta2=0.999):
+    """The authors' published form, weight by weight with Python floats (zeta unclipped, Z from 1)."""
+    w = [float(v) for v in w0]
+    n = len(w)
+    zeta, Z, theta, gprev = [1.0] * n, [1.0] * n, [0.0] * n, [0.0] * n
+    for t, g in enumerate(grads, start=1):
+        lr_t = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+        for i in range(n):
+            gi = float(g[i])
+            if gi * gprev[i] > 0:
+                zeta[i] *= eta_plus
+            elif gi * gprev[i] < 0:
+                zeta[i] *= eta_minus
+            zc = min(max(zeta[i], zeta_min), zeta_max)
+            Z[i] = alpha * Z[i] + (1 - alpha) * zc
+            theta[i] = beta2 * theta[i] + (1 - beta2) * gi * gi
+            w[i] = w[i] - lr_t * (zc / Z[i]) * gi / (math.sqrt(theta[i]) + eps)
+            gprev[i] = gi
+    return np.array(w), np.array(zeta), np.array(Z), np.array(theta)
+
+
+def test_wame_authors_form_matches_elementwise_reference():
+    w0 = np.array([0.3, -0.2, 1.0, 0.0, -1.5])
+    grads = [np.array(g) for g in HAND_GRADS] * 3          # long enough for zeta to leave [zeta_min, zeta_max]
+    w, opt = run_wame(w0, grads, form="authors", lr=0.05)
+    w_ref, zeta_ref, Z_ref, theta_ref = wame_authors_reference(w0, grads, lr=0.05)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-12, atol=1e-14)
+    s = opt.state["w"]
+    for slot, ref in (("zeta", zeta_ref), ("Z", Z_ref), ("theta", theta_ref)):
+        np.testing.assert_allclose(s[slot], ref, rtol=1e-12, err_msg=slot)
+    assert s["zeta"].min() < 0.01                           # stored unclipped, as the authors' code does
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(finite, min_size=3, max_size=3), min_size=1, max_size=12), st.floats(1e-4, 0.5))
+def test_wame_authors_form_matches_reference_on_random_sequences(grads, lr):
+    grads = [np.array(g) for g in grads]
+    w0 = np.array([0.1, -0.4, 2.0])
+    w, _ = run_wame(w0, grads, form="authors", lr=lr)
+    np.testing.assert_allclose(w, wame_authors_reference(w0, grads, lr=lr)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_wame_forms_under_mini_batch_noise():
+    """Why the default is the authors' form: with noisy gradients the printed form's step collapses.
+
+    1,000 weights, E = sum w^2 / 2 seen through noise (g = w + N(0, 1), a mini-batch-like signal-to-noise),
+    lr = 1e-3, 600 steps from w = 1. Random sign flips drive zeta (and Z) to zeta_min in the printed form,
+    whose step is lr * Z: it moves w 12x less (0.028 vs 0.35) than the authors' form, whose ratio zc / Z
+    stays near 1.
+    """
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((600, 1000))
+    moved = {}
+    for form in WAME.FORMS:
+        w, g = np.ones(1000), np.zeros(1000)
+        opt = WAME(form=form)
+        for k in range(600):
+            g[...] = w + noise[k]
+            opt.step([("w", w, g)])
+        moved[form] = 1 - np.median(w)
+        zeta = opt.state["w"]["zeta"]
+        if form == "printed":
+            assert np.median(zeta) < 0.02 and np.median(opt.state["w"]["Z"]) < 0.05
+    assert moved["authors"] > 0.3
+    assert moved["authors"] > 10 * moved["printed"]
+
+
+def test_wame_rejects_literal_with_the_authors_form_and_unknown_forms():
+    with pytest.raises(ValueError, match="printed"):
+        WAME(literal=True)
+    with pytest.raises(ValueError, match="form"):
+        WAME(form="rprop")
+    assert build_optimizer("wame").form == "authors"
+    assert build_optimizer("wame-printed").form == "printed"
 
 
 def test_wame_float32_state_follows_param():
@@ -227,7 +304,7 @@ def test_state_dict_round_trip_through_npz(kind):
 
 def test_state_dict_is_flat_host_arrays_and_copies():
     m = FakeModel({"0.W": (2, 2)})
-    opt = WAME(literal=True)
+    opt = WAME(literal=True, form="printed")
     m.set_grads({"0.W": np.ones((2, 2))})
     opt.step(m)
     d = opt.state_dict()
@@ -237,7 +314,7 @@ def test_state_dict_is_flat_host_arrays_and_copies():
     assert float(opt.state["0.W"]["zeta"][0, 0]) == 1.0
     opt2 = WAME()
     opt2.load_state_dict(d)
-    assert opt2.literal is True
+    assert opt2.literal is True and opt2.form == "printed"
 
 
 def test_load_rejects_wrong_kind_and_shape():
