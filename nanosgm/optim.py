@@ -201,6 +201,9 @@ class Adam(Optimizer):
         param -= buf
 
 
+ZETA_STORE_MIN, ZETA_STORE_MAX = 1e-30, 1e30   # WAME authors' form: the range zeta is stored in
+
+
 class WAME(Optimizer):
     """WAME, Weight-wise Adaptive learning rates with Moving average Estimator (the paper's Ref. [18]).
 
@@ -224,8 +227,10 @@ class WAME(Optimizer):
     ``form="authors"`` (DEFAULT): the update of the authors' published Keras implementation, the code
     behind the paper's numbers (Z starts at 1, theta averages g^2 over ~1000 steps, Adam's bias correction):
 
-        zc    = clip(zeta, zeta_min, zeta_max)           (zeta itself is kept unclipped, as in that code:
-                                                          after many flips it underflows and zc stays at zeta_min)
+        zc    = clip(zeta, zeta_min, zeta_max)           (zeta itself is kept unclipped, as in that code, so
+                                                          it remembers how far past a bound it went; here
+                                                          within [1e-30, 1e30], so that float32 never turns it
+                                                          into inf or 0, which would freeze zc at a bound)
         Z     <- alpha * Z     + (1 - alpha) * zc
         theta <- beta2 * theta + (1 - beta2) * g^2
         w     <- w - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * (zc / Z) * g / (sqrt(theta) + eps)
@@ -302,7 +307,8 @@ class WAME(Optimizer):
             xp.clip(zeta, self.zeta_min, self.zeta_max, out=zeta)
             zc, rate, lr_t = zeta, a, self.lr
         else:
-            zc = xp.clip(zeta, self.zeta_min, self.zeta_max)        # zeta itself stays unclipped
+            xp.clip(zeta, ZETA_STORE_MIN, ZETA_STORE_MAX, out=zeta)  # wide bounds: no inf or 0 in float32
+            zc = xp.clip(zeta, self.zeta_min, self.zeta_max)        # zeta itself stays outside [min, max]
             rate = self.beta2
             lr_t = self.lr * (1.0 - self.beta2 ** self.t) ** 0.5 / (1.0 - self.beta1 ** self.t)
         # Z <- a Z + (1 - a) zc ;  theta <- rate theta + (1 - rate) g^2

@@ -366,27 +366,29 @@ def main(argv=None) -> int:
     print(f"evaluating the best epoch ({res.best_epoch}) on the test set ...", flush=True)
     clean = attacks.accuracy(model, ds.X_test, ds.y_test)
     fgsm_acc = attacks.evaluate(model, ds.X_test, ds.y_test, eps_list, "fgsm", clip=clip, progress=progress)
-    pgd_acc = {}
-    if args.pgd > 0:
-        k = min(args.pgd, len(ds.X_test))
+    pgd_acc, fgsm_sub = {}, {}
+    k = min(args.pgd, len(ds.X_test))
+    if k > 0:    # PGD on a subset, with FGSM on the same images beside it so the two compare
         pgd_acc = attacks.evaluate(model, ds.X_test[:k], ds.y_test[:k], eps_list, "pgd", clip=clip,
                                    progress=progress, rng=args.seed)
+        fgsm_sub = attacks.evaluate(model, ds.X_test[:k], ds.y_test[:k], eps_list, "fgsm", clip=clip, progress=False)
     eval_seconds = time.perf_counter() - t0 - train_seconds
 
     print(f"\nclean test accuracy: {100 * clean:.2f}%  (best epoch {res.best_epoch}, "
           f"training {train_seconds:.0f}s, evaluation {eval_seconds:.0f}s)")
-    header = f"{'eps':>8} | {'FGSM acc':>9}" + (f" | {'PGD-10 acc':>10} (first {min(args.pgd, len(ds.X_test))})" if pgd_acc else "")
+    header = f"{'eps':>8} | {'FGSM acc':>9}" + (f" | {f'first {k}: FGSM':>15} | {'PGD-10':>7}" if pgd_acc else "")
     print(header)
     print("-" * len(header))
     for e in eps_list:
         line = f"{e:>8g} | {100 * fgsm_acc[e]:8.2f}%"
         if pgd_acc:
-            line += f" | {100 * pgd_acc[e]:9.2f}%"
+            line += f" | {100 * fgsm_sub[e]:14.2f}% | {100 * pgd_acc[e]:6.2f}%"
         print(line)
 
     results = {"config": config, "versions": versions(), "history": res.history, "best_epoch": res.best_epoch,
                "results": {"clean_accuracy": clean, "fgsm_accuracy": {str(e): a for e, a in fgsm_acc.items()},
-                           "pgd_accuracy": {str(e): a for e, a in pgd_acc.items()}, "pgd_images": args.pgd if pgd_acc else 0,
+                           "pgd_accuracy": {str(e): a for e, a in pgd_acc.items()}, "pgd_images": k if pgd_acc else 0,
+                           "fgsm_accuracy_pgd_images": {str(e): a for e, a in fgsm_sub.items()},
                            "train_seconds": train_seconds, "eval_seconds": eval_seconds}}
     write_json_atomic(os.path.join(out, "results.json"), results)
     model.save(os.path.join(out, "model.npz"))

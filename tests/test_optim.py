@@ -216,6 +216,23 @@ def test_wame_forms_under_mini_batch_noise():
     assert moved["authors"] > 10 * moved["printed"]
 
 
+def test_wame_authors_form_keeps_zeta_finite_in_float32():
+    """Thousands of agreeing (or flipping) signs would overflow zeta to inf (or 0) in float32 and freeze it."""
+    w, g = np.zeros(2, dtype=np.float32), np.zeros(2, dtype=np.float32)
+    opt = WAME()
+    with np.errstate(over="raise", under="raise"):
+        for k in range(600):
+            g[...] = (1.0, (-1.0) ** k)                     # weight 0 always agrees, weight 1 always flips
+            opt.step([("w", w, g)])
+    zeta = opt.state["w"]["zeta"]
+    assert np.isfinite(zeta).all() and (zeta > 0).all()
+    assert zeta[0] == np.float32(1e30) and zeta[1] == np.float32(1e-30)
+    for _ in range(3):                                      # a flip now acts at once on the capped weight
+        g[...] = (-g[0], 1.0)
+        opt.step([("w", w, g)])
+    assert opt.state["w"]["zeta"][0] < 1e30
+
+
 def test_wame_rejects_literal_with_the_authors_form_and_unknown_forms():
     with pytest.raises(ValueError, match="printed"):
         WAME(literal=True)

@@ -143,7 +143,7 @@ def test_cli_runs_and_writes_results(tmp_path, mnist_real, capsys):
                        "--data-dir", str(os.environ.get("NANOSGM_DATA", ""))])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "clean test accuracy" in printed and "FGSM acc" in printed and "PGD-10 acc" in printed
+    assert "clean test accuracy" in printed and "FGSM acc" in printed and "first 50: FGSM" in printed and "PGD-10" in printed
     results = json.loads((out / "results.json").read_text())
     assert set(results["results"]["fgsm_accuracy"]) == {"0.01", "0.1"}
     assert results["config"]["input_lr"] == 0.2 and results["versions"]["numpy"] == np.__version__
