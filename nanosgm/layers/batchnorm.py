@@ -9,6 +9,8 @@ is ``dx = dy * gamma / sqrt(running_var + eps)`` (attacks such as FGSM different
 mode). Training-mode backward, with M values per feature:
     dxhat = dy * gamma
     dx = (1 / sqrt(var + eps)) * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+       = gamma / sqrt(var + eps) * (dy - dbeta / M - xhat * dgamma / M)      (how it is computed:
+    mean(dxhat) and mean(dxhat * xhat) are the parameter gradients dbeta, dgamma times gamma / M)
 """
 from __future__ import annotations
 
@@ -66,9 +68,9 @@ class BatchNorm(Layer):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:
             inv_std = 1.0 / (self.buffers["running_var"] + self.eps) ** 0.5
-            xhat = (x - self.buffers["running_mean"]) * inv_std
-            self._cache = ("inference", xhat, inv_std)
-            return xhat * gamma + beta
+            xc = x - self.buffers["running_mean"]
+            self._cache = ("inference", xc, inv_std)
+            return xc * (gamma * inv_std) + beta
         m = x.shape[0]
         if m < 2:
             raise ValueError(f"{self!r} needs more than one value per feature in training mode")
@@ -76,21 +78,31 @@ class BatchNorm(Layer):
         xc = x - mean
         var = (xc * xc).mean(axis=0)
         inv_std = 1.0 / (var + self.eps) ** 0.5
-        xhat = xc * inv_std
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
         rm *= (1 - self.momentum)
         rm += self.momentum * mean
         rv *= (1 - self.momentum)
         rv += (self.momentum * m / (m - 1)) * var                  # unbiased, as PyTorch
-        self._cache = ("training", xhat, inv_std)
-        return xhat * gamma + beta
+        self._cache = ("training", xc, inv_std)                     # xhat = xc * inv_std, never stored
+        y = xc * (gamma * inv_std)
+        y += beta
+        return y
 
     def _backward2d(self, dy):
-        mode, xhat, inv_std = self._need_cache()
+        mode, xc, inv_std = self._need_cache()
+        dgamma = (dy * xc).sum(axis=0) * inv_std                    # sum(dy * xhat)
+        dbeta = dy.sum(axis=0)
         if self.param_grads:
-            self.grads["gamma"] = (dy * xhat).sum(axis=0)
-            self.grads["beta"] = dy.sum(axis=0)
-        dxhat = dy * self.params["gamma"]
+            self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+        scale = self.params["gamma"] * inv_std
         if mode == "inference":                     # statistics are constants: a per-feature scale
-            return dxhat * inv_std
-        return inv_std * (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0))
+            return dy * scale
+        # mean(dxhat) = gamma * dbeta / M and mean(dxhat * xhat) = gamma * dgamma / M, so
+        # dx = gamma * inv_std * (dy - dbeta / M - xhat * dgamma / M)
+        m = dy.shape[0]
+        dx = xc * (inv_std * dgamma / m)
+        xp = backend.array_module(dy)
+        xp.subtract(dy, dx, out=dx)
+        dx -= dbeta / m
+        dx *= scale
+        return dx
