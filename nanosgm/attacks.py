@@ -199,7 +199,7 @@ def evaluate(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_size: int = 5
         raise ValueError("evaluate on an empty set")
     correct = {e: 0 for e in eps_list}
     bar = tqdm(list(_batches(n, int(batch_size))), desc=f"{getattr(attack_fn, '__name__', 'attack')} eval",
-               unit="batch", disable=not progress, leave=False)
+               unit="batch", disable=None if progress else True, leave=False)
     for sl in bar:
         xb, yb = backend.to_device(X[sl]), backend.to_device(y[sl])
         if attack_fn is fgsm:

@@ -43,7 +43,8 @@ def cupy_available() -> tuple[bool, str]:
     try:
         import cupy  # noqa: F401
     except Exception as exc:  # ImportError, or a broken CUDA install raising at import
-        return False, f"cupy is not importable ({exc.__class__.__name__}: {exc}); install it with `pip install -e .[gpu]`"
+        return False, (f"cupy is not importable ({exc.__class__.__name__}: {exc}); "
+                       'install it with `pip install -e ".[gpu]"`')
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:

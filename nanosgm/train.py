@@ -122,7 +122,7 @@ def fit(model, optimizer, X_train, y_train, *, epochs: int, batch_size: int = 12
         result.best_epoch = int(state["meta.best_epoch"])
         result.best_val_error = float(state["meta.best_val_error"])
         start_epoch = int(state["meta.epoch"]) + 1
-        log(f"resumed from {checkpoint} after epoch {start_epoch - 1}")
+        log(f"resumed from {checkpoint} after epoch {start_epoch} of {epochs}")
 
     from tqdm.auto import tqdm
 
@@ -134,7 +134,7 @@ def fit(model, optimizer, X_train, y_train, *, epochs: int, batch_size: int = 12
         aug_rng = np.random.default_rng(epoch_seed(seed, epoch, 2))
         total, count = 0.0, 0
         bar = tqdm(range(0, n, batch_size), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+                   disable=None if progress else True, leave=False, dynamic_ncols=True)   # None: off when not a terminal
         for start in bar:
             idx = order[start:start + batch_size]
             if len(idx) < 2:            # batch normalisation cannot train on one sample: skip this remainder
@@ -240,6 +240,7 @@ def build_parser():
     p.add_argument("--pgd", type=int, default=500, metavar="N", help="also run PGD (10 steps) on the first N test "
                    "images at each eps, as a check against gradient masking (0 = skip; default 500)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.npz if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     return p
 
 
@@ -286,6 +287,8 @@ def check_common_args(args):
         return None, f"--eps must be comma-separated numbers, got {args.eps!r}"
     if not eps_list:
         return None, "--eps needs at least one value"
+    if min(eps_list) < 0:
+        return None, f"--eps values must be >= 0 (0 gives the clean accuracy), got {args.eps!r}"
     if args.epochs < 1:
         return None, "--epochs must be >= 1"
     if args.batch_size < 2:
@@ -318,7 +321,13 @@ def main(argv=None) -> int:
         return fail(str(exc))
 
     model_name = args.model or DEFAULT_MODEL[data.registry.canonical_name(args.dataset)]
+    if models.ALIASES.get(model_name, model_name) not in models.MODELS:
+        return fail(f"unknown model {model_name!r}; choose one of {sorted(models.MODELS)}")
     out = args.out or os.path.join("runs", f"{args.dataset}-{model_name}-ilr{args.input_lr:g}-s{args.seed}")
+    earlier = [f for f in ("results.json", "checkpoint.npz") if os.path.exists(os.path.join(out, f))]
+    if earlier and not (args.resume or args.overwrite):
+        return fail(f"{out} already holds a run ({', '.join(earlier)}); use --resume to continue it, --overwrite "
+                    f"to replace it, or --out to write elsewhere")
     os.makedirs(out, exist_ok=True)
     progress = not args.no_progress
 

@@ -234,8 +234,13 @@ def test_evaluate_rejects_unknown_attack_and_accepts_callables(trained_mlp):
     assert evaluate(model, X, y, (0.1,), attack=identity, progress=False)[0.1] == accuracy(model, X, y)
 
 
-def test_evaluate_shows_progress_bar(trained_mlp, capsys):
+def test_evaluate_shows_progress_bar(trained_mlp, capsys, monkeypatch):
+    """A bar on a terminal; none when stderr is a file or pipe (logs stay clean), and none with progress=False."""
+    import sys
     model, X, y = trained_mlp
+    evaluate(model, X[:20], y[:20], (0.1,), batch_size=10, progress=True)
+    assert capsys.readouterr().err == ""                       # captured stderr is not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     evaluate(model, X[:20], y[:20], (0.1,), batch_size=10, progress=True)
     assert "batch" in capsys.readouterr().err
     evaluate(model, X[:20], y[:20], (0.1,), batch_size=10, progress=False)

@@ -48,7 +48,7 @@ def test_cupy_not_importable_says_how_to_install_and_how_to_run_on_cpu(monkeypat
     with pytest.raises(backend.BackendError) as info:
         backend.use("cupy")
     msg = str(info.value)
-    assert "pip install -e .[gpu]" in msg, msg
+    assert 'pip install -e ".[gpu]"' in msg, msg
     assert "--backend numpy" in msg and "NANOSGM_BACKEND=numpy" in msg and "CPU" in msg, msg
     assert backend.name() == "numpy" and backend.xp() is np       # a failed switch changes nothing
 

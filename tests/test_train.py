@@ -168,3 +168,22 @@ def test_cli_missing_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(data, "load", no_files)
     assert train.main(["mnist", "--out", str(tmp_path / "x")]) == 1
     assert "NANOSGM_DATA" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_overwrite_an_earlier_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    assert train.main(["mnist", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "results.json").read_text() == "{}"
+
+
+def test_cli_checks_model_and_eps_before_loading_data(tmp_path, capsys, monkeypatch):
+    import nanosgm.data as data
+    monkeypatch.setattr(data, "load", lambda *a, **k: pytest.fail("data was loaded before the flags were checked"))
+    assert train.main(["mnist", "--model", "resnet", "--out", str(tmp_path / "a")]) == 1
+    assert "unknown model 'resnet'" in capsys.readouterr().err
+    assert train.main(["mnist", "--eps", "0.1,-0.1", "--out", str(tmp_path / "b")]) == 1
+    assert ">= 0" in capsys.readouterr().err
