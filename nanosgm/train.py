@@ -163,16 +163,18 @@ def fit(model, optimizer, X_train, y_train, *, epochs: int, batch_size: int = 12
         record["test_error"] = _error(model, X_test, y_test) if X_test is not None else None
         record["seconds"] = time.perf_counter() - t0
         result.history.append(record)
-        score = record["val_error"] if record["val_error"] is not None else -epoch
-        if best_state is None or score < result.best_val_error or result.best_epoch < 0:
-            result.best_epoch, result.best_val_error = epoch + 1, score
-            best_state = model.state_dict()
+        current = model.state_dict()
+        # keep the best validation epoch; without a validation set, the latest epoch
+        if best_state is None or record["val_error"] is None or record["val_error"] < result.best_val_error:
+            result.best_epoch, best_state = epoch + 1, current
+            if record["val_error"] is not None:
+                result.best_val_error = record["val_error"]
         log(_epoch_line(record))
         if callback is not None:
             callback(epoch, model, sgm.X, record)
         if checkpoint:
             arrays = {}
-            arrays.update(_state_arrays("model", model.state_dict()))
+            arrays.update(_state_arrays("model", current))
             arrays.update(_state_arrays("optim", optimizer.state_dict()))
             arrays.update(_state_arrays("sgm", sgm.state_dict()))
             arrays.update(_state_arrays("best", best_state))

@@ -41,23 +41,16 @@ def run(layer, in_shape, dtype, training=True):
 
 # --- shapes, dtypes, grads -------------------------------------------------------------------------
 @names
-def test_default_layers_are_float32_in_float32_out(name):
-    layer, in_shape, out_shape = build(name)
+@pytest.mark.parametrize("dtype_arg, dtype", [(None, np.float32), ("float64", np.float64)],
+                         ids=["default-float32", "float64"])
+def test_layers_compute_in_their_dtype(name, dtype_arg, dtype):
+    """Default constructors are float32 in, float32 out; dtype="float64" gives float64 throughout."""
+    layer, in_shape, out_shape = build(name, dtype_arg)
     for p in list(layer.params.values()) + list(layer.buffers.values()):
-        assert p.dtype == np.float32
-    x, y, dx = run(layer, in_shape, np.float32)
-    assert y.shape == out_shape and y.dtype == np.float32
-    assert dx.shape == x.shape and dx.dtype == np.float32
-
-
-@names
-def test_float64_layers_are_float64_in_float64_out(name):
-    layer, in_shape, out_shape = build(name, "float64")
-    for p in list(layer.params.values()) + list(layer.buffers.values()):
-        assert p.dtype == np.float64
-    x, y, dx = run(layer, in_shape, np.float64)
-    assert y.shape == out_shape and y.dtype == np.float64
-    assert dx.shape == x.shape and dx.dtype == np.float64
+        assert p.dtype == dtype
+    x, y, dx = run(layer, in_shape, dtype)
+    assert y.shape == out_shape and y.dtype == dtype
+    assert dx.shape == x.shape and dx.dtype == dtype
 
 
 @names

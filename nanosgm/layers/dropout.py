@@ -5,6 +5,8 @@ is the identity. The mask is drawn from the backend's seeded generator (``backen
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import backend
 from .base import Layer
 
@@ -36,7 +38,8 @@ class Dropout(Layer):
             return x
         if not (self.hold_mask and self.mask is not None and self.mask.shape == x.shape):
             rng = self.rng if self.rng is not None else backend.device_rng()
-            keep = rng.random(x.shape, dtype=x.dtype if x.dtype.kind == "f" and x.dtype.itemsize >= 4 else "float32")
+            draw = x.dtype if x.dtype in (np.float32, np.float64) else np.float32   # what Generator.random offers
+            keep = rng.random(x.shape, dtype=draw)
             self.mask = (keep >= self.p).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
         self._cache = self.mask
         return x * self.mask
