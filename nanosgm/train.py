@@ -109,8 +109,9 @@ def fit(model, optimizer, X_train, y_train, *, epochs: int, batch_size: int = 12
     if resume and checkpoint and os.path.exists(checkpoint):
         state = load_npz(checkpoint)
         saved_cfg = json.loads(str(state["meta.config"]))
-        if config is not None and {k: v for k, v in saved_cfg.items() if k not in ("epochs", "resume")} != \
-                {k: v for k, v in config.items() if k not in ("epochs", "resume")}:
+        free = ("epochs", "resume", "data_source")    # may differ between the first run and its resumption
+        if config is not None and {k: v for k, v in saved_cfg.items() if k not in free} != \
+                {k: v for k, v in config.items() if k not in free}:
             raise ValueError(f"{checkpoint} was written by a run with a different configuration; "
                              f"use another --out folder or drop --resume.\n saved: {saved_cfg}\n now:   {config}")
         model.load_state_dict(_sub_state(state, "model"))
@@ -238,7 +239,8 @@ def build_parser():
     p.add_argument("--per-sample", action="store_true", help="scale input updates by the batch size "
                    "(gradient of each sample's own loss) instead of the batch-mean convention")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-ilr<input-lr>-s<seed>)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<optimizer>-e<epochs>-ilr<input-lr>-s<seed>, "
+                   "plus -n<limit> and -aug when given)")
     p.add_argument("--pgd", type=int, default=500, metavar="N", help="also run PGD (10 steps) on the first N test "
                    "images at each eps, as a check against gradient masking (0 = skip; default 500)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.npz if it exists")
@@ -302,6 +304,16 @@ def check_common_args(args):
     return eps_list, None
 
 
+def default_out(args, model_name: str) -> str:
+    """The run folder named after the settings that change the result, so that runs do not collide."""
+    name = f"{args.dataset}-{model_name}-{args.optimizer}-e{args.epochs}-ilr{args.input_lr:g}-s{args.seed}"
+    if args.limit is not None:
+        name += f"-n{args.limit}"
+    if args.augment:
+        name += "-aug"
+    return os.path.join("runs", name)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from . import data, models
@@ -325,7 +337,7 @@ def main(argv=None) -> int:
     model_name = args.model or DEFAULT_MODEL[data.registry.canonical_name(args.dataset)]
     if models.ALIASES.get(model_name, model_name) not in models.MODELS:
         return fail(f"unknown model {model_name!r}; choose one of {sorted(models.MODELS)}")
-    out = args.out or os.path.join("runs", f"{args.dataset}-{model_name}-ilr{args.input_lr:g}-s{args.seed}")
+    out = args.out or default_out(args, model_name)
     earlier = [f for f in ("results.json", "checkpoint.npz") if os.path.exists(os.path.join(out, f))]
     if earlier and not (args.resume or args.overwrite):
         return fail(f"{out} already holds a run ({', '.join(earlier)}); use --resume to continue it, --overwrite "
@@ -354,7 +366,8 @@ def main(argv=None) -> int:
     config = {"dataset": ds.name, "model": model_name, "epochs": args.epochs, "batch_size": args.batch_size,
               "optimizer": args.optimizer, "lr": opt.lr, "schedule": {str(k): v for k, v in schedule.milestones.items()},
               "input_lr": args.input_lr, "per_sample": args.per_sample, "augment": args.augment,
-              "seed": args.seed, "limit": args.limit, "eval_limit": args.eval_limit, "backend": backend.name()}
+              "seed": args.seed, "limit": args.limit, "eval_limit": args.eval_limit, "backend": backend.name(),
+              "data_source": ds.source}
     print(f"{model_name}: {model.num_params():,} parameters | optimizer {args.optimizer} | schedule {schedule.milestones} "
           f"| input_lr {args.input_lr:g}{' (control)' if args.input_lr == 0 else ' (SGM)'} | backend {backend.name()} "
           f"| out {out}", flush=True)

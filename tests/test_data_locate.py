@@ -81,6 +81,16 @@ def test_search_order_data_dir_then_env_then_cache_then_system(isolated_data_env
     assert ds.X_train.shape == (25, 1, 28, 28) and ds.X_val.shape == (5, 1, 28, 28)
 
 
+def test_a_missing_data_dir_is_an_error_not_a_fall_through(isolated_data_env, monkeypatch):
+    _, blobs, sums = fake_idx_files()
+    spec = registry.with_checksums(registry.get_spec("mnist"), sums)
+    write_idx(isolated_data_env / "env" / "mnist", blobs)
+    monkeypatch.setenv("NANOSGM_DATA", str(isolated_data_env / "env"))
+    assert locate.find(spec)[0].where == "NANOSGM_DATA"          # found without --data-dir ...
+    with pytest.raises(data.DataError, match="not an existing folder"):
+        locate.find(spec, isolated_data_env / "typo")            # ... but a mistyped --data-dir is reported
+
+
 def test_default_path_verifies_official_checksums(isolated_data_env):
     _, blobs, _ = fake_idx_files()
     write_idx(isolated_data_env / "d" / "mnist", blobs)

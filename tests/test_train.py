@@ -147,6 +147,7 @@ def test_cli_runs_and_writes_results(tmp_path, mnist_real, capsys):
     results = json.loads((out / "results.json").read_text())
     assert set(results["results"]["fgsm_accuracy"]) == {"0.01", "0.1"}
     assert results["config"]["input_lr"] == 0.2 and results["versions"]["numpy"] == np.__version__
+    assert results["config"]["data_source"] and os.path.isdir(results["config"]["data_source"])
     assert (out / "model.npz").exists() and (out / "checkpoint.npz").exists()
 
 
@@ -168,6 +169,13 @@ def test_cli_missing_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(data, "load", no_files)
     assert train.main(["mnist", "--out", str(tmp_path / "x")]) == 1
     assert "NANOSGM_DATA" in capsys.readouterr().err
+
+
+def test_default_run_folder_names_the_settings_that_change_the_result():
+    args = train.build_parser().parse_args(["mnist", "--epochs", "1", "--limit", "500", "--seed", "3"])
+    assert train.default_out(args, "dnn") == os.path.join("runs", "mnist-dnn-wame-e1-ilr0.2-s3-n500")
+    args = train.build_parser().parse_args(["mnist", "--input-lr", "0", "--augment", "--optimizer", "adam"])
+    assert train.default_out(args, "cnn") == os.path.join("runs", "mnist-cnn-adam-e5-ilr0-s0-aug")
 
 
 def test_cli_refuses_to_overwrite_an_earlier_run(tmp_path, capsys):

