@@ -153,9 +153,12 @@ class SmoothGradient:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Flat dict of host NumPy arrays: "X" (a copy), "input_lr", "per_sample", "clip" ((2,) or (0,)),
-        "n_updates"; loadable from an .npz with allow_pickle=False."""
-        return {
-            "X": np.array(backend.to_host(self.X)),
+        "n_updates"; loadable from an .npz with allow_pickle=False.
+
+        While no update has been applied (always, in a control run) X is still the training set itself,
+        so "X" is left out: a control run's checkpoint does not carry a second copy of the data."""
+        state = {} if self.n_updates == 0 else {"X": np.array(backend.to_host(self.X))}
+        return state | {
             "input_lr": np.array(self._input_lr, dtype=np.float64),
             "per_sample": np.array(self.per_sample),
             "clip": np.array(self.clip if self.clip is not None else (), dtype=np.float64),
@@ -163,11 +166,19 @@ class SmoothGradient:
         }
 
     def load_state_dict(self, d) -> None:
-        """Restore `state_dict()`'s output; X goes onto this instance's backend with its dtype."""
-        X = np.asarray(d["X"])
-        if X.shape != tuple(self.X.shape):
-            raise ValueError(f"saved X has shape {X.shape}, this training set has {tuple(self.X.shape)}")
-        self.X[...] = backend.array_module(self.X).asarray(X, dtype=self.X.dtype)
+        """Restore `state_dict()`'s output; X goes onto this instance's backend with its dtype.
+
+        A state without "X" (no update applied yet) restores X_0, which is what this instance holds
+        as long as it has not been updated itself."""
+        if "X" not in d:
+            if int(np.asarray(d["n_updates"])) != 0 or self.n_updates != 0:
+                raise ValueError("this SGM state has no X but the representation was updated; the checkpoint "
+                                 "is incomplete or this SmoothGradient is not fresh")
+        else:
+            X = np.asarray(d["X"])
+            if X.shape != tuple(self.X.shape):
+                raise ValueError(f"saved X has shape {X.shape}, this training set has {tuple(self.X.shape)}")
+            self.X[...] = backend.array_module(self.X).asarray(X, dtype=self.X.dtype)
         self.per_sample = bool(np.asarray(d["per_sample"]))
         clip = np.asarray(d["clip"])
         self.clip = None if clip.size == 0 else (float(clip[0]), float(clip[1]))

@@ -140,6 +140,23 @@ def test_state_dict_round_trip():
     assert none_clip["clip"].shape == (0,)
 
 
+def test_control_state_carries_no_copy_of_the_data():
+    X0, rng = _data(dtype=np.float32)
+    control = SmoothGradient(X0, input_lr=0.0)
+    control.update(np.array([1, 2]), rng.standard_normal((2, 3, 4)).astype(np.float32))   # a no-op
+    d = control.state_dict()
+    assert "X" not in d and int(d["n_updates"]) == 0
+    fresh = SmoothGradient(X0, input_lr=0.2)
+    fresh.load_state_dict(d)
+    np.testing.assert_array_equal(fresh.X, X0)
+    assert fresh.input_lr == 0.0
+    sgm_run = SmoothGradient(X0, input_lr=0.2)
+    sgm_run.update(np.array([0]), np.ones((1, 3, 4), dtype=np.float32))
+    assert "X" in sgm_run.state_dict()
+    with pytest.raises(ValueError, match="not fresh"):
+        sgm_run.load_state_dict(d)          # an updated X cannot be "restored" to X_0 from a state without X
+
+
 def test_paper_default():
     assert sgm.PAPER_INPUT_LR == 0.2
     assert SmoothGradient(np.zeros((2, 2))).input_lr == 0.2
