@@ -10,8 +10,18 @@ import os
 import tempfile
 
 
+def ordinary_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file (0o666 less the umask).
+
+    ``tempfile.mkstemp`` creates its files 0o600 (private); a result renamed into place from one
+    should get the permissions every other file the user writes gets."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path, write, *, binary: bool = True, suffix: str = "") -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it to ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -19,6 +29,9 @@ def atomic_write(path, write, *, binary: bool = True, suffix: str = "") -> None:
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())       # the data is on disk before the name points at it
+        os.chmod(tmp, ordinary_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

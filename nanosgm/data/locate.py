@@ -32,6 +32,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import ordinary_file_mode
 from .errors import DataError
 from .registry import DatasetSpec
 from .verify import check_file_digest, read_verified
@@ -187,9 +188,7 @@ def _tmp_beside(dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the final file ordinary permissions
+    os.chmod(tmp, ordinary_file_mode())  # mkstemp makes 0600; give the final file ordinary permissions
     return Path(tmp)
 
 
