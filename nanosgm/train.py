@@ -239,8 +239,11 @@ def build_parser():
     p.add_argument("--per-sample", action="store_true", help="scale input updates by the batch size "
                    "(gradient of each sample's own loss) instead of the batch-mean convention")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-size", type=int, default=None, metavar="N", help="validation images held out from the "
+                   "end of the official training set (default: the paper's split, 10,000 for MNIST and CIFAR); "
+                   "0 trains on the whole official training set and keeps the last epoch")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<optimizer>-e<epochs>-ilr<input-lr>-s<seed>, "
-                   "plus -n<limit> and -aug when given)")
+                   "plus -n<limit>, -v<val-size> and -aug when given)")
     p.add_argument("--pgd", type=int, default=500, metavar="N", help="also run PGD (10 steps) on the first N test "
                    "images at each eps, as a check against gradient masking (0 = skip; default 500)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.npz if it exists")
@@ -258,18 +261,19 @@ def versions() -> dict:
     return v
 
 
-def load_data(dataset, *, data_dir=None, limit=None, eval_limit=None, progress=True):
+def load_data(dataset, *, data_dir=None, limit=None, eval_limit=None, val_size=None, progress=True):
     """(Dataset, clip): a dataset prepared for training as the paper does, and its valid input range.
 
     ``dataset``: a name ("mnist", "fashion-mnist", "cifar10", "cifar100") or an already loaded
-    :class:`nanosgm.data.Dataset` (then ``limit`` / ``eval_limit`` cut its splits). CIFAR is ZCA-whitened
+    :class:`nanosgm.data.Dataset` (then ``limit`` / ``eval_limit`` cut its splits). ``val_size``: see
+    :func:`nanosgm.data.load` (None: the paper's split). CIFAR is ZCA-whitened
     (fitted on the training split) and attacks are then not clipped (``clip=None``: whitened inputs have
     no fixed valid range); MNIST-like data stays in [0, 1] and adversarial images are clipped to it.
     """
     from . import data
     if isinstance(dataset, str):
         lim = limit if eval_limit is None else {"train": limit, "val": eval_limit, "test": eval_limit}
-        ds = data.load(dataset, data_dir=data_dir, limit=lim, progress=progress)
+        ds = data.load(dataset, data_dir=data_dir, limit=lim, val_size=val_size, progress=progress)
     else:
         tr, ev = slice(None, limit), slice(None, eval_limit)
         ds = dataset.replace(X_train=dataset.X_train[tr], y_train=dataset.y_train[tr], X_val=dataset.X_val[ev],
@@ -309,6 +313,8 @@ def default_out(args, model_name: str) -> str:
     name = f"{args.dataset}-{model_name}-{args.optimizer}-e{args.epochs}-ilr{args.input_lr:g}-s{args.seed}"
     if args.limit is not None:
         name += f"-n{args.limit}"
+    if getattr(args, "val_size", None) is not None:
+        name += f"-v{args.val_size}"
     if args.augment:
         name += "-aug"
     return os.path.join("runs", name)
@@ -328,6 +334,8 @@ def main(argv=None) -> int:
     eps_list, error = check_common_args(args)
     if error:
         return fail(error)
+    if args.val_size is not None and args.val_size < 0:
+        return fail(f"--val-size must be >= 0 (0: no validation split), got {args.val_size}")
     try:
         if args.backend:
             backend.use(args.backend)
@@ -347,8 +355,8 @@ def main(argv=None) -> int:
 
     try:
         ds, clip = load_data(args.dataset, data_dir=args.data_dir, limit=args.limit, eval_limit=args.eval_limit,
-                             progress=progress)
-    except DataError as exc:
+                             val_size=args.val_size, progress=progress)
+    except (DataError, ValueError) as exc:
         return fail(str(exc))
     print(ds)
 
@@ -366,7 +374,8 @@ def main(argv=None) -> int:
     config = {"dataset": ds.name, "model": model_name, "epochs": args.epochs, "batch_size": args.batch_size,
               "optimizer": args.optimizer, "lr": opt.lr, "schedule": {str(k): v for k, v in schedule.milestones.items()},
               "input_lr": args.input_lr, "per_sample": args.per_sample, "augment": args.augment,
-              "seed": args.seed, "limit": args.limit, "eval_limit": args.eval_limit, "backend": backend.name(),
+              "seed": args.seed, "limit": args.limit, "eval_limit": args.eval_limit, "val_size": len(ds.X_val),
+              "backend": backend.name(),
               "data_source": ds.source}
     print(f"{model_name}: {model.num_params():,} parameters | optimizer {args.optimizer} | schedule {schedule.milestones} "
           f"| input_lr {args.input_lr:g}{' (control)' if args.input_lr == 0 else ' (SGM)'} | backend {backend.name()} "
@@ -375,7 +384,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         res = fit(model, opt, ds.X_train, ds.y_train, epochs=args.epochs, batch_size=args.batch_size,
-                  input_lr=args.input_lr, seed=args.seed, X_val=ds.X_val, y_val=ds.y_val, X_test=ds.X_test,
+                  input_lr=args.input_lr, seed=args.seed, X_val=ds.X_val if len(ds.X_val) else None,
+                  y_val=ds.y_val if len(ds.y_val) else None, X_test=ds.X_test,
                   y_test=ds.y_test, schedule=schedule, augment=augment, per_sample=args.per_sample,
                   checkpoint=os.path.join(out, "checkpoint.npz"), resume=args.resume, progress=progress,
                   config=config)

@@ -176,6 +176,21 @@ def test_default_run_folder_names_the_settings_that_change_the_result():
     assert train.default_out(args, "dnn") == os.path.join("runs", "mnist-dnn-wame-e1-ilr0.2-s3-n500")
     args = train.build_parser().parse_args(["mnist", "--input-lr", "0", "--augment", "--optimizer", "adam"])
     assert train.default_out(args, "cnn") == os.path.join("runs", "mnist-cnn-adam-e5-ilr0-s0-aug")
+    args = train.build_parser().parse_args(["mnist", "--val-size", "0"])
+    assert train.default_out(args, "cnn") == os.path.join("runs", "mnist-cnn-wame-e5-ilr0.2-s0-v0")
+
+
+def test_cli_val_size_zero_trains_on_the_whole_training_set(tmp_path, mnist_real, capsys):
+    out = tmp_path / "run"
+    code = train.main(["mnist", "--model", "dnn", "--epochs", "2", "--val-size", "0", "--eval-limit", "200",
+                       "--pgd", "0", "--eps", "0.1", "--out", str(out), "--no-progress", "--constant-lr",
+                       "--data-dir", str(os.environ.get("NANOSGM_DATA", "")), "--limit", "300"])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["val_size"] == 0 and results["best_epoch"] == 2      # no validation: the last epoch
+    assert [h["val_error"] for h in results["history"]] == [None, None]
+    assert train.main(["mnist", "--val-size", "-1", "--out", str(tmp_path / "x")]) == 1
+    assert "--val-size" in capsys.readouterr().err
 
 
 def test_cli_refuses_to_overwrite_an_earlier_run(tmp_path, capsys):
