@@ -45,6 +45,17 @@ class StepSchedule:
 
     __call__ = lr_at
 
+    def describe(self, epochs: int) -> str:
+        """The schedule over a run of ``epochs`` epochs, counted from 1 as the training log counts them:
+        e.g. ``"1e-03 in epochs 1-2, 1e-04 in epoch 3, 1e-05 in epochs 4-5"``."""
+        parts, start = [], 0
+        for e in range(1, int(epochs) + 1):
+            if e == epochs or self.lr_at(e) != self.lr_at(start):
+                span = f"epoch {start + 1}" if e == start + 1 else f"epochs {start + 1}-{e}"
+                parts.append(f"{self.lr_at(start):.0e} in {span}")
+                start = e
+        return ", ".join(parts)
+
     def apply(self, optimizer, epoch: int) -> float:
         """Set `optimizer.lr` for `epoch` and return it."""
         optimizer.lr = self.lr_at(epoch)

@@ -211,13 +211,14 @@ def add_common_arguments(p, what: str) -> None:
     the thing trained, for the help texts)."""
     from .data import DATASETS
     p.add_argument("dataset", choices=sorted(DATASETS), help="which dataset")
-    p.add_argument("--model", default=None, help="dnn (Table 1), cnn (Table 2) or cifar_cnn (Table 3); default: cnn for "
-                   "MNIST-like data, cifar_cnn for CIFAR")
+    p.add_argument("--model", default=None, help="dnn (Table 1), cnn (Table 2) or cifar_cnn (Table 3); default: cnn "
+                   "for MNIST-like data, cifar_cnn for CIFAR")
     p.add_argument("--epochs", type=int, default=5, help=f"epochs {what} (default 5; the paper trains 50)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128, the authors')")
     p.add_argument("--input-lr", type=float, default=0.2, help="SGM's lambda-bar (0.2 in the paper)")
     p.add_argument("--augment", action="store_true", help="elastic distortions (MNIST) or rotation/zoom/flip (CIFAR)")
-    p.add_argument("--eps", default="0.001,0.01,0.1,0.2", help="comma-separated FGSM epsilons (Eq. 20)")
+    p.add_argument("--eps", default="0.001,0.01,0.1,0.2", help="comma-separated FGSM epsilons (Eq. 20; default: the "
+                   "paper's 0.001,0.01,0.1,0.2)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images (quick runs)")
     p.add_argument("--eval-limit", type=int, default=None, help="use only the first N validation and test images")
     p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, the cache, ...)")
@@ -232,13 +233,14 @@ def build_parser():
         description="Train one of the paper's networks with the Smooth Gradient Method (or the control, "
                     "--input-lr 0), then measure clean and FGSM accuracy on the test set.")
     add_common_arguments(p, "of training")
-    p.add_argument("--optimizer", default="wame", help="wame (the paper's), adam or sgd")
+    p.add_argument("--optimizer", default="wame", help="wame (the paper's, in the authors' published form; the "
+                   "default), wame-printed (the WAME paper's printed algorithm), adam or sgd")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: 1e-3 for wame/adam, "
                    "0.01 for sgd); decays 10x twice, as the authors' schedule (nanosgm.schedules)")
     p.add_argument("--constant-lr", action="store_true", help="no learning-rate decay")
     p.add_argument("--per-sample", action="store_true", help="scale input updates by the batch size "
                    "(gradient of each sample's own loss) instead of the batch-mean convention")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, batch order and dropout (default 0)")
     p.add_argument("--val-size", type=int, default=None, metavar="N", help="validation images held out from the "
                    "end of the official training set (default: the paper's split, 10,000 for MNIST and CIFAR); "
                    "0 trains on the whole official training set and keeps the last epoch")
@@ -345,12 +347,15 @@ def main(argv=None) -> int:
     model_name = args.model or DEFAULT_MODEL[data.registry.canonical_name(args.dataset)]
     if models.ALIASES.get(model_name, model_name) not in models.MODELS:
         return fail(f"unknown model {model_name!r}; choose one of {sorted(models.MODELS)}")
+    try:
+        opt = build_optimizer(args.optimizer, lr=args.lr)
+    except ValueError as exc:
+        return fail(str(exc))
     out = args.out or default_out(args, model_name)
     earlier = [f for f in ("results.json", "checkpoint.npz") if os.path.exists(os.path.join(out, f))]
     if earlier and not (args.resume or args.overwrite):
         return fail(f"{out} already holds a run ({', '.join(earlier)}); use --resume to continue it, --overwrite "
                     f"to replace it, or --out to write elsewhere")
-    os.makedirs(out, exist_ok=True)
     progress = not args.no_progress
 
     try:
@@ -364,9 +369,9 @@ def main(argv=None) -> int:
     try:
         model = models.build(model_name, num_classes=ds.num_classes, **({"in_channels": ds.input_shape[0]}
                              if model_name != "dnn" else {"in_features": int(np.prod(ds.input_shape))}))
-        opt = build_optimizer(args.optimizer, lr=args.lr)
     except ValueError as exc:
         return fail(str(exc))
+    os.makedirs(out, exist_ok=True)        # only now: a run that fails on its flags or data leaves no folder
     paper = paper_schedule(args.epochs)    # 1e-3 -> 1e-4 -> 1e-5, scaled to the run length and to --lr
     schedule = StepSchedule({0: opt.lr}) if args.constant_lr else \
         StepSchedule({e: opt.lr * lr / paper.lr_at(0) for e, lr in paper.milestones.items()})
@@ -377,7 +382,7 @@ def main(argv=None) -> int:
               "seed": args.seed, "limit": args.limit, "eval_limit": args.eval_limit, "val_size": len(ds.X_val),
               "backend": backend.name(),
               "data_source": ds.source}
-    print(f"{model_name}: {model.num_params():,} parameters | optimizer {args.optimizer} | schedule {schedule.milestones} "
+    print(f"{model_name}: {model.num_params():,} parameters | optimizer {args.optimizer} | lr {schedule.describe(args.epochs)} "
           f"| input_lr {args.input_lr:g}{' (control)' if args.input_lr == 0 else ' (SGM)'} | backend {backend.name()} "
           f"| out {out}", flush=True)
 
@@ -410,6 +415,9 @@ def main(argv=None) -> int:
 
     print(f"\nclean test accuracy: {100 * clean:.2f}%  (best epoch {res.best_epoch}, "
           f"training {train_seconds:.0f}s, evaluation {eval_seconds:.0f}s)")
+    if pgd_acc:
+        print(f"(the last two columns: FGSM and 10-step PGD on the first {k} test images, side by side; "
+              f"PGD is the stronger attack)")
     header = f"{'eps':>8} | {'FGSM acc':>9}" + (f" | {f'first {k}: FGSM':>15} | {'PGD-10':>7}" if pgd_acc else "")
     print(header)
     print("-" * len(header))

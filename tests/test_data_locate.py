@@ -89,6 +89,9 @@ def test_a_missing_data_dir_is_an_error_not_a_fall_through(isolated_data_env, mo
     assert locate.find(spec)[0].where == "NANOSGM_DATA"          # found without --data-dir ...
     with pytest.raises(data.DataError, match="not an existing folder"):
         locate.find(spec, isolated_data_env / "typo")            # ... but a mistyped --data-dir is reported
+    monkeypatch.setenv("NANOSGM_DATA", str(isolated_data_env / "typo"))
+    with pytest.raises(data.DataError, match="NANOSGM_DATA=.*typo is not an existing folder"):
+        locate.find(spec)                                        # ... and so is a NANOSGM_DATA that points nowhere
 
 
 def test_default_path_verifies_official_checksums(isolated_data_env):

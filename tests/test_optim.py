@@ -369,6 +369,13 @@ def test_step_schedule():
         s.lr_at(-1)
 
 
+def test_schedule_is_described_in_the_logs_epoch_numbers():
+    paper_schedule, StepSchedule = schedules.paper_schedule, schedules.StepSchedule
+    assert paper_schedule(5).describe(5) == "1e-03 in epochs 1-2, 1e-04 in epoch 3, 1e-05 in epochs 4-5"
+    assert paper_schedule(50).describe(50) == "1e-03 in epochs 1-10, 1e-04 in epochs 11-20, 1e-05 in epochs 21-50"
+    assert StepSchedule({0: 1e-3}).describe(1) == "1e-03 in epoch 1"
+
+
 def test_paper_schedule():
     assert schedules.paper_schedule(50).milestones == {0: 1e-3, 10: 1e-4, 20: 1e-5}
     assert schedules.paper_schedule(80).milestones == {0: 1e-3, 10: 1e-4, 20: 1e-5}

@@ -169,6 +169,7 @@ def test_cli_missing_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(data, "load", no_files)
     assert train.main(["mnist", "--out", str(tmp_path / "x")]) == 1
     assert "NANOSGM_DATA" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_default_run_folder_names_the_settings_that_change_the_result():
@@ -210,3 +211,6 @@ def test_cli_checks_model_and_eps_before_loading_data(tmp_path, capsys, monkeypa
     assert "unknown model 'resnet'" in capsys.readouterr().err
     assert train.main(["mnist", "--eps", "0.1,-0.1", "--out", str(tmp_path / "b")]) == 1
     assert ">= 0" in capsys.readouterr().err
+    assert train.main(["mnist", "--optimizer", "adamw", "--out", str(tmp_path / "c")]) == 1
+    assert "adamw" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())          # a run refused on its flags leaves no empty folder behind

@@ -69,14 +69,16 @@ def train_reference(dataset="mnist", model_name="dnn", *, epochs=1, seed=0, val_
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python tests/torch_reference.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("dataset", nargs="?", default="mnist")
-    p.add_argument("--model", default="dnn")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("dataset", nargs="?", default="mnist", help="as nanosgm.train: mnist (default), fashion-mnist, "
+                   "cifar10, cifar100")
+    p.add_argument("--model", default="dnn", help="dnn (Table 1, default), cnn (Table 2) or cifar_cnn (Table 3)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="the nanosgm.train seed to mirror: initial weights and batch "
+                   "order (default 0)")
     p.add_argument("--val-size", type=int, default=None, help="as nanosgm.train (0: all official training images)")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="as nanosgm.train (else NANOSGM_DATA, the cache, ...)")
     a = p.parse_args(argv)
     acc, seconds = train_reference(a.dataset, a.model, epochs=a.epochs, seed=a.seed, val_size=a.val_size,
                                    limit=a.limit, threads=a.threads, data_dir=a.data_dir)

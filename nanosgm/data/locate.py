@@ -130,13 +130,18 @@ def _find_in_dir(spec: DatasetSpec, label: str, d: Path) -> tuple[Found | None, 
 def find(spec: DatasetSpec, data_dir=None) -> tuple[Found | None, list[str]]:
     """The first complete set of files in search order, and notes on every place looked at.
 
-    An explicit ``data_dir`` that does not exist is an error (most likely a typo), not a silent
-    fall-through to the other places.
+    An explicit ``data_dir``, or a ``NANOSGM_DATA``, that does not exist is an error (most likely a typo or
+    a relative path used from another folder), not a silent fall-through to the other places.
     """
     if data_dir and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"data_dir (--data-dir) {data_dir} is not an existing folder; pass the folder that holds "
                         f"{spec.folders[0]}/ (or the files themselves), or leave it out to search {DATA_ENV}, "
                         f"the cache {cache_root()} and {SYSTEM_ROOT}")
+    env = os.environ.get(DATA_ENV)
+    if not data_dir and env and not Path(env).expanduser().is_dir():
+        raise DataError(f"{DATA_ENV}={env} is not an existing folder (seen from {Path.cwd()}); set it to the folder "
+                        f"that holds {spec.folders[0]}/, as an absolute path, or unset it to search the cache "
+                        f"{cache_root()} and {SYSTEM_ROOT}")
     notes = []
     for label, root in search_roots(data_dir):
         if root is None:
