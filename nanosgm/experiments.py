@@ -72,25 +72,6 @@ def _model_name(model) -> str:
     return model if isinstance(model, str) else getattr(model, "__name__", type(model).__name__)
 
 
-def build_model(model, ds):
-    """A fresh network: ``model`` is a name from :mod:`nanosgm.models` or a callable ``f(ds) -> Sequential``.
-    Its initial weights come from the backend's generator: call ``backend.seed(seed)`` first."""
-    if callable(model):
-        return model(ds)
-    kw = {"in_features": int(np.prod(ds.input_shape))} if models.ALIASES.get(model, model) == "dnn" \
-        else {"in_channels": ds.input_shape[0]}
-    return models.build(model, num_classes=ds.num_classes, **kw)
-
-
-def _optimizer_and_schedule(epochs, optimizer, lr):
-    """As ``python -m nanosgm.train``: the authors' step schedule scaled to the run length and to ``lr``."""
-    from .optim import build_optimizer
-    from .schedules import StepSchedule, paper_schedule
-    opt = build_optimizer(optimizer, lr=lr)
-    paper = paper_schedule(epochs)
-    return opt, StepSchedule({e: opt.lr * r / paper.lr_at(0) for e, r in paper.milestones.items()})
-
-
 def weights_digest(model) -> str:
     """sha256 of every parameter and buffer: equal digests = identical weights (the lock-step check)."""
     h = hashlib.sha256()
@@ -132,9 +113,9 @@ def _train_and_measure(ds, clip, cfg, *, seed, variant, out, progress, snapshots
                        run_label=""):
     input_lr = 0.0 if variant == "control" else float(cfg["input_lr"])
     backend.seed(seed)                                   # the initial weights: identical for both variants
-    model = build_model(cfg["_model"], ds)
+    model = train.build_model(cfg["_model"], ds)
     init_digest = weights_digest(model)
-    opt, schedule = _optimizer_and_schedule(cfg["epochs"], cfg["optimizer"], cfg["lr"])
+    opt, schedule = train.optimizer_and_schedule(cfg["epochs"], cfg["optimizer"], cfg["lr"])  # as the CLI
     from . import data
     augment = data.augmenter_for(ds.name) if cfg["augment"] else None
 
@@ -487,7 +468,7 @@ def write_figures(result, out, ds=None, clip=(0.0, 1.0)) -> list:
             path = os.path.join(out, f"run0_{variant}.npz")
             if os.path.exists(path):
                 backend.seed(result["config"]["seed0"])
-                model = build_model(result["config"]["model"], ds)
+                model = train.build_model(result["config"]["model"], ds)
                 model.load(path)
                 save(figures.adversarial_examples(model, ds.X_test, ds.y_test, clip=clip,
                                                   title=f"run 0, {variant}"), f"fig3-4_adversarial_{variant}.png")
@@ -518,14 +499,13 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from . import data
     from .data import DataError
 
     def fail(msg):
         print(f"error: {msg}", file=sys.stderr)
         return 1
 
-    eps_list, error = train.check_common_args(args)
+    eps_list, model_name, error = train.common_setup(args)
     if error:
         return fail(error)
     if args.runs < 1:
@@ -534,14 +514,6 @@ def main(argv=None) -> int:
         return fail("--input-lr 0 would train two control networks; the control is always part of the protocol")
     if args.paper_dir is not None and not os.path.isdir(args.paper_dir):
         return fail(f"--paper-dir {args.paper_dir!r} is not a folder")
-    try:
-        if args.backend:
-            backend.use(args.backend)
-    except backend.BackendError as exc:
-        return fail(str(exc))
-    model_name = args.model or train.DEFAULT_MODEL[data.registry.canonical_name(args.dataset)]
-    if models.ALIASES.get(model_name, model_name) not in models.MODELS:
-        return fail(f"unknown model {model_name!r}; choose one of {sorted(models.MODELS)}")
     out = args.out or os.path.join("runs", f"protocol-{args.dataset}-{model_name}{'-aug' if args.augment else ''}")
     progress = not args.no_progress
     try:

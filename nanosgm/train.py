@@ -27,13 +27,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import __version__, attacks, backend
+from . import __version__, attacks, backend, models
 from .files import write_json_atomic
 from .layers import SoftmaxCrossEntropy, load_npz, save_npz_atomic
+from .optim import build_optimizer
+from .schedules import StepSchedule, paper_schedule
 from .sgm import SmoothGradient
 
 __all__ = ["fit", "FitResult", "TrainingDiverged", "main", "epoch_seed", "load_data", "versions", "check_common_args",
-           "add_common_arguments"]
+           "add_common_arguments", "common_setup", "build_model", "optimizer_and_schedule"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -310,12 +312,51 @@ def check_common_args(args):
     return eps_list, None
 
 
+def common_setup(args):
+    """(eps list, model name, None) or (None, None, an error message), for ``train`` and ``experiments``:
+    checks the shared flags, switches to ``--backend`` and resolves ``--model`` (default by dataset)."""
+    from . import data
+    eps_list, error = check_common_args(args)
+    if error:
+        return None, None, error
+    try:
+        if args.backend:
+            backend.use(args.backend)
+    except backend.BackendError as exc:
+        return None, None, str(exc)
+    model_name = args.model or DEFAULT_MODEL[data.registry.canonical_name(args.dataset)]
+    if models.ALIASES.get(model_name, model_name) not in models.MODELS:
+        return None, None, f"unknown model {model_name!r}; choose one of {sorted(models.MODELS)}"
+    return eps_list, model_name, None
+
+
+def build_model(model, ds):
+    """A fresh network for dataset ``ds``: ``model`` is a name from :mod:`nanosgm.models` or a callable
+    ``f(ds) -> Sequential``. Its initial weights come from the backend's generator: call
+    ``backend.seed(seed)`` first."""
+    if callable(model):
+        return model(ds)
+    kw = {"in_features": int(np.prod(ds.input_shape))} if models.ALIASES.get(model, model) == "dnn" \
+        else {"in_channels": ds.input_shape[0]}
+    return models.build(model, num_classes=ds.num_classes, **kw)
+
+
+def optimizer_and_schedule(epochs: int, optimizer: str, lr=None, *, constant: bool = False):
+    """The optimizer by name and its learning-rate schedule: the authors' steps (1e-3 -> 1e-4 -> 1e-5)
+    scaled to the run length and to ``lr``, or ``lr`` throughout when ``constant``."""
+    opt = build_optimizer(optimizer, lr=lr)
+    if constant:
+        return opt, StepSchedule({0: opt.lr})
+    paper = paper_schedule(epochs)
+    return opt, StepSchedule({e: opt.lr * r / paper.lr_at(0) for e, r in paper.milestones.items()})
+
+
 def default_out(args, model_name: str) -> str:
     """The run folder named after the settings that change the result, so that runs do not collide."""
     name = f"{args.dataset}-{model_name}-{args.optimizer}-e{args.epochs}-ilr{args.input_lr:g}-s{args.seed}"
     if args.limit is not None:
         name += f"-n{args.limit}"
-    if getattr(args, "val_size", None) is not None:
+    if args.val_size is not None:
         name += f"-v{args.val_size}"
     if args.augment:
         name += "-aug"
@@ -324,31 +365,20 @@ def default_out(args, model_name: str) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from . import data, models
+    from . import data
     from .data import DataError
-    from .optim import build_optimizer
-    from .schedules import StepSchedule, paper_schedule
 
     def fail(msg):
         print(f"error: {msg}", file=sys.stderr)
         return 1
 
-    eps_list, error = check_common_args(args)
+    eps_list, model_name, error = common_setup(args)
     if error:
         return fail(error)
     if args.val_size is not None and args.val_size < 0:
         return fail(f"--val-size must be >= 0 (0: no validation split), got {args.val_size}")
     try:
-        if args.backend:
-            backend.use(args.backend)
-    except backend.BackendError as exc:
-        return fail(str(exc))
-
-    model_name = args.model or DEFAULT_MODEL[data.registry.canonical_name(args.dataset)]
-    if models.ALIASES.get(model_name, model_name) not in models.MODELS:
-        return fail(f"unknown model {model_name!r}; choose one of {sorted(models.MODELS)}")
-    try:
-        opt = build_optimizer(args.optimizer, lr=args.lr)
+        opt, schedule = optimizer_and_schedule(args.epochs, args.optimizer, args.lr, constant=args.constant_lr)
     except ValueError as exc:
         return fail(str(exc))
     out = args.out or default_out(args, model_name)
@@ -367,14 +397,11 @@ def main(argv=None) -> int:
 
     backend.seed(args.seed)                # the initial weights: identical for control and SGM runs
     try:
-        model = models.build(model_name, num_classes=ds.num_classes, **({"in_channels": ds.input_shape[0]}
-                             if model_name != "dnn" else {"in_features": int(np.prod(ds.input_shape))}))
+        model = build_model(model_name, ds)
     except ValueError as exc:
         return fail(str(exc))
     os.makedirs(out, exist_ok=True)        # only now: a run that fails on its flags or data leaves no folder
-    paper = paper_schedule(args.epochs)    # 1e-3 -> 1e-4 -> 1e-5, scaled to the run length and to --lr
-    schedule = StepSchedule({0: opt.lr}) if args.constant_lr else \
-        StepSchedule({e: opt.lr * lr / paper.lr_at(0) for e, lr in paper.milestones.items()})
+    X_val, y_val = (ds.X_val, ds.y_val) if len(ds.X_val) else (None, None)     # --val-size 0: no validation
     augment = data.augmenter_for(ds.name) if args.augment else None
     config = {"dataset": ds.name, "model": model_name, "epochs": args.epochs, "batch_size": args.batch_size,
               "optimizer": args.optimizer, "lr": opt.lr, "schedule": {str(k): v for k, v in schedule.milestones.items()},
@@ -389,8 +416,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         res = fit(model, opt, ds.X_train, ds.y_train, epochs=args.epochs, batch_size=args.batch_size,
-                  input_lr=args.input_lr, seed=args.seed, X_val=ds.X_val if len(ds.X_val) else None,
-                  y_val=ds.y_val if len(ds.y_val) else None, X_test=ds.X_test,
+                  input_lr=args.input_lr, seed=args.seed, X_val=X_val, y_val=y_val, X_test=ds.X_test,
                   y_test=ds.y_test, schedule=schedule, augment=augment, per_sample=args.per_sample,
                   checkpoint=os.path.join(out, "checkpoint.npz"), resume=args.resume, progress=progress,
                   config=config)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # run from a
 from nanosgm import backend, models  # noqa: E402
 from nanosgm.bench import INPUT_SHAPES, to_torch  # noqa: E402
 from nanosgm.schedules import paper_schedule  # noqa: E402
-from nanosgm.train import epoch_seed, load_data  # noqa: E402
+from nanosgm.train import build_model, epoch_seed, load_data  # noqa: E402
 
 
 def train_reference(dataset="mnist", model_name="dnn", *, epochs=1, seed=0, val_size=None, limit=None,
@@ -38,8 +38,7 @@ def train_reference(dataset="mnist", model_name="dnn", *, epochs=1, seed=0, val_
         torch.set_num_threads(threads)
     ds, _ = load_data(dataset, data_dir=data_dir, limit=limit, val_size=val_size, progress=False)
     backend.seed(seed)
-    kw = {"in_features": int(np.prod(ds.input_shape))} if model_name == "dnn" else {"in_channels": ds.input_shape[0]}
-    model = models.build(model_name, num_classes=ds.num_classes, **kw)
+    model = build_model(model_name, ds)
     net = to_torch(model, INPUT_SHAPES[models.ALIASES.get(model_name, model_name)])
     torch.manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)

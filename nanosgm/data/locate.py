@@ -74,12 +74,15 @@ def cache_root() -> Path:
     return base / "nanosgm"
 
 
+USER_NAMED = ("data_dir (--data-dir)", DATA_ENV)     # search_roots' labels of the places a user names
+
+
 def search_roots(data_dir=None) -> list[tuple[str, Path | None]]:
     """(label, root) in search order; a root is None when that source is not configured."""
     env = os.environ.get(DATA_ENV)
     return [
-        ("data_dir (--data-dir)", Path(data_dir).expanduser() if data_dir else None),
-        (f"{DATA_ENV}", Path(env).expanduser() if env else None),
+        (USER_NAMED[0], Path(data_dir).expanduser() if data_dir else None),
+        (USER_NAMED[1], Path(env).expanduser() if env else None),
         ("user cache", cache_root()),
         ("system datasets", SYSTEM_ROOT),
     ]
@@ -130,23 +133,21 @@ def _find_in_dir(spec: DatasetSpec, label: str, d: Path) -> tuple[Found | None, 
 def find(spec: DatasetSpec, data_dir=None) -> tuple[Found | None, list[str]]:
     """The first complete set of files in search order, and notes on every place looked at.
 
-    An explicit ``data_dir``, or a ``NANOSGM_DATA``, that does not exist is an error (most likely a typo or
-    a relative path used from another folder), not a silent fall-through to the other places.
+    A place the user names (``data_dir`` / ``--data-dir``, ``NANOSGM_DATA``) that is not an existing folder
+    is an error when the search reaches it (most likely a typo, or a relative path used from another
+    folder), not a silent fall-through to the other places.
     """
-    if data_dir and not Path(data_dir).expanduser().is_dir():
-        raise DataError(f"data_dir (--data-dir) {data_dir} is not an existing folder; pass the folder that holds "
-                        f"{spec.folders[0]}/ (or the files themselves), or leave it out to search {DATA_ENV}, "
-                        f"the cache {cache_root()} and {SYSTEM_ROOT}")
-    env = os.environ.get(DATA_ENV)
-    if not data_dir and env and not Path(env).expanduser().is_dir():
-        raise DataError(f"{DATA_ENV}={env} is not an existing folder (seen from {Path.cwd()}); set it to the folder "
-                        f"that holds {spec.folders[0]}/, as an absolute path, or unset it to search the cache "
-                        f"{cache_root()} and {SYSTEM_ROOT}")
     notes = []
-    for label, root in search_roots(data_dir):
+    roots = search_roots(data_dir)
+    for i, (label, root) in enumerate(roots):
         if root is None:
             notes.append(f"{label}: not set")
             continue
+        if label in USER_NAMED and not root.is_dir():
+            rest = ", ".join(str(r) for _, r in roots[i + 1:] if r is not None)
+            raise DataError(f"{label.split()[0]}={root} is not an existing folder (seen from {Path.cwd()}); point "
+                            f"{label} at the folder that holds {spec.folders[0]}/ (or the files themselves), as an "
+                            f"absolute path, or leave it out to search the other places: {rest}")
         for d in _dirs_under(spec, label, root):
             found, note = _find_in_dir(spec, label, d)
             if found is not None:
