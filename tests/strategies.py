@@ -58,6 +58,22 @@ def conv_configs(draw):
     return dict(n=draw(batch), cin=draw(channels), cout=draw(channels), h=h, w=w, k=k, stride=stride, padding=padding)
 
 
+def conv_input_shape(cfg) -> tuple:
+    """The (N, C_in, H, W) input shape a ``conv_configs`` example describes."""
+    return (cfg["n"], cfg["cin"], cfg["h"], cfg["w"])
+
+
+def conv_layer(cfg, seed: int):
+    """The float64 Conv2D a ``conv_configs`` example describes: He weights after ``backend.seed(seed)``,
+    bias ``normal(seed + 1)`` (non-zero, so that its gradient is checked too)."""
+    from nanosgm import backend
+    from nanosgm.layers import Conv2D
+    backend.seed(seed)
+    layer = Conv2D(cfg["cin"], cfg["cout"], cfg["k"], cfg["stride"], cfg["padding"], dtype="float64")
+    layer.params["b"][...] = normal(seed + 1, cfg["cout"])
+    return layer
+
+
 @st.composite
 def pool_configs(draw):
     k = draw(st.integers(1, 3))

@@ -3,7 +3,6 @@ Wilcoxon tests, resuming, Tables 4-5 formatting, Figures 1-6, and the CLI on a t
 from __future__ import annotations
 
 import json
-import math
 
 import matplotlib
 

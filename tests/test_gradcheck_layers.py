@@ -5,10 +5,10 @@ from hypothesis import given, strategies as st
 
 from nanosgm import backend
 from nanosgm.gradcheck import check_layer, numerical_gradient, relative_error
-from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
+from nanosgm.layers import (BatchNorm, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
                             SoftmaxCrossEntropy)
 from strategies import (GRADCHECK, LAYER_TOL, any_shapes, away_from_zero, batchnorm_shapes, conv_configs,
-                        dense_configs, distinct, normal, pool_configs, seeds)
+                        conv_input_shape, conv_layer, dense_configs, distinct, normal, pool_configs, seeds)
 
 
 def assert_close(errors, tol=LAYER_TOL):
@@ -28,11 +28,7 @@ def test_dense_gradients(cfg, seed):
 @GRADCHECK
 @given(conv_configs(), seeds)
 def test_conv2d_gradients(cfg, seed):
-    backend.seed(seed)
-    layer = Conv2D(cfg["cin"], cfg["cout"], cfg["k"], cfg["stride"], cfg["padding"], dtype="float64")
-    layer.params["b"][...] = normal(seed + 1, cfg["cout"])
-    x = normal(seed, (cfg["n"], cfg["cin"], cfg["h"], cfg["w"]))
-    assert_close(check_layer(layer, x))
+    assert_close(check_layer(conv_layer(cfg, seed), normal(seed, conv_input_shape(cfg))))
 
 
 @GRADCHECK

@@ -9,14 +9,10 @@ from nanosgm.layers import BatchNorm, Conv2D, MaxPool2D, conv2d_reference
 from nanosgm.layers import conv as conv_module
 from nanosgm.layers.im2col import (col2im, col2im_cf, col2im_reference, im2col, im2col_cf, im2col_reference,
                                    output_size)
-from strategies import batchnorm_shapes, conv_configs, distinct, normal, pool_configs, seeds
+from strategies import batchnorm_shapes, conv_configs, conv_input_shape as x_shape, conv_layer, distinct, normal, pool_configs, seeds
 
 # Exact comparisons are cheap: more examples than a gradient check, still well under a second each.
 FAST = settings(max_examples=40, deadline=None)
-
-
-def x_shape(cfg):
-    return (cfg["n"], cfg["cin"], cfg["h"], cfg["w"])
 
 
 def cols_shape(cfg):
@@ -51,7 +47,7 @@ def test_im2col_equals_reference_exactly(cfg, seed):
 def test_channels_first_layout_is_the_transpose_of_the_reference(cfg, seed):
     """im2col_cf holds the same entries, rows (c, a, b) instead of columns (a, b, c); col2im_cf is its adjoint."""
     x = normal(seed, x_shape(cfg))
-    n, c, k = cfg["n"], cfg["cin"], cfg["k"]
+    c, k = cfg["cin"], cfg["k"]
     ref = im2col_reference(x, *args(cfg))                                  # (N*Ho*Wo, (a, b, c))
     as_cf = ref.reshape(-1, k, k, c).transpose(3, 1, 2, 0).reshape(c * k * k, -1)
     np.testing.assert_array_equal(im2col_cf(x, *args(cfg)), as_cf)
@@ -135,9 +131,7 @@ def test_im2col_padding_contributes_zeros():
 @FAST
 @given(conv_configs(), seeds)
 def test_conv2d_forward_equals_eq11_reference(cfg, seed):
-    backend.seed(seed)
-    layer = Conv2D(cfg["cin"], cfg["cout"], cfg["k"], cfg["stride"], cfg["padding"], dtype="float64")
-    layer.params["b"][...] = normal(seed + 1, cfg["cout"])
+    layer = conv_layer(cfg, seed)
     x = normal(seed, x_shape(cfg))
     y = layer.forward(x)
     ref = conv2d_reference(x, layer.params["W"], layer.params["b"], cfg["stride"], cfg["padding"])
@@ -177,9 +171,7 @@ def _conv_both_layouts(cfg, seed):
     x = normal(seed, x_shape(cfg))
     results = []
     for make in (lambda a: a, channels_last):
-        backend.seed(seed)
-        layer = Conv2D(cfg["cin"], cfg["cout"], cfg["k"], cfg["stride"], cfg["padding"], dtype="float64")
-        layer.params["b"][...] = normal(seed + 1, cfg["cout"])
+        layer = conv_layer(cfg, seed)
         y = layer.forward(make(x))
         results.append(_run(layer, make(x), make(normal(seed + 2, y.shape))))
     return results
