@@ -40,7 +40,6 @@ torch is imported lazily, only inside this module's functions: ``import nanosgm`
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import os
 import platform
@@ -53,6 +52,7 @@ import numpy as np
 from . import attacks, backend, models
 from .layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential,
                      SoftmaxCrossEntropy)
+from .blas import set_blas_threads
 from .files import write_json_atomic
 from .optim import build_optimizer
 
@@ -81,52 +81,6 @@ def _import_torch():
                            "Install it (CPU build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`, "
                            "or `pip install -e .[test]`), or run without --compare-torch.") from exc
     return torch
-
-
-# ----------------------------------------------------------------------------------------------- threads
-def _openblas_handles():
-    """(set, get) ctypes functions of the OpenBLAS loaded in this process, or (None, None)."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
-    except OSError:
-        return None, None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", "_64_", ""):
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    setter.argtypes, setter.restype = [ctypes.c_int], None
-                    getter.argtypes, getter.restype = [], ctypes.c_int
-                    return setter, getter
-    return None, None
-
-
-def set_blas_threads(n: int):
-    """Set NumPy's BLAS threads to n. Returns (restore: callable, description: str)."""
-    n = int(n)
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-    except ImportError:
-        pass
-    else:
-        limiter = threadpool_limits(limits=n, user_api="blas")
-        info = [f"{d.get('internal_api', '?')}={d.get('num_threads', '?')}" for d in threadpool_info()
-                if d.get("user_api") == "blas"]
-        return limiter.restore_original_limits, f"{', '.join(info) or n} (threadpoolctl)"
-    setter, getter = _openblas_handles()
-    if setter is not None:
-        before = getter()
-        setter(n)
-        return (lambda: setter(before)), f"openblas={getter()} (set via ctypes; threadpoolctl not installed)"
-    env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    return (lambda: None), (f"not set: threadpoolctl not installed and no OpenBLAS found; the BLAS uses "
-                            f"{'OPENBLAS_NUM_THREADS/OMP_NUM_THREADS=' + env if env else 'all cores (env vars unset)'}")
 
 
 # ----------------------------------------------------------------------------------------------- timing

@@ -1,0 +1,68 @@
+"""NumPy's BLAS thread count, changed at run time: ``set_blas_threads(n)``.
+
+Used by the bench (same threads for nanosgm and torch) and by the protocol's worker processes
+(workers x threads <= cores). ``threadpoolctl`` is used when it is installed; otherwise OpenBLAS's own
+``*openblas_set_num_threads*`` entry point, found in the loaded library through ctypes. If neither works,
+the BLAS keeps what ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` said when NumPy was imported.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+__all__ = ["set_blas_threads", "blas_threads"]
+
+def _openblas_handles():
+    """(set, get) ctypes functions of the OpenBLAS loaded in this process, or (None, None)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None, None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", "_64_", ""):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    setter.argtypes, setter.restype = [ctypes.c_int], None
+                    getter.argtypes, getter.restype = [], ctypes.c_int
+                    return setter, getter
+    return None, None
+
+
+def set_blas_threads(n: int):
+    """Set NumPy's BLAS threads to n. Returns (restore: callable, description: str)."""
+    n = int(n)
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        pass
+    else:
+        limiter = threadpool_limits(limits=n, user_api="blas")
+        info = [f"{d.get('internal_api', '?')}={d.get('num_threads', '?')}" for d in threadpool_info()
+                if d.get("user_api") == "blas"]
+        return limiter.restore_original_limits, f"{', '.join(info) or n} (threadpoolctl)"
+    setter, getter = _openblas_handles()
+    if setter is not None:
+        before = getter()
+        setter(n)
+        return (lambda: setter(before)), f"openblas={getter()} (set via ctypes; threadpoolctl not installed)"
+    env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return (lambda: None), (f"not set: threadpoolctl not installed and no OpenBLAS found; the BLAS uses "
+                            f"{'OPENBLAS_NUM_THREADS/OMP_NUM_THREADS=' + env if env else 'all cores (env vars unset)'}")
+
+
+def blas_threads() -> int | None:
+    """The BLAS thread count now in force (None when it cannot be read)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        _, getter = _openblas_handles()
+        return getter() if getter is not None else None
+    counts = [d.get("num_threads") for d in threadpool_info() if d.get("user_api") == "blas"]
+    return counts[0] if counts else None
