@@ -1,6 +1,6 @@
 """The paper's figures from a protocol result (see :mod:`nanosgm.experiments`), as matplotlib Figures.
 
-    test_error_curves(result)            Figures 1-2: median test error per epoch, control vs. updates,
+    test_error_curves(result)            Figures 1-2: median test error per epoch, per arm (control first),
                                          with the min-max band over the runs
     adversarial_examples(model, X, y)    Figures 3-4: clean images, FGSM images (Eq. 20) and their
                                          perturbations at eps = 0.001 and 0.1
@@ -24,41 +24,47 @@ def _figure(figsize):
     return Figure(figsize=figsize)
 
 
-def error_curves(result, variant: str) -> np.ndarray:
-    """(runs, epochs) test error (fraction) of ``variant`` ("control" / "updates") from each run's history."""
-    runs = sorted(result["runs"], key=lambda r: r["run"])
-    curves = [[h["test_error"] for h in r[variant]["history"]] for r in runs]
+def error_curves(result, arm: str) -> np.ndarray:
+    """(runs, epochs) test error (%) of ``arm`` ("control", "sgm:0.2", ...) from each recorded network's
+    history (protocol.json's "networks"), cut to the shortest history."""
+    nets = result["networks"]
+    keys = sorted((k for k in nets if k.split("/", 1)[1] == arm), key=lambda k: int(k.split("/")[0][3:]))
+    curves = [[h["test_error_pct"] for h in nets[k]["history"]] for k in keys]
     if not curves:
         return np.zeros((0, 0))
     n = min(len(c) for c in curves)
     return np.array([c[:n] for c in curves], dtype=float)
 
 
+_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+
+
 def test_error_curves(result, title: str | None = None):
     """Figures 1-2: test error (%) per epoch, median over the runs (line) and min-max over the runs (band),
-    control vs. updates. One axes."""
+    one colour per arm (the control first). One axes."""
     fig = _figure((6, 4))
     ax = fig.subplots()
-    for variant, color, label in (("control", "tab:blue", "control"), ("updates", "tab:red", "with updates (SGM)")):
-        E = error_curves(result, variant)
+    n_epochs = 0
+    for arm, color in zip(result["arms"], _COLORS):
+        E = error_curves(result, arm)
         if E.size == 0:
             continue
+        n_epochs = max(n_epochs, E.shape[1])
         epochs = np.arange(1, E.shape[1] + 1)
-        ax.plot(epochs, 100 * np.median(E, axis=0), color=color, marker="o", ms=3, label=f"{label}, median")
-        ax.fill_between(epochs, 100 * E.min(axis=0), 100 * E.max(axis=0), color=color, alpha=0.2,
-                        label=f"{label}, min-max of {E.shape[0]} run(s)")
+        ax.plot(epochs, np.median(E, axis=0), color=color, marker="o", ms=3, label=f"{arm}, median")
+        ax.fill_between(epochs, E.min(axis=0), E.max(axis=0), color=color, alpha=0.15,
+                        label=f"{arm}, min-max of {E.shape[0]}")
     cfg = result.get("config", {})
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    n_epochs = max((error_curves(result, v).shape[1] for v in ("control", "updates")), default=0)
     if 0 < n_epochs <= 3:
         ax.set_xlim(0.5, n_epochs + 0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%)")
     ax.set_title(title or f"Test error per epoch: {cfg.get('dataset', '')} {cfg.get('model', '')}"
-                          f"{' (augmented)' if cfg.get('augment') else ''}, lambda-bar {cfg.get('input_lr', '')}")
+                          f"{' (augmented)' if cfg.get('augment') else ''}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -143,7 +149,7 @@ def adversarial_examples(model, X, y, eps_list=(0.001, 0.1), n: int = 6, *, clip
     return fig
 
 
-def input_updates(snapshots, n: int | None = None, *, gain: float = 1.0, channels: str = "mean"):
+def input_updates(snapshots, n: int | None = None, *, gain: float = 1.0, channels: str = "mean", title: str = ""):
     """Figures 5-6: the SGM input updates X_t - X_0 of a few training images after each recorded epoch
     (the first nine), as images: ``0.5 + 0.5 * clip(gain * delta, -1, 1)`` with ``cmap="gray", vmin=0,
     vmax=1`` -- 50% grey = no update, white = +1, black = -1 (``gain=1``, the paper's mapping; a larger
@@ -151,7 +157,7 @@ def input_updates(snapshots, n: int | None = None, *, gain: float = 1.0, channel
     (``channels="mean"``, default) or shown as RGB with the same per-channel mapping (``"rgb"``).
 
     ``snapshots``: ``{"epochs": [1, ..], "X0": (k, C, H, W), "deltas": [(k, C, H, W) per epoch]}`` as
-    :func:`nanosgm.experiments.run_protocol` records them. One row per image (the first ``n``, default all),
+    :func:`nanosgm.train.fit` records them (``snapshot_rows``). One row per image (the first ``n``, default all),
     first column X_0, then one column per epoch: ``rows * (1 + epochs)`` axes.
     """
     X0 = np.asarray(snapshots["X0"], dtype=np.float64)
@@ -177,7 +183,8 @@ def input_updates(snapshots, n: int | None = None, *, gain: float = 1.0, channel
         ax.set_yticks([])
     peak = max((float(np.abs(d[:k]).max()) for d in deltas), default=0.0)
     g = "" if gain == 1 else f", amplified x{gain:.3g}"
-    fig.suptitle(f"SGM input updates X_t - X_0 (grey = 0, white = +1, black = -1{g}); max |update| = {peak:.3g}",
+    fig.suptitle(f"SGM input updates X_t - X_0{' (' + title + ')' if title else ''} (grey = 0, white = +1, "
+                 f"black = -1{g}); max |update| = {peak:.3g}",
                  fontsize=9)
     fig.tight_layout()
     return fig

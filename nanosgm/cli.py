@@ -1,0 +1,136 @@
+"""What the ``python -m nanosgm.*`` entry points share: common flags, their checks, and error reporting.
+
+Every entry point runs its body through :func:`run_cli`, which turns the project's own errors (bad flags,
+data, checkpoints, a busy folder, divergence, Ctrl-C) into one line ``error: ...`` on stderr and a non-zero
+exit status. ``--debug`` (or ``NANOSGM_DEBUG=1``) shows the full traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from . import backend, models
+
+__all__ = ["CliError", "run_cli", "add_common_arguments", "check_common_args", "common_setup", "dataset_name",
+           "check_out_folder"]
+
+
+class CliError(Exception):
+    """A refusal with a message for the user; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def _reported_errors():
+    from .data import DataError
+    from .runlock import FolderBusy
+    from .train import TrainingDiverged
+    return (CliError, DataError, FolderBusy, TrainingDiverged, backend.BackendError, ValueError, OSError)
+
+
+def _one_line(exc) -> str:
+    msg = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+        msg = f"{exc.filename}: {msg}"
+    return " ".join(msg.split())
+
+
+def run_cli(body, argv=None) -> int:
+    """``body(argv) -> exit status``, with the project's errors reported as one line (see the module)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("NANOSGM_DEBUG", "") not in ("", "0")
+    try:
+        return body(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except _reported_errors() as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return getattr(exc, "code", 1)
+
+
+def dataset_name(name: str) -> str:
+    """argparse ``type=``: a dataset name in any accepted spelling ("MNIST", "cifar-10") -> its registry key."""
+    from .data.registry import canonical_name
+    try:
+        return canonical_name(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_common_arguments(p, what: str) -> None:
+    """The flags ``python -m nanosgm.train`` and ``python -m nanosgm.experiments`` share (``what`` names
+    the thing trained, for the help texts)."""
+    p.add_argument("dataset", type=dataset_name, help="mnist, fashion-mnist, cifar10 or cifar100 (any "
+                   "spelling: MNIST, cifar-10, ...)")
+    p.add_argument("--model", default=None, help="dnn (Table 1), cnn (Table 2) or cifar_cnn (Table 3); default: cnn "
+                   "for MNIST-like data, cifar_cnn for CIFAR")
+    p.add_argument("--epochs", type=int, default=5, help=f"epochs {what} (default 5; the paper trains 50)")
+    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128, the authors')")
+    p.add_argument("--input-lr", type=float, default=0.2, help="SGM's lambda-bar (default 0.2, the paper's; "
+                   "0 = the control)")
+    p.add_argument("--augment", action="store_true", help="elastic distortions (MNIST) or rotation/zoom/flip (CIFAR)")
+    p.add_argument("--eps", default="0.001,0.01,0.1,0.2", help="comma-separated FGSM/PGD epsilons (Eq. 20; default: "
+                   "the paper's 0.001,0.01,0.1,0.2)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (quick runs)")
+    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N validation and test images")
+    p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, the cache, ...)")
+    p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend (default: "
+                   "NANOSGM_BACKEND or numpy)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (result lines are still printed)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+
+def check_common_args(args) -> list:
+    """The eps list, after checking the flags ``train`` and ``experiments`` share (CliError if one is bad)."""
+    try:
+        eps_list = [float(e) for e in args.eps.split(",") if e.strip()]
+    except ValueError:
+        raise CliError(f"--eps must be comma-separated numbers, got {args.eps!r}") from None
+    if not eps_list:
+        raise CliError("--eps needs at least one value")
+    if min(eps_list) < 0:
+        raise CliError(f"--eps values must be >= 0 (0 gives the clean accuracy), got {args.eps!r}")
+    checks = ((args.epochs < 1, "--epochs must be >= 1"),
+              (args.batch_size < 2, "--batch-size must be >= 2 (batch normalisation needs two samples)"),
+              (args.limit is not None and args.limit < 2, "--limit must be at least 2"),
+              (args.eval_limit is not None and args.eval_limit < 1, "--eval-limit must be at least 1"))
+    for bad, msg in checks:
+        if bad:
+            raise CliError(msg)
+    return eps_list
+
+
+def common_setup(args):
+    """(eps list, model name) for ``train`` and ``experiments``: checks the shared flags, switches to
+    ``--backend`` and resolves ``--model`` (default by dataset). Raises CliError."""
+    from .recipe import DEFAULT_MODEL
+    eps_list = check_common_args(args)
+    if args.backend:
+        backend.use(args.backend)
+    model_name = args.model or DEFAULT_MODEL[args.dataset]
+    if models.ALIASES.get(model_name, model_name) not in models.MODELS:
+        raise CliError(f"unknown model {model_name!r}; choose one of {sorted(models.MODELS)}")
+    return eps_list, model_name
+
+
+def check_out_folder(out) -> None:
+    """Refuse, before any data is loaded, an output folder that is a file or cannot be created/written."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CliError(f"--out {out} is an existing file, not a folder; choose another --out")
+    probe = out
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    probe = probe or "."
+    if not os.path.isdir(probe):
+        raise CliError(f"--out {out}: {probe} is a file, so the folder cannot be created; choose another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CliError(f"--out {out}: {probe} is not writable; choose another --out")

@@ -1,0 +1,182 @@
+"""One network = one task: train it from a plain spec and measure it, the same way everywhere.
+
+``python -m nanosgm.train`` trains one :class:`NetworkSpec`; ``python -m nanosgm.experiments`` trains many
+(in this process, in worker processes, or on a Dask cluster). Both call :func:`train_network`, so a
+network's record depends on its spec alone, and clean / FGSM / PGD accuracy is measured by one function,
+:func:`measure`.
+
+    spec = NetworkSpec(dataset="mnist", model="cnn", seed=0, epochs=10, input_lr=0.2)
+    record = train_network(spec, checkpoint="runs/x/checkpoint.npz", model_path="runs/x/model.npz")
+    record["results"]["fgsm_pct"]["0.1"]          # accuracy (%) under FGSM at eps = 0.1
+
+What a spec trains (Section 5 of the paper, plus the arms that test its reading):
+    input_lr = 0                      the control
+    input_lr = lambda-bar             the Smooth Gradient Method, batch-mean loss (Eq. 15 / 21)
+    ... per_sample = True             the same with each sample's own loss (B times larger steps)
+    published = True                  what the authors' Keras code did: one more training-mode pass after
+                                      each weight step whose input update is thrown away
+Accuracies in a record are percentages (as the terminal prints them), rounded to 4 decimals.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+
+import numpy as np
+
+from . import attacks, backend, recipe
+from .train import fit
+
+__all__ = ["NetworkSpec", "train_network", "measure", "weights_digest", "pct", "dataset_for", "RECORD_FORMAT"]
+
+RECORD_FORMAT = "nanosgm-network/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+    """Everything that determines one trained network and its measurements (plain and picklable).
+
+    ``data_dir`` says where the files are, not what they are (checksums pin the data), so it is not part
+    of :meth:`identity`; nor is ``progress``-like presentation. ``eps``: FGSM/PGD budgets (Eq. 20);
+    ``pgd``: PGD on the first N test images (0 = none) with ``pgd_steps`` steps; ``snapshot_rows``: keep
+    X_t - X_0 of the first N training images after each of the first nine epochs (Figures 5-6).
+    ``dataset`` and ``model`` are names, or (for tests and experiments of your own) module-level functions
+    ``f() -> Dataset`` and ``f(ds) -> Sequential``, which pickle by name into worker processes.
+    """
+    dataset: str = "mnist"
+    model: str = "cnn"
+    seed: int = 0
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "wame"
+    lr: float | None = None
+    constant_lr: bool = False
+    input_lr: float = 0.0
+    per_sample: bool = False
+    published: bool = False
+    augment: bool = False
+    limit: int | None = None
+    eval_limit: int | None = None
+    val_size: int | None = None
+    eps: tuple = attacks.PAPER_EPS
+    pgd: int = 0
+    pgd_steps: int = 10
+    snapshot_rows: int = 0
+    backend: str = "numpy"
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
+
+    def identity(self) -> dict:
+        """The fields that change the result, as plain JSON-able values."""
+        d = dataclasses.asdict(self)
+        d.pop("data_dir")
+        d["dataset"], d["model"] = _name(self.dataset), _name(self.model)
+        d["eps"] = list(d["eps"])
+        return d
+
+    def with_(self, **changes) -> "NetworkSpec":
+        return dataclasses.replace(self, **changes)
+
+
+def _name(x) -> str:
+    return x if isinstance(x, str) else getattr(x, "__name__", type(x).__name__)
+
+
+def pct(fraction: float) -> float:
+    """A fraction as a percentage without float noise: 0.9933 -> 99.33."""
+    return round(100.0 * float(fraction), 4)
+
+
+def weights_digest(model) -> str:
+    """sha256 of every parameter and buffer: equal digests = identical weights (the lock-step check)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(v).tobytes())
+    return h.hexdigest()
+
+
+_DATA = {}
+
+
+def dataset_for(spec: NetworkSpec, progress: bool = False):
+    """(Dataset, clip) for ``spec``, loaded once per process and shared by every spec with the same data."""
+    key = (spec.dataset, spec.data_dir, spec.limit, spec.eval_limit, spec.val_size)
+    if key not in _DATA:
+        _DATA.clear()                      # one dataset per process at a time
+        source = spec.dataset() if callable(spec.dataset) else spec.dataset
+        _DATA[key] = recipe.load_data(source, data_dir=spec.data_dir, limit=spec.limit,
+                                      eval_limit=spec.eval_limit, val_size=spec.val_size, progress=progress)
+    return _DATA[key]
+
+
+def measure(model, ds, clip, eps, *, pgd: int = 0, pgd_steps: int = 10, seed: int = 0, progress=False) -> dict:
+    """The paper's measures of a trained network on the test set, in percent.
+
+    ``clean_pct`` (Table 4), ``fgsm_pct`` {eps: %} on the whole test set (Table 5, Eq. 20), and when
+    ``pgd > 0``: PGD-``pgd_steps`` on the first ``pgd`` test images (``pgd_pct``) with FGSM on the same
+    images beside it (``fgsm_pgd_images_pct``), so that the two attacks compare. Keys are ``repr(eps)``.
+    """
+    eps = [float(e) for e in eps]
+    out = {"clean_pct": pct(attacks.accuracy(model, ds.X_test, ds.y_test)),
+           "fgsm_pct": _keyed(attacks.evaluate(model, ds.X_test, ds.y_test, eps, "fgsm", clip=clip,
+                                               progress=progress))}
+    k = min(int(pgd), len(ds.X_test))
+    out["pgd_images"] = k
+    if k > 0:
+        X, y = ds.X_test[:k], ds.y_test[:k]
+        out["pgd_steps"] = int(pgd_steps)
+        out["pgd_pct"] = _keyed(attacks.evaluate(model, X, y, eps, "pgd", clip=clip, progress=progress,
+                                                 steps=int(pgd_steps), rng=seed))
+        out["fgsm_pgd_images_pct"] = _keyed(attacks.evaluate(model, X, y, eps, "fgsm", clip=clip, progress=False))
+    return out
+
+
+def _keyed(acc: dict) -> dict:
+    return {repr(float(e)): pct(a) for e, a in acc.items()}
+
+
+def train_network(spec: NetworkSpec, *, checkpoint=None, resume: bool = True, model_path=None,
+                  progress: bool = False, log=None, config_free=("epochs",)) -> dict:
+    """Train the network ``spec`` describes, measure it, and return its record (a JSON-able dict, plus
+    ``"snapshots"`` with arrays when ``spec.snapshot_rows``).
+
+    ``checkpoint``: fit's end-of-epoch checkpoint (resumed from when ``resume`` and it exists);
+    ``model_path``: where to save the final weights (the best validation epoch). ``log``: one line per
+    epoch (None: silent). Raises what :func:`nanosgm.train.fit` raises (TrainingDiverged, ...).
+    """
+    if backend.name() != spec.backend:
+        backend.use(spec.backend)
+    started = recipe.now()
+    ds, clip = dataset_for(spec, progress=progress)
+    backend.seed(spec.seed)                    # the initial weights: identical for every arm of a seed
+    model = recipe.build_model(spec.model, ds)
+    init_digest = weights_digest(model)
+    opt, schedule = recipe.optimizer_and_schedule(spec.epochs, spec.optimizer, spec.lr, constant=spec.constant_lr)
+    from . import data
+    augment = data.augmenter_for(ds.name) if spec.augment else None
+    X_val, y_val = (ds.X_val, ds.y_val) if len(ds.X_val) else (None, None)      # val_size 0: no validation
+    config = dict(spec.identity(), data_source=ds.source)
+    res = fit(model, opt, ds.X_train, ds.y_train, epochs=spec.epochs, batch_size=spec.batch_size,
+              input_lr=spec.input_lr, seed=spec.seed, X_val=X_val, y_val=y_val, X_test=ds.X_test, y_test=ds.y_test,
+              schedule=schedule, augment=augment, per_sample=spec.per_sample, published=spec.published,
+              snapshot_rows=spec.snapshot_rows, checkpoint=checkpoint, resume=resume, progress=progress,
+              log=log or (lambda line: None), config=config, free_config_keys=tuple(config_free) + ("data_source",))
+    t0 = time.perf_counter()
+    results = measure(model, ds, clip, spec.eps, pgd=spec.pgd, pgd_steps=spec.pgd_steps, seed=spec.seed,
+                      progress=progress)
+    eval_seconds = time.perf_counter() - t0
+    if model_path:
+        model.save(model_path)
+    record = {"format": RECORD_FORMAT, "spec": spec.identity(), "data_source": ds.source,
+              "n_train": int(len(ds.X_train)), "n_test": int(len(ds.X_test)), "init_sha256": init_digest,
+              "schedule": schedule.describe(spec.epochs), "history": res.history, "best_epoch": res.best_epoch,
+              "results": results, "train_seconds": round(sum(h["seconds"] for h in res.history), 1),
+              "eval_seconds": round(eval_seconds, 1), "started": started, "finished": recipe.now(),
+              "git_commit": recipe.git_commit(), "versions": recipe.versions()}
+    if res.snapshots:
+        record["snapshots"] = res.snapshots
+    return record

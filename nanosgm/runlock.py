@@ -1,0 +1,69 @@
+"""One run owns its folder for its whole life: an exclusive lock file (``fcntl.flock``).
+
+    with RunLock("runs/mnist-cnn"):       # raises FolderBusy if another process holds the folder
+        ...train, write checkpoint.npz, results.json ...
+
+The lock is held on an open file, ``<folder>/.lock``, which records the holder's pid and command. The
+operating system releases a ``flock`` when its process ends in any way (exit, crash, SIGKILL), so a lock
+can never go stale; the file itself stays behind and is harmless. Where ``fcntl`` does not exist
+(Windows) the lock is a no-op.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+try:
+    import fcntl
+except ImportError:            # pragma: no cover - Windows
+    fcntl = None
+
+__all__ = ["RunLock", "FolderBusy", "LOCK_NAME"]
+
+LOCK_NAME = ".lock"
+
+
+class FolderBusy(RuntimeError):
+    """Another live process holds the run folder."""
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on ``folder`` (created if missing); a context manager."""
+
+    def __init__(self, folder):
+        self.folder = os.fspath(folder)
+        self.path = os.path.join(self.folder, LOCK_NAME)
+        self._f = None
+
+    def acquire(self) -> "RunLock":
+        os.makedirs(self.folder, exist_ok=True)
+        f = open(self.path, "a+")
+        if fcntl is not None:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "unknown process"
+                f.close()
+                raise FolderBusy(f"{self.folder} is in use by another nanosgm run ({holder}); wait for it to "
+                                 f"finish, stop it, or write elsewhere with --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
+        f.flush()
+        self._f = f
+        return self
+
+    def release(self) -> None:
+        if self._f is not None:
+            if fcntl is not None:
+                fcntl.flock(self._f.fileno(), fcntl.LOCK_UN)
+            self._f.close()
+            self._f = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
