@@ -54,6 +54,10 @@ class RunLock:
         self._f = f
         return self
 
+    @property
+    def held(self) -> bool:
+        return self._f is not None
+
     def release(self) -> None:
         if self._f is not None:
             if fcntl is not None:

@@ -403,35 +403,48 @@ def _print_results(record) -> None:
 
 
 def _train(args, spec, out, model_name) -> int:
-    from .network import dataset_for, train_network
     from .runlock import RunLock
-    from .files import write_json_atomic
     prov = recipe.provenance("nanosgm.train", args.argv)
-    ds, _ = dataset_for(spec, progress=not args.no_progress)
-    print(ds)
-    with RunLock(out):
-        if _claim_folder(args, out):
+    lock = RunLock(out)
+    if os.path.isdir(out):               # hold an existing folder from the start; a new one once the data loaded
+        lock.acquire()
+    try:
+        if lock.held and _claim_folder(args, out):
             print(f"{out} holds a finished run of {args.epochs} epoch(s) ({out}/results.json); nothing to do "
                   f"(add --reevaluate to measure it again)")
             return 0
-        print(f"{model_name} | optimizer {args.optimizer} | input_lr {spec.input_lr:g}"
-              f"{' (published: extra pass, inputs unchanged)' if spec.published else ' (control)' if spec.input_lr == 0 else ' (SGM)'}"
-              f" | seed {spec.seed} | backend {backend.name()} | out {out}", flush=True)
-        try:
-            record = train_network(spec, checkpoint=os.path.join(out, "checkpoint.npz"), resume=args.resume,
-                                   model_path=os.path.join(out, "model.npz"), progress=not args.no_progress,
-                                   log=print)
-        except Interrupted as exc:
-            if exc.saved_epoch >= spec.epochs:
-                raise CliError(f"interrupted during the final evaluation; training is complete in {out}/checkpoint.npz: "
-                               f"run the same command with --resume to evaluate it", code=130) from None
-            kept = f"epoch {exc.saved_epoch} is saved" if exc.saved_epoch else "no epoch was finished and saved yet"
-            raise CliError(f"interrupted: {kept} in {out}/checkpoint.npz; run the same command with --resume to "
-                           f"continue", code=130) from None
-        record.pop("snapshots", None)
-        _print_results(record)
-        write_json_atomic(os.path.join(out, "results.json"), {"provenance": dict(prov, finished=recipe.now()),
-                                                             **record})
+        from .network import dataset_for
+        print(dataset_for(spec, progress=not args.no_progress)[0])
+        if not lock.held:
+            lock.acquire()
+            _claim_folder(args, out)
+        return _train_locked(args, spec, out, model_name, prov)
+    finally:
+        lock.release()
+
+
+def _train_locked(args, spec, out, model_name, prov) -> int:
+    from .files import write_json_atomic
+    from .network import train_network
+    print(f"{model_name} | optimizer {args.optimizer} | input_lr {spec.input_lr:g}"
+          f"{' (published: extra pass, inputs unchanged)' if spec.published else ' (control)' if spec.input_lr == 0 else ' (SGM)'}"
+          f" | seed {spec.seed} | backend {backend.name()} | out {out}", flush=True)
+    try:
+        record = train_network(spec, checkpoint=os.path.join(out, "checkpoint.npz"), resume=args.resume,
+                               model_path=os.path.join(out, "model.npz"), progress=not args.no_progress, log=print)
+    except Interrupted as exc:
+        if exc.saved_epoch >= spec.epochs:
+            raise CliError(f"interrupted during the final evaluation; training is complete in {out}/checkpoint.npz: "
+                           f"run the same command with --resume to evaluate it", code=130) from None
+        kept = f"epoch {exc.saved_epoch} is saved" if exc.saved_epoch else "no epoch was finished and saved yet"
+        raise CliError(f"interrupted: {kept} in {out}/checkpoint.npz; run the same command with --resume to "
+                       f"continue", code=130) from None
+    except KeyboardInterrupt:            # during the final evaluation (fit had returned)
+        raise CliError(f"interrupted during the final evaluation; training is complete in {out}/checkpoint.npz: "
+                       f"run the same command with --resume to evaluate it", code=130) from None
+    record.pop("snapshots", None)
+    _print_results(record)
+    write_json_atomic(os.path.join(out, "results.json"), {"provenance": dict(prov, finished=recipe.now()), **record})
     print(f"wrote {out}/results.json, {out}/model.npz and {out}/checkpoint.npz")
     return 0
 

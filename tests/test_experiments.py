@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nanosgm import backend, experiments, figures, train
+from pathlib import Path
+
+from nanosgm import backend, experiments, figures, network
+from nanosgm.network import NetworkSpec
 from nanosgm.data import Dataset
 from nanosgm.layers import BatchNorm, Dense, Dropout, Flatten, ReLU, Sequential
 
@@ -40,10 +43,19 @@ def synthetic(n_train=96, n_eval=40, seed=0, name="mnist"):
     return Dataset(name, Xtr, ytr, Xv, yv, Xt, yt, 3, (1, 8, 8))
 
 
-def run(ds=None, **kw):
-    args = dict(runs=2, epochs=2, batch_size=32, eps_list=(0.01, 0.1), progress=False)
+def syn():
+    """The synthetic dataset as a module-level function, so a NetworkSpec can name it."""
+    return synthetic()
+
+
+def base(**kw):
+    args = dict(dataset=syn, model=tiny_net, epochs=2, batch_size=32, eps=(0.01, 0.1))
     args.update(kw)
-    return experiments.run_protocol(ds if ds is not None else synthetic(), tiny_net, **args)
+    return NetworkSpec(**args)
+
+
+def run(arms="sgm:0.2", runs=2, spec=None, **kw):
+    return experiments.run_protocol(spec or base(), runs=runs, arms=arms, progress=False, bars=False, **kw)
 
 
 @pytest.fixture(autouse=True)
@@ -54,95 +66,144 @@ def _numpy_backend():
     backend.use(prev)
 
 
-def hand_made_result(clean_c, clean_u, fgsm_c, fgsm_u, eps=(0.1,), dataset="mnist", model="cnn", augment=False):
-    runs = []
+def net(clean, fgsm, eps, test_errors=None):
+    return {"init_sha256": "x", "results": {"clean_pct": clean, "fgsm_pct": {repr(e): fgsm for e in eps}},
+            "history": [{"test_error_pct": t} for t in (test_errors or [100 - clean])]}
+
+
+def hand_made_result(clean_c, clean_u, fgsm_c, fgsm_u, eps=(0.1,), dataset="mnist", model="cnn", augment=False,
+                     arm="sgm:0.2"):
+    nets = {}
     for i in range(len(clean_c)):
-        runs.append({"run": i, "seed": i,
-                     "control": {"clean_accuracy": clean_c[i], "fgsm_accuracy": {repr(e): fgsm_c[i] for e in eps},
-                                 "history": [{"test_error": 1 - clean_c[i]}]},
-                     "updates": {"clean_accuracy": clean_u[i], "fgsm_accuracy": {repr(e): fgsm_u[i] for e in eps},
-                                 "history": [{"test_error": 1 - clean_u[i]}]}})
-    return {"format": experiments.PROTOCOL_FORMAT, "runs": runs,
+        nets[f"run{i}/control"] = net(clean_c[i], fgsm_c[i], eps)
+        nets[f"run{i}/{arm}"] = net(clean_u[i], fgsm_u[i], eps)
+    return {"format": experiments.PROTOCOL_FORMAT, "arms": ["control", arm], "networks": nets,
             "config": {"dataset": dataset, "model": model, "augment": augment, "eps": list(eps), "epochs": 50,
-                       "input_lr": 0.2, "seed0": 0, "n_train": 50000, "n_test": 10000, "eval_limit": None, "pgd": 0}}
+                       "optimizer": "wame", "seed0": 0, "pgd": 0, "pgd_steps": 10}}
 
 
 # ------------------------------------------------------------------------------------------ lock-step
 def test_lock_step_same_initial_weights_batches_and_masks(monkeypatch):
     seen = []
-    real_fit = train.fit
+    real_fit = network.fit
 
     def spy(model, *a, **kw):
-        seen.append((kw["seed"], kw["input_lr"], model.state_dict()))
+        seen.append((kw["seed"], kw["input_lr"], kw["published"], model.state_dict()))
         return real_fit(model, *a, **kw)
 
-    monkeypatch.setattr(train, "fit", spy)
-    res = run(runs=2, epochs=2)
-    assert [(s, lr) for s, lr, _ in seen] == [(0, 0.0), (0, 0.2), (1, 0.0), (1, 0.2)]
-    for k in (0, 2):                     # control and updates of one run: the very same initial weights
-        a, b = seen[k][2], seen[k + 1][2]
-        assert a.keys() == b.keys() and all(np.array_equal(a[n], b[n]) for n in a)
-    w0, w1 = seen[0][2], seen[2][2]      # ... and another seed gives other weights
+    monkeypatch.setattr(network, "fit", spy)
+    res = run(arms="sgm:0.2,published")
+    assert [s[:3] for s in seen] == [(0, 0.0, False), (0, 0.2, False), (0, 0.0, True),
+                                     (1, 0.0, False), (1, 0.2, False), (1, 0.0, True)]
+    for k in (0, 3):                     # the three networks of one run: the very same initial weights
+        for j in (1, 2):
+            a, b = seen[k][3], seen[k + j][3]
+            assert a.keys() == b.keys() and all(np.array_equal(a[n], b[n]) for n in a)
+    w0, w1 = seen[0][3], seen[3][3]      # ... and another seed gives other weights
     assert any(not np.array_equal(w0[n], w1[n]) for n in w0)
-    for r in res["runs"]:
-        c, u = r["control"], r["updates"]
-        assert c["init_sha256"] == u["init_sha256"]
+    nets = res["networks"]
+    for i in (0, 1):
+        c, u = nets[f"run{i}/control"], nets[f"run{i}/sgm:0.2"]
+        assert c["init_sha256"] == u["init_sha256"] == nets[f"run{i}/published"]["init_sha256"]
         # epoch 1 sees the same batches and dropout masks, and no updated input yet: identical losses
         assert c["history"][0]["train_loss"] == u["history"][0]["train_loss"]
         # from epoch 2 on the SGM network trains on X_1 != X_0
         assert c["history"][1]["train_loss"] != u["history"][1]["train_loss"]
-    assert res["runs"][0]["control"]["init_sha256"] != res["runs"][1]["control"]["init_sha256"]
+    assert nets["run0/control"]["init_sha256"] != nets["run1/control"]["init_sha256"]
 
 
-def test_one_epoch_control_and_updates_coincide_and_snapshots_are_recorded():
-    res = run(runs=1, epochs=1)
-    r = res["runs"][0]
-    assert r["control"]["clean_accuracy"] == r["updates"]["clean_accuracy"]
-    assert r["control"]["fgsm_accuracy"] == r["updates"]["fgsm_accuracy"]
-    s = res["snapshots"]
+def test_a_broken_lock_step_is_detected():
+    res = hand_made_result([99.0], [99.0], [50.0], [50.0])
+    res["networks"]["run0/sgm:0.2"]["init_sha256"] = "y"
+    with pytest.raises(RuntimeError, match="lock-step broken"):
+        experiments._check_lockstep(res, 0)
+
+
+def test_one_epoch_control_and_sgm_coincide_and_snapshots_are_recorded(tmp_path):
+    res = run(runs=1, spec=base(epochs=1), out=tmp_path / "p")
+    c, u = res["networks"]["run0/control"], res["networks"]["run0/sgm:0.2"]
+    assert c["results"] == u["results"]
+    s = res["snapshots"]["sgm:0.2"]
     assert s["epochs"] == [1] and s["X0"].shape == (8, 1, 8, 8) and len(s["deltas"]) == 1
     assert np.abs(s["deltas"][0]).max() > 0          # SGM moved the training images
+    assert u["history"][0]["input_shift_max"] >= np.abs(s["deltas"][0]).max() * (1 - 1e-3)   # over all images
+
+
+def test_arms_parse_and_refuse_clearly():
+    arms = experiments.parse_arms("sgm:0.2, sgm:1:per-sample,published")
+    assert [a.label for a in arms] == ["control", "sgm:0.2", "sgm:1:per-sample", "published"]
+    assert arms[2].input_lr == 1 and arms[2].per_sample and arms[3].published and arms[3].input_lr == 0
+    for bad in ("sgm", "sgm:x", "sgm:0", "sgm:0.2:batch", "adv", ""):
+        with pytest.raises(ValueError):
+            experiments.parse_arms(bad)
+    with pytest.raises(ValueError, match="twice"):
+        experiments.parse_arms("sgm:0.2,sgm:0.20")
+
+
+def test_per_sample_steps_are_the_batch_size_times_larger():
+    res = run(runs=1, arms="sgm:0.2,sgm:0.2:per-sample", spec=base(epochs=1, batch_size=96))   # one batch
+    a = res["networks"]["run0/sgm:0.2"]["history"][0]["input_shift_max"]
+    b = res["networks"]["run0/sgm:0.2:per-sample"]["history"][0]["input_shift_max"]
+    assert b == pytest.approx(96 * a, rel=1e-3)
 
 
 # ------------------------------------------------------------------------------------------ statistics
-def test_medians_and_wilcoxon_match_hand_computation_and_scipy():
-    cc = [0.990, 0.992, 0.991, 0.989, 0.993]
-    cu = [0.991, 0.992, 0.993, 0.990, 0.996]           # diffs +.001, 0, +.002, +.001, +.003
-    fc = [0.80, 0.82, 0.79, 0.85, 0.81]
-    fu = [0.86, 0.81, 0.88, 0.84, 0.90]                # diffs +.06, -.01, +.09, -.01, +.09
-    s = experiments.summarize(hand_made_result(cc, cu, fc, fu))
-    assert s["n_runs"] == 5
-    assert s["clean"]["control"] == pytest.approx(0.991) and s["clean"]["updates"] == pytest.approx(0.992)
-    assert s["fgsm"][0.1]["control"] == pytest.approx(0.81) and s["fgsm"][0.1]["updates"] == pytest.approx(0.86)
+def test_medians_ranges_and_wilcoxon_match_hand_computation_and_scipy():
+    cc = [99.0, 99.2, 99.1, 98.9, 99.3]
+    cu = [99.1, 99.2, 99.3, 99.0, 99.6]           # diffs +.1, 0, +.2, +.1, +.3
+    fc = [80.0, 82.0, 79.0, 85.0, 81.0]
+    fu = [86.0, 81.0, 88.0, 84.0, 90.0]           # diffs +6, -1, +9, -1, +9
+    s = experiments.summarize(hand_made_result(cc, cu, fc, fu))["sgm:0.2"]
+    assert s["runs"] == [0, 1, 2, 3, 4]
+    assert s["clean"]["control"]["median"] == pytest.approx(99.1) and s["clean"]["arm"]["median"] == pytest.approx(99.2)
+    assert s["clean"]["control"]["min"] == 98.9 and s["clean"]["arm"]["max"] == 99.6
+    f = s["fgsm"][0.1]
+    assert f["control"]["median"] == 81.0 and f["arm"]["median"] == 86.0 and f["arm"]["per_run"] == fu
     ref = stats.wilcoxon(fu, fc, alternative="two-sided")
-    assert s["fgsm"][0.1]["wilcoxon"]["p"] == pytest.approx(ref.pvalue)
-    assert s["fgsm"][0.1]["wilcoxon"]["statistic"] == pytest.approx(ref.statistic)
+    assert f["wilcoxon"]["p"] == pytest.approx(ref.pvalue) and f["wilcoxon"]["statistic"] == pytest.approx(ref.statistic)
     assert s["clean"]["wilcoxon"]["note"].startswith("1 zero")
     # all five differences of one sign: the smallest exact two-sided p of five pairs, 2/2^5
     w = experiments.wilcoxon_paired([1, 2, 3, 4, 5], [1.5, 2.7, 3.1, 4.9, 5.3])
     assert w["p"] == pytest.approx(0.0625) and w["statistic"] == 0 and w["min_exact_p"] == 0.0625
 
 
+def test_the_pooled_test_pairs_every_run_and_eps_cell():
+    eps = (0.01, 0.1)
+    res = hand_made_result([99.0] * 5, [99.0] * 5, [50.0, 51, 52, 53, 54], [51.0, 53, 55, 57, 59], eps=eps)
+    pooled = experiments.summarize(res)["sgm:0.2"]["pooled_fgsm"]
+    c = [50.0, 51, 52, 53, 54] * 2
+    u = [51.0, 53, 55, 57, 59] * 2
+    assert pooled["n"] == 10 and pooled["p"] == pytest.approx(stats.wilcoxon(u, c).pvalue)
+    assert pooled["p"] < 0.0625 < experiments.summarize(res)["sgm:0.2"]["fgsm"][0.1]["wilcoxon"]["p"] + 1e-12
+
+
+def test_only_complete_pairs_count():
+    res = hand_made_result([99.0, 98.0], [99.5, 98.5], [50.0, 40.0], [55.0, 45.0])
+    del res["networks"]["run1/sgm:0.2"]
+    s = experiments.summarize(res)["sgm:0.2"]
+    assert s["runs"] == [0] and s["clean"]["control"]["per_run"] == [99.0]
+
+
 def test_wilcoxon_all_zero_differences_is_no_difference_not_a_crash():
     w = experiments.wilcoxon_paired([0.9, 0.8, 0.7], [0.9, 0.8, 0.7])
     assert w["p"] == 1.0 and "no difference" in w["note"]
-    s = experiments.summarize(hand_made_result([0.5] * 5, [0.5] * 5, [0.3] * 5, [0.3] * 5))
-    assert s["clean"]["wilcoxon"]["p"] == 1.0
+    s = experiments.summarize(hand_made_result([50.0] * 5, [50.0] * 5, [30.0] * 5, [30.0] * 5))
+    assert s["sgm:0.2"]["clean"]["wilcoxon"]["p"] == 1.0
     with pytest.raises(ValueError, match="paired"):
         experiments.wilcoxon_paired([1, 2], [1, 2, 3])
 
 
 # ------------------------------------------------------------------------------------------ resume
-def test_resume_skips_finished_runs_and_writes_after_each_run(tmp_path, monkeypatch):
+def test_resume_skips_finished_networks_and_records_each_as_it_finishes(tmp_path, monkeypatch):
     out = tmp_path / "p"
     first = run(runs=2, out=out)
     saved = json.loads((out / "protocol.json").read_text())
-    assert [r["run"] for r in saved["runs"]] == [0, 1]
-    assert (out / "snapshots.npz").exists() and (out / "run0_updates.npz").exists()
-    assert not list(out.glob("ckpt-*"))                  # checkpoints of finished runs are removed
+    assert list(saved["networks"]) == ["run0/control", "run0/sgm:0.2", "run1/control", "run1/sgm:0.2"]
+    assert (out / "snapshots-sgm_0.2.npz").exists() and (out / "models" / "run1-sgm_0.2.npz").exists()
+    assert not list((out / "ckpt").iterdir())            # checkpoints of recorded networks are removed
 
     calls = []
-    real_fit = train.fit
+    real_fit = network.fit
 
     def counting(*a, **kw):
         calls.append((kw["seed"], kw["input_lr"]))
@@ -150,29 +211,89 @@ def test_resume_skips_finished_runs_and_writes_after_each_run(tmp_path, monkeypa
             raise KeyboardInterrupt                      # interrupted in run 2's SGM network
         return real_fit(*a, **kw)
 
-    monkeypatch.setattr(train, "fit", counting)
+    monkeypatch.setattr(network, "fit", counting)
     with pytest.raises(KeyboardInterrupt):
         run(runs=4, out=out)
     assert calls == [(2, 0.0), (2, 0.2)]                 # runs 0 and 1 were skipped
-    assert len(json.loads((out / "protocol.json").read_text())["runs"]) == 2
+    assert len(json.loads((out / "protocol.json").read_text())["networks"]) == 5
 
     calls.clear()
-    monkeypatch.setattr(train, "fit", lambda *a, **kw: (calls.append(kw["seed"]), real_fit(*a, **kw))[1])
+    monkeypatch.setattr(network, "fit", lambda *a, **kw: (calls.append(kw["seed"]), real_fit(*a, **kw))[1])
     res = run(runs=3, out=out)
-    assert calls == [2, 2]
-    assert [r["run"] for r in res["runs"]] == [0, 1, 2]
-    assert res["runs"][:2] == first["runs"]              # the recorded runs are kept as they were
-    assert res["summary"]["n_runs"] == 3
-    assert experiments.load_protocol(out)["snapshots"]["epochs"] == [1, 2]
+    assert calls == [2]
+    assert len(res["networks"]) == 6
+    for k, r in first["networks"].items():               # the recorded networks are kept as they were
+        assert res["networks"][k] == r
+    assert res["summary"]["sgm:0.2"]["runs"] == [0, 1, 2]
+    assert experiments.load_protocol(out)["snapshots"]["sgm:0.2"]["epochs"] == [1, 2]
+
+
+def test_a_new_arm_extends_a_protocol_and_shares_its_control(tmp_path, monkeypatch):
+    out = tmp_path / "p"
+    run(runs=1, out=out)
+    calls = []
+    real_fit = network.fit
+    monkeypatch.setattr(network, "fit", lambda *a, **kw: (calls.append(kw["published"]), real_fit(*a, **kw))[1])
+    res = run(runs=1, arms="sgm:0.2,published", out=out)
+    assert calls == [True] and res["arms"] == ["control", "sgm:0.2", "published"]
+    assert set(res["summary"]) == {"sgm:0.2", "published"}
 
 
 def test_config_mismatch_is_a_clear_error(tmp_path):
     out = tmp_path / "p"
-    run(runs=1, epochs=1, out=out)
-    with pytest.raises(experiments.ConfigMismatch, match="input_lr"):
-        run(runs=1, epochs=1, out=out, input_lr=0.1)
-    with pytest.raises(ValueError, match="input_lr = 0"):
-        run(runs=1, epochs=1, input_lr=0.0)
+    run(runs=1, spec=base(epochs=1), out=out)
+    with pytest.raises(experiments.ConfigMismatch, match="epochs"):
+        run(runs=1, spec=base(epochs=2), out=out)
+
+
+# ---------------------------------------------------------------------------- the same results anywhere
+def _strip(record):
+    r = {k: v for k, v in record.items() if k not in ("train_seconds", "eval_seconds", "started", "finished")}
+    r["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]]
+    return r
+
+
+def test_sequential_workers_and_a_dask_cluster_give_bit_identical_records(tmp_path):
+    data_dir = require_real_data("mnist")
+    spec = NetworkSpec(dataset="mnist", model="cnn", epochs=2, limit=128, eval_limit=40, batch_size=64,
+                       eps=(0.1,), pgd=10, pgd_steps=3, data_dir=str(data_dir))
+    seq = run(runs=2, spec=spec, threads=1)
+    par = run(runs=2, spec=spec, threads=1, workers=2, out=tmp_path / "w")
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl, \
+            distributed.Client(cl) as client:
+        dask = run(runs=2, spec=spec, threads=1, scheduler=client)
+    assert list(seq["networks"]) == list(par["networks"]) == list(dask["networks"])
+    for k in seq["networks"]:
+        assert _strip(seq["networks"][k]) == _strip(par["networks"][k]) == _strip(dask["networks"][k])
+
+
+def test_an_interrupted_parallel_protocol_resumes_to_the_same_result(tmp_path):
+    """A worker process is killed in the middle of a network; running again finishes bit-identically."""
+    import signal
+    import subprocess
+    import sys
+    data_dir = require_real_data("mnist")
+    args = [sys.executable, "-m", "nanosgm.experiments", "mnist", "--runs", "2", "--epochs", "3", "--limit", "256",
+            "--eval-limit", "40", "--batch-size", "64", "--eps", "0.1", "--pgd", "0", "--threads", "1",
+            "--data-dir", str(data_dir), "--no-progress"]
+    ref = tmp_path / "ref"
+    assert subprocess.run(args + ["--out", str(ref)], capture_output=True, timeout=600).returncode == 0
+    out = tmp_path / "par"
+    p = subprocess.Popen(args + ["--out", str(out), "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    for line in p.stdout:                            # wait until some network has a checkpoint on disk
+        if "epoch   2" in line:
+            break
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=120)
+    assert p.returncode == 130
+    assert len(json.loads((out / "protocol.json").read_text())["networks"]) < 4
+    done = subprocess.run(args + ["--out", str(out), "--workers", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resumed from" in done.stdout
+    a, b = (json.loads((d / "protocol.json").read_text())["networks"] for d in (ref, out))
+    assert list(a) == list(b) and all(_strip(a[k]) == _strip(b[k]) for k in a)
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -188,23 +309,34 @@ def write_paper_csvs(folder):
 
 
 def test_format_tables_rows_and_the_papers_numbers(tmp_path):
-    res = hand_made_result([0.99, 0.98, 0.97], [0.99, 0.99, 0.99], [0.5, 0.6, 0.7], [0.6, 0.7, 0.8])
+    res = hand_made_result([99.0, 98.0, 97.0], [99.0, 99.0, 99.0], [50.0, 60.0, 70.0], [60.0, 70.0, 80.0])
     pdir = write_paper_csvs(tmp_path / "paper")
     text = experiments.format_tables(res, paper=True, paper_dir=pdir)
     assert "Table 4" in text and "Table 5" in text
-    row4 = next(line for line in text.splitlines() if line.startswith("MNIST-CNN "))
-    assert "98.00" in row4 and "99.00" in row4 and "11.11" in row4 and "22.22" in row4
-    row5 = next(line for line in text.splitlines() if line.startswith("0.1 "))
-    assert "60.00" in row5 and "70.00" in row5 and "55.55" in row5 and "66.66" in row5
-    assert "0.0625" in text                               # the five-run floor of the exact p-value
+    row4 = next(line for line in text.splitlines() if line.startswith("clean "))
+    assert "98.00 [97.00-99.00]" in row4 and "99.00 [99.00-99.00]" in row4 and "11.11" in row4 and "22.22" in row4
+    row5 = next(line for line in text.splitlines() if line.startswith("eps 0.1 "))
+    assert "60.00 [50.00-70.00]" in row5 and "70.00 [60.00-80.00]" in row5 and "55.55" in row5 and "66.66" in row5
+    assert "+10.00" in row5 and "0.0625" in text and "pooled FGSM" in text
     plain = experiments.format_tables(res, paper=False)
     assert "11.11" not in plain and "55.55" not in plain and "paper control" not in plain
     # CIFAR: Table 5's CSV calls the row "CIFAR-10", Table 4's "CIFAR-10-CNN"
-    cif = hand_made_result([0.9] * 2, [0.9] * 2, [0.5] * 2, [0.5] * 2, dataset="cifar10", model="cifar_cnn")
+    cif = hand_made_result([90.0] * 2, [90.0] * 2, [50.0] * 2, [50.0] * 2, dataset="cifar10", model="cifar_cnn")
     ctext = experiments.format_tables(cif, paper_dir=pdir)
     assert "33.33" in ctext and "44.44" in ctext and "77.77" in ctext and "88.88" in ctext
-    missing = experiments.format_tables(res, paper=True, paper_dir=tmp_path / "nowhere")
-    assert "11.11" not in missing and "not found" in missing
+
+
+def test_the_shipped_paper_numbers_are_the_papers_csvs():
+    from nanosgm import paper_tables
+    here = Path(__file__).resolve().parents[2] / "shared" / "paper"
+    if not here.is_dir():
+        pytest.skip("the paper's CSVs are not beside this checkout")
+    csv = paper_tables.read_paper_tables(here)
+    assert csv["table4"] == paper_tables.TABLE4
+    for name, t in paper_tables.TABLE5.items():
+        assert paper_tables.lookup(csv["table5"], name) == t
+    text = experiments.format_tables(hand_made_result([99.0], [99.0], [80.0], [80.0]))
+    assert "99.48" in text and "89.01" in text and "Soft Computing" in text      # no folder needed
 
 
 def test_paper_experiment_names():
@@ -215,16 +347,16 @@ def test_paper_experiment_names():
 
 # ------------------------------------------------------------------------------------------ figures
 def test_test_error_curves_median_and_band():
-    res = hand_made_result([0.9, 0.8, 0.7], [0.95, 0.85, 0.6], [0] * 3, [0] * 3)
-    for r, extra in zip(res["runs"], (0.1, 0.3, 0.2)):
-        for v in ("control", "updates"):
-            r[v]["history"].append({"test_error": extra})
+    res = hand_made_result([90.0, 80.0, 70.0], [95.0, 85.0, 60.0], [0.0] * 3, [0.0] * 3)
+    for i, extra in enumerate((10.0, 30.0, 20.0)):
+        for arm in ("control", "sgm:0.2"):
+            res["networks"][f"run{i}/{arm}"]["history"].append({"test_error_pct": extra})
     fig = figures.test_error_curves(res)
     assert len(fig.axes) == 1
     lines = fig.axes[0].get_lines()
     assert len(lines) == 2
     assert np.allclose(lines[0].get_ydata(), [20.0, 20.0])     # control: median(10, 20, 30), median(10, 30, 20)
-    assert np.allclose(lines[1].get_ydata(), [15.0, 20.0])     # updates: median(5, 15, 40)
+    assert np.allclose(lines[1].get_ydata(), [15.0, 20.0])     # sgm: median(5, 15, 40)
     assert len(fig.axes[0].collections) == 2                   # the two min-max bands
 
 
@@ -257,31 +389,38 @@ def test_input_updates_mapping_grey_white_black():
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def test_cli_end_to_end_on_real_mnist(tmp_path, capsys):
+def test_cli_end_to_end_on_real_mnist_then_tables_only(tmp_path, capsys):
     data_dir = require_real_data("mnist")
     pdir = write_paper_csvs(tmp_path / "paper")
     out = tmp_path / "proto"
-    rc = experiments.main(["mnist", "--model", "cnn", "--runs", "2", "--epochs", "1", "--limit", "64",
-                           "--eval-limit", "50", "--batch-size", "32", "--eps", "0.01,0.1", "--data-dir",
-                           str(data_dir), "--out", str(out), "--paper-dir", str(pdir), "--no-progress",
-                           "--figures"])
+    argv = ["mnist", "--model", "cnn", "--runs", "2", "--epochs", "2", "--limit", "64", "--eval-limit", "50",
+            "--batch-size", "32", "--eps", "0.01,0.1", "--data-dir", str(data_dir), "--out", str(out),
+            "--paper-dir", str(pdir), "--no-progress", "--figures", "--arms", "sgm:0.2,published"]
+    rc = experiments.main(argv)
     text = capsys.readouterr().out
     assert rc == 0
     saved = json.loads((out / "protocol.json").read_text())
-    assert len(saved["runs"]) == 2 and saved["config"]["n_train"] == 64 and saved["config"]["n_test"] == 50
-    assert saved["config"]["clip"] == [0.0, 1.0]
-    assert "Table 4" in text and "55.55" in text and "identical" in text
-    for name in ("fig1-2_test_error.png", "fig3-4_adversarial_updates.png", "fig5-6_input_updates.png"):
+    assert len(saved["networks"]) == 6 and saved["networks"]["run0/control"]["n_train"] == 64
+    assert saved["sessions"][0]["command"].startswith("python -m nanosgm.experiments mnist")
+    assert "Table 4" in text and "55.55" in text and "published" in text
+    assert "run1/published done" in text                      # one line per finished network
+    for name in ("fig1-2_test_error.png", "fig3-4_adversarial_sgm_0.2.png", "fig5-6_input_updates_sgm_0.2.png"):
         assert (out / name).stat().st_size > 1000
+    assert experiments.main(["mnist", "--model", "cnn", "--out", str(out), "--tables-only", "--paper-dir", str(pdir)]) == 0
+    again = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith(("clean ", "eps "))]
+    assert rows and rows == [line for line in again.splitlines() if line.startswith(("clean ", "eps "))]
 
 
 def test_cli_errors(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         experiments.main(["imagenet"])
-    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
-    assert experiments.main(["mnist", "--eps", "0.1,abc", "--out", str(tmp_path)]) == 1
-    assert "--eps" in capsys.readouterr().err
-    assert experiments.main(["mnist", "--runs", "0", "--out", str(tmp_path)]) == 1
-    assert experiments.main(["mnist", "--model", "resnet", "--out", str(tmp_path)]) == 1
-    assert "unknown model" in capsys.readouterr().err
-    assert experiments.main(["mnist", "--input-lr", "0", "--out", str(tmp_path)]) == 1
+    assert e.value.code == 2 and "unknown dataset" in capsys.readouterr().err
+    for argv, message in ((["--eps", "0.1,abc"], "--eps"), (["--runs", "0"], "--runs"),
+                          (["--model", "resnet"], "unknown model"), (["--input-lr", "0"], "two control"),
+                          (["--arms", "sgm:zero"], "unknown arm"), (["--workers", "0"], "--workers")):
+        assert experiments.main(["mnist"] + argv + ["--out", str(tmp_path / "x")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert experiments.main(["mnist", "--tables-only", "--out", str(tmp_path / "none")]) == 1
+    assert "protocol.json" in capsys.readouterr().err

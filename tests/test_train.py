@@ -112,9 +112,9 @@ def test_resume_from_checkpoint_gives_the_uninterrupted_result(tmp_path):
 def test_best_validation_epoch_is_kept():
     X, y = tiny_data()
     model, res = run(epochs=4, X_val=X, y_val=y)
-    errors = [h["val_error"] for h in res.history]
+    errors = [h["val_error_pct"] for h in res.history]
     assert res.best_epoch == 1 + int(np.argmin(errors))
-    assert 1 - __import__("nanosgm").attacks.accuracy(model, X, y) == pytest.approx(min(errors))
+    assert 100 * (1 - __import__("nanosgm").attacks.accuracy(model, X, y)) == pytest.approx(min(errors))
 
 
 def test_nan_loss_is_a_clear_error():
@@ -133,7 +133,7 @@ def test_short_real_mnist_run_beats_chance_clearly(mnist_real):
     res = train.fit(model, build_optimizer("wame"), ds.X_train[:2000], ds.y_train[:2000], epochs=1,
                     batch_size=64, input_lr=0.2, X_val=ds.X_val[:1000], y_val=ds.y_val[:1000],
                     progress=False, log=lambda *_: None)
-    assert res.history[0]["val_error"] < 0.15     # chance is 0.90
+    assert res.history[0]["val_error_pct"] < 15     # chance is 90 %
 
 
 def test_cli_runs_and_writes_results(tmp_path, mnist_real, capsys):
@@ -143,18 +143,21 @@ def test_cli_runs_and_writes_results(tmp_path, mnist_real, capsys):
                        "--data-dir", str(os.environ.get("NANOSGM_DATA", ""))])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "clean test accuracy" in printed and "FGSM acc" in printed and "first 50: FGSM" in printed and "PGD-10" in printed
+    assert "clean test accuracy" in printed and "FGSM acc" in printed and "first 50: FGSM" in printed and "PGD" in printed
     results = json.loads((out / "results.json").read_text())
-    assert set(results["results"]["fgsm_accuracy"]) == {"0.01", "0.1"}
-    assert results["config"]["input_lr"] == 0.2 and results["versions"]["numpy"] == np.__version__
-    assert results["config"]["data_source"] and os.path.isdir(results["config"]["data_source"])
+    assert set(results["results"]["fgsm_pct"]) == {"0.01", "0.1"}
+    assert results["spec"]["input_lr"] == 0.2 and results["provenance"]["versions"]["numpy"] == np.__version__
+    assert results["data_source"] and os.path.isdir(results["data_source"])
+    prov = results["provenance"]
+    assert prov["command"].startswith("python -m nanosgm.train mnist --model dnn") and prov["started"] <= prov["finished"]
+    assert all(len(f"{v}".split(".")[-1]) <= 4 for v in results["results"]["fgsm_pct"].values())   # no float noise
     assert (out / "model.npz").exists() and (out / "checkpoint.npz").exists()
 
 
 def test_cli_bad_flags_are_clear_errors(capsys):
     with pytest.raises(SystemExit) as exc:
         train.main(["imagenet"])
-    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert exc.value.code == 2 and "unknown dataset 'imagenet'" in capsys.readouterr().err
     assert train.main(["mnist", "--eps", "a,b"]) == 1
     assert "--eps" in capsys.readouterr().err
     assert train.main(["mnist", "--backend", "cupy"] if not backend.cupy_available()[0] else ["mnist", "--epochs", "0"]) == 1
@@ -188,8 +191,8 @@ def test_cli_val_size_zero_trains_on_the_whole_training_set(tmp_path, mnist_real
                        "--data-dir", str(os.environ.get("NANOSGM_DATA", "")), "--limit", "300"])
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["val_size"] == 0 and results["best_epoch"] == 2      # no validation: the last epoch
-    assert [h["val_error"] for h in results["history"]] == [None, None]
+    assert results["spec"]["val_size"] == 0 and results["best_epoch"] == 2      # no validation: the last epoch
+    assert [h["val_error_pct"] for h in results["history"]] == [None, None]
     assert train.main(["mnist", "--val-size", "-1", "--out", str(tmp_path / "x")]) == 1
     assert "--val-size" in capsys.readouterr().err
 
