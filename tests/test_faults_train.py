@@ -43,6 +43,16 @@ def test_an_infinite_learning_rate_is_divergence_not_a_saved_nan_model(tmp_path)
     assert not ck.exists()                     # nothing non-finite was saved
 
 
+def test_non_finite_weights_after_a_single_batch_are_caught_before_saving(tmp_path):
+    """The issue's case: one batch, lr inf -- the loss before the step is finite, the weights after it are not."""
+    X, y = tiny_data()
+    ck = tmp_path / "c.npz"
+    with pytest.raises(train.TrainingDiverged, match="weights .* became non-finite"):
+        train.fit(tiny_model(), build_optimizer("sgd", lr=float("inf")), X, y, epochs=1, batch_size=16,
+                  checkpoint=str(ck), **QUIET)
+    assert not ck.exists()
+
+
 def test_an_exploding_loss_is_divergence(monkeypatch):
     from nanosgm.layers import SoftmaxCrossEntropy
     real = SoftmaxCrossEntropy.forward
@@ -257,3 +267,30 @@ def test_leftovers_of_a_killed_save_are_removed(tmp_path, mnist_real):
     (run / ".tmp-abc.npz").write_bytes(b"x" * 100)
     assert train.main(_cli(tmp_path, "--epochs", "1")) == 0
     assert not list(run.glob(".tmp-*"))
+
+
+def test_sigkill_at_any_moment_leaves_a_resumable_checkpoint_and_the_same_result(tmp_path, mnist_real):
+    """Kill -9 a run once its first epoch is on disk (maybe in the middle of the next save); --resume then
+    finishes with exactly the result of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    argv = [sys.executable, "-m", "nanosgm.train"] + _cli(tmp_path, "--epochs", "3", "--limit", "400")
+    ref_out = tmp_path / "ref"
+    ref = [a if a != str(tmp_path / "run") else str(ref_out) for a in argv]
+    assert subprocess.run(ref, capture_output=True, timeout=600).returncode == 0
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = tmp_path / "run" / "checkpoint.npz"
+    deadline = time.time() + 300
+    while checkpoint.saved_epoch(ck) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    assert checkpoint.saved_epoch(ck) >= 1                      # a complete checkpoint is always there
+    assert subprocess.run(argv + ["--resume"], capture_output=True, timeout=600).returncode == 0
+    a, b = (json.loads((d / "results.json").read_text()) for d in (ref_out, tmp_path / "run"))
+    assert a["results"] == b["results"]
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert not list((tmp_path / "run").glob(".tmp-*"))
