@@ -129,6 +129,11 @@ class Optimizer:
         """
         self._assign_state(self._checked_state(d, Where(source, prefix), model))
 
+    def check_state_dict(self, d, *, source=None, prefix: str = "", model=None) -> None:
+        """Raise the StateError `load_state_dict(d, ...)` would raise, changing nothing: check every
+        part of a checkpoint first, then load them all, and a refused checkpoint changes nothing."""
+        self._checked_state(d, Where(source, prefix), model)
+
     def _checked_state(self, d, where, model=None) -> dict:
         """Check the state dict `d` completely (see `load_state_dict`); the values to assign, or StateError."""
         kind = str(check_array(d, "kind", where, shape=(), kind="U"))
@@ -167,9 +172,11 @@ class Optimizer:
             for slot in slots:
                 if slot not in got:
                     raise where.error(f"{where.key(f'state.{name}.{slot}')} is missing")
-            shapes = {tuple(a.shape) for a in got.values()}
-            if len(shapes) > 1:
-                raise where.error(f"the slots of {where.key(f'state.{name}')} have different shapes {sorted(shapes)}")
+            shapes = [tuple(a.shape) for a in got.values()]
+            common = max(set(shapes), key=shapes.count)
+            for slot, shape in zip(got, shapes):
+                if shape != common:
+                    raise where.error(f"{where.key(f'state.{name}.{slot}')} has shape {shape}, its other slots {common}")
         return pending
 
     def _check_against_model(self, pending, model, where, slots, t) -> None:
@@ -408,18 +415,20 @@ class WAME(Optimizer):
         d["form"] = np.array(self.form)
         return d
 
-    def load_state_dict(self, d, *, source=None, prefix: str = "", model=None) -> None:
-        """As `Optimizer.load_state_dict`, with the WAME form ("authors" or "printed") also required."""
-        where = Where(source, prefix)
-        checked = self._checked_state({k: v for k, v in d.items() if k != "form"}, where, model)
+    def _checked_state(self, d, where, model=None) -> dict:
+        """As `Optimizer._checked_state`, with the WAME form ("authors" or "printed") also required."""
+        checked = super()._checked_state({k: v for k, v in d.items() if k != "form"}, where, model)
         form = str(check_array(d, "form", where, shape=(), kind="U"))
         if form not in self.FORMS:
             raise where.error(f"{where.key('form')} is {form!r}, not one of {self.FORMS}")
         literal = bool(checked["scalars"]["literal"])
         if literal and form != "printed":
             raise where.error(f"{where.key('literal')} is set but {where.key('form')} is {form!r}; literal applies to 'printed' only")
-        self._assign_state(checked)
-        self.literal, self.form = literal, form
+        return checked | {"form": form, "literal": literal}
+
+    def _assign_state(self, checked) -> None:
+        super()._assign_state(checked)
+        self.literal, self.form = checked["literal"], checked["form"]
 
 
 OPTIMIZERS = {"wame": WAME, "sgd": SGD, "adam": Adam}

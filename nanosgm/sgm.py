@@ -175,7 +175,20 @@ class SmoothGradient:
         and the key (`prefix` + key), and leaves this instance unchanged.
         A state without "X" (no update applied yet) restores X_0, which is what this instance holds
         as long as it has not been updated itself."""
-        where = Where(source, prefix)
+        input_lr, per_sample, clip, n_updates, X = self._checked_state(d, Where(source, prefix))
+        if X is not None:                              # everything checked: assign
+            self.X[...] = backend.array_module(self.X).asarray(X, dtype=self.X.dtype)
+        self.per_sample = per_sample
+        self.clip = None if clip.size == 0 else (float(clip[0]), float(clip[1]))
+        self.n_updates = n_updates
+        self.input_lr = input_lr
+
+    def check_state_dict(self, d, *, source=None, prefix: str = "") -> None:
+        """Raise the StateError `load_state_dict` would raise, changing nothing."""
+        self._checked_state(d, Where(source, prefix))
+
+    def _checked_state(self, d, where):
+        """(input_lr, per_sample, clip, n_updates, X or None) from `d`, all checked; StateError otherwise."""
         check_keys(d, ("X", "input_lr", "per_sample", "clip", "n_updates"), where, what="the SGM state",
                    optional=("X",))
         input_lr = float(check_array(d, "input_lr", where, shape=(), kind="f"))
@@ -194,12 +207,7 @@ class SmoothGradient:
                               "SmoothGradient is not fresh")
         else:
             X = None
-        if X is not None:                              # everything checked: assign
-            self.X[...] = backend.array_module(self.X).asarray(X, dtype=self.X.dtype)
-        self.per_sample = per_sample
-        self.clip = None if clip.size == 0 else (float(clip[0]), float(clip[1]))
-        self.n_updates = n_updates
-        self.input_lr = input_lr
+        return input_lr, per_sample, clip, n_updates, X
 
     def __repr__(self):
         return (f"SmoothGradient(X={tuple(self.X.shape)} {self.X.dtype}, input_lr={self._input_lr}, "

@@ -141,8 +141,8 @@ def present_dir(path: Path) -> bool:
     if not stat.S_ISDIR(st.st_mode):
         raise DataError(f"{path} is not a folder, but nanosgm looks for data files in a folder of that name; "
                         f"{_BROKEN_HINT}")
-    if not os.access(path, os.R_OK | os.X_OK):
-        raise DataError(f"cannot look into the folder {path}: permission denied; make it readable "
+    if not os.access(path, os.X_OK):          # files are looked up by name: search permission is what counts
+        raise DataError(f"cannot look into the folder {path}: permission denied; make it searchable "
                         f"(chmod a+rx {path}) or point --data-dir / {DATA_ENV} elsewhere")
     return True
 
@@ -210,6 +210,9 @@ def find(spec: DatasetSpec, data_dir=None) -> tuple[Found | None, list[str]]:
             raise DataError(f"{label.split()[0]}={root} is not an existing folder (seen from {Path.cwd()}); point "
                             f"{label} at the folder that holds {spec.folders[0]}/ (or the files themselves), as an "
                             f"absolute path, or leave it out to search the other places: {rest}")
+        if not present_dir(root):
+            notes.append(f"{label}: nothing in {root}")
+            continue
         for d in _dirs_under(spec, label, root):
             found, note = _find_in_dir(spec, label, d)
             if found is not None:

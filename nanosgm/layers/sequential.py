@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import zipfile
 import zlib
 
@@ -91,13 +92,19 @@ class Sequential(Layer):
         values; otherwise a :class:`nanosgm.state.StateError` naming ``source`` (the file, when known)
         and the key as spelled there (``prefix`` + name), and the model is left unchanged.
         """
-        where = Where(source, prefix)
+        checked = self._checked_state(state, Where(source, prefix))     # everything, before changing anything
+        for name, _, _, a in self._arrays():
+            a[...] = backend.array_module(a).asarray(checked[name], dtype=a.dtype)
+
+    def check_state_dict(self, state: dict, *, source=None, prefix: str = "") -> None:
+        """Raise the StateError :meth:`load_state_dict` would raise, changing nothing."""
+        self._checked_state(state, Where(source, prefix))
+
+    def _checked_state(self, state, where) -> dict:
         expected = {name: a for name, _, _, a in self._arrays()}
         check_keys(state, expected, where, what="the model's state")
-        checked = {name: check_array(state, name, where, shape=a.shape, kind="f" if a.dtype.kind == "f" else None)
-                   for name, a in expected.items()}                 # check everything before changing anything
-        for name, a in expected.items():
-            a[...] = backend.array_module(a).asarray(checked[name], dtype=a.dtype)
+        return {name: check_array(state, name, where, shape=a.shape, kind="f" if a.dtype.kind == "f" else None)
+                for name, a in expected.items()}
 
     def save(self, path) -> None:
         """Write the state dict to ``path`` (.npz) atomically."""
@@ -130,6 +137,7 @@ def load_npz(path) -> dict:
         raise FileNotFoundError(f"no such checkpoint: {path}")
     _check_npz_head(path)
     try:
+        _check_archive(path)
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except ValueError as exc:
@@ -145,6 +153,33 @@ def load_npz(path) -> dict:
         if not isinstance(v, np.ndarray):        # np.load hands back the raw bytes of a member that is no .npy
             raise StateError(f"{path}: member {k!r} is not a NumPy array; not an .npz written by nanosgm")
     return arrays
+
+
+def _check_archive(path: str) -> None:
+    """StateError unless every member passes its CRC and the archive holds as many members as its end
+    record states: NumPy reads a member only as far as its header says and zipfile checks a CRC only at a
+    member's end, so a damaged header or central directory could otherwise drop or cut arrays silently."""
+    with zipfile.ZipFile(path) as z:
+        bad = z.testzip()
+        if bad is not None:
+            raise StateError(f"{path}: member {bad!r} fails its CRC check; {_NPZ_HINT}")
+        stated, found = _stated_members(path), len(z.infolist())
+    if stated is not None and stated != found:
+        raise StateError(f"{path} states {stated} members but {found} can be read; {_NPZ_HINT}")
+
+
+def _stated_members(path: str) -> int | None:
+    """The member count in the zip's end-of-central-directory record (None for a ZIP64 archive)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 22 - 0xFFFF))
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise zipfile.BadZipFile("no end-of-central-directory record")
+    total = struct.unpack_from("<H", tail, at + 10)[0]
+    return None if total == 0xFFFF else total
 
 
 def _check_npz_head(path: str) -> None:
