@@ -192,8 +192,8 @@ def test_something_else_in_place_of_the_file_is_refused(saved, kind):
 
 def test_an_unreadable_file_is_permission_denied(saved, deny_reading):
     path, _, objs = saved
-    before, on_disk = everything(*objs), snapshot(path.parent)
     deny_reading(path)
+    before, on_disk = everything(*objs), snapshot(path.parent)     # (snapshot reads through os.open)
     with pytest.raises(StateError, match=f"{path} cannot be read: permission denied"):
         resume(path, *objs)
     assert_same(everything(*objs), before)
