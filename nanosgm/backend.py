@@ -8,8 +8,12 @@ CuPy share. They ask this module for the array module instead of importing numpy
     xp = backend.array_module(a) # the module that owns array `a`
 
 Choosing the backend:
-    * the environment variable ``NANOSGM_BACKEND=numpy|cupy`` (read at import), or
-    * ``backend.use("cupy")`` at run time (``python -m nanosgm.train --backend cupy`` does this).
+    * the environment variable ``NANOSGM_BACKEND=numpy|cupy``, read at import and applied at the first
+      use of the backend (``name()``, ``xp()``, ``seed()``, ...): an unknown name, or cupy where it cannot
+      run, lets ``import nanosgm`` succeed and makes that first use raise a :class:`BackendError` that
+      names the variable (and every later use, until ``use()`` chooses a backend); or
+    * ``backend.use("cupy")`` at run time (``python -m nanosgm.train --backend cupy`` does this); it
+      overrides the variable.
 
 Random numbers: ``backend.seed(s)`` seeds a global generator pair. ``host_rng()`` is a NumPy generator used
 for everything whose result must be identical on both backends (weight initialisation, shuffling);
@@ -33,6 +37,8 @@ class BackendError(RuntimeError):
 
 _NAME = "numpy"
 _XP = np
+_ENV = "NANOSGM_BACKEND"
+_FROM_ENV = os.environ.get(_ENV) or None    # applied at the first use (see _apply_env); None once applied
 _SEED = 0
 _HOST_RNG = np.random.default_rng(0)
 _DEVICE_RNG = _HOST_RNG
@@ -61,7 +67,8 @@ def use(backend_name: str) -> None:
     The generators are re-created from the last seed so that a seeded run does not depend on when
     the backend was chosen.
     """
-    global _NAME, _XP
+    global _NAME, _XP, _FROM_ENV
+    _FROM_ENV = None                            # an explicit choice overrides NANOSGM_BACKEND
     key = str(backend_name).strip().lower()
     if key in ("numpy", "np", "cpu"):
         _NAME, _XP = "numpy", np
@@ -76,13 +83,28 @@ def use(backend_name: str) -> None:
     seed(_SEED)
 
 
+def _apply_env() -> None:
+    """Switch to the backend NANOSGM_BACKEND names, once; BackendError (naming the variable) if it cannot be used."""
+    global _FROM_ENV
+    if _FROM_ENV is None:
+        return
+    wanted = _FROM_ENV
+    try:
+        use(wanted)
+    except BackendError as exc:
+        _FROM_ENV = wanted                      # keep refusing: never run silently on another backend
+        raise BackendError(f"{_ENV}={wanted!r}: {exc}; set {_ENV} to numpy or cupy, or unset it") from None
+
+
 def name() -> str:
     """The active backend's name: "numpy" or "cupy"."""
+    _apply_env()
     return _NAME
 
 
 def xp():
     """The active array module (numpy or cupy)."""
+    _apply_env()
     return _XP
 
 
@@ -107,18 +129,19 @@ def to_host(a):
 
 def to_device(a, dtype=None):
     """``a`` as an array of the active backend (optionally cast to ``dtype``)."""
-    return _XP.asarray(a, dtype=dtype)
+    return xp().asarray(a, dtype=dtype)
 
 
 def synchronize() -> None:
     """Wait for queued GPU work (no-op on NumPy); benchmarks call this before reading a clock."""
-    if _NAME == "cupy":
+    if name() == "cupy":
         _XP.cuda.Stream.null.synchronize()
 
 
 def seed(s: int) -> None:
     """Seed the host generator and the active backend's generator from ``s``."""
     global _SEED, _HOST_RNG, _DEVICE_RNG
+    _apply_env()
     _SEED = int(s)
     _HOST_RNG = np.random.default_rng(_SEED)
     if _NAME == "cupy":
@@ -129,14 +152,11 @@ def seed(s: int) -> None:
 
 def host_rng() -> np.random.Generator:
     """The global NumPy generator (initialisation, shuffling: identical results on both backends)."""
+    _apply_env()
     return _HOST_RNG
 
 
 def device_rng():
     """The global generator on the active backend (dropout masks and other bulk draws)."""
+    _apply_env()
     return _DEVICE_RNG
-
-
-_env = os.environ.get("NANOSGM_BACKEND")
-if _env:
-    use(_env)

@@ -18,9 +18,12 @@ parameter's array module (NumPy or CuPy) and dtype, and updated with whole-array
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import backend, threads
+from .state import StateError, Where, check_array, check_keys
 
 __all__ = ["Optimizer", "SGD", "Adam", "WAME", "build_optimizer", "OPTIMIZERS"]
 
@@ -81,13 +84,16 @@ class Optimizer:
             return state
         state = self._init_state(param)
         loaded = self._pending.pop(name, None)
+        if loaded is None and state and self._expect_loaded_state:
+            raise StateError(f"the loaded {self.kind} state has no slots for parameter {name!r} (it was taken "
+                             f"after {self.t - 1} steps); the state is incomplete or belongs to another model")
         if loaded is not None:
             xp = backend.array_module(param)
             for slot, host in loaded.items():
                 if slot not in state:
                     raise KeyError(f"{self.kind} state for {name!r} has an unknown slot {slot!r}")
                 if tuple(host.shape) != tuple(param.shape):
-                    raise ValueError(f"{self.kind} state {name}.{slot} has shape {host.shape}, "
+                    raise StateError(f"{self.kind} state {name}.{slot} has shape {host.shape}, "
                                      f"the parameter has {param.shape}")
                 state[slot] = xp.array(host, dtype=param.dtype)  # a copy, on the parameter's backend
         self.state[name] = state
@@ -108,26 +114,94 @@ class Optimizer:
                 d[f"state.{name}.{slot}"] = np.array(backend.to_host(arr))  # always a copy
         return d
 
-    def load_state_dict(self, d) -> None:
-        """Restore what `state_dict` returned (or an `np.load`-ed .npz of it).
+    _expect_loaded_state = False   # True after loading a state with slots: a parameter without one is an error
 
-        The learning rate, step count and hyperparameters are restored at once; the slot arrays are
-        kept on the host and moved onto each parameter's backend (with its dtype) at the next `step`.
+    def load_state_dict(self, d, *, source=None, prefix: str = "", model=None) -> None:
+        """Restore what `state_dict` returned (or an `np.load`-ed .npz of it), all or nothing.
+
+        Every key is checked first (nanosgm/state.py): "kind" must be this optimiser's, "lr", "t" and
+        every hyperparameter present as finite scalars, and each parameter's slots all present, floating
+        and finite, with no unknown key. With `model` (anything with `parameters()`), each of its
+        parameters must have its slots, shaped like it. Any failure is a StateError naming `source`
+        (the file) and the key (`prefix` + key), and leaves the optimiser unchanged. The slot arrays
+        are kept on the host and moved onto each parameter's backend (with its dtype) at the next
+        `step`; a parameter that then has no loaded slots is an error, never a silent re-initialisation.
         """
-        kind = str(np.asarray(d["kind"]))
+        self._assign_state(self._checked_state(d, Where(source, prefix), model))
+
+    def check_state_dict(self, d, *, source=None, prefix: str = "", model=None) -> None:
+        """Raise the StateError `load_state_dict(d, ...)` would raise, changing nothing: check every
+        part of a checkpoint first, then load them all, and a refused checkpoint changes nothing."""
+        self._checked_state(d, Where(source, prefix), model)
+
+    def _checked_state(self, d, where, model=None) -> dict:
+        """Check the state dict `d` completely (see `load_state_dict`); the values to assign, or StateError."""
+        kind = str(check_array(d, "kind", where, shape=(), kind="U"))
         if kind != self.kind:
-            raise ValueError(f"this state dict belongs to a {kind!r} optimiser, not {self.kind!r}")
-        self.lr = float(np.asarray(d["lr"]))
-        self.t = int(np.asarray(d["t"]))
+            raise where.error(f"{where.key('kind')} says this state belongs to a {kind!r} optimiser, not {self.kind!r}")
+        t = int(check_array(d, "t", where, shape=(), kind="i"))
+        if t < 0:
+            raise where.error(f"{where.key('t')} is {t}, a step count must be >= 0")
+        scalars = {h: float(check_array(d, h, where, shape=(), kind="f")) for h in ("lr",) + self.hyper}
+        probe = copy.copy(self)                 # the slot names under the loaded hyperparameters (SGD: momentum)
         for h in self.hyper:
-            if h in d:
-                setattr(self, h, float(np.asarray(d[h])))
-        self.state, self._pending = {}, {}
-        for key in d.keys():
-            if not key.startswith("state."):
-                continue
-            name, slot = key[len("state."):].rsplit(".", 1)
-            self._pending.setdefault(name, {})[slot] = np.array(d[key])
+            setattr(probe, h, scalars[h])
+        slots = tuple(probe._init_state(np.zeros(1)))
+        slot_keys = {k for k in d if k.startswith("state.")}
+        check_keys(d, {"kind", "t", "lr", *self.hyper} | slot_keys, where, what=f"the {self.kind} optimiser's state",
+                   optional=slot_keys)
+        pending = self._checked_slots(d, where, slots)
+        if model is not None:
+            self._check_against_model(pending, model, where, slots, t)
+        elif t > 0 and slots and not pending:
+            raise where.error(f"{where.key('state.*')} is missing: the optimiser took {t} steps but its "
+                              f"per-parameter state ({', '.join(slots)}) is absent")
+        return {"t": t, "scalars": scalars, "pending": pending, "strict": t > 0 and bool(slots)}
+
+    def _checked_slots(self, d, where, slots) -> dict:
+        """{param name: {slot: host array}} from the "state.<name>.<slot>" keys, every slot present and checked."""
+        pending: dict[str, dict] = {}
+        for key in d:
+            if key.startswith("state."):
+                name, _, slot = key[len("state."):].rpartition(".")
+                if not name or slot not in slots:
+                    raise where.error(f"{where.key(key)} is not a slot of the {self.kind} optimiser "
+                                      f"(its slots: {', '.join(slots) or 'none'})")
+                pending.setdefault(name, {})[slot] = np.array(check_array(d, key, where, kind="f"))
+        for name, got in pending.items():
+            for slot in slots:
+                if slot not in got:
+                    raise where.error(f"{where.key(f'state.{name}.{slot}')} is missing")
+            shapes = [tuple(a.shape) for a in got.values()]
+            common = max(set(shapes), key=shapes.count)
+            for slot, shape in zip(got, shapes):
+                if shape != common:
+                    raise where.error(f"{where.key(f'state.{name}.{slot}')} has shape {shape}, its other slots {common}")
+        return pending
+
+    def _check_against_model(self, pending, model, where, slots, t) -> None:
+        """Every parameter of `model` has its slots, shaped like it; no slots for a parameter it lacks."""
+        params = {str(n): p for n, p, _ in (model.parameters() if hasattr(model, "parameters") else model)}
+        if not slots or (t == 0 and not pending):       # (a slot key of an optimiser without slots was refused)
+            return
+        for name, p in params.items():
+            if name not in pending:
+                raise where.error(f"{where.key(f'state.{name}.{slots[0]}')} is missing (parameter {name!r} has no state)")
+            shape = tuple(next(iter(pending[name].values())).shape)
+            if shape != tuple(p.shape):
+                raise where.error(f"{where.key(f'state.{name}')} has shape {shape}, the parameter has {tuple(p.shape)}")
+        extra = sorted(set(pending) - set(params))
+        if extra:
+            raise where.error(f"{where.key(f'state.{extra[0]}')} is for a parameter the model does not have")
+
+    def _assign_state(self, checked) -> None:
+        """Install what `_checked_state` returned (nothing here can fail)."""
+        self.t = checked["t"]
+        self.lr = checked["scalars"]["lr"]
+        for h in self.hyper:
+            setattr(self, h, checked["scalars"][h])
+        self.state, self._pending = {}, checked["pending"]
+        self._expect_loaded_state = checked["strict"]
 
     def __repr__(self):
         hp = ", ".join(f"{h}={getattr(self, h)!r}" for h in self.hyper)
@@ -341,11 +415,20 @@ class WAME(Optimizer):
         d["form"] = np.array(self.form)
         return d
 
-    def load_state_dict(self, d) -> None:
-        super().load_state_dict(d)
-        self.literal = bool(self.literal)
-        if "form" in d:
-            self.form = str(np.asarray(d["form"]))
+    def _checked_state(self, d, where, model=None) -> dict:
+        """As `Optimizer._checked_state`, with the WAME form ("authors" or "printed") also required."""
+        checked = super()._checked_state({k: v for k, v in d.items() if k != "form"}, where, model)
+        form = str(check_array(d, "form", where, shape=(), kind="U"))
+        if form not in self.FORMS:
+            raise where.error(f"{where.key('form')} is {form!r}, not one of {self.FORMS}")
+        literal = bool(checked["scalars"]["literal"])
+        if literal and form != "printed":
+            raise where.error(f"{where.key('literal')} is set but {where.key('form')} is {form!r}; literal applies to 'printed' only")
+        return checked | {"form": form, "literal": literal}
+
+    def _assign_state(self, checked) -> None:
+        super()._assign_state(checked)
+        self.literal, self.form = checked["literal"], checked["form"]
 
 
 OPTIMIZERS = {"wame": WAME, "sgd": SGD, "adam": Adam}

@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 
 from . import backend
+from .state import Where, check_array, check_keys
 
 __all__ = ["input_update", "SmoothGradient", "PAPER_INPUT_LR"]
 
@@ -165,25 +166,48 @@ class SmoothGradient:
             "n_updates": np.array(self.n_updates, dtype=np.int64),
         }
 
-    def load_state_dict(self, d) -> None:
-        """Restore `state_dict()`'s output; X goes onto this instance's backend with its dtype.
+    def load_state_dict(self, d, *, source=None, prefix: str = "") -> None:
+        """Restore `state_dict()`'s output, all or nothing; X goes onto this instance's backend with its dtype.
 
+        Every key is checked first (nanosgm/state.py): "input_lr", "per_sample", "clip" ((2,) or (0,)) and
+        "n_updates" present, with their dtypes and finite values, and "X" (when present) floating,
+        finite and shaped like this training set. A failure is a StateError naming `source` (the file)
+        and the key (`prefix` + key), and leaves this instance unchanged.
         A state without "X" (no update applied yet) restores X_0, which is what this instance holds
         as long as it has not been updated itself."""
-        if "X" not in d:
-            if int(np.asarray(d["n_updates"])) != 0 or self.n_updates != 0:
-                raise ValueError("this SGM state has no X but the representation was updated; the checkpoint "
-                                 "is incomplete or this SmoothGradient is not fresh")
-        else:
-            X = np.asarray(d["X"])
-            if X.shape != tuple(self.X.shape):
-                raise ValueError(f"saved X has shape {X.shape}, this training set has {tuple(self.X.shape)}")
+        input_lr, per_sample, clip, n_updates, X = self._checked_state(d, Where(source, prefix))
+        if X is not None:                              # everything checked: assign
             self.X[...] = backend.array_module(self.X).asarray(X, dtype=self.X.dtype)
-        self.per_sample = bool(np.asarray(d["per_sample"]))
-        clip = np.asarray(d["clip"])
+        self.per_sample = per_sample
         self.clip = None if clip.size == 0 else (float(clip[0]), float(clip[1]))
-        self.n_updates = int(np.asarray(d["n_updates"]))
-        self.input_lr = float(np.asarray(d["input_lr"]))
+        self.n_updates = n_updates
+        self.input_lr = input_lr
+
+    def check_state_dict(self, d, *, source=None, prefix: str = "") -> None:
+        """Raise the StateError `load_state_dict` would raise, changing nothing."""
+        self._checked_state(d, Where(source, prefix))
+
+    def _checked_state(self, d, where):
+        """(input_lr, per_sample, clip, n_updates, X or None) from `d`, all checked; StateError otherwise."""
+        check_keys(d, ("X", "input_lr", "per_sample", "clip", "n_updates"), where, what="the SGM state",
+                   optional=("X",))
+        input_lr = float(check_array(d, "input_lr", where, shape=(), kind="f"))
+        per_sample = bool(check_array(d, "per_sample", where, shape=(), kind="b"))
+        n_updates = int(check_array(d, "n_updates", where, shape=(), kind="i"))
+        clip = check_array(d, "clip", where, kind="f")
+        if clip.shape not in ((2,), (0,)) or (clip.size and not clip[0] <= clip[1]):
+            raise where.error(f"{where.key('clip')} is {clip.tolist()}, expected [] or [lo, hi] with lo <= hi")
+        if n_updates < 0:
+            raise where.error(f"{where.key('n_updates')} is {n_updates}, a count must be >= 0")
+        if "X" in d:
+            X = check_array(d, "X", where, shape=tuple(self.X.shape), kind="f")
+        elif n_updates != 0 or self.n_updates != 0:
+            raise where.error(f"{where.key('X')} is missing but the representation was updated (n_updates "
+                              f"{n_updates}, this instance {self.n_updates}); the state is incomplete or this "
+                              "SmoothGradient is not fresh")
+        else:
+            X = None
+        return input_lr, per_sample, clip, n_updates, X
 
     def __repr__(self):
         return (f"SmoothGradient(X={tuple(self.X.shape)} {self.X.dtype}, input_lr={self._input_lr}, "

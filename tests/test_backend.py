@@ -60,13 +60,40 @@ def test_cupy_aliases_fail_the_same_way_without_cupy(monkeypatch, alias):
         backend.use(alias)
 
 
-def test_bad_environment_variable_fails_at_import_with_the_message():
-    env = dict(os.environ, NANOSGM_BACKEND="bogus")
-    proc = subprocess.run([sys.executable, "-c", "import nanosgm.backend"], env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0
-    assert "BackendError" in proc.stderr
-    assert "unknown backend 'bogus'" in proc.stderr and "'numpy' or 'cupy'" in proc.stderr
+def _run_with_backend_env(value, code):
+    env = dict(os.environ, NANOSGM_BACKEND=value)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_bad_environment_variable_lets_import_succeed_and_fails_at_first_use():
+    proc = _run_with_backend_env("bogus", (
+        "import nanosgm, nanosgm.backend as b\n"
+        "print('imported')\n"
+        "for f in (b.name, b.xp, b.host_rng, b.device_rng, lambda: b.seed(1), lambda: b.to_device([1.0])):\n"
+        "    try:\n"
+        "        f(); print('no error')\n"
+        "    except b.BackendError as exc:\n"
+        "        print('BackendError:', exc)\n"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "imported"
+    assert len(lines) == 7 and all(line.startswith("BackendError: NANOSGM_BACKEND='bogus'") for line in lines[1:]), lines
+    assert "unknown backend 'bogus'" in lines[1] and "'numpy' or 'cupy'" in lines[1]
+
+
+def test_an_explicit_use_overrides_a_bad_environment_variable():
+    proc = _run_with_backend_env("bogus", "import nanosgm.backend as b; b.use('numpy'); print(b.name())")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "numpy"
+
+
+def test_cupy_from_the_environment_without_cupy_fails_at_first_use_naming_the_variable():
+    code = ("import sys; sys.modules['cupy'] = None\n"       # cupy not importable, whatever is installed
+            "import nanosgm.backend as b\n"
+            "try:\n    b.xp()\nexcept b.BackendError as exc:\n    print(exc)\n")
+    proc = _run_with_backend_env("cupy", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("NANOSGM_BACKEND='cupy': backend 'cupy' was asked for"), proc.stdout
 
 
 def test_numpy_environment_variable_imports_cleanly():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from nanosgm import backend
+from nanosgm.state import StateError
 from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential,
                             SoftmaxCrossEntropy)
 from strategies import normal
@@ -106,25 +107,25 @@ def test_load_state_dict_copies_into_the_existing_arrays():
     assert model[0].params["W"] is w         # optimisers keep references to these arrays
 
 
-def test_load_state_dict_missing_key_is_a_clear_value_error():
+def test_load_state_dict_missing_key_is_a_clear_state_error():
     model = small_net()
     state = trained_net().state_dict()
     del state["5.W"]
-    with pytest.raises(ValueError, match=r"missing \['5\.W'\]"):
+    with pytest.raises(StateError, match=r"missing \['5\.W'\]"):
         model.load_state_dict(state)
 
 
-def test_load_state_dict_unexpected_key_is_a_clear_value_error():
+def test_load_state_dict_unexpected_key_is_a_clear_state_error():
     state = small_net().state_dict()
     state["11.W"] = np.zeros(3)
-    with pytest.raises(ValueError, match=r"unexpected \['11\.W'\]"):
+    with pytest.raises(StateError, match=r"unexpected \['11\.W'\]"):
         small_net().load_state_dict(state)
 
 
-def test_load_state_dict_wrong_shape_is_a_clear_value_error():
+def test_load_state_dict_wrong_shape_is_a_clear_state_error():
     state = small_net().state_dict()
     state["9.W"] = np.zeros((3, 5))
-    with pytest.raises(ValueError, match=r"'9\.W' has shape \(3, 5\), the model expects \(5, 3\)"):
+    with pytest.raises(StateError, match=r"'9\.W' has shape \(3, 5\), expected \(5, 3\)"):
         small_net().load_state_dict(state)
 
 
@@ -133,7 +134,7 @@ def test_failed_load_leaves_the_model_untouched():
     before = model.state_dict()
     state = trained_net().state_dict()
     state["9.b"] = np.zeros(7)                       # the last entry is the broken one
-    with pytest.raises(ValueError):
+    with pytest.raises(StateError):
         model.load_state_dict(state)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k], err_msg=f"{k!r} changed by a load that failed")
@@ -158,19 +159,19 @@ def test_save_writes_a_plain_npz_with_the_state_dict_keys(tmp_path):
         assert sorted(f.files) == sorted(trained_net().state_dict())
 
 
-def test_load_missing_key_from_file_is_a_value_error(tmp_path):
+def test_load_missing_key_from_file_is_a_state_error(tmp_path):
     state = trained_net().state_dict()
     del state["2.running_var"]
     np.savez(tmp_path / "partial.npz", **state)
-    with pytest.raises(ValueError, match=r"missing \['2\.running_var'\]"):
+    with pytest.raises(StateError, match=r"missing \['2\.running_var'\]"):
         small_net().load(tmp_path / "partial.npz")
 
 
-def test_load_wrong_shape_from_file_is_a_value_error(tmp_path):
+def test_load_wrong_shape_from_file_is_a_state_error(tmp_path):
     state = trained_net().state_dict()
     state["0.W"] = np.zeros((2, 1, 5, 5))
     np.savez(tmp_path / "shape.npz", **state)
-    with pytest.raises(ValueError, match=r"'0\.W' has shape \(2, 1, 5, 5\)"):
+    with pytest.raises(StateError, match=r"'0\.W' has shape \(2, 1, 5, 5\)"):
         small_net().load(tmp_path / "shape.npz")
 
 
@@ -185,14 +186,14 @@ def test_truncated_file_is_reported_as_corrupted(tmp_path, keep):
     trained_net().save(path)
     data = path.read_bytes()
     path.write_bytes(data[:int(len(data) * keep)])
-    with pytest.raises(ValueError, match="truncated or corrupted"):
+    with pytest.raises(StateError, match="truncated or corrupted"):
         small_net().load(path)
 
 
 def test_garbage_file_is_reported_as_corrupted(tmp_path):
     path = tmp_path / "model.npz"
     path.write_bytes(b"PK\x03\x04" + os.urandom(200))
-    with pytest.raises(ValueError, match="corrupted"):
+    with pytest.raises(StateError, match="corrupted"):
         small_net().load(path)
 
 
@@ -217,7 +218,7 @@ def test_object_array_in_npz_is_refused_and_never_unpickled(tmp_path):
     assert marker.exists()
     marker.unlink()
     model = small_net()
-    with pytest.raises(ValueError, match="contains pickled Python objects; nanosgm never unpickles"):
+    with pytest.raises(StateError, match="contains pickled Python objects; nanosgm never unpickles"):
         model.load(path)
     assert not marker.exists(), "loading a checkpoint executed pickled code"
 

@@ -20,9 +20,10 @@ Modules, one concept each:
 from .augment import ZCA, as_generator, augmenter_for, elastic_distort, hflip, random_affine, zca_whiten
 from .dataset import Dataset, load, load_raw
 from .errors import DataError
-from .registry import DATASETS
+from .registry import ACCEPTED_NAMES, DATASETS, canonical_name, dataset_argument
 
-__all__ = ["load", "load_raw", "Dataset", "DataError", "DATASETS", "ZCA", "zca_whiten", "elastic_distort",
+__all__ = ["load", "load_raw", "Dataset", "DataError", "DATASETS", "canonical_name", "dataset_argument",
+           "ACCEPTED_NAMES", "ZCA", "zca_whiten", "elastic_distort",
            "hflip", "random_affine", "augmenter_for", "as_generator", "plot_elastic_grid",
            "plot_cifar_preprocessing"]
 

@@ -8,23 +8,25 @@ Python 2, so keys may come back as ``bytes`` or ``str``; both are accepted.
 
 Pickles are untrusted input: an ordinary ``pickle.load`` runs any callable the file names. Files are
 therefore (1) checksum-verified first (by the caller, :mod:`nanosgm.data.verify`) and (2) decoded by
-:class:`RestrictedUnpickler`, which resolves *no* global except the three NumPy callables needed to
-rebuild a plain numeric ``ndarray`` (the real files store ``data`` as one) and ``_codecs.encode``
-(how Python 3 writes ``bytes`` at pickle protocol 2), each wrapped so that it only accepts the
-harmless arguments that use needs. Everything else (``os.system``, ``builtins.eval``, object
-arrays, ...) is refused with a :class:`DataError`.
+:class:`RestrictedUnpickler`, which resolves *no* global except the three NumPy names a pickled plain
+numeric ``ndarray`` refers to (the real files store ``data`` as one) and ``_codecs.encode`` (how Python 3
+writes ``bytes`` at pickle protocol 2), each replaced by a stand-in that only accepts the harmless
+arguments that use needs; the array is then rebuilt from its raw bytes by this module, never by
+NumPy's own unpickling code. Everything else (``os.system``, ``builtins.eval``, object arrays, a call
+of ``numpy.ndarray``, ...) is refused with a :class:`DataError`.
 """
 from __future__ import annotations
 
 import codecs
 import io
+import math
 import pickle
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, unreadable
 
 __all__ = ["RestrictedUnpickler", "safe_loads", "parse_batch", "parse_meta", "read_archive_members",
            "dump_batch"]
@@ -36,18 +38,71 @@ _SAFE_DTYPES |= {np.dtype(t).newbyteorder(">").str for t in (np.int16, np.int32,
 _SAFE_DTYPES |= {"u1", "i1", "i2", "i4", "i8", "u2", "u4", "u8", "f4", "f8"}
 
 
+class _Refused:
+    """What ``numpy.ndarray`` resolves to: usable only as ``_reconstruct``'s first argument, never called."""
+
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError("refused call of numpy.ndarray: arrays are only rebuilt from their data")
+
+
+_NDARRAY = _Refused()
+
+
+class _DtypeSpec:
+    """Stands for ``numpy.dtype(code)`` while unpickling: a plain numeric code, and the byte order the
+    pickle's state gives it. No real dtype's ``__setstate__`` ever sees the file's data."""
+
+    def __init__(self, code):
+        self.dtype = np.dtype(code)
+
+    def __setstate__(self, state):
+        # numpy writes (3, byteorder, None, None, None, -1, -1, 0) for a plain numeric dtype (4: + metadata)
+        if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
+                and state[1] in ("|", "<", ">", "=") and state[2:5] == (None, None, None)
+                and state[5:8] == (-1, -1, 0) and (len(state) == 8 or state[8] is None)):
+            raise pickle.UnpicklingError(f"refused dtype state {state!r}: only plain numeric dtypes are allowed")
+        if state[1] in "<>" and self.dtype.itemsize > 1:
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
 def _safe_dtype(obj, align=False, copy=False):
     """``numpy.dtype`` restricted to plain numeric types (no object, void or structured dtypes)."""
     if not isinstance(obj, str) or obj not in _SAFE_DTYPES:
         raise pickle.UnpicklingError(f"refused dtype {obj!r}: only plain numeric dtypes are allowed")
-    return np.dtype(obj, align=bool(align), copy=bool(copy))
+    return _DtypeSpec(obj)
+
+
+class _ArraySpec:
+    """Stands for ``numpy.core.multiarray._reconstruct(ndarray, ...)`` while unpickling; its state
+    (version, shape, dtype, Fortran order, raw bytes) is checked and turned into a fresh numeric
+    ndarray by :func:`_materialise`. Object arrays cannot arise: their state holds a list, not bytes."""
+
+    array = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+            raise pickle.UnpicklingError("refused array state: not (1, shape, dtype, fortran, bytes)")
+        _, shape, spec, fortran, raw = state
+        if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+            raise pickle.UnpicklingError(f"refused array shape {shape!r}")
+        if not isinstance(spec, _DtypeSpec) or not isinstance(fortran, bool):
+            raise pickle.UnpicklingError("refused array state: the dtype is not a plain numeric one")
+        if isinstance(raw, str):              # Python 2 pickles: the bytes arrive as a latin-1 str
+            raw = raw.encode("latin1")
+        if not isinstance(raw, (bytes, bytearray)):
+            raise pickle.UnpicklingError(f"refused array data of type {type(raw).__name__} (object arrays hold lists)")
+        if len(raw) != math.prod(shape) * spec.dtype.itemsize:
+            raise pickle.UnpicklingError(f"array data of {len(raw)} bytes does not fit shape {shape} of {spec.dtype}")
+        self.array = np.ndarray(shape, dtype=spec.dtype, buffer=raw, order="F" if fortran else "C").copy(order="A")
 
 
 def _safe_reconstruct(subtype, shape, dtype_code):
-    """``numpy.core.multiarray._reconstruct`` restricted to base ``ndarray``."""
-    if subtype is not np.ndarray:
+    """``numpy.core.multiarray._reconstruct`` restricted to base ``ndarray`` (numpy writes ``(ndarray, (0,), b'b')``)."""
+    if subtype is not _NDARRAY:
         raise pickle.UnpicklingError(f"refused array subtype {subtype!r}")
-    return np.ndarray.__new__(np.ndarray, shape, dtype_code)
+    if dtype_code not in ("b", b"b"):
+        raise pickle.UnpicklingError(f"refused array type code {dtype_code!r}")
+    return _ArraySpec()
 
 
 def _safe_encode(text, encoding="utf-8"):
@@ -58,7 +113,7 @@ def _safe_encode(text, encoding="utf-8"):
 
 
 _ALLOWED = {
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _safe_dtype,
     ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
@@ -70,8 +125,9 @@ class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler for CIFAR batches that refuses every global outside a tiny allow-list.
 
     The plain types the format uses (dict, list, str, bytes, int) need no global at all; the only
-    globals resolved are those in ``_ALLOWED``. ``ndarray.__setstate__`` is then only ever called on
-    a freshly made base ndarray whose dtype passed ``_safe_dtype`` (so no object arrays).
+    globals resolved are those in ``_ALLOWED``, and none of them is a real NumPy callable: arrays are
+    rebuilt by :class:`_ArraySpec` from raw bytes with a dtype from ``_safe_dtype`` (so no object arrays),
+    and ``numpy.ndarray`` cannot be called.
     """
 
     def find_class(self, module, name):
@@ -81,15 +137,30 @@ class RestrictedUnpickler(pickle.Unpickler):
         return fn
 
 
+def _materialise(obj):
+    """``obj`` with every _ArraySpec replaced by its ndarray; UnpicklingError for any other placeholder."""
+    if isinstance(obj, _ArraySpec):
+        if obj.array is None:
+            raise pickle.UnpicklingError("refused array without data")
+        return obj.array
+    if isinstance(obj, (_DtypeSpec, _Refused)):
+        raise pickle.UnpicklingError(f"refused {type(obj).__name__.strip('_')} outside an array")
+    if isinstance(obj, dict):
+        return {_materialise(k): _materialise(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_materialise(v) for v in obj)
+    return obj
+
+
 def safe_loads(data: bytes, what: str = "pickle"):
     """Unpickle ``data`` with :class:`RestrictedUnpickler` (Python-2 strings decoded as latin-1)."""
     try:
-        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+        return _materialise(RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load())
     except pickle.UnpicklingError as exc:
         raise DataError(f"{what} was refused as unsafe or malformed: {exc}. CIFAR files must be the "
                         "official 'python version' batches; nothing else is unpickled.") from exc
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError,
-            MemoryError) as exc:
+            MemoryError, RecursionError) as exc:
         raise DataError(f"{what} is not a valid CIFAR pickle ({exc.__class__.__name__}: {exc}); "
                         "the file is corrupted or of the wrong kind") from exc
 
@@ -152,6 +223,8 @@ def read_archive_members(archive: str | Path, folder: str, names) -> dict[str, b
                 out[name] = f.read()
     except DataError:
         raise
+    except PermissionError as exc:
+        raise unreadable(archive, exc) from exc
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"cannot read archive {archive}: {exc.__class__.__name__}: {exc}; it is corrupted or "
                         "truncated. Delete it and download it again.") from exc

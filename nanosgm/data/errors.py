@@ -1,7 +1,7 @@
 """The one exception type of ``nanosgm.data``."""
 from __future__ import annotations
 
-__all__ = ["DataError"]
+__all__ = ["DataError", "unreadable"]
 
 
 class DataError(RuntimeError):
@@ -10,3 +10,14 @@ class DataError(RuntimeError):
     The message always names the file and says what to do about it (which file is expected, its
     checksum, where to put it, ``--data-dir`` / ``NANOSGM_DATA``).
     """
+
+
+def unreadable(path, exc: OSError) -> DataError:
+    """The DataError for a file the system would not let us read (``exc``): says what it is, not "corrupted"."""
+    if isinstance(exc, PermissionError):
+        return DataError(f"cannot read {path}: permission denied; make it readable (chmod a+r {path}) or point "
+                         "--data-dir / NANOSGM_DATA at a readable copy")
+    if isinstance(exc, IsADirectoryError):
+        return DataError(f"cannot read {path}: it is a folder, where a data file is expected; fix or remove it")
+    return DataError(f"cannot read {path}: {exc.__class__.__name__}: {exc.strerror or exc}; check the file and "
+                     "the disk, or point --data-dir / NANOSGM_DATA at another copy")

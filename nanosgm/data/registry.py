@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-__all__ = ["DatasetSpec", "DATASETS", "ALIASES", "canonical_name", "get_spec", "with_checksums", "parse_digest"]
+__all__ = ["DatasetSpec", "DATASETS", "ALIASES", "ACCEPTED_NAMES", "canonical_name", "dataset_argument", "get_spec", "with_checksums", "parse_digest"]
 
 
 @dataclass(frozen=True)
@@ -151,12 +151,30 @@ ALIASES = {
 }
 
 
+#: every spelling :func:`canonical_name` accepts, case aside (for help texts and shell completion)
+ACCEPTED_NAMES = tuple(sorted(ALIASES))
+
+
 def canonical_name(name: str) -> str:
-    """The registry key for ``name`` ("CIFAR-10" -> "cifar10"); ValueError listing the choices if unknown."""
-    key = str(name).strip().lower()
+    """The registry key for ``name``, any case, spaces as dashes ("CIFAR-10", "cifar 10" -> "cifar10",
+    "MNIST" -> "mnist"); ValueError listing the choices if unknown."""
+    key = "-".join(str(name).strip().lower().split())
     if key not in ALIASES:
-        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} "
+                         f"(also accepted: {', '.join(n for n in ACCEPTED_NAMES if n not in DATASETS)}; any case)")
     return ALIASES[key]
+
+
+def dataset_argument(text: str) -> str:
+    """``argparse`` ``type=`` for a dataset name: the registry key, or an ArgumentTypeError naming the choices.
+
+        parser.add_argument("dataset", type=data.dataset_argument, metavar="{mnist,fashion-mnist,cifar10,cifar100}")
+    """
+    import argparse
+    try:
+        return canonical_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def get_spec(name: str) -> DatasetSpec:

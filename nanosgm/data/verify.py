@@ -11,7 +11,7 @@ import hashlib
 import zlib
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, unreadable
 from .registry import parse_digest
 
 __all__ = ["hexdigest", "check_digest", "check_file_digest", "read_bytes", "read_verified", "file_digest"]
@@ -22,11 +22,14 @@ def hexdigest(data: bytes, algo: str) -> str:
 
 
 def file_digest(path: str | Path, algo: str, chunk: int = 1 << 20) -> str:
-    """Digest of a file read in chunks (archives can be large)."""
+    """Digest of a file read in chunks (archives can be large); DataError if the file cannot be read."""
     h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(chunk), b""):
+                h.update(block)
+    except OSError as exc:
+        raise unreadable(path, exc) from exc
     return h.hexdigest()
 
 
@@ -58,20 +61,31 @@ def check_file_digest(path: str | Path, expected: str, what: str | None = None, 
 
 
 def read_bytes(path: str | Path, gz: bool | None = None) -> bytes:
-    """The (decompressed, if ``path`` ends in .gz or ``gz`` is true) content of a file."""
+    """The (decompressed, if ``path`` ends in .gz or ``gz`` is true) content of a file.
+
+    DataError either way: "corrupted or truncated" for a damaged gzip stream, what the system said
+    (permission denied, a folder, ...) for a file that could not be read at all."""
     path = Path(path)
     if gz is None:
         gz = path.suffix == ".gz"
     try:
-        if gz:
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise DataError(
-            f"cannot read {path}: {exc.__class__.__name__}: {exc}. The file is corrupted or truncated "
-            f"(an interrupted copy?). {_HINT}"
-        ) from exc
+        f = gzip.open(path, "rb") if gz else open(path, "rb")
+    except OSError as exc:                     # permission denied, a folder, ...: not a damaged file
+        raise unreadable(path, exc) from exc
+    try:
+        with f:
+            return f.read()
+    except OSError as exc:
+        if not gz or not isinstance(exc, gzip.BadGzipFile):   # the system refused, not a damaged stream
+            raise unreadable(path, exc) from exc
+        raise _damaged(path, exc) from exc
+    except (EOFError, zlib.error) as exc:
+        raise _damaged(path, exc) from exc
+
+
+def _damaged(path, exc) -> DataError:
+    return DataError(f"cannot read {path}: {exc.__class__.__name__}: {exc}. The file is corrupted or truncated "
+                     f"(an interrupted copy?). {_HINT}")
 
 
 def read_verified(path: str | Path, expected: str, gz: bool | None = None) -> bytes:
