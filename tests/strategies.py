@@ -102,3 +102,34 @@ def batchnorm_shapes(draw):
 @st.composite
 def any_shapes(draw, max_dims: int = 4):
     return tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=max_dims)))
+
+
+# --- attacks, robustness audit, adversarial training (tests/test_attacks.py, test_robustness.py, test_adversarial.py)
+attack_eps = st.sampled_from([0.0, 0.001, 0.05, 0.1, 0.3])
+
+
+def blob_images(seed: int, n: int, classes: int = 3, shape=(1, 6, 6), spread: float = 0.08):
+    """(X, y): n images in [0, 1] of `shape`, float64; class k is a fixed random pattern with values
+    0.5 +- 0.1 plus Gaussian noise of std `spread`. Separable, but an L-inf step of about 0.1 crosses
+    between classes, so attacks at eps in 0.05-0.3 succeed on part of the set."""
+    rng = np.random.default_rng(seed)
+    patterns = 0.5 + 0.1 * rng.choice([-1.0, 1.0], size=(classes,) + tuple(shape))
+    y = rng.integers(0, classes, n)
+    X = np.clip(patterns[y] + spread * rng.standard_normal((n,) + tuple(shape)), 0.0, 1.0)
+    return X, y
+
+
+def train_small(model, X, y, *, epochs: int = 20, batch: int = 50, lr: float = 0.01, seed: int = 0):
+    """Train `model` with Adam on (X, y) (plain passes; deterministic). Returns the model."""
+    from nanosgm.layers import SoftmaxCrossEntropy
+    from nanosgm.optim import Adam
+    rng = np.random.default_rng(seed)
+    opt, loss_fn = Adam(lr=lr), SoftmaxCrossEntropy()
+    for _ in range(epochs):
+        perm = rng.permutation(len(X))
+        for i in range(0, len(X) - 1, batch):
+            idx = perm[i:i + batch]
+            loss_fn.forward(model.forward(X[idx], training=True), y[idx])
+            model.backward(loss_fn.backward())
+            opt.step(model)
+    return model

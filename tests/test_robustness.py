@@ -1,0 +1,198 @@
+"""Tests for nanosgm.robustness: the audit, its sanity checks (which must fire on a masked network),
+the JSON/PNG/table outputs and the CLI on a network written by python -m nanosgm.train."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from nanosgm import backend, robustness
+from nanosgm.layers import Dense, Flatten, ReLU, Sequential
+from nanosgm.layers.base import Layer
+from nanosgm.robustness import Network, Suite, audit
+from strategies import blob_images, train_small
+
+SMALL = Suite(pgd_steps=3, restarts=2, apgd_steps=8, queries=300, seed=0, batch_size=100)
+
+
+class Quantise(Layer):
+    """Rounds its input to multiples of 1/levels and returns a ZERO input gradient: a deliberately
+    masked layer. The decisions behind it are no more robust than without it."""
+
+    def __init__(self, levels=8):
+        super().__init__()
+        self.levels = levels
+
+    def forward(self, x, training=True):
+        self._cache = x.shape
+        return backend.array_module(x).round(x * self.levels) / self.levels
+
+    def backward(self, dy):
+        return backend.array_module(dy).zeros(self._need_cache(), dtype=dy.dtype)
+
+
+def mlp(seed, masked=False):
+    rng = np.random.default_rng(seed)
+    layers = [Flatten(), Dense(36, 16, dtype="float64", rng=rng), ReLU(), Dense(16, 3, dtype="float64", rng=rng)]
+    return Sequential(([Quantise()] if masked else []) + layers)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = blob_images(0, 500)                  # one set of class patterns: 300 to train, 200 to audit
+    return (X[:300], y[:300]), (X[300:], y[300:])
+
+
+@pytest.fixture(scope="module")
+def nets(data):
+    (X, y), (Xt, yt) = data
+    plain = train_small(mlp(0), X, y)
+    sibling = train_small(mlp(1), X, y, seed=1)
+    masked = train_small(mlp(0, masked=True), X, y)
+    return {name: Network(name, m, Xt, yt, (0.0, 1.0), "blobs") for name, m in
+            (("plain", plain), ("sibling", sibling), ("masked", masked))}
+
+
+def checks_of(report, network):
+    return {c["check"]: c for c in report["checks"] if c["network"] == network}
+
+
+def test_masked_network_fires_the_masking_check(nets):
+    """Zero input gradient: FGSM/PGD/APGD barely move it, but Square (no gradient) breaks it."""
+    report = audit([nets["masked"]], (0.1, 0.2), SMALL, progress=False)
+    res = report["networks"]["masked"]
+    assert res["clean"] > 0.95
+    assert res["accuracy"]["FGSM"][0.2] == res["clean"]               # sign(0) = 0: FGSM does nothing
+    assert res["accuracy"]["Square"][0.2] < min(res["accuracy"][a][0.2] for a in res["accuracy"] if a != "Square") - 0.2
+    checks = checks_of(report, "masked")
+    assert checks["gradient-free not better"]["status"] == "warn"
+    assert "gradient masking?" in checks["gradient-free not better"]["detail"]
+    assert checks["eps 0.5 -> ~0"]["status"] == "warn"                 # gradients never get there
+    assert res["robust"][0.2] <= res["accuracy"]["Square"][0.2]
+    text = robustness.format_report(report)
+    assert "[warn] gradient-free not better (masked)" in text
+
+
+def test_plain_network_passes_and_the_worst_case_is_per_example(nets):
+    report = audit([nets["plain"], nets["sibling"]], (0.05, 0.1), SMALL, progress=False)
+    res = report["networks"]["plain"]
+    assert report["eps_evaluated"] == [0.05, 0.1, 0.5]                 # the check eps is evaluated too
+    assert list(res["accuracy"]) == ["FGSM", "PGD-3x2", "PGD-6x2", "APGD-CE", "APGD-DLR", "Square"]
+    for e in report["eps_evaluated"]:
+        every = np.logical_and.reduce([res["correct"][a][e] for a in res["accuracy"]])
+        assert res["robust"][e] <= min(v[e] for v in res["accuracy"].values())
+        assert res["robust"][e] == pytest.approx(every.mean())        # clean errors are not robust either
+        assert res["robust"][e] <= res["clean"]
+    checks = checks_of(report, "plain")
+    assert {c["status"] for c in checks.values()} == {"pass"}, checks
+    assert set(checks) == {"iterative >= single-step", "eps 0.5 -> ~0", "more PGD steps", "gradient-free not better",
+                           "transfer weaker than white-box"}
+    assert [(t["source"], t["target"]) for t in report["transfer"]] == [("plain", "sibling"), ("sibling", "plain")]
+    t = report["transfer"][1]
+    assert t["accuracy"][0.1] >= res["accuracy"]["PGD-3x2"][0.1]
+
+
+def test_checks_warn_on_made_up_numbers():
+    """Each check fires on numbers that break it (and reports them)."""
+    acc = lambda v: {0.1: v}
+    report = {"eps": [0.1], "check_eps": 0.1, "eps_evaluated": [0.1], "transfer": [
+        {"source": "a", "target": "b", "accuracy": {0.1: 0.1}}], "networks": {
+            "b": {"clean": 1.0, "robust": {0.1: 0.3}, "accuracy": {
+                "FGSM": acc(0.5), "PGD-10x1": acc(0.6), "PGD-20x1": acc(0.7), "APGD-CE": acc(0.6), "Square": acc(0.3)}}}}
+    checks = checks_of({"checks": robustness.sanity_checks(report, Suite(pgd_steps=10, restarts=1))}, "b")
+    assert {k: c["status"] for k, c in checks.items()} == {
+        "iterative >= single-step": "warn", "eps 0.1 -> ~0": "warn", "more PGD steps": "warn",
+        "gradient-free not better": "warn", "transfer weaker than white-box": "warn"}
+    assert "FGSM 50.00%, best iterative 60.00%" in checks["iterative >= single-step"]["detail"]
+
+
+def test_outputs_json_and_png(nets, tmp_path):
+    chosen = [nets["plain"], nets["masked"]]
+    report = audit(chosen, (0.1,), SMALL, check_eps=None, progress=False)
+    doc = report_doc = robustness.report_json(report, chosen, SMALL, argv=["m.npz", "--eps", "0.1"])
+    json.dumps(doc)                                                     # plain JSON
+    assert doc["command"] == "python -m nanosgm.robustness m.npz --eps 0.1"
+    assert doc["settings"]["pgd_steps"] == 3 and doc["settings"]["images"] == {"plain": 200, "masked": 200}
+    assert "numpy" in doc["versions"]
+    for name in ("plain", "masked"):
+        for per_eps in list(report_doc["networks"][name]["accuracy"].values()) + [doc["networks"][name]["robust"]]:
+            assert list(per_eps) == ["0.1"]
+            v = per_eps["0.1"]
+            assert v == round(v, 2) and len(repr(v)) <= 6                # percent, no float noise
+    assert doc["networks"]["plain"]["clean"] == round(100 * report["networks"]["plain"]["clean"], 2)
+    path = tmp_path / "acc.png"
+    robustness.accuracy_figure(report).savefig(path, dpi=100)
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    assert (w, h) == (700, 450)
+
+
+# ---------------------------------------------------------------------------- the CLI
+def run_cli(argv, capsys):
+    code = robustness.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    code, _, err = run_cli([str(tmp_path / "none.npz")], capsys)
+    assert code == 1 and err.count("\n") == 1 and err.startswith("error: ") and "no such model file" in err
+    (tmp_path / "m.npz").write_bytes(b"junk")
+    code, _, err = run_cli([str(tmp_path / "m.npz")], capsys)
+    assert code == 1 and "give --dataset and --model" in err and err.count("\n") == 1
+    code, _, err = run_cli([str(tmp_path / "m.npz"), "--eps", "0.1,x"], capsys)
+    assert code == 1 and "--eps must be comma-separated numbers" in err
+    code, _, err = run_cli([str(tmp_path / "m.npz"), "--restarts", "0"], capsys)
+    assert code == 1 and "--restarts must be >= 1" in err
+    (tmp_path / "results.json").write_text("{}")
+    code, _, err = run_cli([str(tmp_path / "m.npz")], capsys)
+    assert code == 1 and "is not a results.json" in err
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"dataset": "mnist", "model": "cnn"}}))
+    code, _, err = run_cli([str(tmp_path / "m.npz"), "--model", "dnn"], capsys)
+    assert code == 1 and "--model dnn contradicts" in err
+    with pytest.raises(SystemExit) as exc:
+        robustness.main([str(tmp_path / "m.npz"), "--bogus"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and err.startswith("error: unrecognized arguments")
+
+
+@pytest.mark.slow
+def test_cli_audits_networks_written_by_train(mnist_real, tmp_path, capsys, monkeypatch):
+    """python -m nanosgm.train writes a tiny CNN; the audit reads its results.json, prints the table,
+    writes robustness.json and robustness.png; a copy without results.json needs --dataset/--model and
+    then also gets the transfer check."""
+    from conftest import require_real_data
+    from nanosgm import train
+    data_dir = str(require_real_data("mnist"))
+    run = tmp_path / "run"
+    assert train.main(["mnist", "--limit", "600", "--eval-limit", "40", "--epochs", "1", "--pgd", "0",
+                       "--no-progress", "--data-dir", data_dir, "--out", str(run)]) == 0
+    capsys.readouterr()
+    small = ["--images", "10", "--eps", "0.1", "--pgd-steps", "2", "--restarts", "1", "--apgd-steps", "3",
+             "--queries", "15", "--no-progress", "--data-dir", data_dir]
+    code, out, err = run_cli([str(run / "model.npz")] + small, capsys)
+    assert code == 0, err
+    assert "run: clean accuracy" in out and "APGD-DLR" in out and "(check)" in out and "sanity checks" in out
+    doc = json.loads((run / "robustness.json").read_text())
+    net = doc["networks"]["run"]
+    assert net["info"]["dataset"] == "mnist" and net["info"]["model"] == "cnn"
+    assert set(net["accuracy"]) == {"FGSM", "PGD-2x1", "PGD-4x1", "APGD-CE", "APGD-DLR", "Square"}
+    assert set(net["robust"]) == {"0.1", "0.5"} and doc["settings"]["images"] == {"run": 10}
+    assert (run / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = run_cli([str(run / "model.npz")] + small, capsys)
+    assert code == 1 and "--overwrite" in err                          # never overwritten silently
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run / "model.npz", bare / "model.npz")
+    code, _, err = run_cli([str(bare / "model.npz")] + small, capsys)
+    assert code == 1 and "give --dataset and --model" in err
+    code, out, err = run_cli([str(run / "model.npz"), str(bare / "model.npz"), "--dataset", "mnist", "--model", "cnn",
+                              "--out", str(tmp_path / "both")] + small, capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "both" / "robustness.json").read_text())
+    assert [(t["source"], t["target"]) for t in doc["transfer"]] == [("run", "bare"), ("bare", "run")]
+    assert "transfer weaker than white-box" in out
+    code, _, err = run_cli([str(bare / "model.npz"), "--dataset", "mnist", "--model", "dnn"] + small, capsys)
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1      # weights of another network
