@@ -28,8 +28,9 @@ class CliError(Exception):
 def _reported_errors():
     from .data import DataError
     from .runlock import FolderBusy
+    from .state import StateError
     from .train import TrainingDiverged
-    return (CliError, DataError, FolderBusy, TrainingDiverged, backend.BackendError, ValueError, OSError)
+    return (CliError, DataError, FolderBusy, TrainingDiverged, StateError, backend.BackendError, ValueError, OSError)
 
 
 def _one_line(exc) -> str:
@@ -116,6 +117,7 @@ def common_setup(args):
     eps_list = check_common_args(args)
     if args.backend:
         backend.use(args.backend)
+    backend.name()                        # an unusable NANOSGM_BACKEND is refused here, before any data loads
     model_name = args.model or DEFAULT_MODEL[args.dataset]
     if models.ALIASES.get(model_name, model_name) not in models.MODELS:
         raise CliError(f"unknown model {model_name!r}; choose one of {sorted(models.MODELS)}")

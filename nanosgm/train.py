@@ -282,9 +282,13 @@ def _resume(run, path, config, free) -> None:
     meta = parts["meta"]
     if config is not None:
         ckpt.check_config(path, meta["config"], json.loads(json.dumps(config)), free)
-    run.model.load_state_dict(parts["model"])
-    run.optimizer.load_state_dict(parts["optim"])
-    run.sgm.load_state_dict(parts["sgm"])
+    checks = ((run.model, "model", {}), (run.optimizer, "optim", {"model": run.model}), (run.sgm, "sgm", {}))
+    for obj, part, kw in checks:          # every part is checked before any is loaded: all or nothing
+        obj.check_state_dict(parts[part], source=path, prefix=f"{part}.", **kw)
+    if parts.get("best"):
+        run.model.check_state_dict(parts["best"], source=path, prefix="best.")
+    for obj, part, kw in checks:
+        obj.load_state_dict(parts[part], source=path, prefix=f"{part}.", **kw)
     run.best_state = parts.get("best") or None
     res = run.result
     res.history = meta["history"]
