@@ -9,8 +9,8 @@ images per second, at one batch size (default 128), of
     infer          forward(training=False)
     FGSM           attacks.fgsm at eps = 0.1: an inference forward + backward to the input + the sign step
 
-``--compare-torch`` translates the SAME nanosgm network layer by layer into ``torch.nn`` (generically,
-from ``model.layers``; see :func:`to_torch`), copies its weights, and times in the same process, on the
+``--compare-torch`` translates the SAME nanosgm network layer by layer into ``torch.nn`` (the one
+translation, :func:`nanosgm.torch_bridge.to_torch`), copies its weights, and times in the same process, on the
 same inputs, batch and thread count:
 
     train (Adam)   model.train(); x.requires_grad_(True); cross-entropy; backward (fills x.grad too); Adam
@@ -50,11 +50,11 @@ import time
 import numpy as np
 
 from . import attacks, backend, models
-from .layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential,
-                     SoftmaxCrossEntropy)
+from .layers import SoftmaxCrossEntropy
 from .blas import set_blas_threads
 from .files import write_json_atomic
 from .optim import build_optimizer
+from .torch_bridge import TorchMissing, import_torch, to_torch   # to_torch: re-exported, other code uses it
 
 __all__ = ["main", "to_torch", "measure", "nanosgm_cells", "torch_cells", "INPUT_SHAPES", "COLUMNS",
            "TorchMissing", "set_blas_threads", "blas_gflops"]
@@ -68,19 +68,9 @@ FGSM_EPS = 0.1
 LR = 1e-3
 
 
-class TorchMissing(RuntimeError):
-    """--compare-torch was asked for but torch cannot be imported."""
-
-
 def _import_torch():
-    """torch, imported on demand; a TorchMissing error that says what to do when it is not installed."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise TorchMissing(f"--compare-torch needs PyTorch, which cannot be imported here ({exc}). "
-                           "Install it (CPU build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`, "
-                           "or `pip install -e .[test]`), or run without --compare-torch.") from exc
-    return torch
+    """torch, imported on demand (TorchMissing, saying what to do, when it is not installed)."""
+    return import_torch("--compare-torch")
 
 
 # ----------------------------------------------------------------------------------------------- timing
@@ -175,97 +165,6 @@ def nanosgm_cells(model, x, y) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- torch
-def _torch_modules(layer, nn, in_rank):
-    """The torch.nn modules (a list) equivalent to one nanosgm layer whose input has ``in_rank`` dims."""
-    if isinstance(layer, Dense):
-        return [nn.Linear(layer.in_features, layer.out_features, bias="b" in layer.params)]
-    if isinstance(layer, Conv2D):
-        return [nn.Conv2d(layer.in_channels, layer.out_channels, (layer.kh, layer.kw), stride=layer.stride,
-                          padding=layer.padding, bias="b" in layer.params)]
-    if isinstance(layer, MaxPool2D):
-        return [nn.MaxPool2d(layer.k, layer.stride)]
-    if isinstance(layer, BatchNorm):
-        if in_rank not in (2, 4):
-            raise ValueError(f"{layer!r} sees {in_rank}-D inputs; only 2-D (BatchNorm1d) and 4-D (BatchNorm2d) translate")
-        cls = nn.BatchNorm2d if in_rank == 4 else nn.BatchNorm1d
-        return [cls(layer.num_features, eps=layer.eps, momentum=layer.momentum)]
-    if isinstance(layer, ReLU):
-        return [nn.ReLU()]
-    if isinstance(layer, Dropout):
-        return [nn.Dropout(layer.p)]
-    if isinstance(layer, Flatten):
-        return [nn.Flatten()]
-    if isinstance(layer, GlobalAvgPool2D):
-        return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    raise TypeError(f"nanosgm.bench cannot translate {layer!r} ({type(layer).__name__}) to torch; "
-                    "add a rule to nanosgm.bench._torch_modules")
-
-
-def _flat_layers(model):
-    """The leaf layers of ``model``, nested Sequentials flattened, in order."""
-    if isinstance(model, Sequential):
-        for sub in model.layers:
-            yield from _flat_layers(sub)
-    else:
-        yield model
-
-
-def _param_dtype(model):
-    for _, p, _ in model.parameters():
-        return np.dtype(p.dtype)
-    return np.dtype(np.float32)
-
-
-def _input_ranks(layers, in_shape, dtype):
-    """[rank of each layer's input], from a one-sample inference forward (zeros) through the layers.
-
-    Inference mode changes neither parameters nor BatchNorm statistics (it only refreshes the caches
-    that the next forward overwrites anyway)."""
-    x = backend.xp().zeros((1,) + tuple(in_shape), dtype=dtype)
-    ranks = []
-    for layer in layers:
-        ranks.append(x.ndim)
-        x = layer.forward(x, training=False)
-    return ranks
-
-
-def to_torch(model, in_shape, *, device="cpu", copy_weights=True):
-    """A ``torch.nn.Sequential`` with the same architecture as the nanosgm ``model``, layer by layer:
-    Conv2D -> Conv2d (same stride/padding), Dense -> Linear, MaxPool2D -> MaxPool2d, BatchNorm ->
-    BatchNorm1d/2d by the rank of its input (found by pushing one sample of shape ``in_shape``
-    through the model), ReLU, Dropout, Flatten, GlobalAvgPool2D -> AdaptiveAvgPool2d(1) + Flatten.
-    Nested Sequentials are flattened; an unknown layer type is a TypeError.
-
-    With ``copy_weights`` the parameters and BatchNorm running statistics are copied (Dense's W is
-    (in, out), Linear's weight (out, in)), so both compute the same function. The torch model has the
-    nanosgm parameters' dtype and lives on ``device``.
-    """
-    torch = _import_torch()
-    nn = torch.nn
-    layers = list(_flat_layers(model))
-    dtype = _param_dtype(model)
-    ranks = _input_ranks(layers, in_shape, dtype)
-    groups = [_torch_modules(layer, nn, rank) for layer, rank in zip(layers, ranks)]
-    net = nn.Sequential(*[m for group in groups for m in group]).to(getattr(torch, dtype.name))
-    if copy_weights:
-        def t(a):
-            return torch.from_numpy(np.ascontiguousarray(backend.to_host(a)))
-        with torch.no_grad():
-            for layer, group in zip(layers, groups):
-                m = group[0]
-                if isinstance(layer, (Dense, Conv2D)):
-                    w = t(layer.params["W"])
-                    m.weight.copy_(w.T if isinstance(layer, Dense) else w)
-                    if "b" in layer.params:
-                        m.bias.copy_(t(layer.params["b"]))
-                elif isinstance(layer, BatchNorm):
-                    m.weight.copy_(t(layer.params["gamma"]))
-                    m.bias.copy_(t(layer.params["beta"]))
-                    m.running_mean.copy_(t(layer.buffers["running_mean"]))
-                    m.running_var.copy_(t(layer.buffers["running_var"]))
-    return net.to(device)
-
-
 def torch_cells(tmodel, x, y) -> dict:
     """{column: zero-argument step function} for the torch network ``tmodel`` on tensors x, y."""
     torch = _import_torch()

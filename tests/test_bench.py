@@ -125,6 +125,12 @@ def test_unknown_layer_is_a_clear_error(numpy_backend):
         bench.to_torch(Sequential([Odd()]), (3,))
 
 
+def test_one_translation_shared_by_bench_and_tests():
+    """bench.to_torch is a re-export of nanosgm.torch_bridge.to_torch, not a second copy."""
+    from nanosgm import torch_bridge
+    assert bench.to_torch is torch_bridge.to_torch and bench.TorchMissing is torch_bridge.TorchMissing
+
+
 def test_measure_counts_steps_and_calls_sync():
     calls = {"fn": 0, "sync": 0}
     fn = lambda: calls.__setitem__("fn", calls["fn"] + 1)            # noqa: E731
