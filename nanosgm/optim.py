@@ -39,12 +39,35 @@ class Optimizer:
     the learning rate, the step count, checkpoints.
 
     A subclass sets `kind` (its name in `build_optimizer`), `hyper` (the names of its float
-    hyperparameters, saved in checkpoints), and implements `_init_state(param)` (a dict of slot
-    arrays) and `_update(param, grad, state)` (which must modify `param` in place).
+    hyperparameters, saved in checkpoints), `elementwise` (below; every subclass must say), and
+    implements `_init_state(param)` (a dict of slot arrays) and `_update(param, grad, state)` (which
+    must modify `param` and the slot arrays in place).
+
+    The element-wise contract. With `elementwise = True`, `_update` promises that every output element
+    depends only on the elements at the same position of `param`, `grad` and the slots: no sums, norms,
+    means, maxima, reshapes or neighbours. `step` then runs it through nanosgm/threads.py: on flat,
+    contiguous slices of the arrays (cache-sized pieces, not whole parameters), possibly several slices
+    at the same time in a thread pool, and the result is bit-for-bit that of one call on the whole
+    arrays. An update with a reduction (clipping by a gradient norm, LARS/LAMB trust ratios, ...) would
+    silently compute its reduction per slice there, so it must declare `elementwise = False`: `step`
+    then calls `_update` once per parameter on the whole arrays, one at a time. (A reduction across
+    parameters, such as clipping by the global norm, also needs `step` overridden to compute it first.)
+    The declaration is required, not inherited: a subclass that does not set `elementwise` in its own
+    class body is a TypeError when it is defined, so a new optimiser cannot fall into the threaded
+    path by default. tests/test_optim.py shows a norm-clipping rule that gives a different result
+    per slice and is run whole.
     """
 
     kind = "base"
     hyper: tuple[str, ...] = ()
+    elementwise: bool = False      # see the contract above; every subclass declares its own
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if not isinstance(cls.__dict__.get("elementwise"), bool):
+            raise TypeError(f"optimiser {cls.__name__} must declare `elementwise = True` (an update that works on "
+                            "any slice of the arrays, run in threaded pieces) or `elementwise = False` (it has a "
+                            "reduction: run whole) in its class body; see nanosgm.optim.Optimizer")
 
     def __init__(self, lr: float):
         self.lr = float(lr)
@@ -66,8 +89,11 @@ class Optimizer:
 
         def update(param, grad, *arrays):
             self._update(param, grad, dict(zip(slots, arrays)))
-        # the same element-wise update on every core (nanosgm/threads.py; bit-identical to a plain loop)
-        threads.run(update, jobs)
+        if self.elementwise:
+            # the same element-wise update on every core, in slices (nanosgm/threads.py; bit-identical to a plain loop)
+            threads.run(update, jobs)
+        else:
+            threads.run_serial(update, jobs)      # a reduction inside: whole arrays, one parameter at a time
 
     def _init_state(self, param) -> dict:
         return {}
@@ -141,6 +167,7 @@ class SGD(Optimizer):
     `w <- w - lr * v`.
     """
 
+    elementwise = True
     kind = "sgd"
     hyper = ("momentum",)
 
@@ -170,6 +197,7 @@ class Adam(Optimizer):
     `w <- w - lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`.
     """
 
+    elementwise = True
     kind = "adam"
     hyper = ("beta1", "beta2", "eps")
 
@@ -256,6 +284,7 @@ class WAME(Optimizer):
     underflows to 0 is not mistaken for "no information".
     """
 
+    elementwise = True
     kind = "wame"
     FORMS = ("authors", "printed")
     hyper = ("alpha", "eta_plus", "eta_minus", "zeta_min", "zeta_max", "eps", "literal", "beta1", "beta2")

@@ -417,3 +417,46 @@ def test_optimizers_on_cupy_match_numpy(kind):
             b.load_state_dict(d)
     assert all(isinstance(s, cupy.ndarray) for s in b.state["w"].values())
     np.testing.assert_allclose(cupy.asnumpy(w_cp), w_np, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- the element-wise contract
+def _norm_clipped_sgd(elementwise):
+    """SGD whose gradient is clipped to norm 1 per parameter: a reduction, different on every slice."""
+    def _update(self, param, grad, state):
+        norm = float(np.sqrt(np.sum(grad.astype(np.float64) ** 2)))
+        param -= self.lr * grad / max(1.0, norm)
+
+    return type("NormClippedSGD", (optim.Optimizer,), {"kind": "sgd-clip", "elementwise": elementwise,
+                                                       "_update": _update})
+
+
+def test_an_optimiser_must_declare_whether_it_is_elementwise():
+    with pytest.raises(TypeError, match="must declare `elementwise = True`"):
+        class Undeclared(optim.Optimizer):
+            kind = "undeclared"
+    with pytest.raises(TypeError, match="elementwise"):
+        class WAMEVariant(WAME):                   # not inherited either: a subclass may add a reduction
+            pass
+    assert all(cls.elementwise is True for cls in (SGD, Adam, WAME))
+
+
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_a_reducing_update_runs_on_whole_arrays_not_slices(workers, monkeypatch):
+    """A norm-clipping rule declared elementwise=False gives the whole-array result on the threaded
+    machinery's sizes; the same rule (wrongly) declared elementwise=True is cut into slices and
+    clipped per slice: the result differs, which is what the declaration prevents."""
+    from nanosgm import threads
+    monkeypatch.setenv("NANOSGM_THREADS", workers)
+    n = 3 * threads.CHUNK_THREADS + 5                     # several pieces whatever the worker count
+    rng = np.random.default_rng(0)
+    w0, g = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    expected = w0 - np.float32(0.1) * g / np.float32(np.sqrt(np.sum(g.astype(np.float64) ** 2)))
+
+    def step_with(elementwise):
+        w = w0.copy()
+        _norm_clipped_sgd(elementwise)(lr=0.1).step([("w", w, g)])
+        return w
+
+    np.testing.assert_allclose(step_with(False), expected, rtol=1e-6, atol=1e-9)
+    sliced = step_with(True)
+    assert np.max(np.abs(sliced - expected)) > 1e-4       # clipped piece by piece: a different update
