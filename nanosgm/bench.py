@@ -9,8 +9,8 @@ images per second, at one batch size (default 128), of
     infer          forward(training=False)
     FGSM           attacks.fgsm at eps = 0.1: an inference forward + backward to the input + the sign step
 
-``--compare-torch`` translates the SAME nanosgm network layer by layer into ``torch.nn`` (generically,
-from ``model.layers``; see :func:`to_torch`), copies its weights, and times in the same process, on the
+``--compare-torch`` translates the SAME nanosgm network layer by layer into ``torch.nn`` (the one
+translation, :func:`nanosgm.torch_bridge.to_torch`), copies its weights, and times in the same process, on the
 same inputs, batch and thread count:
 
     train (Adam)   model.train(); x.requires_grad_(True); cross-entropy; backward (fills x.grad too); Adam
@@ -22,11 +22,21 @@ and prints the ratios nanosgm / torch (above 1: nanosgm is faster). Both sides r
 
 Measurement: ``--warmup`` steps (default 2; fewer if they already took ``--seconds``) that are not
 timed, then steps are timed one by one until at least ``--seconds`` (default 3) have passed (at least
-one step); the cell's figure is batch / median step time (the JSON also has the minimum). With
+one step); the cell's figure is batch / median step time; min, max and quartiles are kept too. With
 ``--compare-torch`` the nanosgm and torch steps of a column run in alternating blocks (three each, see
-:func:`measure_pair`), so a change in background load falls on both sides alike. The
-1-minute load average is printed first: on a shared machine other processes make every number noisy. With the CuPy backend the clock is read after ``backend.synchronize()``
-(and ``torch.cuda.synchronize()``; torch then runs on CUDA when it can).
+:func:`measure_pair`), so a change in background load falls on both sides alike. With the CuPy backend
+the clock is read after ``backend.synchronize()`` (and ``torch.cuda.synchronize()``; torch then runs on
+CUDA when it can).
+
+Honesty: the report gives, per cell, the median / min / max step time and the interquartile range;
+the 1-minute load average before and after the run; the machine's float32 GEMM peak (a 2048x2048
+matmul, the better of NumPy's and torch's) and the GEMM FLOP/s each step reaches (its matrix-product
+FLOPs counted from the layer shapes, :mod:`nanosgm.profile`), as a fraction of that peak. It warns when
+a cell's steps spread widely (IQR over 20 % of the median), when a side has fewer than 5 timed steps,
+when a ratio from median steps and one from the fastest steps disagree by over 10 % (the ratio is then
+marked '?'), and when other processes load the machine (more than 0.25 per CPU besides the bench).
+``--profile`` prints instead the per-layer forward and backward times of one network's training step
+and the Adam and WAME optimiser steps, so one sees where the time goes.
 
 Threads: ``--threads N`` (default ``os.cpu_count()``) sets the BLAS threads of NumPy and
 ``torch.set_num_threads(N)``. NumPy's BLAS threads are changed at run time with ``threadpoolctl`` when it
@@ -49,15 +59,16 @@ import time
 
 import numpy as np
 
-from . import attacks, backend, models
-from .layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential,
-                     SoftmaxCrossEntropy)
+from . import attacks, backend, models, profile
+from .layers import SoftmaxCrossEntropy
 from .blas import set_blas_threads
 from .files import write_json_atomic
 from .optim import build_optimizer
+from .torch_bridge import TorchMissing, import_torch, to_torch   # to_torch: re-exported, other code uses it
 
-__all__ = ["main", "to_torch", "measure", "nanosgm_cells", "torch_cells", "INPUT_SHAPES", "COLUMNS",
-           "TorchMissing", "set_blas_threads", "blas_gflops"]
+__all__ = ["main", "parser", "to_torch", "measure", "measure_pair", "summary", "nanosgm_cells", "torch_cells",
+           "INPUT_SHAPES", "COLUMNS", "TorchMissing", "set_blas_threads", "blas_gflops", "format_table",
+           "format_details", "cell_warnings", "ratio_warnings", "load_warnings", "spread"]
 
 INPUT_SHAPES = {"dnn": models.MNIST_SHAPE, "cnn": models.MNIST_SHAPE, "cifar_cnn": models.CIFAR_SHAPE}
 COLUMNS = ("train_adam", "train_wame", "infer", "fgsm")          # JSON keys, in table order
@@ -68,19 +79,9 @@ FGSM_EPS = 0.1
 LR = 1e-3
 
 
-class TorchMissing(RuntimeError):
-    """--compare-torch was asked for but torch cannot be imported."""
-
-
 def _import_torch():
-    """torch, imported on demand; a TorchMissing error that says what to do when it is not installed."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise TorchMissing(f"--compare-torch needs PyTorch, which cannot be imported here ({exc}). "
-                           "Install it (CPU build: `pip install torch --index-url https://download.pytorch.org/whl/cpu`, "
-                           "or `pip install -e .[test]`), or run without --compare-torch.") from exc
-    return torch
+    """torch, imported on demand (TorchMissing, saying what to do, when it is not installed)."""
+    return import_torch("--compare-torch")
 
 
 # ----------------------------------------------------------------------------------------------- timing
@@ -94,7 +95,7 @@ def measure(fn, seconds: float, warmup: int = 2, sync=_sync) -> dict:
 
     The warm-up stops early (after at least one call) once it has taken ``seconds``: on a slow cell
     (the CIFAR CNN on a laptop CPU) one warm-up step already allocates every buffer and optimiser slot.
-    Returns {"median_s", "min_s", "reps", "warmup"}."""
+    Returns :func:`summary` of the timed steps, plus their list under "times"."""
     done = 0
     t_warm = time.perf_counter()
     while done < max(int(warmup), 0):
@@ -113,8 +114,7 @@ def measure(fn, seconds: float, warmup: int = 2, sync=_sync) -> dict:
         times.append(t1 - t0)
         if t1 - start >= seconds:
             break
-    return {"median_s": statistics.median(times), "min_s": min(times), "reps": len(times), "warmup": done,
-            "times": times}
+    return {**summary(times, done), "times": times}
 
 
 def measure_pair(fn_a, fn_b, seconds: float, warmup: int = 2, sync_a=_sync, sync_b=_sync, rounds: int = 3) -> tuple:
@@ -130,11 +130,17 @@ def measure_pair(fn_a, fn_b, seconds: float, warmup: int = 2, sync_a=_sync, sync
             m = measure(fn, seconds / rounds, warmup if r == 0 else 1, sync)
             times[k].extend(m.pop("times"))
             done[k] += m["warmup"]
-    return tuple({"median_s": statistics.median(t), "min_s": min(t), "reps": len(t), "warmup": w}
-                 for t, w in zip(times, done))
+    return tuple(summary(t, w) for t, w in zip(times, done))
 
 
-def blas_gflops(n: int = 2048, reps: int = 3, asarray=None, sync=_sync) -> float:
+def summary(times, warmup: int) -> dict:
+    """{"median_s", "min_s", "max_s", "q1_s", "q3_s" (quartiles), "reps", "warmup"} of step times (seconds)."""
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "q1_s": q1, "q3_s": q3,
+            "reps": len(times), "warmup": warmup}
+
+
+def blas_gflops(n: int = 2048, reps: int = 5, asarray=None, sync=_sync) -> float:
     """GFLOP/s of an n x n float32 matmul (2 n^3 flops), best of ``reps`` after one warm-up.
     ``asarray`` moves the host operands (default: the active backend's ``to_device``; torch.as_tensor works)."""
     asarray = backend.to_device if asarray is None else asarray
@@ -175,97 +181,6 @@ def nanosgm_cells(model, x, y) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- torch
-def _torch_modules(layer, nn, in_rank):
-    """The torch.nn modules (a list) equivalent to one nanosgm layer whose input has ``in_rank`` dims."""
-    if isinstance(layer, Dense):
-        return [nn.Linear(layer.in_features, layer.out_features, bias="b" in layer.params)]
-    if isinstance(layer, Conv2D):
-        return [nn.Conv2d(layer.in_channels, layer.out_channels, (layer.kh, layer.kw), stride=layer.stride,
-                          padding=layer.padding, bias="b" in layer.params)]
-    if isinstance(layer, MaxPool2D):
-        return [nn.MaxPool2d(layer.k, layer.stride)]
-    if isinstance(layer, BatchNorm):
-        if in_rank not in (2, 4):
-            raise ValueError(f"{layer!r} sees {in_rank}-D inputs; only 2-D (BatchNorm1d) and 4-D (BatchNorm2d) translate")
-        cls = nn.BatchNorm2d if in_rank == 4 else nn.BatchNorm1d
-        return [cls(layer.num_features, eps=layer.eps, momentum=layer.momentum)]
-    if isinstance(layer, ReLU):
-        return [nn.ReLU()]
-    if isinstance(layer, Dropout):
-        return [nn.Dropout(layer.p)]
-    if isinstance(layer, Flatten):
-        return [nn.Flatten()]
-    if isinstance(layer, GlobalAvgPool2D):
-        return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    raise TypeError(f"nanosgm.bench cannot translate {layer!r} ({type(layer).__name__}) to torch; "
-                    "add a rule to nanosgm.bench._torch_modules")
-
-
-def _flat_layers(model):
-    """The leaf layers of ``model``, nested Sequentials flattened, in order."""
-    if isinstance(model, Sequential):
-        for sub in model.layers:
-            yield from _flat_layers(sub)
-    else:
-        yield model
-
-
-def _param_dtype(model):
-    for _, p, _ in model.parameters():
-        return np.dtype(p.dtype)
-    return np.dtype(np.float32)
-
-
-def _input_ranks(layers, in_shape, dtype):
-    """[rank of each layer's input], from a one-sample inference forward (zeros) through the layers.
-
-    Inference mode changes neither parameters nor BatchNorm statistics (it only refreshes the caches
-    that the next forward overwrites anyway)."""
-    x = backend.xp().zeros((1,) + tuple(in_shape), dtype=dtype)
-    ranks = []
-    for layer in layers:
-        ranks.append(x.ndim)
-        x = layer.forward(x, training=False)
-    return ranks
-
-
-def to_torch(model, in_shape, *, device="cpu", copy_weights=True):
-    """A ``torch.nn.Sequential`` with the same architecture as the nanosgm ``model``, layer by layer:
-    Conv2D -> Conv2d (same stride/padding), Dense -> Linear, MaxPool2D -> MaxPool2d, BatchNorm ->
-    BatchNorm1d/2d by the rank of its input (found by pushing one sample of shape ``in_shape``
-    through the model), ReLU, Dropout, Flatten, GlobalAvgPool2D -> AdaptiveAvgPool2d(1) + Flatten.
-    Nested Sequentials are flattened; an unknown layer type is a TypeError.
-
-    With ``copy_weights`` the parameters and BatchNorm running statistics are copied (Dense's W is
-    (in, out), Linear's weight (out, in)), so both compute the same function. The torch model has the
-    nanosgm parameters' dtype and lives on ``device``.
-    """
-    torch = _import_torch()
-    nn = torch.nn
-    layers = list(_flat_layers(model))
-    dtype = _param_dtype(model)
-    ranks = _input_ranks(layers, in_shape, dtype)
-    groups = [_torch_modules(layer, nn, rank) for layer, rank in zip(layers, ranks)]
-    net = nn.Sequential(*[m for group in groups for m in group]).to(getattr(torch, dtype.name))
-    if copy_weights:
-        def t(a):
-            return torch.from_numpy(np.ascontiguousarray(backend.to_host(a)))
-        with torch.no_grad():
-            for layer, group in zip(layers, groups):
-                m = group[0]
-                if isinstance(layer, (Dense, Conv2D)):
-                    w = t(layer.params["W"])
-                    m.weight.copy_(w.T if isinstance(layer, Dense) else w)
-                    if "b" in layer.params:
-                        m.bias.copy_(t(layer.params["b"]))
-                elif isinstance(layer, BatchNorm):
-                    m.weight.copy_(t(layer.params["gamma"]))
-                    m.bias.copy_(t(layer.params["beta"]))
-                    m.running_mean.copy_(t(layer.buffers["running_mean"]))
-                    m.running_var.copy_(t(layer.buffers["running_var"]))
-    return net.to(device)
-
-
 def torch_cells(tmodel, x, y) -> dict:
     """{column: zero-argument step function} for the torch network ``tmodel`` on tensors x, y."""
     torch = _import_torch()
@@ -320,44 +235,124 @@ def device_name() -> str:
     return f"{cpu_name()} ({os.cpu_count()} logical CPUs)"
 
 
-def _fmt(v, ratio=False):
+# ----------------------------------------------------------------------------------------------- honesty
+SPREAD_WARN = 0.2    # interquartile range / median of one cell's step times above this: a noisy cell
+RATIO_WARN = 0.10    # median-based and best-step-based ratios disagreeing by more than this: unreliable ratio
+MIN_REPS = 5         # fewer timed steps per side than this: a ratio from too few steps
+BUSY_LOAD = 0.25     # other processes' load average per CPU above this: the machine is shared
+
+
+def spread(m: dict) -> float:
+    """Interquartile range / median of a cell's step times: 0 for steady steps. (The range, max - min,
+    is printed too, but one slow step from a background process would dominate it.)"""
+    return (m["q3_s"] - m["q1_s"]) / m["median_s"] if m["median_s"] > 0 else 0.0
+
+
+def cell_warnings(label: str, m: dict) -> list:
+    """Warnings (strings) about one cell's timings."""
+    out = []
+    if spread(m) > SPREAD_WARN:
+        out.append(f"{label}: the middle half of the step times spans {100 * spread(m):.0f}% of the median "
+                   f"({m['q1_s'] * 1e3:.1f} to {m['q3_s'] * 1e3:.1f} ms; min {m['min_s'] * 1e3:.1f}, max {m['max_s'] * 1e3:.1f})")
+    if m["reps"] < MIN_REPS:
+        out.append(f"{label}: only {m['reps']} timed step(s); raise --seconds")
+    return out
+
+
+def ratio_warnings(label: str, ours: dict, theirs: dict) -> list:
+    """Warnings that make the ratio nanosgm/torch of one column unreliable (empty: it can be trusted)."""
+    out = cell_warnings(f"{label} nanosgm", ours) + cell_warnings(f"{label} torch", theirs)
+    by_median = theirs["median_s"] / ours["median_s"]
+    by_min = theirs["min_s"] / ours["min_s"]
+    if abs(by_median / by_min - 1) > RATIO_WARN:
+        out.append(f"{label}: the ratio is {by_median:.2f}x from median steps but {by_min:.2f}x from the fastest steps")
+    return out
+
+
+def load_warnings(before, after, cpus: int, threads: int) -> list:
+    """Warnings when other processes load the machine: before the run, or after it beyond the bench's own threads."""
+    out, limit = [], BUSY_LOAD * max(cpus, 1)
+    if before is not None and before > limit:
+        out.append(f"load average {before:.2f} on {cpus} CPUs before the run: other processes share the cores")
+    if after is not None and after - threads > limit:
+        out.append(f"load average {after:.2f} after the run, more than the bench's own {threads} thread(s): "
+                   "other processes shared the cores")
+    return out
+
+
+def loadavg():
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------- tables
+def _fmt(v, ratio=False, doubtful=False):
     if v is None:
         return "-"
-    return f"{v:.2f}x" if ratio else f"{v:,.0f}"
+    return (f"{v:.2f}x" + ("?" if doubtful else "")) if ratio else f"{v:,.0f}"
+
+
+def _grid(head, rows, left=2) -> str:
+    widths = [max(len(str(row[i])) for row in rows + [head]) for i in range(len(head))]
+
+    def line(row):
+        return " | ".join(str(v).ljust(w) if i < left else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+    return "\n".join([line(head), "-+-".join("-" * w for w in widths)] + [line(r) for r in rows])
 
 
 def format_table(results: dict, compare: bool) -> str:
-    cols = ["model", "run"] + [HEADERS[c] for c in COLUMNS]
+    """The throughput table (img/s per column; with ``compare`` the torch rows and the ratios, a ratio
+    marked '?' when :func:`ratio_warnings` found it unreliable)."""
     rows = []
     for name, r in results.items():
         rows.append([name, "nanosgm"] + [_fmt(r["nanosgm"][c]["img_per_s"]) for c in COLUMNS])
         if compare:
             rows.append([name, f"torch ({r['torch_device']})"]
                         + [_fmt(r["torch"][c]["img_per_s"]) if c in r["torch"] else "-" for c in COLUMNS])
-            rows.append([name, "nanosgm/torch"] + [_fmt(r["ratio"].get(c), ratio=True) for c in COLUMNS])
-    widths = [max(len(str(row[i])) for row in rows + [cols]) for i in range(len(cols))]
-    def line(row):
-        return " | ".join(str(v).ljust(w) if i < 2 else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
-    out = [line(cols), "-+-".join("-" * w for w in widths)]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
+            rows.append([name, "nanosgm/torch"] + [_fmt(r["ratio"].get(c), True, bool(r.get("ratio_warnings", {}).get(c)))
+                                                   for c in COLUMNS])
+    return _grid(["model", "run"] + [HEADERS[c] for c in COLUMNS], rows)
+
+
+def format_details(results: dict, peak_gflops: float | None) -> str:
+    """Per cell: median / min / max step time, spread, GEMM GFLOP/s reached and its share of the peak."""
+    rows = []
+    for name, r in results.items():
+        for side in ("nanosgm", "torch"):
+            for col, m in r.get(side, {}).items():
+                rate = m.get("gemm_gflops")
+                rows.append([name, side, col, f"{m['median_s'] * 1e3:.2f}", f"{m['min_s'] * 1e3:.2f}",
+                             f"{m['max_s'] * 1e3:.2f}", f"{100 * spread(m):.0f}%", str(m["reps"]),
+                             "-" if rate is None else f"{rate:.1f}",
+                             "-" if rate is None or not peak_gflops else f"{100 * rate / peak_gflops:.0f}%"])
+    return _grid(["model", "run", "column", "median ms", "min ms", "max ms", "IQR/median", "steps", "GEMM GFLOP/s",
+                  "of peak"], rows, left=3)
 
 
 # ----------------------------------------------------------------------------------------------- main
-def _parse(argv):
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default in --help."""
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nanosgm.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=_HelpFormatter)
     p.add_argument("--models", default="dnn,cnn,cifar_cnn",
                    help="comma-separated paper networks: dnn (Table 1), cnn (Table 2), cifar_cnn (Table 3)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--backend", default=None, help="numpy or cupy (default: the active backend, NANOSGM_BACKEND)")
-    p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell, after warm-up (default 3)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per cell (default 2)")
-    p.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (default os.cpu_count())")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--backend", default=None, help="numpy or cupy (None: the active backend, NANOSGM_BACKEND)")
+    p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell and side, after warm-up")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per cell (fewer if they take --seconds)")
+    p.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (None: os.cpu_count())")
     p.add_argument("--compare-torch", action="store_true", help="also time the same network in PyTorch")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of the throughput table, print per-layer forward/backward times and the optimiser "
+                        "steps of the first --models network")
     p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (atomically)")
-    p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batch")
+    return p
 
 
 def _err(msg):
@@ -365,23 +360,29 @@ def _err(msg):
     return 2
 
 
-def main(argv=None) -> int:
-    args = _parse(argv)
+def _model_names(raw_list):
+    """([network keys], None) or (None, error message) from the --models string."""
     names = []
-    for raw in args.models.split(","):
+    for raw in raw_list.split(","):
         raw = raw.strip()
         if not raw:
             continue
         key = models.ALIASES.get(raw, raw)
         if key not in models.MODELS:
-            return _err(f"unknown model {raw!r}; choose from {', '.join(models.MODELS)} "
-                        f"(aliases: {', '.join(sorted(models.ALIASES))})")
+            return None, (f"unknown model {raw!r}; choose from {', '.join(models.MODELS)} "
+                          f"(aliases: {', '.join(sorted(models.ALIASES))})")
         if key not in INPUT_SHAPES:
-            return _err(f"no input shape known for model {key!r}; add it to nanosgm.bench.INPUT_SHAPES")
+            return None, f"no input shape known for model {key!r}; add it to nanosgm.bench.INPUT_SHAPES"
         if key not in names:
             names.append(key)
-    if not names:
-        return _err("--models is empty")
+    return (names, None) if names else (None, "--models is empty")
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    names, problem = _model_names(args.models)
+    if problem:
+        return _err(problem)
     if args.batch_size < 2:
         return _err("--batch-size must be at least 2 (batch normalisation needs 2 samples in training mode)")
     if args.seconds < 0 or args.warmup < 0:
@@ -395,7 +396,7 @@ def main(argv=None) -> int:
         except backend.BackendError as exc:
             return _err(str(exc))
     torch = None
-    if args.compare_torch:
+    if args.compare_torch and not args.profile:
         try:
             torch = _import_torch()
         except TorchMissing as exc:
@@ -404,11 +405,83 @@ def main(argv=None) -> int:
     restore_blas, blas_desc = set_blas_threads(threads)
     torch_threads_before = torch.get_num_threads() if torch is not None else None
     try:
+        if args.profile:
+            return _profile(args, names[0], threads, blas_desc)
         return _run(args, names, threads, blas_desc, torch)
     finally:
         restore_blas()
         if torch is not None:
             torch.set_num_threads(torch_threads_before)
+
+
+def _batch(name, args):
+    """(model, x, y, x_host, y_host): a fresh float32 paper network and a random batch on the backend."""
+    shape = INPUT_SHAPES[name]
+    g = np.random.default_rng(args.seed)
+    x_host = g.random((args.batch_size,) + tuple(shape), dtype=np.float32)
+    y_host = g.integers(0, 10, args.batch_size).astype(np.int64)
+    backend.seed(args.seed)
+    model = models.build(name, dtype="float32")
+    return model, backend.to_device(x_host), backend.to_device(y_host), x_host, y_host
+
+
+def _profile(args, name, threads, blas_desc) -> int:
+    """--profile: per-layer times of one network's training step, and each optimiser's step."""
+    load = loadavg()
+    peak = blas_gflops()
+    model, x, y, _, _ = _batch(name, args)
+    print(f"nanosgm profile | {name} | backend {backend.name()} | device {device_name()} | threads {threads} "
+          f"(BLAS: {blas_desc}) | batch {args.batch_size} | float32 | load average {load if load is None else f'{load:.2f}'} | "
+          f"GEMM peak {peak:.1f} GFLOP/s")
+    reps = max(3, int(args.warmup) + 3)
+    rows = profile.profile_layers(model, x, y, reps=reps)           # leaves every gradient filled
+    steps = []
+    for kind in ("adam", "wame"):
+        opt = build_optimizer(kind, LR)
+        opt.step(model)                                              # allocates the state
+        steps.append((f"{kind} step", profile.median_time(lambda: opt.step(model), reps)))
+    print(profile.format_profile(rows, peak, steps))
+    print(f"(medians of {reps} calls per layer; an optimiser row is one step over all {model.num_params():,} "
+          "weights, added to the forward + backward time)")
+    for w in load_warnings(load, loadavg(), os.cpu_count() or 1, threads):
+        print(f"WARNING: {w}")
+    if args.json:
+        write_json_atomic(args.json, {"model": name, "rows": rows, "optimiser_steps_s": dict(steps),
+                                      "gemm_peak_gflops": peak, "load_avg_1min": load})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _header(args, threads, blas_desc, torch, tdev, tsync, on_gpu) -> dict:
+    """Print the run's header (machine, threads, load, GEMM peak); returns the JSON meta."""
+    load = loadavg()
+    meta = {
+        "load_avg_1min_at_start": load,
+        "backend": backend.name(), "device": device_name(), "numpy": np.__version__,
+        "python": platform.python_version(), "threads": threads, "blas_threads": blas_desc,
+        "batch_size": args.batch_size, "seconds": args.seconds, "warmup": args.warmup, "seed": args.seed,
+        "dtype": "float32", "fgsm_eps": FGSM_EPS, "lr": LR,
+        "torch": None if torch is None else torch.__version__,
+        "torch_device": None if torch is None else tdev,
+        "torch_threads": None if torch is None else torch.get_num_threads(),
+    }
+    print(f"nanosgm bench | backend {meta['backend']} | device {meta['device']} | numpy {meta['numpy']} | "
+          f"threads {threads} (BLAS: {blas_desc}) | batch {args.batch_size} | float32")
+    if load is not None:
+        print(f"load average (1 min) at start: {load:.2f} on {os.cpu_count()} CPUs")
+    if torch is not None:
+        print(f"torch {torch.__version__} on {tdev} | torch threads {meta['torch_threads']}"
+              + ("  (note: nanosgm on GPU, torch on CPU: ratios compare devices)" if on_gpu and tdev == "cpu" else ""))
+    meta["blas_gflops"] = blas_gflops()
+    ref = f"float32 GEMM peak: 2048x2048 matmul = {meta['blas_gflops']:.1f} GFLOP/s ({backend.name()})"
+    if torch is not None:
+        meta["torch_matmul_gflops"] = blas_gflops(asarray=lambda a: torch.as_tensor(a, device=tdev), sync=tsync)
+        ref += f", {meta['torch_matmul_gflops']:.1f} GFLOP/s (torch {tdev})"
+    meta["gemm_peak_gflops"] = max(meta["blas_gflops"], meta.get("torch_matmul_gflops") or 0.0)
+    print(ref + f"; the peak used below: {meta['gemm_peak_gflops']:.1f}")
+    print(f"timing: {args.warmup} warm-up steps (fewer if they take over {args.seconds:g} s), then >= "
+          f"{args.seconds:g} s per cell; img/s = batch / median step time", flush=True)
+    return meta
 
 
 def _run(args, names, threads, blas_desc, torch) -> int:
@@ -424,85 +497,73 @@ def _run(args, names, threads, blas_desc, torch) -> int:
         if tdev == "cuda":
             torch.cuda.synchronize()
 
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = None
-    meta = {
-        "load_avg_1min_at_start": load,
-        "backend": backend.name(), "device": device_name(), "numpy": np.__version__,
-        "python": platform.python_version(), "threads": threads, "blas_threads": blas_desc,
-        "batch_size": args.batch_size, "seconds": args.seconds, "warmup": args.warmup, "seed": args.seed,
-        "dtype": "float32", "fgsm_eps": FGSM_EPS, "lr": LR,
-        "torch": None if torch is None else torch.__version__,
-        "torch_device": None if torch is None else tdev,
-        "torch_threads": None if torch is None else torch.get_num_threads(),
-    }
-    print(f"nanosgm bench | backend {meta['backend']} | device {meta['device']} | numpy {meta['numpy']} | "
-          f"threads {threads} (BLAS: {blas_desc}) | batch {args.batch_size} | float32")
-    if load is not None:
-        busy = load > 0.5 * (os.cpu_count() or 1)
-        print(f"load average (1 min) at start: {load:.2f} on {os.cpu_count()} CPUs"
-              + ("  -- WARNING: the machine is busy; other processes share the cores and the numbers "
-                 "will be noisy (compare ratios from one run, or rerun when idle)" if busy else ""))
-    if torch is not None:
-        print(f"torch {torch.__version__} on {tdev} | torch threads {meta['torch_threads']}"
-              + ("  (note: nanosgm on GPU, torch on CPU: ratios compare devices)" if on_gpu and tdev == "cpu" else ""))
-    meta["blas_gflops"] = blas_gflops()
-    ref = f"reference: 2048x2048 float32 matmul = {meta['blas_gflops']:.1f} GFLOP/s ({backend.name()})"
-    if torch is not None:
-        meta["torch_matmul_gflops"] = blas_gflops(asarray=lambda a: torch.as_tensor(a, device=tdev), sync=tsync)
-        ref += f", {meta['torch_matmul_gflops']:.1f} GFLOP/s (torch {tdev})"
-    print(ref)
-    print(f"timing: {args.warmup} warm-up steps (fewer if they take over {args.seconds:g} s), then >= "
-          f"{args.seconds:g} s per cell; img/s = batch / median step time", flush=True)
-
+    meta = _header(args, threads, blas_desc, torch, tdev, tsync, on_gpu)
+    warnings = []
     results = {}
     for name in names:
-        shape = INPUT_SHAPES[name]
-        g = np.random.default_rng(args.seed)
-        x_host = g.random((args.batch_size,) + tuple(shape), dtype=np.float32)
-        y_host = g.integers(0, 10, args.batch_size).astype(np.int64)
-        backend.seed(args.seed)
-        model = models.build(name, dtype="float32")
-        x, y = backend.to_device(x_host), backend.to_device(y_host)
-        r = {"input_shape": list(shape), "params": model.num_params(), "nanosgm": {}}
-        tcells = {}
-        if torch is not None:
-            tmodel = to_torch(model, shape, device=tdev)       # before any step: the same initial weights
-            tcells = torch_cells(tmodel, torch.from_numpy(x_host).to(tdev), torch.from_numpy(y_host).to(tdev))
-            r["torch_device"] = tdev
-            r["torch"], r["ratio"] = {}, {}
-
-        def report(side, col, m):
-            m["img_per_s"] = args.batch_size / m["median_s"]
-            r[side][col] = m
-            print(f"  {name:9s} {side:7s} {col:10s} {m['img_per_s']:10,.1f} img/s  "
-                  f"(median {m['median_s'] * 1e3:.1f} ms/step, min {m['min_s'] * 1e3:.1f}, {m['reps']} steps)", flush=True)
-
-        for col, fn in nanosgm_cells(model, x, y).items():
-            gc.collect()
-            if col in tcells:              # alternate nanosgm and torch steps: same conditions for both
-                m, mt = measure_pair(fn, tcells[col], args.seconds, args.warmup, sync_b=tsync)
-                report("nanosgm", col, m)
-                report("torch", col, mt)
-                r["ratio"][col] = m["img_per_s"] / mt["img_per_s"]
-            else:
-                m = measure(fn, args.seconds, args.warmup)
-                m.pop("times")
-                report("nanosgm", col, m)
-        del model, tcells
-        results[name] = r
+        results[name] = _bench_network(name, args, torch, tdev, tsync, warnings)
         gc.collect()
 
     meta["wall_s"] = time.perf_counter() - t_start
+    meta["load_avg_1min_at_end"] = loadavg()
+    warnings = load_warnings(meta["load_avg_1min_at_start"], meta["load_avg_1min_at_end"], os.cpu_count() or 1,
+                             threads) + warnings
+    meta["warnings"] = warnings
     print()
     print(format_table(results, torch is not None))
-    print(f"(ratio nanosgm/torch > 1: nanosgm faster; torch has no WAME; total {meta['wall_s']:.0f} s)")
+    print(f"(ratio nanosgm/torch > 1: nanosgm faster; '?': unreliable, see the warnings; torch has no WAME; "
+          f"total {meta['wall_s']:.0f} s)")
+    print()
+    print(format_details(results, meta["gemm_peak_gflops"]))
+    print(f"(GEMM GFLOP/s: matrix-product FLOPs of the step counted from the layer shapes (nanosgm.profile) / median "
+          f"step time; peak {meta['gemm_peak_gflops']:.1f} GFLOP/s; load average "
+          f"{_fmt_load(meta['load_avg_1min_at_start'])} at start, {_fmt_load(meta['load_avg_1min_at_end'])} at end)")
+    for w in warnings:
+        print(f"WARNING: {w}")
     if args.json:
         write_json_atomic(args.json, {"meta": meta, "columns": list(COLUMNS), "results": results})
         print(f"wrote {args.json}")
     return 0
+
+
+def _fmt_load(v):
+    return "unknown" if v is None else f"{v:.2f}"
+
+
+def _bench_network(name, args, torch, tdev, tsync, warnings) -> dict:
+    """Time every column of one network (and its torch twin); appends warnings; returns its results."""
+    model, x, y, x_host, y_host = _batch(name, args)
+    flops = profile.step_flops(model, INPUT_SHAPES[name], args.batch_size)
+    r = {"input_shape": list(INPUT_SHAPES[name]), "params": model.num_params(), "nanosgm": {},
+         "gemm_gflop_per_step": {c: f / 1e9 for c, f in flops.items()}}
+    tcells = {}
+    if torch is not None:
+        tmodel = to_torch(model, INPUT_SHAPES[name], device=tdev)   # before any step: the same initial weights
+        tcells = torch_cells(tmodel, torch.from_numpy(x_host).to(tdev), torch.from_numpy(y_host).to(tdev))
+        r.update(torch_device=tdev, torch={}, ratio={}, ratio_warnings={})
+
+    def report(side, col, m):
+        m["img_per_s"] = args.batch_size / m["median_s"]
+        m["gemm_gflops"] = flops[col] / m["median_s"] / 1e9
+        r[side][col] = m
+        print(f"  {name:9s} {side:7s} {col:10s} {m['img_per_s']:10,.1f} img/s  (median {m['median_s'] * 1e3:.1f} "
+              f"ms/step, min {m['min_s'] * 1e3:.1f}, max {m['max_s'] * 1e3:.1f}, {m['reps']} steps)", flush=True)
+
+    for col, fn in nanosgm_cells(model, x, y).items():
+        gc.collect()
+        if col in tcells:              # alternate nanosgm and torch steps: same conditions for both
+            m, mt = measure_pair(fn, tcells[col], args.seconds, args.warmup, sync_b=tsync)
+            report("nanosgm", col, m)
+            report("torch", col, mt)
+            r["ratio"][col] = m["img_per_s"] / mt["img_per_s"]
+            r["ratio_warnings"][col] = ratio_warnings(f"{name} {col}", m, mt)
+            warnings += r["ratio_warnings"][col]
+        else:
+            m = measure(fn, args.seconds, args.warmup)
+            m.pop("times")
+            report("nanosgm", col, m)
+            warnings += cell_warnings(f"{name} {col} nanosgm", m)
+    return r
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ def pieces(jobs, chunk: int):
 def run(update, jobs) -> None:
     """Like :func:`run_serial`, but in cache-sized contiguous pieces, spread over a thread pool.
 
-    ``update`` must be element-wise in every array it is given (no reductions, no reshapes).
+    ``update`` must be element-wise in every array it is given (no reductions, no reshapes): it sees
+    slices, not whole arrays. Optimisers reach this only when they declare ``elementwise = True``
+    (nanosgm.optim.Optimizer states and enforces the contract).
     """
     jobs = list(jobs)
     if not jobs or backend.is_gpu_array(jobs[0][0]):

@@ -125,6 +125,12 @@ def test_unknown_layer_is_a_clear_error(numpy_backend):
         bench.to_torch(Sequential([Odd()]), (3,))
 
 
+def test_one_translation_shared_by_bench_and_tests():
+    """bench.to_torch is a re-export of nanosgm.torch_bridge.to_torch, not a second copy."""
+    from nanosgm import torch_bridge
+    assert bench.to_torch is torch_bridge.to_torch and bench.TorchMissing is torch_bridge.TorchMissing
+
+
 def test_measure_counts_steps_and_calls_sync():
     calls = {"fn": 0, "sync": 0}
     fn = lambda: calls.__setitem__("fn", calls["fn"] + 1)            # noqa: E731
@@ -144,7 +150,11 @@ def test_cli_tiny_run_prints_the_table(capsys, numpy_backend):
                  "model", "train img/s (Adam)", "train img/s (WAME)", "infer img/s", "FGSM img/s"):
         assert word in out, word
     row = [line for line in out.splitlines() if line.startswith("cnn ") and "| nanosgm " in line]
-    assert len(row) == 1 and len(row[0].split("|")) == 6
+    assert len(row) == 1 + 4                      # the throughput table, then one details row per column
+    assert len(row[0].split("|")) == 6 and all(len(r.split("|")) == 10 for r in row[1:])
+    for word in ("median ms", "min ms", "max ms", "IQR/median", "GEMM GFLOP/s", "of peak", "load average",
+                 "at start", "at end"):
+        assert word in out, word
 
 
 def test_cli_json(tmp_path, capsys, numpy_backend):
@@ -153,13 +163,17 @@ def test_cli_json(tmp_path, capsys, numpy_backend):
     d = json.loads(path.read_text())
     assert set(d) == {"meta", "columns", "results"}
     assert d["columns"] == list(bench.COLUMNS)
-    for key in ("backend", "device", "numpy", "threads", "batch_size", "seconds", "blas_gflops", "wall_s"):
+    for key in ("backend", "device", "numpy", "threads", "batch_size", "seconds", "blas_gflops", "wall_s",
+                "gemm_peak_gflops", "load_avg_1min_at_start", "load_avg_1min_at_end", "warnings"):
         assert key in d["meta"], key
     assert d["meta"]["batch_size"] == 4 and d["meta"]["backend"] == "numpy"
     r = d["results"]["cnn"]
     assert set(r["nanosgm"]) == set(bench.COLUMNS)
-    for cell in r["nanosgm"].values():
+    for col, cell in r["nanosgm"].items():
         assert cell["img_per_s"] > 0 and cell["reps"] >= 1 and cell["median_s"] > 0
+        assert cell["min_s"] <= cell["q1_s"] <= cell["median_s"] <= cell["q3_s"] <= cell["max_s"]
+        assert cell["gemm_gflops"] == pytest.approx(r["gemm_gflop_per_step"][col] / cell["median_s"])
+    assert r["gemm_gflop_per_step"]["train_adam"] == pytest.approx(3 * r["gemm_gflop_per_step"]["infer"])
     assert [p.name for p in path.parent.iterdir()] == ["bench.json"]     # no temporary file left
 
 
@@ -209,3 +223,88 @@ def test_measure_pair_alternates_blocks_and_times_each_side():
     assert [block[0] for block in __import__("itertools").groupby(runs)] == list("ababab")
     assert ma["reps"] == runs.count("a") - 3 and mb["reps"] == runs.count("b") - 3
     assert ma["median_s"] >= 0 and "times" not in ma
+
+
+# ----------------------------------------------------------------------------------------------- honesty
+def cell(median, lo=None, hi=None, q1=None, q3=None, reps=20):
+    lo, hi = median if lo is None else lo, median if hi is None else hi
+    return {"median_s": median, "min_s": lo, "max_s": hi, "q1_s": median if q1 is None else q1,
+            "q3_s": median if q3 is None else q3, "reps": reps, "warmup": 1}
+
+
+def test_summary_of_step_times():
+    m = bench.summary([0.4, 0.1, 0.2, 0.3, 0.5], warmup=2)
+    assert (m["min_s"], m["q1_s"], m["median_s"], m["q3_s"], m["max_s"]) == (0.1, 0.2, 0.3, 0.4, 0.5)
+    assert m["reps"] == 5 and m["warmup"] == 2
+    one = bench.summary([0.7], warmup=0)
+    assert one["q1_s"] == one["q3_s"] == one["median_s"] == 0.7
+
+
+def test_cell_warnings_flag_spread_and_few_steps_only():
+    assert bench.cell_warnings("x", cell(1.0, 0.9, 3.0, 0.95, 1.05)) == []    # one slow outlier is no spread
+    (w,) = bench.cell_warnings("x", cell(1.0, 0.5, 2.0, 0.8, 1.3))
+    assert "x:" in w and "50%" in w
+    (w,) = bench.cell_warnings("x", cell(1.0, reps=3))
+    assert "only 3 timed step" in w and "--seconds" in w
+
+
+def test_ratio_warnings_when_median_and_best_steps_disagree():
+    steady_a, steady_b = cell(1.0, 0.95), cell(2.0, 1.9)
+    assert bench.ratio_warnings("cnn infer", steady_a, steady_b) == []      # 2.00x both ways
+    ws = bench.ratio_warnings("cnn infer", cell(1.0, 0.5), cell(2.0, 1.9))   # 2.00x by medians, 3.80x by minima
+    assert len(ws) == 1 and "2.00x from median steps but 3.80x" in ws[0]
+
+
+def test_load_warnings_before_and_beyond_the_bench_threads():
+    assert bench.load_warnings(0.1, 2.2, cpus=4, threads=2) == []        # after: the bench's own 2 threads
+    (w,) = bench.load_warnings(1.5, None, cpus=4, threads=2)
+    assert "before the run" in w and "1.50" in w
+    (w,) = bench.load_warnings(None, 4.0, cpus=4, threads=2)
+    assert "after the run" in w and "2 thread" in w
+    assert bench.load_warnings(None, None, cpus=4, threads=2) == []
+
+
+def _results(ratio_warning):
+    m = {**cell(0.01, 0.009, 0.02), "img_per_s": 1000.0, "gemm_gflops": 45.0}
+    t = {**cell(0.02, 0.019, 0.03), "img_per_s": 500.0, "gemm_gflops": 22.5}
+    return {"cnn": {"nanosgm": {c: dict(m) for c in bench.COLUMNS}, "torch": {c: dict(t) for c in bench.TORCH_COLUMNS},
+                    "torch_device": "cpu", "ratio": {c: 2.0 for c in bench.TORCH_COLUMNS},
+                    "ratio_warnings": {c: (["noisy"] if ratio_warning and c == "infer" else []) for c in bench.TORCH_COLUMNS}}}
+
+
+def test_table_marks_only_the_unreliable_ratio():
+    ratio_row = [line for line in bench.format_table(_results(True), True).splitlines() if "nanosgm/torch" in line]
+    cells = [c.strip() for c in ratio_row[0].split("|")]
+    assert cells[2:] == ["2.00x", "-", "2.00x?", "2.00x"]
+    assert "?" not in bench.format_table(_results(False), True)
+
+
+def test_details_give_times_and_share_of_the_gemm_peak():
+    text = bench.format_details(_results(False), peak_gflops=90.0)
+    rows = [[c.strip() for c in line.split("|")] for line in text.splitlines()[2:]]
+    assert len(rows) == len(bench.COLUMNS) + len(bench.TORCH_COLUMNS)
+    assert rows[0] == ["cnn", "nanosgm", "train_adam", "10.00", "9.00", "20.00", "0%", "20", "45.0", "50%"]
+    assert rows[-1][1] == "torch" and rows[-1][-1] == "25%"
+    assert bench.format_details(_results(False), None).splitlines()[2].endswith("-")
+
+
+def test_help_gives_every_default():
+    p = bench.parser()
+    formatter = p._get_formatter()
+    for action in p._actions:
+        if action.dest != "help":
+            assert "(default: " in formatter._expand_help(action), action.dest
+    assert "(default: 128)" in p.format_help() and "(default: 3.0)" in p.format_help()
+
+
+def test_profile_prints_per_layer_times(capsys, numpy_backend, tmp_path):
+    path = tmp_path / "p.json"
+    assert bench.main(["--models", "cnn", "--profile", "--batch-size", "4", "--warmup", "0", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    for word in ("Conv2D(1, 64", "Dense(1024, 10)", "BatchNorm", "fwd ms", "bwd ms", "forward + backward",
+                 "adam step", "wame step", "GEMM peak"):
+        assert word in out, word
+    assert "train img/s" not in out                                     # the profile replaces the table
+    d = json.loads(path.read_text())
+    assert len(d["rows"]) == 14 + 1 and set(d["optimiser_steps_s"]) == {"adam step", "wame step"}
+    assert all(r["fwd_s"] >= 0 and r["bwd_s"] >= 0 for r in d["rows"])

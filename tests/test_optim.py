@@ -81,7 +81,7 @@ def test_wame_matches_elementwise_reference(literal):
     np.testing.assert_allclose(s["zeta"], zeta_ref, rtol=1e-13)
     np.testing.assert_allclose(s["Z"], Z_ref, rtol=1e-13)
     np.testing.assert_allclose(s["theta"], theta_ref, rtol=1e-13)
-    np.testing.assert_array_equal(s["g_prev"], grads[-1])
+    np.testing.assert_array_equal(s["g_sign"], np.sign(grads[-1]))      # the previous gradient's sign, int8
 
 
 def test_wame_zeta_bounds_and_zero_rule():
@@ -250,7 +250,7 @@ def test_wame_float32_state_follows_param():
     opt.step(m)
     assert m.p["W"] is W_before and m.p["W"].dtype == np.float32  # updated in place
     for slots in opt.state.values():
-        assert all(a.dtype == np.float32 for a in slots.values())
+        assert all(a.dtype == (np.int8 if k == "g_sign" else np.float32) for k, a in slots.items())
 
 
 # ---------------------------------------------------------------------------- SGD / Adam vs torch
@@ -417,3 +417,115 @@ def test_optimizers_on_cupy_match_numpy(kind):
             b.load_state_dict(d)
     assert all(isinstance(s, cupy.ndarray) for s in b.state["w"].values())
     np.testing.assert_allclose(cupy.asnumpy(w_cp), w_np, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- the element-wise contract
+def _norm_clipped_sgd(elementwise):
+    """SGD whose gradient is clipped to norm 1 per parameter: a reduction, different on every slice."""
+    def _update(self, param, grad, state):
+        norm = float(np.sqrt(np.sum(grad.astype(np.float64) ** 2)))
+        param -= self.lr * grad / max(1.0, norm)
+
+    return type("NormClippedSGD", (optim.Optimizer,), {"kind": "sgd-clip", "elementwise": elementwise,
+                                                       "_update": _update})
+
+
+def test_an_optimiser_must_declare_whether_it_is_elementwise():
+    with pytest.raises(TypeError, match="must declare `elementwise = True`"):
+        class Undeclared(optim.Optimizer):
+            kind = "undeclared"
+    with pytest.raises(TypeError, match="elementwise"):
+        class WAMEVariant(WAME):                   # not inherited either: a subclass may add a reduction
+            pass
+    assert all(cls.elementwise is True for cls in (SGD, Adam, WAME))
+
+
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_a_reducing_update_runs_on_whole_arrays_not_slices(workers, monkeypatch):
+    """A norm-clipping rule declared elementwise=False gives the whole-array result on the threaded
+    machinery's sizes; the same rule (wrongly) declared elementwise=True is cut into slices and
+    clipped per slice: the result differs, which is what the declaration prevents."""
+    from nanosgm import threads
+    monkeypatch.setenv("NANOSGM_THREADS", workers)
+    n = 3 * threads.CHUNK_THREADS + 5                     # several pieces whatever the worker count
+    rng = np.random.default_rng(0)
+    w0, g = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    expected = w0 - np.float32(0.1) * g / np.float32(np.sqrt(np.sum(g.astype(np.float64) ** 2)))
+
+    def step_with(elementwise):
+        w = w0.copy()
+        _norm_clipped_sgd(elementwise)(lr=0.1).step([("w", w, g)])
+        return w
+
+    np.testing.assert_allclose(step_with(False), expected, rtol=1e-6, atol=1e-9)
+    sliced = step_with(True)
+    assert np.max(np.abs(sliced - expected)) > 1e-4       # clipped piece by piece: a different update
+
+
+# ---------------------------------------------------------------------------- WAME: fast update vs plain reference
+def _wame_reference_run(opt, w, grads):
+    """opt.update_reference over the full-layout state (previous gradient as a float array)."""
+    state = {"zeta": np.ones_like(w), "Z": np.ones_like(w) if opt.form == "authors" else np.zeros_like(w),
+             "theta": np.zeros_like(w), "g_prev": np.zeros_like(w)}
+    for g in grads:
+        opt.t += 1
+        opt.update_reference(w, g, state)
+    return state
+
+
+def _hard_grads(rng, n, steps, dtype):
+    """Float32 gradients with sign flips, exact zeros, repeats and underflowing products."""
+    out = []
+    for k in range(steps):
+        g = rng.standard_normal(n).astype(dtype)
+        g[rng.random(n) < 0.1] = 0
+        g[: n // 7] = 1e-30 * (-1) ** k                    # tiny: g * g_prev underflows, the signs do not
+        if k % 3 == 2:
+            g[n // 7: n // 3] = out[-1][n // 7: n // 3]     # same sign as last step: zeta grows
+        out.append(g)
+    return out
+
+
+@pytest.mark.parametrize("form,literal", [("authors", False), ("printed", False), ("printed", True)])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_wame_fast_update_equals_the_plain_reference_bit_for_bit(form, literal, workers, monkeypatch):
+    from nanosgm import threads
+    monkeypatch.setenv("NANOSGM_THREADS", workers)
+    rng = np.random.default_rng(7)
+    n = 2 * threads.CHUNK_THREADS + 11                      # several threaded pieces and a ragged end
+    grads = _hard_grads(rng, n, 30, np.float32)
+    w0 = rng.standard_normal(n).astype(np.float32)
+    kw = dict(lr=0.01, form=form, literal=literal)
+    fast, w_fast = WAME(**kw), w0.copy()
+    for g in grads:
+        fast.step([("w", w_fast, g)])
+    ref, w_ref = WAME(**kw), w0.copy()
+    state = _wame_reference_run(ref, w_ref, grads)
+    np.testing.assert_array_equal(w_fast, w_ref)
+    for slot in ("zeta", "Z", "theta"):
+        np.testing.assert_array_equal(fast.state["w"][slot], state[slot], err_msg=slot)
+    np.testing.assert_array_equal(fast.state["w"]["g_sign"], np.sign(state["g_prev"]).astype(np.int8))
+    assert fast.state["w"]["g_sign"].dtype == np.int8
+    assert (fast.state["w"]["zeta"] != 1).mean() > 0.5                 # zeta really moved
+
+
+def test_wame_checkpoint_with_the_old_float_previous_gradient_still_loads():
+    """A checkpoint of the earlier layout ("g_prev", the previous gradient as a float) loads into the
+    compact state and continues exactly as the reference that kept the float gradient."""
+    rng = np.random.default_rng(3)
+    grads = _hard_grads(rng, 1000, 12, np.float32)
+    w_ref = rng.standard_normal(1000).astype(np.float32)
+    ref = WAME(lr=0.01)
+    state = _wame_reference_run(ref, w_ref, grads[:6])
+    old = {"kind": np.array("wame"), "lr": np.array(0.01), "t": np.array(6), "form": np.array("authors")}
+    old.update({f"state.w.{k}": v.copy() for k, v in state.items()})           # the old slot names
+    w_new = w_ref.copy()
+    new = WAME()
+    new.load_state_dict(old)
+    for g in grads[6:]:
+        new.step([("w", w_new, g)])
+        ref.t += 1
+        ref.update_reference(w_ref, g, state)
+    np.testing.assert_array_equal(w_new, w_ref)
+    assert set(new.state["w"]) == {"zeta", "Z", "theta", "g_sign"}
+    assert "state.w.g_sign" in new.state_dict() and "state.w.g_prev" not in new.state_dict()

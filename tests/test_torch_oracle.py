@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (CPU) is the test oracle: pip install -e .[test]")
 F = torch.nn.functional
 
-from nanosgm import backend, models  # noqa: E402
-from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D,  # noqa: E402
-                            ReLU, SoftmaxCrossEntropy)
+from nanosgm import backend, models, torch_bridge  # noqa: E402
+from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D, ReLU,  # noqa: E402
+                            Sequential, SoftmaxCrossEntropy)
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -23,29 +23,20 @@ def close(ours, theirs, what):
     np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=RTOL, atol=ATOL, err_msg=what)
 
 
-def torch_layer_fn(layer, params, training):
-    """The torch function equivalent to one nanosgm layer, using torch tensors for its parameters."""
-    if isinstance(layer, Dense):
-        return lambda x: x @ params["W"] + params["b"]
-    if isinstance(layer, Conv2D):
-        return lambda x: F.conv2d(x, params["W"], params["b"], stride=layer.stride, padding=layer.padding)
-    if isinstance(layer, MaxPool2D):
-        return lambda x: F.max_pool2d(x, layer.k, layer.stride)
-    if isinstance(layer, BatchNorm):
-        rm = torch.tensor(np.array(layer.buffers["running_mean"]), dtype=torch.float64)
-        rv = torch.tensor(np.array(layer.buffers["running_var"]), dtype=torch.float64)
-        layer._torch_stats = (rm, rv)
-        return lambda x: F.batch_norm(x, rm, rv, params["gamma"], params["beta"], training=training,
-                                      momentum=layer.momentum, eps=layer.eps)
-    if isinstance(layer, ReLU):
-        return F.relu
-    if isinstance(layer, Flatten):
-        return lambda x: x.reshape(x.shape[0], -1)
-    if isinstance(layer, GlobalAvgPool2D):
-        return lambda x: x.mean(dim=(2, 3))
-    if isinstance(layer, Dropout):
-        return lambda x: x * t(layer.mask) if (training and layer.mask is not None) else x
-    raise TypeError(layer)
+def translate(model, in_shape):
+    """The network in torch, float64, dropping the units nanosgm drops (nanosgm.torch_bridge: the one translation)."""
+    return torch_bridge.to_torch(model, in_shape, dtype="float64", nanosgm_masks=True)
+
+
+def close_counterparts(net, what, grads=False, **tol):
+    """Every nanosgm parameter and buffer (or, with grads, every parameter gradient) equals torch's."""
+    for layer, slot, tensor in torch_bridge.counterparts(net):
+        if grads and slot not in layer.params:
+            continue
+        ours = layer.grads[slot] if grads else torch_bridge.layer_array(layer, slot)
+        theirs = torch_bridge.as_nanosgm(layer, slot, tensor.grad if grads else tensor)
+        np.testing.assert_allclose(np.asarray(ours), theirs, **({"rtol": RTOL, "atol": ATOL} | tol),
+                                   err_msg=f"{what}: {layer!r}.{slot}{' gradient' if grads else ''}")
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -72,24 +63,19 @@ def test_layer_matches_torch(make, training):
         layer.buffers["running_var"][...] = rng.uniform(0.5, 2, 3)
     if isinstance(layer, Dropout):
         layer.hold_mask = True
-    params = {k: t(v, grad=True) for k, v in layer.params.items()}
-    fn = torch_layer_fn(layer, params, training)
+    net = translate(Sequential([layer]), x.shape[1:]).train(training)
 
-    y = layer.forward(x, training=training)
+    y = layer.forward(x, training=training)      # draws the dropout mask torch reuses
     dy = rng.standard_normal(y.shape)
     dx = layer.backward(dy)
 
     xt = t(x, grad=True)
-    yt = fn(xt)
+    yt = net(xt)
     yt.backward(t(dy))
     close(y, yt, "forward")
     close(dx, xt.grad, "dE/dx")
-    for k in layer.params:
-        close(layer.grads[k], params[k].grad, f"dE/d{k}")
-    if isinstance(layer, BatchNorm):
-        rm, rv = layer._torch_stats
-        close(layer.buffers["running_mean"], rm, "running_mean")
-        close(layer.buffers["running_var"], rv, "running_var")
+    close_counterparts(net, "after one step", grads=True)     # dE/dW, dE/db, dE/dgamma, dE/dbeta
+    close_counterparts(net, "after one step")                 # parameters and running statistics
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -109,9 +95,8 @@ def test_mnist_cnn_table2_matches_torch(training):
             layer.hold_mask = True
     x = rng.uniform(0, 1, (6, 1, 28, 28))
     labels = rng.integers(0, 10, 6)
-
-    torch_params = [{k: t(v, grad=True) for k, v in layer.params.items()} for layer in model.layers]
-    fns = [torch_layer_fn(layer, p, training) for layer, p in zip(model.layers, torch_params)]
+    net = translate(model, x.shape[1:]).train(training)
+    assert len(torch_bridge.counterparts(net)) == 4 * 2 + 3 * 4       # 4 weight layers, 3 BatchNorms
 
     loss_fn = SoftmaxCrossEntropy()
     logits = model.forward(x, training=training)          # draws the dropout masks torch will reuse
@@ -119,22 +104,15 @@ def test_mnist_cnn_table2_matches_torch(training):
     dx = model.backward(loss_fn.backward())
 
     xt = t(x, grad=True)
-    h = xt
-    for fn in fns:
-        h = fn(h)
+    h = net(xt)
     loss_t = F.cross_entropy(h, torch.tensor(labels))
     loss_t.backward()
 
     close(logits, h, "logits")
     assert loss == pytest.approx(loss_t.item(), rel=1e-12)
     close(dx, xt.grad, "dE/dX (Eq. 14)")
-    for layer, p in zip(model.layers, torch_params):
-        for k in layer.params:
-            close(layer.grads[k], p[k].grad, f"{layer!r}.{k}")
-        if isinstance(layer, BatchNorm):
-            rm, rv = layer._torch_stats
-            close(layer.buffers["running_mean"], rm, f"{layer!r} running_mean")
-            close(layer.buffers["running_var"], rv, f"{layer!r} running_var")
+    close_counterparts(net, "Table 2 CNN", grads=True)
+    close_counterparts(net, "Table 2 CNN")                # running statistics (and the untouched weights)
 
 
 def test_mnist_dnn_table1_adam_training_steps_match_torch():
@@ -150,37 +128,23 @@ def test_mnist_dnn_table1_adam_training_steps_match_torch():
     X = rng.uniform(0, 1, (8 * 16, 784))
     labels = rng.integers(0, 10, len(X))
 
-    torch_params = [{k: t(v, grad=True) for k, v in layer.params.items()} for layer in model.layers]
-    fns = [torch_layer_fn(layer, p, True) for layer, p in zip(model.layers, torch_params)]
+    net = translate(model, (784,)).train()
     opt, loss_fn = Adam(lr=1e-3), SoftmaxCrossEntropy()
-    topt = torch.optim.Adam([p for d in torch_params for p in d.values()], lr=1e-3)
+    topt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for step in range(8):
         xb, yb = X[16 * step:16 * (step + 1)], labels[16 * step:16 * (step + 1)]
         loss = loss_fn.forward(model.forward(xb, training=True), yb)   # draws the masks torch reuses
         model.backward(loss_fn.backward())
         opt.step(model)
-        h = t(xb)
-        for fn in fns:
-            h = fn(h)
-        loss_t = F.cross_entropy(h, torch.tensor(yb))
+        loss_t = F.cross_entropy(net(t(xb)), torch.tensor(yb))
         topt.zero_grad()
         loss_t.backward()
         topt.step()
         assert loss == pytest.approx(loss_t.item(), rel=1e-9), f"loss at step {step}"
 
-    for layer, p in zip(model.layers, torch_params):
-        for k in layer.params:
-            np.testing.assert_allclose(layer.params[k], p[k].detach().numpy(), rtol=1e-8, atol=1e-10,
-                                       err_msg=f"{layer!r}.{k} after 8 steps")
-        if isinstance(layer, BatchNorm):
-            rm, rv = layer._torch_stats
-            np.testing.assert_allclose(layer.buffers["running_var"], rv.numpy(), rtol=1e-8, err_msg=f"{layer!r}")
-            np.testing.assert_allclose(layer.buffers["running_mean"], rm.numpy(), rtol=1e-8, atol=1e-10)
-    eval_fns = [torch_layer_fn(layer, p, False) for layer, p in zip(model.layers, torch_params)]
-    h = t(X[:32])
+    close_counterparts(net, "after 8 Adam steps", rtol=1e-8, atol=1e-10)
     with torch.no_grad():
-        for fn in eval_fns:
-            h = fn(h)
+        h = net.eval()(t(X[:32]))
     np.testing.assert_allclose(model.forward(X[:32], training=False), h.numpy(), rtol=1e-8, atol=1e-9)
 
 

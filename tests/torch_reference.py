@@ -3,7 +3,7 @@
     python tests/torch_reference.py mnist --model dnn --epochs 1 [--val-size 0] [--seed 0]
 
 Same data and split (``nanosgm.train.load_data``), the same initial weights (nanosgm builds the model
-after ``backend.seed(seed)``, ``nanosgm.bench.to_torch`` copies it), the same mini-batch order (the
+after ``backend.seed(seed)``, ``nanosgm.torch_bridge.to_torch`` copies it), the same mini-batch order (the
 permutation ``fit`` draws for each epoch), batch 128, Adam at 1e-3 with the authors' schedule scaled to the
 run (as the CLI does); dropout masks are torch's own. It prints the clean test accuracy of the last
 epoch, to set nanosgm's one-epoch figures beside what PyTorch reaches in the same setting. Compare with
@@ -24,8 +24,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # run from a checkout without installing
 
 from nanosgm import backend, models  # noqa: E402
-from nanosgm.bench import INPUT_SHAPES, to_torch  # noqa: E402
+from nanosgm.bench import INPUT_SHAPES  # noqa: E402
 from nanosgm.schedules import paper_schedule  # noqa: E402
+from nanosgm.torch_bridge import to_torch  # noqa: E402
 from nanosgm.train import build_model, epoch_seed, load_data  # noqa: E402
 
 
