@@ -379,6 +379,11 @@ def _model_names(raw_list):
 
 
 def main(argv=None) -> int:
+    from .cli import run_cli
+    return run_cli(_main, argv)
+
+
+def _main(argv) -> int:
     args = parser().parse_args(argv)
     names, problem = _model_names(args.models)
     if problem:

@@ -9,6 +9,8 @@ CONTROL network of that seed (same initial weights, batches, masks and augmentat
     sgm:L:per-sample      the same with each sample's own loss (B = batch-size times larger steps)
     published             what the authors' Keras code did: an extra training-mode pass per step whose
                           input update is thrown away (the stored inputs never change)
+    fgsm-at:E, fgsm-rs:E, pgd-at:E:K   adversarial training at budget E (nanosgm.adversarial): the
+                          baselines a defence is compared with
 
 Each network (the weights of its best validation epoch) is measured by :func:`nanosgm.network.measure`:
 clean accuracy (Table 4), FGSM accuracy at every eps (Table 5, Eq. 20), and optionally PGD on the first N
@@ -72,24 +74,43 @@ class Arm:
     input_lr: float = 0.0
     per_sample: bool = False
     published: bool = False
+    adversarial: tuple | None = None
 
     def spec(self, base: NetworkSpec, seed: int, run: int) -> NetworkSpec:
         """The NetworkSpec of this arm's network in run ``run`` (seed ``seed``)."""
         moves = self.input_lr != 0
         return base.with_(seed=seed, input_lr=self.input_lr, per_sample=self.per_sample, published=self.published,
-                          snapshot_rows=SNAPSHOT_IMAGES if (run == 0 and moves) else 0)
+                          adversarial=self.adversarial, snapshot_rows=SNAPSHOT_IMAGES if (run == 0 and moves) else 0)
 
     @property
     def slug(self) -> str:
         return self.label.replace(":", "_")
 
 
+ADVERSARIAL_ARMS = {"fgsm-at": "fgsm", "fgsm-rs": "fgsm-rs", "pgd-at": "pgd"}
+
+
+def _number(text):
+    try:
+        x = float(text)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
 def parse_arm(text: str) -> Arm:
-    """``control``, ``published``, ``sgm:L`` or ``sgm:L:per-sample`` -> an :class:`Arm`."""
+    """``control``, ``published``, ``sgm:L``, ``sgm:L:per-sample``, or an adversarial-training baseline
+    ``fgsm-at:EPS``, ``fgsm-rs:EPS``, ``pgd-at:EPS[:STEPS]`` (default 7 steps) -> an :class:`Arm`."""
     t = text.strip().lower()
     if t in (CONTROL, "published"):
         return Arm(t, published=t == "published")
     parts = t.split(":")
+    if parts[0] in ADVERSARIAL_ARMS and len(parts) in (2, 3):
+        eps = _number(parts[1])
+        steps = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else (7 if len(parts) == 2 else 0)
+        if eps is not None and eps > 0 and steps >= 1 and (parts[0] == "pgd-at" or len(parts) == 2):
+            label = f"{parts[0]}:{eps:g}" + (f":{steps}" if parts[0] == "pgd-at" else "")
+            return Arm(label, adversarial=(ADVERSARIAL_ARMS[parts[0]], eps, steps))
     if parts[0] == "sgm" and len(parts) in (2, 3) and (len(parts) == 2 or parts[2] == "per-sample"):
         try:
             lam = float(parts[1])
@@ -98,8 +119,8 @@ def parse_arm(text: str) -> Arm:
         if lam is not None and math.isfinite(lam) and lam != 0:
             label = f"sgm:{lam:g}" + (":per-sample" if len(parts) == 3 else "")
             return Arm(label, input_lr=lam, per_sample=len(parts) == 3)
-    raise ValueError(f"unknown arm {text!r}: use control, published, sgm:LAMBDA or sgm:LAMBDA:per-sample "
-                     f"(LAMBDA a non-zero number, e.g. sgm:0.2)")
+    raise ValueError(f"unknown arm {text!r}: use control, published, sgm:LAMBDA, sgm:LAMBDA:per-sample (LAMBDA a "
+                     f"non-zero number, e.g. sgm:0.2), fgsm-at:EPS, fgsm-rs:EPS or pgd-at:EPS[:STEPS]")
 
 
 def parse_arms(text: str) -> list:
@@ -157,7 +178,7 @@ def _json_result(result):
 def protocol_config(base: NetworkSpec, seed0: int) -> dict:
     """What makes two protocols the same experiment: the base spec (less what an arm or a run sets)."""
     cfg = base.identity()
-    for k in ("seed", "input_lr", "per_sample", "published", "snapshot_rows"):
+    for k in ("seed", "input_lr", "per_sample", "published", "adversarial", "snapshot_rows"):
         cfg.pop(k)
     cfg["seed0"] = int(seed0)
     return cfg
@@ -481,7 +502,8 @@ def build_parser():
     add_common_arguments(p, "per network")
     p.add_argument("--runs", type=int, default=5, help="lock-step runs (seeds) per arm (default 5, the paper's)")
     p.add_argument("--arms", default=None, help="comma-separated arms beside the control: sgm:LAMBDA, "
-                   "sgm:LAMBDA:per-sample, published (default: sgm:<--input-lr>, the paper's method)")
+                   "sgm:LAMBDA:per-sample, published, and the adversarial-training baselines fgsm-at:EPS, fgsm-rs:EPS, "
+                   "pgd-at:EPS:STEPS (default: sgm:<--input-lr>, the paper's method)")
     p.add_argument("--optimizer", default="wame", help="wame (default), wame-printed, adam or sgd")
     p.add_argument("--pgd", type=int, default=0, metavar="N", help="also PGD-10 on the first N test images (default 0)")
     p.add_argument("--out", default=None, help="protocol folder (default runs/protocol-<dataset>-<model>[-aug])")

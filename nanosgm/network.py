@@ -13,6 +13,8 @@ What a spec trains (Section 5 of the paper, plus the arms that test its reading)
     input_lr = 0                      the control
     input_lr = lambda-bar             the Smooth Gradient Method, batch-mean loss (Eq. 15 / 21)
     ... per_sample = True             the same with each sample's own loss (B times larger steps)
+    adversarial = (mode, eps, steps)  adversarial training (FGSM, FGSM with a random start, PGD), the
+                                      baselines SGM must be compared with
     published = True                  what the authors' Keras code did: one more training-mode pass after
                                       each weight step whose input update is thrown away
 Accuracies in a record are percentages (as the terminal prints them), rounded to 4 decimals.
@@ -41,6 +43,8 @@ class NetworkSpec:
     of :meth:`identity`; nor is ``progress``-like presentation. ``eps``: FGSM/PGD budgets (Eq. 20);
     ``pgd``: PGD on the first N test images (0 = none) with ``pgd_steps`` steps; ``snapshot_rows``: keep
     X_t - X_0 of the first N training images after each of the first nine epochs (Figures 5-6).
+    ``adversarial``: (mode, eps, steps) of an adversarial-training baseline (:mod:`nanosgm.adversarial`:
+    "fgsm", "fgsm-rs" or "pgd"), or None.
     ``dataset`` and ``model`` are names, or (for tests and experiments of your own) module-level functions
     ``f() -> Dataset`` and ``f(ds) -> Sequential``, which pickle by name into worker processes.
     """
@@ -55,6 +59,7 @@ class NetworkSpec:
     input_lr: float = 0.0
     per_sample: bool = False
     published: bool = False
+    adversarial: tuple | None = None
     augment: bool = False
     limit: int | None = None
     eval_limit: int | None = None
@@ -68,6 +73,9 @@ class NetworkSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
+        if self.adversarial is not None:
+            mode, eps, steps = self.adversarial
+            object.__setattr__(self, "adversarial", (str(mode), float(eps), int(steps)))
 
     def identity(self) -> dict:
         """The fields that change the result, as plain JSON-able values."""
@@ -75,6 +83,7 @@ class NetworkSpec:
         d.pop("data_dir")
         d["dataset"], d["model"] = _name(self.dataset), _name(self.model)
         d["eps"] = list(d["eps"])
+        d["adversarial"] = list(self.adversarial) if self.adversarial else None
         return d
 
     def with_(self, **changes) -> "NetworkSpec":
@@ -159,10 +168,16 @@ def train_network(spec: NetworkSpec, *, checkpoint=None, resume: bool = True, mo
     from . import data
     augment = data.augmenter_for(ds.name) if spec.augment else None
     X_val, y_val = (ds.X_val, ds.y_val) if len(ds.X_val) else (None, None)      # val_size 0: no validation
+    adversarial = None
+    if spec.adversarial:
+        from .adversarial import AdversarialTraining
+        mode, eps, steps = spec.adversarial
+        adversarial = AdversarialTraining(mode, eps, steps=steps, clip=clip)
     config = dict(spec.identity(), data_source=ds.source)
     res = fit(model, opt, ds.X_train, ds.y_train, epochs=spec.epochs, batch_size=spec.batch_size,
               input_lr=spec.input_lr, seed=spec.seed, X_val=X_val, y_val=y_val, X_test=ds.X_test, y_test=ds.y_test,
               schedule=schedule, augment=augment, per_sample=spec.per_sample, published=spec.published,
+              adversarial=adversarial,
               snapshot_rows=spec.snapshot_rows, checkpoint=checkpoint, resume=resume, progress=progress,
               log=log or (lambda line: None), config=config, free_config_keys=tuple(config_free) + ("data_source",))
     t0 = time.perf_counter()

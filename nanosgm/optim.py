@@ -178,11 +178,13 @@ class Optimizer:
         probe = copy.copy(self)                 # the slot names under the loaded hyperparameters (SGD: momentum)
         for h in self.hyper:
             setattr(probe, h, scalars[h])
-        slots = tuple(probe._init_state(np.zeros(1)))
+        init = probe._init_state(np.zeros(1))
+        slots = tuple(init)
+        kinds = {k: np.asarray(v).dtype.kind for k, v in init.items()}      # WAME's g_sign is int8
         slot_keys = {k for k in d if k.startswith("state.")}
         check_keys(d, {"kind", "t", "lr", *self.hyper} | slot_keys, where, what=f"the {self.kind} optimiser's state",
                    optional=slot_keys)
-        pending = self._checked_slots(d, where, slots)
+        pending = self._checked_slots(d, where, slots, kinds)
         if model is not None:
             self._check_against_model(pending, model, where, slots, t)
         elif t > 0 and slots and not pending:
@@ -190,16 +192,19 @@ class Optimizer:
                               f"per-parameter state ({', '.join(slots)}) is absent")
         return {"t": t, "scalars": scalars, "pending": pending, "strict": t > 0 and bool(slots)}
 
-    def _checked_slots(self, d, where, slots) -> dict:
-        """{param name: {slot: host array}} from the "state.<name>.<slot>" keys, every slot present and checked."""
+    def _checked_slots(self, d, where, slots, kinds) -> dict:
+        """{param name: {slot: host array}} from the "state.<name>.<slot>" keys, every slot present and checked
+        (an older layout's slot is converted by `_convert_loaded`; it was a float array)."""
         pending: dict[str, dict] = {}
         for key in d:
             if key.startswith("state."):
                 name, _, slot = key[len("state."):].rpartition(".")
-                if not name or slot not in slots:
+                new = self._convert_loaded(slot, np.zeros(0))[0] if name else slot
+                if not name or new not in slots:
                     raise where.error(f"{where.key(key)} is not a slot of the {self.kind} optimiser "
                                       f"(its slots: {', '.join(slots) or 'none'})")
-                pending.setdefault(name, {})[slot] = np.array(check_array(d, key, where, kind="f"))
+                host = np.array(check_array(d, key, where, kind=kinds[new] if new == slot else "f"))
+                pending.setdefault(name, {})[new] = self._convert_loaded(slot, host)[1]
         for name, got in pending.items():
             for slot in slots:
                 if slot not in got:

@@ -227,7 +227,7 @@ def _percent(d: dict) -> dict:
 def report_json(report: dict, nets, suite: Suite, argv=None) -> dict:
     """robustness.json's content: accuracies in percent rounded to 2 decimals, keyed by eps as text;
     the command line, the versions, the settings and each network's provenance."""
-    from .train import versions
+    from .recipe import versions
     info = {n.name: n.info for n in nets}
     return {
         "command": "python -m nanosgm.robustness " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -321,14 +321,19 @@ def _config_for(path, args) -> dict:
     """dataset / model / limit / val_size of the run that wrote `path`: its results.json, else the flags."""
     if not os.path.isfile(path):
         raise AuditError(f"{path}: no such model file (give the model.npz that python -m nanosgm.train wrote)")
-    results = os.path.join(os.path.dirname(os.path.abspath(path)), "results.json")
-    if os.path.isfile(results):
+    here = os.path.dirname(os.path.abspath(path))
+    results = os.path.join(here, "results.json")
+    protocol = os.path.join(os.path.dirname(here), "protocol.json")      # models/run<i>-<arm>.npz of a protocol
+    if os.path.isfile(results) or os.path.isfile(protocol):
+        results = results if os.path.isfile(results) else protocol
         try:
             with open(results) as f:
-                cfg = json.load(f)["config"]
+                saved = json.load(f)
+            cfg = saved.get("spec") or saved["config"]       # a network's record, or a protocol's config
             cfg = {k: cfg[k] for k in ("dataset", "model")} | {k: cfg.get(k) for k in ("limit", "val_size")}
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise AuditError(f"{results} is not a results.json written by python -m nanosgm.train ({exc!r})") from None
+            raise AuditError(f"{results} is not a results.json written by python -m nanosgm.train nor a "
+                             f"protocol.json ({exc!r})") from None
         for flag in ("dataset", "model"):
             given = getattr(args, flag)
             if given is not None and given != cfg[flag]:
@@ -341,7 +346,7 @@ def _config_for(path, args) -> dict:
 
 def _load_networks(args, n_images):
     """[Network] for every MODEL.npz, each with the first `n_images` test images of its dataset."""
-    from . import train
+    from . import recipe
     from .data import DataError
     nets, data_cache = [], {}
     for path in args.models:
@@ -349,15 +354,18 @@ def _load_networks(args, n_images):
         key = (cfg["dataset"], cfg["limit"], cfg["val_size"])
         try:
             if key not in data_cache:
-                data_cache[key] = train.load_data(cfg["dataset"], data_dir=args.data_dir, limit=cfg["limit"],
+                data_cache[key] = recipe.load_data(cfg["dataset"], data_dir=args.data_dir, limit=cfg["limit"],
                                                   eval_limit=n_images, val_size=cfg["val_size"], progress=False)
             ds, clip = data_cache[key]
             backend.seed(0)
-            model = train.build_model(cfg["model"], ds)
+            model = recipe.build_model(cfg["model"], ds)
             model.load(path)
         except (DataError, ValueError, FileNotFoundError) as exc:
             raise AuditError(f"{path}: {exc}") from None
-        name = os.path.basename(os.path.dirname(os.path.abspath(path))) or path
+        folder = os.path.dirname(os.path.abspath(path))
+        name = os.path.basename(folder) or path
+        if name == "models":                               # a protocol's network: <row>/<run>-<arm>
+            name = f"{os.path.basename(os.path.dirname(folder))}/{os.path.splitext(os.path.basename(path))[0]}"
         if any(n.name == name for n in nets):
             name = path
         nets.append(Network(name, model, np.asarray(ds.X_test), np.asarray(ds.y_test), clip, ds.name,
@@ -391,12 +399,8 @@ def _run(args, argv) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args, argv)
-    except AuditError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    from .cli import run_cli
+    return run_cli(lambda a: _run(build_parser().parse_args(a), a), argv)
 
 
 if __name__ == "__main__":

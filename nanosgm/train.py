@@ -332,6 +332,11 @@ def build_parser():
                    "(gradient of each sample's own loss) instead of the batch-mean convention")
     p.add_argument("--published", action="store_true", help="train as the authors' Keras code did: an extra "
                    "training-mode pass after each step whose input update is thrown away (inputs never move)")
+    p.add_argument("--adv", default=None, choices=["fgsm", "fgsm-rs", "pgd"], help="adversarial training instead "
+                   "of SGM: FGSM with the clean/adversarial loss mix (Goodfellow et al. 2015), FGSM with a random "
+                   "start (Wong et al. 2020) or PGD (Madry et al. 2018); see nanosgm.adversarial")
+    p.add_argument("--adv-eps", type=float, default=0.1, help="the adversarial-training budget (default 0.1)")
+    p.add_argument("--adv-steps", type=int, default=7, help="PGD steps of --adv pgd (default 7)")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, batch order and dropout (default 0)")
     p.add_argument("--val-size", type=int, default=None, metavar="N", help="validation images held out from the "
                    "end of the official training set (default: the paper's split, 10,000 for MNIST and CIFAR); "
@@ -350,7 +355,8 @@ def default_out(args, model_name: str) -> str:
     """The run folder named after the settings that change the result, so that runs do not collide."""
     name = f"{args.dataset}-{model_name}-{args.optimizer}-e{args.epochs}-ilr{args.input_lr:g}-s{args.seed}"
     for flag, suffix in ((args.limit is not None, f"-n{args.limit}"), (args.val_size is not None, f"-v{args.val_size}"),
-                         (args.per_sample, "-ps"), (args.published, "-pub"), (args.augment, "-aug")):
+                         (args.per_sample, "-ps"), (args.published, "-pub"),
+                         (bool(args.adv), f"-{args.adv}{args.adv_eps:g}"), (args.augment, "-aug")):
         name += suffix if flag else ""
     return os.path.join("runs", name)
 
@@ -360,8 +366,8 @@ def spec_from_args(args, model_name, eps_list):
     from .network import NetworkSpec
     return NetworkSpec(dataset=args.dataset, model=model_name, seed=args.seed, epochs=args.epochs,
                        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, constant_lr=args.constant_lr,
-                       input_lr=0.0 if args.published else args.input_lr, per_sample=args.per_sample,
-                       published=args.published, augment=args.augment, limit=args.limit, eval_limit=args.eval_limit,
+                       input_lr=0.0 if (args.published or args.adv) else args.input_lr, per_sample=args.per_sample,
+                       published=args.published, adversarial=(args.adv, args.adv_eps, args.adv_steps) if args.adv else None, augment=args.augment, limit=args.limit, eval_limit=args.eval_limit,
                        val_size=args.val_size, eps=tuple(eps_list), pgd=args.pgd, backend=backend.name(),
                        data_dir=args.data_dir)
 
@@ -427,11 +433,19 @@ def _train(args, spec, out, model_name) -> int:
         lock.release()
 
 
+def _what(spec) -> str:
+    if spec.adversarial:
+        return f" (adversarial training: {spec.adversarial[0]}, eps {spec.adversarial[1]:g})"
+    if spec.published:
+        return " (published: extra pass, inputs unchanged)"
+    return " (control)" if spec.input_lr == 0 else " (SGM)"
+
+
 def _train_locked(args, spec, out, model_name, prov) -> int:
     from .files import write_json_atomic
     from .network import train_network
     print(f"{model_name} | optimizer {args.optimizer} | input_lr {spec.input_lr:g}"
-          f"{' (published: extra pass, inputs unchanged)' if spec.published else ' (control)' if spec.input_lr == 0 else ' (SGM)'}"
+          f"{_what(spec)}"
           f" | seed {spec.seed} | backend {backend.name()} | out {out}", flush=True)
     try:
         record = train_network(spec, checkpoint=os.path.join(out, "checkpoint.npz"), resume=args.resume,
@@ -459,8 +473,12 @@ def _main(argv) -> int:
     eps_list, model_name = common_setup(args)
     if args.val_size is not None and args.val_size < 0:
         raise CliError(f"--val-size must be >= 0 (0: no validation split), got {args.val_size}")
-    if args.published and args.per_sample:
-        raise CliError("--published never moves the inputs, so --per-sample has no meaning with it")
+    if (args.published or args.adv) and args.per_sample:
+        raise CliError("--published and --adv never move the stored inputs, so --per-sample has no meaning with them")
+    if args.published and args.adv:
+        raise CliError("choose one of --published and --adv")
+    if args.adv and (args.adv_eps <= 0 or args.adv_steps < 1):
+        raise CliError("--adv-eps must be > 0 and --adv-steps >= 1")
     try:
         recipe.optimizer_and_schedule(args.epochs, args.optimizer, args.lr, constant=args.constant_lr)
     except ValueError as exc:

@@ -138,6 +138,22 @@ def test_arms_parse_and_refuse_clearly():
             experiments.parse_arms(bad)
     with pytest.raises(ValueError, match="twice"):
         experiments.parse_arms("sgm:0.2,sgm:0.20")
+    adv = experiments.parse_arms("fgsm-at:0.1,fgsm-rs:0.1,pgd-at:0.1:3")
+    assert [a.label for a in adv] == ["control", "fgsm-at:0.1", "fgsm-rs:0.1", "pgd-at:0.1:3"]
+    assert [a.adversarial for a in adv[1:]] == [("fgsm", 0.1, 7), ("fgsm-rs", 0.1, 7), ("pgd", 0.1, 3)]
+    assert experiments.parse_arm("pgd-at:0.1").label == "pgd-at:0.1:7"
+    for bad in ("fgsm-at:0", "fgsm-at:0.1:3", "pgd-at:x", "pgd-at:0.1:0"):
+        with pytest.raises(ValueError):
+            experiments.parse_arm(bad)
+
+
+def test_adversarial_training_arms_run_lock_step_and_leave_the_inputs_alone():
+    res = run(runs=1, arms="fgsm-at:0.1,pgd-at:0.1:2")
+    nets = res["networks"]
+    assert len({r["init_sha256"] for r in nets.values()}) == 1
+    assert nets["run0/pgd-at:0.1:2"]["spec"]["adversarial"] == ["pgd", 0.1, 2]
+    assert "input_shift_max" not in nets["run0/fgsm-at:0.1"]["history"][0]
+    assert nets["run0/fgsm-at:0.1"]["history"][0]["train_loss"] != nets["run0/control"]["history"][0]["train_loss"]
 
 
 def test_per_sample_steps_are_the_batch_size_times_larger():

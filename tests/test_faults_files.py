@@ -353,7 +353,7 @@ def test_an_unknown_slot_is_refused(saved):
 
 def test_slots_for_a_parameter_the_model_lacks_are_refused(saved):
     path, arrays, objs = saved
-    extra = {f"optim.state.9.W.{s}": arrays[f"optim.state.1.W.{s}"] for s in ("zeta", "Z", "theta", "g_prev")}
+    extra = {f"optim.state.9.W.{s}": arrays[f"optim.state.1.W.{s}"] for s in ("zeta", "Z", "theta", "g_sign")}
     rewrite(path, arrays, **extra)
     refused(path, objs, "for a parameter the model does not have", "optim.state.9.W")
 

@@ -517,7 +517,8 @@ def test_wame_checkpoint_with_the_old_float_previous_gradient_still_loads():
     w_ref = rng.standard_normal(1000).astype(np.float32)
     ref = WAME(lr=0.01)
     state = _wame_reference_run(ref, w_ref, grads[:6])
-    old = {"kind": np.array("wame"), "lr": np.array(0.01), "t": np.array(6), "form": np.array("authors")}
+    old = {k: v for k, v in WAME(lr=0.01).state_dict().items() if not k.startswith("state.")}   # hyper-parameters
+    old.update({"t": np.array(6)})
     old.update({f"state.w.{k}": v.copy() for k, v in state.items()})           # the old slot names
     w_new = w_ref.copy()
     new = WAME()

@@ -2,7 +2,7 @@
 
     python tests/torch_reference.py mnist --model dnn --epochs 1 [--val-size 0] [--seed 0]
 
-Same data and split (``nanosgm.train.load_data``), the same initial weights (nanosgm builds the model
+Same data and split (``nanosgm.recipe.load_data``), the same initial weights (nanosgm builds the model
 after ``backend.seed(seed)``, ``nanosgm.torch_bridge.to_torch`` copies it), the same mini-batch order (the
 permutation ``fit`` draws for each epoch), batch 128, Adam at 1e-3 with the authors' schedule scaled to the
 run (as the CLI does); dropout masks are torch's own. It prints the clean test accuracy of the last
@@ -27,7 +27,8 @@ from nanosgm import backend, models  # noqa: E402
 from nanosgm.bench import INPUT_SHAPES  # noqa: E402
 from nanosgm.schedules import paper_schedule  # noqa: E402
 from nanosgm.torch_bridge import to_torch  # noqa: E402
-from nanosgm.train import build_model, epoch_seed, load_data  # noqa: E402
+from nanosgm.recipe import build_model, load_data  # noqa: E402
+from nanosgm.train import epoch_seed  # noqa: E402
 
 
 def train_reference(dataset="mnist", model_name="dnn", *, epochs=1, seed=0, val_size=None, limit=None,
