@@ -143,3 +143,14 @@ def isolated_data_env(tmp_path, monkeypatch):
     monkeypatch.setattr(locate, "urlopen", offline)
     monkeypatch.setattr(locate, "which", lambda cmd: None)
     return tmp_path
+
+
+# --- the NumPy backend for a test module: `pytestmark = pytest.mark.usefixtures("numpy_backend")` ----------
+@_pytest.fixture
+def numpy_backend():
+    """Run the test on the NumPy backend and restore the previous backend afterwards."""
+    from nanosgm import backend
+    before = backend.name()
+    backend.use("numpy")
+    yield
+    backend.use(before)

@@ -58,12 +58,7 @@ def run(arms="sgm:0.2", runs=2, spec=None, **kw):
     return experiments.run_protocol(spec or base(), runs=runs, arms=arms, progress=False, bars=False, **kw)
 
 
-@pytest.fixture(autouse=True)
-def _numpy_backend():
-    prev = backend.name()
-    backend.use("numpy")
-    yield
-    backend.use(prev)
+pytestmark = pytest.mark.usefixtures("numpy_backend")
 
 
 def net(clean, fgsm, eps, test_errors=None):

@@ -6,12 +6,7 @@ from nanosgm import backend, models, profile
 from nanosgm.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
 
 
-@pytest.fixture(autouse=True)
-def numpy_backend():
-    before = backend.name()
-    backend.use("numpy")
-    yield
-    backend.use(before)
+pytestmark = pytest.mark.usefixtures("numpy_backend")
 
 
 def test_flops_of_dense_and_conv_layers_by_hand():
