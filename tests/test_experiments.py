@@ -435,3 +435,16 @@ def test_cli_errors(capsys, tmp_path):
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert experiments.main(["mnist", "--tables-only", "--out", str(tmp_path / "none")]) == 1
     assert "protocol.json" in capsys.readouterr().err
+
+
+def test_results_tables_tool_quotes_every_measured_cell_beside_the_paper(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("results_tables", Path(__file__).parents[1] / "tools" / "results_tables.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    res = hand_made_result([99.0, 98.0], [99.5, 98.5], [80.0, 82.0], [85.0, 86.0], eps=(0.1, 0.2))
+    (tmp_path / "protocol.json").write_text(json.dumps(res))
+    text = tool.tables(tmp_path)
+    assert "| clean (Table 4) | sgm:0.2 | 2 | 98.50 [98.00–99.00] | 99.00 [98.50–99.50] | +0.50 |" in text
+    assert "99.48 / 99.49 / +0.01" in text and "84.16 / 89.01 / +4.85" in text and "61.10 / 66.93 / +5.83" in text
+    assert text.count("(Table 5)") == 2

@@ -1,0 +1,86 @@
+"""Markdown tables of committed protocols beside the paper: ``python tools/results_tables.py results/mnist-cnn ...``.
+
+For each protocol folder (its ``protocol.json``; no training, no data): every Table 4 and Table 5 cell
+that was measured, per arm, as "median [min-max]" of the control and of the arm, their median paired
+difference and the Wilcoxon p-value, beside the paper's control / updates / difference; then the PGD
+cells, the pooled tests and how far each arm moved the stored images. This is what results/README.md
+quotes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from nanosgm import experiments, paper_tables  # noqa: E402
+
+
+def _mr(s) -> str:
+    return f"{s['median']:.2f} [{s['min']:.2f}–{s['max']:.2f}]" if s["per_run"] else "–"
+
+
+def _p(w) -> str:
+    return f"{w['p']:.3f}" if w["n"] else "–"
+
+
+def _row(label, arm, b, paper) -> str:
+    pc, pu = paper if paper else (None, None)
+    ppart = f"{pc:.2f} / {pu:.2f} / {pu - pc:+.2f}" if pc is not None else "–"
+    return (f"| {label} | {arm} | {len(b['arm']['per_run'])} | {_mr(b['control'])} | {_mr(b['arm'])} | "
+            f"{b['wilcoxon']['median_diff']:+.2f} | {_p(b['wilcoxon'])} | {ppart} |")
+
+
+def _shift(result, arm) -> str:
+    nets = [r for k, r in result["networks"].items() if k.split("/", 1)[1] == arm]
+    shifts = [r["history"][-1].get("input_shift_max") for r in nets if r["history"]]
+    means = [r["history"][-1].get("input_shift_mean") for r in nets if r["history"]]
+    if not shifts or shifts[0] is None:
+        return "0 (the stored images never move)"
+    return f"max {min(shifts):.3g}–{max(shifts):.3g}, mean {min(means):.2g}–{max(means):.2g}"
+
+
+def tables(folder) -> str:
+    result = experiments.load_protocol(folder)
+    cfg = result["config"]
+    summary = experiments.summarize(result)
+    name = experiments.paper_experiment_name(cfg["dataset"], cfg["model"], cfg["augment"])
+    p4 = paper_tables.lookup(paper_tables.TABLE4, name)
+    p5 = paper_tables.lookup(paper_tables.TABLE5, name)
+    head = ("| cell | arm | pairs | control, median [range] | arm, median [range] | Δ median | Wilcoxon p | "
+            "paper control / updates / Δ |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines = [f"### {name or folder}: {cfg['model']}, {cfg['epochs']} epochs, optimizer {cfg['optimizer']}, "
+             f"{len(result['networks'])} networks recorded", "", head]
+    for arm, s in summary.items():
+        if s["runs"]:
+            lines.append(_row("clean (Table 4)", arm, s["clean"], (p4["control"], p4["updates"]) if p4 else None))
+    for e in [float(x) for x in cfg["eps"]]:
+        for arm, s in summary.items():
+            if s["fgsm"]:
+                paper = (p5["control"][e], p5["updates"][e]) if p5 and e in p5["control"] else None
+                lines.append(_row(f"FGSM ε={e:g} (Table 5)", arm, s["fgsm"][e], paper))
+    for e in [float(x) for x in cfg["eps"]]:
+        for arm, s in summary.items():
+            if s["pgd"]:
+                lines.append(_row(f"PGD-{cfg['pgd_steps']} ε={e:g}, first {cfg['pgd']}", arm, s["pgd"][e], None))
+    lines += ["", "| arm | pooled FGSM cells: n, Δ median, p | pooled PGD cells: n, Δ median, p | |X_t − X_0| after the last epoch |",
+              "| --- | --- | --- | --- |"]
+    for arm, s in summary.items():
+        f, g = s.get("pooled_fgsm"), s.get("pooled_pgd")
+        fp = f"{f['n']}, {f['median_diff']:+.2f}, {f['p']:.3g}" if f else "–"
+        gp = f"{g['n']}, {g['median_diff']:+.2f}, {g['p']:.3g}" if g else "–"
+        lines.append(f"| {arm} | {fp} | {gp} | {_shift(result, arm)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    folders = sys.argv[1:] if argv is None else argv
+    if not folders:
+        print("usage: python tools/results_tables.py results/<row> [...]", file=sys.stderr)
+        return 2
+    print("\n\n".join(tables(f) for f in folders))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
