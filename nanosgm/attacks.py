@@ -20,6 +20,20 @@ Every gradient attack uses the residual gradient at the inputs, dE/dx (Eq. 14), 
 
 The paper evaluates on an FGSM copy of the test set at eps in {0.001, 0.01, 0.1, 0.2} (`PAPER_EPS`).
 
+    >>> import numpy as np
+    >>> from nanosgm import attacks
+    >>> from nanosgm.layers import Dense, Flatten, ReLU, Sequential
+    >>> model = Sequential([Flatten(), Dense(16, 8), ReLU(), Dense(8, 3)])
+    >>> x = np.random.default_rng(0).uniform(0, 1, (5, 1, 4, 4)).astype(np.float32)
+    >>> y = np.array([0, 1, 2, 0, 1])
+    >>> E, g = attacks.input_gradient(model, x, y)            # dE/dx (Eq. 14), shaped like x
+    >>> x_adv = attacks.fgsm(model, x, y, eps=0.1)             # Eq. 20, clipped to [0, 1]
+    >>> bool(np.allclose(x_adv, np.clip(x + 0.1 * np.sign(g), 0, 1))), float(np.abs(x_adv - x).max()) <= 0.1 + 1e-6
+    (True, True)
+    >>> acc = attacks.evaluate(model, x, y, [0.0, 0.1], "fgsm", progress=False)   # {eps: accuracy}
+    >>> acc[0.0] == attacks.accuracy(model, x, y), sorted(acc)
+    (True, [0.0, 0.1])
+
 Model state: by default the attacks differentiate the network in inference mode (`training=False`):
 dropout is off and batch normalisation uses (and does not update) its running statistics. In
 inference mode every example is attacked independently of the others in its batch. The

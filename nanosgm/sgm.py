@@ -14,13 +14,24 @@ lambda_bar = 0 is the control experiment.
 
 Use in a training loop (one forward/backward pass gives both gradients):
 
-    sgm = SmoothGradient(X_train, input_lr=0.2)
-    for idx in batches_of_a_permutation:            # each index at most once per batch
-        x = augment(sgm.X[idx])                     # optional random augmentation
-        loss = loss_fn.forward(model.forward(x, training=True), y[idx])
-        dX = model.backward(loss_fn.backward())     # dE/dX at the (augmented) inputs, Eq. 14
-        optimizer.step(model)                       # weight update, Eq. 2
-        sgm.update(idx, dX)                         # input update, Eq. 15 / 21
+    >>> import numpy as np
+    >>> from nanosgm.layers import Dense, ReLU, Sequential, SoftmaxCrossEntropy
+    >>> from nanosgm.optim import build_optimizer
+    >>> from nanosgm.sgm import SmoothGradient
+    >>> rng = np.random.default_rng(0)
+    >>> X_train, y = rng.uniform(0, 1, (64, 20)).astype(np.float32), rng.integers(0, 3, 64)
+    >>> model, loss_fn = Sequential([Dense(20, 8), ReLU(), Dense(8, 3)]), SoftmaxCrossEntropy()
+    >>> optimizer = build_optimizer("wame")
+    >>> X0 = X_train.copy()
+    >>> sgm = SmoothGradient(X_train, input_lr=0.2)           # holds X_t, a copy of the training set
+    >>> for idx in np.split(rng.permutation(64), 4):      # the batches of a permutation: no index twice
+    ...     x = sgm.X[idx]                                 # (optionally augmented here)
+    ...     loss = loss_fn.forward(model.forward(x, training=True), y[idx])
+    ...     dX = model.backward(loss_fn.backward())        # dE/dX at the inputs, Eq. 14
+    ...     optimizer.step(model)                          # weight update, Eq. 2
+    ...     sgm.update(idx, dX)                            # input update, Eq. 15 / 21
+    >>> sgm.n_updates, bool((sgm.X != X0).any()), bool(np.array_equal(X_train, X0))   # X_t moved, X_0 did not
+    (4, True, True)
 
 Augmentation: when the batch was randomly augmented, the gradient taken at the augmented input is added
 to the stored, un-augmented sample. The paper's Section 4 (Eq. 22-35) argues this is sound: with

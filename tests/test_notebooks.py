@@ -1,104 +1,114 @@
-"""The notebooks in notebooks/ run top to bottom and are committed clean (no outputs, no execution counts).
+"""The notebooks in notebooks/: committed with the outputs of a full run, and runnable top to bottom.
 
-Each notebook's code cells are executed in order, in one namespace, in a fresh ``python`` subprocess with
-``NANOSGM_QUICK=1`` (the notebooks shrink their data and epochs) and ``MPLBACKEND=Agg`` -- no jupyter or
-nbformat needed: the ``.ipynb`` is read as JSON. Lines starting with ``%`` or ``!`` (magics) are skipped.
-A failure names the cell (its index among all cells) and shows its source and the traceback.
-Notebooks that load a real dataset (``data.load("mnist", ...)``) need it through ``NANOSGM_DATA``: they are
-skipped without it, or fail when ``CI=true`` (``require_real_data``).
+Committed state (read with nbformat, nothing executed): every code cell was executed once, in order
+(execution counts 1, 2, 3, ...), no output is an error, the first cell's output says QUICK=False (a full
+run, not the rough QUICK one) and each file stays under MAX_BYTES. Regenerate them with
+``python tools/run_notebooks.py`` (see notebooks/README.md).
+
+Execution: each notebook runs with ``NANOSGM_QUICK=1`` (small data and epochs) through a real Jupyter kernel
+(nbclient + ipykernel, ``tools/run_notebooks.py``'s ``execute``, the command that writes the committed
+outputs), started in a temporary folder with this checkout first on PYTHONPATH. The notebook is read into
+memory and the executed copy is never written, so the committed file stays as it was (checked). A cell
+appended to the in-memory copy reports which nanosgm the kernel imported. Notebooks that load a real dataset
+(``data.load("mnist", ...)``) need it through ``NANOSGM_DATA``: they are skipped without it, or fail when
+``CI=true`` (``require_real_data``).
 """
-import json
-import os
+import hashlib
+import importlib.util
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
 from conftest import require_real_data
 
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
 EXPECTED = ["01_layers_and_the_input_gradient.ipynb", "02_smooth_gradient_method.ipynb",
-            "03_adversarial_examples.ipynb"]
+            "03_adversarial_examples.ipynb", "04_random_perturbations.ipynb", "05_wame.ipynb"]
 NOTEBOOKS = sorted(p.name for p in NB_DIR.glob("*.ipynb"))
-TIMEOUT_S = 600          # per notebook; QUICK runs take well under a minute on 2 idle cores
-
-# Runs in the subprocess: argv[1] is the notebook. Exits 3 with a report naming the failing cell.
-RUNNER = r'''
-import json, sys, traceback
-path = sys.argv[1]
-nb = json.load(open(path, encoding="utf-8"))
-ns = {"__name__": "__main__", "__file__": path}
-for i, cell in enumerate(nb["cells"]):
-    if cell["cell_type"] != "code":
-        continue
-    src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
-    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in src.splitlines())
-    try:
-        exec(compile(code, f"<{path} cell {i}>", "exec"), ns)
-    except BaseException:
-        sys.stdout.flush()
-        sys.stderr.write(f"\n=== NOTEBOOK CELL {i} FAILED ===\n{src}\n=== TRACEBACK ===\n{traceback.format_exc()}")
-        sys.exit(3)
-    finally:
-        try:
-            import matplotlib.pyplot as plt
-            plt.close("all")
-        except ImportError:
-            pass
-print("NOTEBOOK OK")
-'''
+MAX_BYTES = 1_500_000
+WHERE_FROM = "import nanosgm, os\nprint('NANOSGM_FROM', os.path.dirname(os.path.abspath(nanosgm.__file__)))"
 
 
-def _load(name):
-    return json.loads((NB_DIR / name).read_text(encoding="utf-8"))
+def _runner():
+    """tools/run_notebooks.py as a module (it is a script, not part of the nanosgm package)."""
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "tools" / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read(name):
+    return nbformat.read(str(NB_DIR / name), as_version=4)
 
 
 def _code_cells(nb):
-    return [(i, c) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
+    return [c for c in nb.cells if c.cell_type == "code"]
 
 
-def _source(cell):
-    return cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+def _text(outputs) -> str:
+    """The text of a cell's stream and text/plain outputs."""
+    parts = []
+    for out in outputs:
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif out.output_type in ("execute_result", "display_data"):
+            parts.append(out.get("data", {}).get("text/plain", ""))
+    return "".join(parts)
 
 
 def _datasets_needed(nb):
     """Names passed to data.load("...") in the notebook's code."""
-    code = "\n".join(_source(c) for _, c in _code_cells(nb))
+    code = "\n".join(c.source for c in _code_cells(nb))
     return sorted(set(re.findall(r"""data\.load\(\s*["']([\w-]+)["']""", code)))
 
 
-def test_the_three_notebooks_exist():
+def test_the_expected_notebooks_exist():
     assert [n for n in EXPECTED if n not in NOTEBOOKS] == [], f"missing notebooks in {NB_DIR}"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_is_committed_clean(name):
-    nb = _load(name)
-    assert nb.get("nbformat") == 4, f"{name}: not an nbformat v4 notebook"
-    dirty = [i for i, c in _code_cells(nb) if c.get("outputs") or c.get("execution_count") is not None]
-    assert not dirty, (f"{name}: code cells {dirty} have outputs or execution counts; clear them before "
-                       f"committing (Jupyter: Edit > Clear All Outputs, or `jupyter nbconvert --clear-output "
-                       f"--inplace notebooks/*.ipynb`)")
-    first = _code_cells(nb)[0][1]
-    assert "NANOSGM_DATA" in _source(first), f"{name}: the first code cell should say where the data comes from"
+def test_notebook_is_committed_with_outputs_of_one_full_run(name):
+    path = NB_DIR / name
+    nb = _read(name)
+    nbformat.validate(nb)
+    cells = _code_cells(nb)
+    counts = [c.execution_count for c in cells]
+    assert counts == list(range(1, len(cells) + 1)), (
+        f"{name}: execution counts {counts}; the committed notebook must be executed top to bottom in one "
+        f"kernel: run `python tools/run_notebooks.py {name[:2]}` and commit the result")
+    errors = [i for i, c in enumerate(cells) for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{name}: code cells {errors} hold an error output; fix the notebook and rerun it"
+    assert "NANOSGM_DATA" in cells[0].source, f"{name}: the first code cell should say where the data comes from"
+    assert "QUICK=False" in _text(cells[0].outputs), (
+        f"{name}: the first cell's output does not say QUICK=False; commit the outputs of a full run "
+        f"(`python tools/run_notebooks.py` without NANOSGM_QUICK)")
+    assert path.stat().st_size < MAX_BYTES, (
+        f"{name} is {path.stat().st_size / 1e6:.2f} MB; keep it under {MAX_BYTES / 1e6} MB (smaller or fewer figures)")
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom(name, tmp_path):
-    nb = _load(name)
-    env = dict(os.environ, NANOSGM_QUICK="1", MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    env.pop("NANOSGM_MODEL", None)            # notebook 03 trains its own networks in the test
-    env.pop("NANOSGM_BACKEND", None)
-    for dataset in _datasets_needed(nb):
+def test_notebook_runs_top_to_bottom_in_a_kernel(name, tmp_path):
+    runner = _runner()
+    path = NB_DIR / name
+    committed = hashlib.sha256(path.read_bytes()).hexdigest()
+    env = runner.kernel_env(quick=True)
+    for dataset in _datasets_needed(_read(name)):
         env["NANOSGM_DATA"] = str(require_real_data(dataset))   # skips (or fails under CI=true) without it
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(NB_DIR / name)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
-    if proc.returncode != 0 or "NOTEBOOK OK" not in proc.stdout:
-        report = proc.stderr[proc.stderr.find("=== NOTEBOOK CELL"):] if "=== NOTEBOOK CELL" in proc.stderr \
-            else proc.stderr[-4000:]
-        pytest.fail(f"{name} failed (exit code {proc.returncode}):\n{report}\n--- last stdout ---\n"
-                    f"{proc.stdout[-2000:]}", pytrace=False)
+
+    copy = tmp_path / name                     # the kernel runs a copy that carries one extra, last cell
+    nb = _read(name)
+    nb.cells.append(nbformat.v4.new_code_cell(WHERE_FROM))
+    nbformat.write(nb, str(copy))
+    executed = runner.execute(copy, env, tmp_path)   # raises CellExecutionError naming the failing cell
+
+    where = _text(executed.cells[-1].outputs).split("NANOSGM_FROM", 1)[-1].strip()
+    assert pathlib.Path(where) == ROOT / "nanosgm", f"the kernel imported nanosgm from {where}, not this checkout"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == committed, f"executing {name} modified the committed file"
+    errors = [o for c in _code_cells(executed) for o in c.outputs if o.output_type == "error"]
+    assert not errors

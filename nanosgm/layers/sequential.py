@@ -1,9 +1,24 @@
 """Sequential: a network as a list of layers, run forwards then backwards to the inputs (Eq. 14).
 
-    model = Sequential([Conv2D(1, 64, 5), BatchNorm(64), ReLU(), ...])
-    logits = model.forward(x, training=True)
-    dX = model.backward(loss.backward())      # dE/dX, the residual gradient at the inputs
-    for name, param, grad in model.parameters(): ...
+    >>> import numpy as np
+    >>> from nanosgm.layers import BatchNorm, Conv2D, Dense, Flatten, ReLU, Sequential, SoftmaxCrossEntropy
+    >>> model = Sequential([Conv2D(1, 4, 5), BatchNorm(4), ReLU(), Flatten(), Dense(4 * 24 * 24, 10)])
+    >>> x = np.random.default_rng(0).uniform(0, 1, (8, 1, 28, 28)).astype(np.float32)
+    >>> loss = SoftmaxCrossEntropy()
+    >>> logits = model.forward(x, training=True)
+    >>> E = loss.forward(logits, np.arange(8))
+    >>> dX = model.backward(loss.backward())      # dE/dX, the residual gradient at the inputs
+    >>> logits.shape, dX.shape
+    ((8, 10), (8, 1, 28, 28))
+    >>> [name for name, param, grad in model.parameters()]
+    ['0.W', '0.b', '1.gamma', '1.beta', '4.W', '4.b']
+    >>> import os, tempfile
+    >>> copy = Sequential([Conv2D(1, 4, 5), BatchNorm(4), ReLU(), Flatten(), Dense(4 * 24 * 24, 10)])
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     model.save(os.path.join(folder, "model.npz"))
+    ...     copy.load(os.path.join(folder, "model.npz"))
+    >>> bool(np.array_equal(copy.forward(x, training=False), model.forward(x, training=False)))
+    True
 
 Saving writes a ``.npz`` atomically (temporary file + rename); loading uses ``allow_pickle=False``,
 so a checkpoint can never execute code, and checks every name, shape, dtype and value before touching
