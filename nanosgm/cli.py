@@ -27,10 +27,12 @@ class CliError(Exception):
 
 def _reported_errors():
     from .data import DataError
+    from .parallel import TaskFailed
     from .runlock import FolderBusy
     from .state import StateError
     from .train import TrainingDiverged
-    return (CliError, DataError, FolderBusy, TrainingDiverged, StateError, backend.BackendError, ValueError, OSError)
+    return (CliError, DataError, FolderBusy, TaskFailed, TrainingDiverged, StateError, backend.BackendError,
+            ValueError, OSError)
 
 
 def _one_line(exc) -> str:

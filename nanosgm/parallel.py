@@ -16,7 +16,16 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["run_tasks", "default_threads", "run_task"]
+__all__ = ["run_tasks", "default_threads", "run_task", "TaskFailed"]
+
+
+class TaskFailed(RuntimeError):
+    """A network's task raised; the message names the network (the records finished before are kept)."""
+
+
+def _failed(key, exc) -> TaskFailed:
+    return TaskFailed(f"{key}: {exc} (the networks recorded so far are kept; fix this and run the same command "
+                      f"again to continue)")
 
 
 def default_threads(workers: int) -> int:
@@ -50,7 +59,11 @@ def run_tasks(tasks, *, workers: int = 1, scheduler=None, threads: int | None = 
         yield from _on_dask(tasks, scheduler, threads, verbose)
     elif workers <= 1:
         for key, spec, ck, mp in tasks:
-            yield key, run_task(spec, ck, mp, threads, key if verbose else None)
+            try:
+                record = run_task(spec, ck, mp, threads, key if verbose else None)
+            except Exception as exc:
+                raise _failed(key, exc) from exc
+            yield key, record
     else:
         yield from _on_processes(tasks, workers, threads, verbose)
 
@@ -68,10 +81,13 @@ def _on_processes(tasks, workers, threads, verbose):
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
                 try:
-                    yield futures[f], f.result()
+                    record = f.result()
                 except BrokenProcessPool:
-                    raise RuntimeError(f"a worker process died while training {futures[f]} (killed, or out of "
-                                       f"memory); run the same command again to resume") from None
+                    raise TaskFailed(f"a worker process died while training {futures[f]} (killed, or out of "
+                                     f"memory); run the same command again to resume") from None
+                except Exception as exc:
+                    raise _failed(futures[f], exc) from exc
+                yield futures[f], record
     except BaseException:          # Ctrl-C, or a failed task: stop the others now (their checkpoints are kept)
         for child in mp.active_children():
             child.terminate()
@@ -90,7 +106,11 @@ def _on_dask(tasks, scheduler, threads, verbose):
         futures = {client.submit(run_task, spec, ck, mp_, threads, key if verbose else None, pure=False,
                                  key=f"nanosgm-{key}-{os.getpid()}"): key for key, spec, ck, mp_ in tasks}
         for f in as_completed(list(futures)):
-            yield futures[f], f.result()
+            try:
+                record = f.result()
+            except Exception as exc:
+                raise _failed(futures[f], exc) from exc
+            yield futures[f], record
     finally:
         if client is not scheduler:
             client.close()

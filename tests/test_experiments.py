@@ -448,3 +448,18 @@ def test_results_tables_tool_quotes_every_measured_cell_beside_the_paper(tmp_pat
     assert "| clean (Table 4) | sgm:0.2 | 2 | 98.50 [98.00–99.00] | 99.00 [98.50–99.50] | +0.50 |" in text
     assert "99.48 / 99.49 / +0.01" in text and "84.16 / 89.01 / +4.85" in text and "61.10 / 66.93 / +5.83" in text
     assert text.count("(Table 5)") == 2
+
+
+def test_a_failing_network_is_named_and_the_finished_ones_are_kept(tmp_path, monkeypatch):
+    from nanosgm import train
+    from nanosgm.parallel import TaskFailed
+    real_fit = network.fit
+
+    def diverge_on_sgm(*a, **kw):
+        if kw["input_lr"]:
+            raise train.TrainingDiverged("the loss became nan at epoch 1, batch 1")
+        return real_fit(*a, **kw)
+    monkeypatch.setattr(network, "fit", diverge_on_sgm)
+    with pytest.raises(TaskFailed, match=r"run0/sgm:0.2: the loss became nan"):
+        run(runs=1, out=tmp_path / "p")
+    assert list(json.loads((tmp_path / "p" / "protocol.json").read_text())["networks"]) == ["run0/control"]
