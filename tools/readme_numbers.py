@@ -2,8 +2,8 @@
 
 Runs the README's three ``python -m nanosgm.train mnist ...`` commands through the very code path of that
 CLI (its parser, :func:`nanosgm.train.spec_from_args` and :func:`nanosgm.network.train_network`), writes
-each network's record as JSON into ``--out`` and prints the README's markdown table (clean and FGSM
-accuracy, PGD-10 beside FGSM on the first 500 test images, wall time). About 10 minutes on an idle
+each network's record as JSON into ``--out`` (with its wall time) and prints the README's markdown table
+(clean and FGSM accuracy, PGD-10 on the first 500 test images). About 10 minutes on an idle
 2-core CPU. Needs MNIST (``NANOSGM_DATA`` or ``--data-dir``).
 """
 from __future__ import annotations
@@ -39,13 +39,13 @@ def measure(argv, data_dir=None) -> dict:
 
 
 def table(rows) -> str:
-    lines = ["| command | clean | FGSM ε=0.001 | 0.01 | 0.1 | 0.2 | PGD-10 ε=0.1 / 0.2 (first 500) | wall |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| command | clean | FGSM ε=0.001 | 0.01 | 0.1 | 0.2 | PGD-10 ε=0.1 / 0.2 (first 500) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for label, r in rows:
         res = r["results"]
         f = [f"{res['fgsm_pct'][repr(e)]:.2f}" for e in (0.001, 0.01, 0.1, 0.2)]
         p = f"{res['pgd_pct']['0.1']:.2f} / {res['pgd_pct']['0.2']:.2f}" if res.get("pgd_pct") else "-"
-        lines.append(f"| `{label}` | {res['clean_pct']:.2f} | " + " | ".join(f) + f" | {p} | {r['wall_seconds']:.0f} s |")
+        lines.append(f"| `{label}` | {res['clean_pct']:.2f} | " + " | ".join(f) + f" | {p} |")
     return "\n".join(lines)
 
 
