@@ -35,7 +35,9 @@ def _shift(result, arm) -> str:
     nets = [r for k, r in result["networks"].items() if k.split("/", 1)[1] == arm]
     shifts = [r["history"][-1].get("input_shift_max") for r in nets if r["history"]]
     means = [r["history"][-1].get("input_shift_mean") for r in nets if r["history"]]
-    if not shifts or shifts[0] is None:
+    if not shifts:
+        return "–"
+    if shifts[0] is None:
         return "0 (the stored images never move)"
     return f"max {min(shifts):.3g}–{max(shifts):.3g}, mean {min(means):.2g}–{max(means):.2g}"
 
@@ -63,7 +65,7 @@ def tables(folder) -> str:
         for arm, s in summary.items():
             if s["pgd"]:
                 lines.append(_row(f"PGD-{cfg['pgd_steps']} ε={e:g}, first {cfg['pgd']}", arm, s["pgd"][e], None))
-    lines += ["", "| arm | pooled FGSM cells: n, Δ median, p | pooled PGD cells: n, Δ median, p | |X_t − X_0| after the last epoch |",
+    lines += ["", "| arm | pooled FGSM cells: n, Δ median, p | pooled PGD cells: n, Δ median, p | how far the stored images moved, abs(X_t − X_0) after the last epoch |",
               "| --- | --- | --- | --- |"]
     for arm, s in summary.items():
         f, g = s.get("pooled_fgsm"), s.get("pooled_pgd")
