@@ -19,7 +19,7 @@ Every optimiser has the same small interface:
     >>> opt.lr = 1e-4          # the learning rate is a plain attribute (see nanosgm.schedules)
     >>> d = opt.state_dict()   # flat {str: host NumPy array}, safe for np.savez / np.load(allow_pickle=False)
     >>> sorted(k for k in d if k.startswith("state.0.W."))
-    ['state.0.W.Z', 'state.0.W.g_prev', 'state.0.W.theta', 'state.0.W.zeta']
+    ['state.0.W.Z', 'state.0.W.g_sign', 'state.0.W.theta', 'state.0.W.zeta']
     >>> opt2 = build_optimizer("wame")
     >>> opt2.load_state_dict(d)    # restored onto each parameter's own backend at the next step
     >>> opt2.lr, opt2.t

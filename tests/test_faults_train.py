@@ -294,3 +294,23 @@ def test_sigkill_at_any_moment_leaves_a_resumable_checkpoint_and_the_same_result
     assert a["results"] == b["results"]
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     assert not list((tmp_path / "run").glob(".tmp-*"))
+
+
+def test_two_processes_into_one_folder_one_is_refused_and_nothing_is_mixed(tmp_path, mnist_real):
+    """The issue's case: two runs started into the same --out; the second is refused naming the holder,
+    and the folder ends with the first run's results and checkpoint only."""
+    import subprocess
+    import sys
+    import time
+    argv = [sys.executable, "-m", "nanosgm.train"] + _cli(tmp_path, "--epochs", "2", "--limit", "400")
+    first = subprocess.Popen(argv + ["--seed", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "run" / ".lock"
+    deadline = time.time() + 120
+    while not (lock.exists() and f"pid {first.pid}" in lock.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(argv + ["--seed", "1", "--resume"], capture_output=True, text=True, timeout=300)
+    assert first.wait(timeout=600) == 0
+    assert second.returncode == 1 and f"pid {first.pid}" in second.stderr and "in use" in second.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["spec"]["seed"] == 0
+    assert json.loads(str(np.load(tmp_path / "run" / "checkpoint.npz")["meta.json"]))["config"]["seed"] == 0
