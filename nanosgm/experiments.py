@@ -397,7 +397,7 @@ def paper_experiment_name(dataset: str, model: str, augment: bool):
 
 def _fmt_p(w):
     if w["note"].startswith("no "):
-        return f"{w['p']:.3f} ({w['note'].split(' (')[0]})"
+        return f"{w['p']:.4f} ({w['note'].split(' (')[0]})"
     return f"{w['p']:.4f}" + (" (ties)" if w["note"] else "")
 
 
@@ -515,7 +515,7 @@ def build_parser():
                    "(tcp://host:8786) instead of local workers; needs pip install -e \".[cluster]\"")
     p.add_argument("--figures", action="store_true", help="also write Figures 1-6 as PNGs into --out")
     p.add_argument("--tables-only", action="store_true", help="train nothing: print the tables (and --figures) "
-                   "from --out/protocol.json")
+                   "from --out/protocol.json (its own configuration; the training flags are ignored)")
     p.add_argument("--paper-dir", default=None, help="read the paper's numbers from the table CSVs in this folder "
                    "(default: the numbers shipped in nanosgm.paper_tables)")
     return p
@@ -566,6 +566,9 @@ def _main(argv) -> int:
     arm_list = _check_args(args)
     out = args.out or os.path.join("runs", f"protocol-{args.dataset}-{model_name}{'-aug' if args.augment else ''}")
     if args.tables_only:
+        if not os.path.isfile(os.path.join(out, "protocol.json")):
+            raise CliError(f"{out} holds no protocol.json; run the protocol first (the same command without "
+                           f"--tables-only), or give its folder with --out")
         result = load_protocol(out)
         result["summary"] = summarize(result)
         return _finish(args, result, out)
