@@ -26,14 +26,6 @@ def _randomise_bn(model, rng):
             layer.buffers["running_var"][...] = rng.uniform(0.5, 2.0, f)
 
 
-@pytest.fixture
-def numpy_backend():
-    before = backend.name()
-    backend.use("numpy")
-    yield
-    backend.use(before)
-
-
 @pytest.mark.parametrize("name", ["dnn", "cnn", "cifar_cnn"])
 def test_torch_translation_computes_the_same_logits(name, numpy_backend):
     torch = pytest.importorskip("torch")
