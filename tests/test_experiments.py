@@ -447,7 +447,8 @@ def test_results_tables_tool_quotes_every_measured_cell_beside_the_paper(tmp_pat
     text = tool.tables(tmp_path)
     assert "| clean (Table 4) | sgm:0.2 | 2 | 98.50 [98.00–99.00] | 99.00 [98.50–99.50] | +0.50 |" in text
     assert "99.48 / 99.49 / +0.01" in text and "84.16 / 89.01 / +4.85" in text and "61.10 / 66.93 / +5.83" in text
-    assert text.count("(Table 5)") == 2
+    assert text.count("| FGSM ε=") == 2
+    assert "| FGSM accuracy rises at ε = 0.1 (Table 5) | sgm:0.2 | +4.85 | 2 |" in text and "**not decidable yet**" in text
 
 
 def test_a_failing_network_is_named_and_the_finished_ones_are_kept(tmp_path, monkeypatch):
@@ -463,3 +464,30 @@ def test_a_failing_network_is_named_and_the_finished_ones_are_kept(tmp_path, mon
     with pytest.raises(TaskFailed, match=r"run0/sgm:0.2: the loss became nan"):
         run(runs=1, out=tmp_path / "p")
     assert list(json.loads((tmp_path / "p" / "protocol.json").read_text())["networks"]) == ["run0/control"]
+
+
+# ------------------------------------------------------------------------------------------ verdicts
+def test_verdict_rules_at_their_boundaries():
+    from nanosgm.verdicts import verdict_gain, verdict_no_harm
+    D = 4.0
+    assert verdict_gain([2.0] * 5, D)[0] == "confirmed"                  # median exactly half: confirmed
+    assert verdict_gain([2.0, 2.0, 2.0, 2.0, 0.0], D)[0] == "not decidable"   # one pair without a gain
+    assert verdict_gain([1.99] * 5, D)[0] == "refuted"                   # every pair short of half
+    assert verdict_gain([-1.0, 0.0, 1.0, 1.5, 2.5], D)[0] == "not decidable"  # one pair reaches half
+    assert verdict_gain([9.0] * 4, D)[0] == "not decidable yet"          # four pairs never decide
+    assert verdict_no_harm([-0.1, -0.1, -0.1, -0.1, -0.1])[0] == "confirmed"
+    assert verdict_no_harm([-0.2, -0.3, -0.2, -0.5, -0.11])[0] == "refuted"
+    assert verdict_no_harm([-0.2, -0.3, 0.0, -0.5, -0.11])[0] == "not decidable"
+
+
+def test_claims_judge_the_papers_cells_of_a_protocol():
+    from nanosgm.verdicts import claims
+    # five pairs: clean unchanged, FGSM eps=0.1 up by 5 in every pair, eps=0.01 is not a claimed gain (D=+0.20)
+    res = hand_made_result([99.0] * 5, [99.0] * 5, [80.0, 81.0, 82.0, 83.0, 84.0], [85.0, 86.0, 87.0, 88.0, 89.0],
+                           eps=(0.01, 0.1))
+    rows = claims(res)
+    assert [(r["claim"], r["verdict"]) for r in rows] == [
+        ("clean accuracy is not lowered (Table 4)", "confirmed"), ("FGSM accuracy rises at ε = 0.1 (Table 5)", "confirmed")]
+    assert rows[1]["paper_diff"] == 4.85 and rows[1]["median_diff"] == 5.0 and rows[1]["range"] == [5.0, 5.0]
+    res = hand_made_result([99.0] * 3, [99.0] * 3, [80.0] * 3, [80.5] * 3, dataset="fashion")   # not in the paper
+    assert claims(res) == []

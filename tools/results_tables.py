@@ -3,8 +3,8 @@
 For each protocol folder (its ``protocol.json``; no training, no data): every Table 4 and Table 5 cell
 that was measured, per arm, as "median [min-max]" of the control and of the arm, their median paired
 difference and the Wilcoxon p-value, beside the paper's control / updates / difference; then the PGD
-cells, the pooled tests and how far each arm moved the stored images. This is what results/README.md
-quotes.
+cells, the pooled tests and how far each arm moved the stored images; last, the verdict on each of the
+paper's claims by the fixed rules of :mod:`nanosgm.verdicts`. This is what results/README.md quotes.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from nanosgm import experiments, paper_tables  # noqa: E402
+from nanosgm import experiments, paper_tables, verdicts  # noqa: E402
 
 
 def _mr(s) -> str:
@@ -72,7 +72,17 @@ def tables(folder) -> str:
         fp = f"{f['n']}, {f['median_diff']:+.2f}, {f['p']:.3g}" if f else "–"
         gp = f"{g['n']}, {g['median_diff']:+.2f}, {g['p']:.3g}" if g else "–"
         lines.append(f"| {arm} | {fp} | {gp} | {_shift(result, arm)} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", verdict_table(result)])
+
+
+def verdict_table(result) -> str:
+    """The paper's claims, one row per arm and claim, judged by the rules of nanosgm.verdicts."""
+    lines = ["| claim | arm | paper Δ | pairs | Δ median [range] | verdict | why |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in verdicts.claims(result):
+        lo, hi = c["range"]
+        lines.append(f"| {c['claim']} | {c['arm']} | {c['paper_diff']:+.2f} | {c['pairs']} | "
+                     f"{c['median_diff']:+.2f} [{lo:+.2f} to {hi:+.2f}] | **{c['verdict']}** | {c['reason']} |")
+    return "\n".join(lines) if len(lines) > 2 else "(the paper has no such experiment: no claims to judge)"
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,108 @@
+"""Verdicts on the paper's claims, from a protocol's paired runs, by rules fixed before the data came in.
+
+The paper reports, per experiment, the median over five runs of the control and of SGM ("updates"), and
+claims (a) clean accuracy is not lowered (Table 4) and (b) accuracy under FGSM rises (Table 5). With five
+pairs no per-cell Wilcoxon test can reach 0.05 (its smallest two-sided p is 2/2^5 = 0.0625), so the rules
+below use what five pairs *can* show: whether every pair moves the same way, and how large the median
+paired difference d = arm - control is against the paper's difference D = updates - control.
+
+    gain claim (a Table 5 cell where the paper reports D >= GAIN_CLAIM points):
+        confirmed       every pair gains (d > 0) and median(d) >= D / 2
+        refuted         no pair gains even half the paper's difference: max(d) < D / 2
+        not decidable   anything else (the pairs disagree, or the median falls between)
+    no-harm claim (Table 4, clean accuracy):
+        confirmed       median(d) >= -HARM_TOL
+        refuted         every pair loses (d < 0) and median(d) < -HARM_TOL
+        not decidable   anything else
+    fewer than MIN_PAIRS pairs: "not decidable yet", whatever the numbers.
+
+    >>> verdict_gain([1.0, 2.0, 3.0, 2.5, 4.0], 4.85)[0]
+    'confirmed'
+    >>> verdict_gain([0.1, -0.2, 0.3, 0.0, 0.4], 4.85)[0]
+    'refuted'
+    >>> verdict_no_harm([-0.3, -0.2, -0.25, -0.1, -0.4])[0]
+    'refuted'
+    >>> verdict_gain([5.0, 6.0], 4.85)[0]
+    'not decidable yet'
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import experiments, paper_tables
+
+__all__ = ["verdict_gain", "verdict_no_harm", "claims", "MIN_PAIRS", "GAIN_CLAIM", "HARM_TOL"]
+
+MIN_PAIRS = 5        # the paper's five runs
+GAIN_CLAIM = 1.0     # a Table 5 difference of at least one point is a claimed gain
+HARM_TOL = 0.1       # clean accuracy may fall by at most 0.1 points (10 of 10,000 test images)
+
+
+def _diffs(block) -> np.ndarray:
+    return np.asarray(block["arm"]["per_run"], float) - np.asarray(block["control"]["per_run"], float)
+
+
+def _too_few(d) -> tuple | None:
+    if len(d) < MIN_PAIRS:
+        return "not decidable yet", f"{len(d)} of {MIN_PAIRS} pairs"
+    return None
+
+
+def verdict_gain(d, paper_diff: float) -> tuple:
+    """(verdict, reason) for the claim "accuracy rises by about `paper_diff` points", from the paired
+    differences `d` (arm - control, one per run)."""
+    d = np.asarray(d, float)
+    early = _too_few(d)
+    if early:
+        return early
+    half, med = paper_diff / 2, float(np.median(d))
+    if np.all(d > 0) and med >= half:
+        return "confirmed", f"all {len(d)} pairs gain; median {med:+.2f} >= half the paper's {paper_diff:+.2f}"
+    if float(d.max()) < half:
+        return "refuted", f"no pair gains half the paper's {paper_diff:+.2f} (largest {float(d.max()):+.2f})"
+    return "not decidable", (f"{int(np.sum(d > 0))} of {len(d)} pairs gain; median {med:+.2f}, "
+                             f"range {float(d.min()):+.2f} to {float(d.max()):+.2f}")
+
+
+def verdict_no_harm(d) -> tuple:
+    """(verdict, reason) for the claim "clean accuracy is not lowered" from the paired differences `d`."""
+    d = np.asarray(d, float)
+    early = _too_few(d)
+    if early:
+        return early
+    med = float(np.median(d))
+    if med >= -HARM_TOL:
+        return "confirmed", f"median {med:+.2f} >= -{HARM_TOL:g}"
+    if np.all(d < 0):
+        return "refuted", f"all {len(d)} pairs lose; median {med:+.2f} < -{HARM_TOL:g}"
+    return "not decidable", f"median {med:+.2f}, but {int(np.sum(d >= 0))} of {len(d)} pairs do not lose"
+
+
+def claims(result) -> list:
+    """One row per (arm, claim) of a protocol result: {"arm", "claim", "paper_diff", "pairs", "median_diff",
+    "range", "verdict", "reason"}. Claims are the paper's Table 4 cell and its Table 5 cells with a
+    difference of at least GAIN_CLAIM; an experiment the paper does not have gives no rows."""
+    cfg = result["config"]
+    name = experiments.paper_experiment_name(cfg["dataset"], cfg["model"], cfg.get("augment", False))
+    p4, p5 = paper_tables.lookup(paper_tables.TABLE4, name), paper_tables.lookup(paper_tables.TABLE5, name)
+    rows = []
+    for arm, s in experiments.summarize(result).items():
+        if not s["runs"]:
+            continue
+        if p4:
+            rows.append(_row(arm, "clean accuracy is not lowered (Table 4)", p4["updates"] - p4["control"],
+                             s["clean"], verdict_no_harm))
+        for e, block in s["fgsm"].items():
+            if p5 and e in p5["control"] and p5["updates"][e] - p5["control"][e] >= GAIN_CLAIM:
+                D = p5["updates"][e] - p5["control"][e]
+                rows.append(_row(arm, f"FGSM accuracy rises at ε = {e:g} (Table 5)", D, block,
+                                 lambda d, D=D: verdict_gain(d, D)))
+    return rows
+
+
+def _row(arm, claim, paper_diff, block, rule) -> dict:
+    d = _diffs(block)
+    v, why = rule(d)
+    return {"arm": arm, "claim": claim, "paper_diff": round(float(paper_diff), 2), "pairs": int(len(d)),
+            "median_diff": round(float(np.median(d)), 2), "range": [round(float(d.min()), 2), round(float(d.max()), 2)],
+            "verdict": v, "reason": why}
