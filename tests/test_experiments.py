@@ -491,3 +491,22 @@ def test_claims_judge_the_papers_cells_of_a_protocol():
     assert rows[1]["paper_diff"] == 4.85 and rows[1]["median_diff"] == 5.0 and rows[1]["range"] == [5.0, 5.0]
     res = hand_made_result([99.0] * 3, [99.0] * 3, [80.0] * 3, [80.5] * 3, dataset="fashion")   # not in the paper
     assert claims(res) == []
+
+
+def test_results_tables_tool_rewrites_the_marked_blocks_and_keeps_the_prose(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("results_tables", Path(__file__).parents[1] / "tools" / "results_tables.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (tmp_path / "row").mkdir()
+    res = hand_made_result([99.0, 98.0], [99.5, 98.5], [80.0, 82.0], [85.0, 86.0], eps=(0.1,))
+    (tmp_path / "row" / "protocol.json").write_text(json.dumps(res))
+    md = tmp_path / "README.md"
+    md.write_text("# prose before\n<!-- results_tables: row -->\nstale table\n<!-- /results_tables -->\nprose after\n")
+    assert tool.main(["--update", str(md)]) == 0
+    text = md.read_text()
+    assert text.startswith("# prose before\n<!-- results_tables: row -->\n### MNIST-CNN") and text.endswith(
+        "\n<!-- /results_tables -->\nprose after\n")
+    assert "stale table" not in text and tool.tables(tmp_path / "row") in text
+    md.write_text("no blocks here\n")
+    assert tool.main(["--update", str(md)]) == 1

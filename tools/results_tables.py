@@ -4,11 +4,13 @@ For each protocol folder (its ``protocol.json``; no training, no data): every Ta
 that was measured, per arm, as "median [min-max]" of the control and of the arm, their median paired
 difference and the Wilcoxon p-value, beside the paper's control / updates / difference; then the PGD
 cells, the pooled tests and how far each arm moved the stored images; last, the verdict on each of the
-paper's claims by the fixed rules of :mod:`nanosgm.verdicts`. This is what results/README.md quotes.
+paper's claims by the fixed rules of :mod:`nanosgm.verdicts`. This is what results/README.md quotes:
+``python tools/results_tables.py --update results/README.md`` rewrites its marked table blocks.
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -85,12 +87,34 @@ def verdict_table(result) -> str:
     return "\n".join(lines) if len(lines) > 2 else "(the paper has no such experiment: no claims to judge)"
 
 
+_BLOCK = re.compile(r"(<!-- results_tables: (?P<folder>\S+) -->\n).*?(\n<!-- /results_tables -->)", re.S)
+
+
+def update(markdown_path) -> int:
+    """Rewrite every block ``<!-- results_tables: FOLDER -->`` ... ``<!-- /results_tables -->`` of a markdown
+    file with the tables of FOLDER (relative to the file's own folder); the prose around them is kept.
+    Returns the number of blocks rewritten."""
+    base = os.path.dirname(os.path.abspath(markdown_path))
+    with open(markdown_path, encoding="utf-8") as f:
+        text = f.read()
+    new, n = _BLOCK.subn(lambda m: m.group(1) + tables(os.path.join(base, m.group("folder"))) + m.group(3), text)
+    with open(markdown_path, "w", encoding="utf-8") as f:
+        f.write(new)
+    return n
+
+
 def main(argv=None) -> int:
-    folders = sys.argv[1:] if argv is None else argv
-    if not folders:
-        print("usage: python tools/results_tables.py results/<row> [...]", file=sys.stderr)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--update"] and len(args) == 2:
+        n = update(args[1])
+        print(f"{args[1]}: {n} table block(s) rewritten")
+        return 0 if n else 1
+    if not args or args[0].startswith("-"):
+        print("usage: python tools/results_tables.py results/<row> [...]   (print the tables)\n"
+              "       python tools/results_tables.py --update results/README.md   (rewrite its table blocks)",
+              file=sys.stderr)
         return 2
-    print("\n\n".join(tables(f) for f in folders))
+    print("\n\n".join(tables(f) for f in args))
     return 0
 
 
