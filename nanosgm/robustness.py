@@ -227,11 +227,11 @@ def _percent(d: dict) -> dict:
 def report_json(report: dict, nets, suite: Suite, argv=None) -> dict:
     """robustness.json's content: accuracies in percent rounded to 2 decimals, keyed by eps as text;
     the command line, the versions, the settings and each network's provenance."""
-    from .recipe import versions
+    from .recipe import git_commit, versions
     info = {n.name: n.info for n in nets}
     return {
         "command": "python -m nanosgm.robustness " + " ".join(sys.argv[1:] if argv is None else argv),
-        "versions": versions(), "settings": {**asdict(suite), "eps": report["eps"], "check_eps": report["check_eps"],
+        "git_commit": git_commit(), "versions": versions(), "settings": {**asdict(suite), "eps": report["eps"], "check_eps": report["check_eps"],
                                              "images": {n.name: int(len(n.X)) for n in nets}},
         "networks": {name: {"info": info.get(name, {}), "clean": round(100 * res["clean"], 2),
                             "accuracy": {a: _percent(v) for a, v in res["accuracy"].items()},
@@ -368,8 +368,9 @@ def _load_networks(args, n_images):
             name = f"{os.path.basename(os.path.dirname(folder))}/{os.path.splitext(os.path.basename(path))[0]}"
         if any(n.name == name for n in nets):
             name = path
+        from .network import weights_digest
         nets.append(Network(name, model, np.asarray(ds.X_test), np.asarray(ds.y_test), clip, ds.name,
-                            info={"path": path, **cfg}))
+                            info={"path": path, **cfg, "weights_sha256": weights_digest(model)}))
     return nets
 
 

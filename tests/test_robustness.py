@@ -193,6 +193,8 @@ def test_cli_audits_networks_written_by_train(mnist_real, tmp_path, capsys, monk
     assert code == 0, err
     doc = json.loads((tmp_path / "both" / "robustness.json").read_text())
     assert [(t["source"], t["target"]) for t in doc["transfer"]] == [("run", "bare"), ("bare", "run")]
+    digests = {n["info"]["weights_sha256"] for n in doc["networks"].values()}    # which weights were audited
+    assert len(digests) == 1 and len(digests.pop()) == 64 and "git_commit" in doc
     assert "transfer weaker than white-box" in out
     code, _, err = run_cli([str(bare / "model.npz"), "--dataset", "mnist", "--model", "dnn"] + small, capsys)
     assert code == 1 and err.startswith("error: ") and err.count("\n") == 1      # weights of another network
