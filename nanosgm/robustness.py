@@ -166,12 +166,13 @@ def sanity_checks(report: dict, suite: Suite) -> list:
     for name, res in report["networks"].items():
         acc = res["accuracy"]
         eps = [e for e in report["eps_evaluated"] if e > 0]
+        shown = [e for e in report["eps"] if e > 0] or eps[-1:]     # a passing check quotes the user's eps
         iterative = [a for a in acc if a.startswith(("PGD", "APGD"))]
         gradient = ["FGSM"] + iterative
         bad = [e for e in eps if min(acc[a][e] for a in iterative) > acc["FGSM"][e]]
         out.append(_check("iterative >= single-step", name, not bad, "; ".join(
             f"eps {e:g}: FGSM {_pct(acc['FGSM'][e])}, best iterative {_pct(min(acc[a][e] for a in iterative))}"
-            for e in (bad or eps[-1:]))))
+            for e in (bad or shown))))
         ce = report.get("check_eps")
         if ce is not None:
             best = min(acc[a][ce] for a in gradient)
@@ -180,17 +181,18 @@ def sanity_checks(report: dict, suite: Suite) -> list:
                               f"(pass: gradient attacks <= {_pct(NEAR_ZERO)})"))
         worse = [e for e in eps if acc[pgd_2k][e] > acc[pgd_k][e] + STEPS_TOL]
         out.append(_check("more PGD steps", name, not worse, "; ".join(
-            f"eps {e:g}: {pgd_k} {_pct(acc[pgd_k][e])}, {pgd_2k} {_pct(acc[pgd_2k][e])}" for e in (worse or eps[-1:]))))
+            f"eps {e:g}: {pgd_k} {_pct(acc[pgd_k][e])}, {pgd_2k} {_pct(acc[pgd_2k][e])}" for e in (worse or shown))))
         masked = [e for e in eps if acc["Square"][e] < min(acc[a][e] for a in gradient) - MASKING_TOL]
         out.append(_check("gradient-free not better", name, not masked, ("gradient masking? " if masked else "") + "; ".join(
             f"eps {e:g}: Square {_pct(acc['Square'][e])}, best gradient attack {_pct(min(acc[a][e] for a in gradient))}"
-            for e in (masked or eps[-1:]))))
+            for e in (masked or shown))))
     for t in report["transfer"]:
         white = report["networks"][t["target"]]["accuracy"][pgd_k]
         eps = [e for e in report["eps_evaluated"] if e > 0]
+        shown = [e for e in report["eps"] if e > 0] or eps[-1:]
         stronger = [e for e in eps if t["accuracy"][e] < white[e] - MASKING_TOL]
         out.append(_check("transfer weaker than white-box", t["target"], not stronger, f"from {t['source']}: " + "; ".join(
-            f"eps {e:g}: transfer {_pct(t['accuracy'][e])}, white-box {_pct(white[e])}" for e in (stronger or eps[-1:]))))
+            f"eps {e:g}: transfer {_pct(t['accuracy'][e])}, white-box {_pct(white[e])}" for e in (stronger or shown))))
     return out
 
 

@@ -107,6 +107,17 @@ def test_checks_warn_on_made_up_numbers():
     assert "FGSM 50.00%, best iterative 60.00%" in checks["iterative >= single-step"]["detail"]
 
 
+def test_a_passing_check_quotes_the_audited_eps_not_the_check_eps():
+    acc = lambda a, b: {0.1: a, 0.5: b}
+    report = {"eps": [0.1], "check_eps": 0.5, "eps_evaluated": [0.1, 0.5], "transfer": [], "networks": {
+        "n": {"clean": 1.0, "robust": acc(0.5, 0.0), "accuracy": {
+            "FGSM": acc(0.8, 0.02), "PGD-10x1": acc(0.6, 0.0), "PGD-20x1": acc(0.55, 0.0), "Square": acc(0.7, 0.0)}}}}
+    checks = checks_of({"checks": robustness.sanity_checks(report, Suite(pgd_steps=10, restarts=1))}, "n")
+    assert {c["status"] for c in checks.values()} == {"pass"}
+    assert checks["gradient-free not better"]["detail"] == "eps 0.1: Square 70.00%, best gradient attack 55.00%"
+    assert checks["more PGD steps"]["detail"] == "eps 0.1: PGD-10x1 60.00%, PGD-20x1 55.00%"
+
+
 def test_outputs_json_and_png(nets, tmp_path):
     chosen = [nets["plain"], nets["masked"]]
     report = audit(chosen, (0.1,), SMALL, check_eps=None, progress=False)
