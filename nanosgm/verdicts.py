@@ -39,7 +39,13 @@ HARM_TOL = 0.1       # clean accuracy may fall by at most 0.1 points (10 of 10,0
 
 
 def _diffs(block) -> np.ndarray:
-    return np.asarray(block["arm"]["per_run"], float) - np.asarray(block["control"]["per_run"], float)
+    """arm - control per run, rounded to 4 decimals as the records are (no float noise in the verdicts)."""
+    return np.round(np.asarray(block["arm"]["per_run"], float) - np.asarray(block["control"]["per_run"], float), 4)
+
+
+def _median(d) -> float:
+    """The median paired difference, rounded as experiments.wilcoxon_paired's median_diff is."""
+    return round(float(np.median(d)), 4)
 
 
 def _too_few(d) -> tuple | None:
@@ -55,7 +61,7 @@ def verdict_gain(d, paper_diff: float) -> tuple:
     early = _too_few(d)
     if early:
         return early
-    half, med = paper_diff / 2, float(np.median(d))
+    half, med = paper_diff / 2, _median(d)
     if np.all(d > 0) and med >= half:
         return "confirmed", f"all {len(d)} pairs gain; median {med:+.2f} >= half the paper's {paper_diff:+.2f}"
     if float(d.max()) < half:
@@ -70,7 +76,7 @@ def verdict_no_harm(d) -> tuple:
     early = _too_few(d)
     if early:
         return early
-    med = float(np.median(d))
+    med = _median(d)
     if med >= -HARM_TOL:
         return "confirmed", f"median {med:+.2f} >= -{HARM_TOL:g}"
     if np.all(d < 0):
@@ -104,5 +110,5 @@ def _row(arm, claim, paper_diff, block, rule) -> dict:
     d = _diffs(block)
     v, why = rule(d)
     return {"arm": arm, "claim": claim, "paper_diff": round(float(paper_diff), 2), "pairs": int(len(d)),
-            "median_diff": round(float(np.median(d)), 2), "range": [round(float(d.min()), 2), round(float(d.max()), 2)],
+            "median_diff": _median(d), "range": [float(d.min()), float(d.max())],
             "verdict": v, "reason": why}

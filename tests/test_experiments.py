@@ -489,6 +489,10 @@ def test_claims_judge_the_papers_cells_of_a_protocol():
     assert [(r["claim"], r["verdict"]) for r in rows] == [
         ("clean accuracy is not lowered (Table 4)", "confirmed"), ("FGSM accuracy rises at ε = 0.1 (Table 5)", "confirmed")]
     assert rows[1]["paper_diff"] == 4.85 and rows[1]["median_diff"] == 5.0 and rows[1]["range"] == [5.0, 5.0]
+    # the verdict's median is the tables' (Wilcoxon median_diff), float noise and all: 0.42 and 0.63 -> +0.525
+    res = hand_made_result([99.0] * 2, [99.0] * 2, [82.33, 83.64], [82.75, 84.27], eps=(0.1,))
+    block = experiments.summarize(res)["sgm:0.2"]["fgsm"][0.1]
+    assert claims(res)[1]["median_diff"] == block["wilcoxon"]["median_diff"] == 0.525
     res = hand_made_result([99.0] * 3, [99.0] * 3, [80.0] * 3, [80.5] * 3, dataset="fashion")   # not in the paper
     assert claims(res) == []
 
