@@ -82,9 +82,11 @@ def _num_classes(net: Network) -> int:
     return int(backend.to_host(net.model.forward(backend.to_device(net.X[:2]), training=False)).shape[1])
 
 
-def audit_network(net: Network, eps_list, suite: Suite, bar=None) -> dict:
+def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None) -> dict:
     """{"clean": acc, "accuracy": {attack: {eps: acc}}, "robust": {eps: acc}, "correct": per-example
-    bool arrays}: `net` under every attack of `attack_plan` at every eps (fractions, not percent)."""
+    bool arrays}: `net` under every attack of `attack_plan` at every eps (fractions, not percent).
+    ``log``: called with one line per finished attack (its accuracies and seconds), or None."""
+    import time
     eps_list = [float(e) for e in eps_list]
     clean = attacks.correct_under_attack(net.model, net.X, net.y, (0.0,), "fgsm", suite.batch_size, bar=bar)[0.0]
     robust = {e: clean.copy() for e in eps_list}
@@ -92,9 +94,13 @@ def audit_network(net: Network, eps_list, suite: Suite, bar=None) -> dict:
     for name, attack, kw in attack_plan(suite, _num_classes(net)):
         if bar is not None:
             bar.set_description(f"{net.name}: {name}")
+        t0 = time.perf_counter()
         got = attacks.correct_under_attack(net.model, net.X, net.y, eps_list, attack, suite.batch_size,
                                            bar=bar, clip=net.clip, **kw)
         accuracy[name] = {e: float(got[e].mean()) for e in eps_list}
+        if log is not None:
+            log(f"{net.name}: {name} " + ", ".join(f"eps {e:g}: {_pct(a)}" for e, a in accuracy[name].items())
+                + f" ({time.perf_counter() - t0:.0f} s)")
         correct[name] = got
         for e in eps_list:
             robust[e] &= got[e]
@@ -128,9 +134,9 @@ def _transfer_pairs(nets) -> list:
 
 
 def audit(nets, eps_list=DEFAULT_EPS, suite: Suite = Suite(), *, check_eps: float | None = CHECK_EPS,
-          progress: bool = True) -> dict:
-    """Audit every network (see `audit_network`) at `eps_list` plus `check_eps`, the transfer between
-    siblings, and the sanity checks. Returns {"eps", "check_eps", "networks": {name: result},
+          progress: bool = True, log=None) -> dict:
+    """Audit every network (see `audit_network`; ``log`` gets a line per finished attack) at `eps_list`
+    plus `check_eps`, the transfer between siblings, and the sanity checks. Returns {"eps", "check_eps", "networks": {name: result},
     "transfer": [...], "checks": [...]} with accuracies as fractions."""
     from tqdm.auto import tqdm
 
@@ -140,7 +146,7 @@ def audit(nets, eps_list=DEFAULT_EPS, suite: Suite = Suite(), *, check_eps: floa
     with tqdm(total=_bar_total(nets, eps_all, suite), unit="batch x eps", disable=None if progress else True,
               leave=False, dynamic_ncols=True) as bar:
         for net in nets:
-            report["networks"][net.name] = audit_network(net, eps_all, suite, bar)
+            report["networks"][net.name] = audit_network(net, eps_all, suite, bar, log)
         for source, target in _transfer_pairs(nets):
             bar.set_description(f"transfer {source.name} -> {target.name}")
             report["transfer"].append({"source": source.name, "target": target.name,
@@ -391,7 +397,9 @@ def _run(args, argv) -> int:
         raise AuditError(f"{out} already holds a robustness.json; use --overwrite to replace it or --out elsewhere")
     suite = Suite(args.pgd_steps, args.restarts, args.apgd_steps, args.queries, args.seed, args.batch_size)
     nets = _load_networks(args, None if args.all else args.images)
-    report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress)
+    bar_shown = not args.no_progress and sys.stderr.isatty()          # else a line per attack says how far it is
+    log = None if bar_shown else (lambda line: print(line, file=sys.stderr, flush=True))
+    report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress, log=log)
     print(format_report(report))
     from .files import write_json_atomic
     os.makedirs(out, exist_ok=True)

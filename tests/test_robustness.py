@@ -186,6 +186,7 @@ def test_cli_audits_networks_written_by_train(mnist_real, tmp_path, capsys, monk
     code, out, err = run_cli([str(run / "model.npz")] + small, capsys)
     assert code == 0, err
     assert "run: clean accuracy" in out and "APGD-DLR" in out and "(check)" in out and "sanity checks" in out
+    assert "run: Square eps 0.1: " in err and "run: APGD-CE eps 0.1: " in err        # a line per attack in a log
     doc = json.loads((run / "robustness.json").read_text())
     net = doc["networks"]["run"]
     assert net["info"]["dataset"] == "mnist" and net["info"]["model"] == "cnn"
