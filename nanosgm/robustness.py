@@ -307,7 +307,7 @@ def build_parser():
     p.add_argument("--out", default=None, help="folder for robustness.json and robustness.png (default: the first "
                    "model's folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier robustness.json in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per finished attack on stderr instead)")
     return p
 
 
