@@ -1,4 +1,4 @@
-"""Verdicts on the paper's claims, from a protocol's paired runs, by rules fixed before the data came in.
+"""Verdicts on the paper's claims, from a protocol's paired runs, by rules fixed in advance.
 
 The paper reports, per experiment, the median over five runs of the control and of SGM ("updates"), and
 claims (a) clean accuracy is not lowered (Table 4) and (b) accuracy under FGSM rises (Table 5). With five

@@ -512,5 +512,8 @@ def test_results_tables_tool_rewrites_the_marked_blocks_and_keeps_the_prose(tmp_
     assert text.startswith("# prose before\n<!-- results_tables: row -->\n### MNIST-CNN") and text.endswith(
         "\n<!-- /results_tables -->\nprose after\n")
     assert "stale table" not in text and tool.tables(tmp_path / "row") in text
+    md.write_text("<!-- results_tables: row -->\n<!-- /results_tables -->\n")            # an empty block is filled too
+    assert tool.main(["--update", str(md)]) == 0 and tool.tables(tmp_path / "row") in md.read_text()
+    assert tool.main(["--update", str(md)]) == 0 and md.read_text().count("### MNIST-CNN") == 1   # idempotent
     md.write_text("no blocks here\n")
     assert tool.main(["--update", str(md)]) == 1

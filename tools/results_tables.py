@@ -87,7 +87,7 @@ def verdict_table(result) -> str:
     return "\n".join(lines) if len(lines) > 2 else "(the paper has no such experiment: no claims to judge)"
 
 
-_BLOCK = re.compile(r"(<!-- results_tables: (?P<folder>\S+) -->\n).*?(\n<!-- /results_tables -->)", re.S)
+_BLOCK = re.compile(r"(<!-- results_tables: (?P<folder>\S+) -->).*?(<!-- /results_tables -->)", re.S)
 
 
 def update(markdown_path) -> int:
@@ -97,7 +97,7 @@ def update(markdown_path) -> int:
     base = os.path.dirname(os.path.abspath(markdown_path))
     with open(markdown_path, encoding="utf-8") as f:
         text = f.read()
-    new, n = _BLOCK.subn(lambda m: m.group(1) + tables(os.path.join(base, m.group("folder"))) + m.group(3), text)
+    new, n = _BLOCK.subn(lambda m: f"{m.group(1)}\n{tables(os.path.join(base, m.group('folder')))}\n{m.group(3)}", text)
     with open(markdown_path, "w", encoding="utf-8") as f:
         f.write(new)
     return n
