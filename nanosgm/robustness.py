@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -86,7 +87,6 @@ def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None) -> d
     """{"clean": acc, "accuracy": {attack: {eps: acc}}, "robust": {eps: acc}, "correct": per-example
     bool arrays}: `net` under every attack of `attack_plan` at every eps (fractions, not percent).
     ``log``: called with one line per finished attack (its accuracies and seconds), or None."""
-    import time
     eps_list = [float(e) for e in eps_list]
     clean = attacks.correct_under_attack(net.model, net.X, net.y, (0.0,), "fgsm", suite.batch_size, bar=bar)[0.0]
     robust = {e: clean.copy() for e in eps_list}
@@ -169,10 +169,10 @@ def sanity_checks(report: dict, suite: Suite) -> list:
     {"check", "network", "status": "pass" | "warn", "detail": the numbers}."""
     out = []
     pgd_k, pgd_2k = f"PGD-{suite.pgd_steps}x{suite.restarts}", f"PGD-{2 * suite.pgd_steps}x{suite.restarts}"
+    eps = [e for e in report["eps_evaluated"] if e > 0]
+    shown = [e for e in report["eps"] if e > 0] or eps[-1:]         # a passing check quotes the user's eps
     for name, res in report["networks"].items():
         acc = res["accuracy"]
-        eps = [e for e in report["eps_evaluated"] if e > 0]
-        shown = [e for e in report["eps"] if e > 0] or eps[-1:]     # a passing check quotes the user's eps
         iterative = [a for a in acc if a.startswith(("PGD", "APGD"))]
         gradient = ["FGSM"] + iterative
         bad = [e for e in eps if min(acc[a][e] for a in iterative) > acc["FGSM"][e]]
@@ -194,8 +194,6 @@ def sanity_checks(report: dict, suite: Suite) -> list:
             for e in (masked or shown))))
     for t in report["transfer"]:
         white = report["networks"][t["target"]]["accuracy"][pgd_k]
-        eps = [e for e in report["eps_evaluated"] if e > 0]
-        shown = [e for e in report["eps"] if e > 0] or eps[-1:]
         stronger = [e for e in eps if t["accuracy"][e] < white[e] - MASKING_TOL]
         out.append(_check("transfer weaker than white-box", t["target"], not stronger, f"from {t['source']}: " + "; ".join(
             f"eps {e:g}: transfer {_pct(t['accuracy'][e])}, white-box {_pct(white[e])}" for e in (stronger or shown))))
@@ -356,6 +354,7 @@ def _load_networks(args, n_images):
     """[Network] for every MODEL.npz, each with the first `n_images` test images of its dataset."""
     from . import recipe
     from .data import DataError
+    from .network import weights_digest
     nets, data_cache = [], {}
     for path in args.models:
         cfg = _config_for(path, args)
@@ -376,7 +375,6 @@ def _load_networks(args, n_images):
             name = f"{os.path.basename(os.path.dirname(folder))}/{os.path.splitext(os.path.basename(path))[0]}"
         if any(n.name == name for n in nets):
             name = path
-        from .network import weights_digest
         nets.append(Network(name, model, np.asarray(ds.X_test), np.asarray(ds.y_test), clip, ds.name,
                             info={"path": path, **cfg, "weights_sha256": weights_digest(model)}))
     return nets

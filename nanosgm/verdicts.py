@@ -84,23 +84,24 @@ def verdict_no_harm(d) -> tuple:
     return "not decidable", f"median {med:+.2f}, but {int(np.sum(d >= 0))} of {len(d)} pairs do not lose"
 
 
-def claims(result) -> list:
+def claims(result, summary=None) -> list:
     """One row per (arm, claim) of a protocol result: {"arm", "claim", "paper_diff", "pairs", "median_diff",
     "range", "verdict", "reason"}. Claims are the paper's Table 4 cell and its Table 5 cells with a
-    difference of at least GAIN_CLAIM; an experiment the paper does not have gives no rows."""
+    difference of at least GAIN_CLAIM; an experiment the paper does not have gives no rows. ``summary``:
+    ``experiments.summarize(result)`` when the caller already has it."""
     cfg = result["config"]
     name = experiments.paper_experiment_name(cfg["dataset"], cfg["model"], cfg.get("augment", False))
     p4, p5 = paper_tables.lookup(paper_tables.TABLE4, name), paper_tables.lookup(paper_tables.TABLE5, name)
     rows = []
-    for arm, s in experiments.summarize(result).items():
+    for arm, s in (summary or experiments.summarize(result)).items():
         if not s["runs"]:
             continue
         if p4:
             rows.append(_row(arm, "clean accuracy is not lowered (Table 4)", p4["updates"] - p4["control"],
                              s["clean"], verdict_no_harm))
         for e, block in s["fgsm"].items():
-            if p5 and e in p5["control"] and p5["updates"][e] - p5["control"][e] >= GAIN_CLAIM:
-                D = p5["updates"][e] - p5["control"][e]
+            D = p5["updates"][e] - p5["control"][e] if p5 and e in p5["control"] else None
+            if D is not None and D >= GAIN_CLAIM:
                 rows.append(_row(arm, f"FGSM accuracy rises at ε = {e:g} (Table 5)", D, block,
                                  lambda d, D=D: verdict_gain(d, D)))
     return rows

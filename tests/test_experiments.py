@@ -437,11 +437,17 @@ def test_cli_errors(capsys, tmp_path):
     assert "protocol.json" in capsys.readouterr().err
 
 
-def test_results_tables_tool_quotes_every_measured_cell_beside_the_paper(tmp_path):
+def results_tables_tool():
+    """tools/results_tables.py as a module (it is a script, not part of the package)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("results_tables", Path(__file__).parents[1] / "tools" / "results_tables.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+def test_results_tables_tool_quotes_every_measured_cell_beside_the_paper(tmp_path):
+    tool = results_tables_tool()
     res = hand_made_result([99.0, 98.0], [99.5, 98.5], [80.0, 82.0], [85.0, 86.0], eps=(0.1, 0.2))
     (tmp_path / "protocol.json").write_text(json.dumps(res))
     text = tool.tables(tmp_path)
@@ -498,10 +504,7 @@ def test_claims_judge_the_papers_cells_of_a_protocol():
 
 
 def test_results_tables_tool_rewrites_the_marked_blocks_and_keeps_the_prose(tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("results_tables", Path(__file__).parents[1] / "tools" / "results_tables.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = results_tables_tool()
     (tmp_path / "row").mkdir()
     res = hand_made_result([99.0, 98.0], [99.5, 98.5], [80.0, 82.0], [85.0, 86.0], eps=(0.1,))
     (tmp_path / "row" / "protocol.json").write_text(json.dumps(res))

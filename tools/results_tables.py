@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from nanosgm import experiments, paper_tables, verdicts  # noqa: E402
+from nanosgm.files import atomic_write  # noqa: E402
 
 
 def _mr(s) -> str:
@@ -74,13 +75,13 @@ def tables(folder) -> str:
         fp = f"{f['n']}, {f['median_diff']:+.2f}, {f['p']:.3g}" if f else "–"
         gp = f"{g['n']}, {g['median_diff']:+.2f}, {g['p']:.3g}" if g else "–"
         lines.append(f"| {arm} | {fp} | {gp} | {_shift(result, arm)} |")
-    return "\n".join(lines + ["", verdict_table(result)])
+    return "\n".join(lines + ["", verdict_table(result, summary)])
 
 
-def verdict_table(result) -> str:
+def verdict_table(result, summary=None) -> str:
     """The paper's claims, one row per arm and claim, judged by the rules of nanosgm.verdicts."""
     lines = ["| claim | arm | paper Δ | pairs | Δ median [range] | verdict | why |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for c in verdicts.claims(result):
+    for c in verdicts.claims(result, summary):
         lo, hi = c["range"]
         lines.append(f"| {c['claim']} | {c['arm']} | {c['paper_diff']:+.2f} | {c['pairs']} | "
                      f"{c['median_diff']:+.2f} [{lo:+.2f} to {hi:+.2f}] | **{c['verdict']}** | {c['reason']} |")
@@ -98,8 +99,8 @@ def update(markdown_path) -> int:
     with open(markdown_path, encoding="utf-8") as f:
         text = f.read()
     new, n = _BLOCK.subn(lambda m: f"{m.group(1)}\n{tables(os.path.join(base, m.group('folder')))}\n{m.group(3)}", text)
-    with open(markdown_path, "w", encoding="utf-8") as f:
-        f.write(new)
+    if n:                                   # atomically: a crash never leaves half a README
+        atomic_write(markdown_path, lambda f: f.write(new.encode("utf-8")), suffix=".md")
     return n
 
 
