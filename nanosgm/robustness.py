@@ -18,7 +18,9 @@ Robustness"), each printed as pass/warn with its numbers:
 A ``model.npz`` written by ``python -m nanosgm.train`` has a ``results.json`` beside it whose "config"
 names the dataset and model; without one, give ``--dataset`` and ``--model``. Writes a table on the
 terminal, ``robustness.json`` (percent, rounded to 2 decimals; command line, versions, settings) and
-``robustness.png`` (accuracy against eps, one curve per attack and network) into ``--out``.
+``robustness.png`` (accuracy against eps, one curve per attack and network) into ``--out``. Until then,
+every finished attack is kept in ``--out``/robustness.partial.json: an interrupted audit run again with the
+same arguments resumes after its last finished attack, with the same numbers (nanosgm.audit_resume).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import attacks, backend
+from .audit_resume import PARTIAL_NAME, FinishedAttacks, digest
 
 __all__ = ["Suite", "Network", "attack_plan", "audit_network", "audit", "sanity_checks", "format_report",
            "accuracy_figure", "report_json", "main", "DEFAULT_EPS", "CHECK_EPS"]
@@ -83,24 +86,50 @@ def _num_classes(net: Network) -> int:
     return int(backend.to_host(net.model.forward(backend.to_device(net.X[:2]), training=False)).shape[1])
 
 
-def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None) -> dict:
+def _network_digest(net: Network) -> str:
+    """What an attack's result on `net` depends on besides the attack: its weights, images, labels, clip."""
+    from .network import weights_digest
+    return digest(weights_digest(net.model), net.X, net.y, list(net.clip) if net.clip else None)
+
+
+def _attack_once(finished, key_parts, n, eps_list, bar, steps, compute):
+    """{eps: per-example bool} from `finished` if it holds this attack (the bar skips its `steps`), else
+    `compute()`, stored. Returns (result, whether it was computed now)."""
+    key = digest(*key_parts)
+    got = finished.get(key, eps_list, n)
+    if got is not None:
+        if bar is not None:
+            bar.update(steps)
+        return got, False
+    got = compute()
+    finished.put(key, got)
+    return got, True
+
+
+def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None, finished=None) -> dict:
     """{"clean": acc, "accuracy": {attack: {eps: acc}}, "robust": {eps: acc}, "correct": per-example
     bool arrays}: `net` under every attack of `attack_plan` at every eps (fractions, not percent).
-    ``log``: called with one line per finished attack (its accuracies and seconds), or None."""
+    ``log``: called with one line per finished attack (its accuracies and seconds), or None.
+    ``finished``: a :class:`~nanosgm.audit_resume.FinishedAttacks`; attacks it holds are not run again."""
     eps_list = [float(e) for e in eps_list]
+    finished = finished if finished is not None else FinishedAttacks()
     clean = attacks.correct_under_attack(net.model, net.X, net.y, (0.0,), "fgsm", suite.batch_size, bar=bar)[0.0]
     robust = {e: clean.copy() for e in eps_list}
     accuracy, correct = {}, {}
+    net_key = _network_digest(net)
     for name, attack, kw in attack_plan(suite, _num_classes(net)):
         if bar is not None:
             bar.set_description(f"{net.name}: {name}")
         t0 = time.perf_counter()
-        got = attacks.correct_under_attack(net.model, net.X, net.y, eps_list, attack, suite.batch_size,
-                                           bar=bar, clip=net.clip, **kw)
+        got, ran = _attack_once(
+            finished, (net_key, name, attack, kw, eps_list, suite.batch_size), len(net.X), eps_list, bar,
+            attacks.n_steps(len(net.X), eps_list, attack, suite.batch_size),
+            lambda: attacks.correct_under_attack(net.model, net.X, net.y, eps_list, attack, suite.batch_size,
+                                                 bar=bar, clip=net.clip, **kw))
         accuracy[name] = {e: float(got[e].mean()) for e in eps_list}
         if log is not None:
             log(f"{net.name}: {name} " + ", ".join(f"eps {e:g}: {_pct(a)}" for e, a in accuracy[name].items())
-                + f" ({time.perf_counter() - t0:.0f} s)")
+                + (f" ({time.perf_counter() - t0:.0f} s)" if ran else " (from the partial file)"))
         correct[name] = got
         for e in eps_list:
             robust[e] &= got[e]
@@ -108,12 +137,17 @@ def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None) -> d
             "robust": {e: float(robust[e].mean()) for e in eps_list}, "correct": correct}
 
 
-def transfer_pgd(source: Network, target: Network, eps_list, suite: Suite, bar=None) -> dict:
+def transfer_pgd(source: Network, target: Network, eps_list, suite: Suite, bar=None, finished=None) -> dict:
     """{eps: accuracy of target on PGD examples crafted on source} (the same images, the same PGD)."""
     _, attack, kw = attack_plan(suite, 3)[1]
-    got = attacks.correct_under_attack(target.model, target.X, target.y, eps_list,
-                                       attacks.crafted_on(source.model, attack, **kw), suite.batch_size,
-                                       bar=bar, clip=target.clip)
+    eps_list = [float(e) for e in eps_list]
+    got, _ = _attack_once(
+        finished if finished is not None else FinishedAttacks(),
+        ("transfer", _network_digest(source), _network_digest(target), attack, kw, eps_list, suite.batch_size),
+        len(target.X), eps_list, bar, attacks.n_steps(len(target.X), eps_list, "pgd", suite.batch_size),
+        lambda: attacks.correct_under_attack(target.model, target.X, target.y, eps_list,
+                                             attacks.crafted_on(source.model, attack, **kw), suite.batch_size,
+                                             bar=bar, clip=target.clip))
     return {float(e): float(v.mean()) for e, v in got.items()}
 
 
@@ -134,10 +168,10 @@ def _transfer_pairs(nets) -> list:
 
 
 def audit(nets, eps_list=DEFAULT_EPS, suite: Suite = Suite(), *, check_eps: float | None = CHECK_EPS,
-          progress: bool = True, log=None) -> dict:
+          progress: bool = True, log=None, finished=None) -> dict:
     """Audit every network (see `audit_network`; ``log`` gets a line per finished attack) at `eps_list`
     plus `check_eps`, the transfer between siblings, and the sanity checks. Returns {"eps", "check_eps", "networks": {name: result},
-    "transfer": [...], "checks": [...]} with accuracies as fractions."""
+    "transfer": [...], "checks": [...]} with accuracies as fractions. ``finished``: see `audit_network`."""
     from tqdm.auto import tqdm
 
     eps_all = sorted({float(e) for e in eps_list} | ({float(check_eps)} if check_eps is not None else set()))
@@ -146,11 +180,11 @@ def audit(nets, eps_list=DEFAULT_EPS, suite: Suite = Suite(), *, check_eps: floa
     with tqdm(total=_bar_total(nets, eps_all, suite), unit="batch x eps", disable=None if progress else True,
               leave=False, dynamic_ncols=True) as bar:
         for net in nets:
-            report["networks"][net.name] = audit_network(net, eps_all, suite, bar, log)
+            report["networks"][net.name] = audit_network(net, eps_all, suite, bar, log, finished)
         for source, target in _transfer_pairs(nets):
             bar.set_description(f"transfer {source.name} -> {target.name}")
             report["transfer"].append({"source": source.name, "target": target.name,
-                                       "accuracy": transfer_pgd(source, target, eps_all, suite, bar)})
+                                       "accuracy": transfer_pgd(source, target, eps_all, suite, bar, finished)})
     report["checks"] = sanity_checks(report, suite)
     return report
 
@@ -397,12 +431,18 @@ def _run(args, argv) -> int:
     nets = _load_networks(args, None if args.all else args.images)
     bar_shown = not args.no_progress and sys.stderr.isatty()          # else a line per attack says how far it is
     log = None if bar_shown else (lambda line: print(line, file=sys.stderr, flush=True))
-    report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress, log=log)
+    os.makedirs(out, exist_ok=True)
+    finished = FinishedAttacks(os.path.join(out, PARTIAL_NAME))
+    if finished.loaded:
+        print(f"resuming: {finished.loaded} finished attack(s) in {out}/{PARTIAL_NAME} are not run again",
+              file=sys.stderr)
+    report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress, log=log,
+                   finished=finished)
     print(format_report(report))
     from .files import write_json_atomic
-    os.makedirs(out, exist_ok=True)
     write_json_atomic(os.path.join(out, "robustness.json"), report_json(report, nets, suite, argv))
     accuracy_figure(report).savefig(os.path.join(out, "robustness.png"), dpi=100)
+    finished.remove()
     print(f"wrote {out}/robustness.json and {out}/robustness.png")
     return 0
 

@@ -16,6 +16,10 @@ paired difference d = arm - control is against the paper's difference D = update
         not decidable   anything else
     fewer than MIN_PAIRS pairs: "not decidable yet", whatever the numbers.
 
+The claims are the paper's claims about SGM, so they are judged for the SGM arms only (``sgm:...`` and
+``published``); an adversarial-training baseline in the same protocol (``fgsm-at:...``, ``fgsm-rs:...``,
+``pgd-at:...``) is compared in results/robustness/, not judged here.
+
     >>> verdict_gain([1.0, 2.0, 3.0, 2.5, 4.0], 4.85)[0]
     'confirmed'
     >>> verdict_gain([0.1, -0.2, 0.3, 0.0, 0.4], 4.85)[0]
@@ -31,7 +35,7 @@ import numpy as np
 
 from . import experiments, paper_tables
 
-__all__ = ["verdict_gain", "verdict_no_harm", "claims", "MIN_PAIRS", "GAIN_CLAIM", "HARM_TOL"]
+__all__ = ["verdict_gain", "verdict_no_harm", "claims", "is_sgm_arm", "MIN_PAIRS", "GAIN_CLAIM", "HARM_TOL"]
 
 MIN_PAIRS = 5        # the paper's five runs
 GAIN_CLAIM = 1.0     # a Table 5 difference of at least one point is a claimed gain
@@ -84,6 +88,15 @@ def verdict_no_harm(d) -> tuple:
     return "not decidable", f"median {med:+.2f}, but {int(np.sum(d >= 0))} of {len(d)} pairs do not lose"
 
 
+def is_sgm_arm(label: str) -> bool:
+    """Whether a protocol arm trains with SGM (``sgm:0.2``, ``sgm:0.2:per-sample``, ``published``).
+
+    >>> [is_sgm_arm(a) for a in ("sgm:0.2", "published", "fgsm-at:0.1", "control")]
+    [True, True, False, False]
+    """
+    return label == "published" or label.startswith("sgm:")
+
+
 def claims(result, summary=None) -> list:
     """One row per (arm, claim) of a protocol result: {"arm", "claim", "paper_diff", "pairs", "median_diff",
     "range", "verdict", "reason"}. Claims are the paper's Table 4 cell and its Table 5 cells with a
@@ -94,7 +107,7 @@ def claims(result, summary=None) -> list:
     p4, p5 = paper_tables.lookup(paper_tables.TABLE4, name), paper_tables.lookup(paper_tables.TABLE5, name)
     rows = []
     for arm, s in (summary or experiments.summarize(result)).items():
-        if not s["runs"]:
+        if not s["runs"] or not is_sgm_arm(arm):
             continue
         if p4:
             rows.append(_row(arm, "clean accuracy is not lowered (Table 4)", p4["updates"] - p4["control"],

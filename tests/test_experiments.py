@@ -501,6 +501,8 @@ def test_claims_judge_the_papers_cells_of_a_protocol():
     assert claims(res)[1]["median_diff"] == block["wilcoxon"]["median_diff"] == 0.525
     res = hand_made_result([99.0] * 3, [99.0] * 3, [80.0] * 3, [80.5] * 3, dataset="fashion")   # not in the paper
     assert claims(res) == []
+    res = hand_made_result([99.0] * 5, [99.0] * 5, [80.0] * 5, [90.0] * 5, arm="fgsm-at:0.1")    # not SGM: no claim
+    assert claims(res) == []
 
 
 def test_results_tables_tool_rewrites_the_marked_blocks_and_keeps_the_prose(tmp_path):

@@ -193,6 +193,7 @@ def test_cli_audits_networks_written_by_train(mnist_real, tmp_path, capsys, monk
     assert set(net["accuracy"]) == {"FGSM", "PGD-2x1", "PGD-4x1", "APGD-CE", "APGD-DLR", "Square"}
     assert set(net["robust"]) == {"0.1", "0.5"} and doc["settings"]["images"] == {"run": 10}
     assert (run / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (run / "robustness.partial.json").exists()             # the finished audit leaves no partial file
     code, _, err = run_cli([str(run / "model.npz")] + small, capsys)
     assert code == 1 and "--overwrite" in err                          # never overwritten silently
     bare = tmp_path / "bare"
@@ -210,3 +211,54 @@ def test_cli_audits_networks_written_by_train(mnist_real, tmp_path, capsys, monk
     assert "transfer weaker than white-box" in out
     code, _, err = run_cli([str(bare / "model.npz"), "--dataset", "mnist", "--model", "dnn"] + small, capsys)
     assert code == 1 and err.startswith("error: ") and err.count("\n") == 1      # weights of another network
+
+
+# ---------------------------------------------------------------------------- resuming an audit
+def test_an_interrupted_audit_resumes_with_the_same_numbers(nets, tmp_path, monkeypatch):
+    from nanosgm.audit_resume import FinishedAttacks
+    chosen = [nets["plain"], nets["sibling"]]
+    whole = audit(chosen, (0.1, 0.3), SMALL, check_eps=None, progress=False)
+    path = tmp_path / "robustness.partial.json"
+    lines = []
+
+    def stop_after_three(line):
+        lines.append(line)
+        if len(lines) == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        audit(chosen, (0.1, 0.3), SMALL, check_eps=None, progress=False, log=stop_after_three,
+              finished=FinishedAttacks(path))
+    assert FinishedAttacks(path).loaded == 3
+    calls = []
+    real = robustness.attacks.correct_under_attack
+    monkeypatch.setattr(robustness.attacks, "correct_under_attack", lambda *a, **kw: calls.append(a[4]) or real(*a, **kw))
+    lines.clear()
+    resumed = audit(chosen, (0.1, 0.3), SMALL, check_eps=None, progress=False, log=lines.append,
+                    finished=FinishedAttacks(path))
+    assert sum("(from the partial file)" in line for line in lines) == 3
+    n_attacks = len(robustness.attack_plan(SMALL, 3))
+    assert len(calls) == 2 + 2 * n_attacks - 3 + 2            # 2 clean passes, the rest, 2 transfers
+    for name in ("plain", "sibling"):
+        a, b = whole["networks"][name], resumed["networks"][name]
+        assert a["accuracy"] == b["accuracy"] and a["robust"] == b["robust"] and a["clean"] == b["clean"]
+        for attack in a["correct"]:
+            for e in a["correct"][attack]:
+                np.testing.assert_array_equal(a["correct"][attack][e], b["correct"][attack][e])
+    assert whole["transfer"] == resumed["transfer"] and whole["checks"] == resumed["checks"]
+
+
+def test_a_damaged_or_foreign_partial_file_is_ignored(nets, tmp_path):
+    from nanosgm.audit_resume import FinishedAttacks
+    path = tmp_path / "robustness.partial.json"
+    for text in ("{not json", json.dumps({"format": "other", "entries": {}}), json.dumps([1, 2])):
+        path.write_text(text)
+        assert FinishedAttacks(path).loaded == 0
+    f = FinishedAttacks(path)
+    f.put("k", {0.1: np.array([True, False, True])})
+    again = FinishedAttacks(path)
+    np.testing.assert_array_equal(again.get("k", [0.1], 3)[0.1], [True, False, True])
+    assert again.get("k", [0.1], 4) is None and again.get("k", [0.2], 3) is None and again.get("x", [0.1], 3) is None
+    again.entries["k"]["0.1"] = "10x"                     # not bits: recomputed, not trusted
+    assert again.get("k", [0.1], 3) is None
+    again.remove()
+    assert not path.exists()
