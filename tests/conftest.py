@@ -8,6 +8,15 @@ import numpy as _np
 import pytest as _pytest
 
 
+def load_tool(name: str):
+    """tools/<name>.py as a module (the tools are scripts, not part of the package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, _pathlib.Path(__file__).parents[1] / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
 def require_real_data(name: str = "mnist") -> _pathlib.Path:
     """The folder to pass as ``data_dir`` for the real dataset ``name``.
 

@@ -438,12 +438,8 @@ def test_cli_errors(capsys, tmp_path):
 
 
 def results_tables_tool():
-    """tools/results_tables.py as a module (it is a script, not part of the package)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("results_tables", Path(__file__).parents[1] / "tools" / "results_tables.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    from conftest import load_tool
+    return load_tool("results_tables")
 
 
 def test_results_tables_tool_quotes_every_measured_cell_beside_the_paper(tmp_path):

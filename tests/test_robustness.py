@@ -262,3 +262,43 @@ def test_a_damaged_or_foreign_partial_file_is_ignored(nets, tmp_path):
     assert again.get("k", [0.1], 3) is None
     again.remove()
     assert not path.exists()
+
+
+# ---------------------------------------------------------------------------- tables over seeds
+def _audit_doc(run, values, restarts=1):
+    """A robustness.json of one seed's control and per-sample networks; `values` = (control, arm) robust %."""
+    def net(v):
+        return {"info": {}, "clean": 99.0 + v / 100, "accuracy": {"FGSM": {"0.1": v + 20, "0.5": 1.0},
+                                                               f"PGD-10x{restarts}": {"0.1": v + 5, "0.5": 0.0}},
+                "robust": {"0.1": v, "0.5": 0.0}}
+    return {"settings": {"pgd_steps": 10, "restarts": restarts, "apgd_steps": 100, "queries": 1000, "seed": 0,
+                         "batch_size": 100, "eps": [0.1], "check_eps": 0.5, "images": {"a": 500, "b": 500}},
+            "networks": {f"mnist-cnn/run{run}-control": net(values[0]),
+                         f"mnist-cnn/run{run}-sgm_0.2_per-sample": net(values[1])}, "transfer": [], "checks": []}
+
+
+def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_path, capsys):
+    from conftest import load_tool
+    tool = load_tool("robustness_tables")
+    paths = []
+    for run, values in enumerate([(50.0, 70.0), (52.0, 74.0), (48.0, 71.0)]):
+        paths.append(tmp_path / f"seed{run}.json")
+        paths[-1].write_text(json.dumps(_audit_doc(run, values)))
+    (tmp_path / "row").mkdir()
+    history = [{}] * 10
+    nets = {f"run{r}/{arm}": {"train_seconds": s, "history": history} for r in range(3)
+            for arm, s in (("control", 1000.0 + 100 * r), ("sgm:0.2:per-sample", 1500.0 + 100 * r))}
+    (tmp_path / "row" / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"],
+                                                                  "networks": nets}))
+    assert tool.main([str(p) for p in paths] + ["--protocol", str(tmp_path / "row")]) == 0
+    out = capsys.readouterr().out
+    assert "| sgm:0.2:per-sample | 0.1 | 3 | 99.7 [99.7–99.7] | 91.0 [90.0–94.0] | 76.0 [75.0–79.0] | **71.0 [70.0–74.0]** |" in out
+    assert "| control | 0.1 | 3 |" in out and "| 0.5 |" not in out                  # the check eps is not a row
+    assert "| sgm:0.2:per-sample | 3 | 160.0 [150.0–170.0] | 1.45 [1.42–1.50] |" in out
+    paths.append(tmp_path / "other.json")
+    paths[-1].write_text(json.dumps(_audit_doc(3, (1.0, 2.0), restarts=3)))
+    assert tool.main([str(p) for p in paths]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "other settings" in err and err.count("\n") == 1
+    (tmp_path / "bad.json").write_text("[]")
+    assert tool.main([str(tmp_path / "bad.json")]) == 1 and "not a robustness.json" in capsys.readouterr().err

@@ -1,0 +1,155 @@
+"""Markdown tables of robustness audits over seeds: ``python tools/robustness_tables.py AUDIT.json ... [--protocol DIR]``.
+
+Each AUDIT.json is a ``robustness.json`` written by ``python -m nanosgm.robustness`` on networks of a
+protocol (``<row>/models/run<i>-<arm>.npz``). Networks are grouped by arm over the runs (seeds) and every
+cell is given as "median [min–max]" over the seeds, in percent: clean accuracy, then per eps each attack's
+accuracy and the robust accuracy (the worst case per example). With ``--protocol`` (the protocol's folder)
+a second table gives each arm's training time per epoch against its own run's control (median and range of
+the paired ratios; wall times, so they also carry the machine's load). Audits made with different attack
+settings are not pooled: that is an error. No training, no data, no attacks: it reads JSON only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+import numpy as np
+
+_NAME = re.compile(r"run(?P<run>\d+)-(?P<slug>.+)$")
+_POOLED = ("pgd_steps", "restarts", "apgd_steps", "queries", "seed", "batch_size", "eps", "check_eps")
+
+
+class TableError(ValueError):
+    """A problem with the inputs, said in one line."""
+
+
+def _load(path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        doc["networks"], doc["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TableError(f"{path}: not a robustness.json written by python -m nanosgm.robustness ({exc!r})") from None
+    return doc
+
+
+def _arm_of(name: str, labels: dict) -> tuple:
+    """(run, arm label) of a protocol network's name ("mnist-cnn/run1-sgm_0.2_per-sample"), else (None, name)."""
+    m = _NAME.search(name.rsplit("/", 1)[-1])
+    if not m:
+        return None, name
+    return int(m["run"]), labels.get(m["slug"], m["slug"])
+
+
+def collect(docs, arm_labels=()) -> tuple:
+    """({arm: {"clean": [...], "accuracy": {attack: {eps: [...]}}, "robust": {eps: [...]}, "runs": [...]}},
+    the common settings) from robustness.json documents; ``arm_labels``: the protocol's arm labels."""
+    labels = {a.replace(":", "_"): a for a in arm_labels}
+    arms, settings = {}, None
+    for path, doc in docs:
+        these = {k: doc["settings"].get(k) for k in _POOLED}
+        these["images"] = sorted(set(doc["settings"].get("images", {}).values()))
+        if settings is None:
+            settings = these
+        elif these != settings:
+            raise TableError(f"{path}: audited with other settings than the first file ({these} against {settings}); "
+                             "pool audits made with the same flags only")
+        for name, net in doc["networks"].items():
+            run, arm = _arm_of(name, labels)
+            a = arms.setdefault(arm, {"clean": [], "accuracy": {}, "robust": {}, "runs": []})
+            a["runs"].append(run)
+            a["clean"].append(net["clean"])
+            for attack, per_eps in net["accuracy"].items():
+                for e, v in per_eps.items():
+                    a["accuracy"].setdefault(attack, {}).setdefault(e, []).append(v)
+            for e, v in net["robust"].items():
+                a["robust"].setdefault(e, []).append(v)
+    return arms, settings
+
+
+def _mr(values) -> str:
+    v = np.asarray(values, float)
+    if len(v) == 0:
+        return "–"
+    return f"{np.median(v):.1f}" if len(v) == 1 else f"{np.median(v):.1f} [{v.min():.1f}–{v.max():.1f}]"
+
+
+def accuracy_table(arms, settings) -> str:
+    """One row per (arm, eps): seeds, clean, each attack, robust; eps the audit's own (not the check eps)."""
+    attacks = list(dict.fromkeys(k for a in arms.values() for k in a["accuracy"]))
+    eps = [f"{float(e):g}" for e in settings["eps"]]
+    lines = ["| arm | ε | seeds | clean | " + " | ".join(attacks) + " | **robust** |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in attacks) + " | --- |"]
+    for arm, a in arms.items():
+        for e in eps:
+            cells = [_mr(a["accuracy"].get(k, {}).get(e, [])) for k in attacks]
+            lines.append(f"| {arm} | {e} | {len(a['clean'])} | {_mr(a['clean'])} | " + " | ".join(cells)
+                         + f" | **{_mr(a['robust'].get(e, []))}** |")
+    return "\n".join(lines)
+
+
+def cost_table(protocol: dict, arms) -> str:
+    """Training seconds per epoch of each audited arm, and its ratio to the same run's control."""
+    nets = protocol["networks"]
+
+    def per_epoch(key):
+        r = nets.get(key)
+        return r["train_seconds"] / max(1, len(r["history"])) if r else None
+    lines = ["| arm | runs | training s/epoch, median [range] | ÷ same run's control, median [range] |",
+             "| --- | --- | --- | --- |"]
+    for arm, a in arms.items():
+        runs = sorted(r for r in set(a["runs"]) if r is not None)
+        own = [per_epoch(f"run{r}/{arm}") for r in runs]
+        ratio = [o / c for o, c in zip(own, (per_epoch(f"run{r}/control") for r in runs)) if o and c]
+        own = [o for o in own if o]
+        if own:
+            lines.append(f"| {arm} | {len(own)} | {_mr(own)} | "
+                         + (f"{np.median(ratio):.2f} [{min(ratio):.2f}–{max(ratio):.2f}]" if ratio else "–") + " |")
+    return "\n".join(lines)
+
+
+def tables(paths, protocol_dir=None) -> str:
+    docs = [(p, _load(p)) for p in paths]
+    protocol = None
+    if protocol_dir is not None:
+        try:
+            with open(os.path.join(protocol_dir, "protocol.json"), encoding="utf-8") as f:
+                protocol = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise TableError(f"{protocol_dir}: no readable protocol.json ({exc})") from None
+    arms, settings = collect(docs, protocol["arms"] if protocol else ())
+    head = (f"Audited: {', '.join(str(n) for n in settings['images'])} test images; PGD {settings['pgd_steps']} and "
+            f"{2 * settings['pgd_steps']} steps × {settings['restarts']} start(s), APGD {settings['apgd_steps']} steps, "
+            f"Square {settings['queries']} queries; accuracy in %, median [range] over seeds.")
+    out = [head, "", accuracy_table(arms, settings)]
+    if protocol is not None:
+        out += ["", cost_table(protocol, arms)]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    protocol = None
+    if "--protocol" in args:
+        i = args.index("--protocol")
+        if i + 1 >= len(args):
+            print("error: --protocol needs the protocol's folder", file=sys.stderr)
+            return 2
+        protocol = args[i + 1]
+        del args[i:i + 2]
+    if not args or any(a.startswith("-") for a in args):
+        print("usage: python tools/robustness_tables.py results/robustness/<audit>/robustness.json [...] "
+              "[--protocol results/mnist-cnn]", file=sys.stderr)
+        return 2
+    try:
+        print(tables(args, protocol))
+    except TableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
