@@ -290,8 +290,9 @@ def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_pat
             for arm, s in (("control", 1000.0 + 100 * r), ("sgm:0.2:per-sample", 1500.0 + 100 * r))}
     (tmp_path / "row" / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"],
                                                                   "networks": nets}))
-    assert tool.main([str(p) for p in paths] + ["--protocol", str(tmp_path / "row")]) == 0
+    assert tool.main([str(p) for p in paths] + ["--protocol", str(tmp_path / "row"), "--figure", str(tmp_path / "r.png")]) == 0
     out = capsys.readouterr().out
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert "| sgm:0.2:per-sample | 0.1 | 3 | 99.7 [99.7–99.7] | 91.0 [90.0–94.0] | 76.0 [75.0–79.0] | **71.0 [70.0–74.0]** |" in out
     assert "| control | 0.1 | 3 |" in out and "| 0.5 |" not in out                  # the check eps is not a row
     assert "| sgm:0.2:per-sample | 3 | 160.0 [150.0–170.0] | 1.45 [1.42–1.50] |" in out

@@ -5,7 +5,8 @@ protocol (``<row>/models/run<i>-<arm>.npz``). Networks are grouped by arm over t
 cell is given as "median [min–max]" over the seeds, in percent: clean accuracy, then per eps each attack's
 accuracy and the robust accuracy (the worst case per example). With ``--protocol`` (the protocol's folder)
 a second table gives each arm's training time per epoch against its own run's control (median and range of
-the paired ratios; wall times, so they also carry the machine's load). Audits made with different attack
+the paired ratios; wall times, so they also carry the machine's load). ``--figure PNG`` also draws robust
+accuracy against eps per arm (median over seeds, the range as a band). Audits made with different attack
 settings are not pooled: that is an error. No training, no data, no attacks: it reads JSON only.
 """
 from __future__ import annotations
@@ -110,7 +111,28 @@ def cost_table(protocol: dict, arms) -> str:
     return "\n".join(lines)
 
 
-def tables(paths, protocol_dir=None) -> str:
+def robust_figure(arms, settings):
+    """Robust accuracy (%) against eps, one line per arm (clean accuracy at eps 0): the median over seeds,
+    the range shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    eps = sorted({float(e) for a in arms.values() for e in a["robust"]})
+    for arm, a in arms.items():
+        v = [np.asarray(a["clean"], float)] + [np.asarray(a["robust"].get(f"{e:g}", [np.nan]), float) for e in eps]
+        ax.plot([0.0] + eps, [np.median(x) for x in v], marker="o", label=f"{arm} ({len(a['clean'])} seeds)")
+        ax.fill_between([0.0] + eps, [x.min() for x in v], [x.max() for x in v], alpha=0.2)
+    ax.set_xlabel("ε (L∞)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_title(f"worst case over the audit's attacks, {', '.join(str(n) for n in settings['images'])} test images")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def tables(paths, protocol_dir=None, figure=None) -> str:
     docs = [(p, _load(p)) for p in paths]
     protocol = None
     if protocol_dir is not None:
@@ -120,6 +142,8 @@ def tables(paths, protocol_dir=None) -> str:
         except (OSError, ValueError) as exc:
             raise TableError(f"{protocol_dir}: no readable protocol.json ({exc})") from None
     arms, settings = collect(docs, protocol["arms"] if protocol else ())
+    if figure is not None:
+        robust_figure(arms, settings).savefig(figure, dpi=90)
     head = (f"Audited: {', '.join(str(n) for n in settings['images'])} test images; PGD {settings['pgd_steps']} and "
             f"{2 * settings['pgd_steps']} steps × {settings['restarts']} start(s), APGD {settings['apgd_steps']} steps, "
             f"Square {settings['queries']} queries; accuracy in %, median [range] over seeds.")
@@ -131,20 +155,21 @@ def tables(paths, protocol_dir=None) -> str:
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    protocol = None
-    if "--protocol" in args:
-        i = args.index("--protocol")
-        if i + 1 >= len(args):
-            print("error: --protocol needs the protocol's folder", file=sys.stderr)
-            return 2
-        protocol = args[i + 1]
-        del args[i:i + 2]
+    opts = {"--protocol": None, "--figure": None}
+    for flag in opts:
+        if flag in args:
+            i = args.index(flag)
+            if i + 1 >= len(args):
+                print(f"error: {flag} needs a value", file=sys.stderr)
+                return 2
+            opts[flag] = args[i + 1]
+            del args[i:i + 2]
     if not args or any(a.startswith("-") for a in args):
         print("usage: python tools/robustness_tables.py results/robustness/<audit>/robustness.json [...] "
-              "[--protocol results/mnist-cnn]", file=sys.stderr)
+              "[--protocol results/mnist-cnn] [--figure robust.png]", file=sys.stderr)
         return 2
     try:
-        print(tables(args, protocol))
+        print(tables(args, opts["--protocol"], opts["--figure"]))
     except TableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
