@@ -279,3 +279,26 @@ def test_maxpool_all_ties_route_each_window_to_its_own_top_left(k, stride):
             expected[:, :, i * stride, j * stride] += dy[:, :, i, j]
     np.testing.assert_allclose(dx, expected, rtol=0, atol=1e-15)
     assert dx.sum() == pytest.approx(dy.sum())           # the gradient is neither lost nor duplicated
+
+
+# --- blocks of samples (im2col.sample_blocks) change no number ---------------------------------------
+@pytest.mark.parametrize("k_pool, s_pool", [(2, 2), (3, 2)])
+def test_blocks_of_samples_give_the_same_numbers_as_one_block(k_pool, s_pool, monkeypatch):
+    from nanosgm.layers import im2col as im2col_module
+    x = channels_last(normal(3, (5, 3, 8, 8)))
+    x[:, :, ::2, ::2] = x[:, :, 1::2, 1::2]                           # ties in the pooling windows
+    ho = output_size(8, k_pool, s_pool, 0)
+    dy = normal(4, (5, 3, ho, ho))
+    dcols = normal(5, (5 * 8 * 8, 9 * 3))
+    results = []
+    for block_bytes in (1 << 40, 1, 3 * 8 * 8 * 4 * 2):               # one block; one sample each; 2 + 2 + 1
+        monkeypatch.setattr(im2col_module, "BLOCK_BYTES", block_bytes)
+        pool = MaxPool2D(k_pool, s_pool)
+        out = {"im2col": im2col(x, 3, 3, 1, 1), "col2im": np.asarray(col2im(dcols, x.shape, 3, 3, 1, 1)),
+               "pool": np.asarray(pool.forward(x))}
+        out["pool_dx"] = np.asarray(pool.backward(dy))
+        results.append(out)
+    assert len(im2col_module.sample_blocks(5, 3 * 8 * 8 * 4)) == 3
+    for other in results[1:]:
+        for name, value in results[0].items():
+            np.testing.assert_array_equal(other[name], value, err_msg=name)

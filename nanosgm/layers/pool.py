@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import backend
 from .base import Layer, check_ndim
-from .im2col import output_size
+from .im2col import output_size, sample_blocks
 
 
 class MaxPool2D(Layer):
@@ -11,7 +11,8 @@ class MaxPool2D(Layer):
 
     Forward takes the maximum over the k*k window offsets; backward sends each output's gradient to
     the first arg-max of its window (row-major order, as ``argmax`` would), so ties get it once.
-    Both loop over the k*k offsets only, vectorised over samples, channels and positions.
+    Both loop over the k*k offsets only, vectorised over samples, channels and positions, on blocks of
+    a few samples that stay in the CPU cache across the offsets (im2col.sample_blocks; no number changes).
     """
 
     def __init__(self, kernel_size: int = 2, stride: int | None = None):
@@ -37,11 +38,13 @@ class MaxPool2D(Layer):
         ho, wo = output_size(x.shape[2], self.k, self.stride, 0), output_size(x.shape[3], self.k, self.stride, 0)
         x_cl = x.transpose(0, 2, 3, 1)            # channels-last view (see conv.py on memory layout)
         y = xp.empty((x.shape[0], ho, wo, x.shape[1]), dtype=x.dtype)
-        for a, b, view in self._windows(x_cl, ho, wo):
-            if a == 0 and b == 0:
-                y[...] = view
-            else:
-                xp.maximum(y, view, out=y)
+        for lo, hi in sample_blocks(x.shape[0], x[0].nbytes, like=x):
+            yb = y[lo:hi]
+            for a, b, view in self._windows(x_cl[lo:hi], ho, wo):
+                if a == 0 and b == 0:
+                    yb[...] = view
+                else:
+                    xp.maximum(yb, view, out=yb)
         self._cache = (x_cl, y)
         return y.transpose(0, 3, 1, 2)
 
@@ -54,17 +57,19 @@ class MaxPool2D(Layer):
         # Windows that tile x exactly: each dx element belongs to one window, so it can be assigned.
         tiles = s == k and x_cl.shape[1] == k * ho and x_cl.shape[2] == k * wo
         dx = (xp.empty if tiles else xp.zeros)(x_cl.shape, dtype=dy.dtype)
-        unrouted = xp.ones(y.shape, dtype=bool)          # windows whose gradient is not yet placed
-        hit = xp.empty(y.shape, dtype=bool)
-        for a, b, view in self._windows(x_cl, ho, wo):
-            xp.equal(view, y, out=hit)
-            hit &= unrouted                              # the first arg-max only
-            unrouted ^= hit
-            target = dx[:, a:a + s * ho:s, b:b + s * wo:s, :]
-            if tiles:
-                xp.multiply(dy, hit, out=target)
-            else:
-                target += dy * hit
+        for lo, hi in sample_blocks(y.shape[0], x_cl[0].nbytes, like=y):
+            yb, dyb, dxb = y[lo:hi], dy[lo:hi], dx[lo:hi]
+            unrouted = xp.ones(yb.shape, dtype=bool)         # windows whose gradient is not yet placed
+            hit = xp.empty(yb.shape, dtype=bool)
+            for a, b, view in self._windows(x_cl[lo:hi], ho, wo):
+                xp.equal(view, yb, out=hit)
+                hit &= unrouted                              # the first arg-max only
+                unrouted ^= hit
+                target = dxb[:, a:a + s * ho:s, b:b + s * wo:s, :]
+                if tiles:
+                    xp.multiply(dyb, hit, out=target)
+                else:
+                    target += dyb * hit
         return dx.transpose(0, 3, 1, 2)
 
 
