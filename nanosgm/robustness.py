@@ -151,37 +151,52 @@ def transfer_pgd(source: Network, target: Network, eps_list, suite: Suite, bar=N
     return {float(e): float(v.mean()) for e, v in got.items()}
 
 
-def _bar_total(nets, eps_list, suite) -> int:
+def _bar_total(nets, eps_list, suite, transfer="first") -> int:
     total = 0
     for net in nets:
         n = len(net.X)
         total += attacks.n_steps(n, (0.0,), "fgsm", suite.batch_size)
         total += sum(attacks.n_steps(n, eps_list, a, suite.batch_size) for _, a, _ in attack_plan(suite, _num_classes(net)))
-    total += sum(attacks.n_steps(len(t.X), eps_list, "pgd", suite.batch_size) for _, t in _transfer_pairs(nets))
+    total += sum(attacks.n_steps(len(t.X), eps_list, "pgd", suite.batch_size) for _, t in _transfer_pairs(nets, transfer))
     return total
 
 
-def _transfer_pairs(nets) -> list:
-    """Ordered (source, target) pairs of networks audited on the same images."""
-    return [(s, t) for s in nets for t in nets if s is not t and s.dataset == t.dataset
-            and s.X.shape == t.X.shape and np.array_equal(s.y, t.y) and np.array_equal(s.X, t.X)]
+TRANSFER = ("first", "all", "none")
+
+
+def _transfer_pairs(nets, which: str = "first") -> list:
+    """Ordered (source, target) pairs of networks audited on the same images: ``"first"`` pairs the first
+    network with each other one, both ways (2 (N - 1) pairs, e.g. a control and its arms); ``"all"`` every
+    ordered pair (N (N - 1)); ``"none"`` no pair."""
+    def same_images(s, t):
+        return (s.dataset == t.dataset and s.X.shape == t.X.shape and np.array_equal(s.y, t.y)
+                and np.array_equal(s.X, t.X))
+    if which not in TRANSFER:
+        raise ValueError(f"transfer must be one of {TRANSFER}, got {which!r}")
+    pairs = [(s, t) for s in nets for t in nets if s is not t and same_images(s, t)]
+    if which == "none":
+        return []
+    if which == "first" and nets:
+        return [(s, t) for s, t in pairs if nets[0] in (s, t)]
+    return pairs
 
 
 def audit(nets, eps_list=DEFAULT_EPS, suite: Suite = Suite(), *, check_eps: float | None = CHECK_EPS,
-          progress: bool = True, log=None, finished=None) -> dict:
+          progress: bool = True, log=None, finished=None, transfer: str = "first") -> dict:
     """Audit every network (see `audit_network`; ``log`` gets a line per finished attack) at `eps_list`
-    plus `check_eps`, the transfer between siblings, and the sanity checks. Returns {"eps", "check_eps", "networks": {name: result},
-    "transfer": [...], "checks": [...]} with accuracies as fractions. ``finished``: see `audit_network`."""
+    plus `check_eps`, the transfer between siblings (``transfer``: which pairs, see `_transfer_pairs`), and
+    the sanity checks. Returns {"eps", "check_eps", "networks": {name: result}, "transfer": [...],
+    "checks": [...]} with accuracies as fractions. ``finished``: see `audit_network`."""
     from tqdm.auto import tqdm
 
     eps_all = sorted({float(e) for e in eps_list} | ({float(check_eps)} if check_eps is not None else set()))
     report = {"eps": [float(e) for e in eps_list], "check_eps": check_eps, "eps_evaluated": eps_all,
-              "networks": {}, "transfer": []}
-    with tqdm(total=_bar_total(nets, eps_all, suite), unit="batch x eps", disable=None if progress else True,
+              "networks": {}, "transfer": [], "transfer_pairs": transfer}
+    with tqdm(total=_bar_total(nets, eps_all, suite, transfer), unit="batch x eps", disable=None if progress else True,
               leave=False, dynamic_ncols=True) as bar:
         for net in nets:
             report["networks"][net.name] = audit_network(net, eps_all, suite, bar, log, finished)
-        for source, target in _transfer_pairs(nets):
+        for source, target in _transfer_pairs(nets, transfer):
             bar.set_description(f"transfer {source.name} -> {target.name}")
             report["transfer"].append({"source": source.name, "target": target.name,
                                        "accuracy": transfer_pgd(source, target, eps_all, suite, bar, finished)})
@@ -255,9 +270,23 @@ def format_report(report: dict) -> str:
     if report["transfer"]:
         lines.append("")
     lines.append("sanity checks (Carlini et al. 2019):")
-    for c in report["checks"]:
-        lines.append(f"  [{c['status']}] {c['check']} ({c['network']}): {c['detail']}")
+    lines += _check_lines(report["checks"])
     return "\n".join(lines)
+
+
+def _check_lines(checks) -> list:
+    """One line per check and network; a check that every one of 3 or more networks passes is one line
+    (each network's numbers stay in robustness.json)."""
+    by_name = {}
+    for c in checks:
+        by_name.setdefault(c["check"], []).append(c)
+    lines = []
+    for name, group in by_name.items():
+        if len(group) >= 3 and all(c["status"] == "pass" for c in group):
+            lines.append(f"  [pass] {name}: all {len(group)} networks (numbers in robustness.json)")
+            continue
+        lines += [f"  [{c['status']}] {c['check']} ({c['network']}): {c['detail']}" for c in group]
+    return lines
 
 
 def _percent(d: dict) -> dict:
@@ -272,6 +301,7 @@ def report_json(report: dict, nets, suite: Suite, argv=None) -> dict:
     return {
         "command": "python -m nanosgm.robustness " + " ".join(sys.argv[1:] if argv is None else argv),
         "git_commit": git_commit(), "versions": versions(), "settings": {**asdict(suite), "eps": report["eps"], "check_eps": report["check_eps"],
+                                             "transfer": report.get("transfer_pairs", "first"),
                                              "images": {n.name: int(len(n.X)) for n in nets}},
         "networks": {name: {"info": info.get(name, {}), "clean": round(100 * res["clean"], 2),
                             "accuracy": {a: _percent(v) for a, v in res["accuracy"].items()},
@@ -333,6 +363,8 @@ def build_parser():
     p.add_argument("--apgd-steps", type=int, default=Suite.apgd_steps, help="APGD steps (default 100)")
     p.add_argument("--queries", type=int, default=Suite.queries, help="Square queries (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seeds every attack's generator (default 0)")
+    p.add_argument("--transfer", default="first", choices=TRANSFER, help="transfer pairs: the first network with "
+                   "each other one, both ways (default), every ordered pair, or none")
     p.add_argument("--batch-size", type=int, default=Suite.batch_size, help="images per batch (default 100)")
     p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, ...)")
     p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend")
@@ -437,7 +469,7 @@ def _run(args, argv) -> int:
         print(f"resuming: {finished.loaded} finished attack(s) in {out}/{PARTIAL_NAME} are not run again",
               file=sys.stderr)
     report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress, log=log,
-                   finished=finished)
+                   finished=finished, transfer=args.transfer)
     print(format_report(report))
     from .files import write_json_atomic
     write_json_atomic(os.path.join(out, "robustness.json"), report_json(report, nets, suite, argv))

@@ -303,3 +303,18 @@ def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_pat
     assert err.startswith("error: ") and "other settings" in err and err.count("\n") == 1
     (tmp_path / "bad.json").write_text("[]")
     assert tool.main([str(tmp_path / "bad.json")]) == 1 and "not a robustness.json" in capsys.readouterr().err
+
+
+def test_transfer_pairs_first_all_none_and_grouped_check_lines(nets):
+    chosen = [nets["plain"], nets["sibling"], Network("third", nets["plain"].model, nets["plain"].X,
+                                                      nets["plain"].y, (0.0, 1.0), "blobs")]
+    names = {w: [(s.name, t.name) for s, t in robustness._transfer_pairs(chosen, w)] for w in robustness.TRANSFER}
+    assert names["first"] == [("plain", "sibling"), ("plain", "third"), ("sibling", "plain"), ("third", "plain")]
+    assert len(names["all"]) == 6 and names["none"] == []
+    with pytest.raises(ValueError, match="transfer must be one of"):
+        robustness._transfer_pairs(chosen, "some")
+    checks = [{"check": "c1", "network": n, "status": "pass", "detail": "d"} for n in ("a", "b", "c")]
+    checks += [{"check": "c2", "network": n, "status": s, "detail": f"d{n}"} for n, s in (("a", "pass"), ("b", "warn"), ("c", "pass"))]
+    lines = robustness._check_lines(checks)
+    assert lines[0] == "  [pass] c1: all 3 networks (numbers in robustness.json)"
+    assert lines[1:] == ["  [pass] c2 (a): da", "  [warn] c2 (b): db", "  [pass] c2 (c): dc"]   # a warning shows all
