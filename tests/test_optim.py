@@ -530,3 +530,15 @@ def test_wame_checkpoint_with_the_old_float_previous_gradient_still_loads():
     np.testing.assert_array_equal(w_new, w_ref)
     assert set(new.state["w"]) == {"zeta", "Z", "theta", "g_sign"}
     assert "state.w.g_sign" in new.state_dict() and "state.w.g_prev" not in new.state_dict()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("eta_plus, eta_minus", [(1.2, 0.1), (2.0, 0.5), (1.0001, 0.9999), (50.0, 1e-6)])
+def test_zeta_factor_on_bit_patterns_is_exactly_the_where_version(dtype, eta_plus, eta_minus):
+    from nanosgm.optim import _zeta_factor, _zeta_factor_reference
+    agree = np.array([-1, 0, 1, 1, -1, 0, 0, 1], dtype=np.int8)
+    out, scratch = np.empty(8, dtype), np.empty(8, dtype)
+    fast = _zeta_factor(agree, eta_plus, eta_minus, out, scratch)
+    ref = _zeta_factor_reference(agree, eta_plus, eta_minus, dtype)
+    assert fast.dtype == np.dtype(dtype) and fast.tobytes() == ref.tobytes()
+    assert fast[2] == np.dtype(dtype).type(eta_plus) and fast[0] == np.dtype(dtype).type(eta_minus) and fast[1] == 1
