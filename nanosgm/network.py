@@ -163,7 +163,7 @@ def train_network(spec: NetworkSpec, *, checkpoint=None, resume: bool = True, mo
     """
     if backend.name() != spec.backend:
         backend.use(spec.backend)
-    started = recipe.now()
+    started, commit = recipe.now(), recipe.git_commit()      # the code in use: read before training
     ds, clip = dataset_for(spec, progress=progress)
     backend.seed(spec.seed)                    # the initial weights: identical for every arm of a seed
     model = recipe.build_model(spec.model, ds)
@@ -195,7 +195,7 @@ def train_network(spec: NetworkSpec, *, checkpoint=None, resume: bool = True, mo
               "schedule": schedule.describe(spec.epochs), "history": res.history, "best_epoch": res.best_epoch,
               "results": results, "train_seconds": round(sum(h["seconds"] for h in res.history), 1),
               "eval_seconds": round(eval_seconds, 1), "started": started, "finished": recipe.now(),
-              "git_commit": recipe.git_commit(), "versions": recipe.versions()}
+              "git_commit": commit, "versions": recipe.versions()}
     if res.snapshots:
         record["snapshots"] = res.snapshots
     return record

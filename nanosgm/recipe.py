@@ -102,9 +102,22 @@ def versions() -> dict:
     return v
 
 
+_COMMIT = []          # the commit this process read first (its code was imported by then)
+
+
 def git_commit() -> str | None:
     """The git commit of the nanosgm source in use (``+dirty`` when it has uncommitted changes), or None
-    when the package is not inside a git checkout."""
+    when the package is not inside a git checkout.
+
+    Read once per process and then remembered: a long run records the commit of the code it imported,
+    not whatever the checkout holds when it finishes (train_network and the audit ask when they start).
+    """
+    if not _COMMIT:
+        _COMMIT.append(_read_git_commit())
+    return _COMMIT[0]
+
+
+def _read_git_commit() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         rev = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)

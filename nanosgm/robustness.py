@@ -447,6 +447,8 @@ def _load_networks(args, n_images):
 
 
 def _run(args, argv) -> int:
+    from .recipe import git_commit
+    git_commit()                               # read now, while the code it names is the code in use
     eps = _parse_eps(args.eps)
     for flag in ("images", "pgd_steps", "restarts", "apgd_steps", "queries", "batch_size"):
         if getattr(args, flag) < 1:

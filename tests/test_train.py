@@ -217,3 +217,12 @@ def test_cli_checks_model_and_eps_before_loading_data(tmp_path, capsys, monkeypa
     assert train.main(["mnist", "--optimizer", "adamw", "--out", str(tmp_path / "c")]) == 1
     assert "adamw" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())          # a run refused on its flags leaves no empty folder behind
+
+
+def test_the_recorded_commit_is_read_once_per_process(monkeypatch):
+    """A long run records the commit of the code it imported, not the checkout's HEAD when it finishes."""
+    from nanosgm import recipe
+    monkeypatch.setattr(recipe, "_COMMIT", [])
+    reads = iter(["a" * 40, "b" * 40])
+    monkeypatch.setattr(recipe, "_read_git_commit", lambda: next(reads))
+    assert recipe.git_commit() == "a" * 40 and recipe.git_commit() == "a" * 40
