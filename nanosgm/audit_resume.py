@@ -6,8 +6,8 @@ eps, in one JSON file (``robustness.partial.json`` beside the ``robustness.json`
 atomically. A later audit with the same ``--out`` reads it back and skips what is there.
 
 An entry is keyed by a digest of everything its result depends on: the attacked network's weights, the
-images and labels, the attack's column and keyword arguments, the eps list, the batch size and the clip
-range. Every attack draws from its own generator seeded from the suite (nanosgm.robustness.Suite), so
+images and labels, the attack's column and keyword arguments, the eps list, the batch size, the clip
+range, the backend and the source of the code that computes attacks (nanosgm.robustness says which files). Every attack draws from its own generator seeded from the suite (nanosgm.robustness.Suite), so
 skipping finished attacks does not change the random draws of the others: a resumed audit gives the numbers
 an uninterrupted one gives (tests/test_robustness.py). The file holds only JSON text (never unpickled or
 executed); entries that do not decode to the expected shape are ignored and recomputed.
@@ -22,10 +22,14 @@ import numpy as np
 
 from .files import write_json_atomic
 
-__all__ = ["FinishedAttacks", "digest", "PARTIAL_NAME"]
+__all__ = ["FinishedAttacks", "PartialFileError", "digest", "PARTIAL_NAME"]
 
 PARTIAL_NAME = "robustness.partial.json"
 FORMAT = "nanosgm-audit-partial/1"
+
+
+class PartialFileError(ValueError):
+    """The partial file's path holds something that is not a regular file."""
 
 
 def digest(*parts) -> str:
@@ -49,17 +53,23 @@ def digest(*parts) -> str:
 class FinishedAttacks:
     """``get(key, eps_list, n)`` -> {eps: bool array (n,)} or None; ``put(key, got)`` stores and saves.
 
-    ``path`` None keeps nothing (every ``get`` misses). ``loaded``: how many entries the file had.
+    ``path`` None keeps nothing (every ``get`` misses). ``loaded``: how many entries the file had;
+    ``reused``: how many ``get`` calls it answered. A path that exists but is not a regular file (a folder,
+    a pipe) is a :class:`PartialFileError`: it is neither read nor replaced.
     """
 
     def __init__(self, path=None):
         self.path = path
         self.entries = {}
+        self.reused = 0
+        if path is not None and os.path.lexists(path) and not os.path.isfile(path):
+            raise PartialFileError(f"{path} exists but is not a regular file; remove it, or audit into "
+                                   f"another --out")
         if path is not None and os.path.exists(path):
             try:
                 with open(path, encoding="utf-8") as f:
                     doc = json.load(f)
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):        # unreadable, not JSON, absurdly nested
                 doc = None
             if isinstance(doc, dict) and doc.get("format") == FORMAT and isinstance(doc.get("entries"), dict):
                 self.entries = doc["entries"]
@@ -71,14 +81,15 @@ class FinishedAttacks:
             return None
         got = {}
         for e in eps_list:
-            bits = entry.get(f"{float(e):g}")
+            bits = entry.get(repr(float(e)))
             if not isinstance(bits, str) or len(bits) != n or set(bits) - {"0", "1"}:
                 return None
             got[float(e)] = np.frombuffer(bits.encode(), dtype=np.uint8) == ord("1")
+        self.reused += 1
         return got
 
     def put(self, key: str, got) -> None:
-        self.entries[key] = {f"{float(e):g}": "".join("1" if c else "0" for c in np.asarray(v, bool))
+        self.entries[key] = {repr(float(e)): "".join("1" if c else "0" for c in np.asarray(v, bool))
                              for e, v in got.items()}
         if self.path is not None:
             write_json_atomic(self.path, {"format": FORMAT, "entries": self.entries})

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import attacks, backend
-from .audit_resume import PARTIAL_NAME, FinishedAttacks, digest
+from .audit_resume import PARTIAL_NAME, FinishedAttacks, PartialFileError, digest
 
 __all__ = ["Suite", "Network", "attack_plan", "audit_network", "audit", "sanity_checks", "format_report",
            "accuracy_figure", "report_json", "main", "DEFAULT_EPS", "CHECK_EPS"]
@@ -86,10 +87,25 @@ def _num_classes(net: Network) -> int:
     return int(backend.to_host(net.model.forward(backend.to_device(net.X[:2]), training=False)).shape[1])
 
 
+def _code_digest() -> str:
+    """The source of the code an attack's numbers depend on: the attacks, the layers and the backend."""
+    from . import layers
+    folder = os.path.dirname(os.path.abspath(layers.__file__))
+    files = [attacks.__file__, backend.__file__] + sorted(
+        os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py"))
+    parts = []
+    for path in files:
+        with open(path, "rb") as f:
+            parts.append(np.frombuffer(f.read(), dtype=np.uint8))
+    return digest(*parts)
+
+
 def _network_digest(net: Network) -> str:
-    """What an attack's result on `net` depends on besides the attack: its weights, images, labels, clip."""
+    """What an attack's result on `net` depends on besides the attack: its weights, images, labels, clip,
+    and the backend and code (`_code_digest`) that run it."""
     from .network import weights_digest
-    return digest(weights_digest(net.model), net.X, net.y, list(net.clip) if net.clip else None)
+    return digest(weights_digest(net.model), net.X, net.y, list(net.clip) if net.clip else None,
+                  backend.name(), _code_digest())
 
 
 def _attack_once(finished, key_parts, n, eps_list, bar, steps, compute):
@@ -283,7 +299,7 @@ def _check_lines(checks) -> list:
     lines = []
     for name, group in by_name.items():
         if len(group) >= 3 and all(c["status"] == "pass" for c in group):
-            lines.append(f"  [pass] {name}: all {len(group)} networks (numbers in robustness.json)")
+            lines.append(f"  [pass] {name}: {len(group)} of {len(group)} pass (numbers in robustness.json)")
             continue
         lines += [f"  [{c['status']}] {c['check']} ({c['network']}): {c['detail']}" for c in group]
     return lines
@@ -384,8 +400,8 @@ def _parse_eps(text):
         eps = [float(e) for e in text.split(",") if e.strip()]
     except ValueError:
         raise AuditError(f"--eps must be comma-separated numbers, got {text!r}") from None
-    if not eps or min(eps) <= 0:
-        raise AuditError(f"--eps needs one or more values > 0, got {text!r}")
+    if not eps or not all(math.isfinite(e) and e > 0 for e in eps):
+        raise AuditError(f"--eps needs one or more finite values > 0, got {text!r}")
     return eps
 
 
@@ -450,6 +466,8 @@ def _run(args, argv) -> int:
     from .recipe import git_commit
     git_commit()                               # read now, while the code it names is the code in use
     eps = _parse_eps(args.eps)
+    if args.check_eps is not None and not (math.isfinite(args.check_eps) and args.check_eps > 0):
+        raise AuditError(f"--check-eps must be a finite value > 0, got {args.check_eps}")
     for flag in ("images", "pgd_steps", "restarts", "apgd_steps", "queries", "batch_size"):
         if getattr(args, flag) < 1:
             raise AuditError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -465,20 +483,30 @@ def _run(args, argv) -> int:
     nets = _load_networks(args, None if args.all else args.images)
     bar_shown = not args.no_progress and sys.stderr.isatty()          # else a line per attack says how far it is
     log = None if bar_shown else (lambda line: print(line, file=sys.stderr, flush=True))
-    os.makedirs(out, exist_ok=True)
-    finished = FinishedAttacks(os.path.join(out, PARTIAL_NAME))
+    from .runlock import RunLock
+    with RunLock(out):                                    # one audit per --out folder at a time
+        try:
+            finished = FinishedAttacks(os.path.join(out, PARTIAL_NAME))
+        except PartialFileError as exc:
+            raise AuditError(str(exc)) from None
+        if finished.loaded:
+            print(f"resuming from {out}/{PARTIAL_NAME}: finished attacks on the same networks, images and "
+                  "settings are not run again", file=sys.stderr)
+        report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress, log=log,
+                       finished=finished, transfer=args.transfer)
+        _write_outputs(out, report, nets, suite, argv)
+        finished.remove()
     if finished.loaded:
-        print(f"resuming: {finished.loaded} finished attack(s) in {out}/{PARTIAL_NAME} are not run again",
-              file=sys.stderr)
-    report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress, log=log,
-                   finished=finished, transfer=args.transfer)
+        print(f"{finished.reused} attack result(s) came from the partial file", file=sys.stderr)
+    return 0
+
+
+def _write_outputs(out, report, nets, suite, argv) -> None:
     print(format_report(report))
     from .files import write_json_atomic
     write_json_atomic(os.path.join(out, "robustness.json"), report_json(report, nets, suite, argv))
     accuracy_figure(report).savefig(os.path.join(out, "robustness.png"), dpi=100)
-    finished.remove()
     print(f"wrote {out}/robustness.json and {out}/robustness.png")
-    return 0
 
 
 def main(argv=None) -> int:

@@ -155,6 +155,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert code == 1 and "give --dataset and --model" in err and err.count("\n") == 1
     code, _, err = run_cli([str(tmp_path / "m.npz"), "--eps", "0.1,x"], capsys)
     assert code == 1 and "--eps must be comma-separated numbers" in err
+    for bad in ("nan", "0.1,inf", "-0.1"):
+        code, _, err = run_cli([str(tmp_path / "m.npz"), "--eps", bad], capsys)
+        assert code == 1 and "finite values > 0" in err
+    code, _, err = run_cli([str(tmp_path / "m.npz"), "--check-eps", "-1"], capsys)
+    assert code == 1 and "--check-eps must be a finite value > 0" in err
     code, _, err = run_cli([str(tmp_path / "m.npz"), "--restarts", "0"], capsys)
     assert code == 1 and "--restarts must be >= 1" in err
     (tmp_path / "results.json").write_text("{}")
@@ -262,6 +267,13 @@ def test_a_damaged_or_foreign_partial_file_is_ignored(nets, tmp_path):
     assert again.get("k", [0.1], 3) is None
     again.remove()
     assert not path.exists()
+    path.write_text("[" * 100_000 + "]" * 100_000)          # absurdly nested: ignored, not a crash
+    assert FinishedAttacks(path).loaded == 0
+    path.unlink()
+    path.mkdir()                                           # not a regular file: refused, never replaced
+    from nanosgm.audit_resume import PartialFileError
+    with pytest.raises(PartialFileError, match="not a regular file; remove it"):
+        FinishedAttacks(path)
 
 
 # ---------------------------------------------------------------------------- tables over seeds
@@ -316,5 +328,36 @@ def test_transfer_pairs_first_all_none_and_grouped_check_lines(nets):
     checks = [{"check": "c1", "network": n, "status": "pass", "detail": "d"} for n in ("a", "b", "c")]
     checks += [{"check": "c2", "network": n, "status": s, "detail": f"d{n}"} for n, s in (("a", "pass"), ("b", "warn"), ("c", "pass"))]
     lines = robustness._check_lines(checks)
-    assert lines[0] == "  [pass] c1: all 3 networks (numbers in robustness.json)"
+    assert lines[0] == "  [pass] c1: 3 of 3 pass (numbers in robustness.json)"
     assert lines[1:] == ["  [pass] c2 (a): da", "  [warn] c2 (b): db", "  [pass] c2 (c): dc"]   # a warning shows all
+
+
+def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path, capsys):
+    from conftest import load_tool
+    tool = load_tool("robustness_tables")
+    good = _audit_doc(0, (50.0, 70.0))
+    bad_docs = {"no_clean": {**good, "networks": {"mnist-cnn/run0-control": {"accuracy": {}, "robust": {}}}},
+                "net_list": {**good, "networks": [1, 2]}, "settings_list": {**good, "settings": []},
+                "no_eps": {**good, "settings": {"pgd_steps": 10}}, "text_clean": {
+                    **good, "networks": {"x": {"clean": "abc", "accuracy": {}, "robust": {}}}}}
+    for name, doc in bad_docs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+        assert tool.main([str(tmp_path / f"{name}.json")]) == 1, name
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "not a robustness.json" in err, (name, err)
+    (tmp_path / "s0.json").write_text(json.dumps(good))
+    assert tool.main([str(tmp_path / "s0.json"), str(tmp_path / "s0.json")]) == 1       # the same audit twice
+    assert "give each audit once" in capsys.readouterr().err
+    assert tool.main([str(tmp_path / "none.json")]) == 1 and "no such file" in capsys.readouterr().err
+    for protocol in ({"arms": "control"}, [1], {"arms": ["control"], "networks": {"run0/control": {"history": []}}}):
+        (tmp_path / "row").mkdir(exist_ok=True)
+        (tmp_path / "row" / "protocol.json").write_text(json.dumps(protocol))
+        assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(tmp_path / "row")]) == 1
+        assert "not a protocol.json" in capsys.readouterr().err
+    assert tool.main([str(tmp_path / "s0.json"), "--figure", str(tmp_path / "no" / "dir.png")]) == 1
+    assert capsys.readouterr().err.startswith("error: --figure")
+    other = json.loads(json.dumps(good).replace("mnist-cnn/", "fashion-cnn/"))          # another protocol row
+    (tmp_path / "f0.json").write_text(json.dumps(other))
+    assert tool.main([str(tmp_path / "s0.json"), str(tmp_path / "f0.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| mnist-cnn: control | 0.1 | 1 |" in out and "| fashion-cnn: control | 0.1 | 1 |" in out

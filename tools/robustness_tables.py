@@ -26,29 +26,72 @@ class TableError(ValueError):
     """A problem with the inputs, said in one line."""
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _check_audit(doc) -> str | None:
+    """What is wrong with a robustness.json's structure, or None."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("networks"), dict) or not isinstance(doc.get("settings"), dict):
+        return "no 'networks' and 'settings' objects"
+    st = doc["settings"]
+    if not (isinstance(st.get("eps"), list) and all(_number(e) for e in st["eps"]) and _number(st.get("pgd_steps"))
+            and isinstance(st.get("images", {}), dict)):
+        return "its 'settings' lack the eps list, pgd_steps or the images per network"
+    for name, net in doc["networks"].items():
+        per_eps = [net.get("robust")] + list(net.get("accuracy", {}).values()) if isinstance(net, dict) else [None]
+        if not (isinstance(net, dict) and _number(net.get("clean")) and isinstance(net.get("accuracy"), dict)
+                and all(isinstance(d, dict) and all(_number(v) for v in d.values()) for d in per_eps)):
+            return f"network {name!r} lacks a numeric 'clean', 'accuracy' or 'robust'"
+    return None
+
+
 def _load(path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-        doc["networks"], doc["settings"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TableError(f"{path}: not a robustness.json written by python -m nanosgm.robustness ({exc!r})") from None
+    except FileNotFoundError:
+        raise TableError(f"{path}: no such file") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise TableError(f"{path}: not readable JSON ({exc})") from None
+    problem = _check_audit(doc)
+    if problem:
+        raise TableError(f"{path}: not a robustness.json written by python -m nanosgm.robustness: {problem}")
+    return doc
+
+
+def _load_protocol(folder) -> dict:
+    path = os.path.join(folder, "protocol.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise TableError(f"{folder}: no readable protocol.json ({exc})") from None
+    nets = doc.get("networks") if isinstance(doc, dict) else None
+    if not (isinstance(doc, dict) and isinstance(doc.get("arms"), list) and all(isinstance(a, str) for a in doc["arms"])
+            and isinstance(nets, dict) and all(isinstance(r, dict) and _number(r.get("train_seconds"))
+                                               and isinstance(r.get("history"), list) for r in nets.values())):
+        raise TableError(f"{path}: not a protocol.json written by python -m nanosgm.experiments "
+                         "(needs 'arms' and 'networks' with train_seconds and history)")
     return doc
 
 
 def _arm_of(name: str, labels: dict) -> tuple:
-    """(run, arm label) of a protocol network's name ("mnist-cnn/run1-sgm_0.2_per-sample"), else (None, name)."""
-    m = _NAME.search(name.rsplit("/", 1)[-1])
+    """(row, run, arm label) of a protocol network's name ("mnist-cnn/run1-sgm_0.2_per-sample" -> "mnist-cnn",
+    1, "sgm:0.2:per-sample"), else ("", None, name)."""
+    row, _, base = name.rpartition("/")
+    m = _NAME.fullmatch(base)
     if not m:
-        return None, name
-    return int(m["run"]), labels.get(m["slug"], m["slug"])
+        return "", None, name
+    return row, int(m["run"]), labels.get(m["slug"], m["slug"])
 
 
 def collect(docs, arm_labels=()) -> tuple:
     """({arm: {"clean": [...], "accuracy": {attack: {eps: [...]}}, "robust": {eps: [...]}, "runs": [...]}},
     the common settings) from robustness.json documents; ``arm_labels``: the protocol's arm labels."""
     labels = {a.replace(":", "_"): a for a in arm_labels}
-    arms, settings = {}, None
+    arms, settings, seen = {}, None, {}
+    rows = {_arm_of(name, labels)[0] for _, doc in docs for name in doc["networks"]}
     for path, doc in docs:
         these = {k: doc["settings"].get(k) for k in _POOLED}
         these["images"] = sorted(set(doc["settings"].get("images", {}).values()))
@@ -58,7 +101,12 @@ def collect(docs, arm_labels=()) -> tuple:
             raise TableError(f"{path}: audited with other settings than the first file ({these} against {settings}); "
                              "pool audits made with the same flags only")
         for name, net in doc["networks"].items():
-            run, arm = _arm_of(name, labels)
+            row, run, arm = _arm_of(name, labels)
+            if run is not None and (row, run, arm) in seen:
+                raise TableError(f"{path}: {name} was already read from {seen[row, run, arm]}; give each audit once")
+            seen[row, run, arm] = path
+            if len(rows) > 1:
+                arm = f"{row}: {arm}"                       # audits of several protocol rows: keep them apart
             a = arms.setdefault(arm, {"clean": [], "accuracy": {}, "robust": {}, "runs": []})
             a["runs"].append(run)
             a["clean"].append(net["clean"])
@@ -134,16 +182,13 @@ def robust_figure(arms, settings):
 
 def tables(paths, protocol_dir=None, figure=None) -> str:
     docs = [(p, _load(p)) for p in paths]
-    protocol = None
-    if protocol_dir is not None:
-        try:
-            with open(os.path.join(protocol_dir, "protocol.json"), encoding="utf-8") as f:
-                protocol = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise TableError(f"{protocol_dir}: no readable protocol.json ({exc})") from None
+    protocol = _load_protocol(protocol_dir) if protocol_dir is not None else None
     arms, settings = collect(docs, protocol["arms"] if protocol else ())
     if figure is not None:
-        robust_figure(arms, settings).savefig(figure, dpi=90)
+        try:
+            robust_figure(arms, settings).savefig(figure, dpi=90)
+        except OSError as exc:
+            raise TableError(f"--figure {figure}: {exc.strerror or exc}") from None
     head = (f"Audited: {', '.join(str(n) for n in settings['images'])} test images; PGD {settings['pgd_steps']} and "
             f"{2 * settings['pgd_steps']} steps × {settings['restarts']} start(s), APGD {settings['apgd_steps']} steps, "
             f"Square {settings['queries']} queries; accuracy in %, median [range] over seeds.")
