@@ -71,6 +71,8 @@ def tables(folder) -> str:
     lines += ["", "| arm | pooled FGSM cells: n, Δ median, p | pooled PGD cells: n, Δ median, p | how far the stored images moved, abs(X_t − X_0) after the last epoch |",
               "| --- | --- | --- | --- |"]
     for arm, s in summary.items():
+        if not s["runs"]:                   # an arm named in the protocol but without a finished network yet
+            continue
         f, g = s.get("pooled_fgsm"), s.get("pooled_pgd")
         fp = f"{f['n']}, {f['median_diff']:+.2f}, {f['p']:.3g}" if f else "–"
         gp = f"{g['n']}, {g['median_diff']:+.2f}, {g['p']:.3g}" if g else "–"
