@@ -25,6 +25,7 @@ same arguments resumes after its last finished attack, with the same numbers (na
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -87,8 +88,10 @@ def _num_classes(net: Network) -> int:
     return int(backend.to_host(net.model.forward(backend.to_device(net.X[:2]), training=False)).shape[1])
 
 
+@functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """The source of the code an attack's numbers depend on: the attacks, the layers and the backend."""
+    """The source of the code an attack's numbers depend on: the attacks, the layers and the backend.
+    Read once per process (the code in use is what was imported), not once per network and transfer pair."""
     from . import layers
     folder = os.path.dirname(os.path.abspath(layers.__file__))
     files = [attacks.__file__, backend.__file__] + sorted(
