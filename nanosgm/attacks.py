@@ -237,12 +237,16 @@ def fgsm(model, x, y, eps: float, *, clip=(0.0, 1.0), training: bool = False):
     return _fgsm_from_sign(x, _sign(g, x), eps, clip)
 
 
-def _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training):
-    """One PGD run (Madry et al. 2018) from one random start; see `pgd`."""
+def _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training, idx=None):
+    """One PGD run (Madry et al. 2018) from one random start; see `pgd`. `idx`: run it on the examples
+    x[idx] only (the random start is still drawn for all of x, so the draws do not depend on `idx`)."""
     dt = x.dtype.type
-    x_adv = x.copy()
-    if random_start and eps > 0:
-        x_adv = _clip(x + (2 * _uniform(rng, x.shape, x) - 1) * dt(eps), clip)
+    noise = _uniform(rng, x.shape, x) if random_start and eps > 0 else None
+    if idx is not None:
+        x, y, noise = x[idx], y[idx], (None if noise is None else noise[idx])
+    x_adv = x.copy() if noise is None else _clip(x + (2 * noise - 1) * dt(eps), clip)
+    if len(x) == 0:
+        return x_adv
     for _ in range(steps):
         _, g = input_gradient(model, x_adv, y, training=training)
         x_adv = _project(x_adv + dt(alpha) * _sign(g, x), x, eps, clip)
@@ -257,7 +261,7 @@ def _fooled_and_loss(model, x_adv, y):
 
 
 def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = None, restarts: int = 1,
-        random_start: bool = True, clip=(0.0, 1.0), rng=None, training: bool = False):
+        random_start: bool = True, clip=(0.0, 1.0), rng=None, training: bool = False, skip_fooled: bool = True):
     """Projected gradient descent on the loss (Madry et al. 2018), the L-inf iterated form of Eq. 20.
 
     x_0 = x + U(-eps, eps) (if `random_start`), clipped to the range; then `steps` times
@@ -268,6 +272,12 @@ def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = N
     example, the worst: a misclassified result over a correct one, else the higher cross-entropy
     (R = 1 is one plain run). `rng`: None (the backend's seeded device generator), an int seed, or a
     NumPy/CuPy Generator; a fixed seed gives a deterministic attack.
+
+    `skip_fooled` (the speed trick, restarts > 1 only): a restart runs on the examples that no earlier
+    restart has misclassified, so a fooled example keeps its first misclassified result. Which examples
+    end misclassified is what `skip_fooled=False` (every restart on every example, the reference) gives,
+    up to the rounding of a matrix product over fewer rows; the two differ only in which misclassified
+    point a fooled example returns (tests/test_attacks.py compares them).
     """
     x = _on_backend(x)
     y = _on_backend(y, like=x)
@@ -282,11 +292,15 @@ def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = N
     xp = backend.array_module(x)
     best_fooled, best_loss = _fooled_and_loss(model, best, y)
     for _ in range(restarts - 1):
-        cand = _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training)
-        fooled, loss = _fooled_and_loss(model, cand, y)
-        take = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))
-        best = xp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), cand, best)
-        best_fooled, best_loss = xp.where(take, fooled, best_fooled), xp.where(take, loss, best_loss)
+        idx = xp.nonzero(~best_fooled)[0] if skip_fooled else xp.arange(len(x))
+        cand = _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training, idx)
+        if len(idx) == 0:
+            continue
+        fooled, loss = _fooled_and_loss(model, cand, y[idx])
+        was_fooled, was_loss = best_fooled[idx], best_loss[idx]
+        take = (fooled & ~was_fooled) | ((fooled == was_fooled) & (loss > was_loss))
+        best[idx] = xp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), cand, best[idx])
+        best_fooled[idx], best_loss[idx] = xp.where(take, fooled, was_fooled), xp.where(take, loss, was_loss)
     return best
 
 
@@ -358,7 +372,23 @@ def _apgd_checkpoint(s, w, w_prev):
     s.increases = xp.zeros_like(s.increases)
 
 
-def apgd(model, x, y, eps: float, *, steps: int = 100, loss: str = "ce", rng=None, clip=(0.0, 1.0)):
+def _loss_on_rows(model, x, y, loss, rows, f_old, g_old):
+    """(per-example loss, misclassified, dE/dx) like `loss_and_input_gradient`, computed for the examples
+    where the bool mask `rows` is True only; the others keep `f_old`, `g_old` and count as not
+    misclassified. `rows` None: every example (the plain call, the reference)."""
+    xp = backend.array_module(x)
+    if rows is None or bool(rows.all()):
+        f, logits, g = loss_and_input_gradient(model, x, y, loss)
+        return f, xp.argmax(logits, axis=1) != y, g
+    idx = xp.nonzero(rows)[0]
+    f, g, wrong = f_old.copy(), g_old.copy(), xp.zeros(len(x), dtype=bool)
+    f_a, logits, g_a = loss_and_input_gradient(model, x[idx], y[idx], loss)
+    f[idx], g[idx], wrong[idx] = f_a, g_a, xp.argmax(logits, axis=1) != y[idx]
+    return f, wrong, g
+
+
+def apgd(model, x, y, eps: float, *, steps: int = 100, loss: str = "ce", rng=None, clip=(0.0, 1.0),
+         skip_fooled: bool = True):
     """Auto-PGD (Croce & Hein 2020, Algorithm 1), L-inf, maximising `loss` ("ce" or "dlr") of `model`.
 
     From `apgd_start`, `steps` steps (`_apgd_step`: a sign step of size eta^(k), then momentum 0.75,
@@ -368,6 +398,11 @@ def apgd(model, x, y, eps: float, *, steps: int = 100, loss: str = "ce", rng=Non
     on its own; steps + 1 forward/backward passes in all. Returns, per example, the first visited point
     that is misclassified, else x_max (the highest loss seen). `rng`: None (the backend's device
     generator), an int seed, or a Generator.
+
+    `skip_fooled` (the speed trick): an example's result is fixed once it is misclassified, so later
+    steps run the network on the others only, and stop when none is left. The result is that of
+    `skip_fooled=False` (every example every step, the reference; tests/test_attacks.py compares them)
+    up to the rounding of a matrix product over fewer rows.
     """
     x = _on_backend(x)
     y = _on_backend(y, like=x)
@@ -382,10 +417,12 @@ def apgd(model, x, y, eps: float, *, steps: int = 100, loss: str = "ce", rng=Non
     checkpoints = [w for w in apgd_checkpoints(steps) if w > 0]
     w_prev = 0
     for k in range(steps):
+        if skip_fooled and bool(fooled.all()):
+            break
         x_new = _apgd_step(s, x, eps, clip, first=(k == 0))
-        f_new, logits, g_new = loss_and_input_gradient(model, x_new, y, loss)
+        f_new, wrong, g_new = _loss_on_rows(model, x_new, y, loss, ~fooled if skip_fooled else None, s.f, s.g)
         s.increases += f_new > s.f
-        new_fooled = (xp.argmax(logits, axis=1) != y) & ~fooled
+        new_fooled = wrong & ~fooled
         x_fooled = xp.where(s.column(new_fooled), x_new, x_fooled)
         fooled |= new_fooled
         better = f_new > s.f_max

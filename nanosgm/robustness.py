@@ -391,6 +391,8 @@ def build_parser():
                    "model's folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier robustness.json in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per finished attack on stderr instead)")
+    p.add_argument("--keep-partial", action="store_true", help=f"keep --out/{PARTIAL_NAME} after the audit, so that a "
+                   "later audit into the same --out (with --overwrite) that adds networks runs only what is new")
     return p
 
 
@@ -498,7 +500,8 @@ def _run(args, argv) -> int:
         report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress, log=log,
                        finished=finished, transfer=args.transfer)
         _write_outputs(out, report, nets, suite, argv)
-        finished.remove()
+        if not args.keep_partial:
+            finished.remove()
     if finished.loaded:
         print(f"{finished.reused} attack result(s) came from the partial file", file=sys.stderr)
     return 0

@@ -455,6 +455,25 @@ def test_pgd_restarts_keep_the_worst_start_per_example(blobs):
         pgd(model, x, yy, eps, restarts=2, random_start=False)
 
 
+@pytest.mark.parametrize("eps", [0.07, 0.1])      # 39 % and 95 % of the examples fooled
+def test_pgd_restarts_skipping_fooled_examples_match_the_reference(blobs, eps):
+    """The speed trick (a restart runs on the examples no earlier one fooled) against every restart on
+    every example: the same examples end misclassified, the unfooled ones at the same points, and a fooled
+    one at its first misclassified start."""
+    model, X, y = blobs
+    fast = pgd(model, X, y, eps, steps=3, restarts=3, rng=5)
+    ref = pgd(model, X, y, eps, steps=3, restarts=3, rng=5, skip_fooled=False)
+    wrong = lambda a: np.argmax(model.forward(a, training=False), 1) != y
+    np.testing.assert_array_equal(wrong(fast), wrong(ref))
+    assert wrong(ref).any() and not wrong(ref).all()
+    np.testing.assert_allclose(fast[~wrong(ref)], ref[~wrong(ref)], rtol=0, atol=1e-12)
+    g = np.random.default_rng(5)
+    runs = [pgd(model, X, y, eps, steps=3, rng=g) for _ in range(3)]
+    first = np.argmax(np.array([wrong(r) for r in runs]), axis=0)         # the first start that fooled each
+    for i in np.nonzero(wrong(ref))[0]:
+        np.testing.assert_allclose(fast[i], runs[first[i]][i], rtol=0, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------- APGD
 def test_apgd_checkpoints_hand_checked():
     # p = 0, .22, .41, .57, .70, .80, .87, .93, .99 (then 1.05 > 1)
@@ -501,6 +520,19 @@ def test_apgd_matches_torch(blobs, loss):
                         torch.tensor(x0))
     np.testing.assert_allclose(ours, theirs.numpy(), rtol=0, atol=1e-12)
     assert accuracy(model, ours, yy) < accuracy(model, x, yy)
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+@pytest.mark.parametrize("eps", [0.06, 0.3])
+def test_apgd_skipping_fooled_examples_matches_the_reference(blobs, loss, eps):
+    """The speed trick (later steps on the not-yet-fooled examples only) against every example every step:
+    the same points in float64, at an eps where some and one where nearly all examples fall early."""
+    model, X, y = blobs
+    fast = apgd(model, X, y, eps, steps=30, loss=loss, rng=5)
+    ref = apgd(model, X, y, eps, steps=30, loss=loss, rng=5, skip_fooled=False)
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-12)
+    fooled = accuracy(model, X, y) - accuracy(model, ref, y)
+    assert fooled > 0                                   # the attack did something to compare
 
 
 def test_apgd_at_least_as_strong_as_pgd_here(blobs):

@@ -214,6 +214,18 @@ def test_cli_audits_networks_written_by_train(mnist_real, tmp_path, capsys, monk
     digests = {n["info"]["weights_sha256"] for n in doc["networks"].values()}    # which weights were audited
     assert len(digests) == 1 and len(digests.pop()) == 64 and "git_commit" in doc
     assert "transfer weaker than white-box" in out
+    one = ["--out", str(tmp_path / "grow"), "--keep-partial"] + small
+    code, _, err = run_cli([str(run / "model.npz")] + one, capsys)
+    assert code == 0 and (tmp_path / "grow" / "robustness.partial.json").exists(), err
+    other = tmp_path / "other"                                          # other weights (a copy would hit the cache)
+    assert train.main(["mnist", "--limit", "600", "--eval-limit", "40", "--epochs", "1", "--pgd", "0", "--seed", "1",
+                       "--no-progress", "--data-dir", data_dir, "--out", str(other)]) == 0
+    code, _, err = run_cli([str(run / "model.npz"), str(other / "model.npz"), "--overwrite"] + one, capsys)
+    assert code == 0, err                                               # a network added later: only it runs
+    line = {ln.split(":")[0]: ln for ln in err.splitlines() if ": APGD-CE eps" in ln}
+    assert line["run"].endswith("(from the partial file)") and not line["other"].endswith("(from the partial file)")
+    grown = json.loads((tmp_path / "grow" / "robustness.json").read_text())
+    assert grown["networks"]["run"]["accuracy"] == doc["networks"]["run"]["accuracy"]
     code, _, err = run_cli([str(bare / "model.npz"), "--dataset", "mnist", "--model", "dnn"] + small, capsys)
     assert code == 1 and err.startswith("error: ") and err.count("\n") == 1      # weights of another network
 
