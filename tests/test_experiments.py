@@ -518,3 +518,22 @@ def test_results_tables_tool_rewrites_the_marked_blocks_and_keeps_the_prose(tmp_
     assert tool.main(["--update", str(md)]) == 0 and md.read_text().count("### MNIST-CNN") == 1   # idempotent
     md.write_text("no blocks here\n")
     assert tool.main(["--update", str(md)]) == 1
+
+
+# ------------------------------------------------------------------------------- tools/arm_cost.py
+def test_arm_cost_trains_every_arm_each_round_and_divides_by_the_same_rounds_control(monkeypatch):
+    from conftest import load_tool
+    tool = load_tool("arm_cost")
+    arms = experiments.parse_arms("sgm:0.2,fgsm-at:0.1,pgd-at:0.1:2")
+    seen = []
+    real = tool.epoch_seconds
+    monkeypatch.setattr(tool, "epoch_seconds", lambda spec: seen.append(spec) or real(spec))
+    times = tool.measure(base(epochs=1), arms, rounds=2)
+    assert [s.adversarial for s in seen[:4]] == [None, None, ("fgsm", 0.1, 7), ("pgd", 0.1, 2)] and len(seen) == 8
+    assert [s.input_lr for s in seen[:2]] == [0.0, 0.2] and all(s.epochs == 1 and s.snapshot_rows == 0 for s in seen)
+    assert list(times) == ["control", "sgm:0.2", "fgsm-at:0.1", "pgd-at:0.1:2"]
+    assert all(len(ts) == 2 and min(ts) >= 0 for ts in times.values())      # fit rounds seconds to 0.01
+    hand = {"control": [2.0, 4.0], "fgsm-at:0.1": [4.0, 12.0]}         # ratios 2 and 3 -> median 2.5
+    rows = tool.table(hand, steps=2).splitlines()
+    assert rows[2] == "| control | 1.500 [1.000–2.000] | 1.00 [1.00–1.00] |"
+    assert rows[3] == "| fgsm-at:0.1 | 4.000 [2.000–6.000] | 2.50 [2.00–3.00] |"
