@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["run_tasks", "default_threads", "run_task", "TaskFailed"]
+__all__ = ["run_tasks", "default_threads", "set_threads", "run_task", "TaskFailed"]
 
 
 class TaskFailed(RuntimeError):
@@ -33,7 +33,8 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, int(workers)))
 
 
-def _set_threads(threads: int) -> None:
+def set_threads(threads: int) -> None:
+    """Give this process `threads` BLAS threads and as many optimiser-step threads (what each worker does)."""
     from .blas import set_blas_threads
     os.environ["NANOSGM_THREADS"] = str(threads)      # nanosgm.threads reads it at every optimiser step
     set_blas_threads(threads)
@@ -42,7 +43,7 @@ def _set_threads(threads: int) -> None:
 def run_task(spec, checkpoint, model_path, threads, verbose_key=None):
     """Train and measure one network (what a worker runs); returns its record."""
     from .network import train_network
-    _set_threads(threads)
+    set_threads(threads)
 
     def log(line):
         print(f"  {verbose_key} {line}", flush=True)

@@ -537,3 +537,4 @@ def test_arm_cost_trains_every_arm_each_round_and_divides_by_the_same_rounds_con
     rows = tool.table(hand, steps=2).splitlines()
     assert rows[2] == "| control | 1.500 [1.000–2.000] | 1.00 [1.00–1.00] |"
     assert rows[3] == "| fgsm-at:0.1 | 4.000 [2.000–6.000] | 2.50 [2.00–3.00] |"
+    assert [tool.steps_per_epoch(n, 128) for n in (2560, 300, 257)] == [20, 3, 2]   # 257: the last sample sits out

@@ -38,6 +38,11 @@ def measure(base: NetworkSpec, arms, rounds: int = 3) -> dict:
     return times
 
 
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Training steps in an epoch of `images`: fit skips a last batch of one sample (batch normalisation)."""
+    return images // batch_size + (images % batch_size >= 2)
+
+
 def table(times: dict, steps: int) -> str:
     """Markdown: arm, median s/step [range], and the median over rounds of arm / same-round control."""
     control = times[experiments.CONTROL]
@@ -66,16 +71,17 @@ def main(argv=None) -> int:
         arms = experiments.parse_arms(args.arms)
     except ValueError as exc:
         p.error(str(exc))
-    parallel._set_threads(args.threads)
+    parallel.set_threads(args.threads)
     base = NetworkSpec(dataset=args.dataset, model=args.model, epochs=1, batch_size=args.batch_size,
                        limit=args.images, eval_limit=2, eps=(), pgd=0, data_dir=args.data_dir)
+    steps = steps_per_epoch(args.images, args.batch_size)
     before = loadavg()
     times = measure(base, arms, args.rounds)
     after = loadavg()
-    print(f"{args.dataset} {args.model}: {args.images} images = {args.images // args.batch_size} steps of "
-          f"{args.batch_size} per epoch, {args.rounds} interleaved rounds, {args.threads} BLAS thread(s); "
+    print(f"{args.dataset} {args.model}: {args.images} images = {steps} steps of up to {args.batch_size} per "
+          f"epoch, {args.rounds} interleaved rounds, {args.threads} BLAS thread(s); "
           f"load average {before:.2f} before, {after:.2f} after")
-    print(table(times, args.images // args.batch_size))
+    print(table(times, steps))
     for w in load_warnings(before, after, os.cpu_count() or 1, args.threads):
         print(f"warning: {w}")
     return 0

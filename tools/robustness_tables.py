@@ -169,7 +169,8 @@ def robust_figure(arms, settings):
     eps = sorted({float(e) for a in arms.values() for e in a["robust"]})
     for arm, a in arms.items():
         v = [np.asarray(a["clean"], float)] + [np.asarray(a["robust"].get(f"{e:g}", [np.nan]), float) for e in eps]
-        ax.plot([0.0] + eps, [np.median(x) for x in v], marker="o", label=f"{arm} ({len(a['clean'])} seed{'s' if len(a['clean']) != 1 else ''})")
+        n = len(a["clean"])
+        ax.plot([0.0] + eps, [np.median(x) for x in v], marker="o", label=f"{arm} ({n} seed{'s' if n != 1 else ''})")
         ax.fill_between([0.0] + eps, [x.min() for x in v], [x.max() for x in v], alpha=0.2)
     ax.set_xlabel("ε (L∞)")
     ax.set_ylabel("robust accuracy (%)")
