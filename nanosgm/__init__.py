@@ -14,3 +14,7 @@ Modules, one concept each:
     bench     - `python -m nanosgm.bench`
 """
 __version__ = "0.1.0"
+
+from .blas import limit_spin_wait as _limit_spin_wait
+
+_limit_spin_wait()        # before NumPy loads OpenBLAS, where possible (see nanosgm/blas.py)

@@ -4,13 +4,27 @@ Used by the bench (same threads for nanosgm and torch) and by the protocol's wor
 (workers x threads <= cores). ``threadpoolctl`` is used when it is installed; otherwise OpenBLAS's own
 ``*openblas_set_num_threads*`` entry point, found in the loaded library through ctypes. If neither works,
 the BLAS keeps what ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` said when NumPy was imported.
+
+Spinning: after each matrix product OpenBLAS's helper threads keep spinning for 2^28 cycles (~0.1 s)
+before they sleep, and nanosgm's own threads (optimiser steps, the layers' copy loops, nanosgm.threads)
+would wait for those cores. :func:`limit_spin_wait`, called when ``nanosgm`` is imported, sets
+``OPENBLAS_THREAD_TIMEOUT`` to 2^16 cycles (~30 us) unless it is already set. OpenBLAS reads it once, when
+NumPy loads it, so it applies when nanosgm is imported before NumPy (the command-line tools) and
+changes no number, only who waits.
 """
 from __future__ import annotations
 
 import ctypes
 import os
 
-__all__ = ["set_blas_threads", "blas_threads"]
+__all__ = ["set_blas_threads", "blas_threads", "limit_spin_wait"]
+
+SPIN_TIMEOUT_LOG2 = 16      # OPENBLAS_THREAD_TIMEOUT: log2 of the cycles a helper thread spins (OpenBLAS: 4..30, default 28)
+
+
+def limit_spin_wait(environ=os.environ) -> str:
+    """Set OPENBLAS_THREAD_TIMEOUT to SPIN_TIMEOUT_LOG2 unless the environment already has it; returns the value in force."""
+    return environ.setdefault("OPENBLAS_THREAD_TIMEOUT", str(SPIN_TIMEOUT_LOG2))
 
 def _openblas_handles():
     """(set, get) ctypes functions of the OpenBLAS loaded in this process, or (None, None)."""

@@ -4,6 +4,7 @@ from hypothesis import assume, given, strategies as st
 
 from nanosgm import backend
 from nanosgm.gradcheck import check_model, numerical_gradient
+from nanosgm.layers.pool import maxpool2d_reference
 from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
                             Sequential, SoftmaxCrossEntropy)
 from strategies import GRADCHECK, NETWORK_FLOOR, NETWORK_TOL, batch, normal, seeds
@@ -33,10 +34,8 @@ class KinkWatch:
             y = forward(x, training=training)
             if isinstance(layer, ReLU):
                 pattern = x > 0
-            else:
-                y_cl = y.transpose(0, 2, 3, 1)
-                views = layer._windows(x.transpose(0, 2, 3, 1), y_cl.shape[1], y_cl.shape[2])
-                pattern = np.stack([v == y_cl for _, _, v in views])
+            else:                                   # where each window's gradient goes (its winner)
+                _, pattern = maxpool2d_reference(x, layer.k, layer.stride, dy=np.ones(y.shape))
             if i not in self.first:
                 self.first[i] = pattern
             elif not np.array_equal(pattern, self.first[i]):

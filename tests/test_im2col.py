@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from nanosgm import backend
 from nanosgm.layers import BatchNorm, Conv2D, MaxPool2D, conv2d_reference
+from nanosgm.layers.pool import maxpool2d_reference
 from nanosgm.layers import conv as conv_module
 from nanosgm.layers.im2col import (col2im, col2im_cf, col2im_reference, im2col, im2col_cf, im2col_reference,
                                    output_size)
@@ -247,20 +248,24 @@ def test_conv2d_output_is_a_channels_last_view_with_nchw_shape():
 
 
 # --- max-pooling's tie rule -------------------------------------------------------------------------
-def test_maxpool_tie_gradient_goes_to_exactly_one_element_the_first_in_row_major_order():
-    layer = MaxPool2D(2)
-    x = np.full((1, 1, 2, 2), 0.5)
-    layer.forward(x)
-    dx = layer.backward(np.full((1, 1, 1, 1), 3.0))
-    np.testing.assert_array_equal(dx[0, 0], [[3.0, 0.0], [0.0, 0.0]])
-
-
-def test_maxpool_partial_tie_goes_to_the_first_maximum():
-    layer = MaxPool2D(2)
-    x = np.array([[[[1.0, 7.0], [7.0, 2.0]]]])
-    layer.forward(x)
-    dx = layer.backward(np.ones((1, 1, 1, 1)))
-    np.testing.assert_array_equal(dx[0, 0], [[0.0, 1.0], [0.0, 0.0]])
+@FAST
+@given(pool_configs(), seeds, st.sampled_from(["float32", "float64"]), st.booleans())
+def test_maxpool_equals_its_per_window_reference_exactly(cfg, seed, dtype, ties):
+    """Forward and backward against maxpool2d_reference, bit for bit where windows do not overlap; with
+    ``ties`` the values are rounded to a few levels, so most windows hold repeated maxima (the first in
+    row-major order must get the gradient)."""
+    x = normal(seed, (cfg["n"], cfg["c"], cfg["h"], cfg["w"]))
+    x = (np.round(x) if ties else x).astype(dtype)
+    layer = MaxPool2D(cfg["k"], cfg["stride"])
+    y = layer.forward(x)
+    dy = normal(seed + 1, y.shape).astype(dtype)
+    y_ref, dx_ref = maxpool2d_reference(x, cfg["k"], cfg["stride"], dy=dy)
+    np.testing.assert_array_equal(y, y_ref)
+    dx = layer.backward(dy)
+    if (cfg["stride"] or cfg["k"]) >= cfg["k"]:       # windows do not overlap: each dx element gets one term
+        np.testing.assert_array_equal(dx, dx_ref)
+    else:                                             # overlapping windows add their terms in another order
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-6 if dtype == "float32" else 1e-14, atol=1e-6)
 
 
 @pytest.mark.parametrize("k,stride", [(2, 2), (3, 3), (2, 1), (3, 2)])
@@ -281,9 +286,10 @@ def test_maxpool_all_ties_route_each_window_to_its_own_top_left(k, stride):
     assert dx.sum() == pytest.approx(dy.sum())           # the gradient is neither lost nor duplicated
 
 
-# --- blocks of samples (im2col.sample_blocks) change no number ---------------------------------------
+# --- blocks of samples (im2col.sample_blocks), on one thread or several, change no number -----------
 @pytest.mark.parametrize("k_pool, s_pool", [(2, 2), (3, 2)])
 def test_blocks_of_samples_give_the_same_numbers_as_one_block(k_pool, s_pool, monkeypatch):
+    """One block; one sample a block, serially and on 3 threads (nanosgm.threads.run_blocks); 2 + 2 + 1 on 3 threads."""
     from nanosgm.layers import im2col as im2col_module
     x = channels_last(normal(3, (5, 3, 8, 8)))
     x[:, :, ::2, ::2] = x[:, :, 1::2, 1::2]                           # ties in the pooling windows
@@ -291,8 +297,9 @@ def test_blocks_of_samples_give_the_same_numbers_as_one_block(k_pool, s_pool, mo
     dy = normal(4, (5, 3, ho, ho))
     dcols = normal(5, (5 * 8 * 8, 9 * 3))
     results = []
-    for block_bytes in (1 << 40, 1, 3 * 8 * 8 * 4 * 2):               # one block; one sample each; 2 + 2 + 1
+    for block_bytes, workers in ((1 << 40, "1"), (1, "1"), (1, "3"), (3 * 8 * 8 * 4 * 2, "3")):
         monkeypatch.setattr(im2col_module, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setenv("NANOSGM_THREADS", workers)
         pool = MaxPool2D(k_pool, s_pool)
         out = {"im2col": im2col(x, 3, 3, 1, 1), "col2im": np.asarray(col2im(dcols, x.shape, 3, 3, 1, 1)),
                "pool": np.asarray(pool.forward(x))}

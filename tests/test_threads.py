@@ -1,4 +1,9 @@
-"""The multi-core element-wise update (nanosgm/threads.py) is bit-for-bit the plain loop."""
+"""The multi-core element-wise update and block loop (nanosgm/threads.py) are bit-for-bit the plain loops;
+importing nanosgm first shortens OpenBLAS's spinning (nanosgm/blas.py)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -48,3 +53,30 @@ def test_errors_in_a_worker_reach_the_caller(monkeypatch):
         raise RuntimeError("from a worker")
     with pytest.raises(RuntimeError, match="from a worker"):
         threads.run(boom, [(np.zeros(4 * threads.CHUNK_THREADS),)])
+
+
+def test_run_blocks_calls_every_block_once_and_reraises(monkeypatch):
+    monkeypatch.setenv("NANOSGM_THREADS", "3")
+    seen = np.zeros(10, dtype=int)
+
+    def work(lo, hi):
+        seen[lo:hi] += 1
+    threads.run_blocks(work, [(0, 3), (3, 4), (4, 10)])
+    assert (seen == 1).all()
+
+    def boom(lo, hi):
+        raise ValueError(f"block {lo}")
+    with pytest.raises(ValueError, match="block"):
+        threads.run_blocks(boom, [(0, 1), (1, 2)])
+
+
+def _spin_setting(env):
+    code = "import sys, os, nanosgm; print(os.environ['OPENBLAS_THREAD_TIMEOUT'], 'numpy' in sys.modules)"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_importing_nanosgm_sets_the_spin_timeout_before_numpy_loads_and_keeps_a_users_value():
+    from nanosgm.blas import SPIN_TIMEOUT_LOG2
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    assert _spin_setting(env) == [str(SPIN_TIMEOUT_LOG2), "False"]     # numpy not loaded yet: OpenBLAS will read it
+    assert _spin_setting({**env, "OPENBLAS_THREAD_TIMEOUT": "28"}) == ["28", "False"]

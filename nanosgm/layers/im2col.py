@@ -16,13 +16,15 @@ Two memory layouts, chosen by Conv2D from the number of input channels C:
 All fast versions loop over the kh*kw kernel offsets only (25 slices for a 5x5 kernel), never over
 pixels, and accept an ``out`` workspace to reuse between calls. The channels-last pair runs that loop on
 blocks of a few samples (:func:`sample_blocks`), so that a block's columns stay in the CPU cache across
-the 25 copies; every element gets the same operations in the same order, so blocking changes no number. The ``*_reference``
+the 25 copies, and the blocks run on every CPU core (nanosgm.threads.run_blocks; each block writes
+only its own samples); every element gets the same operations in the same order, so blocking changes
+no number. The ``*_reference``
 versions loop over every output position; they are slow, obviously correct, and the tests compare
 the fast versions against them.
 """
 from __future__ import annotations
 
-from .. import backend
+from .. import backend, threads
 
 
 def output_size(size: int, k: int, stride: int, padding: int) -> int:
@@ -72,11 +74,14 @@ def im2col(x, kh: int, kw: int, stride: int = 1, padding: int = 0, out=None):
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     xpad = pad(x, padding).transpose(0, 2, 3, 1)                      # (N, Hp, Wp, C) view
     cols = _workspace(out, (n, ho, wo, kh, kw, c), x.dtype, xp)
-    for lo, hi in sample_blocks(n, cols[0].nbytes, like=x):
+
+    def block(lo, hi):
         cb, xb = cols[lo:hi], xpad[lo:hi]
         for a in range(kh):
             for b in range(kw):
                 cb[:, :, :, a, b, :] = xb[:, a:a + stride * ho:stride, b:b + stride * wo:stride, :]
+
+    threads.run_blocks(block, sample_blocks(n, cols[0].nbytes, like=x))
     return cols.reshape(n * ho * wo, kh * kw * c)
 
 
@@ -89,12 +94,16 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0):
     n, c, h, w = x_shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     cols = cols.reshape(n, ho, wo, kh, kw, c)
-    dxpad = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
-    for lo, hi in sample_blocks(n, cols[0].nbytes, like=cols):
+    dxpad = xp.empty((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
+
+    def block(lo, hi):
         db, cb = dxpad[lo:hi], cols[lo:hi]
+        db[...] = 0
         for a in range(kh):
             for b in range(kw):
                 db[:, a:a + stride * ho:stride, b:b + stride * wo:stride, :] += cb[:, :, :, a, b, :]
+
+    threads.run_blocks(block, sample_blocks(n, cols[0].nbytes, like=cols))
     dx = dxpad.transpose(0, 3, 1, 2)
     if padding:
         return dx[:, :, padding:padding + h, padding:padding + w]

@@ -1,7 +1,7 @@
 """Pooling layers: max-pooling (gradient routed to the arg-max of each window) and global average pooling."""
 from __future__ import annotations
 
-from .. import backend
+from .. import backend, threads
 from .base import Layer, check_ndim
 from .im2col import output_size, sample_blocks
 
@@ -9,10 +9,14 @@ from .im2col import output_size, sample_blocks
 class MaxPool2D(Layer):
     """(N, C, H, W) -> (N, C, Ho, Wo), Ho = floor((H - k) / s) + 1; stride defaults to kernel_size.
 
-    Forward takes the maximum over the k*k window offsets; backward sends each output's gradient to
-    the first arg-max of its window (row-major order, as ``argmax`` would), so ties get it once.
-    Both loop over the k*k offsets only, vectorised over samples, channels and positions, on blocks of
-    a few samples that stay in the CPU cache across the offsets (im2col.sample_blocks; no number changes).
+    Forward takes the maximum over the k*k window offsets and remembers, per output, the offset
+    o = a*k + b of the first maximum (row-major order, as ``argmax`` would: a later offset replaces it
+    only when strictly greater); backward sends each output's gradient to that one element, so ties
+    get it once. Both loop over the k*k offsets only, vectorised over samples, channels and positions,
+    on blocks of a few samples that stay in the CPU cache across the offsets (im2col.sample_blocks),
+    run on every CPU core (nanosgm.threads.run_blocks); neither changes a number.
+    :func:`maxpool2d_reference` is the plain per-window version the tests compare against (for finite
+    inputs; a NaN in a window makes its output NaN, and where its gradient goes is not specified).
     """
 
     def __init__(self, kernel_size: int = 2, stride: int | None = None):
@@ -23,12 +27,11 @@ class MaxPool2D(Layer):
     def extra_repr(self):
         return f"kernel_size={self.k}, stride={self.stride}"
 
-    def _windows(self, x_cl, ho, wo):
-        """Yield (a, b, view) per kernel offset: view[n, i, j, c] = x[n, c, a + s*i, b + s*j] (channels-last)."""
+    def _window(self, a_cl, o, ho, wo):
+        """Offset o's view of a channels-last map: view[n, i, j, c] = a[n, a + s*i, b + s*j, c], (a, b) = divmod(o, k)."""
+        a, b = divmod(o, self.k)
         s = self.stride
-        for a in range(self.k):
-            for b in range(self.k):
-                yield a, b, x_cl[:, a:a + s * ho:s, b:b + s * wo:s, :]
+        return a_cl[:, a:a + s * ho:s, b:b + s * wo:s, :]
 
     def forward(self, x, training=True):
         check_ndim(self, x, (4,), "MaxPool2D takes NCHW feature maps.")
@@ -38,39 +41,67 @@ class MaxPool2D(Layer):
         ho, wo = output_size(x.shape[2], self.k, self.stride, 0), output_size(x.shape[3], self.k, self.stride, 0)
         x_cl = x.transpose(0, 2, 3, 1)            # channels-last view (see conv.py on memory layout)
         y = xp.empty((x.shape[0], ho, wo, x.shape[1]), dtype=x.dtype)
-        for lo, hi in sample_blocks(x.shape[0], x[0].nbytes, like=x):
-            yb = y[lo:hi]
-            for a, b, view in self._windows(x_cl[lo:hi], ho, wo):
-                if a == 0 and b == 0:
-                    yb[...] = view
-                else:
-                    xp.maximum(yb, view, out=yb)
-        self._cache = (x_cl, y)
+        first = xp.zeros(y.shape, dtype=xp.uint8 if self.k * self.k <= 256 else xp.int32)   # offset of the first max
+
+        def block(lo, hi):
+            yb, fb = y[lo:hi], first[lo:hi]
+            yb[...] = self._window(x_cl[lo:hi], 0, ho, wo)
+            above, code = xp.empty(yb.shape, dtype=bool), xp.empty(yb.shape, dtype=first.dtype)
+            for o in range(1, self.k * self.k):
+                view = self._window(x_cl[lo:hi], o, ho, wo)
+                xp.greater(view, yb, out=above)                 # a new maximum at offset o
+                xp.maximum(yb, view, out=yb)
+                xp.multiply(above, first.dtype.type(o), out=code)
+                xp.maximum(fb, code, out=fb)                    # offsets only grow: o replaces where above
+
+        threads.run_blocks(block, sample_blocks(x.shape[0], x[0].nbytes, like=x))
+        self._cache = (x_cl.shape, first)
         return y.transpose(0, 3, 1, 2)
 
     def backward(self, dy):
-        x_cl, y = self._need_cache()
-        xp = backend.array_module(y)
-        ho, wo = y.shape[1], y.shape[2]
+        x_shape, first = self._need_cache()                  # x_shape channels-last (N, H, W, C)
+        xp = backend.array_module(dy)
+        ho, wo = first.shape[1], first.shape[2]
         dy = dy.transpose(0, 2, 3, 1)
-        s, k = self.stride, self.k
         # Windows that tile x exactly: each dx element belongs to one window, so it can be assigned.
-        tiles = s == k and x_cl.shape[1] == k * ho and x_cl.shape[2] == k * wo
-        dx = (xp.empty if tiles else xp.zeros)(x_cl.shape, dtype=dy.dtype)
-        for lo, hi in sample_blocks(y.shape[0], x_cl[0].nbytes, like=y):
-            yb, dyb, dxb = y[lo:hi], dy[lo:hi], dx[lo:hi]
-            unrouted = xp.ones(yb.shape, dtype=bool)         # windows whose gradient is not yet placed
-            hit = xp.empty(yb.shape, dtype=bool)
-            for a, b, view in self._windows(x_cl[lo:hi], ho, wo):
-                xp.equal(view, yb, out=hit)
-                hit &= unrouted                              # the first arg-max only
-                unrouted ^= hit
-                target = dxb[:, a:a + s * ho:s, b:b + s * wo:s, :]
+        tiles = self.stride == self.k and x_shape[1] == self.k * ho and x_shape[2] == self.k * wo
+        dx = (xp.empty if tiles else xp.zeros)(x_shape, dtype=dy.dtype)
+
+        def block(lo, hi):
+            fb, dyb, dxb = first[lo:hi], dy[lo:hi], dx[lo:hi]
+            hit = xp.empty(fb.shape, dtype=bool)
+            for o in range(self.k * self.k):
+                xp.equal(fb, o, out=hit)
+                target = self._window(dxb, o, ho, wo)
                 if tiles:
                     xp.multiply(dyb, hit, out=target)
                 else:
                     target += dyb * hit
+
+        threads.run_blocks(block, sample_blocks(first.shape[0], dx[0].nbytes, like=dy))
         return dx.transpose(0, 3, 1, 2)
+
+
+def maxpool2d_reference(x, k: int, stride: int | None = None, dy=None):
+    """Max-pooling written out one window at a time: y (N, C, Ho, Wo), and dx if ``dy`` is given.
+
+    Each window's gradient goes to ``argmax`` of the window read in row-major order (its first maximum).
+    """
+    xp = backend.array_module(x)
+    s = k if stride is None else stride
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, k, s, 0), output_size(w, k, s, 0)
+    y = xp.empty((n, c, ho, wo), dtype=x.dtype)
+    dx = None if dy is None else xp.zeros_like(x)
+    nn, cc = xp.meshgrid(xp.arange(n), xp.arange(c), indexing="ij")
+    for i in range(ho):
+        for j in range(wo):
+            window = x[:, :, i * s:i * s + k, j * s:j * s + k].reshape(n, c, k * k)
+            y[:, :, i, j] = window.max(axis=2)
+            if dy is not None:
+                a, b = xp.divmod(window.argmax(axis=2), k)
+                dx[nn, cc, i * s + a, j * s + b] += dy[:, :, i, j]
+    return y if dy is None else (y, dx)
 
 
 class GlobalAvgPool2D(Layer):
