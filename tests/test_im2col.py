@@ -9,7 +9,7 @@ from nanosgm.layers import BatchNorm, Conv2D, MaxPool2D, conv2d_reference
 from nanosgm.layers.pool import maxpool2d_reference
 from nanosgm.layers import conv as conv_module
 from nanosgm.layers.im2col import (col2im, col2im_cf, col2im_reference, im2col, im2col_cf, im2col_reference,
-                                   output_size)
+                                   output_size, pad, pad_channels_last)
 from strategies import batchnorm_shapes, conv_configs, conv_input_shape as x_shape, conv_layer, distinct, normal, pool_configs, seeds
 
 # Exact comparisons are cheap: more examples than a gradient check, still well under a second each.
@@ -41,6 +41,14 @@ def test_im2col_equals_reference_exactly(cfg, seed):
     fast = im2col(x, *args(cfg))
     assert fast.shape == cols_shape(cfg)
     np.testing.assert_array_equal(fast, im2col_reference(x, *args(cfg)))
+
+
+@pytest.mark.parametrize("padding", [0, 1, 3])
+def test_channels_last_padding_equals_pad_in_channels_last_memory(padding):
+    for x in (normal(0, (2, 3, 5, 4)), channels_last(normal(0, (2, 3, 5, 4)))):
+        padded = pad_channels_last(x, padding)
+        np.testing.assert_array_equal(padded, pad(x, padding))
+        assert padding == 0 or padded.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
 @FAST

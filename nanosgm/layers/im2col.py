@@ -40,6 +40,22 @@ def pad(x, padding: int):
     return xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
 
 
+def pad_channels_last(x, padding: int):
+    """:func:`pad`, returned as an NCHW view of channels-last memory (what im2col's copies want).
+
+    ``pad`` writes NCHW memory, after which each of im2col's copies would gather C values a whole
+    feature map apart; the values are the same (tests/test_im2col.py).
+    """
+    x_cl = x.transpose(0, 2, 3, 1)
+    if padding == 0:
+        return x
+    xp = backend.array_module(x)
+    n, h, w, c = x_cl.shape
+    out = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=x.dtype)
+    out[:, padding:padding + h, padding:padding + w, :] = x_cl
+    return out.transpose(0, 3, 1, 2)
+
+
 BLOCK_BYTES = 1 << 22      # ~4 MB of columns per block of samples (measured best between 2 and 8 MB)
 
 
@@ -72,7 +88,7 @@ def im2col(x, kh: int, kw: int, stride: int = 1, padding: int = 0, out=None):
     xp = backend.array_module(x)
     n, c, h, w = x.shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    xpad = pad(x, padding).transpose(0, 2, 3, 1)                      # (N, Hp, Wp, C) view
+    xpad = pad_channels_last(x, padding).transpose(0, 2, 3, 1)        # (N, Hp, Wp, C) view
     cols = _workspace(out, (n, ho, wo, kh, kw, c), x.dtype, xp)
 
     def block(lo, hi):
