@@ -70,7 +70,9 @@ class BatchNorm(Layer):
             inv_std = 1.0 / (self.buffers["running_var"] + self.eps) ** 0.5
             xc = x - self.buffers["running_mean"]
             self._cache = ("inference", xc, inv_std)
-            return xc * (gamma * inv_std) + beta
+            y = xc * (gamma * inv_std)
+            y += beta
+            return y
         m = x.shape[0]
         if m < 2:
             raise ValueError(f"{self!r} needs more than one value per feature in training mode")
@@ -90,11 +92,13 @@ class BatchNorm(Layer):
 
     def _backward2d(self, dy):
         mode, xc, inv_std = self._need_cache()
+        scale = self.params["gamma"] * inv_std
+        if mode == "inference" and not self.param_grads:    # dE/dx only (attacks): no reductions needed
+            return dy * scale
         dgamma = (dy * xc).sum(axis=0) * inv_std                    # sum(dy * xhat)
         dbeta = dy.sum(axis=0)
         if self.param_grads:
             self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
-        scale = self.params["gamma"] * inv_std
         if mode == "inference":                     # statistics are constants: a per-feature scale
             return dy * scale
         # mean(dxhat) = gamma * dbeta / M and mean(dxhat * xhat) = gamma * dgamma / M, so
