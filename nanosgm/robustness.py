@@ -367,8 +367,9 @@ def build_parser():
     p = _Parser(prog="python -m nanosgm.robustness",
                 description="Audit networks written by python -m nanosgm.train: FGSM, PGD, APGD-CE, APGD-DLR, "
                             "Square, robust accuracy, transfer and the Carlini et al. sanity checks.")
-    p.add_argument("models", nargs="+", metavar="MODEL.npz", help="model files (a results.json beside each names its "
-                   "dataset and model)")
+    p.add_argument("models", nargs="+", metavar="MODEL.npz", help="model files; a results.json beside each (python -m "
+                   "nanosgm.train) or a protocol.json one folder up (models/run<i>-<arm>.npz of python -m "
+                   "nanosgm.experiments) names its dataset and model")
     p.add_argument("--dataset", default=None, help="the dataset, for a model without results.json")
     p.add_argument("--model", default=None, help="dnn, cnn or cifar_cnn, for a model without results.json")
     p.add_argument("--eps", default=",".join(f"{e:g}" for e in DEFAULT_EPS), help="comma-separated L-inf budgets "
