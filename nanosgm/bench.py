@@ -345,7 +345,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, help="numpy or cupy (None: the active backend, NANOSGM_BACKEND)")
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell and side, after warm-up")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per cell (fewer if they take --seconds)")
-    p.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (None: os.cpu_count())")
+    p.add_argument("--threads", type=int, default=None, help="BLAS, torch and nanosgm threads (None: os.cpu_count())")
     p.add_argument("--compare-torch", action="store_true", help="also time the same network in PyTorch")
     p.add_argument("--profile", action="store_true",
                    help="instead of the throughput table, print per-layer forward/backward times and the optimiser "
@@ -408,6 +408,8 @@ def _main(argv) -> int:
             return _err(str(exc))
 
     restore_blas, blas_desc = set_blas_threads(threads)
+    pool_before = os.environ.get("NANOSGM_THREADS")
+    os.environ["NANOSGM_THREADS"] = str(threads)        # nanosgm's own threads (nanosgm.threads) too
     torch_threads_before = torch.get_num_threads() if torch is not None else None
     try:
         if args.profile:
@@ -415,6 +417,10 @@ def _main(argv) -> int:
         return _run(args, names, threads, blas_desc, torch)
     finally:
         restore_blas()
+        if pool_before is None:
+            os.environ.pop("NANOSGM_THREADS", None)
+        else:
+            os.environ["NANOSGM_THREADS"] = pool_before
         if torch is not None:
             torch.set_num_threads(torch_threads_before)
 

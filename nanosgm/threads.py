@@ -84,7 +84,8 @@ def run_blocks(work, blocks) -> None:
 
 
 def _map(n: int, fn, argument_tuples) -> None:
-    """fn(*args) for each tuple on the pool of n threads; waits for all, re-raising the first error."""
+    """fn(*args) for each tuple on the pool of n threads; waits for all, re-raising the first error.
+    Not re-entrant: ``fn`` must not call :func:`run` or :func:`run_blocks` (a full pool would wait on itself)."""
     global _POOL
     if _POOL is None or _POOL._max_workers != n:
         _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="nanosgm")

@@ -3,6 +3,7 @@
 No timing assertions: speed is measured by running the bench, never asserted.
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -180,6 +181,14 @@ def test_cli_compare_torch_tiny(capsys, numpy_backend, tmp_path):
     r = json.loads(path.read_text())["results"]["cnn"]
     assert set(r["torch"]) == set(bench.TORCH_COLUMNS) == set(r["ratio"])
     assert all(v > 0 for v in r["ratio"].values())
+
+
+def test_threads_flag_also_sets_nanosgms_own_pool_and_restores_it(monkeypatch):
+    seen = []
+    monkeypatch.setattr(bench, "_run", lambda *a, **k: seen.append(os.environ.get("NANOSGM_THREADS")) or 0)
+    monkeypatch.setenv("NANOSGM_THREADS", "5")
+    assert bench.main(TINY + ["--threads", "1"]) == 0
+    assert seen == ["1"] and os.environ["NANOSGM_THREADS"] == "5"
 
 
 def test_unknown_model_is_a_clear_error(capsys):

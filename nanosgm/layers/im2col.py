@@ -46,10 +46,10 @@ def pad_channels_last(x, padding: int):
     ``pad`` writes NCHW memory, after which each of im2col's copies would gather C values a whole
     feature map apart; the values are the same (tests/test_im2col.py).
     """
-    x_cl = x.transpose(0, 2, 3, 1)
     if padding == 0:
         return x
     xp = backend.array_module(x)
+    x_cl = x.transpose(0, 2, 3, 1)
     n, h, w, c = x_cl.shape
     out = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=x.dtype)
     out[:, padding:padding + h, padding:padding + w, :] = x_cl

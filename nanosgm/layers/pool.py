@@ -27,11 +27,11 @@ class MaxPool2D(Layer):
     def extra_repr(self):
         return f"kernel_size={self.k}, stride={self.stride}"
 
-    def _window(self, a_cl, o, ho, wo):
-        """Offset o's view of a channels-last map: view[n, i, j, c] = a[n, a + s*i, b + s*j, c], (a, b) = divmod(o, k)."""
+    def _window(self, m_cl, o, ho, wo):
+        """Offset o's view of a channels-last map m: view[n, i, j, c] = m[n, a + s*i, b + s*j, c], (a, b) = divmod(o, k)."""
         a, b = divmod(o, self.k)
         s = self.stride
-        return a_cl[:, a:a + s * ho:s, b:b + s * wo:s, :]
+        return m_cl[:, a:a + s * ho:s, b:b + s * wo:s, :]
 
     def forward(self, x, training=True):
         check_ndim(self, x, (4,), "MaxPool2D takes NCHW feature maps.")
