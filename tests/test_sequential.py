@@ -249,7 +249,8 @@ def test_save_creates_missing_folders_and_overwrites(tmp_path):
     assert sorted(os.listdir(path.parent)) == ["model.npz"]
 
 
-def test_backward_without_param_grads_gives_the_same_input_gradient_and_leaves_grads_alone():
+@pytest.mark.parametrize("training", [True, False])          # False: the attacks' inference-mode path
+def test_backward_without_param_grads_gives_the_same_input_gradient_and_leaves_grads_alone(training):
     from nanosgm.models import mnist_cnn
     backend.seed(0)
     model = mnist_cnn(dtype="float64")
@@ -258,10 +259,10 @@ def test_backward_without_param_grads_gives_the_same_input_gradient_and_leaves_g
             layer.hold_mask = True
     x = np.random.default_rng(0).uniform(0, 1, (3, 1, 28, 28))
     dy = np.random.default_rng(1).standard_normal((3, 10))
-    model.forward(x)
+    model.forward(x, training=training)
     dx_full = model.backward(dy)
     grads = {n: g.copy() for n, _, g in model.parameters()}
-    model.forward(x)
+    model.forward(x, training=training)
     dx_only = model.backward(dy * 2, param_grads=False)
     np.testing.assert_array_equal(dx_only, 2 * dx_full)
     for n, _, g in model.parameters():
