@@ -62,6 +62,7 @@ import numpy as np
 from . import attacks, backend, models, profile
 from .layers import SoftmaxCrossEntropy
 from .blas import set_blas_threads
+from .parallel import set_threads
 from .files import write_json_atomic
 from .optim import build_optimizer
 from .torch_bridge import TorchMissing, import_torch, to_torch   # to_torch: re-exported, other code uses it
@@ -407,20 +408,14 @@ def _main(argv) -> int:
         except TorchMissing as exc:
             return _err(str(exc))
 
-    restore_blas, blas_desc = set_blas_threads(threads)
-    pool_before = os.environ.get("NANOSGM_THREADS")
-    os.environ["NANOSGM_THREADS"] = str(threads)        # nanosgm's own threads (nanosgm.threads) too
+    restore_threads, blas_desc = set_threads(threads)     # BLAS and nanosgm's own threads
     torch_threads_before = torch.get_num_threads() if torch is not None else None
     try:
         if args.profile:
             return _profile(args, names[0], threads, blas_desc)
         return _run(args, names, threads, blas_desc, torch)
     finally:
-        restore_blas()
-        if pool_before is None:
-            os.environ.pop("NANOSGM_THREADS", None)
-        else:
-            os.environ["NANOSGM_THREADS"] = pool_before
+        restore_threads()
         if torch is not None:
             torch.set_num_threads(torch_threads_before)
 

@@ -33,11 +33,21 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, int(workers)))
 
 
-def set_threads(threads: int) -> None:
-    """Give this process `threads` BLAS threads and as many optimiser-step threads (what each worker does)."""
+def set_threads(threads: int):
+    """Give this process `threads` BLAS threads and as many of nanosgm's own (optimiser steps, copy loops):
+    what each worker does. Returns (restore: callable, BLAS description), as blas.set_blas_threads."""
     from .blas import set_blas_threads
-    os.environ["NANOSGM_THREADS"] = str(threads)      # nanosgm.threads reads it at every optimiser step
-    set_blas_threads(threads)
+    before = os.environ.get("NANOSGM_THREADS")
+    os.environ["NANOSGM_THREADS"] = str(threads)      # nanosgm.threads reads it at every call
+    restore_blas, desc = set_blas_threads(threads)
+
+    def restore():
+        restore_blas()
+        if before is None:
+            os.environ.pop("NANOSGM_THREADS", None)
+        else:
+            os.environ["NANOSGM_THREADS"] = before
+    return restore, desc
 
 
 def run_task(spec, checkpoint, model_path, threads, verbose_key=None):
