@@ -373,3 +373,7 @@ def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path,
     assert tool.main([str(tmp_path / "s0.json"), str(tmp_path / "f0.json")]) == 0
     out = capsys.readouterr().out
     assert "| mnist-cnn: control | 0.1 | 1 |" in out and "| fashion-cnn: control | 0.1 | 1 |" in out
+    assert "| mnist-cnn: sgm:0.2:per-sample | 0.1 | 1 |" in out        # the arm's label, from its file name alone
+    odd = json.loads(json.dumps(good).replace("sgm_0.2_per-sample", "my_net"))          # no arm's slug: kept
+    (tmp_path / "o0.json").write_text(json.dumps(odd))
+    assert tool.main([str(tmp_path / "o0.json")]) == 0 and "| my_net | 0.1 | 1 |" in capsys.readouterr().out

@@ -76,6 +76,19 @@ def _load_protocol(folder) -> dict:
     return doc
 
 
+def _label_of(slug: str, labels: dict) -> str:
+    """The protocol's arm label of a file-name slug ("sgm_0.2_per-sample" -> "sgm:0.2:per-sample"): from
+    ``labels`` when given, else the label whose slug it is (``nanosgm.experiments.parse_arm``), else the slug."""
+    if slug in labels:
+        return labels[slug]
+    from nanosgm.experiments import parse_arm
+    try:
+        arm = parse_arm(slug.replace("_", ":"))
+    except ValueError:
+        return slug
+    return arm.label if arm.slug == slug else slug
+
+
 def _arm_of(name: str, labels: dict) -> tuple:
     """(row, run, arm label) of a protocol network's name ("mnist-cnn/run1-sgm_0.2_per-sample" -> "mnist-cnn",
     1, "sgm:0.2:per-sample"), else ("", None, name)."""
@@ -83,7 +96,7 @@ def _arm_of(name: str, labels: dict) -> tuple:
     m = _NAME.fullmatch(base)
     if not m:
         return "", None, name
-    return row, int(m["run"]), labels.get(m["slug"], m["slug"])
+    return row, int(m["run"]), _label_of(m["slug"], labels)
 
 
 def collect(docs, arm_labels=()) -> tuple:
