@@ -319,6 +319,7 @@ def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_pat
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert "| sgm:0.2:per-sample | 0.1 | 3 | 99.7 [99.7–99.7] | 91.0 [90.0–94.0] | 76.0 [75.0–79.0] | **71.0 [70.0–74.0]** |" in out
     assert "| control | 0.1 | 3 |" in out and "| 0.5 |" not in out                  # the check eps is not a row
+    assert "| sgm:0.2:per-sample | 0.1 | 3 | 0: +20.0, 1: +22.0, 2: +23.0 | **+22.0** [+20.0 to +23.0] |" in out
     assert "| sgm:0.2:per-sample | 3 | 160.0 [150.0–170.0] | 1.45 [1.42–1.50] |" in out
     paths.append(tmp_path / "other.json")
     paths[-1].write_text(json.dumps(_audit_doc(3, (1.0, 2.0), restarts=3)))

@@ -3,8 +3,9 @@
 Each AUDIT.json is a ``robustness.json`` written by ``python -m nanosgm.robustness`` on networks of a
 protocol (``<row>/models/run<i>-<arm>.npz``). Networks are grouped by arm over the runs (seeds) and every
 cell is given as "median [min–max]" over the seeds, in percent: clean accuracy, then per eps each attack's
-accuracy and the robust accuracy (the worst case per example). With ``--protocol`` (the protocol's folder)
-a second table gives each arm's training time per epoch against its own run's control (median and range of
+accuracy and the robust accuracy (the worst case per example); a second table gives each arm's robust accuracy
+minus its own run's control's (the lock-step pairs), run by run. With ``--protocol`` (the protocol's folder)
+a third table gives each arm's training time per epoch against its own run's control (median and range of
 the paired ratios; wall times, so they also carry the machine's load). ``--figure PNG`` also draws robust
 accuracy against eps per arm (median over seeds, the range as a band). Audits made with different attack
 settings are not pooled: that is an error. No training, no data, no attacks: it reads JSON only.
@@ -152,6 +153,31 @@ def accuracy_table(arms, settings) -> str:
     return "\n".join(lines)
 
 
+def gain_table(arms, settings, control: str = "control") -> str:
+    """Robust accuracy of each arm minus that of the same run's control (the lock-step pair), per eps: every
+    pair's difference in run order, then their median and range; "" when no arm has a paired control."""
+    base = {k: v for k, v in arms.items() if k == control or k.endswith(f": {control}")}
+    eps = [f"{float(e):g}" for e in settings["eps"]]
+    lines = []
+    for arm, a in arms.items():
+        row = arm.rpartition(": ")[0]                           # "" unless audits of several rows are pooled
+        ctrl = base.get(f"{row}: {control}" if row else control)
+        if ctrl is None or arm in base:
+            continue
+        for e in eps:
+            mine = dict(zip(a["runs"], a["robust"].get(e, [])))
+            theirs = dict(zip(ctrl["runs"], ctrl["robust"].get(e, [])))
+            runs = sorted(r for r in mine if r is not None and r in theirs)
+            d = [mine[r] - theirs[r] for r in runs]
+            if d:
+                each = ", ".join(f"{r}: {x:+.1f}" for r, x in zip(runs, d))
+                lines.append(f"| {arm} | {e} | {len(d)} | {each} | **{np.median(d):+.1f}** [{min(d):+.1f} to {max(d):+.1f}] |")
+    if not lines:
+        return ""
+    return "\n".join(["| arm | ε | pairs | robust-accuracy gain over the same run's control, run: points | median [range] |",
+                      "| --- | --- | --- | --- | --- |"] + lines)
+
+
 def cost_table(protocol: dict, arms) -> str:
     """Training seconds per epoch of each audited arm, and its ratio to the same run's control."""
     nets = protocol["networks"]
@@ -207,6 +233,9 @@ def tables(paths, protocol_dir=None, figure=None) -> str:
             f"{2 * settings['pgd_steps']} steps × {settings['restarts']} start(s), APGD {settings['apgd_steps']} steps, "
             f"Square {settings['queries']} queries; accuracy in %, median [range] over seeds.")
     out = [head, "", accuracy_table(arms, settings)]
+    gains = gain_table(arms, settings)
+    if gains:
+        out += ["", gains]
     if protocol is not None:
         out += ["", cost_table(protocol, arms)]
     return "\n".join(out)
