@@ -298,7 +298,9 @@ def _audit_doc(run, values, restarts=1):
     return {"settings": {"pgd_steps": 10, "restarts": restarts, "apgd_steps": 100, "queries": 1000, "seed": 0,
                          "batch_size": 100, "eps": [0.1], "check_eps": 0.5, "images": {"a": 500, "b": 500}},
             "networks": {f"mnist-cnn/run{run}-control": net(values[0]),
-                         f"mnist-cnn/run{run}-sgm_0.2_per-sample": net(values[1])}, "transfer": [], "checks": []}
+                         f"mnist-cnn/run{run}-sgm_0.2_per-sample": net(values[1])},
+            "transfer": [{"source": f"mnist-cnn/run{run}-control", "target": f"mnist-cnn/run{run}-sgm_0.2_per-sample",
+                          "attack": "PGD", "accuracy": {"0.1": 90.0 + run, "0.5": 0.0}}], "checks": []}
 
 
 def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_path, capsys):
@@ -320,6 +322,7 @@ def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_pat
     assert "| sgm:0.2:per-sample | 0.1 | 3 | 99.7 [99.7–99.7] | 91.0 [90.0–94.0] | 76.0 [75.0–79.0] | **71.0 [70.0–74.0]** |" in out
     assert "| control | 0.1 | 3 |" in out and "| 0.5 |" not in out                  # the check eps is not a row
     assert "| sgm:0.2:per-sample | 0.1 | 3 | 0: +20.0, 1: +22.0, 2: +23.0 | **+22.0** [+20.0 to +23.0] |" in out
+    assert "| control | sgm:0.2:per-sample | 3 | 91.0 [90.0–92.0] |" in out                   # transfer, pooled
     assert "| sgm:0.2:per-sample | 3 | 160.0 [150.0–170.0] | 1.45 [1.42–1.50] |" in out
     paths.append(tmp_path / "other.json")
     paths[-1].write_text(json.dumps(_audit_doc(3, (1.0, 2.0), restarts=3)))
@@ -352,7 +355,9 @@ def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path,
     bad_docs = {"no_clean": {**good, "networks": {"mnist-cnn/run0-control": {"accuracy": {}, "robust": {}}}},
                 "net_list": {**good, "networks": [1, 2]}, "settings_list": {**good, "settings": []},
                 "no_eps": {**good, "settings": {"pgd_steps": 10}}, "text_clean": {
-                    **good, "networks": {"x": {"clean": "abc", "accuracy": {}, "robust": {}}}}}
+                    **good, "networks": {"x": {"clean": "abc", "accuracy": {}, "robust": {}}}},
+                "transfer_text": {**good, "transfer": [{"source": "a", "target": "b", "accuracy": {"0.1": "x"}}]},
+                "transfer_dict": {**good, "transfer": {"a": 1}}}
     for name, doc in bad_docs.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(doc))
         assert tool.main([str(tmp_path / f"{name}.json")]) == 1, name
@@ -374,6 +379,7 @@ def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path,
     assert tool.main([str(tmp_path / "s0.json"), str(tmp_path / "f0.json")]) == 0
     out = capsys.readouterr().out
     assert "| mnist-cnn: control | 0.1 | 1 |" in out and "| fashion-cnn: control | 0.1 | 1 |" in out
+    assert "| fashion-cnn: control | fashion-cnn: sgm:0.2:per-sample | 1 | 90.0 |" in out     # rows kept apart
     assert "| mnist-cnn: sgm:0.2:per-sample | 0.1 | 1 |" in out        # the arm's label, from its file name alone
     odd = json.loads(json.dumps(good).replace("sgm_0.2_per-sample", "my_net"))          # no arm's slug: kept
     (tmp_path / "o0.json").write_text(json.dumps(odd))

@@ -4,8 +4,9 @@ Each AUDIT.json is a ``robustness.json`` written by ``python -m nanosgm.robustne
 protocol (``<row>/models/run<i>-<arm>.npz``). Networks are grouped by arm over the runs (seeds) and every
 cell is given as "median [min–max]" over the seeds, in percent: clean accuracy, then per eps each attack's
 accuracy and the robust accuracy (the worst case per example); a second table gives each arm's robust accuracy
-minus its own run's control's (the lock-step pairs), run by run. With ``--protocol`` (the protocol's folder)
-a third table gives each arm's training time per epoch against its own run's control (median and range of
+minus its own run's control's (the lock-step pairs), run by run, and a third the transfer pairs (PGD examples
+crafted on one network of a run, classified by another), median [range] over seeds. With ``--protocol`` (the protocol's folder)
+a fourth table gives each arm's training time per epoch against its own run's control (median and range of
 the paired ratios; wall times, so they also carry the machine's load). ``--figure PNG`` also draws robust
 accuracy against eps per arm (median over seeds, the range as a band). Audits made with different attack
 settings are not pooled: that is an error. No training, no data, no attacks: it reads JSON only.
@@ -44,6 +45,10 @@ def _check_audit(doc) -> str | None:
         if not (isinstance(net, dict) and _number(net.get("clean")) and isinstance(net.get("accuracy"), dict)
                 and all(isinstance(d, dict) and all(_number(v) for v in d.values()) for d in per_eps)):
             return f"network {name!r} lacks a numeric 'clean', 'accuracy' or 'robust'"
+    for t in doc.get("transfer", []) if isinstance(doc.get("transfer", []), list) else [None]:
+        if not (isinstance(t, dict) and isinstance(t.get("source"), str) and isinstance(t.get("target"), str)
+                and isinstance(t.get("accuracy"), dict) and all(_number(v) for v in t["accuracy"].values())):
+            return "its 'transfer' is not a list of {source, target, accuracy} records"
     return None
 
 
@@ -130,6 +135,37 @@ def collect(docs, arm_labels=()) -> tuple:
             for e, v in net["robust"].items():
                 a["robust"].setdefault(e, []).append(v)
     return arms, settings
+
+
+def collect_transfer(docs, arm_labels=()) -> dict:
+    """{(source arm, target arm): {eps: [accuracy, one per seed]}} of the audits' transfer pairs (examples
+    crafted on the source network, classified by the target of the same run)."""
+    labels = {a.replace(":", "_"): a for a in arm_labels}
+    rows = {_arm_of(name, labels)[0] for _, doc in docs for name in doc["networks"]}
+
+    def arm(name):
+        row, _, label = _arm_of(name, labels)
+        return f"{row}: {label}" if len(rows) > 1 else label       # as collect() names them
+    pairs = {}
+    for _, doc in docs:
+        for t in doc.get("transfer", []):
+            key = (arm(t["source"]), arm(t["target"]))
+            for e, v in t["accuracy"].items():
+                pairs.setdefault(key, {}).setdefault(e, []).append(v)
+    return pairs
+
+
+def transfer_table(pairs, settings) -> str:
+    """One row per (source, target) pair: seeds and the transferred accuracy per eps, median [range]."""
+    if not pairs:
+        return ""
+    eps = [f"{float(e):g}" for e in settings["eps"]]
+    lines = ["| crafted on | classified by | seeds | " + " | ".join(f"ε = {e}" for e in eps) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in eps) + " |"]
+    for (src, tgt), per_eps in pairs.items():
+        n = max(len(v) for v in per_eps.values())
+        lines.append(f"| {src} | {tgt} | {n} | " + " | ".join(_mr(per_eps.get(e, [])) for e in eps) + " |")
+    return "\n".join(lines)
 
 
 def _mr(values) -> str:
@@ -233,9 +269,10 @@ def tables(paths, protocol_dir=None, figure=None) -> str:
             f"{2 * settings['pgd_steps']} steps × {settings['restarts']} start(s), APGD {settings['apgd_steps']} steps, "
             f"Square {settings['queries']} queries; accuracy in %, median [range] over seeds.")
     out = [head, "", accuracy_table(arms, settings)]
-    gains = gain_table(arms, settings)
-    if gains:
-        out += ["", gains]
+    for extra in (gain_table(arms, settings),
+                  transfer_table(collect_transfer(docs, protocol["arms"] if protocol else ()), settings)):
+        if extra:
+            out += ["", extra]
     if protocol is not None:
         out += ["", cost_table(protocol, arms)]
     return "\n".join(out)
