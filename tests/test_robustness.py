@@ -316,9 +316,10 @@ def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_pat
             for arm, s in (("control", 1000.0 + 100 * r), ("sgm:0.2:per-sample", 1500.0 + 100 * r))}
     (tmp_path / "row" / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"],
                                                                   "networks": nets}))
-    assert tool.main([str(p) for p in paths] + ["--protocol", str(tmp_path / "row"), "--figure", str(tmp_path / "r.png")]) == 0
+    assert tool.main([str(p) for p in paths] + ["--protocol", str(tmp_path / "row"), "--figure", str(tmp_path / "r.png"),
+                                                "--gain-figure", str(tmp_path / "g.png")]) == 0
     out = capsys.readouterr().out
-    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
     assert "| sgm:0.2:per-sample | 0.1 | 3 | 99.7 [99.7–99.7] | 91.0 [90.0–94.0] | 76.0 [75.0–79.0] | **71.0 [70.0–74.0]** |" in out
     assert "| control | 0.1 | 3 |" in out and "| 0.5 |" not in out                  # the check eps is not a row
     assert "| sgm:0.2:per-sample | 0.1 | 3 | 0: +20.0, 1: +22.0, 2: +23.0 | **+22.0** [+20.0 to +23.0] |" in out
@@ -384,3 +385,7 @@ def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path,
     odd = json.loads(json.dumps(good).replace("sgm_0.2_per-sample", "my_net"))          # no arm's slug: kept
     (tmp_path / "o0.json").write_text(json.dumps(odd))
     assert tool.main([str(tmp_path / "o0.json")]) == 0 and "| my_net | 0.1 | 1 |" in capsys.readouterr().out
+    alone = json.loads(json.dumps(good).replace("run0-control", "run0-other"))           # no control: no gains
+    (tmp_path / "a0.json").write_text(json.dumps(alone))
+    assert tool.main([str(tmp_path / "a0.json"), "--gain-figure", str(tmp_path / "g.png")]) == 1
+    assert "--gain-figure: no arm has a control" in capsys.readouterr().err

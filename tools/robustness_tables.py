@@ -8,7 +8,8 @@ minus its own run's control's (the lock-step pairs), run by run, and a third the
 crafted on one network of a run, classified by another), median [range] over seeds. With ``--protocol`` (the protocol's folder)
 a fourth table gives each arm's training time per epoch against its own run's control (median and range of
 the paired ratios; wall times, so they also carry the machine's load). ``--figure PNG`` also draws robust
-accuracy against eps per arm (median over seeds, the range as a band). Audits made with different attack
+accuracy against eps per arm (median over seeds, the range as a band), ``--gain-figure PNG`` each arm's
+gain over its own run's control, a dot per run. Audits made with different attack
 settings are not pooled: that is an error. No training, no data, no attacks: it reads JSON only.
 """
 from __future__ import annotations
@@ -189,25 +190,60 @@ def accuracy_table(arms, settings) -> str:
     return "\n".join(lines)
 
 
-def gain_table(arms, settings, control: str = "control") -> str:
-    """Robust accuracy of each arm minus that of the same run's control (the lock-step pair), per eps: every
-    pair's difference in run order, then their median and range; "" when no arm has a paired control."""
+def paired_gains(arms, settings, control: str = "control") -> dict:
+    """{(arm, eps): (runs, robust accuracy of the arm minus that of the same run's control)} for every arm
+    but the control (of its own protocol row) and every audit eps at which a run has both networks."""
     base = {k: v for k, v in arms.items() if k == control or k.endswith(f": {control}")}
-    eps = [f"{float(e):g}" for e in settings["eps"]]
-    lines = []
+    gains = {}
     for arm, a in arms.items():
         row = arm.rpartition(": ")[0]                           # "" unless audits of several rows are pooled
         ctrl = base.get(f"{row}: {control}" if row else control)
         if ctrl is None or arm in base:
             continue
-        for e in eps:
+        for e in (f"{float(x):g}" for x in settings["eps"]):
             mine = dict(zip(a["runs"], a["robust"].get(e, [])))
             theirs = dict(zip(ctrl["runs"], ctrl["robust"].get(e, [])))
             runs = sorted(r for r in mine if r is not None and r in theirs)
-            d = [mine[r] - theirs[r] for r in runs]
+            if runs:
+                gains[arm, e] = (runs, [mine[r] - theirs[r] for r in runs])
+    return gains
+
+
+def gain_figure(arms, settings):
+    """One panel per audit eps: each arm's robust-accuracy gain over its own run's control, a dot per run
+    (labelled with the run) and the median as a bar."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    gains = paired_gains(arms, settings)
+    names = list(dict.fromkeys(arm for arm, _ in gains))
+    eps = list(dict.fromkeys(e for _, e in gains))
+    fig, axes = plt.subplots(1, len(eps), figsize=(4.2 * len(eps), 4.2), sharey=True, squeeze=False)
+    for ax, e in zip(axes[0], eps):
+        for x, arm in enumerate(names):
+            runs, d = gains.get((arm, e), ([], []))
             if d:
-                each = ", ".join(f"{r}: {x:+.1f}" for r, x in zip(runs, d))
-                lines.append(f"| {arm} | {e} | {len(d)} | {each} | **{np.median(d):+.1f}** [{min(d):+.1f} to {max(d):+.1f}] |")
+                ax.bar(x, np.median(d), color="0.85", width=0.6)
+                ax.scatter([x] * len(d), d, s=18, zorder=3)
+                for r, v in zip(runs, d):
+                    ax.annotate(str(r), (x, v), xytext=(4, 0), textcoords="offset points", fontsize=7, va="center")
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"ε = {e}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("robust accuracy − same run's control (points)")
+    fig.suptitle("gain over the lock-step control: one dot per run (its number beside it), bar = median", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def gain_table(arms, settings, control: str = "control") -> str:
+    """Robust accuracy of each arm minus that of the same run's control (the lock-step pair), per eps: every
+    pair's difference in run order, then their median and range; "" when no arm has a paired control."""
+    lines = []
+    for (arm, e), (runs, d) in paired_gains(arms, settings, control).items():
+        each = ", ".join(f"{r}: {x:+.1f}" for r, x in zip(runs, d))
+        lines.append(f"| {arm} | {e} | {len(d)} | {each} | **{np.median(d):+.1f}** [{min(d):+.1f} to {max(d):+.1f}] |")
     if not lines:
         return ""
     return "\n".join(["| arm | ε | pairs | robust-accuracy gain over the same run's control, run: points | median [range] |",
@@ -256,15 +292,26 @@ def robust_figure(arms, settings):
     return fig
 
 
-def tables(paths, protocol_dir=None, figure=None) -> str:
+def _save(fig, path, flag) -> None:
+    import matplotlib.pyplot as plt
+    try:
+        fig.savefig(path, dpi=90)
+    except OSError as exc:
+        raise TableError(f"{flag} {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+
+
+def tables(paths, protocol_dir=None, figure=None, gain_png=None) -> str:
     docs = [(p, _load(p)) for p in paths]
     protocol = _load_protocol(protocol_dir) if protocol_dir is not None else None
     arms, settings = collect(docs, protocol["arms"] if protocol else ())
     if figure is not None:
-        try:
-            robust_figure(arms, settings).savefig(figure, dpi=90)
-        except OSError as exc:
-            raise TableError(f"--figure {figure}: {exc.strerror or exc}") from None
+        _save(robust_figure(arms, settings), figure, "--figure")
+    if gain_png is not None:
+        if not paired_gains(arms, settings):
+            raise TableError("--gain-figure: no arm has a control of the same run to be compared with")
+        _save(gain_figure(arms, settings), gain_png, "--gain-figure")
     head = (f"Audited: {', '.join(str(n) for n in settings['images'])} test images; PGD {settings['pgd_steps']} and "
             f"{2 * settings['pgd_steps']} steps × {settings['restarts']} start(s), APGD {settings['apgd_steps']} steps, "
             f"Square {settings['queries']} queries; accuracy in %, median [range] over seeds.")
@@ -280,7 +327,7 @@ def tables(paths, protocol_dir=None, figure=None) -> str:
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    opts = {"--protocol": None, "--figure": None}
+    opts = {"--protocol": None, "--figure": None, "--gain-figure": None}
     for flag in opts:
         if flag in args:
             i = args.index(flag)
@@ -291,10 +338,10 @@ def main(argv=None) -> int:
             del args[i:i + 2]
     if not args or any(a.startswith("-") for a in args):
         print("usage: python tools/robustness_tables.py results/robustness/<audit>/robustness.json [...] "
-              "[--protocol results/mnist-cnn] [--figure robust.png]", file=sys.stderr)
+              "[--protocol results/mnist-cnn] [--figure robust.png] [--gain-figure gain.png]", file=sys.stderr)
         return 2
     try:
-        print(tables(args, opts["--protocol"], opts["--figure"]))
+        print(tables(args, opts["--protocol"], opts["--figure"], opts["--gain-figure"]))
     except TableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
