@@ -190,6 +190,14 @@ def accuracy_table(arms, settings) -> str:
     return "\n".join(lines)
 
 
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def paired_gains(arms, settings, control: str = "control") -> dict:
     """{(arm, eps): (runs, robust accuracy of the arm minus that of the same run's control)} for every arm
     but the control (of its own protocol row) and every audit eps at which a run has both networks."""
@@ -212,9 +220,7 @@ def paired_gains(arms, settings, control: str = "control") -> dict:
 def gain_figure(arms, settings):
     """One panel per audit eps: each arm's robust-accuracy gain over its own run's control, a dot per run
     (labelled with the run) and the median as a bar."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     gains = paired_gains(arms, settings)
     names = list(dict.fromkeys(arm for arm, _ in gains))
     eps = list(dict.fromkeys(e for _, e in gains))
@@ -273,9 +279,7 @@ def cost_table(protocol: dict, arms) -> str:
 def robust_figure(arms, settings):
     """Robust accuracy (%) against eps, one line per arm (clean accuracy at eps 0): the median over seeds,
     the range shaded."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     eps = sorted({float(e) for a in arms.values() for e in a["robust"]})
     for arm, a in arms.items():
@@ -293,7 +297,7 @@ def robust_figure(arms, settings):
 
 
 def _save(fig, path, flag) -> None:
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     try:
         fig.savefig(path, dpi=90)
     except OSError as exc:
