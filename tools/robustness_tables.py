@@ -83,11 +83,9 @@ def _load_protocol(folder) -> dict:
     return doc
 
 
-def _label_of(slug: str, labels: dict) -> str:
-    """The protocol's arm label of a file-name slug ("sgm_0.2_per-sample" -> "sgm:0.2:per-sample"): from
-    ``labels`` when given, else the label whose slug it is (``nanosgm.experiments.parse_arm``), else the slug."""
-    if slug in labels:
-        return labels[slug]
+def _label_of(slug: str) -> str:
+    """The protocol's arm label of a file-name slug ("sgm_0.2_per-sample" -> "sgm:0.2:per-sample"): the label
+    whose slug it is, by the rule that made it (``nanosgm.experiments.parse_arm``), else the slug itself."""
     from nanosgm.experiments import parse_arm
     try:
         arm = parse_arm(slug.replace("_", ":"))
@@ -96,22 +94,32 @@ def _label_of(slug: str, labels: dict) -> str:
     return arm.label if arm.slug == slug else slug
 
 
-def _arm_of(name: str, labels: dict) -> tuple:
+def _arm_of(name: str) -> tuple:
     """(row, run, arm label) of a protocol network's name ("mnist-cnn/run1-sgm_0.2_per-sample" -> "mnist-cnn",
     1, "sgm:0.2:per-sample"), else ("", None, name)."""
     row, _, base = name.rpartition("/")
     m = _NAME.fullmatch(base)
     if not m:
         return "", None, name
-    return row, int(m["run"]), _label_of(m["slug"], labels)
+    return row, int(m["run"]), _label_of(m["slug"])
 
 
-def collect(docs, arm_labels=()) -> tuple:
+def _namer(docs):
+    """name -> (row, run, arm as the tables name it) for the networks of ``docs``: the arm label, prefixed by
+    its protocol row ("mnist-cnn: control") when audits of several rows are pooled, to keep them apart."""
+    rows = {_arm_of(name)[0] for _, doc in docs for name in doc["networks"]}
+
+    def name_of(net: str) -> tuple:
+        row, run, arm = _arm_of(net)
+        return row, run, (f"{row}: {arm}" if len(rows) > 1 else arm)
+    return name_of
+
+
+def collect(docs) -> tuple:
     """({arm: {"clean": [...], "accuracy": {attack: {eps: [...]}}, "robust": {eps: [...]}, "runs": [...]}},
-    the common settings) from robustness.json documents; ``arm_labels``: the protocol's arm labels."""
-    labels = {a.replace(":", "_"): a for a in arm_labels}
+    the common settings) from robustness.json documents."""
     arms, settings, seen = {}, None, {}
-    rows = {_arm_of(name, labels)[0] for _, doc in docs for name in doc["networks"]}
+    name_of = _namer(docs)
     for path, doc in docs:
         these = {k: doc["settings"].get(k) for k in _POOLED}
         these["images"] = sorted(set(doc["settings"].get("images", {}).values()))
@@ -121,12 +129,10 @@ def collect(docs, arm_labels=()) -> tuple:
             raise TableError(f"{path}: audited with other settings than the first file ({these} against {settings}); "
                              "pool audits made with the same flags only")
         for name, net in doc["networks"].items():
-            row, run, arm = _arm_of(name, labels)
+            row, run, arm = name_of(name)
             if run is not None and (row, run, arm) in seen:
                 raise TableError(f"{path}: {name} was already read from {seen[row, run, arm]}; give each audit once")
             seen[row, run, arm] = path
-            if len(rows) > 1:
-                arm = f"{row}: {arm}"                       # audits of several protocol rows: keep them apart
             a = arms.setdefault(arm, {"clean": [], "accuracy": {}, "robust": {}, "runs": []})
             a["runs"].append(run)
             a["clean"].append(net["clean"])
@@ -138,19 +144,14 @@ def collect(docs, arm_labels=()) -> tuple:
     return arms, settings
 
 
-def collect_transfer(docs, arm_labels=()) -> dict:
+def collect_transfer(docs) -> dict:
     """{(source arm, target arm): {eps: [accuracy, one per seed]}} of the audits' transfer pairs (examples
-    crafted on the source network, classified by the target of the same run)."""
-    labels = {a.replace(":", "_"): a for a in arm_labels}
-    rows = {_arm_of(name, labels)[0] for _, doc in docs for name in doc["networks"]}
-
-    def arm(name):
-        row, _, label = _arm_of(name, labels)
-        return f"{row}: {label}" if len(rows) > 1 else label       # as collect() names them
+    crafted on the source network, classified by the target of the same run), arms named as by collect()."""
+    name_of = _namer(docs)
     pairs = {}
     for _, doc in docs:
         for t in doc.get("transfer", []):
-            key = (arm(t["source"]), arm(t["target"]))
+            key = (name_of(t["source"])[2], name_of(t["target"])[2])
             for e, v in t["accuracy"].items():
                 pairs.setdefault(key, {}).setdefault(e, []).append(v)
     return pairs
@@ -217,11 +218,10 @@ def paired_gains(arms, settings, control: str = "control") -> dict:
     return gains
 
 
-def gain_figure(arms, settings):
-    """One panel per audit eps: each arm's robust-accuracy gain over its own run's control, a dot per run
-    (labelled with the run) and the median as a bar."""
+def gain_figure(gains):
+    """One panel per audit eps: each arm's robust-accuracy gain over its own run's control (``gains``, from
+    :func:`paired_gains`), a dot per run (labelled with the run) and the median as a bar."""
     plt = _pyplot()
-    gains = paired_gains(arms, settings)
     names = list(dict.fromkeys(arm for arm, _ in gains))
     eps = list(dict.fromkeys(e for _, e in gains))
     fig, axes = plt.subplots(1, len(eps), figsize=(4.2 * len(eps), 4.2), sharey=True, squeeze=False)
@@ -243,11 +243,11 @@ def gain_figure(arms, settings):
     return fig
 
 
-def gain_table(arms, settings, control: str = "control") -> str:
-    """Robust accuracy of each arm minus that of the same run's control (the lock-step pair), per eps: every
-    pair's difference in run order, then their median and range; "" when no arm has a paired control."""
+def gain_table(gains) -> str:
+    """Robust accuracy of each arm minus that of the same run's control (``gains``, from :func:`paired_gains`),
+    per eps: every pair's difference in run order, then their median and range; "" when there are none."""
     lines = []
-    for (arm, e), (runs, d) in paired_gains(arms, settings, control).items():
+    for (arm, e), (runs, d) in gains.items():
         each = ", ".join(f"{r}: {x:+.1f}" for r, x in zip(runs, d))
         lines.append(f"| {arm} | {e} | {len(d)} | {each} | **{np.median(d):+.1f}** [{min(d):+.1f} to {max(d):+.1f}] |")
     if not lines:
@@ -309,19 +309,19 @@ def _save(fig, path, flag) -> None:
 def tables(paths, protocol_dir=None, figure=None, gain_png=None) -> str:
     docs = [(p, _load(p)) for p in paths]
     protocol = _load_protocol(protocol_dir) if protocol_dir is not None else None
-    arms, settings = collect(docs, protocol["arms"] if protocol else ())
+    arms, settings = collect(docs)
+    gains = paired_gains(arms, settings)
     if figure is not None:
         _save(robust_figure(arms, settings), figure, "--figure")
     if gain_png is not None:
-        if not paired_gains(arms, settings):
+        if not gains:
             raise TableError("--gain-figure: no arm has a control of the same run to be compared with")
-        _save(gain_figure(arms, settings), gain_png, "--gain-figure")
+        _save(gain_figure(gains), gain_png, "--gain-figure")
     head = (f"Audited: {', '.join(str(n) for n in settings['images'])} test images; PGD {settings['pgd_steps']} and "
             f"{2 * settings['pgd_steps']} steps × {settings['restarts']} start(s), APGD {settings['apgd_steps']} steps, "
             f"Square {settings['queries']} queries; accuracy in %, median [range] over seeds.")
     out = [head, "", accuracy_table(arms, settings)]
-    for extra in (gain_table(arms, settings),
-                  transfer_table(collect_transfer(docs, protocol["arms"] if protocol else ()), settings)):
+    for extra in (gain_table(gains), transfer_table(collect_transfer(docs), settings)):
         if extra:
             out += ["", extra]
     if protocol is not None:
