@@ -25,13 +25,15 @@ import os
 
 import numpy as np
 
+from .plumbing.errors import NanosgmError
+
 __all__ = [
     "BackendError", "use", "name", "xp", "array_module", "is_gpu_array", "to_host", "to_device",
     "seed", "host_rng", "device_rng", "cupy_available", "synchronize",
 ]
 
 
-class BackendError(RuntimeError):
+class BackendError(NanosgmError, RuntimeError):
     """Raised when a backend is asked for that cannot be used here."""
 
 

@@ -8,8 +8,7 @@ The output layer has no BatchNorm or ReLU: its outputs are the logits fed to the
 """
 from __future__ import annotations
 
-from .layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                     Sequential)
+from .layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)

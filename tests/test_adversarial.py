@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nanosgm import backend
-from nanosgm.adversarial import AdversarialTraining
+from nanosgm.methods.adversarial import AdversarialTraining
 from nanosgm.layers import BatchNorm, Dense, Dropout, ReLU, Sequential, SoftmaxCrossEntropy
 
 torch = pytest.importorskip("torch")
@@ -153,9 +153,9 @@ def test_config_is_plain_checked_and_picklable():
 
 def test_adversarial_training_raises_robustness():
     """A few epochs of PGD training on the blobs: PGD accuracy at eps 0.07 beats plain training's."""
-    from nanosgm.attacks import evaluate
+    from nanosgm.attacks.core import evaluate
     from nanosgm.layers import Flatten
-    from nanosgm.optim import Adam
+    from nanosgm.optim.optimizers import Adam
     from strategies import blob_images, train_small
     X, y = blob_images(0, 400)
 

@@ -4,12 +4,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nanosgm import attacks, backend
-from nanosgm.attacks import (PAPER_EPS, accuracy, apgd, correct_under_attack, evaluate, fgsm, input_gradient,
-                             pgd, square)
+from nanosgm.attacks.core import (PAPER_EPS, accuracy, apgd, correct_under_attack, evaluate, fgsm, input_gradient, pgd, square)
 from strategies import attack_eps, blob_images, seeds, train_small
-from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential,
-                            SoftmaxCrossEntropy)
-from nanosgm.optim import Adam
+from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy)
+from nanosgm.optim.optimizers import Adam
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -304,7 +302,7 @@ def blobs():
 
 def torch_twin(model, in_shape):
     """The same network in torch (nanosgm.bench.to_torch: weights and running statistics copied), eval mode."""
-    from nanosgm.bench import to_torch
+    from nanosgm.bench.bench import to_torch
     return to_torch(model, in_shape).eval()
 
 

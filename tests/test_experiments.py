@@ -14,8 +14,9 @@ from scipy import stats
 
 from pathlib import Path
 
-from nanosgm import backend, experiments, figures, network
-from nanosgm.network import NetworkSpec
+from nanosgm import backend, experiments
+from nanosgm.experiments import figures, network
+from nanosgm.experiments.network import NetworkSpec
 from nanosgm.data import Dataset
 from nanosgm.layers import BatchNorm, Dense, Dropout, Flatten, ReLU, Sequential
 
@@ -338,7 +339,7 @@ def test_format_tables_rows_and_the_papers_numbers(tmp_path):
 
 
 def test_the_shipped_paper_numbers_are_the_papers_csvs():
-    from nanosgm import paper_tables
+    from nanosgm.experiments import paper_tables
     here = Path(__file__).resolve().parents[2] / "shared" / "paper"
     if not here.is_dir():
         pytest.skip("the paper's CSVs are not beside this checkout")
@@ -454,8 +455,8 @@ def test_results_tables_tool_quotes_every_measured_cell_beside_the_paper(tmp_pat
 
 
 def test_a_failing_network_is_named_and_the_finished_ones_are_kept(tmp_path, monkeypatch):
-    from nanosgm import train
-    from nanosgm.parallel import TaskFailed
+    from nanosgm.methods import loop as train
+    from nanosgm.experiments.parallel import TaskFailed
     real_fit = network.fit
 
     def diverge_on_sgm(*a, **kw):
@@ -470,7 +471,7 @@ def test_a_failing_network_is_named_and_the_finished_ones_are_kept(tmp_path, mon
 
 # ------------------------------------------------------------------------------------------ verdicts
 def test_verdict_rules_at_their_boundaries():
-    from nanosgm.verdicts import verdict_gain, verdict_no_harm
+    from nanosgm.experiments.verdicts import verdict_gain, verdict_no_harm
     D = 4.0
     assert verdict_gain([2.0] * 5, D)[0] == "confirmed"                  # median exactly half: confirmed
     assert verdict_gain([2.0, 2.0, 2.0, 2.0, 0.0], D)[0] == "not decidable"   # one pair without a gain
@@ -483,7 +484,7 @@ def test_verdict_rules_at_their_boundaries():
 
 
 def test_claims_judge_the_papers_cells_of_a_protocol():
-    from nanosgm.verdicts import claims
+    from nanosgm.experiments.verdicts import claims
     # five pairs: clean unchanged, FGSM eps=0.1 up by 5 in every pair, eps=0.01 is not a claimed gain (D=+0.20)
     res = hand_made_result([99.0] * 5, [99.0] * 5, [80.0, 81.0, 82.0, 83.0, 84.0], [85.0, 86.0, 87.0, 88.0, 89.0],
                            eps=(0.01, 0.1))

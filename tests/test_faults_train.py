@@ -8,10 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from nanosgm import backend, checkpoint, train
+from nanosgm import backend
+from nanosgm.plumbing import checkpoint
+from nanosgm.methods import loop as train
 from nanosgm.layers import BatchNorm, Dense, Dropout, Flatten, ReLU, Sequential
-from nanosgm.optim import build_optimizer
-from nanosgm.runlock import FolderBusy, RunLock
+from nanosgm.optim.optimizers import build_optimizer
+from nanosgm.plumbing.runlock import FolderBusy, RunLock
 
 QUIET = dict(progress=False, log=lambda *_: None)
 
@@ -246,7 +248,7 @@ def test_resume_of_a_finished_run_leaves_it_alone(tmp_path, mnist_real, capsys):
 
 def test_ctrl_c_in_the_final_evaluation_ends_cleanly_and_resume_only_evaluates(tmp_path, mnist_real, capsys,
                                                                                monkeypatch):
-    from nanosgm import network
+    from nanosgm.experiments import network
     real = network.measure
 
     def interrupted(*a, **k):

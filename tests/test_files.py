@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from nanosgm.files import atomic_write, write_json_atomic
+from nanosgm.plumbing.files import atomic_write, write_json_atomic
 
 
 def test_written_file_gets_the_permissions_of_an_ordinary_file(tmp_path):

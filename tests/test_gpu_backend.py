@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from nanosgm import backend, models
-from nanosgm.gradcheck import check_model
-from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                            Sequential, SoftmaxCrossEntropy)
+from nanosgm.layers.gradcheck import check_model
+from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy)
 from strategies import NETWORK_FLOOR, NETWORK_TOL, away_from_zero, distinct, normal
 
 _ok, _why = backend.cupy_available()

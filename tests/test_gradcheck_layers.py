@@ -4,9 +4,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from nanosgm import backend
-from nanosgm.gradcheck import check_layer, numerical_gradient, relative_error
-from nanosgm.layers import (BatchNorm, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                            SoftmaxCrossEntropy)
+from nanosgm.layers.gradcheck import check_layer, numerical_gradient, relative_error
+from nanosgm.layers import BatchNorm, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, SoftmaxCrossEntropy
 from strategies import (GRADCHECK, LAYER_TOL, any_shapes, away_from_zero, batchnorm_shapes, conv_configs,
                         conv_input_shape, conv_layer, dense_configs, distinct, normal, pool_configs, seeds)
 

@@ -3,10 +3,9 @@ import numpy as np
 from hypothesis import assume, given, strategies as st
 
 from nanosgm import backend
-from nanosgm.gradcheck import check_model, numerical_gradient
+from nanosgm.layers.gradcheck import check_model, numerical_gradient
 from nanosgm.layers.pool import maxpool2d_reference
-from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                            Sequential, SoftmaxCrossEntropy)
+from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy)
 from strategies import GRADCHECK, NETWORK_FLOOR, NETWORK_TOL, batch, normal, seeds
 
 

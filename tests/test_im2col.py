@@ -5,11 +5,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nanosgm import backend
-from nanosgm.layers import BatchNorm, Conv2D, MaxPool2D, conv2d_reference
+from nanosgm.layers import BatchNorm, Conv2D, MaxPool2D
+from nanosgm.layers.conv import conv2d_reference
 from nanosgm.layers.pool import maxpool2d_reference
 from nanosgm.layers import conv as conv_module
-from nanosgm.layers.im2col import (col2im, col2im_cf, col2im_reference, im2col, im2col_cf, im2col_reference,
-                                   output_size, pad, pad_channels_last)
+from nanosgm.layers.im2col import (col2im, col2im_cf, col2im_reference, im2col, im2col_cf, im2col_reference, output_size, pad, pad_channels_last)
 from strategies import batchnorm_shapes, conv_configs, conv_input_shape as x_shape, conv_layer, distinct, normal, pool_configs, seeds
 
 # Exact comparisons are cheap: more examples than a gradient check, still well under a second each.

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from nanosgm import backend
-from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                            SoftmaxCrossEntropy)
+from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, SoftmaxCrossEntropy)
 from strategies import normal
 
 # name -> (factory(dtype or None), input shape, output shape). dtype None = the default constructor.

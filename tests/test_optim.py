@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from nanosgm import optim, schedules
-from nanosgm.optim import SGD, WAME, Adam, build_optimizer
+from nanosgm import optim
+from nanosgm.optim import schedules
+from nanosgm.optim.optimizers import SGD, WAME, Adam, build_optimizer
 
 
 class FakeModel:
@@ -445,7 +446,7 @@ def test_a_reducing_update_runs_on_whole_arrays_not_slices(workers, monkeypatch)
     """A norm-clipping rule declared elementwise=False gives the whole-array result on the threaded
     machinery's sizes; the same rule (wrongly) declared elementwise=True is cut into slices and
     clipped per slice: the result differs, which is what the declaration prevents."""
-    from nanosgm import threads
+    from nanosgm.plumbing import threads
     monkeypatch.setenv("NANOSGM_THREADS", workers)
     n = 3 * threads.CHUNK_THREADS + 5                     # several pieces whatever the worker count
     rng = np.random.default_rng(0)
@@ -489,7 +490,7 @@ def _hard_grads(rng, n, steps, dtype):
 @pytest.mark.parametrize("form,literal", [("authors", False), ("printed", False), ("printed", True)])
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_wame_fast_update_equals_the_plain_reference_bit_for_bit(form, literal, workers, monkeypatch):
-    from nanosgm import threads
+    from nanosgm.plumbing import threads
     monkeypatch.setenv("NANOSGM_THREADS", workers)
     rng = np.random.default_rng(7)
     n = 2 * threads.CHUNK_THREADS + 11                      # several threaded pieces and a ragged end
@@ -535,7 +536,7 @@ def test_wame_checkpoint_with_the_old_float_previous_gradient_still_loads():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("eta_plus, eta_minus", [(1.2, 0.1), (2.0, 0.5), (1.0001, 0.9999), (50.0, 1e-6)])
 def test_zeta_factor_on_bit_patterns_is_exactly_the_where_version(dtype, eta_plus, eta_minus):
-    from nanosgm.optim import _zeta_factor, _zeta_factor_reference
+    from nanosgm.optim.optimizers import _zeta_factor, _zeta_factor_reference
     agree = np.array([-1, 0, 1, 1, -1, 0, 0, 1], dtype=np.int8)
     out, scratch = np.empty(8, dtype), np.empty(8, dtype)
     fast = _zeta_factor(agree, eta_plus, eta_minus, out, scratch)

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from nanosgm import backend, models, profile
+from nanosgm import backend, models
+from nanosgm.bench import profile
 from nanosgm.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
 
 

@@ -7,10 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from nanosgm import backend, robustness
+from nanosgm import backend
+from nanosgm.experiments import audit as robustness
 from nanosgm.layers import Dense, Flatten, ReLU, Sequential
 from nanosgm.layers.base import Layer
-from nanosgm.robustness import Network, Suite, audit
+from nanosgm.experiments.audit import Network, Suite, audit
 from strategies import blob_images, train_small
 
 SMALL = Suite(pgd_steps=3, restarts=2, apgd_steps=8, queries=300, seed=0, batch_size=100)
@@ -180,7 +181,7 @@ def test_cli_audits_networks_written_by_train(mnist_real, tmp_path, capsys, monk
     writes robustness.json and robustness.png; a copy without results.json needs --dataset/--model and
     then also gets the transfer check."""
     from conftest import require_real_data
-    from nanosgm import train
+    from nanosgm.methods import loop as train
     data_dir = str(require_real_data("mnist"))
     run = tmp_path / "run"
     assert train.main(["mnist", "--limit", "600", "--eval-limit", "40", "--epochs", "1", "--pgd", "0",
@@ -232,7 +233,7 @@ def test_cli_audits_networks_written_by_train(mnist_real, tmp_path, capsys, monk
 
 # ---------------------------------------------------------------------------- resuming an audit
 def test_an_interrupted_audit_resumes_with_the_same_numbers(nets, tmp_path, monkeypatch):
-    from nanosgm.audit_resume import FinishedAttacks
+    from nanosgm.plumbing.audit_resume import FinishedAttacks
     chosen = [nets["plain"], nets["sibling"]]
     whole = audit(chosen, (0.1, 0.3), SMALL, check_eps=None, progress=False)
     path = tmp_path / "robustness.partial.json"
@@ -265,7 +266,7 @@ def test_an_interrupted_audit_resumes_with_the_same_numbers(nets, tmp_path, monk
 
 
 def test_a_damaged_or_foreign_partial_file_is_ignored(nets, tmp_path):
-    from nanosgm.audit_resume import FinishedAttacks
+    from nanosgm.plumbing.audit_resume import FinishedAttacks
     path = tmp_path / "robustness.partial.json"
     for text in ("{not json", json.dumps({"format": "other", "entries": {}}), json.dumps([1, 2])):
         path.write_text(text)
@@ -283,7 +284,7 @@ def test_a_damaged_or_foreign_partial_file_is_ignored(nets, tmp_path):
     assert FinishedAttacks(path).loaded == 0
     path.unlink()
     path.mkdir()                                           # not a regular file: refused, never replaced
-    from nanosgm.audit_resume import PartialFileError
+    from nanosgm.plumbing.audit_resume import PartialFileError
     with pytest.raises(PartialFileError, match="not a regular file; remove it"):
         FinishedAttacks(path)
 

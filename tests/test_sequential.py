@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 from nanosgm import backend
-from nanosgm.state import StateError
-from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential,
-                            SoftmaxCrossEntropy)
+from nanosgm.plumbing.state import StateError
+from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy)
 from strategies import normal
 
 

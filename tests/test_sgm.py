@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from nanosgm import sgm
-from nanosgm.sgm import SmoothGradient, input_update
+from nanosgm.methods import sgm
+from nanosgm.methods.sgm import SmoothGradient, input_update
 
 
 def _data(n=10, shape=(3, 4), dtype=np.float64, seed=0):

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from nanosgm import threads
-from nanosgm.optim import build_optimizer
+from nanosgm.plumbing import threads
+from nanosgm.optim.optimizers import build_optimizer
 
 
 class Params:
@@ -76,7 +76,7 @@ def _spin_setting(env):
 
 
 def test_importing_nanosgm_sets_the_spin_timeout_before_numpy_loads_and_keeps_a_users_value():
-    from nanosgm.blas import SPIN_TIMEOUT_LOG2
+    from nanosgm.plumbing.blas import SPIN_TIMEOUT_LOG2
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     assert _spin_setting(env) == [str(SPIN_TIMEOUT_LOG2), "False"]     # numpy not loaded yet: OpenBLAS will read it
     assert _spin_setting({**env, "OPENBLAS_THREAD_TIMEOUT": "28"}) == ["28", "False"]

@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (CPU) is the test oracle: pip install -e .[test]")
 F = torch.nn.functional
 
-from nanosgm import backend, models, torch_bridge  # noqa: E402
-from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D, ReLU,  # noqa: E402
-                            Sequential, SoftmaxCrossEntropy)
+from nanosgm import backend, models
+from nanosgm.bench import torch_bridge  # noqa: E402
+from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy)
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -120,7 +120,7 @@ def test_mnist_dnn_table1_adam_training_steps_match_torch():
     Adam steps in nanosgm and in torch from the same weights, with the same mini-batches and the
     dropout masks nanosgm drew; every weight, every running statistic and the inference-mode logits
     must agree afterwards. (A systematic difference in any layer or in Adam would show here.)"""
-    from nanosgm.optim import Adam
+    from nanosgm.optim.optimizers import Adam
 
     backend.seed(5)
     model = models.mnist_dnn(dtype="float64")

@@ -5,11 +5,12 @@ import os
 import numpy as np
 import pytest
 
-from nanosgm import backend, models, train
-from nanosgm.attacks import input_gradient
+from nanosgm import backend, models
+from nanosgm.methods import loop as train
+from nanosgm.attacks.core import input_gradient
 from nanosgm.layers import BatchNorm, Dense, Flatten, ReLU, Sequential
-from nanosgm.optim import build_optimizer
-from nanosgm.sgm import SmoothGradient
+from nanosgm.optim.optimizers import build_optimizer
+from nanosgm.methods.sgm import SmoothGradient
 
 
 def tiny_model(seed=0):
@@ -221,7 +222,7 @@ def test_cli_checks_model_and_eps_before_loading_data(tmp_path, capsys, monkeypa
 
 def test_the_recorded_commit_is_read_once_per_process(monkeypatch):
     """A long run records the commit of the code it imported, not the checkout's HEAD when it finishes."""
-    from nanosgm import recipe
+    from nanosgm.experiments import recipe
     monkeypatch.setattr(recipe, "_COMMIT", [])
     reads = iter(["a" * 40, "b" * 40])
     monkeypatch.setattr(recipe, "_read_git_commit", lambda: next(reads))

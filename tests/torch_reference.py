@@ -24,11 +24,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # run from a checkout without installing
 
 from nanosgm import backend, models  # noqa: E402
-from nanosgm.bench import INPUT_SHAPES  # noqa: E402
-from nanosgm.schedules import paper_schedule  # noqa: E402
-from nanosgm.torch_bridge import to_torch  # noqa: E402
-from nanosgm.recipe import build_model, load_data  # noqa: E402
-from nanosgm.train import epoch_seed  # noqa: E402
+from nanosgm.bench.bench import INPUT_SHAPES  # noqa: E402
+from nanosgm.optim.schedules import paper_schedule  # noqa: E402
+from nanosgm.bench.torch_bridge import to_torch  # noqa: E402
+from nanosgm.experiments.recipe import build_model, load_data  # noqa: E402
+from nanosgm.methods.loop import epoch_seed  # noqa: E402
 
 
 def train_reference(dataset="mnist", model_name="dnn", *, epochs=1, seed=0, val_size=None, limit=None,

@@ -18,9 +18,10 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from nanosgm import experiments, parallel                  # noqa: E402
-from nanosgm.bench import load_warnings, loadavg          # noqa: E402
-from nanosgm.network import NetworkSpec, train_network     # noqa: E402
+from nanosgm import experiments
+from nanosgm.plumbing import threads                      # noqa: E402
+from nanosgm.bench.bench import load_warnings, loadavg          # noqa: E402
+from nanosgm.experiments.network import NetworkSpec, train_network     # noqa: E402
 
 
 def epoch_seconds(spec: NetworkSpec) -> float:
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
         arms = experiments.parse_arms(args.arms)
     except ValueError as exc:
         p.error(str(exc))
-    parallel.set_threads(args.threads)
+    threads.set_threads(args.threads)
     base = NetworkSpec(dataset=args.dataset, model=args.model, epochs=1, batch_size=args.batch_size,
                        limit=args.images, eval_limit=2, eps=(), pgd=0, data_dir=args.data_dir)
     steps = steps_per_epoch(args.images, args.batch_size)

@@ -16,10 +16,11 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from nanosgm import recipe, train  # noqa: E402
-from nanosgm.cli import common_setup  # noqa: E402
-from nanosgm.files import write_json_atomic  # noqa: E402
-from nanosgm.network import train_network  # noqa: E402
+from nanosgm.experiments import recipe
+from nanosgm.methods import loop as train  # noqa: E402
+from nanosgm.plumbing.cli import common_setup  # noqa: E402
+from nanosgm.plumbing.files import write_json_atomic  # noqa: E402
+from nanosgm.experiments.network import train_network  # noqa: E402
 
 COMMANDS = (("--model cnn --epochs 1", ["mnist", "--model", "cnn", "--epochs", "1"]),
             ("--model dnn --epochs 1", ["mnist", "--model", "dnn", "--epochs", "1"]),

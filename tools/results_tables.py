@@ -15,8 +15,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from nanosgm import experiments, paper_tables, verdicts  # noqa: E402
-from nanosgm.files import atomic_write  # noqa: E402
+from nanosgm import experiments
+from nanosgm.experiments import paper_tables, verdicts  # noqa: E402
+from nanosgm.plumbing.files import atomic_write  # noqa: E402
 
 
 def _mr(s) -> str:

@@ -86,7 +86,7 @@ def _load_protocol(folder) -> dict:
 def _label_of(slug: str) -> str:
     """The protocol's arm label of a file-name slug ("sgm_0.2_per-sample" -> "sgm:0.2:per-sample"): the label
     whose slug it is, by the rule that made it (``nanosgm.experiments.parse_arm``), else the slug itself."""
-    from nanosgm.experiments import parse_arm
+    from nanosgm.experiments.protocol import parse_arm
     try:
         arm = parse_arm(slug.replace("_", ":"))
     except ValueError:

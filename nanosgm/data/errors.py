@@ -1,10 +1,12 @@
 """The one exception type of ``nanosgm.data``."""
 from __future__ import annotations
 
+from ..plumbing.errors import NanosgmError
+
 __all__ = ["DataError", "unreadable"]
 
 
-class DataError(RuntimeError):
+class DataError(NanosgmError, RuntimeError):
     """A dataset file is missing, corrupted, truncated, of the wrong kind or refused as unsafe.
 
     The message always names the file and says what to do about it (which file is expected, its

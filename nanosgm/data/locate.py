@@ -33,7 +33,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import ordinary_file_mode
+from ..plumbing.files import ordinary_file_mode
 from .errors import DataError
 from .registry import DatasetSpec
 from .verify import check_file_digest, read_verified

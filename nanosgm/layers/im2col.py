@@ -24,7 +24,8 @@ the fast versions against them.
 """
 from __future__ import annotations
 
-from .. import backend, threads
+from .. import backend
+from ..plumbing import threads
 
 
 def output_size(size: int, k: int, stride: int, padding: int) -> int:

@@ -1,7 +1,8 @@
 """Pooling layers: max-pooling (gradient routed to the arg-max of each window) and global average pooling."""
 from __future__ import annotations
 
-from .. import backend, threads
+from .. import backend
+from ..plumbing import threads
 from .base import Layer, check_ndim
 from .im2col import output_size, sample_blocks
 

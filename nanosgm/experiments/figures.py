@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import attacks, backend
+from .. import attacks, backend
 
 __all__ = ["test_error_curves", "adversarial_examples", "input_updates", "update_to_grey", "error_curves"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
+from .. import backend
 
 
 def relative_error(analytic, numeric, floor: float = 1e-8) -> float:

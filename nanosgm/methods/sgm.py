@@ -58,10 +58,11 @@ import warnings
 
 import numpy as np
 
-from . import backend
-from .state import Where, check_array, check_keys
+from .. import backend
+from ..plumbing.state import Where, check_array, check_keys
+from .base import Method, format_number, parse_number, significant
 
-__all__ = ["input_update", "SmoothGradient", "PAPER_INPUT_LR"]
+__all__ = ["input_update", "SmoothGradient", "SGM", "PAPER_INPUT_LR"]
 
 PAPER_INPUT_LR = 0.2
 
@@ -230,3 +231,63 @@ class SmoothGradient:
     def __repr__(self):
         return (f"SmoothGradient(X={tuple(self.X.shape)} {self.X.dtype}, input_lr={self._input_lr}, "
                 f"per_sample={self.per_sample}, clip={self.clip})")
+
+
+class SGM(Method):
+    """The Smooth Gradient Method as a training method: the plain pass, then Eq. 15 / 21 on the stored set.
+
+    It owns the moving training set X_t (a :class:`SmoothGradient`, made by :meth:`start`); every batch
+    is read from X_t, so an image carries every update it received in earlier epochs. ``input_lr`` is
+    lambda-bar; ``per_sample`` scales each row by the batch size (each sample's own loss, see the module
+    docstring); ``clip`` optionally keeps X_t in a range (off in the paper). ``input_lr = 0`` is the
+    control, bit for bit. Label: ``sgm:L`` or ``sgm:L:per-sample``.
+    """
+
+    def __init__(self, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False, clip=None):
+        self.input_lr, self.per_sample, self.clip = float(input_lr), bool(per_sample), clip
+        self.sgm = self.X0 = None
+
+    @property
+    def label(self) -> str:
+        return f"sgm:{format_number(self.input_lr)}" + (":per-sample" if self.per_sample else "")
+
+    @property
+    def moves_inputs(self) -> bool:
+        return self.input_lr != 0
+
+    @classmethod
+    def parse(cls, args: list, clip=None) -> "SGM":
+        """``sgm:L`` / ``sgm:L:per-sample`` (L a finite, non-zero number)."""
+        if len(args) not in (1, 2) or (len(args) == 2 and args[1] != "per-sample"):
+            raise ValueError("sgm takes a lambda-bar and optionally per-sample")
+        lam = parse_number(args[0], "lambda-bar")
+        if lam == 0:
+            raise ValueError("sgm:0 is the control; give a non-zero lambda-bar")
+        return cls(lam, per_sample=len(args) == 2)
+
+    def start(self, X_train):
+        self.sgm = SmoothGradient(X_train, self.input_lr, per_sample=self.per_sample, clip=self.clip)
+        self.X0 = backend.to_device(X_train) if self.moves_inputs else None
+        return self.sgm.X
+
+    def after_step(self, model, loss_fn, idx, xb, yb, dX) -> None:
+        self.sgm.update(idx, dX)                                     # Eq. 15 / 21
+
+    def epoch_record(self) -> dict:
+        """How far SGM has moved the stored training set: max and mean |X_t - X_0|."""
+        if self.X0 is None:
+            return {}
+        d = backend.array_module(self.sgm.X).abs(self.sgm.X - self.X0)
+        return {"input_shift_max": significant(float(d.max()), 4), "input_shift_mean": significant(float(d.mean()), 4)}
+
+    def divergence_hint(self) -> str:
+        return f" or the input learning rate (--input-lr, now {self.input_lr:g})"
+
+    def state_dict(self) -> dict:
+        return self.sgm.state_dict()
+
+    def check_state_dict(self, d, *, source=None, prefix: str = "") -> None:
+        self.sgm.check_state_dict(d, source=source, prefix=prefix)
+
+    def load_state_dict(self, d, *, source=None, prefix: str = "") -> None:
+        self.sgm.load_state_dict(d, source=source, prefix=prefix)

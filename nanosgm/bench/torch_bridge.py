@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
-from .layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential
+from .. import backend
+from ..layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential
 
 __all__ = ["TorchMissing", "import_torch", "to_torch", "torch_modules", "counterparts", "as_nanosgm",
            "layer_array"]

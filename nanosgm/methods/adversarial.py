@@ -35,12 +35,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import attacks
-from .layers import Dropout
+from ..attacks import core as attacks
+from ..layers import Dropout
+from .base import Method, format_number, parse_number
 
 __all__ = ["AdversarialTraining", "MODES"]
 
 MODES = ("fgsm", "fgsm-rs", "pgd")
+ARM_NAMES = {"fgsm": "fgsm-at", "fgsm-rs": "fgsm-rs", "pgd": "pgd-at"}      # mode -> its name in the arm grammar
+DEFAULT_STEPS = 7
 
 
 def _leaf_layers(model):
@@ -85,7 +88,7 @@ def _mix_into(model, clean_grads, mix: float):
 
 
 @dataclass(frozen=True)
-class AdversarialTraining:
+class AdversarialTraining(Method):
     """A plain (picklable) configuration of one adversarial-training baseline.
 
     mode:  "fgsm" | "fgsm-rs" | "pgd" (module docstring)
@@ -99,7 +102,7 @@ class AdversarialTraining:
     """
     mode: str
     eps: float
-    steps: int = 7
+    steps: int = DEFAULT_STEPS
     alpha: float | None = None
     mix: float | None = None
     clip: tuple | None = (0.0, 1.0)
@@ -111,6 +114,28 @@ class AdversarialTraining:
             raise ValueError(f"adversarial training needs eps >= 0 and steps >= 1, got eps={self.eps}, steps={self.steps}")
         if not 0.0 <= self.clean_weight < 1.0:
             raise ValueError(f"mix (the clean loss's weight) must be in [0, 1), got {self.mix}")
+
+    @property
+    def label(self) -> str:
+        """``fgsm-at:EPS``, ``fgsm-rs:EPS`` or ``pgd-at:EPS:STEPS``."""
+        return f"{ARM_NAMES[self.mode]}:{format_number(self.eps)}" + (f":{self.steps}" if self.mode == "pgd" else "")
+
+    @classmethod
+    def parser(cls, mode: str):
+        """The arm-grammar parser of one mode: ``args`` [EPS] (and [STEPS] for "pgd", default 7) -> an instance."""
+        def parse(args: list, clip=(0.0, 1.0)):
+            if len(args) not in ((1, 2) if mode == "pgd" else (1,)):
+                raise ValueError(f"{ARM_NAMES[mode]} takes an eps" + (" and optionally a step count" if mode == "pgd" else ""))
+            eps = parse_number(args[0], "eps")
+            if eps <= 0:
+                raise ValueError(f"eps must be > 0, got {args[0]!r}")
+            steps = DEFAULT_STEPS
+            if len(args) == 2:
+                if not (args[1].isascii() and args[1].isdigit()) or int(args[1]) < 1:
+                    raise ValueError(f"the step count must be a whole number >= 1, got {args[1]!r}")
+                steps = int(args[1])
+            return cls(mode, eps, steps=steps, clip=clip)
+        return parse
 
     @property
     def clean_weight(self) -> float:

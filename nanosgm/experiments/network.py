@@ -5,18 +5,12 @@
 network's record depends on its spec alone, and clean / FGSM / PGD accuracy is measured by one function,
 :func:`measure`.
 
-    spec = NetworkSpec(dataset="mnist", model="cnn", seed=0, epochs=10, input_lr=0.2)
+    spec = NetworkSpec(dataset="mnist", model="cnn", seed=0, epochs=10, method="sgm:0.2")
     record = train_network(spec, checkpoint="runs/x/checkpoint.npz", model_path="runs/x/model.npz")
     record["results"]["fgsm_pct"]["0.1"]          # accuracy (%) under FGSM at eps = 0.1
 
-What a spec trains (Section 5 of the paper, plus the arms that test its reading):
-    input_lr = 0                      the control
-    input_lr = lambda-bar             the Smooth Gradient Method, batch-mean loss (Eq. 15 / 21)
-    ... per_sample = True             the same with each sample's own loss (B times larger steps)
-    adversarial = (mode, eps, steps)  adversarial training (FGSM, FGSM with a random start, PGD), the
-                                      baselines SGM must be compared with
-    published = True                  what the authors' Keras code did: one more training-mode pass after
-                                      each weight step whose input update is thrown away
+What a spec trains is its ``method``, a label of the arm grammar (:mod:`nanosgm.methods.arms`): "control",
+"sgm:0.2", "sgm:0.2:per-sample", "published", "fgsm-at:0.1", "fgsm-rs:0.1", "pgd-at:0.1:7".
 Accuracies in a record are percentages (as the terminal prints them), rounded to 4 decimals.
 """
 from __future__ import annotations
@@ -27,8 +21,9 @@ import time
 
 import numpy as np
 
-from . import attacks, backend, recipe
-from .train import fit
+from .. import attacks, backend
+from ..methods import RunKeeping, fit, parse_arm
+from . import recipe
 
 __all__ = ["NetworkSpec", "train_network", "measure", "weights_digest", "pct", "dataset_for", "RECORD_FORMAT"]
 
@@ -46,8 +41,7 @@ class NetworkSpec:
     of :meth:`identity`; nor is ``progress``-like presentation. ``eps``: FGSM/PGD budgets (Eq. 20);
     ``pgd``: PGD on the first N test images (0 = none) with ``pgd_steps`` steps; ``snapshot_rows``: keep
     X_t - X_0 of the first N training images after each of the first nine epochs (Figures 5-6).
-    ``adversarial``: (mode, eps, steps) of an adversarial-training baseline (:mod:`nanosgm.adversarial`:
-    "fgsm", "fgsm-rs" or "pgd"), or None.
+    ``method``: the training method's label in the arm grammar (stored as its canonical spelling).
     ``dataset`` and ``model`` are names, or (for tests and experiments of your own) module-level functions
     ``f() -> Dataset`` and ``f(ds) -> Sequential``, which pickle by name into worker processes.
     """
@@ -59,10 +53,7 @@ class NetworkSpec:
     optimizer: str = "wame"
     lr: float | None = None
     constant_lr: bool = False
-    input_lr: float = 0.0
-    per_sample: bool = False
-    published: bool = False
-    adversarial: tuple | None = None
+    method: str = "control"
     augment: bool = False
     limit: int | None = None
     eval_limit: int | None = None
@@ -76,9 +67,7 @@ class NetworkSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
-        if self.adversarial is not None:
-            mode, eps, steps = self.adversarial
-            object.__setattr__(self, "adversarial", (str(mode), float(eps), int(steps)))
+        object.__setattr__(self, "method", parse_arm(self.method).label)
 
     def identity(self) -> dict:
         """The fields that change the result, as plain JSON-able values."""
@@ -86,7 +75,6 @@ class NetworkSpec:
         d.pop("data_dir")
         d["dataset"], d["model"] = _name(self.dataset), _name(self.model)
         d["eps"] = list(d["eps"])
-        d["adversarial"] = list(self.adversarial) if self.adversarial else None
         return d
 
     def with_(self, **changes) -> "NetworkSpec":
@@ -169,21 +157,16 @@ def train_network(spec: NetworkSpec, *, checkpoint=None, resume: bool = True, mo
     model = recipe.build_model(spec.model, ds)
     init_digest = weights_digest(model)
     opt, schedule = recipe.optimizer_and_schedule(spec.epochs, spec.optimizer, spec.lr, constant=spec.constant_lr)
-    from . import data
+    from .. import data
     augment = data.augmenter_for(ds.name) if spec.augment else None
-    X_val, y_val = (ds.X_val, ds.y_val) if len(ds.X_val) else (None, None)      # val_size 0: no validation
-    adversarial = None
-    if spec.adversarial:
-        from .adversarial import AdversarialTraining
-        mode, eps, steps = spec.adversarial
-        adversarial = AdversarialTraining(mode, eps, steps=steps, clip=clip)
+    validation = (ds.X_val, ds.y_val) if len(ds.X_val) else None      # val_size 0: no validation
     config = dict(spec.identity(), data_source=ds.source)
-    res = fit(model, opt, ds.X_train, ds.y_train, epochs=spec.epochs, batch_size=spec.batch_size,
-              input_lr=spec.input_lr, seed=spec.seed, X_val=X_val, y_val=y_val, X_test=ds.X_test, y_test=ds.y_test,
-              schedule=schedule, augment=augment, per_sample=spec.per_sample, published=spec.published,
-              adversarial=adversarial,
-              snapshot_rows=spec.snapshot_rows, checkpoint=checkpoint, resume=resume, progress=progress,
-              log=log or (lambda line: None), config=config, free_config_keys=tuple(config_free) + ("data_source",))
+    keeping = RunKeeping(checkpoint=checkpoint, resume=resume, config=config,
+                         free_config_keys=tuple(config_free) + ("data_source",), test=(ds.X_test, ds.y_test),
+                         snapshot_rows=spec.snapshot_rows, progress=progress, log=log)
+    res = fit(model, opt, ds.X_train, ds.y_train, epochs=spec.epochs, method=parse_arm(spec.method, clip=clip),
+              batch_size=spec.batch_size, seed=spec.seed, schedule=schedule, augment=augment, validation=validation,
+              keeping=keeping)
     t0 = time.perf_counter()
     results = measure(model, ds, clip, spec.eps, pgd=spec.pgd, pgd_steps=spec.pgd_steps, seed=spec.seed,
                       progress=progress)

@@ -50,8 +50,8 @@ import math
 
 import numpy as np
 
-from . import backend
-from .layers import SoftmaxCrossEntropy
+from .. import backend
+from ..layers import SoftmaxCrossEntropy
 
 __all__ = ["PAPER_EPS", "ATTACKS", "input_gradient", "loss_and_input_gradient", "cross_entropy_loss",
            "dlr_loss", "margin", "fgsm", "pgd", "apgd", "apgd_start", "apgd_checkpoints", "square",

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import NanosgmError
+
 __all__ = ["StateError", "Where", "check_keys", "check_array", "KINDS"]
 
 
-class StateError(ValueError):
+class StateError(NanosgmError, ValueError):
     """A saved state (a ``.npz`` file or a state dict) that cannot be loaded: missing or unexpected keys,
     wrong shapes or dtypes, non-finite values, or a file that is not a readable plain-array ``.npz``.
     The message names the file (when known) and the key, and says what to do."""

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["run_tasks", "default_threads", "set_threads", "run_task", "TaskFailed"]
+from ..plumbing.errors import TaskFailed
+from ..plumbing.threads import set_threads
 
-
-class TaskFailed(RuntimeError):
-    """A network's task raised; the message names the network (the records finished before are kept)."""
+__all__ = ["run_tasks", "default_threads", "run_task", "TaskFailed"]
 
 
 def _failed(key, exc) -> TaskFailed:
@@ -31,23 +30,6 @@ def _failed(key, exc) -> TaskFailed:
 def default_threads(workers: int) -> int:
     """BLAS threads per worker so that workers x threads <= the cores of this machine."""
     return max(1, (os.cpu_count() or 1) // max(1, int(workers)))
-
-
-def set_threads(threads: int):
-    """Give this process `threads` BLAS threads and as many of nanosgm's own (optimiser steps, copy loops):
-    what each worker does. Returns (restore: callable, BLAS description), as blas.set_blas_threads."""
-    from .blas import set_blas_threads
-    before = os.environ.get("NANOSGM_THREADS")
-    os.environ["NANOSGM_THREADS"] = str(threads)      # nanosgm.threads reads it at every call
-    restore_blas, desc = set_blas_threads(threads)
-
-    def restore():
-        restore_blas()
-        if before is None:
-            os.environ.pop("NANOSGM_THREADS", None)
-        else:
-            os.environ["NANOSGM_THREADS"] = before
-    return restore, desc
 
 
 def run_task(spec, checkpoint, model_path, threads, verbose_key=None):

@@ -19,9 +19,9 @@ import sys
 
 import numpy as np
 
-from . import __version__, backend, models
-from .optim import build_optimizer
-from .schedules import StepSchedule, paper_schedule
+from .. import __version__, backend, models
+from ..optim.optimizers import build_optimizer
+from ..optim.schedules import StepSchedule, paper_schedule
 
 __all__ = ["DEFAULT_MODEL", "load_data", "build_model", "optimizer_and_schedule", "versions", "git_commit",
            "provenance", "now"]
@@ -38,7 +38,7 @@ def load_data(dataset, *, data_dir=None, limit=None, eval_limit=None, val_size=N
     split) and attacks are then not clipped (``clip=None``: whitened inputs have no fixed valid range);
     MNIST-like data stays in [0, 1] and adversarial images are clipped to it.
     """
-    from . import data
+    from .. import data
     if isinstance(dataset, str):
         lim = limit if eval_limit is None else {"train": limit, "val": eval_limit, "test": eval_limit}
         ds = data.load(dataset, data_dir=data_dir, limit=lim, val_size=val_size, progress=progress)

@@ -35,8 +35,9 @@ import copy
 
 import numpy as np
 
-from . import backend, threads
-from .state import StateError, Where, check_array, check_keys
+from .. import backend
+from ..plumbing import threads
+from ..plumbing.state import StateError, Where, check_array, check_keys
 
 __all__ = ["Optimizer", "SGD", "Adam", "WAME", "build_optimizer", "OPTIMIZERS"]
 

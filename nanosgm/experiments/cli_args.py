@@ -1,68 +1,17 @@
-"""What the ``python -m nanosgm.*`` entry points share: common flags, their checks, and error reporting.
-
-Every entry point runs its body through :func:`run_cli`, which turns the project's own errors (bad flags,
-data, checkpoints, a busy folder, divergence, Ctrl-C) into one line ``error: ...`` on stderr and a non-zero
-exit status. ``--debug`` (or ``NANOSGM_DEBUG=1``) shows the full traceback instead.
-"""
+"""The flags ``python -m nanosgm.train`` and ``python -m nanosgm.experiments`` share, and their checks."""
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import traceback
 
-from . import backend, models
+from .. import backend, models
+from ..plumbing.errors import CliError
 
-__all__ = ["CliError", "run_cli", "add_common_arguments", "check_common_args", "common_setup", "dataset_name",
-           "check_out_folder"]
-
-
-class CliError(Exception):
-    """A refusal with a message for the user; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
-
-def _reported_errors():
-    from .data import DataError
-    from .parallel import TaskFailed
-    from .runlock import FolderBusy
-    from .state import StateError
-    from .train import TrainingDiverged
-    return (CliError, DataError, FolderBusy, TaskFailed, TrainingDiverged, StateError, backend.BackendError,
-            ValueError, OSError)
-
-
-def _one_line(exc) -> str:
-    msg = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
-        msg = f"{exc.filename}: {msg}"
-    return " ".join(msg.split())
-
-
-def run_cli(body, argv=None) -> int:
-    """``body(argv) -> exit status``, with the project's errors reported as one line (see the module)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("NANOSGM_DEBUG", "") not in ("", "0")
-    try:
-        return body(argv)
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    except _reported_errors() as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return getattr(exc, "code", 1)
+__all__ = ["dataset_name", "add_common_arguments", "check_common_args", "common_setup"]
 
 
 def dataset_name(name: str) -> str:
     """argparse ``type=``: a dataset name in any accepted spelling ("MNIST", "cifar-10") -> its registry key."""
-    from .data.registry import canonical_name
+    from ..data.registry import canonical_name
     try:
         return canonical_name(name)
     except ValueError as exc:
@@ -124,17 +73,3 @@ def common_setup(args):
     if models.ALIASES.get(model_name, model_name) not in models.MODELS:
         raise CliError(f"unknown model {model_name!r}; choose one of {sorted(models.MODELS)}")
     return eps_list, model_name
-
-
-def check_out_folder(out) -> None:
-    """Refuse, before any data is loaded, an output folder that is a file or cannot be created/written."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise CliError(f"--out {out} is an existing file, not a folder; choose another --out")
-    probe = out
-    while probe and not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    probe = probe or "."
-    if not os.path.isdir(probe):
-        raise CliError(f"--out {out}: {probe} is a file, so the folder cannot be created; choose another --out")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise CliError(f"--out {out}: {probe} is not writable; choose another --out")

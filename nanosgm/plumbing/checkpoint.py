@@ -1,8 +1,8 @@
-"""The end-of-epoch checkpoint of :func:`nanosgm.train.fit`: one dict of named parts in one ``.npz``.
+"""The end-of-epoch checkpoint of :func:`nanosgm.methods.fit`: one dict of named parts in one ``.npz``.
 
-    parts = {"model": model.state_dict(),        # the weights after the epoch
-             "optim": optimizer.state_dict(),    # its moments / WAME's zeta ...
-             "sgm":   sgm.state_dict(),          # X_t (left out while no update was applied)
+    parts = {"model":  model.state_dict(),       # the weights after the epoch
+             "optim":  optimizer.state_dict(),   # its moments / WAME's zeta ...
+             "method": method.state_dict(),      # e.g. SGM's X_t (left out while no update was applied)
              "best":  best weights so far,
              "snap":  {"deltas": ...},           # Figures 5-6 snapshots (optional)
              "meta":  {"format", "epoch", "best_epoch", "best_val_error_pct", "history", "config", ...}}
@@ -20,20 +20,22 @@ import os
 
 import numpy as np
 
-from .layers import load_npz, save_npz_atomic
+from .errors import NanosgmError
+from .npz import load_npz, save_npz_atomic
 
 __all__ = ["FORMAT", "META_KEYS", "CheckpointError", "ConfigMismatch", "save", "load", "saved_epoch",
            "check_config"]
 
-FORMAT = "nanosgm-checkpoint/2"
+FORMAT = "nanosgm-checkpoint/3"
+OLDER = ("nanosgm-checkpoint/1", "nanosgm-checkpoint/2")     # before the training method was one part
 META_KEYS = ("format", "epoch", "best_epoch", "best_val_error_pct", "history", "config", "loss_ref")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NanosgmError, ValueError):
     """A checkpoint file that cannot be resumed from (damaged, incomplete, another format)."""
 
 
-class ConfigMismatch(ValueError):
+class ConfigMismatch(NanosgmError, ValueError):
     """A checkpoint (or protocol) written by a run with a different configuration."""
 
 
@@ -62,7 +64,7 @@ def load(path) -> dict:
     for key, value in arrays.items():
         part, _, name = key.partition(".")
         parts.setdefault(part, {})[name] = value
-    for part in ("model", "optim", "sgm"):
+    for part in ("model", "optim"):
         if part not in parts:
             raise CheckpointError(f"{path} has no {part!r} part; the checkpoint is incomplete (use --overwrite "
                                   f"to start the run again)")
@@ -77,6 +79,9 @@ def _meta(path, raw) -> dict:
         meta = json.loads(str(raw))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: meta.json is not valid JSON ({exc}); the checkpoint is damaged") from exc
+    if isinstance(meta, dict) and meta.get("format") in OLDER:
+        raise CheckpointError(f"{path} was written by an earlier nanosgm ({meta['format']}; this one reads {FORMAT}) "
+                              f"and cannot be resumed; start the run again with --overwrite")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint; start the run again with --overwrite")
     missing = [k for k in META_KEYS if k not in meta]

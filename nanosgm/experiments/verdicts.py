@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import experiments, paper_tables
+from .. import experiments
+from . import paper_tables
 
 __all__ = ["verdict_gain", "verdict_no_harm", "claims", "is_sgm_arm", "MIN_PAIRS", "GAIN_CLAIM", "HARM_TOL"]
 

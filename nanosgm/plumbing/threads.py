@@ -22,7 +22,9 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from . import backend
+import numpy as np
+
+from .blas import set_blas_threads
 
 CHUNK_THREADS = 1 << 18       # elements per piece with several workers
 CHUNK_SINGLE = 1 << 16        # elements per piece with one worker
@@ -60,7 +62,7 @@ def run(update, jobs) -> None:
     (nanosgm.optim.Optimizer states and enforces the contract).
     """
     jobs = list(jobs)
-    if not jobs or backend.is_gpu_array(jobs[0][0]):
+    if not jobs or not isinstance(jobs[0][0], np.ndarray):       # CuPy arrays: the plain loop
         return run_serial(update, jobs)
     n = workers()
     if n == 1:
@@ -91,3 +93,20 @@ def _map(n: int, fn, argument_tuples) -> None:
         _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="nanosgm")
     for future in [_POOL.submit(fn, *args) for args in argument_tuples]:
         future.result()                                  # re-raises any error from a worker
+
+
+def set_threads(threads: int):
+    """Give this process `threads` BLAS threads and as many of nanosgm's own (optimiser steps, copy loops):
+    what each worker does. Returns (restore: callable, BLAS description), as blas.set_blas_threads."""
+    from ..plumbing.blas import set_blas_threads
+    before = os.environ.get("NANOSGM_THREADS")
+    os.environ["NANOSGM_THREADS"] = str(threads)      # nanosgm.threads reads it at every call
+    restore_blas, desc = set_blas_threads(threads)
+
+    def restore():
+        restore_blas()
+        if before is None:
+            os.environ.pop("NANOSGM_THREADS", None)
+        else:
+            os.environ["NANOSGM_THREADS"] = before
+    return restore, desc

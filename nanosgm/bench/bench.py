@@ -59,12 +59,13 @@ import time
 
 import numpy as np
 
-from . import attacks, backend, models, profile
-from .layers import SoftmaxCrossEntropy
-from .blas import set_blas_threads
-from .parallel import set_threads
-from .files import write_json_atomic
-from .optim import build_optimizer
+from .. import attacks, backend, models
+from . import profile
+from ..layers import SoftmaxCrossEntropy
+from ..plumbing.blas import set_blas_threads
+from ..plumbing.threads import set_threads
+from ..plumbing.files import write_json_atomic
+from ..optim.optimizers import build_optimizer
 from .torch_bridge import TorchMissing, import_torch, to_torch   # to_torch: re-exported, other code uses it
 
 __all__ = ["main", "parser", "to_torch", "measure", "measure_pair", "summary", "nanosgm_cells", "torch_cells",
@@ -380,7 +381,7 @@ def _model_names(raw_list):
 
 
 def main(argv=None) -> int:
-    from .cli import run_cli
+    from ..plumbing.cli import run_cli
     return run_cli(_main, argv)
 
 
@@ -570,7 +571,3 @@ def _bench_network(name, args, torch, tdev, tsync, warnings) -> dict:
             report("nanosgm", col, m)
             warnings += cell_warnings(f"{name} {col} nanosgm", m)
     return r
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,17 +2,11 @@
 
 For run i = 0 .. runs-1, with seed = seed0 + i, one network per ARM is trained, all lock-step with the
 CONTROL network of that seed (same initial weights, batches, masks and augmentation: see
-:mod:`nanosgm.train`); the only difference between them is what the arm does to the inputs:
+:mod:`nanosgm.methods.loop`); the only difference between them is the training method, named by its
+label in the arm grammar (:mod:`nanosgm.methods.arms`: control, sgm:L, sgm:L:per-sample, published,
+fgsm-at:E, fgsm-rs:E, pgd-at:E:K).
 
-    control               input_lr = 0 (plain training)
-    sgm:L                 the Smooth Gradient Method with lambda-bar L, batch-mean loss (Eq. 15 / 21)
-    sgm:L:per-sample      the same with each sample's own loss (B = batch-size times larger steps)
-    published             what the authors' Keras code did: an extra training-mode pass per step whose
-                          input update is thrown away (the stored inputs never change)
-    fgsm-at:E, fgsm-rs:E, pgd-at:E:K   adversarial training at budget E (nanosgm.adversarial): the
-                          baselines a defence is compared with
-
-Each network (the weights of its best validation epoch) is measured by :func:`nanosgm.network.measure`:
+Each network (the weights of its best validation epoch) is measured by :func:`nanosgm.experiments.network.measure`:
 clean accuracy (Table 4), FGSM accuracy at every eps (Table 5, Eq. 20), and optionally PGD on the first N
 test images. Over the runs, per arm against the control: the MEDIAN (what the paper reports), min-max
 and per-run values, and the two-sided Wilcoxon signed-rank test of the paired runs. With n pairs and no
@@ -20,8 +14,8 @@ ties the smallest exact p-value is 2 / 2**n: 0.0625 for five pairs, so "p < 0.05
 runs; the POOLED test over all (run, eps) cells of a row is the only way to get there, and its cells are
 not independent (the same networks at several eps).
 
-Every network is one task (:func:`nanosgm.network.train_network` on a NetworkSpec), run in this process,
-in ``workers`` local processes or on a Dask cluster (:mod:`nanosgm.parallel`); its record depends on its
+Every network is one task (:func:`nanosgm.experiments.network.train_network` on a NetworkSpec), run in this process,
+in ``workers`` local processes or on a Dask cluster (:mod:`nanosgm.experiments.parallel`); its record depends on its
 spec alone. Files under ``out`` (all written atomically):
     protocol.json              config, provenance, one record per finished network ("run<i>/<arm>"),
                                rewritten as each network finishes
@@ -37,101 +31,38 @@ configuration is an error.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import math
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import attacks, backend, paper_tables, recipe
-from .checkpoint import ConfigMismatch
-from .cli import CliError, add_common_arguments, check_out_folder, common_setup, run_cli
-from .files import write_json_atomic
-from .layers import load_npz, save_npz_atomic
+from .. import attacks, backend
+from ..methods.arms import CONTROL, parse_arm, parse_arms, slug
+from . import paper_tables, recipe
+from ..plumbing.checkpoint import ConfigMismatch
+from ..plumbing.files import write_json_atomic
+from ..plumbing.npz import load_npz, save_npz_atomic
 from .network import NetworkSpec
 
-__all__ = ["PAPER_EPS", "PROTOCOL_FORMAT", "Arm", "parse_arm", "parse_arms", "ConfigMismatch", "run_protocol",
-           "load_protocol", "summarize", "wilcoxon_paired", "format_tables", "paper_experiment_name", "main",
-           "network_key", "arms_of", "paired"]
+__all__ = ["PAPER_EPS", "PROTOCOL_FORMAT", "arm_spec", "parse_arm", "parse_arms", "ConfigMismatch", "run_protocol",
+           "load_protocol", "summarize", "wilcoxon_paired", "format_tables", "paper_experiment_name",
+           "network_key", "arms_of", "paired", "write_figures", "protocol_config"]
 
 PAPER_EPS = attacks.PAPER_EPS
 PROTOCOL_FORMAT = "nanosgm-protocol/2"
-CONTROL = "control"
 SNAPSHOT_IMAGES = 8                     # Figures 5-6: the first 8 training images
 
 
 # -------------------------------------------------------------------------------------------- arms
-@dataclass(frozen=True)
-class Arm:
-    """One way of training beside the control; ``label`` is how protocol.json and the tables name it."""
-    label: str
-    input_lr: float = 0.0
-    per_sample: bool = False
-    published: bool = False
-    adversarial: tuple | None = None
-
-    def spec(self, base: NetworkSpec, seed: int, run: int) -> NetworkSpec:
-        """The NetworkSpec of this arm's network in run ``run`` (seed ``seed``)."""
-        moves = self.input_lr != 0
-        return base.with_(seed=seed, input_lr=self.input_lr, per_sample=self.per_sample, published=self.published,
-                          adversarial=self.adversarial, snapshot_rows=SNAPSHOT_IMAGES if (run == 0 and moves) else 0)
-
-    @property
-    def slug(self) -> str:
-        return self.label.replace(":", "_")
-
-
-ADVERSARIAL_ARMS = {"fgsm-at": "fgsm", "fgsm-rs": "fgsm-rs", "pgd-at": "pgd"}
-
-
-def _number(text):
-    try:
-        x = float(text)
-    except ValueError:
-        return None
-    return x if math.isfinite(x) else None
-
-
-def parse_arm(text: str) -> Arm:
-    """``control``, ``published``, ``sgm:L``, ``sgm:L:per-sample``, or an adversarial-training baseline
-    ``fgsm-at:EPS``, ``fgsm-rs:EPS``, ``pgd-at:EPS[:STEPS]`` (default 7 steps) -> an :class:`Arm`."""
-    t = text.strip().lower()
-    if t in (CONTROL, "published"):
-        return Arm(t, published=t == "published")
-    parts = t.split(":")
-    if parts[0] in ADVERSARIAL_ARMS and len(parts) in (2, 3):
-        eps = _number(parts[1])
-        steps = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else (7 if len(parts) == 2 else 0)
-        if eps is not None and eps > 0 and steps >= 1 and (parts[0] == "pgd-at" or len(parts) == 2):
-            label = f"{parts[0]}:{eps:g}" + (f":{steps}" if parts[0] == "pgd-at" else "")
-            return Arm(label, adversarial=(ADVERSARIAL_ARMS[parts[0]], eps, steps))
-    if parts[0] == "sgm" and len(parts) in (2, 3) and (len(parts) == 2 or parts[2] == "per-sample"):
-        try:
-            lam = float(parts[1])
-        except ValueError:
-            lam = None
-        if lam is not None and math.isfinite(lam) and lam != 0:
-            label = f"sgm:{lam:g}" + (":per-sample" if len(parts) == 3 else "")
-            return Arm(label, input_lr=lam, per_sample=len(parts) == 3)
-    raise ValueError(f"unknown arm {text!r}: use control, published, sgm:LAMBDA, sgm:LAMBDA:per-sample (LAMBDA a "
-                     f"non-zero number, e.g. sgm:0.2), fgsm-at:EPS, fgsm-rs:EPS or pgd-at:EPS[:STEPS]")
-
-
-def parse_arms(text: str) -> list:
-    """A comma-separated arm list (the control is always added first, once)."""
-    arms = [parse_arm(a) for a in text.split(",") if a.strip()]
-    labels = [CONTROL] + [a.label for a in arms if a.label != CONTROL]
-    if len(labels) == 1:
-        raise ValueError("--arms needs at least one arm beside the control, e.g. sgm:0.2")
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"--arms names an arm twice: {text!r}")
-    return [parse_arm(label) for label in labels]
+def arm_spec(base: NetworkSpec, label: str, seed: int, run: int) -> NetworkSpec:
+    """The NetworkSpec of arm ``label``'s network in run ``run`` (seed ``seed``); run 0 of a method that
+    moves its inputs keeps the Figures 5-6 snapshots."""
+    moves = parse_arm(label).moves_inputs
+    return base.with_(seed=seed, method=label, snapshot_rows=SNAPSHOT_IMAGES if (run == 0 and moves) else 0)
 
 
 def network_key(run: int, arm_label: str) -> str:
@@ -157,7 +88,7 @@ def load_protocol(out) -> dict:
                          f"{result.get('format') if isinstance(result, dict) else None!r})")
     result["snapshots"] = {}
     for arm in result.get("arms", []):
-        p = Path(out) / f"snapshots-{parse_arm(arm).slug}.npz"
+        p = Path(out) / f"snapshots-{slug(arm)}.npz"
         if p.exists():
             a = load_npz(p)
             result["snapshots"][arm] = {"epochs": a["epochs"].tolist(), "X0": a["X0"], "deltas": list(a["deltas"]),
@@ -167,7 +98,7 @@ def load_protocol(out) -> dict:
 
 def _save_snapshots(out, arm_label, s) -> None:
     deltas = np.stack(s["deltas"]) if len(s["deltas"]) else np.zeros((0,) + np.shape(s["X0"]))
-    save_npz_atomic(os.path.join(out, f"snapshots-{parse_arm(arm_label).slug}.npz"),
+    save_npz_atomic(os.path.join(out, f"snapshots-{slug(arm_label)}.npz"),
                     {"epochs": np.asarray(s["epochs"], dtype=np.int64), "X0": np.asarray(s["X0"]), "deltas": deltas})
 
 
@@ -178,7 +109,7 @@ def _json_result(result):
 def protocol_config(base: NetworkSpec, seed0: int) -> dict:
     """What makes two protocols the same experiment: the base spec (less what an arm or a run sets)."""
     cfg = base.identity()
-    for k in ("seed", "input_lr", "per_sample", "published", "adversarial", "snapshot_rows"):
+    for k in ("seed", "method", "snapshot_rows"):
         cfg.pop(k)
     cfg["seed0"] = int(seed0)
     return cfg
@@ -204,20 +135,20 @@ def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms="sgm:
     """Run the protocol (module docstring) and return the result dict.
 
     ``base``: the NetworkSpec every network shares (its seed and arm fields are set per network);
-    ``arms``: a string for :func:`parse_arms` or a list of :class:`Arm`; ``out``: the protocol folder
+    ``arms``: a string for :func:`parse_arms` or a list of arm labels; ``out``: the protocol folder
     (None: nothing is written or resumed, and the networks' weights are not kept). ``progress``: one line
     per finished network (and per epoch); ``bars``: the overall progress bar. Returns
     ``{"format", "config", "arms", "networks": {"run<i>/<arm>": record}, "sessions", "snapshots", "summary"}``.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    arm_list = parse_arms(arms) if isinstance(arms, str) else list(arms)
+    arm_list = parse_arms(arms if isinstance(arms, str) else ",".join(arms))
     result = _open(out, protocol_config(base, seed0))
     for a in arm_list:
-        if a.label not in result["arms"]:
-            result["arms"].append(a.label)
+        if a not in result["arms"]:
+            result["arms"].append(a)
     result["sessions"].append(dict(recipe.provenance("nanosgm.experiments", argv), runs=runs,
-                                   arms=[a.label for a in arm_list], workers=workers))
+                                   arms=arm_list, workers=workers))
     tasks = _tasks(base, arm_list, runs, seed0, out, result["networks"])
     if out is not None:
         for sub in ("models", "ckpt"):
@@ -236,12 +167,12 @@ def _tasks(base, arm_list, runs, seed0, out, done):
     tasks = []
     for i in range(runs):
         for a in arm_list:
-            key = network_key(i, a.label)
+            key = network_key(i, a)
             if key in done:
                 continue
-            ck = os.path.join(out, "ckpt", f"run{i}-{a.slug}.npz") if out else None
-            mp = os.path.join(out, "models", f"run{i}-{a.slug}.npz") if out else None
-            tasks.append((key, a.spec(base, seed0 + i, i), ck, mp))
+            ck = os.path.join(out, "ckpt", f"run{i}-{slug(a)}.npz") if out else None
+            mp = os.path.join(out, "models", f"run{i}-{slug(a)}.npz") if out else None
+            tasks.append((key, arm_spec(base, a, seed0 + i, i), ck, mp))
     return tasks
 
 
@@ -275,7 +206,7 @@ def _record(result, key, record, out) -> None:
     if snaps is not None:
         _save_snapshots(out, arm, snaps)
     write_json_atomic(os.path.join(out, "protocol.json"), _json_result(result))
-    ck = os.path.join(out, "ckpt", f"run{run}-{parse_arm(arm).slug}.npz")
+    ck = os.path.join(out, "ckpt", f"run{run}-{slug(arm)}.npz")
     if os.path.exists(ck):
         os.remove(ck)
 
@@ -388,7 +319,7 @@ _MODEL_TITLES = {"dnn": "DNN", "cnn": "CNN", "cifar_cnn": "CNN"}
 def paper_experiment_name(dataset: str, model: str, augment: bool):
     """The paper's row name for this experiment ("MNIST-CNN-AUG", "CIFAR-10-CNN"), or None when the paper
     has no such experiment (e.g. Fashion-MNIST)."""
-    from . import models
+    from .. import models
     ds, m = _DATASET_TITLES.get(dataset), _MODEL_TITLES.get(models.ALIASES.get(model, model))
     if ds is None or m is None:
         return None
@@ -475,121 +406,18 @@ def write_figures(result, out, ds=None, clip=(0.0, 1.0), dpi: int = 90) -> list:
     save(figures.test_error_curves(result), "fig1-2_test_error.png")
     if ds is not None:
         for arm in result["arms"]:
-            path = os.path.join(out, "models", f"run0-{parse_arm(arm).slug}.npz")
+            path = os.path.join(out, "models", f"run0-{slug(arm)}.npz")
             if os.path.exists(path):
                 backend.seed(result["config"]["seed0"])
                 model = recipe.build_model(result["config"]["model"], ds)
                 model.load(path)
                 save(figures.adversarial_examples(model, ds.X_test, ds.y_test, clip=clip, title=f"run 0, {arm}"),
-                     f"fig3-4_adversarial_{parse_arm(arm).slug}.png")
+                     f"fig3-4_adversarial_{slug(arm)}.png")
     for arm, snaps in (result.get("snapshots") or {}).items():
         if len(snaps["deltas"]):
-            slug = parse_arm(arm).slug
+            slug = slug(arm)
             save(figures.input_updates(snaps, title=arm), f"fig5-6_input_updates_{slug}.png")
             peak = max(float(np.abs(d).max()) for d in snaps["deltas"])
             if 0 < peak < 0.5:
                 save(figures.input_updates(snaps, gain=1.0 / peak, title=arm), f"fig5-6_input_updates_{slug}_amplified.png")
     return paths
-
-
-# -------------------------------------------------------------------------------------------- CLI
-def build_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m nanosgm.experiments",
-        description="The paper's protocol (Sections 5-6): N lock-step runs of the control and of each arm "
-                    "(SGM, SGM per-sample, the authors' published code path), medians of clean and FGSM "
-                    "accuracy (Tables 4-5), Wilcoxon tests. Resumable; networks can train in parallel.")
-    add_common_arguments(p, "per network")
-    p.add_argument("--runs", type=int, default=5, help="lock-step runs (seeds) per arm (default 5, the paper's)")
-    p.add_argument("--arms", default=None, help="comma-separated arms beside the control: sgm:LAMBDA, "
-                   "sgm:LAMBDA:per-sample, published, and the adversarial-training baselines fgsm-at:EPS, fgsm-rs:EPS, "
-                   "pgd-at:EPS:STEPS (default: sgm:<--input-lr>, the paper's method)")
-    p.add_argument("--optimizer", default="wame", help="wame (default), wame-printed, adam or sgd")
-    p.add_argument("--pgd", type=int, default=0, metavar="N", help="also PGD-10 on the first N test images (default 0)")
-    p.add_argument("--out", default=None, help="protocol folder (default runs/protocol-<dataset>-<model>[-aug])")
-    p.add_argument("--seed", type=int, default=0, help="seed of run 0; run i uses seed + i (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="networks trained at once in local worker processes "
-                   "(default 1: in this process)")
-    p.add_argument("--threads", type=int, default=None, help="BLAS threads per worker (default: cores // workers)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="send the networks to this Dask scheduler "
-                   "(tcp://host:8786) instead of local workers; needs pip install -e \".[cluster]\"")
-    p.add_argument("--figures", action="store_true", help="also write Figures 1-6 as PNGs into --out")
-    p.add_argument("--tables-only", action="store_true", help="train nothing: print the tables (and --figures) "
-                   "from --out/protocol.json (its own configuration; the training flags are ignored)")
-    p.add_argument("--paper-dir", default=None, help="read the paper's numbers from the table CSVs in this folder "
-                   "(default: the numbers shipped in nanosgm.paper_tables)")
-    return p
-
-
-def _base_spec(args, model_name, eps_list) -> NetworkSpec:
-    return NetworkSpec(dataset=args.dataset, model=model_name, epochs=args.epochs, batch_size=args.batch_size,
-                       optimizer=args.optimizer, augment=args.augment, limit=args.limit, eval_limit=args.eval_limit,
-                       eps=tuple(eps_list), pgd=args.pgd, backend=backend.name(), data_dir=args.data_dir)
-
-
-def _check_args(args):
-    if args.runs < 1:
-        raise CliError("--runs must be >= 1")
-    if args.workers < 1 or (args.threads is not None and args.threads < 1):
-        raise CliError("--workers and --threads must be >= 1")
-    if args.paper_dir is not None and not os.path.isdir(args.paper_dir):
-        raise CliError(f"--paper-dir {args.paper_dir!r} is not a folder")
-    if args.arms is None and args.input_lr == 0:
-        raise CliError("--input-lr 0 would train two control networks; the control is always part of the protocol")
-    try:
-        return parse_arms(args.arms or f"sgm:{args.input_lr:g}")
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-
-
-def _finish(args, result, out) -> int:
-    print()
-    print(format_tables(result, paper=True, paper_dir=args.paper_dir))
-    if args.figures:
-        ds = None
-        try:
-            cfg = result["config"]
-            ds, clip = recipe.load_data(cfg["dataset"], data_dir=args.data_dir, limit=cfg["limit"],
-                                        eval_limit=cfg["eval_limit"], progress=False)
-        except Exception as exc:          # the figures that need no data are still written
-            print(f"(Figures 3-4 skipped: the dataset could not be loaded: {exc})")
-            clip = (0.0, 1.0)
-        for p in write_figures(result, out, ds=ds, clip=clip):
-            print(f"wrote {p}")
-    return 0
-
-
-def _main(argv) -> int:
-    from .runlock import RunLock
-    args = build_parser().parse_args(argv)
-    eps_list, model_name = common_setup(args)
-    arm_list = _check_args(args)
-    out = args.out or os.path.join("runs", f"protocol-{args.dataset}-{model_name}{'-aug' if args.augment else ''}")
-    if args.tables_only:
-        if not os.path.isfile(os.path.join(out, "protocol.json")):
-            raise CliError(f"{out} holds no protocol.json; run the protocol first (the same command without "
-                           f"--tables-only), or give its folder with --out")
-        result = load_protocol(out)
-        result["summary"] = summarize(result)
-        return _finish(args, result, out)
-    check_out_folder(out)
-    base = _base_spec(args, model_name, eps_list)
-    t0 = time.perf_counter()
-    with RunLock(out):
-        try:
-            result = run_protocol(base, runs=args.runs, seed0=args.seed, arms=arm_list, out=out, workers=args.workers,
-                                  scheduler=args.scheduler, threads=args.threads, progress=True,
-                                  bars=not args.no_progress, argv=argv)
-        except KeyboardInterrupt:
-            raise CliError(f"interrupted: finished networks are in {out}/protocol.json and those in progress resume "
-                           f"from their last saved epoch; run the same command again to continue", code=130) from None
-    print(f"\nwrote {os.path.join(out, 'protocol.json')} ({time.perf_counter() - t0:.0f}s)")
-    return _finish(args, result, out)
-
-
-def main(argv=None) -> int:
-    return run_cli(_main, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

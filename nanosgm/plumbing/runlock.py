@@ -18,13 +18,11 @@ try:
 except ImportError:            # pragma: no cover - Windows
     fcntl = None
 
+from .errors import FolderBusy
+
 __all__ = ["RunLock", "FolderBusy", "LOCK_NAME"]
 
 LOCK_NAME = ".lock"
-
-
-class FolderBusy(RuntimeError):
-    """Another live process holds the run folder."""
 
 
 class RunLock:

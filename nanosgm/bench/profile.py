@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import time
 
-from . import backend
-from .layers import Conv2D, Dense, Sequential, SoftmaxCrossEntropy
+from .. import backend
+from ..layers import Conv2D, Dense, Sequential, SoftmaxCrossEntropy
 
 __all__ = ["layer_flops", "forward_flops", "step_flops", "median_time", "profile_layers", "format_profile"]
 

@@ -1,0 +1,17 @@
+"""Speed: ``python -m nanosgm.bench`` (img/s against PyTorch), the per-layer profile, and the one
+translation of a nanosgm network to torch (also the tests' oracle).
+
+Names are loaded on first use, so that ``python -m nanosgm.bench`` can set up BLAS before NumPy loads.
+"""
+import importlib
+
+_MODULES = ("bench", "profile", "torch_bridge")
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = importlib.import_module(".bench", __name__)
+    if name in module.__all__:
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,26 @@
+"""The paper's protocol (Sections 5-6) and its command lines.
+
+    network      one network = one task: a NetworkSpec trained and measured the same way everywhere
+    protocol     lock-step runs of the control and each arm, medians, Wilcoxon tests, Tables 4-5
+    parallel     the networks in this process, in worker processes or on a Dask cluster
+    verdicts, paper_tables, figures    the paper's claims, its numbers, Figures 1-6
+    audit        the robustness audit (``python -m nanosgm.robustness``)
+    train_cli, cli                     ``python -m nanosgm.train`` and ``python -m nanosgm.experiments``
+
+Names are loaded on first use, so that the command lines can set up the process (BLAS) before NumPy loads.
+"""
+import importlib
+
+_NAMES = {name: "protocol" for name in (
+    "PAPER_EPS", "PROTOCOL_FORMAT", "Arm", "parse_arm", "parse_arms", "ConfigMismatch", "run_protocol",
+    "load_protocol", "summarize", "wilcoxon_paired", "format_tables", "paper_experiment_name", "network_key",
+    "arms_of", "paired", "write_figures", "protocol_config")}
+_NAMES.update({"NetworkSpec": "network", "train_network": "network", "measure": "network", "main": "cli"})
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,521 @@
+"""A robustness audit a reviewer would accept: ``python -m nanosgm.robustness MODEL.npz [MORE.npz ...]``.
+
+For each network: clean accuracy, then accuracy under FGSM (Eq. 20), PGD (steps x restarts, and twice the
+steps for the check below), APGD-CE, APGD-DLR and the gradient-free Square attack (all in
+:mod:`nanosgm.attacks`), and the worst case per example over all of them ("robust accuracy": an example
+counts as robust only if it is classified correctly clean and under every attack), at each eps, on the
+first N test images. Then the sanity checks of Carlini et al. 2019 ("On Evaluating Adversarial
+Robustness"), each printed as pass/warn with its numbers:
+
+    iterative >= single-step   PGD and APGD are at least as strong as FGSM at every eps
+    large eps -> ~0            the best gradient attack leaves at most 5 % (NEAR_ZERO) at eps = 0.5 (CHECK_EPS)
+    more steps                 PGD with twice the steps is not weaker (by more than STEPS_TOL)
+    gradient-free              Square does not beat the best gradient attack by more than MASKING_TOL:
+                               if it does, the gradients are probably masked (Athalye et al. 2018)
+    transfer                   (two or more networks) PGD crafted on a sibling network is weaker than
+                               white-box PGD on the network itself
+
+A ``model.npz`` written by ``python -m nanosgm.train`` has a ``results.json`` beside it whose "config"
+names the dataset and model; without one, give ``--dataset`` and ``--model``. Writes a table on the
+terminal, ``robustness.json`` (percent, rounded to 2 decimals; command line, versions, settings) and
+``robustness.png`` (accuracy against eps, one curve per attack and network) into ``--out``. Until then,
+every finished attack is kept in ``--out``/robustness.partial.json: an interrupted audit run again with the
+same arguments resumes after its last finished attack, with the same numbers (nanosgm.audit_resume).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .. import attacks, backend
+from ..plumbing.audit_resume import PARTIAL_NAME, FinishedAttacks, PartialFileError, digest
+
+__all__ = ["Suite", "Network", "attack_plan", "audit_network", "audit", "sanity_checks", "format_report",
+           "accuracy_figure", "report_json", "main", "DEFAULT_EPS", "CHECK_EPS"]
+
+DEFAULT_EPS = (0.001, 0.01, 0.1, 0.2, 0.3)    # the paper's four and the usual MNIST budget
+CHECK_EPS = 0.5                                # "accuracy falls to about 0 as eps grows large"
+NEAR_ZERO = 0.05
+STEPS_TOL = 0.005                              # more PGD steps may be weaker by at most half a point
+MASKING_TOL = 0.02                             # Square may beat the gradient attacks by at most 2 points
+
+
+@dataclass(frozen=True)
+class Suite:
+    """The attacks' budgets. Every attack draws from its own generator seeded with `seed`."""
+    pgd_steps: int = 10
+    restarts: int = 3
+    apgd_steps: int = 100
+    queries: int = 1000
+    seed: int = 0
+    batch_size: int = 100
+
+
+@dataclass
+class Network:
+    """One network to audit and the images to audit it on: X (N, ...) and y (N,) on the host."""
+    name: str
+    model: object
+    X: np.ndarray
+    y: np.ndarray
+    clip: tuple | None = (0.0, 1.0)
+    dataset: str = ""
+    info: dict = field(default_factory=dict)
+
+
+def attack_plan(suite: Suite, num_classes: int) -> list:
+    """[(column name, attack, keyword arguments)] in table order; APGD-DLR needs 3 or more classes."""
+    k, r = suite.pgd_steps, suite.restarts
+    plan = [("FGSM", "fgsm", {}),
+            (f"PGD-{k}x{r}", "pgd", dict(steps=k, restarts=r, rng=suite.seed)),
+            (f"PGD-{2 * k}x{r}", "pgd", dict(steps=2 * k, restarts=r, rng=suite.seed)),
+            ("APGD-CE", "apgd", dict(steps=suite.apgd_steps, loss="ce", rng=suite.seed))]
+    if num_classes >= 3:
+        plan.append(("APGD-DLR", "apgd", dict(steps=suite.apgd_steps, loss="dlr", rng=suite.seed)))
+    plan.append(("Square", "square", dict(queries=suite.queries, rng=suite.seed)))
+    return plan
+
+
+def _num_classes(net: Network) -> int:
+    return int(backend.to_host(net.model.forward(backend.to_device(net.X[:2]), training=False)).shape[1])
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """The source of the code an attack's numbers depend on: the attacks, the layers and the backend.
+    Read once per process (the code in use is what was imported), not once per network and transfer pair."""
+    from .. import layers
+    folder = os.path.dirname(os.path.abspath(layers.__file__))
+    files = [attacks.__file__, backend.__file__] + sorted(
+        os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py"))
+    parts = []
+    for path in files:
+        with open(path, "rb") as f:
+            parts.append(np.frombuffer(f.read(), dtype=np.uint8))
+    return digest(*parts)
+
+
+def _network_digest(net: Network) -> str:
+    """What an attack's result on `net` depends on besides the attack: its weights, images, labels, clip,
+    and the backend and code (`_code_digest`) that run it."""
+    from .network import weights_digest
+    return digest(weights_digest(net.model), net.X, net.y, list(net.clip) if net.clip else None,
+                  backend.name(), _code_digest())
+
+
+def _attack_once(finished, key_parts, n, eps_list, bar, steps, compute):
+    """{eps: per-example bool} from `finished` if it holds this attack (the bar skips its `steps`), else
+    `compute()`, stored. Returns (result, whether it was computed now)."""
+    key = digest(*key_parts)
+    got = finished.get(key, eps_list, n)
+    if got is not None:
+        if bar is not None:
+            bar.update(steps)
+        return got, False
+    got = compute()
+    finished.put(key, got)
+    return got, True
+
+
+def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None, finished=None) -> dict:
+    """{"clean": acc, "accuracy": {attack: {eps: acc}}, "robust": {eps: acc}, "correct": per-example
+    bool arrays}: `net` under every attack of `attack_plan` at every eps (fractions, not percent).
+    ``log``: called with one line per finished attack (its accuracies and seconds), or None.
+    ``finished``: a :class:`~nanosgm.audit_resume.FinishedAttacks`; attacks it holds are not run again."""
+    eps_list = [float(e) for e in eps_list]
+    finished = finished if finished is not None else FinishedAttacks()
+    clean = attacks.correct_under_attack(net.model, net.X, net.y, (0.0,), "fgsm", suite.batch_size, bar=bar)[0.0]
+    robust = {e: clean.copy() for e in eps_list}
+    accuracy, correct = {}, {}
+    net_key = _network_digest(net)
+    for name, attack, kw in attack_plan(suite, _num_classes(net)):
+        if bar is not None:
+            bar.set_description(f"{net.name}: {name}")
+        t0 = time.perf_counter()
+        got, ran = _attack_once(
+            finished, (net_key, name, attack, kw, eps_list, suite.batch_size), len(net.X), eps_list, bar,
+            attacks.n_steps(len(net.X), eps_list, attack, suite.batch_size),
+            lambda: attacks.correct_under_attack(net.model, net.X, net.y, eps_list, attack, suite.batch_size,
+                                                 bar=bar, clip=net.clip, **kw))
+        accuracy[name] = {e: float(got[e].mean()) for e in eps_list}
+        if log is not None:
+            log(f"{net.name}: {name} " + ", ".join(f"eps {e:g}: {_pct(a)}" for e, a in accuracy[name].items())
+                + (f" ({time.perf_counter() - t0:.0f} s)" if ran else " (from the partial file)"))
+        correct[name] = got
+        for e in eps_list:
+            robust[e] &= got[e]
+    return {"clean": float(clean.mean()), "accuracy": accuracy,
+            "robust": {e: float(robust[e].mean()) for e in eps_list}, "correct": correct}
+
+
+def transfer_pgd(source: Network, target: Network, eps_list, suite: Suite, bar=None, finished=None) -> dict:
+    """{eps: accuracy of target on PGD examples crafted on source} (the same images, the same PGD)."""
+    _, attack, kw = attack_plan(suite, 3)[1]
+    eps_list = [float(e) for e in eps_list]
+    got, _ = _attack_once(
+        finished if finished is not None else FinishedAttacks(),
+        ("transfer", _network_digest(source), _network_digest(target), attack, kw, eps_list, suite.batch_size),
+        len(target.X), eps_list, bar, attacks.n_steps(len(target.X), eps_list, "pgd", suite.batch_size),
+        lambda: attacks.correct_under_attack(target.model, target.X, target.y, eps_list,
+                                             attacks.crafted_on(source.model, attack, **kw), suite.batch_size,
+                                             bar=bar, clip=target.clip))
+    return {float(e): float(v.mean()) for e, v in got.items()}
+
+
+def _bar_total(nets, eps_list, suite, transfer="first") -> int:
+    total = 0
+    for net in nets:
+        n = len(net.X)
+        total += attacks.n_steps(n, (0.0,), "fgsm", suite.batch_size)
+        total += sum(attacks.n_steps(n, eps_list, a, suite.batch_size) for _, a, _ in attack_plan(suite, _num_classes(net)))
+    total += sum(attacks.n_steps(len(t.X), eps_list, "pgd", suite.batch_size) for _, t in _transfer_pairs(nets, transfer))
+    return total
+
+
+TRANSFER = ("first", "all", "none")
+
+
+def _transfer_pairs(nets, which: str = "first") -> list:
+    """Ordered (source, target) pairs of networks audited on the same images: ``"first"`` pairs the first
+    network with each other one, both ways (2 (N - 1) pairs, e.g. a control and its arms); ``"all"`` every
+    ordered pair (N (N - 1)); ``"none"`` no pair."""
+    def same_images(s, t):
+        return (s.dataset == t.dataset and s.X.shape == t.X.shape and np.array_equal(s.y, t.y)
+                and np.array_equal(s.X, t.X))
+    if which not in TRANSFER:
+        raise ValueError(f"transfer must be one of {TRANSFER}, got {which!r}")
+    pairs = [(s, t) for s in nets for t in nets if s is not t and same_images(s, t)]
+    if which == "none":
+        return []
+    if which == "first" and nets:
+        return [(s, t) for s, t in pairs if nets[0] in (s, t)]
+    return pairs
+
+
+def audit(nets, eps_list=DEFAULT_EPS, suite: Suite = Suite(), *, check_eps: float | None = CHECK_EPS,
+          progress: bool = True, log=None, finished=None, transfer: str = "first") -> dict:
+    """Audit every network (see `audit_network`; ``log`` gets a line per finished attack) at `eps_list`
+    plus `check_eps`, the transfer between siblings (``transfer``: which pairs, see `_transfer_pairs`), and
+    the sanity checks. Returns {"eps", "check_eps", "networks": {name: result}, "transfer": [...],
+    "checks": [...]} with accuracies as fractions. ``finished``: see `audit_network`."""
+    from tqdm.auto import tqdm
+
+    eps_all = sorted({float(e) for e in eps_list} | ({float(check_eps)} if check_eps is not None else set()))
+    report = {"eps": [float(e) for e in eps_list], "check_eps": check_eps, "eps_evaluated": eps_all,
+              "networks": {}, "transfer": [], "transfer_pairs": transfer}
+    with tqdm(total=_bar_total(nets, eps_all, suite, transfer), unit="batch x eps", disable=None if progress else True,
+              leave=False, dynamic_ncols=True) as bar:
+        for net in nets:
+            report["networks"][net.name] = audit_network(net, eps_all, suite, bar, log, finished)
+        for source, target in _transfer_pairs(nets, transfer):
+            bar.set_description(f"transfer {source.name} -> {target.name}")
+            report["transfer"].append({"source": source.name, "target": target.name,
+                                       "accuracy": transfer_pgd(source, target, eps_all, suite, bar, finished)})
+    report["checks"] = sanity_checks(report, suite)
+    return report
+
+
+# ------------------------------------------------------------------------------------ checks
+def _check(name, net, ok, detail):
+    return {"check": name, "network": net, "status": "pass" if ok else "warn", "detail": detail}
+
+
+def _pct(a) -> str:
+    return f"{100 * a:.2f}%"
+
+
+def sanity_checks(report: dict, suite: Suite) -> list:
+    """The Carlini et al. 2019 checks (module docstring), one dict per check and network:
+    {"check", "network", "status": "pass" | "warn", "detail": the numbers}."""
+    out = []
+    pgd_k, pgd_2k = f"PGD-{suite.pgd_steps}x{suite.restarts}", f"PGD-{2 * suite.pgd_steps}x{suite.restarts}"
+    eps = [e for e in report["eps_evaluated"] if e > 0]
+    shown = [e for e in report["eps"] if e > 0] or eps[-1:]         # a passing check quotes the user's eps
+    for name, res in report["networks"].items():
+        acc = res["accuracy"]
+        iterative = [a for a in acc if a.startswith(("PGD", "APGD"))]
+        gradient = ["FGSM"] + iterative
+        bad = [e for e in eps if min(acc[a][e] for a in iterative) > acc["FGSM"][e]]
+        out.append(_check("iterative >= single-step", name, not bad, "; ".join(
+            f"eps {e:g}: FGSM {_pct(acc['FGSM'][e])}, best iterative {_pct(min(acc[a][e] for a in iterative))}"
+            for e in (bad or shown))))
+        ce = report.get("check_eps")
+        if ce is not None:
+            best = min(acc[a][ce] for a in gradient)
+            out.append(_check(f"eps {ce:g} -> ~0", name, best <= NEAR_ZERO,
+                              f"at eps {ce:g}: best gradient attack {_pct(best)}, robust {_pct(res['robust'][ce])} "
+                              f"(pass: gradient attacks <= {_pct(NEAR_ZERO)})"))
+        worse = [e for e in eps if acc[pgd_2k][e] > acc[pgd_k][e] + STEPS_TOL]
+        out.append(_check("more PGD steps", name, not worse, "; ".join(
+            f"eps {e:g}: {pgd_k} {_pct(acc[pgd_k][e])}, {pgd_2k} {_pct(acc[pgd_2k][e])}" for e in (worse or shown))))
+        masked = [e for e in eps if acc["Square"][e] < min(acc[a][e] for a in gradient) - MASKING_TOL]
+        out.append(_check("gradient-free not better", name, not masked, ("gradient masking? " if masked else "") + "; ".join(
+            f"eps {e:g}: Square {_pct(acc['Square'][e])}, best gradient attack {_pct(min(acc[a][e] for a in gradient))}"
+            for e in (masked or shown))))
+    for t in report["transfer"]:
+        white = report["networks"][t["target"]]["accuracy"][pgd_k]
+        stronger = [e for e in eps if t["accuracy"][e] < white[e] - MASKING_TOL]
+        out.append(_check("transfer weaker than white-box", t["target"], not stronger, f"from {t['source']}: " + "; ".join(
+            f"eps {e:g}: transfer {_pct(t['accuracy'][e])}, white-box {_pct(white[e])}" for e in (stronger or shown))))
+    return out
+
+
+# ------------------------------------------------------------------------------------ output
+def format_report(report: dict) -> str:
+    """The terminal table: per network, one row per eps (accuracy %, the columns of `attack_plan`,
+    robust = worst case per example); then transfer and the checks."""
+    lines = []
+    for name, res in report["networks"].items():
+        cols = list(res["accuracy"]) + ["robust"]
+        lines.append(f"{name}: clean accuracy {100 * res['clean']:.2f}%")
+        head = f"{'eps':>7} | " + " | ".join(f"{c:>9}" for c in cols)
+        lines += [head, "-" * len(head)]
+        for e in report["eps_evaluated"]:
+            vals = [res["accuracy"][c][e] for c in cols[:-1]] + [res["robust"][e]]
+            mark = " (check)" if e not in report["eps"] else ""
+            lines.append(f"{e:>7g} | " + " | ".join(f"{100 * v:>8.2f}%" for v in vals) + mark)
+        lines.append("")
+    for t in report["transfer"]:
+        lines.append(f"transfer (PGD crafted on {t['source']}, classified by {t['target']}): " + ", ".join(
+            f"eps {e:g}: {100 * a:.2f}%" for e, a in t["accuracy"].items()))
+    if report["transfer"]:
+        lines.append("")
+    lines.append("sanity checks (Carlini et al. 2019):")
+    lines += _check_lines(report["checks"])
+    return "\n".join(lines)
+
+
+def _check_lines(checks) -> list:
+    """One line per check and network; a check that every one of 3 or more networks passes is one line
+    (each network's numbers stay in robustness.json)."""
+    by_name = {}
+    for c in checks:
+        by_name.setdefault(c["check"], []).append(c)
+    lines = []
+    for name, group in by_name.items():
+        if len(group) >= 3 and all(c["status"] == "pass" for c in group):
+            lines.append(f"  [pass] {name}: {len(group)} of {len(group)} pass (numbers in robustness.json)")
+            continue
+        lines += [f"  [{c['status']}] {c['check']} ({c['network']}): {c['detail']}" for c in group]
+    return lines
+
+
+def _percent(d: dict) -> dict:
+    return {f"{e:g}": round(100 * a, 2) for e, a in d.items()}
+
+
+def report_json(report: dict, nets, suite: Suite, argv=None) -> dict:
+    """robustness.json's content: accuracies in percent rounded to 2 decimals, keyed by eps as text;
+    the command line, the versions, the settings and each network's provenance."""
+    from .recipe import git_commit, versions
+    info = {n.name: n.info for n in nets}
+    return {
+        "command": "python -m nanosgm.robustness " + " ".join(sys.argv[1:] if argv is None else argv),
+        "git_commit": git_commit(), "versions": versions(), "settings": {**asdict(suite), "eps": report["eps"], "check_eps": report["check_eps"],
+                                             "transfer": report.get("transfer_pairs", "first"),
+                                             "images": {n.name: int(len(n.X)) for n in nets}},
+        "networks": {name: {"info": info.get(name, {}), "clean": round(100 * res["clean"], 2),
+                            "accuracy": {a: _percent(v) for a, v in res["accuracy"].items()},
+                            "robust": _percent(res["robust"])} for name, res in report["networks"].items()},
+        "transfer": [{"source": t["source"], "target": t["target"], "attack": "PGD", "accuracy": _percent(t["accuracy"])}
+                     for t in report["transfer"]],
+        "checks": report["checks"],
+    }
+
+
+def accuracy_figure(report: dict):
+    """Accuracy (%) against eps (log axis), one curve per attack (colour) and network (line style);
+    a matplotlib Figure built without pyplot (headless, 7 x 4.5 inches)."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    styles = ["-", "--", ":", "-."]
+    colours = {}
+    eps = [e for e in report["eps_evaluated"] if e > 0]
+    for i, (name, res) in enumerate(report["networks"].items()):
+        curves = dict(res["accuracy"], robust=res["robust"])
+        for attack, acc in curves.items():
+            colour = colours.setdefault(attack, f"C{len(colours)}")
+            ax.plot(eps, [100 * acc[e] for e in eps], styles[i % len(styles)], color=colour, marker="o", ms=3,
+                    lw=2.2 if attack == "robust" else 1.2, label=f"{attack}, {name}")
+    ax.set_xscale("log")
+    ax.set_xlabel("eps (L-inf)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("Accuracy under attack (robust = worst case per example)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2 if len(report["networks"]) > 1 else 1)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------ CLI
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):             # one line, as every nanosgm error
+        self.exit(2, f"error: {message} (see python -m nanosgm.robustness --help)\n")
+
+
+def build_parser():
+    p = _Parser(prog="python -m nanosgm.robustness",
+                description="Audit networks written by python -m nanosgm.train: FGSM, PGD, APGD-CE, APGD-DLR, "
+                            "Square, robust accuracy, transfer and the Carlini et al. sanity checks.")
+    p.add_argument("models", nargs="+", metavar="MODEL.npz", help="model files; a results.json beside each (python -m "
+                   "nanosgm.train) or a protocol.json one folder up (models/run<i>-<arm>.npz of python -m "
+                   "nanosgm.experiments) names its dataset and model")
+    p.add_argument("--dataset", default=None, help="the dataset, for a model without results.json")
+    p.add_argument("--model", default=None, help="dnn, cnn or cifar_cnn, for a model without results.json")
+    p.add_argument("--eps", default=",".join(f"{e:g}" for e in DEFAULT_EPS), help="comma-separated L-inf budgets "
+                   "(default: the paper's 0.001,0.01,0.1,0.2 and 0.3)")
+    p.add_argument("--check-eps", type=float, default=CHECK_EPS, help="the large eps at which accuracy should be ~0 "
+                   "(default 0.5; evaluated too)")
+    p.add_argument("-n", "--images", type=int, default=1000, help="the first N test images (default 1000)")
+    p.add_argument("--all", action="store_true", help="the whole test set")
+    p.add_argument("--pgd-steps", type=int, default=Suite.pgd_steps, help="PGD steps (default 10; twice as many for the check)")
+    p.add_argument("--restarts", type=int, default=Suite.restarts, help="PGD random restarts (default 3)")
+    p.add_argument("--apgd-steps", type=int, default=Suite.apgd_steps, help="APGD steps (default 100)")
+    p.add_argument("--queries", type=int, default=Suite.queries, help="Square queries (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seeds every attack's generator (default 0)")
+    p.add_argument("--transfer", default="first", choices=TRANSFER, help="transfer pairs: the first network with "
+                   "each other one, both ways (default), every ordered pair, or none")
+    p.add_argument("--batch-size", type=int, default=Suite.batch_size, help="images per batch (default 100)")
+    p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, ...)")
+    p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend")
+    p.add_argument("--out", default=None, help="folder for robustness.json and robustness.png (default: the first "
+                   "model's folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier robustness.json in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per finished attack on stderr instead)")
+    p.add_argument("--keep-partial", action="store_true", help=f"keep --out/{PARTIAL_NAME} after the audit, so that a "
+                   "later audit into the same --out (with --overwrite) that adds networks runs only what is new")
+    return p
+
+
+class AuditError(ValueError):
+    """A bad file or flag: the message is printed as one `error: ...` line."""
+
+
+def _parse_eps(text):
+    try:
+        eps = [float(e) for e in text.split(",") if e.strip()]
+    except ValueError:
+        raise AuditError(f"--eps must be comma-separated numbers, got {text!r}") from None
+    if not eps or not all(math.isfinite(e) and e > 0 for e in eps):
+        raise AuditError(f"--eps needs one or more finite values > 0, got {text!r}")
+    return eps
+
+
+def _config_for(path, args) -> dict:
+    """dataset / model / limit / val_size of the run that wrote `path`: its results.json, else the flags."""
+    if not os.path.isfile(path):
+        raise AuditError(f"{path}: no such model file (give the model.npz that python -m nanosgm.train wrote)")
+    here = os.path.dirname(os.path.abspath(path))
+    results = os.path.join(here, "results.json")
+    protocol = os.path.join(os.path.dirname(here), "protocol.json")      # models/run<i>-<arm>.npz of a protocol
+    if os.path.isfile(results) or os.path.isfile(protocol):
+        results = results if os.path.isfile(results) else protocol
+        try:
+            with open(results) as f:
+                saved = json.load(f)
+            cfg = saved.get("spec") or saved["config"]       # a network's record, or a protocol's config
+            cfg = {k: cfg[k] for k in ("dataset", "model")} | {k: cfg.get(k) for k in ("limit", "val_size")}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise AuditError(f"{results} is not a results.json written by python -m nanosgm.train nor a "
+                             f"protocol.json ({exc!r})") from None
+        for flag in ("dataset", "model"):
+            given = getattr(args, flag)
+            if given is not None and given != cfg[flag]:
+                raise AuditError(f"--{flag} {given} contradicts {results}, which says {cfg[flag]!r}; drop the flag")
+        return cfg
+    if args.dataset is None or args.model is None:
+        raise AuditError(f"{path} has no results.json beside it; give --dataset and --model")
+    return {"dataset": args.dataset, "model": args.model, "limit": None, "val_size": None}
+
+
+def _load_networks(args, n_images):
+    """[Network] for every MODEL.npz, each with the first `n_images` test images of its dataset."""
+    from . import recipe
+    from ..data import DataError
+    from .network import weights_digest
+    nets, data_cache = [], {}
+    for path in args.models:
+        cfg = _config_for(path, args)
+        key = (cfg["dataset"], cfg["limit"], cfg["val_size"])
+        try:
+            if key not in data_cache:
+                data_cache[key] = recipe.load_data(cfg["dataset"], data_dir=args.data_dir, limit=cfg["limit"],
+                                                  eval_limit=n_images, val_size=cfg["val_size"], progress=False)
+            ds, clip = data_cache[key]
+            backend.seed(0)
+            model = recipe.build_model(cfg["model"], ds)
+            model.load(path)
+        except (DataError, ValueError, FileNotFoundError) as exc:
+            raise AuditError(f"{path}: {exc}") from None
+        folder = os.path.dirname(os.path.abspath(path))
+        name = os.path.basename(folder) or path
+        if name == "models":                               # a protocol's network: <row>/<run>-<arm>
+            name = f"{os.path.basename(os.path.dirname(folder))}/{os.path.splitext(os.path.basename(path))[0]}"
+        if any(n.name == name for n in nets):
+            name = path
+        nets.append(Network(name, model, np.asarray(ds.X_test), np.asarray(ds.y_test), clip, ds.name,
+                            info={"path": path, **cfg, "weights_sha256": weights_digest(model)}))
+    return nets
+
+
+def _run(args, argv) -> int:
+    from .recipe import git_commit
+    git_commit()                               # read now, while the code it names is the code in use
+    eps = _parse_eps(args.eps)
+    if args.check_eps is not None and not (math.isfinite(args.check_eps) and args.check_eps > 0):
+        raise AuditError(f"--check-eps must be a finite value > 0, got {args.check_eps}")
+    for flag in ("images", "pgd_steps", "restarts", "apgd_steps", "queries", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise AuditError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.backend:
+        try:
+            backend.use(args.backend)
+        except backend.BackendError as exc:
+            raise AuditError(str(exc)) from None
+    out = args.out or os.path.dirname(os.path.abspath(args.models[0]))
+    if os.path.exists(os.path.join(out, "robustness.json")) and not args.overwrite:
+        raise AuditError(f"{out} already holds a robustness.json; use --overwrite to replace it or --out elsewhere")
+    suite = Suite(args.pgd_steps, args.restarts, args.apgd_steps, args.queries, args.seed, args.batch_size)
+    nets = _load_networks(args, None if args.all else args.images)
+    bar_shown = not args.no_progress and sys.stderr.isatty()          # else a line per attack says how far it is
+    log = None if bar_shown else (lambda line: print(line, file=sys.stderr, flush=True))
+    from ..plumbing.runlock import RunLock
+    with RunLock(out):                                    # one audit per --out folder at a time
+        try:
+            finished = FinishedAttacks(os.path.join(out, PARTIAL_NAME))
+        except PartialFileError as exc:
+            raise AuditError(str(exc)) from None
+        if finished.loaded:
+            print(f"resuming from {out}/{PARTIAL_NAME}: finished attacks on the same networks, images and "
+                  "settings are not run again", file=sys.stderr)
+        report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress, log=log,
+                       finished=finished, transfer=args.transfer)
+        _write_outputs(out, report, nets, suite, argv)
+        if not args.keep_partial:
+            finished.remove()
+    if finished.loaded:
+        print(f"{finished.reused} attack result(s) came from the partial file", file=sys.stderr)
+    return 0
+
+
+def _write_outputs(out, report, nets, suite, argv) -> None:
+    print(format_report(report))
+    from ..plumbing.files import write_json_atomic
+    write_json_atomic(os.path.join(out, "robustness.json"), report_json(report, nets, suite, argv))
+    accuracy_figure(report).savefig(os.path.join(out, "robustness.png"), dpi=100)
+    print(f"wrote {out}/robustness.json and {out}/robustness.png")
+
+
+def main(argv=None) -> int:
+    from ..plumbing.cli import run_cli
+    return run_cli(lambda a: _run(build_parser().parse_args(a), a), argv)

@@ -1,0 +1,118 @@
+"""``python -m nanosgm.experiments``: the paper's protocol from the command line (see :mod:`.protocol`)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .. import backend
+from ..plumbing.cli import CliError, check_out_folder, run_cli
+from . import recipe
+from .cli_args import add_common_arguments, common_setup
+from .network import NetworkSpec
+from .protocol import format_tables, load_protocol, parse_arms, run_protocol, summarize, write_figures
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m nanosgm.experiments",
+        description="The paper's protocol (Sections 5-6): N lock-step runs of the control and of each arm "
+                    "(SGM, SGM per-sample, the authors' published code path), medians of clean and FGSM "
+                    "accuracy (Tables 4-5), Wilcoxon tests. Resumable; networks can train in parallel.")
+    add_common_arguments(p, "per network")
+    p.add_argument("--runs", type=int, default=5, help="lock-step runs (seeds) per arm (default 5, the paper's)")
+    p.add_argument("--arms", default=None, help="comma-separated arms beside the control: sgm:LAMBDA, "
+                   "sgm:LAMBDA:per-sample, published, and the adversarial-training baselines fgsm-at:EPS, fgsm-rs:EPS, "
+                   "pgd-at:EPS:STEPS (default: sgm:<--input-lr>, the paper's method)")
+    p.add_argument("--optimizer", default="wame", help="wame (default), wame-printed, adam or sgd")
+    p.add_argument("--pgd", type=int, default=0, metavar="N", help="also PGD-10 on the first N test images (default 0)")
+    p.add_argument("--out", default=None, help="protocol folder (default runs/protocol-<dataset>-<model>[-aug])")
+    p.add_argument("--seed", type=int, default=0, help="seed of run 0; run i uses seed + i (default 0)")
+    p.add_argument("--workers", type=int, default=1, help="networks trained at once in local worker processes "
+                   "(default 1: in this process)")
+    p.add_argument("--threads", type=int, default=None, help="BLAS threads per worker (default: cores // workers)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="send the networks to this Dask scheduler "
+                   "(tcp://host:8786) instead of local workers; needs pip install -e \".[cluster]\"")
+    p.add_argument("--figures", action="store_true", help="also write Figures 1-6 as PNGs into --out")
+    p.add_argument("--tables-only", action="store_true", help="train nothing: print the tables (and --figures) "
+                   "from --out/protocol.json (its own configuration; the training flags are ignored)")
+    p.add_argument("--paper-dir", default=None, help="read the paper's numbers from the table CSVs in this folder "
+                   "(default: the numbers shipped in nanosgm.paper_tables)")
+    return p
+
+
+def _base_spec(args, model_name, eps_list) -> NetworkSpec:
+    return NetworkSpec(dataset=args.dataset, model=model_name, epochs=args.epochs, batch_size=args.batch_size,
+                       optimizer=args.optimizer, augment=args.augment, limit=args.limit, eval_limit=args.eval_limit,
+                       eps=tuple(eps_list), pgd=args.pgd, backend=backend.name(), data_dir=args.data_dir)
+
+
+def _check_args(args):
+    if args.runs < 1:
+        raise CliError("--runs must be >= 1")
+    if args.workers < 1 or (args.threads is not None and args.threads < 1):
+        raise CliError("--workers and --threads must be >= 1")
+    if args.paper_dir is not None and not os.path.isdir(args.paper_dir):
+        raise CliError(f"--paper-dir {args.paper_dir!r} is not a folder")
+    if args.arms is None and args.input_lr == 0:
+        raise CliError("--input-lr 0 would train two control networks; the control is always part of the protocol")
+    try:
+        return parse_arms(args.arms or f"sgm:{args.input_lr:g}")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _finish(args, result, out) -> int:
+    print()
+    print(format_tables(result, paper=True, paper_dir=args.paper_dir))
+    if args.figures:
+        ds = None
+        try:
+            cfg = result["config"]
+            ds, clip = recipe.load_data(cfg["dataset"], data_dir=args.data_dir, limit=cfg["limit"],
+                                        eval_limit=cfg["eval_limit"], progress=False)
+        except Exception as exc:          # the figures that need no data are still written
+            print(f"(Figures 3-4 skipped: the dataset could not be loaded: {exc})")
+            clip = (0.0, 1.0)
+        for p in write_figures(result, out, ds=ds, clip=clip):
+            print(f"wrote {p}")
+    return 0
+
+
+def _main(argv) -> int:
+    from ..plumbing.runlock import RunLock
+    args = build_parser().parse_args(argv)
+    eps_list, model_name = common_setup(args)
+    arm_list = _check_args(args)
+    out = args.out or os.path.join("runs", f"protocol-{args.dataset}-{model_name}{'-aug' if args.augment else ''}")
+    if args.tables_only:
+        if not os.path.isfile(os.path.join(out, "protocol.json")):
+            raise CliError(f"{out} holds no protocol.json; run the protocol first (the same command without "
+                           f"--tables-only), or give its folder with --out")
+        result = load_protocol(out)
+        result["summary"] = summarize(result)
+        return _finish(args, result, out)
+    check_out_folder(out)
+    base = _base_spec(args, model_name, eps_list)
+    t0 = time.perf_counter()
+    with RunLock(out):
+        try:
+            result = run_protocol(base, runs=args.runs, seed0=args.seed, arms=arm_list, out=out, workers=args.workers,
+                                  scheduler=args.scheduler, threads=args.threads, progress=True,
+                                  bars=not args.no_progress, argv=argv)
+        except KeyboardInterrupt:
+            raise CliError(f"interrupted: finished networks are in {out}/protocol.json and those in progress resume "
+                           f"from their last saved epoch; run the same command again to continue", code=130) from None
+    print(f"\nwrote {os.path.join(out, 'protocol.json')} ({time.perf_counter() - t0:.0f}s)")
+    return _finish(args, result, out)
+
+
+def main(argv=None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

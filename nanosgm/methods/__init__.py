@@ -1,0 +1,20 @@
+"""How a network is trained: the loop (:func:`fit`) and the training methods.
+
+    base         the Method interface, and the control (plain training)
+    sgm          the Smooth Gradient Method: input updates on the stored training set (Eq. 14, 15, 21)
+    published    the authors' published Keras code path
+    adversarial  adversarial training (FGSM, FGSM-RS, PGD): the baselines a defence is compared with
+    arms         the arm grammar: "sgm:0.2:per-sample" <-> SGM(0.2, per_sample=True)
+    loop         fit(model, optimizer, X, y, epochs=..., method=...)
+    keeping      checkpoints, resuming, history, snapshots (what fit keeps besides the weights)
+"""
+from .adversarial import AdversarialTraining
+from .arms import parse_arm, parse_arms
+from .base import Control, Method
+from .keeping import FitResult, Interrupted, RunKeeping
+from .loop import epoch_seed, fit
+from .published import Published
+from .sgm import SGM, SmoothGradient, input_update
+
+__all__ = ["fit", "FitResult", "RunKeeping", "Interrupted", "epoch_seed", "Method", "Control", "SGM",
+           "SmoothGradient", "input_update", "Published", "AdversarialTraining", "parse_arm", "parse_arms"]

@@ -1,0 +1,118 @@
+"""A training method: what one mini-batch step does besides the weight update, as one object.
+
+:func:`nanosgm.methods.fit` runs the same loop for every method (Section 2 of the paper):
+
+    X  = method.start(X_train)                          once: the training set the batches are read from
+    for each batch idx:
+        xb, yb = X[idx], y[idx]                         (augmented if asked)
+        E, dX  = method.training_pass(model, loss_fn, xb, yb, rng)   fills the weight gradients
+        optimizer.step(model)                           Eq. 1-2 (WAME by default)
+        method.after_step(model, loss_fn, idx, xb, yb, dX)           e.g. SGM's input update, Eq. 15/21
+
+The methods of this package, each named by its label in the protocol's arm grammar
+(:func:`nanosgm.methods.arms.parse_arm`):
+
+    control                 :class:`Control`      the plain pass; nothing else (the paper's control)
+    sgm:L[:per-sample]      :class:`~nanosgm.methods.sgm.SGM`                 Eq. 15/21 on the stored set X_t
+    published               :class:`~nanosgm.methods.published.Published`     the authors' Keras code path
+    fgsm-at:E, fgsm-rs:E, pgd-at:E:K   :class:`~nanosgm.methods.adversarial.AdversarialTraining`
+
+A method that keeps state across batches (SGM's X_t) hands it to the checkpoint through
+``state_dict`` / ``load_state_dict`` (the same all-or-nothing contract as the model's), and reports
+per-epoch figures through ``epoch_record``.
+"""
+from __future__ import annotations
+
+import math
+
+from .. import backend
+
+__all__ = ["Method", "Control", "plain_pass", "parse_number", "format_number", "significant"]
+
+
+def parse_number(text: str, what: str) -> float:
+    """A finite number from a label's field; ValueError naming ``what`` otherwise."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a number, got {text!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{what} must be finite, got {text!r}")
+    return x
+
+
+def format_number(x: float) -> str:
+    """The shortest text that reads back as exactly ``x``: 0.2 -> '0.2', 1.0 -> '1', 0.1234567 -> '0.1234567'."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
+def significant(x: float, digits: int = 6) -> float:
+    """``x`` rounded to ``digits`` significant digits (for the history records)."""
+    return float(f"{float(x):.{digits}g}")
+
+
+def plain_pass(model, loss_fn, xb, yb):
+    """(E, dE/dX): one training-mode forward pass and the backward pass to the inputs (Eq. 14), which
+    also fills every weight gradient."""
+    loss = loss_fn.forward(model.forward(xb, training=True), yb)
+    return loss, model.backward(loss_fn.backward())
+
+
+class Method:
+    """The interface every training method implements; by itself it trains plainly (the control).
+
+    ``label``: the method's name in the arm grammar; ``moves_inputs``: whether the stored training set
+    changes during training (then fit records how far it moved, and keeps Figures 5-6 snapshots).
+    """
+    label = "control"
+    moves_inputs = False
+
+    def start(self, X_train):
+        """Called once by fit before the first epoch; returns the array the batches are read from
+        (here: the training set itself, on the active backend)."""
+        return backend.to_device(X_train)
+
+    def training_pass(self, model, loss_fn, xb, yb, rng):
+        """Forward + backward in training mode; leaves the weight gradients in the layers and returns
+        (E, dE/dX at xb or None). ``rng``: a Generator for the method's own random draws."""
+        return plain_pass(model, loss_fn, xb, yb)
+
+    def after_step(self, model, loss_fn, idx, xb, yb, dX) -> None:
+        """Called after the weight step with the batch's indices, inputs, labels and dE/dX."""
+
+    def epoch_record(self) -> dict:
+        """Figures this method adds to each epoch's history record."""
+        return {}
+
+    def divergence_hint(self) -> str:
+        """What besides the learning rate to lower when training diverges ('' for nothing)."""
+        return ""
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """The method's own state as host NumPy arrays (nothing for a stateless method)."""
+        return {}
+
+    def check_state_dict(self, d, *, source=None, prefix: str = "") -> None:
+        """Raise the StateError ``load_state_dict`` would raise, changing nothing."""
+        from ..plumbing.state import Where, check_keys
+        check_keys(d, (), Where(source, prefix), what=f"the state of method {self.label!r}")
+
+    def load_state_dict(self, d, *, source=None, prefix: str = "") -> None:
+        """Restore ``state_dict()``'s output, all or nothing."""
+        self.check_state_dict(d, source=source, prefix=prefix)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.label!r})"
+
+
+class Control(Method):
+    """The paper's control experiment: plain training, the stored inputs never change."""
+    label = "control"
+
+    @classmethod
+    def parse(cls, args: list, clip=None) -> "Control":
+        if args:
+            raise ValueError("control takes no parameters")
+        return cls()

@@ -1,0 +1,26 @@
+"""What the authors' public Keras code did instead of SGM (see the README's reproduction section).
+
+After each weight step, one more training-mode forward/backward pass computes dE/dX at the NEW weights
+and throws it away: the stored inputs never change, and the extra pass draws its own dropout masks
+(so the backend's generator advances differently from the control's). It costs one extra pass per batch.
+"""
+from __future__ import annotations
+
+from ..attacks import input_gradient
+from .base import Method
+
+__all__ = ["Published"]
+
+
+class Published(Method):
+    """The authors' published code path as a training method (label ``published``)."""
+    label = "published"
+
+    @classmethod
+    def parse(cls, args: list, clip=None) -> "Published":
+        if args:
+            raise ValueError("published takes no parameters")
+        return cls()
+
+    def after_step(self, model, loss_fn, idx, xb, yb, dX) -> None:
+        input_gradient(model, xb, yb, training=True)          # computed at the new weights, then discarded
