@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from nanosgm import attacks, backend, bench, models
+from nanosgm import attacks, backend, models
+from nanosgm.bench import bench
 from nanosgm.layers import BatchNorm, Layer, Sequential
 
 TINY = ["--models", "cnn", "--seconds", "0.01", "--batch-size", "4", "--warmup", "1"]

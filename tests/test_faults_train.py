@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from nanosgm import backend
-from nanosgm.plumbing import checkpoint
-from nanosgm.methods import loop as train
+from nanosgm.experiments import train_cli
 from nanosgm.layers import BatchNorm, Dense, Dropout, Flatten, ReLU, Sequential
-from nanosgm.optim.optimizers import build_optimizer
+from nanosgm.methods import SGM, Interrupted, Published, RunKeeping, TrainingDiverged, fit as fit_model
+from nanosgm.optim import build_optimizer
+from nanosgm.plumbing import checkpoint
 from nanosgm.plumbing.runlock import FolderBusy, RunLock
 
-QUIET = dict(progress=False, log=lambda *_: None)
+QUIET = dict(progress=False, log=None)
 
 
 def tiny_model(seed=0, dropout=False):
@@ -30,17 +31,18 @@ def tiny_data(n=16, seed=0):
     return rng.uniform(0, 1, (n, 1, 3, 4)), rng.integers(0, 3, n)
 
 
-def fit(model=None, epochs=2, lr=1e-2, optimizer="wame", **kw):
+def fit(model=None, epochs=2, lr=1e-2, optimizer="wame", method=None, **keeping):
+    """A tiny run (SGM 0.2 unless ``method`` says otherwise); ``keeping``: RunKeeping fields."""
     X, y = tiny_data()
     model = model or tiny_model()
-    return model, train.fit(model, build_optimizer(optimizer, lr=lr), X, y, epochs=epochs, batch_size=5,
-                            input_lr=kw.pop("input_lr", 0.2), **QUIET, **kw)
+    return model, fit_model(model, build_optimizer(optimizer, lr=lr), X, y, epochs=epochs, batch_size=5,
+                            method=method or SGM(0.2), keeping=RunKeeping(**QUIET, **keeping))
 
 
 # ------------------------------------------------------------------------------------------ divergence
 def test_an_infinite_learning_rate_is_divergence_not_a_saved_nan_model(tmp_path):
     ck = tmp_path / "c.npz"
-    with pytest.raises(train.TrainingDiverged, match="non-finite|became"):
+    with pytest.raises(TrainingDiverged, match="non-finite|became"):
         fit(lr=float("inf"), epochs=1, checkpoint=str(ck), optimizer="sgd")
     assert not ck.exists()                     # nothing non-finite was saved
 
@@ -49,9 +51,9 @@ def test_non_finite_weights_after_a_single_batch_are_caught_before_saving(tmp_pa
     """The issue's case: one batch, lr inf -- the loss before the step is finite, the weights after it are not."""
     X, y = tiny_data()
     ck = tmp_path / "c.npz"
-    with pytest.raises(train.TrainingDiverged, match="weights .* became non-finite"):
-        train.fit(tiny_model(), build_optimizer("sgd", lr=float("inf")), X, y, epochs=1, batch_size=16,
-                  checkpoint=str(ck), **QUIET)
+    with pytest.raises(TrainingDiverged, match="weights .* became non-finite"):
+        fit_model(tiny_model(), build_optimizer("sgd", lr=float("inf")), X, y, epochs=1, batch_size=16,
+                  keeping=RunKeeping(checkpoint=str(ck), **QUIET))
     assert not ck.exists()
 
 
@@ -64,7 +66,7 @@ def test_an_exploding_loss_is_divergence(monkeypatch):
         calls.append(1)
         return real(self, logits, y) * (1e6 if len(calls) == 3 else 1)
     monkeypatch.setattr(SoftmaxCrossEntropy, "forward", forward)
-    with pytest.raises(train.TrainingDiverged, match="exploded"):
+    with pytest.raises(TrainingDiverged, match="exploded"):
         fit(epochs=1)
 
 
@@ -82,8 +84,8 @@ def test_ctrl_c_reports_the_epoch_that_is_really_on_disk(tmp_path, monkeypatch):
         return real(self, model)
     monkeypatch.setattr(type(opt), "step", step)
     X, y = tiny_data()
-    with pytest.raises(train.Interrupted) as exc:
-        train.fit(tiny_model(), opt, X, y, epochs=3, batch_size=5, checkpoint=ck, **QUIET)
+    with pytest.raises(Interrupted) as exc:
+        fit_model(tiny_model(), opt, X, y, epochs=3, batch_size=5, keeping=RunKeeping(checkpoint=ck, **QUIET))
     assert exc.value.saved_epoch == 1 == checkpoint.saved_epoch(ck)
 
 
@@ -95,8 +97,8 @@ def test_an_epoch_is_logged_only_after_its_checkpoint_is_saved(tmp_path):
         if line.startswith("epoch"):
             seen.append(checkpoint.saved_epoch(ck))
     X, y = tiny_data()
-    train.fit(tiny_model(), build_optimizer("wame"), X, y, epochs=2, batch_size=5, checkpoint=ck, progress=False,
-              log=log)
+    fit_model(tiny_model(), build_optimizer("wame"), X, y, epochs=2, batch_size=5,
+              keeping=RunKeeping(checkpoint=ck, progress=False, log=log))
     assert seen == [1, 2]
 
 
@@ -115,7 +117,7 @@ def _rewrite(ck, change):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda a: a.pop("meta.json"), "not a nanosgm-checkpoint/2"),
+    (lambda a: a.pop("meta.json"), "not a nanosgm-checkpoint/3"),
     (lambda a: a.__setitem__("meta.json", np.array("{not json")), "not valid JSON"),
     (lambda a: a.__setitem__("meta.json", np.array(json.dumps({"format": checkpoint.FORMAT}))), "lacks epoch"),
     (lambda a: [a.pop(k) for k in list(a) if k.startswith("optim.")], "no 'optim' part"),
@@ -150,8 +152,8 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
 # ------------------------------------------------------------------------------------- the published arm
 def test_published_never_moves_the_inputs_and_without_dropout_equals_the_control():
     X, _ = tiny_data()
-    m_pub, r_pub = fit(published=True, epochs=3)
-    m_ctl, r_ctl = fit(input_lr=0.0, epochs=3)
+    m_pub, r_pub = fit(method=Published(), epochs=3)
+    m_ctl, r_ctl = fit(method=SGM(0.0), epochs=3)
     np.testing.assert_array_equal(r_pub.train_inputs, X)
     for (_, a, _), (_, b, _) in zip(m_pub.parameters(), m_ctl.parameters()):
         np.testing.assert_array_equal(a, b)        # the extra pass changes neither weights nor BN statistics
@@ -160,18 +162,18 @@ def test_published_never_moves_the_inputs_and_without_dropout_equals_the_control
 
 
 def test_published_with_dropout_draws_its_own_masks():
-    m_pub, r_pub = fit(model=tiny_model(dropout=True), published=True, epochs=2)
-    m_ctl, r_ctl = fit(model=tiny_model(dropout=True), input_lr=0.0, epochs=2)
+    m_pub, r_pub = fit(model=tiny_model(dropout=True), method=Published(), epochs=2)
+    m_ctl, r_ctl = fit(model=tiny_model(dropout=True), method=SGM(0.0), epochs=2)
     assert any(not np.array_equal(a, b) for (_, a, _), (_, b, _) in zip(m_pub.parameters(), m_ctl.parameters()))
 
 
 def test_sgm_records_how_far_the_inputs_moved():
-    _, res = fit(input_lr=0.2, epochs=2)
+    _, res = fit(method=SGM(0.2), epochs=2)
     X, _ = tiny_data()
     shift = np.abs(res.train_inputs - X)
     assert res.history[-1]["input_shift_max"] == pytest.approx(shift.max(), rel=1e-3)
     assert res.history[-1]["input_shift_mean"] == pytest.approx(shift.mean(), rel=1e-3)
-    _, ctl = fit(input_lr=0.0, epochs=1)
+    _, ctl = fit(method=SGM(0.0), epochs=1)
     assert "input_shift_max" not in ctl.history[0]
 
 
@@ -179,7 +181,7 @@ def test_sgm_records_how_far_the_inputs_moved():
 def test_a_second_run_into_a_held_folder_is_refused_with_the_holder(tmp_path, capsys):
     out = tmp_path / "run"
     with RunLock(out):
-        assert train.main(["mnist", "--out", str(out)]) == 1
+        assert train_cli.main(["mnist", "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "in use by another nanosgm run" in err and f"pid {os.getpid()}" in err
         assert err.count("\n") == 1
@@ -201,7 +203,7 @@ def test_the_lock_is_exclusive_between_two_holders(tmp_path):
     (["mnist", "--val-size", "-1"], "--val-size must be >= 0"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, capsys, argv, message):
-    assert train.main(argv + ["--out", str(tmp_path / "x")]) == 1
+    assert train_cli.main(argv + ["--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
@@ -212,20 +214,20 @@ def test_an_out_that_is_a_file_is_refused_before_any_data_is_loaded(tmp_path, ca
     monkeypatch.setattr(data, "load", lambda *a, **k: pytest.fail("data was loaded"))
     f = tmp_path / "file"
     f.write_text("keep me")
-    assert train.main(["mnist", "--out", str(f)]) == 1
+    assert train_cli.main(["mnist", "--out", str(f)]) == 1
     assert "is an existing file" in capsys.readouterr().err
-    assert train.main(["mnist", "--out", str(f / "sub")]) == 1
+    assert train_cli.main(["mnist", "--out", str(f / "sub")]) == 1
     assert "is a file" in capsys.readouterr().err
     assert f.read_text() == "keep me"
 
 
 def test_dataset_names_in_any_spelling(capsys):
-    assert train.build_parser().parse_args(["MNIST"]).dataset == "mnist"
-    assert train.build_parser().parse_args(["CIFAR-10"]).dataset == "cifar10"
+    assert train_cli.build_parser().parse_args(["MNIST"]).dataset == "mnist"
+    assert train_cli.build_parser().parse_args(["CIFAR-10"]).dataset == "cifar10"
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
-    assert train.main(["mnist", "--eps", "a", "--debug", "--out", str(tmp_path / "x")]) == 1
+    assert train_cli.main(["mnist", "--eps", "a", "--debug", "--out", str(tmp_path / "x")]) == 1
     assert "Traceback" in capsys.readouterr().err
 
 
@@ -235,12 +237,12 @@ def _cli(tmp_path, *extra):
 
 
 def test_resume_of_a_finished_run_leaves_it_alone(tmp_path, mnist_real, capsys):
-    assert train.main(_cli(tmp_path)) == 0
+    assert train_cli.main(_cli(tmp_path)) == 0
     results = (tmp_path / "run" / "results.json").read_text()
-    assert train.main(_cli(tmp_path, "--resume")) == 0
+    assert train_cli.main(_cli(tmp_path, "--resume")) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert (tmp_path / "run" / "results.json").read_text() == results
-    assert train.main(_cli(tmp_path, "--resume", "--reevaluate")) == 0
+    assert train_cli.main(_cli(tmp_path, "--resume", "--reevaluate")) == 0
     again = json.loads((tmp_path / "run" / "results.json").read_text())
     first = json.loads(results)
     assert again["results"] == first["results"] and again["train_seconds"] == first["train_seconds"]
@@ -254,11 +256,11 @@ def test_ctrl_c_in_the_final_evaluation_ends_cleanly_and_resume_only_evaluates(t
     def interrupted(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(network, "measure", interrupted)
-    assert train.main(_cli(tmp_path)) == 130
+    assert train_cli.main(_cli(tmp_path)) == 130
     err = capsys.readouterr().err
     assert "final evaluation" in err and "--resume" in err and "Traceback" not in err
     monkeypatch.setattr(network, "measure", real)
-    assert train.main(_cli(tmp_path, "--resume")) == 0
+    assert train_cli.main(_cli(tmp_path, "--resume")) == 0
     out = capsys.readouterr().out
     assert "2 of 2 epochs done" in out and "epoch   1" not in out
 
@@ -267,7 +269,7 @@ def test_leftovers_of_a_killed_save_are_removed(tmp_path, mnist_real):
     run = tmp_path / "run"
     run.mkdir()
     (run / ".tmp-abc.npz").write_bytes(b"x" * 100)
-    assert train.main(_cli(tmp_path, "--epochs", "1")) == 0
+    assert train_cli.main(_cli(tmp_path, "--epochs", "1")) == 0
     assert not list(run.glob(".tmp-*"))
 
 

@@ -181,7 +181,7 @@ def test_cli_audits_networks_written_by_train(mnist_real, tmp_path, capsys, monk
     writes robustness.json and robustness.png; a copy without results.json needs --dataset/--model and
     then also gets the transfer check."""
     from conftest import require_real_data
-    from nanosgm.methods import loop as train
+    from nanosgm.experiments import train_cli as train
     data_dir = str(require_real_data("mnist"))
     run = tmp_path / "run"
     assert train.main(["mnist", "--limit", "600", "--eval-limit", "40", "--epochs", "1", "--pgd", "0",

@@ -1,5 +1,5 @@
 """The multi-core element-wise update and block loop (nanosgm/threads.py) are bit-for-bit the plain loops;
-importing nanosgm first shortens OpenBLAS's spinning (nanosgm/blas.py)."""
+every command line shortens OpenBLAS's spinning before NumPy loads (nanosgm/plumbing/blas.py)."""
 import os
 import subprocess
 import sys
@@ -70,13 +70,40 @@ def test_run_blocks_calls_every_block_once_and_reraises(monkeypatch):
         threads.run_blocks(boom, [(0, 1), (1, 2)])
 
 
-def _spin_setting(env):
-    code = "import sys, os, nanosgm; print(os.environ['OPENBLAS_THREAD_TIMEOUT'], 'numpy' in sys.modules)"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+_PROBE = """
+import os, runpy, sys
+seen = []
+class Probe:                      # records OPENBLAS_THREAD_TIMEOUT when NumPy is first imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" and not seen:
+            seen.append(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset"))
+        return None
+sys.meta_path.insert(0, Probe())
+import nanosgm
+print("numpy" in sys.modules, os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset"))
+if sys.argv[1:]:
+    sys.argv = [sys.argv[1], "--help"]
+    try:
+        runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+    except SystemExit:
+        pass
+    print(seen[0] if seen else "numpy never loaded")
+"""
 
 
-def test_importing_nanosgm_sets_the_spin_timeout_before_numpy_loads_and_keeps_a_users_value():
+def _probe(env, entry=None):
+    argv = [sys.executable, "-c", _PROBE] + ([entry] if entry else [])
+    return subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_importing_nanosgm_loads_no_numpy_and_sets_no_environment_variable():
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    assert _probe(env) == ["False", "unset"]
+
+
+@pytest.mark.parametrize("entry", ["nanosgm.train", "nanosgm.experiments", "nanosgm.robustness", "nanosgm.bench"])
+def test_every_command_line_sets_the_spin_timeout_before_numpy_loads_and_keeps_a_users_value(entry):
     from nanosgm.plumbing.blas import SPIN_TIMEOUT_LOG2
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    assert _spin_setting(env) == [str(SPIN_TIMEOUT_LOG2), "False"]     # numpy not loaded yet: OpenBLAS will read it
-    assert _spin_setting({**env, "OPENBLAS_THREAD_TIMEOUT": "28"}) == ["28", "False"]
+    assert _probe(env, entry)[-1] == str(SPIN_TIMEOUT_LOG2)        # OpenBLAS reads it when NumPy loads it
+    assert _probe({**env, "OPENBLAS_THREAD_TIMEOUT": "28"}, entry)[-1] == "28"

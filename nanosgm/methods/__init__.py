@@ -12,9 +12,9 @@ from .adversarial import AdversarialTraining
 from .arms import parse_arm, parse_arms
 from .base import Control, Method
 from .keeping import FitResult, Interrupted, RunKeeping
-from .loop import epoch_seed, fit
+from .loop import TrainingDiverged, epoch_seed, fit
 from .published import Published
 from .sgm import SGM, SmoothGradient, input_update
 
-__all__ = ["fit", "FitResult", "RunKeeping", "Interrupted", "epoch_seed", "Method", "Control", "SGM",
+__all__ = ["fit", "FitResult", "RunKeeping", "Interrupted", "TrainingDiverged", "epoch_seed", "Method", "Control", "SGM",
            "SmoothGradient", "input_update", "Published", "AdversarialTraining", "parse_arm", "parse_arms"]

@@ -96,7 +96,7 @@ class Run:
     start_epoch: int = 0
 
 
-def start_run(model, optimizer, method, X_train, y_train, keeping: RunKeeping) -> Run:
+def start_run(model, optimizer, method, X_train, y_train, keeping: RunKeeping, epochs: int) -> Run:
     """A Run for fit: the method started on the training set, snapshots prepared, resumed if asked."""
     n = int(X_train.shape[0])
     if int(y_train.shape[0]) != n:
@@ -110,7 +110,7 @@ def start_run(model, optimizer, method, X_train, y_train, keeping: RunKeeping) -
     path = keeping.checkpoint
     if keeping.resume and path and os.path.exists(path):
         _resume(run, path)
-        keeping.say(f"resumed from {path}: {run.start_epoch} epoch(s) done")
+        keeping.say(f"resumed from {path}: {run.start_epoch} of {epochs} epochs done")
     return run
 
 

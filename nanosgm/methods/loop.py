@@ -75,7 +75,7 @@ def fit(model, optimizer, X_train, y_train, *, epochs: int, method: Method | Non
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
-    run = start_run(model, optimizer, method or Method(), X_train, y_train, keeping or RunKeeping())
+    run = start_run(model, optimizer, method or Method(), X_train, y_train, keeping or RunKeeping(), epochs)
     keep = run.keeping
     X_val, y_val = validation if validation is not None else (None, None)
     X_test, y_test = keep.test if keep.test is not None else (None, None)

@@ -1,0 +1,78 @@
+"""Every number stays the same: a tiny seven-arm protocol gives, record for record, what the committed
+fixture holds (initial and final weight digests, per-epoch losses and errors, accuracies).
+
+The fixture was written by the code before the package was rearranged (commit 279139a) and must only
+ever be rewritten on purpose, when a change is meant to alter the numbers:
+
+    NANOSGM_DATA=... python tests/test_records_unchanged.py --write
+
+The numbers are float32 results of this machine kind's BLAS with two threads (another CPU's kernels may
+round differently; see the README), so the protocol runs with ``threads=2`` whatever the machine has.
+"""
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny_protocol.json"
+ARMS = "sgm:0.2,sgm:0.2:per-sample,published,fgsm-at:0.1,fgsm-rs:0.1,pgd-at:0.1:7"
+SETTINGS = dict(dataset="mnist", model="cnn", epochs=2, limit=500, eval_limit=200, pgd=50)
+
+
+def file_digest(path) -> str:
+    """sha256 of every array of a saved model, in name order (the same rule as weights_digest)."""
+    h = hashlib.sha256()
+    with np.load(path, allow_pickle=False) as f:
+        for k in sorted(f.files):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(f[k]).tobytes())
+    return h.hexdigest()
+
+
+def summary(out) -> dict:
+    """What must not change, per network of the protocol in folder ``out``."""
+    result = json.loads((Path(out) / "protocol.json").read_text())
+    nets = {}
+    for key, r in result["networks"].items():
+        slug = key.split("/", 1)[1].replace(":", "_")
+        nets[key] = {"init_sha256": r["init_sha256"],
+                     "final_sha256": file_digest(Path(out) / "models" / f"run0-{slug}.npz"),
+                     "history": [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]],
+                     "best_epoch": r["best_epoch"],
+                     "results": {k: r["results"][k] for k in ("clean_pct", "fgsm_pct", "pgd_images", "pgd_steps",
+                                                               "pgd_pct", "fgsm_pgd_images_pct")}}
+    return {"arms": result["arms"], "networks": nets}
+
+
+def run_tiny_protocol(out) -> None:
+    from nanosgm.experiments import NetworkSpec, run_protocol
+    base = NetworkSpec(**SETTINGS, data_dir=os.environ.get("NANOSGM_DATA"))
+    run_protocol(base, runs=1, arms=ARMS, out=str(out), threads=2, progress=False, bars=False)
+
+
+@pytest.mark.slow
+def test_a_tiny_seven_arm_protocol_gives_the_fixtures_records(mnist_real, tmp_path):
+    expected = json.loads(FIXTURE.read_text())
+    run_tiny_protocol(tmp_path / "tiny")
+    got = summary(tmp_path / "tiny")
+    assert got["arms"] == expected["arms"]
+    for key, want in expected["networks"].items():
+        for part in want:
+            assert got["networks"][key][part] == want[part], f"{key}: {part} changed"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] not in (["--write"], ["--from", sys.argv[-1]]):
+        sys.exit("usage: python tests/test_records_unchanged.py --write | --from PROTOCOL_FOLDER")
+    if sys.argv[1] == "--write":
+        import tempfile
+        folder = tempfile.mkdtemp()
+        run_tiny_protocol(folder)
+    else:
+        folder = sys.argv[2]
+    FIXTURE.write_text(json.dumps(summary(folder), indent=1) + "\n")
+    print(f"wrote {FIXTURE}")
