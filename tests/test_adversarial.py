@@ -153,7 +153,7 @@ def test_config_is_plain_checked_and_picklable():
 
 def test_adversarial_training_raises_robustness():
     """A few epochs of PGD training on the blobs: PGD accuracy at eps 0.07 beats plain training's."""
-    from nanosgm.attacks.core import evaluate
+    from nanosgm.attacks import evaluate
     from nanosgm.layers import Flatten
     from nanosgm.optim.optimizers import Adam
     from strategies import blob_images, train_small

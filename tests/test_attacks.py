@@ -4,7 +4,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nanosgm import attacks, backend
-from nanosgm.attacks.core import (PAPER_EPS, accuracy, apgd, correct_under_attack, evaluate, fgsm, input_gradient, pgd, square)
+from nanosgm.attacks import (PAPER_EPS, accuracy, apgd, correct_under_attack, evaluate, fgsm, input_gradient, pgd, square)
+from nanosgm.attacks.apgd import _apgd_checkpoint, _ApgdState
+from nanosgm.attacks.square import _square_proposal
 from strategies import attack_eps, blob_images, seeds, train_small
 from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy)
 from nanosgm.optim.optimizers import Adam
@@ -487,13 +489,13 @@ def test_apgd_checkpoint_conditions_hand_checked():
     2: 20 increases, f_max unchanged, eta not halved last time (Condition 2) -> halve, restart
     3: 20 increases, f_max unchanged, but eta was halved last time          -> keep"""
     x = np.zeros((4, 1, 1, 2))
-    s = attacks._ApgdState(x, np.zeros(4), np.ones_like(x), eps=0.1)
+    s = _ApgdState(x, np.zeros(4), np.ones_like(x), eps=0.1)
     s.x, s.g, s.f = x + 0.05, -np.ones_like(x), np.full(4, 1.0)
     s.x_max, s.g_max, s.f_max = x + 0.02, np.ones_like(x), np.array([2.0, 2.0, 0.0, 0.0])
     s.f_max_last = np.array([1.0, 1.0, 0.0, 0.0])
     s.halved_last = np.array([False, False, False, True])
     s.increases = np.array([20, 10, 20, 20])
-    attacks._apgd_checkpoint(s, 22, 0)
+    _apgd_checkpoint(s, 22, 0)
     np.testing.assert_allclose(s.eta, [0.2, 0.1, 0.1, 0.2])
     halved = np.array([False, True, True, False])
     np.testing.assert_allclose(s.x[:, 0, 0, 0], np.where(halved, 0.02, 0.05))
@@ -560,7 +562,7 @@ def test_square_proposal_changes_one_window():
     x = rng.uniform(0.2, 0.8, (5, 2, 6, 6))
     eps, s = 0.1, 3
     x_best = np.clip(x + eps * np.where(rng.random((5, 2, 1, 6)) < 0.5, -1, 1), 0, 1)
-    new = attacks._square_proposal(x, x_best, eps, s, np.random.default_rng(1), (0.0, 1.0))
+    new = _square_proposal(x, x_best, eps, s, np.random.default_rng(1), (0.0, 1.0))
     for i in range(5):
         changed = (np.abs(new[i] - x_best[i]) > 1e-12).any(axis=0)          # (6, 6), over the channels
         rows, cols = np.nonzero(changed)

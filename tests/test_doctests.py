@@ -15,7 +15,7 @@ import nanosgm
 from nanosgm import backend
 
 MUST_HAVE_EXAMPLES = ["nanosgm", "nanosgm.methods.sgm", "nanosgm.optim.optimizers", "nanosgm.layers.sequential",
-                      "nanosgm.attacks.core"]
+                      "nanosgm.attacks"]
 
 
 def _module_names():
@@ -30,6 +30,8 @@ def _doctests(module_name):
     return [t for t in finder.find(module) if t.examples and t.name.startswith(module_name)]
 
 
+for _name in _module_names():          # every module first: the lazy packages' names are then plain attributes
+    importlib.import_module(_name)
 WITH_EXAMPLES = [name for name in _module_names() if _doctests(name)]
 
 

@@ -93,9 +93,11 @@ def _code_digest() -> str:
     """The source of the code an attack's numbers depend on: the attacks, the layers and the backend.
     Read once per process (the code in use is what was imported), not once per network and transfer pair."""
     from .. import layers
-    folder = os.path.dirname(os.path.abspath(layers.__file__))
-    files = [attacks.__file__, backend.__file__] + sorted(
-        os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py"))
+
+    def sources(package):
+        folder = os.path.dirname(os.path.abspath(package.__file__))
+        return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py"))
+    files = sources(attacks) + [backend.__file__] + sources(layers)
     parts = []
     for path in files:
         with open(path, "rb") as f:

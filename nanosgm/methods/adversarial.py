@@ -11,7 +11,7 @@ Every attack runs on the hand-written input gradient dE/dX of `model.backward` (
 
 Model state during the attack's inner passes (a decision, stated here):
   * batch normalisation: the inner passes run in training mode (batch statistics, as the pass that is
-    then trained) with the running statistics frozen (`attacks._frozen_buffers`): they are updated only
+    then trained) with the running statistics frozen (`attacks.state.frozen_buffers`): they are updated only
     by the passes that are trained on -- once per batch for "fgsm-rs" and "pgd" (the adversarial batch),
     twice for "fgsm" (the clean and the adversarial batch, as two forward passes in training mode do).
   * dropout: ONE mask per batch and layer, drawn by the first forward pass from the backend's generator
@@ -35,7 +35,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..attacks import core as attacks
+from ..attacks.fgsm import fgsm, fgsm_from_sign, gradient_sign
+from ..attacks.pgd import pgd
 from ..layers import Dropout
 from .base import Method, format_number, parse_number
 
@@ -152,13 +153,13 @@ class AdversarialTraining(Method):
         "fgsm" reuses `clean_dX` (dE/dx of the clean training pass) when it is given."""
         if self.mode == "fgsm":
             if clean_dX is None:
-                return attacks.fgsm(model, xb, yb, self.eps, clip=self.clip, training=True)
-            return attacks._fgsm_from_sign(xb, attacks._sign(clean_dX, xb), self.eps, self.clip)
+                return fgsm(model, xb, yb, self.eps, clip=self.clip, training=True)
+            return fgsm_from_sign(xb, gradient_sign(clean_dX, xb), self.eps, self.clip)
         if rng is None:
             raise ValueError(f"adversarial training mode {self.mode!r} needs an rng for its random start")
         steps = 1 if self.mode == "fgsm-rs" else self.steps
-        return attacks.pgd(model, xb, yb, self.eps, steps=steps, step_size=self.step_size, clip=self.clip,
-                           rng=rng, training=True)
+        return pgd(model, xb, yb, self.eps, steps=steps, step_size=self.step_size, clip=self.clip,
+                   rng=rng, training=True)
 
     def training_pass(self, model, loss_fn, xb, yb, rng):
         """Forward + backward in training mode that leaves in the layers' grads the gradient of this

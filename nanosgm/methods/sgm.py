@@ -24,7 +24,7 @@ Use in a training loop (one forward/backward pass gives both gradients):
     >>> import numpy as np
     >>> from nanosgm.layers import Dense, ReLU, Sequential, SoftmaxCrossEntropy
     >>> from nanosgm.optim import build_optimizer
-    >>> from nanosgm.sgm import SmoothGradient
+    >>> from nanosgm.methods import SmoothGradient
     >>> rng = np.random.default_rng(0)
     >>> X_train, y = rng.uniform(0, 1, (64, 20)).astype(np.float32), rng.integers(0, 3, 64)
     >>> model, loss_fn = Sequential([Dense(20, 8), ReLU(), Dense(8, 3)]), SoftmaxCrossEntropy()

@@ -1,0 +1,139 @@
+"""Accuracy, clean (the paper's Table 4 measure) and under attack (its Table 5 measure, with FGSM, Eq. 20).
+
+`evaluate` attacks a test set batch by batch at every eps of a list (the paper's `PAPER_EPS` by
+default) and returns {eps: accuracy}; `correct_under_attack` gives the per-example results behind it.
+An attack is a name in `ATTACKS` or a callable `attack(model, x, y, eps, **kw)`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from .apgd import apgd
+from .fgsm import fgsm, fgsm_from_sign, gradient_sign
+from .gradients import input_gradient
+from .pgd import pgd
+from .square import square
+
+PAPER_EPS = (0.001, 0.01, 0.1, 0.2)     # the eps of the paper's evaluation (Table 5)
+ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "square": square}
+
+
+def _batches(n, batch_size):
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def _correct(model, x, y):
+    """(N,) bool on the host: which rows `model` classifies as `y` (inference mode)."""
+    xp = backend.array_module(x)
+    return np.asarray(backend.to_host(xp.argmax(model.forward(x, training=False), axis=1) == y))
+
+
+def accuracy(model, X, y, batch_size: int = 500) -> float:
+    """Clean accuracy (the paper's Table 4 measure): the fraction of `X` that `model` classifies as
+    `y`, in inference mode, `batch_size` at a time.
+    `X`, `y` may live on the host or the device; each batch is moved to the active backend."""
+    n = int(X.shape[0])
+    if n == 0:
+        raise ValueError("accuracy of an empty set")
+    correct = 0
+    for sl in _batches(n, int(batch_size)):
+        correct += int(_correct(model, backend.to_device(X[sl]), backend.to_device(y[sl])).sum())
+    return correct / n
+
+
+def resolve_attack(attack):
+    if callable(attack):
+        return attack
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}: choose one of {', '.join(sorted(ATTACKS))}, or pass a callable")
+    return ATTACKS[attack]
+
+
+def _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar):
+    """{eps: (B,) correct} for FGSM on one batch: one input gradient shared by every eps (exactly
+    `fgsm` per eps in inference mode)."""
+    kw = dict(attack_kw)
+    clip, training = kw.pop("clip", (0.0, 1.0)), kw.pop("training", False)
+    if kw:
+        raise TypeError(f"fgsm got unexpected keyword arguments {sorted(kw)}")
+    out, sign = {}, None
+    for e in eps_list:
+        if e == 0:
+            out[e] = _correct(model, xb, yb)
+        else:
+            if sign is None:
+                sign = gradient_sign(input_gradient(model, xb, yb, training=training)[1], xb)
+            out[e] = _correct(model, fgsm_from_sign(xb, sign, e, clip), yb)
+        bar.update(1)
+    return out
+
+
+def correct_under_attack(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_size=None, *, bar=None,
+                         **attack_kw) -> dict:
+    """{eps: (n,) bool host array}: which examples of X `model` still classifies as y under `attack`.
+
+    For each batch and each eps, the batch is attacked with `attack` (a name in `ATTACKS` or a callable
+    `attack(model, x, y, eps, **attack_kw)`) and classified in inference mode; eps = 0 is the clean
+    input. `batch_size` None: 500 for FGSM (one gradient per batch), 100 for the iterative attacks.
+    An integer `rng` seeds one generator shared by all batches (deterministic). `bar`: anything with
+    `update(1)`, called after each (batch, eps).
+    """
+    attack_fn = resolve_attack(attack)
+    if isinstance(attack_kw.get("rng"), (int, np.integer)):
+        attack_kw["rng"] = np.random.default_rng(int(attack_kw["rng"]))  # one stream for all batches
+    eps_list = [float(e) for e in eps_list]
+    n = int(X.shape[0])
+    if n == 0:
+        raise ValueError("evaluate on an empty set")
+    batch_size = int(batch_size or (500 if attack_fn is fgsm else 100))
+    bar = bar if bar is not None else _NoBar()
+    parts = {e: [] for e in eps_list}
+    for sl in _batches(n, batch_size):
+        xb, yb = backend.to_device(X[sl]), backend.to_device(y[sl])
+        if attack_fn is fgsm:
+            got = _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar)
+        else:
+            got = {}
+            for e in eps_list:
+                got[e] = _correct(model, xb if e == 0 else attack_fn(model, xb, yb, e, **attack_kw), yb)
+                bar.update(1)
+        for e in eps_list:
+            parts[e].append(got[e])
+    return {e: np.concatenate(parts[e]) for e in eps_list}
+
+
+class _NoBar:
+    def update(self, k=1):
+        pass
+
+
+def n_steps(n: int, eps_list, attack="fgsm", batch_size=None) -> int:
+    """How many (batch, eps) units `correct_under_attack` reports to its bar."""
+    bs = int(batch_size or (500 if resolve_attack(attack) is fgsm else 100))
+    return math.ceil(int(n) / bs) * len(list(eps_list))
+
+
+def evaluate(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_size=None, *,
+             progress: bool = True, **attack_kw) -> dict:
+    """Accuracy under attack (the paper's Table 5 measure with FGSM, Eq. 20):
+    {eps: fraction of the adversarial copy of X classified as y}; see `correct_under_attack`.
+
+    For FGSM the input gradient does not depend on eps, so it is computed once per batch and shared
+    by every eps (with `training=True` every eps shares one dropout mask). For PGD an integer `rng`
+    seeds one generator shared by all batches; `rng=None` draws from the backend's device generator.
+    A tqdm bar over batches x eps shows progress (`progress=False` hides it; it is also off when
+    stderr is not a terminal).
+    """
+    from tqdm.auto import tqdm
+
+    attack_fn = resolve_attack(attack)
+    eps_list = [float(e) for e in eps_list]
+    total = n_steps(int(X.shape[0]), eps_list, attack_fn, batch_size) if int(X.shape[0]) else 0
+    with tqdm(total=total, desc=f"{getattr(attack_fn, '__name__', 'attack')} eval", unit="batch x eps",
+              disable=None if progress else True, leave=False) as bar:
+        correct = correct_under_attack(model, X, y, eps_list, attack_fn, batch_size, bar=bar, **attack_kw)
+    return {e: float(correct[e].mean()) for e in eps_list}

@@ -1,0 +1,44 @@
+"""The Fast Gradient Sign Method (Goodfellow et al. 2015), the paper's Eq. 20:
+
+    x_adv = clip(x + eps * sign(dE/dx), lo, hi)
+
+with dE/dx the input gradient (Eq. 14) of the cross-entropy against the true labels. `fgsm_from_sign`
+is Eq. 20 given sign(dE/dx), for callers that already hold the gradient (evaluation shares one across
+every eps; FGSM adversarial training reuses the clean pass's). `clip_to_range` and `gradient_sign` are
+the pieces of Eq. 20 that PGD, APGD and the Square attack reuse.
+"""
+from __future__ import annotations
+
+from .. import backend
+from .gradients import input_gradient
+from .state import on_backend
+
+
+def clip_to_range(x, clip):
+    """`x` clipped to the valid range `clip` = (lo, hi) (the clip of Eq. 20); `clip` None: `x` itself."""
+    if clip is None:
+        return x
+    xp = backend.array_module(x)
+    return xp.clip(x, clip[0], clip[1])
+
+
+def gradient_sign(g, like):
+    """sign(g) (the sign of Eq. 20) in `like`'s dtype."""
+    return backend.array_module(g).sign(g).astype(like.dtype, copy=False)
+
+
+def fgsm_from_sign(x, sign_grad, eps, clip):
+    """Eq. 20 given sign(dE/dx): clip(x + eps * sign, lo, hi), in x's dtype."""
+    return clip_to_range(x + x.dtype.type(eps) * sign_grad, clip)
+
+
+def fgsm(model, x, y, eps: float, *, clip=(0.0, 1.0), training: bool = False):
+    """Fast Gradient Sign Method, Eq. 20: `x_adv = clip(x + eps * sign(dE/dx), lo, hi)`.
+
+    Uses the true labels `y` and the network in inference mode. `clip=None` skips the range clip;
+    `clip=None, training=True` reproduces the authors' evaluation script (see the `nanosgm.attacks` docstring).
+    Returns an array on the active backend with x's dtype; `x` is not modified.
+    """
+    x = on_backend(x)
+    _, g = input_gradient(model, x, y, training=training)
+    return fgsm_from_sign(x, gradient_sign(g, x), eps, clip)

@@ -1,0 +1,98 @@
+"""The losses an attack raises, and their gradient at the inputs dE/dx (Eq. 14).
+
+    cross_entropy_loss   softmax cross-entropy, its gradient that of the batch mean (as in training)
+    dlr_loss             Difference of Logits Ratio (Croce & Hein 2020, Eq. 5), for APGD
+    margin               z_y - max_{k != y} z_k, the Square attack's loss (no gradient)
+
+`loss_and_input_gradient` runs the network forward and backward to the inputs only
+(``param_grads=False``): the weights, the layers' weight gradients and (via `frozen_buffers`) the
+buffers are left as they were.
+"""
+from __future__ import annotations
+
+from .. import backend
+from ..layers import SoftmaxCrossEntropy
+from .state import frozen_buffers, on_backend
+
+
+def cross_entropy_loss(logits, y):
+    """(per-example softmax cross-entropy (N,), dE/dlogits (N, K)) with E the batch MEAN, as in training."""
+    loss_fn = SoftmaxCrossEntropy()
+    loss_fn.forward(logits, y)
+    return loss_fn.losses(), loss_fn.backward()
+
+
+def dlr_loss(logits, y):
+    """Difference of Logits Ratio (Croce & Hein 2020, Eq. 5), per example, and d(sum of DLR)/dlogits:
+
+        DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)       (pi sorts z in decreasing order)
+
+    positive exactly when the example is misclassified; invariant to shifting and scaling the logits.
+    A 1e-12 in the denominator keeps it finite when the three largest logits tie. Needs K >= 3 classes.
+    Shapes: logits (N, K), y (N,) -> (N,), (N, K).
+    """
+    xp = backend.array_module(logits)
+    n, k = logits.shape
+    if k < 3:
+        raise ValueError(f"the DLR loss needs at least 3 classes (it uses the third-largest logit), got {k}")
+    rows = xp.arange(n)
+    y = xp.asarray(y)
+    order = xp.argsort(-logits, axis=1)
+    first, third = order[:, 0], order[:, 2]
+    others = logits.copy()
+    others[rows, y] = -xp.inf
+    best_other = xp.argmax(others, axis=1)
+    gap = logits[rows, y] - logits[rows, best_other]                 # z_y - max_{i != y} z_i
+    spread = logits[rows, first] - logits[rows, third] + 1e-12       # z_pi1 - z_pi3
+    loss = -gap / spread
+    classes = xp.arange(k)[None, :]
+
+    def onehot(idx):
+        return (classes == idx[:, None]).astype(logits.dtype)
+
+    # the four terms of the derivative; where two indices coincide (e.g. y = pi1) their terms add
+    d = ((onehot(best_other) - onehot(y)) / spread[:, None]
+         + (onehot(first) - onehot(third)) * (gap / spread ** 2)[:, None])
+    return loss, d
+
+
+LOSSES = {"ce": cross_entropy_loss, "dlr": dlr_loss}
+
+
+def margin(logits, y):
+    """z_y - max_{k != y} z_k per example (N,): negative exactly when the example is misclassified."""
+    xp = backend.array_module(logits)
+    rows = xp.arange(logits.shape[0])
+    others = logits.copy()
+    others[rows, y] = -xp.inf
+    return logits[rows, y] - others.max(axis=1)
+
+
+def loss_and_input_gradient(model, x, y, loss: str = "ce", *, training: bool = False):
+    """(per-example loss (N,), logits (N, K), dE/dx shaped like x) of `model` at inputs `x`, labels `y`.
+
+    `loss`: "ce" (softmax cross-entropy; the gradient is that of the batch mean, as in training) or
+    "dlr" (the gradient of the sum of the per-example DLR losses). Inference mode by default;
+    `training=True` runs training mode with the buffers kept unchanged. Parameters, buffers and the
+    layers' weight gradients are never touched (the backward pass computes dE/dx only).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(sorted(LOSSES))}")
+    x = on_backend(x)
+    y = on_backend(y, like=x)
+    with frozen_buffers(model, active=training):
+        logits = model.forward(x, training=training)
+        values, dlogits = LOSSES[loss](logits, y)
+        dx = model.backward(dlogits, param_grads=False)   # dE/dx only: weights stay as they are (Eq. 14)
+    return values, logits, dx
+
+
+def input_gradient(model, x, y, *, training: bool = False):
+    """(loss, dE/dx): the residual gradient at the inputs (Eq. 14) of the softmax cross-entropy E
+    (batch mean) of `model` on inputs `x` with integer labels `y`.
+
+    `training=False` (default) runs the network in inference mode; `training=True` runs it in training
+    mode (dropout on, batch statistics) while keeping its buffers unchanged. Parameters are never touched.
+    """
+    values, _, dx = loss_and_input_gradient(model, x, y, "ce", training=training)
+    return float(values.mean()), dx
