@@ -45,12 +45,15 @@ the layers hold (the backward pass runs with ``param_grads=False``: dE/dx only, 
 In training mode dropout draws its masks from the backend's generator, advancing it.
 
 Modules: `state` (the model left as it was; backend and random-draw helpers), `gradients` (losses and
-dE/dx), `fgsm`, `pgd`, `apgd`, `square`, `transfer`, `evaluation` (accuracy, `evaluate`, `ATTACKS`).
+dE/dx), `fgsm`, `pgd`, `apgd`, `square`, `transfer`, `evaluation` (accuracy, `evaluate`, `ATTACKS`),
+`conventions` (FGSM accuracy measured this project's way or the authors' way).
 """
 from .apgd import apgd, apgd_checkpoints, apgd_start
+from .conventions import CONVENTIONS, fgsm_accuracy, fgsm_correct
 from .evaluation import ATTACKS, PAPER_EPS, accuracy, correct_under_attack, evaluate, n_steps
 from .fgsm import fgsm
-from .gradients import cross_entropy_loss, dlr_loss, input_gradient, loss_and_input_gradient, margin
+from .gradients import (cross_entropy_loss, dlr_loss, input_gradient, keras_cross_entropy_loss,
+                        loss_and_input_gradient, margin)
 from .pgd import pgd
 from .square import square, square_p, square_side
 from .transfer import crafted_on, transfer_accuracy
@@ -58,4 +61,4 @@ from .transfer import crafted_on, transfer_accuracy
 __all__ = ["PAPER_EPS", "ATTACKS", "input_gradient", "loss_and_input_gradient", "cross_entropy_loss",
            "dlr_loss", "margin", "fgsm", "pgd", "apgd", "apgd_start", "apgd_checkpoints", "square",
            "square_p", "square_side", "crafted_on", "transfer_accuracy", "accuracy", "correct_under_attack",
-           "n_steps", "evaluate"]
+           "n_steps", "evaluate", "CONVENTIONS", "fgsm_accuracy", "fgsm_correct", "keras_cross_entropy_loss"]

@@ -1,6 +1,7 @@
 """The losses an attack raises, and their gradient at the inputs dE/dx (Eq. 14).
 
     cross_entropy_loss   softmax cross-entropy, its gradient that of the batch mean (as in training)
+    keras_cross_entropy_loss   the same as Keras computed it: probabilities clipped to [1e-7, 1 - 1e-7]
     dlr_loss             Difference of Logits Ratio (Croce & Hein 2020, Eq. 5), for APGD
     margin               z_y - max_{k != y} z_k, the Square attack's loss (no gradient)
 
@@ -56,7 +57,27 @@ def dlr_loss(logits, y):
     return loss, d
 
 
-LOSSES = {"ce": cross_entropy_loss, "dlr": dlr_loss}
+KERAS_EPSILON = 1e-7    # Keras's K.epsilon(): its categorical cross-entropy clips probabilities to [eps, 1 - eps]
+
+
+def keras_cross_entropy_loss(logits, y, prob_clip: float = KERAS_EPSILON):
+    """The softmax cross-entropy and its batch-mean gradient as Keras 2 computed them (the authors'
+    framework): -log(clip(p_y, prob_clip, 1 - prob_clip)). A clipped value has no gradient, so a row whose
+    true-class probability lies outside [prob_clip, 1 - prob_clip] gets dE/dlogits = 0; every other row
+    gets the exact (softmax(z) - onehot(y)) / N.
+
+    >>> import numpy as np
+    >>> z = np.array([[0.0, 0.0], [40.0, 0.0]], dtype=np.float32)     # row 1: p(class 0) = 1 - 4e-18
+    >>> keras_cross_entropy_loss(z, np.array([0, 0]))[1].tolist()
+    [[-0.25, 0.25], [0.0, 0.0]]
+    """
+    losses, d = cross_entropy_loss(logits, y)
+    p = backend.array_module(losses).exp(-losses)                     # the true class's probability
+    inside = (p >= prob_clip) & (p <= 1 - prob_clip)
+    return losses, d * inside[:, None].astype(d.dtype)
+
+
+LOSSES = {"ce": cross_entropy_loss, "dlr": dlr_loss, "keras-ce": keras_cross_entropy_loss}
 
 
 def margin(logits, y):

@@ -11,7 +11,9 @@ network's record depends on its spec alone, and clean / FGSM / PGD accuracy is m
 
 What a spec trains is its ``method``, a label of the arm grammar (:mod:`nanosgm.methods.arms`): "control",
 "sgm:0.2", "sgm:0.2:per-sample", "published", "fgsm-at:0.1", "fgsm-rs:0.1", "pgd-at:0.1:7".
-Accuracies in a record are percentages (as the terminal prints them), rounded to 4 decimals.
+Accuracies in a record are percentages (as the terminal prints them), rounded to 4 decimals. ``results``
+measures the weights of the best validation epoch (the weights saved), ``results_last_epoch`` those of the
+last epoch (the same numbers when the last epoch is the best).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from . import recipe
 
 __all__ = ["NetworkSpec", "train_network", "measure", "weights_digest", "pct", "dataset_for", "RECORD_FORMAT"]
 
-RECORD_FORMAT = "nanosgm-network/1"
+RECORD_FORMAT = "nanosgm-network/2"     # 2: the spec names its method; FGSM both ways; the last epoch too
 # PGD's random starts are drawn batch by batch from one seeded generator, so the batch size is part of the
 # measurement: 500, as in every protocol recorded so far (records stay comparable across code versions).
 PGD_BATCH = 500
@@ -116,10 +118,13 @@ def dataset_for(spec: NetworkSpec, progress: bool = False):
 def measure(model, ds, clip, eps, *, pgd: int = 0, pgd_steps: int = 10, seed: int = 0, progress=False) -> dict:
     """The paper's measures of a trained network on the test set, in percent.
 
-    ``clean_pct`` (Table 4), ``fgsm_pct`` {eps: %} on the whole test set (Table 5, Eq. 20), and when
-    ``pgd > 0``: PGD-``pgd_steps`` on the first ``pgd`` test images (``pgd_pct``) with FGSM on the same
-    images beside it (``fgsm_pgd_images_pct``), so that the two attacks compare. Keys are ``repr(eps)``.
-    PGD runs in batches of :data:`PGD_BATCH` with one generator seeded by ``seed``.
+    ``clean_pct`` (Table 4), ``fgsm_pct`` {eps: %} on the whole test set (Table 5, Eq. 20) measured the
+    "inference" way, and when ``pgd > 0``: PGD-``pgd_steps`` on the first ``pgd`` test images
+    (``pgd_pct``) with FGSM on the same images beside it (``fgsm_pgd_images_pct``), so that the two
+    attacks compare; then ``fgsm_authors_pct``: FGSM on the whole test set measured the way the
+    authors' scripts did (:mod:`nanosgm.attacks.conventions`), its dropout draws seeded by
+    ``fgsm_authors_seed`` (= ``seed``). Keys are ``repr(eps)``. PGD runs in batches of :data:`PGD_BATCH`
+    with one generator seeded by ``seed``.
     """
     eps = [float(e) for e in eps]
     out = {"clean_pct": pct(attacks.accuracy(model, ds.X_test, ds.y_test)),
@@ -133,6 +138,9 @@ def measure(model, ds, clip, eps, *, pgd: int = 0, pgd_steps: int = 10, seed: in
         out["pgd_pct"] = _keyed(attacks.evaluate(model, X, y, eps, "pgd", PGD_BATCH, clip=clip, progress=progress,
                                                  steps=int(pgd_steps), rng=seed))
         out["fgsm_pgd_images_pct"] = _keyed(attacks.evaluate(model, X, y, eps, "fgsm", clip=clip, progress=False))
+    out["fgsm_authors_pct"] = _keyed(attacks.fgsm_accuracy(model, ds.X_test, ds.y_test, eps, "authors", clip=clip,
+                                                           seed=seed))
+    out["fgsm_authors_seed"] = int(seed)
     return out
 
 
@@ -168,15 +176,22 @@ def train_network(spec: NetworkSpec, *, checkpoint=None, resume: bool = True, mo
               batch_size=spec.batch_size, seed=spec.seed, schedule=schedule, augment=augment, validation=validation,
               keeping=keeping)
     t0 = time.perf_counter()
-    results = measure(model, ds, clip, spec.eps, pgd=spec.pgd, pgd_steps=spec.pgd_steps, seed=spec.seed,
-                      progress=progress)
-    eval_seconds = time.perf_counter() - t0
+    measured = dict(pgd=spec.pgd, pgd_steps=spec.pgd_steps, seed=spec.seed, progress=progress)
+    results = measure(model, ds, clip, spec.eps, **measured)                  # the best epoch's weights
     if model_path:
         model.save(model_path)
+    last = res.history[-1]["epoch"]
+    if last != res.best_epoch:
+        model.load_state_dict(res.last_state)
+        results_last = measure(model, ds, clip, spec.eps, **measured)
+    else:
+        results_last = results
+    eval_seconds = time.perf_counter() - t0
     record = {"format": RECORD_FORMAT, "spec": spec.identity(), "data_source": ds.source,
               "n_train": int(len(ds.X_train)), "n_test": int(len(ds.X_test)), "init_sha256": init_digest,
               "schedule": schedule.describe(spec.epochs), "history": res.history, "best_epoch": res.best_epoch,
-              "results": results, "train_seconds": round(sum(h["seconds"] for h in res.history), 1),
+              "results": results, "results_last_epoch": dict(results_last, epoch=last),
+              "train_seconds": round(sum(h["seconds"] for h in res.history), 1),
               "eval_seconds": round(eval_seconds, 1), "started": started, "finished": recipe.now(),
               "git_commit": commit, "versions": recipe.versions()}
     if res.snapshots:

@@ -60,13 +60,15 @@ class FitResult:
     seconds, and what the method adds (SGM: input_shift_max / input_shift_mean, max and mean |X_t - X_0|
     over the training set). ``train_inputs``: the training set after the last epoch (SGM: X_t; host
     NumPy). ``best_epoch``: the epoch whose weights the model holds at the end (best validation error).
-    ``snapshots``: Figures 5-6 data when asked.
+    ``snapshots``: Figures 5-6 data when asked. ``last_state``: the model's state dict after the last
+    epoch (the model itself ends with the best epoch's weights).
     """
     history: list = field(default_factory=list)
     train_inputs: np.ndarray | None = None
     best_epoch: int = -1
     best_val_error_pct: float = math.nan
     snapshots: dict | None = None
+    last_state: dict | None = None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -123,7 +125,7 @@ def end_epoch(run: Run, epoch: int, record: dict) -> None:
     """Keep the best epoch, take the Figures 5-6 snapshot, write the checkpoint."""
     res = run.result
     res.history.append(record)
-    current = run.model.state_dict()
+    current = res.last_state = run.model.state_dict()
     # keep the best validation epoch; without a validation set, the latest epoch
     if run.best_state is None or record["val_error_pct"] is None or record["val_error_pct"] < res.best_val_error_pct:
         res.best_epoch, run.best_state = epoch + 1, current
@@ -169,6 +171,7 @@ def _resume(run: Run, path: str) -> None:
         obj.load_state_dict(parts[part], source=path, prefix=f"{part}.", **kw)
     run.best_state = parts.get("best") or None
     res = run.result
+    res.last_state = parts["model"]
     res.history = meta["history"]
     res.best_epoch = int(meta["best_epoch"])
     res.best_val_error_pct = math.nan if meta["best_val_error_pct"] is None else float(meta["best_val_error_pct"])

@@ -1,0 +1,113 @@
+"""How FGSM accuracy (Eq. 20) is measured: two named conventions, because the paper's own differs from
+the sound one.
+
+    inference  (this project's default) the input gradient of the network in INFERENCE mode (dropout off,
+               batch normalisation on its running statistics: every example is attacked on its own),
+               x_adv = clip(x + eps * sign(dE/dx), lo, hi) in the data's range, classified in inference mode.
+    authors    what the authors' evaluation scripts did (github.com/nitbix/deep-learning-experiments,
+               papers/InputUpdates_Adversarial/generate_adversarial_set.py at commit 0d712940 and
+               test_adversarial_set.py at commit bc5ceb70, June 2017, Keras 2.0 on Theano):
+               * the gradient of the batch-mean cross-entropy against the true labels, with the network in
+                 TRAINING mode (learning phase 1, generate_adversarial_set.py:68): dropout draws a mask per
+                 batch and batch normalisation uses the attack batch's statistics (the running statistics
+                 are left alone: the gradient function has no updates);
+               * attack batches of 128 consecutive test images in file order (the MNIST configuration's
+                 batch size, generate_adversarial_set.py:75-81; the last batch holds the remainder);
+               * Keras's cross-entropy clips the probabilities to [1e-7, 1 - 1e-7], so an example whose
+                 true-class probability lies outside that range has a zero gradient and is not perturbed
+                 (:func:`~nanosgm.attacks.gradients.keras_cross_entropy_loss`);
+               * no clip to [0, 1]: x + eps * sign(g) is classified as it is (test_adversarial_set.py:32);
+               * classified with ``model.evaluate``, i.e. in INFERENCE mode;
+               * one gradient per batch, its sign scaled by every eps (test_adversarial_set.py:29-32).
+               MNIST pixels were in [0, 1] there too, so eps means the same.
+
+In training mode the result depends on the dropout draws: :func:`fgsm_correct` seeds the backend's
+generator with ``seed`` first, so a record states one reproducible draw. Training-mode gradients make a
+WEAKER attack (each batch is attacked through its own dropout sub-network, and confident examples are not
+perturbed at all), so numbers measured that way are not robustness; they are what the paper's tables report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import backend
+from .evaluation import PAPER_EPS, _batches, _correct, correct_under_attack
+from .fgsm import fgsm_from_sign, gradient_sign
+from .gradients import KERAS_EPSILON, loss_and_input_gradient
+
+__all__ = ["Convention", "CONVENTIONS", "fgsm_correct", "fgsm_accuracy"]
+
+
+@dataclass(frozen=True)
+class Convention:
+    """One way of measuring FGSM accuracy (module docstring).
+
+    training:   the input gradient with the network in training mode (dropout masks, batch statistics)
+    clip_to_data: clip x_adv to the data's valid range (else no clip)
+    batch_size: the attack batch (it matters in training mode: batch normalisation's statistics)
+    loss:       the loss whose gradient's sign is taken ("ce", or "keras-ce": Keras's probability clip)
+    """
+    name: str
+    training: bool
+    clip_to_data: bool
+    batch_size: int
+    loss: str = "ce"
+
+
+CONVENTIONS = {
+    "inference": Convention("inference", training=False, clip_to_data=True, batch_size=500),
+    "authors": Convention("authors", training=True, clip_to_data=False, batch_size=128, loss="keras-ce"),
+}
+
+
+def _convention(convention) -> Convention:
+    if isinstance(convention, Convention):
+        return convention
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown FGSM convention {convention!r}: choose one of {', '.join(CONVENTIONS)}")
+    return CONVENTIONS[convention]
+
+
+def fgsm_correct(model, X, y, eps_list=PAPER_EPS, convention="inference", *, clip=(0.0, 1.0), seed: int = 0,
+                 bar=None) -> dict:
+    """{eps: (n,) bool host array}: which examples of X the model still classifies as y under FGSM
+    measured by ``convention`` (a name in :data:`CONVENTIONS` or a :class:`Convention`). ``clip``: the
+    data's valid range (None: no range, e.g. ZCA-whitened CIFAR). ``seed``: the backend generator's seed
+    for the dropout masks of a training-mode gradient. eps = 0 is the clean input.
+    The "inference" convention is :func:`~nanosgm.attacks.evaluation.correct_under_attack` with FGSM."""
+    conv = _convention(convention)
+    eps_list = [float(e) for e in eps_list]
+    x_clip = clip if conv.clip_to_data else None
+    if not conv.training and conv.loss == "ce":
+        return correct_under_attack(model, X, y, eps_list, "fgsm", conv.batch_size, bar=bar, clip=x_clip)
+    backend.seed(int(seed))                            # the dropout masks of the training-mode gradient
+    parts = {e: [] for e in eps_list}
+    for sl in _batches(int(X.shape[0]), conv.batch_size):
+        xb, yb = backend.to_device(X[sl]), backend.to_device(y[sl])
+        _, _, g = loss_and_input_gradient(model, xb, yb, conv.loss, training=conv.training)
+        sign = gradient_sign(g, xb)
+        for e in eps_list:
+            parts[e].append(_correct(model, xb if e == 0 else fgsm_from_sign(xb, sign, e, x_clip), yb))
+            if bar is not None:
+                bar.update(1)
+    return {e: np.concatenate(parts[e]) for e in eps_list}
+
+
+def fgsm_accuracy(model, X, y, eps_list=PAPER_EPS, convention="inference", *, clip=(0.0, 1.0),
+                  seed: int = 0) -> dict:
+    """{eps: accuracy (a fraction)} under FGSM measured by ``convention`` (see :func:`fgsm_correct`).
+
+    >>> import numpy as np, nanosgm
+    >>> from nanosgm.attacks import fgsm_accuracy
+    >>> model = nanosgm.Sequential([nanosgm.Dense(4, 6), nanosgm.BatchNorm(6), nanosgm.ReLU(),
+    ...                             nanosgm.Dropout(0.5), nanosgm.Dense(6, 3)])
+    >>> X = np.random.default_rng(0).uniform(0, 1, (40, 4)).astype(np.float32)
+    >>> y = np.arange(40) % 3
+    >>> a = fgsm_accuracy(model, X, y, [0.0, 0.1], "authors", seed=1)
+    >>> a == fgsm_accuracy(model, X, y, [0.0, 0.1], "authors", seed=1), a[0.0] == nanosgm.accuracy(model, X, y)
+    (True, True)
+    """
+    correct = fgsm_correct(model, X, y, eps_list, convention, clip=clip, seed=seed)
+    return {e: float(c.mean()) for e, c in correct.items()}

@@ -1,0 +1,54 @@
+"""One network = one task (nanosgm/experiments/network.py): its record measures the best epoch's weights and
+the last epoch's, FGSM both ways (this project's and the authors'), and names its training method."""
+import numpy as np
+import pytest
+
+from nanosgm import attacks, backend
+from nanosgm.data import Dataset
+from nanosgm.experiments import network
+from nanosgm.experiments.network import NetworkSpec, train_network
+from nanosgm.layers import BatchNorm, Dense, Dropout, Flatten, ReLU, Sequential
+
+pytestmark = pytest.mark.usefixtures("numpy_backend")
+
+
+def net(ds):
+    return Sequential([Flatten(), Dense(64, 16), BatchNorm(16), ReLU(), Dropout(0.5), Dense(16, 3)])
+
+
+def noisy():
+    """3-class 1x8x8 data with noisy labels in validation, so that the best validation epoch is rarely the last."""
+    g = np.random.default_rng(4)
+
+    def make(n, flip):
+        y = g.integers(0, 3, n)
+        X = (g.random((n, 1, 8, 8)) * 0.6).astype(np.float32)
+        X[np.arange(n), 0, y, y] += 0.4
+        y = np.where(g.random(n) < flip, g.integers(0, 3, n), y)
+        return X, y.astype(np.int64)
+    (a, b), (c, d), (e, f) = make(120, 0.0), make(60, 0.6), make(60, 0.0)
+    return Dataset("mnist", a, b, c, d, e, f, 3, (1, 8, 8))
+
+
+def test_a_record_measures_the_best_and_the_last_epoch_both_ways(tmp_path):
+    spec = NetworkSpec(dataset=noisy, model=net, epochs=6, batch_size=16, eps=(0.05, 0.2), method="sgm:0.5",
+                       optimizer="adam", constant_lr=True)
+    record = train_network(spec, model_path=str(tmp_path / "m.npz"))
+    assert record["spec"]["method"] == "sgm:0.5" and record["format"] == network.RECORD_FORMAT
+    best, last = record["results"], record["results_last_epoch"]
+    assert record["best_epoch"] != 6 and last["epoch"] == 6          # this data's validation peaks early
+    assert set(best["fgsm_authors_pct"]) == set(best["fgsm_pct"]) == {"0.05", "0.2"}
+    model = net(None)
+    model.load(str(tmp_path / "m.npz"))                               # the saved model is the best epoch's
+    ds = noisy()
+    assert best["clean_pct"] == network.pct(attacks.accuracy(model, ds.X_test, ds.y_test))
+    authors = attacks.fgsm_accuracy(model, ds.X_test, ds.y_test, [0.05, 0.2], "authors", seed=spec.seed)
+    assert best["fgsm_authors_pct"] == {"0.05": network.pct(authors[0.05]), "0.2": network.pct(authors[0.2])}
+    assert last != dict(best, epoch=6)                                # the last epoch's weights, measured
+
+
+def test_the_spec_stores_the_canonical_label_and_refuses_unknown_methods():
+    assert NetworkSpec(method="SGM:0.20:per-sample").method == "sgm:0.2:per-sample"
+    assert NetworkSpec(method="pgd-at:0.1").identity()["method"] == "pgd-at:0.1:7"
+    with pytest.raises(ValueError, match="unknown arm"):
+        NetworkSpec(method="sgd:0.2")
