@@ -122,7 +122,7 @@ def blob_images(seed: int, n: int, classes: int = 3, shape=(1, 6, 6), spread: fl
 def train_small(model, X, y, *, epochs: int = 20, batch: int = 50, lr: float = 0.01, seed: int = 0):
     """Train `model` with Adam on (X, y) (plain passes; deterministic). Returns the model."""
     from nanosgm.layers import SoftmaxCrossEntropy
-    from nanosgm.optim.optimizers import Adam
+    from nanosgm.optim import Adam
     rng = np.random.default_rng(seed)
     opt, loss_fn = Adam(lr=lr), SoftmaxCrossEntropy()
     for _ in range(epochs):

@@ -155,7 +155,7 @@ def test_adversarial_training_raises_robustness():
     """A few epochs of PGD training on the blobs: PGD accuracy at eps 0.07 beats plain training's."""
     from nanosgm.attacks import evaluate
     from nanosgm.layers import Flatten
-    from nanosgm.optim.optimizers import Adam
+    from nanosgm.optim import Adam
     from strategies import blob_images, train_small
     X, y = blob_images(0, 400)
 

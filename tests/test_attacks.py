@@ -9,7 +9,7 @@ from nanosgm.attacks.apgd import _apgd_checkpoint, _ApgdState
 from nanosgm.attacks.square import _square_proposal
 from strategies import attack_eps, blob_images, seeds, train_small
 from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy)
-from nanosgm.optim.optimizers import Adam
+from nanosgm.optim import Adam
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

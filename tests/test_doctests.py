@@ -14,7 +14,7 @@ import pytest
 import nanosgm
 from nanosgm import backend
 
-MUST_HAVE_EXAMPLES = ["nanosgm", "nanosgm.methods.sgm", "nanosgm.optim.optimizers", "nanosgm.layers.sequential",
+MUST_HAVE_EXAMPLES = ["nanosgm", "nanosgm.methods.sgm", "nanosgm.optim", "nanosgm.layers.sequential",
                       "nanosgm.attacks"]
 
 

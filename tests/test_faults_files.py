@@ -18,7 +18,7 @@ import pytest
 from nanosgm import backend
 from nanosgm.layers import BatchNorm, Dense, Flatten, ReLU, Sequential, SoftmaxCrossEntropy
 from nanosgm.plumbing.npz import load_npz, save_npz_atomic
-from nanosgm.optim.optimizers import SGD, WAME, Adam
+from nanosgm.optim import SGD, WAME, Adam
 from nanosgm.methods.sgm import SmoothGradient
 from nanosgm.plumbing.state import StateError
 from faultkit import BROKEN_KINDS, deny_opening, deny_reading, flip_byte, replace_with, snapshot, truncate  # noqa: F401

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from nanosgm import optim
 from nanosgm.optim import schedules
-from nanosgm.optim.optimizers import SGD, WAME, Adam, build_optimizer
+from nanosgm.optim import SGD, WAME, Adam, build_optimizer
 
 
 class FakeModel:
@@ -423,12 +423,12 @@ def test_optimizers_on_cupy_match_numpy(kind):
 # ---------------------------------------------------------------------------- the element-wise contract
 def _norm_clipped_sgd(elementwise):
     """SGD whose gradient is clipped to norm 1 per parameter: a reduction, different on every slice."""
-    def _update(self, param, grad, state):
+    def update(self, param, grad, state):
         norm = float(np.sqrt(np.sum(grad.astype(np.float64) ** 2)))
         param -= self.lr * grad / max(1.0, norm)
 
     return type("NormClippedSGD", (optim.Optimizer,), {"kind": "sgd-clip", "elementwise": elementwise,
-                                                       "_update": _update})
+                                                       "update": update})
 
 
 def test_an_optimiser_must_declare_whether_it_is_elementwise():
@@ -463,14 +463,13 @@ def test_a_reducing_update_runs_on_whole_arrays_not_slices(workers, monkeypatch)
     assert np.max(np.abs(sliced - expected)) > 1e-4       # clipped piece by piece: a different update
 
 
-# ---------------------------------------------------------------------------- WAME: fast update vs plain reference
-def _wame_reference_run(opt, w, grads):
-    """opt.update_reference over the full-layout state (previous gradient as a float array)."""
-    state = {"zeta": np.ones_like(w), "Z": np.ones_like(w) if opt.form == "authors" else np.zeros_like(w),
-             "theta": np.zeros_like(w), "g_prev": np.zeros_like(w)}
+# ---------------------------------------------------------------------------- fused fast paths vs the readable rules
+def _readable_run(opt, w, grads):
+    """opt.update (the readable rule) on the whole arrays, one call per step, on opt's own state layout."""
+    state = opt.init_state(w)
     for g in grads:
         opt.t += 1
-        opt.update_reference(w, g, state)
+        opt.update(w, g, state)
     return state
 
 
@@ -489,7 +488,9 @@ def _hard_grads(rng, n, steps, dtype):
 
 @pytest.mark.parametrize("form,literal", [("authors", False), ("printed", False), ("printed", True)])
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_wame_fast_update_equals_the_plain_reference_bit_for_bit(form, literal, workers, monkeypatch):
+def test_wame_fused_update_equals_the_readable_rule_bit_for_bit(form, literal, workers, monkeypatch):
+    """`step` (the fused path, in threaded pieces) and `update` (the rule as written, whole arrays) give the
+    same weights and the same state, bit for bit."""
     from nanosgm.plumbing import threads
     monkeypatch.setenv("NANOSGM_THREADS", workers)
     rng = np.random.default_rng(7)
@@ -501,34 +502,79 @@ def test_wame_fast_update_equals_the_plain_reference_bit_for_bit(form, literal, 
     for g in grads:
         fast.step([("w", w_fast, g)])
     ref, w_ref = WAME(**kw), w0.copy()
-    state = _wame_reference_run(ref, w_ref, grads)
+    state = _readable_run(ref, w_ref, grads)
     np.testing.assert_array_equal(w_fast, w_ref)
-    for slot in ("zeta", "Z", "theta"):
+    assert set(fast.state["w"]) == set(state)                           # one state layout
+    for slot in state:
+        assert fast.state["w"][slot].dtype == state[slot].dtype, slot
         np.testing.assert_array_equal(fast.state["w"][slot], state[slot], err_msg=slot)
-    np.testing.assert_array_equal(fast.state["w"]["g_sign"], np.sign(state["g_prev"]).astype(np.int8))
-    assert fast.state["w"]["g_sign"].dtype == np.int8
+    np.testing.assert_array_equal(state["g_sign"], np.sign(grads[-1]).astype(np.int8))
+    assert state["g_sign"].dtype == np.int8
     assert (fast.state["w"]["zeta"] != 1).mean() > 0.5                 # zeta really moved
 
 
+@pytest.mark.parametrize("form", ["authors", "printed"])
+def test_wame_readable_rule_through_step_is_the_fused_path(form, monkeypatch):
+    """use_fused = False makes `step` run the readable rule, in the same threaded pieces: the same bits."""
+    from nanosgm.plumbing import threads
+    monkeypatch.setenv("NANOSGM_THREADS", "2")
+    rng = np.random.default_rng(11)
+    n = 3 * threads.CHUNK_THREADS + 5
+    grads = _hard_grads(rng, n, 12, np.float32)
+    w0 = rng.standard_normal(n).astype(np.float32)
+    runs = []
+    for use_fused in (True, False):
+        opt, w = WAME(lr=0.01, form=form), w0.copy()
+        opt.use_fused = use_fused
+        for g in grads:
+            opt.step([("w", w, g)])
+        runs.append((w, opt.state["w"]))
+    (w_a, s_a), (w_b, s_b) = runs
+    np.testing.assert_array_equal(w_a, w_b)
+    for slot in s_a:
+        np.testing.assert_array_equal(s_a[slot], s_b[slot], err_msg=slot)
+    assert not np.array_equal(w_a, w0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_adam_fused_update_equals_the_readable_rule_bit_for_bit(dtype, workers, monkeypatch):
+    from nanosgm.plumbing import threads
+    monkeypatch.setenv("NANOSGM_THREADS", workers)
+    rng = np.random.default_rng(5)
+    n = 2 * threads.CHUNK_THREADS + 11
+    grads = _hard_grads(rng, n, 20, dtype)
+    w0 = rng.standard_normal(n).astype(dtype)
+    fast, w_fast = Adam(lr=0.01, beta1=0.8, beta2=0.99), w0.copy()
+    for g in grads:
+        fast.step([("w", w_fast, g)])
+    ref, w_ref = Adam(lr=0.01, beta1=0.8, beta2=0.99), w0.copy()
+    state = _readable_run(ref, w_ref, grads)
+    np.testing.assert_array_equal(w_fast, w_ref)
+    for slot in ("m", "v"):
+        np.testing.assert_array_equal(fast.state["w"][slot], state[slot], err_msg=slot)
+    assert not np.array_equal(w_fast, w0)
+
+
 def test_wame_checkpoint_with_the_old_float_previous_gradient_still_loads():
-    """A checkpoint of the earlier layout ("g_prev", the previous gradient as a float) loads into the
-    compact state and continues exactly as the reference that kept the float gradient."""
+    """A checkpoint of the earlier layout ("g_prev", the previous gradient itself as a float) loads into
+    the one state layout ("g_sign") and continues exactly as the run that wrote it."""
     rng = np.random.default_rng(3)
     grads = _hard_grads(rng, 1000, 12, np.float32)
-    w_ref = rng.standard_normal(1000).astype(np.float32)
-    ref = WAME(lr=0.01)
-    state = _wame_reference_run(ref, w_ref, grads[:6])
-    old = {k: v for k, v in WAME(lr=0.01).state_dict().items() if not k.startswith("state.")}   # hyper-parameters
-    old.update({"t": np.array(6)})
-    old.update({f"state.w.{k}": v.copy() for k, v in state.items()})           # the old slot names
-    w_new = w_ref.copy()
+    w_run = rng.standard_normal(1000).astype(np.float32)
+    run = WAME(lr=0.01)
+    for g in grads[:6]:
+        run.step([("w", w_run, g)])
+    old = {k: v for k, v in run.state_dict().items() if k != "state.w.g_sign"}
+    old["state.w.g_prev"] = grads[5].copy()                    # what the earlier layout saved: the float gradient
+    assert old["state.w.g_prev"].dtype == np.float32 and (np.abs(old["state.w.g_prev"]) == 1e-30).any()
+    w_new = w_run.copy()
     new = WAME()
     new.load_state_dict(old)
     for g in grads[6:]:
         new.step([("w", w_new, g)])
-        ref.t += 1
-        ref.update_reference(w_ref, g, state)
-    np.testing.assert_array_equal(w_new, w_ref)
+        run.step([("w", w_run, g)])
+    np.testing.assert_array_equal(w_new, w_run)
     assert set(new.state["w"]) == {"zeta", "Z", "theta", "g_sign"}
     assert "state.w.g_sign" in new.state_dict() and "state.w.g_prev" not in new.state_dict()
 
@@ -536,10 +582,10 @@ def test_wame_checkpoint_with_the_old_float_previous_gradient_still_loads():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("eta_plus, eta_minus", [(1.2, 0.1), (2.0, 0.5), (1.0001, 0.9999), (50.0, 1e-6)])
 def test_zeta_factor_on_bit_patterns_is_exactly_the_where_version(dtype, eta_plus, eta_minus):
-    from nanosgm.optim.optimizers import _zeta_factor, _zeta_factor_reference
+    from nanosgm.optim.fused import zeta_factor, zeta_factor_reference
     agree = np.array([-1, 0, 1, 1, -1, 0, 0, 1], dtype=np.int8)
     out, scratch = np.empty(8, dtype), np.empty(8, dtype)
-    fast = _zeta_factor(agree, eta_plus, eta_minus, out, scratch)
-    ref = _zeta_factor_reference(agree, eta_plus, eta_minus, dtype)
+    fast = zeta_factor(agree, eta_plus, eta_minus, out, scratch)
+    ref = zeta_factor_reference(agree, eta_plus, eta_minus, dtype)
     assert fast.dtype == np.dtype(dtype) and fast.tobytes() == ref.tobytes()
     assert fast[2] == np.dtype(dtype).type(eta_plus) and fast[0] == np.dtype(dtype).type(eta_minus) and fast[1] == 1

@@ -157,6 +157,30 @@ def test_control_state_carries_no_copy_of_the_data():
         sgm_run.load_state_dict(d)          # an updated X cannot be "restored" to X_0 from a state without X
 
 
+def test_the_methods_load_all_or_nothing_through_the_shared_mechanism():
+    """The training methods' check_state_dict / load_state_dict are nanosgm.plumbing.state's: SGM restores
+    its X_t, a refused state changes nothing, and a stateless method refuses any key, naming file and key."""
+    from nanosgm.methods.base import Control
+    from nanosgm.plumbing.state import StateError
+    X0, rng = _data(dtype=np.float32)
+    a, b = sgm.SGM(0.2), sgm.SGM(0.2)
+    a.start(X0), b.start(X0)
+    a.after_step(None, None, np.array([2, 5]), None, None, rng.standard_normal((2, 3, 4)).astype(np.float32))
+    d = a.state_dict()
+    bad = d | {"clip": np.array([1.0, 0.0])}
+    with pytest.raises(StateError, match=r"^ck\.npz: 'method\.clip' is \[1\.0, 0\.0\]"):
+        b.load_state_dict(bad, source="ck.npz", prefix="method.")
+    assert b.sgm.n_updates == 0 and np.array_equal(b.sgm.X, X0)          # refused: unchanged
+    b.check_state_dict(d, source="ck.npz", prefix="method.")
+    assert b.sgm.n_updates == 0                                           # a check changes nothing
+    b.load_state_dict(d, source="ck.npz", prefix="method.")
+    assert b.sgm.n_updates == 1 and np.array_equal(b.sgm.X, a.sgm.X) and not np.array_equal(b.sgm.X, X0)
+    Control().load_state_dict({}, source="ck.npz", prefix="method.")
+    with pytest.raises(StateError, match=r"^ck\.npz: the state of method 'control' does not match: "
+                                         r"unexpected \['method\.X'\]"):
+        Control().check_state_dict({"X": X0}, source="ck.npz", prefix="method.")
+
+
 def test_paper_default():
     assert sgm.PAPER_INPUT_LR == 0.2
     assert SmoothGradient(np.zeros((2, 2))).input_lr == 0.2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nanosgm.plumbing import threads
-from nanosgm.optim.optimizers import build_optimizer
+from nanosgm.optim import build_optimizer
 
 
 class Params:

@@ -120,7 +120,7 @@ def test_mnist_dnn_table1_adam_training_steps_match_torch():
     Adam steps in nanosgm and in torch from the same weights, with the same mini-batches and the
     dropout masks nanosgm drew; every weight, every running statistic and the inference-mode logits
     must agree afterwards. (A systematic difference in any layer or in Adam would show here.)"""
-    from nanosgm.optim.optimizers import Adam
+    from nanosgm.optim import Adam
 
     backend.seed(5)
     model = models.mnist_dnn(dtype="float64")

@@ -65,7 +65,7 @@ from ..layers import SoftmaxCrossEntropy
 from ..plumbing.blas import set_blas_threads
 from ..plumbing.threads import set_threads
 from ..plumbing.files import write_json_atomic
-from ..optim.optimizers import build_optimizer
+from ..optim import build_optimizer
 from .torch_bridge import TorchMissing, import_torch, to_torch   # to_torch: re-exported, other code uses it
 
 __all__ = ["main", "parser", "to_torch", "measure", "measure_pair", "summary", "nanosgm_cells", "torch_cells",

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 from .. import __version__, backend, models
-from ..optim.optimizers import build_optimizer
+from ..optim import build_optimizer
 from ..optim.schedules import StepSchedule, paper_schedule
 
 __all__ = ["DEFAULT_MODEL", "load_data", "build_model", "optimizer_and_schedule", "versions", "git_commit",

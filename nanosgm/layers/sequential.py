@@ -32,12 +32,15 @@ import numpy as np
 
 from .. import backend
 from ..plumbing.npz import load_npz, save_npz_atomic
-from ..plumbing.state import Where, check_array, check_keys
+from ..plumbing.state import CheckedState, check_array, check_keys
 from .base import Layer
 
 
-class Sequential(Layer):
-    """Layers applied in order. ``.layers`` is the list it was given."""
+class Sequential(Layer, CheckedState):
+    """Layers applied in order. ``.layers`` is the list it was given.
+
+    ``state_dict()`` / ``load_state_dict(state, source=, prefix=)``: every parameter and buffer, loaded
+    all or nothing (:class:`~nanosgm.plumbing.state.CheckedState`)."""
 
     def __init__(self, layers):
         super().__init__()
@@ -96,26 +99,18 @@ class Sequential(Layer):
         """Every parameter and buffer as host NumPy arrays (copies), keyed "<layer index>.<name>"."""
         return {name: np.array(backend.to_host(a)) for name, _, _, a in self._arrays()}
 
-    def load_state_dict(self, state: dict, *, source=None, prefix: str = "") -> None:
-        """Copy arrays into the model in place, all or nothing.
-
-        Every name must be present (and no other), with the model's shape, a floating dtype and finite
-        values; otherwise a :class:`nanosgm.state.StateError` naming ``source`` (the file, when known)
-        and the key as spelled there (``prefix`` + name), and the model is left unchanged.
-        """
-        checked = self._checked_state(state, Where(source, prefix))     # everything, before changing anything
-        for name, _, _, a in self._arrays():
-            a[...] = backend.array_module(a).asarray(checked[name], dtype=a.dtype)
-
-    def check_state_dict(self, state: dict, *, source=None, prefix: str = "") -> None:
-        """Raise the StateError :meth:`load_state_dict` would raise, changing nothing."""
-        self._checked_state(state, Where(source, prefix))
-
     def _checked_state(self, state, where) -> dict:
+        """For :meth:`load_state_dict` (nanosgm/plumbing/state.py): every name present (and no other),
+        with the model's shape, a floating dtype where the model's array is floating, and finite values."""
         expected = {name: a for name, _, _, a in self._arrays()}
         check_keys(state, expected, where, what="the model's state")
         return {name: check_array(state, name, where, shape=a.shape, kind="f" if a.dtype.kind == "f" else None)
                 for name, a in expected.items()}
+
+    def _assign_state(self, checked) -> None:
+        """Copy the checked arrays into the model's own arrays, in place."""
+        for name, _, _, a in self._arrays():
+            a[...] = backend.array_module(a).asarray(checked[name], dtype=a.dtype)
 
     def save(self, path) -> None:
         """Write the state dict to ``path`` (.npz) atomically."""

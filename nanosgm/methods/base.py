@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
+from ..plumbing.state import CheckedState, check_keys
 
 __all__ = ["Method", "Control", "plain_pass", "parse_number", "format_number", "significant"]
 
@@ -59,11 +60,13 @@ def plain_pass(model, loss_fn, xb, yb):
     return loss, model.backward(loss_fn.backward())
 
 
-class Method:
+class Method(CheckedState):
     """The interface every training method implements; by itself it trains plainly (the control).
 
     ``label``: the method's name in the arm grammar; ``moves_inputs``: whether the stored training set
     changes during training (then fit records how far it moved, and keeps Figures 5-6 snapshots).
+    Checkpoints: ``state_dict()``, and ``check_state_dict`` / ``load_state_dict`` from
+    :class:`~nanosgm.plumbing.state.CheckedState` (a method with state writes its two hooks).
     """
     label = "control"
     moves_inputs = False
@@ -94,14 +97,12 @@ class Method:
         """The method's own state as host NumPy arrays (nothing for a stateless method)."""
         return {}
 
-    def check_state_dict(self, d, *, source=None, prefix: str = "") -> None:
-        """Raise the StateError ``load_state_dict`` would raise, changing nothing."""
-        from ..plumbing.state import Where, check_keys
-        check_keys(d, (), Where(source, prefix), what=f"the state of method {self.label!r}")
+    def _checked_state(self, d, where) -> None:
+        """For ``load_state_dict`` (nanosgm/plumbing/state.py): a stateless method's state has no key."""
+        check_keys(d, (), where, what=f"the state of method {self.label!r}")
 
-    def load_state_dict(self, d, *, source=None, prefix: str = "") -> None:
-        """Restore ``state_dict()``'s output, all or nothing."""
-        self.check_state_dict(d, source=source, prefix=prefix)
+    def _assign_state(self, values) -> None:
+        """Nothing to install."""
 
     def __repr__(self):
         return f"{type(self).__name__}({self.label!r})"

@@ -59,7 +59,7 @@ import warnings
 import numpy as np
 
 from .. import backend
-from ..plumbing.state import Where, check_array, check_keys
+from ..plumbing.state import CheckedState, check_array, check_keys
 from .base import Method, format_number, parse_number, significant
 
 __all__ = ["input_update", "SmoothGradient", "SGM", "PAPER_INPUT_LR"]
@@ -107,7 +107,7 @@ def input_update(X, idx, dX, input_lr: float):
     return X
 
 
-class SmoothGradient:
+class SmoothGradient(CheckedState):
     """The training set's representation X_t under the Smooth Gradient Method (Eq. 15, 21).
 
     `X0` is copied onto the active backend (keeping its floating dtype) into `self.X`; X0 itself is never
@@ -115,7 +115,8 @@ class SmoothGradient:
     `per_sample=True`, see the module docstring), then, only if `clip=(lo, hi)` was given, clips the
     updated rows to [lo, hi]. `input_lr == 0` (the control experiment) makes `update` a no-op.
     A warning is issued (once per instance) for an input_lr outside [-1, 1], the range the paper
-    reports as working.
+    reports as working. Checkpoints: ``state_dict()``, and ``check_state_dict`` / ``load_state_dict``
+    (all or nothing, :class:`~nanosgm.plumbing.state.CheckedState`).
     """
 
     def __init__(self, X0, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False, clip=None):
@@ -185,29 +186,11 @@ class SmoothGradient:
             "n_updates": np.array(self.n_updates, dtype=np.int64),
         }
 
-    def load_state_dict(self, d, *, source=None, prefix: str = "") -> None:
-        """Restore `state_dict()`'s output, all or nothing; X goes onto this instance's backend with its dtype.
-
-        Every key is checked first (nanosgm/state.py): "input_lr", "per_sample", "clip" ((2,) or (0,)) and
-        "n_updates" present, with their dtypes and finite values, and "X" (when present) floating,
-        finite and shaped like this training set. A failure is a StateError naming `source` (the file)
-        and the key (`prefix` + key), and leaves this instance unchanged.
-        A state without "X" (no update applied yet) restores X_0, which is what this instance holds
-        as long as it has not been updated itself."""
-        input_lr, per_sample, clip, n_updates, X = self._checked_state(d, Where(source, prefix))
-        if X is not None:                              # everything checked: assign
-            self.X[...] = backend.array_module(self.X).asarray(X, dtype=self.X.dtype)
-        self.per_sample = per_sample
-        self.clip = None if clip.size == 0 else (float(clip[0]), float(clip[1]))
-        self.n_updates = n_updates
-        self.input_lr = input_lr
-
-    def check_state_dict(self, d, *, source=None, prefix: str = "") -> None:
-        """Raise the StateError `load_state_dict` would raise, changing nothing."""
-        self._checked_state(d, Where(source, prefix))
-
-    def _checked_state(self, d, where):
-        """(input_lr, per_sample, clip, n_updates, X or None) from `d`, all checked; StateError otherwise."""
+    def _checked_state(self, d, where) -> dict:
+        """For ``load_state_dict`` (nanosgm/plumbing/state.py): "input_lr", "per_sample", "clip" ((2,) or
+        (0,)) and "n_updates" present, with their dtypes and finite values, and "X" (when present)
+        floating, finite and shaped like this training set. A state without "X" (no update applied yet)
+        restores X_0, which is what this instance holds as long as it has not been updated itself."""
         check_keys(d, ("X", "input_lr", "per_sample", "clip", "n_updates"), where, what="the SGM state",
                    optional=("X",))
         input_lr = float(check_array(d, "input_lr", where, shape=(), kind="f"))
@@ -226,7 +209,15 @@ class SmoothGradient:
                               "SmoothGradient is not fresh")
         else:
             X = None
-        return input_lr, per_sample, clip, n_updates, X
+        return {"input_lr": input_lr, "per_sample": per_sample, "n_updates": n_updates, "X": X,
+                "clip": None if clip.size == 0 else (float(clip[0]), float(clip[1]))}
+
+    def _assign_state(self, checked) -> None:
+        """X goes into this instance's array (its backend, its dtype); the rest are attributes."""
+        if checked["X"] is not None:
+            self.X[...] = backend.array_module(self.X).asarray(checked["X"], dtype=self.X.dtype)
+        self.per_sample, self.clip, self.n_updates = checked["per_sample"], checked["clip"], checked["n_updates"]
+        self.input_lr = checked["input_lr"]
 
     def __repr__(self):
         return (f"SmoothGradient(X={tuple(self.X.shape)} {self.X.dtype}, input_lr={self._input_lr}, "
@@ -286,8 +277,8 @@ class SGM(Method):
     def state_dict(self) -> dict:
         return self.sgm.state_dict()
 
-    def check_state_dict(self, d, *, source=None, prefix: str = "") -> None:
-        self.sgm.check_state_dict(d, source=source, prefix=prefix)
+    def _checked_state(self, d, where) -> dict:
+        return self.sgm._checked_state(d, where)                     # the state is X_t's (SmoothGradient)
 
-    def load_state_dict(self, d, *, source=None, prefix: str = "") -> None:
-        self.sgm.load_state_dict(d, source=source, prefix=prefix)
+    def _assign_state(self, checked) -> None:
+        self.sgm._assign_state(checked)

@@ -1,8 +1,9 @@
 """Checking saved state before any of it is used: loading is all or nothing.
 
-Every ``load_state_dict`` in nanosgm (``Sequential``, the optimisers, ``SmoothGradient``) first checks
-the whole state dict with the helpers here and only then assigns; a state that fails a check raises a
-:class:`StateError` and leaves the object exactly as it was. A check fails when an expected key is
+Every ``load_state_dict`` in nanosgm (``Sequential``, the optimisers, ``SmoothGradient``, the training
+methods) is :class:`CheckedState`'s: it first checks the whole state dict with the helpers here and only
+then assigns; a state that fails a check raises a :class:`StateError` and leaves the object exactly as
+it was. A check fails when an expected key is
 missing (or an unknown one is present), an array has the wrong shape, a float is expected and the array
 is not floating, or a value is NaN or infinite. The message names the file (``source``, when known)
 and the key as it is spelled in that file (``prefix`` + key), e.g.::
@@ -22,7 +23,7 @@ import numpy as np
 
 from .errors import NanosgmError
 
-__all__ = ["StateError", "Where", "check_keys", "check_array", "KINDS"]
+__all__ = ["StateError", "Where", "CheckedState", "check_keys", "check_array", "KINDS"]
 
 
 class StateError(NanosgmError, ValueError):
@@ -60,6 +61,39 @@ class Where:
         """A StateError '<file>: <problem>; <hint>'."""
         head = f"{self.source}: " if self.source else ""
         return StateError(f"{head}{problem}; {self.hint}")
+
+
+class CheckedState:
+    """``check_state_dict`` and ``load_state_dict``, all or nothing, for a class that says what its state is.
+
+    The class writes ``state_dict()`` and two hooks:
+
+        _checked_state(d, where, **context) -> values   check every key of ``d`` (failures: ``where.error``)
+                                                         and return the values to install; change nothing
+        _assign_state(values)                            install them; nothing here may fail
+
+    ``load_state_dict`` runs the first, then the second; ``check_state_dict`` only the first. ``context``
+    is what a class needs besides the dict (the optimisers take ``model=``).
+    """
+
+    def check_state_dict(self, d, *, source=None, prefix: str = "", **context) -> None:
+        """Raise the StateError :meth:`load_state_dict` would raise, changing nothing."""
+        self._checked_state(d, Where(source, prefix), **context)
+
+    def load_state_dict(self, d, *, source=None, prefix: str = "", **context) -> None:
+        """Restore what ``state_dict()`` returned (or an ``np.load``-ed ``.npz`` of it), all or nothing.
+
+        Every key is checked before any is used; a failure is a :class:`StateError` naming ``source``
+        (the file, when known) and the key as spelled there (``prefix`` + key), and leaves the object
+        unchanged. What is checked is the class's ``_checked_state``.
+        """
+        self._assign_state(self._checked_state(d, Where(source, prefix), **context))
+
+    def _checked_state(self, d, where: "Where", **context):  # pragma: no cover - every user writes its own
+        raise NotImplementedError
+
+    def _assign_state(self, values) -> None:  # pragma: no cover - every user writes its own
+        raise NotImplementedError
 
 
 def check_keys(state, expected, where: Where, *, what: str = "state", optional=()) -> None:
