@@ -66,29 +66,31 @@ def merge(old: dict, new: dict) -> dict:
 
 
 def reevaluate(folder, scratch, *, workers: int = 1, threads: int = 1, data_dir=None) -> list:
-    """Retrain, compare, merge (module docstring); returns the keys of the networks that did not reproduce."""
+    """Retrain, compare, merge (module docstring), one run (seed) at a time so that every finished run is
+    merged and saved at once; returns the keys of the networks that did not reproduce."""
     committed = load_protocol(folder)
     todo = {k: r for k, r in committed["networks"].items() if "fgsm_authors_pct" not in r["results"]}
     if not todo:
         print(f"every network of {folder} already has the new measurements")
         return []
-    runs = 1 + max(int(k.split("/")[0][3:]) for k in todo)
-    arms = [a for a in committed["arms"] if a != "control" and any(k.endswith("/" + a) for k in todo)]
-    fresh = run_protocol(base_spec(committed["config"], data_dir), runs=runs, seed0=committed["config"]["seed0"],
-                         arms=",".join(arms), out=scratch, workers=workers, threads=threads, progress=True,
-                         argv=sys.argv[1:])
+    base = base_spec(committed["config"], data_dir)
     failed = []
-    for key, old in todo.items():
-        new = fresh["networks"].get(key)
-        bad = differences(old, new) if new is not None else ["not retrained"]
-        if bad:
-            print(f"{key}: NOT reproduced ({', '.join(bad)}); left as it was")
-            failed.append(key)
-        else:
-            committed["networks"][key] = merge(old, new)
-            print(f"{key}: reproduced; added {', '.join(NEW_RESULT_KEYS + NEW_RECORD_KEYS)}")
-    out = {k: v for k, v in committed.items() if k not in ("snapshots", "summary")}
-    write_json_atomic(os.path.join(folder, "protocol.json"), out)
+    for run in sorted({int(k.split("/")[0][3:]) for k in todo}):
+        keys = [k for k in todo if k.startswith(f"run{run}/")]
+        arms = [a for a in committed["arms"] if a != "control" and f"run{run}/{a}" in keys]
+        fresh = run_protocol(base, runs=run + 1, seed0=committed["config"]["seed0"], arms=",".join(arms) or committed["arms"][1],
+                             out=scratch, workers=workers, threads=threads, progress=True, argv=sys.argv[1:])
+        for key in keys:
+            new = fresh["networks"].get(key)
+            bad = differences(todo[key], new) if new is not None else ["not retrained"]
+            if bad:
+                print(f"{key}: NOT reproduced ({', '.join(bad)}); left as it was")
+                failed.append(key)
+            else:
+                committed["networks"][key] = merge(todo[key], new)
+                print(f"{key}: reproduced; added {', '.join(NEW_RESULT_KEYS + NEW_RECORD_KEYS)}")
+        out = {k: v for k, v in committed.items() if k not in ("snapshots", "summary")}
+        write_json_atomic(os.path.join(folder, "protocol.json"), out)
     return failed
 
 
