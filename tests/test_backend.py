@@ -124,8 +124,16 @@ def test_numpy_arrays_are_not_gpu_arrays():
     assert backend.array_module(a) is np
 
 
-def test_synchronize_is_a_noop_on_numpy():
-    backend.synchronize()
+def test_synchronize_on_numpy_touches_neither_cupy_nor_the_generators(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)          # any use of cupy would now raise ImportError
+    backend.use("numpy")
+    backend.seed(3)
+    expected = _draws()
+    backend.seed(3)
+    assert backend.synchronize() is None
+    got = _draws()
+    for a, b in zip(expected, got):                          # the generators did not advance
+        np.testing.assert_array_equal(a, b)
 
 
 # --- random numbers --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from nanosgm import backend
 
-SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "gpu_check.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "gpu_check.py"
 spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
 gpu_check = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gpu_check)

@@ -181,9 +181,20 @@ def test_the_methods_load_all_or_nothing_through_the_shared_mechanism():
         Control().check_state_dict({"X": X0}, source="ck.npz", prefix="method.")
 
 
-def test_paper_default():
+def test_every_default_path_uses_the_papers_lambda_bar():
+    """lambda-bar = 0.2 (the paper's robustness setting) is what SmoothGradient, the SGM method, the
+    command line and the protocol's default arm use when nothing is said."""
+    from nanosgm.experiments import train_cli
+    from nanosgm.methods import SGM
     assert sgm.PAPER_INPUT_LR == 0.2
-    assert SmoothGradient(np.zeros((2, 2))).input_lr == 0.2
+    assert SmoothGradient(np.zeros((2, 2))).input_lr == 0.2 and SGM().label == "sgm:0.2"
+    args = train_cli.build_parser().parse_args(["mnist"])
+    assert train_cli.method_label(args) == "sgm:0.2"
+    X = np.zeros((4, 3))
+    s = SGM()
+    s.start(X)
+    s.after_step(None, None, np.array([0, 1]), None, None, np.ones((2, 3)))
+    np.testing.assert_array_equal(s.sgm.X[:2], np.full((2, 3), 0.2))      # the step it takes is 0.2 * dE/dX
 
 
 # ---------------------------------------------------------------------------- with a real network

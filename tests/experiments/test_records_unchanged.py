@@ -4,7 +4,7 @@ fixture holds (initial and final weight digests, per-epoch losses and errors, ac
 The fixture was written by the code before the package was rearranged (commit 279139a) and must only
 ever be rewritten on purpose, when a change is meant to alter the numbers:
 
-    NANOSGM_DATA=... python tests/test_records_unchanged.py --write
+    NANOSGM_DATA=... python tests/experiments/test_records_unchanged.py --write
 
 The numbers are float32 results of this machine kind's BLAS with two threads (another CPU's kernels may
 round differently; see the README), so the protocol runs with ``threads=2`` whatever the machine has.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_protocol.json"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_protocol.json"
 ARMS = "sgm:0.2,sgm:0.2:per-sample,published,fgsm-at:0.1,fgsm-rs:0.1,pgd-at:0.1:7"
 SETTINGS = dict(dataset="mnist", model="cnn", epochs=2, limit=500, eval_limit=200, pgd=50)
 
@@ -67,7 +67,7 @@ def test_a_tiny_seven_arm_protocol_gives_the_fixtures_records(mnist_real, tmp_pa
 
 if __name__ == "__main__":
     if sys.argv[1:] not in (["--write"], ["--from", sys.argv[-1]]):
-        sys.exit("usage: python tests/test_records_unchanged.py --write | --from PROTOCOL_FOLDER")
+        sys.exit("usage: python tests/experiments/test_records_unchanged.py --write | --from PROTOCOL_FOLDER")
     if sys.argv[1] == "--write":
         import tempfile
         folder = tempfile.mkdtemp()

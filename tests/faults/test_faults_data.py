@@ -18,7 +18,7 @@ import nanosgm.data as data
 from nanosgm.data import cifar, locate, verify
 from conftest import write_cifar_fixture
 from faultkit import BROKEN_KINDS, deny_opening, deny_reading, flip_byte, replace_with, snapshot, truncate  # noqa: F401
-from test_data_locate import fake_idx_files, write_idx
+from datakit import fake_idx_files, write_idx
 
 TARGET = "t10k-labels-idx1-ubyte"          # the file the reproduction damaged
 
