@@ -5,7 +5,7 @@ The house, in the paper's order (a learner reads the first five; the last two ar
     backend      NumPy or CuPy, seeded generators
     layers/      hand-written forward/backward pairs that backpropagate to the inputs (Eq. 6-14),
                  ``Sequential``, gradient checking
-    optim/       WAME (Eq. 1-5), Adam, SGD and the authors' learning-rate schedule
+    optim/       WAME (Eq. 1-2), Adam, SGD and the authors' learning-rate schedule
     models       the paper's networks (Tables 1-3)
     data/        MNIST / Fashion-MNIST / CIFAR loading, preprocessing and augmentation (Eq. 22-35)
     methods/     how a network is trained: ``fit`` and the methods (control, SGM Eq. 15/21, the authors'

@@ -10,7 +10,7 @@ from hypothesis import settings, strategies as st
 
 # Each numerical gradient costs two forward passes per element: keep arrays small, examples few.
 GRADCHECK = settings(max_examples=int(__import__('os').environ.get('NANOSGM_GRADCHECK_EXAMPLES', 25)), deadline=None)
-# float64 with 4th-order centred differences (nanosgm.gradcheck): single layers typically agree to ~1e-9;
+# float64 with 4th-order centred differences (nanosgm.layers.gradcheck): single layers typically agree to ~1e-9;
 # the worst case found in searches of 200-300 examples per property was 2.7e-7, a BatchNorm input-gradient
 # element of -1.2e-6 (nearly cancelling terms) where the numerical side is off by 6e-13. Networks add a loss
 # and more round-off.

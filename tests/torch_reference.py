@@ -2,8 +2,8 @@
 
     python tests/torch_reference.py mnist --model dnn --epochs 1 [--val-size 0] [--seed 0]
 
-Same data and split (``nanosgm.recipe.load_data``), the same initial weights (nanosgm builds the model
-after ``backend.seed(seed)``, ``nanosgm.torch_bridge.to_torch`` copies it), the same mini-batch order (the
+Same data and split (``nanosgm.experiments.recipe.load_data``), the same initial weights (nanosgm builds the model
+after ``backend.seed(seed)``, ``nanosgm.bench.torch_bridge.to_torch`` copies it), the same mini-batch order (the
 permutation ``fit`` draws for each epoch), batch 128, Adam at 1e-3 with the authors' schedule scaled to the
 run (as the CLI does); dropout masks are torch's own. It prints the clean test accuracy of the last
 epoch, to set nanosgm's one-epoch figures beside what PyTorch reaches in the same setting. Compare with

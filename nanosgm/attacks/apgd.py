@@ -112,7 +112,7 @@ def apgd(model, x, y, eps: float, *, steps: int = 100, loss: str = "ce", rng=Non
 
     `skip_fooled` (the speed trick): an example's result is fixed once it is misclassified, so later
     steps run the network on the others only, and stop when none is left. The result is that of
-    `skip_fooled=False` (every example every step, the reference; tests/test_attacks.py compares them)
+    `skip_fooled=False` (every example every step, the reference; tests/attacks/test_attacks.py compares them)
     up to the rounding of a matrix product over fewer rows.
     """
     x = on_backend(x)

@@ -57,7 +57,7 @@ def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = N
     restart has misclassified, so a fooled example keeps its first misclassified result. Which examples
     end misclassified is what `skip_fooled=False` (every restart on every example, the reference) gives,
     up to the rounding of a matrix product over fewer rows; the two differ only in which misclassified
-    point a fooled example returns (tests/test_attacks.py compares them).
+    point a fooled example returns (tests/attacks/test_attacks.py compares them).
     """
     x = on_backend(x)
     y = on_backend(y, like=x)

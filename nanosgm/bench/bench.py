@@ -10,8 +10,8 @@ images per second, at one batch size (default 128), of
     FGSM           attacks.fgsm at eps = 0.1: an inference forward + backward to the input + the sign step
 
 ``--compare-torch`` translates the SAME nanosgm network layer by layer into ``torch.nn`` (the one
-translation, :func:`nanosgm.torch_bridge.to_torch`), copies its weights, and times in the same process, on the
-same inputs, batch and thread count:
+translation, :func:`nanosgm.bench.torch_bridge.to_torch`), copies its weights, and times in the same
+process, on the same inputs, batch and thread count:
 
     train (Adam)   model.train(); x.requires_grad_(True); cross-entropy; backward (fills x.grad too); Adam
     infer          model.eval() under torch.no_grad()
@@ -31,7 +31,7 @@ CUDA when it can).
 Honesty: the report gives, per cell, the median / min / max step time and the interquartile range;
 the 1-minute load average before and after the run; the machine's float32 GEMM peak (a 2048x2048
 matmul, the better of NumPy's and torch's) and the GEMM FLOP/s each step reaches (its matrix-product
-FLOPs counted from the layer shapes, :mod:`nanosgm.profile`), as a fraction of that peak. It warns when
+FLOPs counted from the layer shapes, :mod:`nanosgm.bench.profile`), as a fraction of that peak. It warns when
 a cell's steps spread widely (IQR over 20 % of the median), when a side has fewer than 5 timed steps,
 when a ratio from median steps and one from the fastest steps disagree by over 10 % (the ratio is then
 marked '?'), and when other processes load the machine (more than 0.25 per CPU besides the bench).
@@ -522,7 +522,7 @@ def _run(args, names, threads, blas_desc, torch) -> int:
           f"total {meta['wall_s']:.0f} s)")
     print()
     print(format_details(results, meta["gemm_peak_gflops"]))
-    print(f"(GEMM GFLOP/s: matrix-product FLOPs of the step counted from the layer shapes (nanosgm.profile) / median "
+    print(f"(GEMM GFLOP/s: matrix-product FLOPs of the step counted from the layer shapes (nanosgm.bench.profile) / median "
           f"step time; peak {meta['gemm_peak_gflops']:.1f} GFLOP/s; load average "
           f"{_fmt_load(meta['load_avg_1min_at_start'])} at start, {_fmt_load(meta['load_avg_1min_at_end'])} at end)")
     for w in warnings:

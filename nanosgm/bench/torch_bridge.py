@@ -1,7 +1,7 @@
 """The one translation of a nanosgm network into PyTorch: ``to_torch(model, in_shape)``.
 
 Used by the bench (``python -m nanosgm.bench --compare-torch`` times the same network in torch), by the
-torch oracle tests (tests/test_torch_oracle.py compares values and gradients) and by the accuracy
+torch oracle tests (tests/layers/test_torch_oracle.py compares values and gradients) and by the accuracy
 reference (tests/torch_reference.py). Teach a new layer here, once: add a rule to :func:`torch_modules`
 and, if it has parameters or buffers, its entries to :func:`counterparts`.
 
@@ -77,8 +77,8 @@ def torch_modules(layer, nn, in_rank: int, nanosgm_masks: bool = False) -> list:
         return [nn.Flatten()]
     if isinstance(layer, GlobalAvgPool2D):
         return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    raise TypeError(f"nanosgm.torch_bridge cannot translate {layer!r} ({type(layer).__name__}) to torch; "
-                    "add a rule to nanosgm.torch_bridge.torch_modules")
+    raise TypeError(f"nanosgm.bench.torch_bridge cannot translate {layer!r} ({type(layer).__name__}) to torch; "
+                    "add a rule to nanosgm.bench.torch_bridge.torch_modules")
 
 
 def _flat_layers(model):
@@ -160,7 +160,7 @@ def to_torch(model, in_shape, *, device="cpu", copy_weights=True, dtype=None, na
     nanosgm layer drew in its last training forward (run that first), for exact comparisons.
     ``net.nanosgm_pairs`` lists (nanosgm layer, its first torch module); see :func:`counterparts`.
     """
-    torch = import_torch("nanosgm.torch_bridge.to_torch")
+    torch = import_torch("nanosgm.bench.torch_bridge.to_torch")
     nn = torch.nn
     layers = list(_flat_layers(model))
     dtype = _param_dtype(model) if dtype is None else np.dtype(dtype)

@@ -16,8 +16,8 @@ backends; pass an int seed or a ``numpy.random.Generator`` as ``rng`` (``None`` 
 how the training loop gets different distortions every epoch.
 
 The stored training set is never touched here; the SGM input updates (Eq. 21) are applied to the
-stored set by ``nanosgm.sgm``, and augmentation is applied on top, per epoch (Eq. 22: the random
-term epsilon_t).
+stored set by :mod:`nanosgm.methods.sgm`, and augmentation is applied on top, per epoch (Eq. 22: the
+random term epsilon_t).
 """
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ class ZCA:
                 chunk = flat[s:s + step].astype(xp.float64) - mean
                 cov += chunk.T @ chunk
             cov /= N
-            if xp is np:  # LAPACK's MRRR driver: ~4x faster than numpy.linalg.eigh on 3072 x 3072
+            if xp is np:  # LAPACK's MRRR driver (evr), the faster one for a large dense covariance
                 import scipy.linalg
                 S, U = scipy.linalg.eigh(cov, driver="evr", overwrite_a=True)
             else:

@@ -20,7 +20,8 @@ names the dataset and model; without one, give ``--dataset`` and ``--model``. Wr
 terminal, ``robustness.json`` (percent, rounded to 2 decimals; command line, versions, settings) and
 ``robustness.png`` (accuracy against eps, one curve per attack and network) into ``--out``. Until then,
 every finished attack is kept in ``--out``/robustness.partial.json: an interrupted audit run again with the
-same arguments resumes after its last finished attack, with the same numbers (nanosgm.audit_resume).
+same arguments resumes after its last finished attack, with the same numbers
+(:mod:`nanosgm.plumbing.audit_resume`).
 """
 from __future__ import annotations
 
@@ -131,7 +132,7 @@ def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None, fini
     """{"clean": acc, "accuracy": {attack: {eps: acc}}, "robust": {eps: acc}, "correct": per-example
     bool arrays}: `net` under every attack of `attack_plan` at every eps (fractions, not percent).
     ``log``: called with one line per finished attack (its accuracies and seconds), or None.
-    ``finished``: a :class:`~nanosgm.audit_resume.FinishedAttacks`; attacks it holds are not run again."""
+    ``finished``: a :class:`~nanosgm.plumbing.audit_resume.FinishedAttacks`; attacks it holds are not run again."""
     eps_list = [float(e) for e in eps_list]
     finished = finished if finished is not None else FinishedAttacks()
     clean = attacks.correct_under_attack(net.model, net.X, net.y, (0.0,), "fgsm", suite.batch_size, bar=bar)[0.0]

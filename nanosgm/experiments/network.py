@@ -29,9 +29,9 @@ from . import recipe
 
 __all__ = ["NetworkSpec", "train_network", "measure", "weights_digest", "pct", "dataset_for", "RECORD_FORMAT"]
 
-RECORD_FORMAT = "nanosgm-network/2"     # 2: the spec names its method; FGSM both ways; the last epoch too
+RECORD_FORMAT = "nanosgm-network/2"     # the spec names its method; FGSM both ways; the last epoch too
 # PGD's random starts are drawn batch by batch from one seeded generator, so the batch size is part of the
-# measurement: 500, as in every protocol recorded so far (records stay comparable across code versions).
+# measurement; it is one fixed number so that every record's PGD accuracies are measured alike.
 PGD_BATCH = 500
 
 
@@ -155,7 +155,7 @@ def train_network(spec: NetworkSpec, *, checkpoint=None, resume: bool = True, mo
 
     ``checkpoint``: fit's end-of-epoch checkpoint (resumed from when ``resume`` and it exists);
     ``model_path``: where to save the final weights (the best validation epoch). ``log``: one line per
-    epoch (None: silent). Raises what :func:`nanosgm.train.fit` raises (TrainingDiverged, ...).
+    epoch (None: silent). Raises what :func:`nanosgm.methods.fit` raises (TrainingDiverged, ...).
     """
     if backend.name() != spec.backend:
         backend.use(spec.backend)

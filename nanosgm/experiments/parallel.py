@@ -3,7 +3,8 @@
     for key, record in run_tasks(tasks, workers=2):      # tasks: [(key, spec, checkpoint, model_path)]
         ...                                              # records arrive as each network finishes
 
-A task is :func:`nanosgm.network.train_network` on a :class:`~nanosgm.network.NetworkSpec`, whose
+A task is :func:`nanosgm.experiments.network.train_network` on a
+:class:`~nanosgm.experiments.network.NetworkSpec`, whose
 result depends on the spec alone, so the records are the same whichever way they ran, provided each
 worker uses the same number of BLAS threads (``threads``; default: cores // workers, at least 1, so
 that workers x threads <= cores). Worker processes are started with "spawn" (a fresh interpreter: no

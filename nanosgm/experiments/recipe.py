@@ -1,6 +1,6 @@
 """How one network is set up from plain settings: its data, model, optimizer + schedule, and provenance.
 
-``python -m nanosgm.train``, the protocol's tasks (:mod:`nanosgm.network`) and the PyTorch reference in
+``python -m nanosgm.train``, the protocol's tasks (:mod:`nanosgm.experiments.network`) and the PyTorch reference in
 ``tests/`` all build their networks with these functions, so a network is set up the same way whichever
 of them trains it.
 
@@ -91,12 +91,22 @@ def _blas_info() -> list:
         return []
 
 
+def _numpy_simd() -> list:
+    """NumPy's x86 SIMD levels in use (its float32 exp/log/... differ in the last bit between them)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:
+        return []
+    return [k for k in ("X86_V3", "X86_V4", "AVX512_ICL", "AVX512_SPR") if __cpu_features__.get(k)]
+
+
 def versions() -> dict:
     """The versions a results file records: nanosgm, Python, NumPy (and its BLAS), SciPy, the backend."""
     import scipy
+    from ..plumbing.blas import blas_kernels
     v = {"nanosgm": __version__, "python": platform.python_version(), "numpy": np.__version__,
-         "blas": _blas_info(), "scipy": scipy.__version__, "backend": backend.name(),
-         "machine": platform.machine()}
+         "blas": _blas_info(), "blas_kernels": blas_kernels(), "numpy_simd": _numpy_simd(),
+         "scipy": scipy.__version__, "backend": backend.name(), "machine": platform.machine()}
     if backend.name() == "cupy":
         v["cupy"] = backend.xp().__version__
     return v

@@ -32,7 +32,7 @@ def build_parser():
     p.add_argument("--optimizer", default="wame", help="wame (the paper's, in the authors' published form; the "
                    "default), wame-printed (the WAME paper's printed algorithm), adam or sgd")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: 1e-3 for wame/adam, "
-                   "0.01 for sgd); decays 10x twice, as the authors' schedule (nanosgm.schedules)")
+                   "0.01 for sgd); decays 10x twice, as the authors' schedule (nanosgm.optim.schedules)")
     p.add_argument("--constant-lr", action="store_true", help="no learning-rate decay")
     p.add_argument("--per-sample", action="store_true", help="scale input updates by the batch size "
                    "(gradient of each sample's own loss) instead of the batch-mean convention")
@@ -40,7 +40,7 @@ def build_parser():
                    "training-mode pass after each step whose input update is thrown away (inputs never move)")
     p.add_argument("--adv", default=None, choices=["fgsm", "fgsm-rs", "pgd"], help="adversarial training instead "
                    "of SGM: FGSM with the clean/adversarial loss mix (Goodfellow et al. 2015), FGSM with a random "
-                   "start (Wong et al. 2020) or PGD (Madry et al. 2018); see nanosgm.adversarial")
+                   "start (Wong et al. 2020) or PGD (Madry et al. 2018); see nanosgm.methods.adversarial")
     p.add_argument("--adv-eps", type=float, default=0.1, help="the adversarial-training budget (default 0.1)")
     p.add_argument("--adv-steps", type=int, default=7, help="PGD steps of --adv pgd (default 7)")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, batch order and dropout (default 0)")
@@ -68,7 +68,7 @@ def default_out(args, model_name: str) -> str:
 
 
 def spec_from_args(args, model_name, eps_list):
-    """The :class:`nanosgm.network.NetworkSpec` that ``python -m nanosgm.train``'s flags describe."""
+    """The :class:`~nanosgm.experiments.network.NetworkSpec` that ``python -m nanosgm.train``'s flags describe."""
     from .network import NetworkSpec
     return NetworkSpec(dataset=args.dataset, model=model_name, seed=args.seed, epochs=args.epochs,
                        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, constant_lr=args.constant_lr,

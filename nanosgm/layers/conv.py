@@ -9,7 +9,7 @@ receptive fields, columns are (a, b, c)), which makes the copies in im2col/col2i
 output is returned as an NCHW *view* of a channels-last array; element-wise layers keep that layout,
 so the next convolution's transpose back to channels-last costs nothing. A layer with few input
 channels (the first one, on grey images) uses the transposed ``cols`` instead (im2col_cf), whose
-copies move whole image rows; the two give the same numbers (tests/test_im2col.py).
+copies move whole image rows; the two give the same numbers (tests/layers/test_im2col.py).
 At the network's first layer Eq. 13 is the residual gradient at the inputs, Eq. 14.
 """
 from __future__ import annotations

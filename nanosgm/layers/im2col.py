@@ -16,7 +16,7 @@ Two memory layouts, chosen by Conv2D from the number of input channels C:
 All fast versions loop over the kh*kw kernel offsets only (25 slices for a 5x5 kernel), never over
 pixels, and accept an ``out`` workspace to reuse between calls. The channels-last pair runs that loop on
 blocks of a few samples (:func:`sample_blocks`), so that a block's columns stay in the CPU cache across
-the 25 copies, and the blocks run on every CPU core (nanosgm.threads.run_blocks; each block writes
+the 25 copies, and the blocks run on every CPU core (nanosgm.plumbing.threads.run_blocks; each block writes
 only its own samples); every element gets the same operations in the same order, so blocking changes
 no number. The ``*_reference``
 versions loop over every output position; they are slow, obviously correct, and the tests compare
@@ -45,7 +45,7 @@ def pad_channels_last(x, padding: int):
     """:func:`pad`, returned as an NCHW view of channels-last memory (what im2col's copies want).
 
     ``pad`` writes NCHW memory, after which each of im2col's copies would gather C values a whole
-    feature map apart; the values are the same (tests/test_im2col.py).
+    feature map apart; the values are the same (tests/layers/test_im2col.py).
     """
     if padding == 0:
         return x
@@ -57,7 +57,7 @@ def pad_channels_last(x, padding: int):
     return out.transpose(0, 3, 1, 2)
 
 
-BLOCK_BYTES = 1 << 22      # ~4 MB of columns per block of samples (measured best between 2 and 8 MB)
+BLOCK_BYTES = 1 << 22      # ~4 MB of columns per block of samples: blocks whose columns stay in the CPU cache
 
 
 def sample_blocks(n: int, bytes_per_sample: int, like=None) -> list:

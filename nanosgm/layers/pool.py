@@ -15,7 +15,7 @@ class MaxPool2D(Layer):
     only when strictly greater); backward sends each output's gradient to that one element, so ties
     get it once. Both loop over the k*k offsets only, vectorised over samples, channels and positions,
     on blocks of a few samples that stay in the CPU cache across the offsets (im2col.sample_blocks),
-    run on every CPU core (nanosgm.threads.run_blocks); neither changes a number.
+    run on every CPU core (nanosgm.plumbing.threads.run_blocks); neither changes a number.
     :func:`maxpool2d_reference` is the plain per-window version the tests compare against (for finite
     inputs; a NaN in a window makes its output NaN, and where its gradient goes is not specified).
     """

@@ -20,7 +20,7 @@ Model state during the attack's inner passes (a decision, stated here):
     in the control run (lock-step: same seed, same initial weights, same batches, same masks).
   * the random starts are drawn from the `rng` given to `training_pass`, never from the backend's.
 
-How SGM relates (a few lines the README can carry):
+How SGM relates to adversarial training:
   SGM (Eq. 15/21) also trains on inputs moved along the input gradient, but its perturbation is
   persistent, unsigned and accumulated: X_{t+1} = X_t + lambda_bar * dE/dX_t changes the STORED training
   set, so each image carries the sum of all the small steps it received in earlier epochs, scaled by

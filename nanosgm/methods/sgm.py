@@ -6,18 +6,12 @@ input learning rate lambda_bar, to the stored training inputs:
 
     X_{t+1} = X_t + lambda_bar * dE_t/dX_t                                   (Eq. 15, 21)
 
-This is FGSM (Eq. 20) without the sign, applied to the training set at every step, so the network
-keeps training on freshly perturbed, adversarial-like inputs. The updated representation persists:
-the next epoch trains on X_{t+1}, not on the original X_0. lambda_bar = 0.2 is the paper's setting for
-robustness, it reports lambda_bar = 1 as good for accuracy and that -1 <= lambda_bar <= 1 all work;
-lambda_bar = 0 is the control experiment.
+This is FGSM's step (Eq. 20) without the sign, applied to the stored training set at every step. The
+updated representation persists: the next epoch trains on X_{t+1}, not on the original X_0.
+lambda_bar = 0.2 is the paper's setting for robustness, it reports lambda_bar = 1 as good for accuracy
+and that -1 <= lambda_bar <= 1 all work; lambda_bar = 0 is the control experiment.
 
-How it relates to adversarial training (the baselines in nanosgm.adversarial): both train on inputs moved
-along dE/dX, but SGM's perturbation is persistent, unsigned and accumulated (each stored image carries
-the sum of every step it received, scaled by the gradient's size, with no eps-ball around X_0) and costs
-nothing beyond the plain pass, whose dE/dX it reuses; adversarial training makes a fresh, signed,
-eps-bounded perturbation of the clean batch at every step and throws it away (about 2 passes per batch
-for FGSM and FGSM-RS, k + 1 for PGD-k).
+How SGM relates to adversarial training: the module docstring of :mod:`nanosgm.methods.adversarial`.
 
 Use in a training loop (one forward/backward pass gives both gradients):
 

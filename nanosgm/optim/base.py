@@ -4,7 +4,7 @@ per-parameter state, and the optimiser's checkpoints.
 A weight update rule (Eq. 1-2, `W_{t+1} = W_t - lambda * grad E_t(W_t)`, or a refinement of it) is a
 subclass that writes its rule for one parameter, `update(param, grad, state)`, as its equations, and
 optionally `update_fused`, the same arithmetic with speed tricks (nanosgm/optim/fused.py); `step` runs
-the fused one, tests/test_optim.py checks that both give the same bits.
+the fused one, tests/optim/test_optim.py checks that both give the same bits.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class Optimizer(CheckedState):
     parameters, such as clipping by the global norm, also needs `step` overridden to compute it first.)
     The declaration is required, not inherited: a subclass that does not set `elementwise` in its own
     class body is a TypeError when it is defined, so a new optimiser cannot fall into the threaded
-    path by default. tests/test_optim.py shows a norm-clipping rule that gives a different result
+    path by default. tests/optim/test_optim.py shows a norm-clipping rule that gives a different result
     per slice and is run whole.
     """
 
@@ -59,7 +59,8 @@ class Optimizer(CheckedState):
     choices: tuple[str, ...] = ()
     elementwise: bool = False      # see the contract above; every subclass declares its own
     use_fused = True               # `step` runs `update_fused`; False: the readable `update`
-    #: slots of an earlier state layout, converted on loading: {old name: (new name, host array -> new array)}
+    #: slots a loaded state may hold under another name, converted on loading:
+    #: {saved name: (slot, host array -> slot array)}
     old_slots: dict = {}
 
     def __init_subclass__(cls, **kw):
@@ -190,7 +191,7 @@ class Optimizer(CheckedState):
 
     def _checked_slots(self, d, where, kinds: dict) -> dict:
         """{param name: {slot: host array}} from the "state.<name>.<slot>" keys, every slot present and checked.
-        `kinds`: each slot's dtype kind. A slot of an older layout (`old_slots`, float arrays) is converted."""
+        `kinds`: each slot's dtype kind. A slot named in `old_slots` (a float array) is converted to its slot."""
         pending: dict[str, dict] = {}
         for key in d:
             if not key.startswith("state."):

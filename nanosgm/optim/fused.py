@@ -2,7 +2,7 @@
 
 Each function here is the same arithmetic as the readable `update` of its optimiser (the same
 operations on the same values in the same order), so the result is the same bit for bit;
-tests/test_optim.py compares them. `Optimizer.step` runs these through nanosgm/plumbing/threads.py,
+tests/optim/test_optim.py compares them. `Optimizer.step` runs these through nanosgm/plumbing/threads.py,
 where each cache-sized piece of a parameter goes through every pass while it is still in the cache.
 
 Memory traffic of WAME per weight and step (float32, each array read or written once): reads g, zeta,

@@ -34,7 +34,7 @@ behind the paper's numbers (Z starts at 1, theta averages g^2 over ~1000 steps, 
 Why the default is the authors' form. In the printed form the step is lr * Z: with mini-batch noise
 the gradient's sign flips about half the time, each flip divides zeta by 10 and each agreement only
 multiplies it by 1.2, so zeta and Z sink to zeta_min for most weights and the step to ~lr / 100
-(tests/test_optim.py shows the mechanism; notebooks/05_wame.ipynb plots it and compares both forms
+(tests/optim/test_optim.py shows the mechanism; notebooks/05_wame.ipynb plots it and compares both forms
 with Adam and SGD on MNIST). In the authors' form the ratio zc / Z compares zeta with its own recent
 average, so it stays near 1 whatever level zeta sinks to.
 One detail of that published code is not copied: it stores the previous *parameter* where the
@@ -44,7 +44,7 @@ defines the rule.
 Denominator of the printed form: the paper prints theta, which makes the step scale like lr * Z / |g|
 (units of w / g, unbounded as the gradient vanishes); sqrt(theta), the RMSprop normalisation WAME
 builds on, gives a scale-free step of about lr * Z * sign(g) and is used unless literal=True.
-tests/test_optim.py::test_wame_printed_sqrt_vs_literal_on_a_quadratic shows both on E = c w^2 / 2.
+tests/optim/test_optim.py::test_wame_printed_sqrt_vs_literal_on_a_quadratic shows both on E = c w^2 / 2.
 
 The sign test uses sign(g) * sign(g_prev), so that a product of two tiny float32 gradients that
 underflows to 0 is not mistaken for "no information".
@@ -61,7 +61,7 @@ __all__ = ["WAME"]
 
 
 def _sign_of(host):
-    """A checkpoint's previous gradient (float, an earlier layout) as the int8 slot "g_sign"."""
+    """A checkpoint's "g_prev" slot (the previous gradient itself, float) as the int8 slot "g_sign"."""
     return np.sign(host).astype(np.int8)
 
 
@@ -75,7 +75,7 @@ class WAME(Optimizer):
     ZETA_STORE = (1e-30, 1e30)     # the authors' form: the range the unclipped zeta is kept in
     hyper = ("alpha", "eta_plus", "eta_minus", "zeta_min", "zeta_max", "eps", "literal", "beta1", "beta2")
     choices = ("form",)
-    old_slots = {"g_prev": ("g_sign", _sign_of)}   # the previous gradient itself: the same next step
+    old_slots = {"g_prev": ("g_sign", _sign_of)}   # a loaded "g_prev" becomes its sign: the same next step
 
     def __init__(self, lr: float = 1e-3, alpha: float = 0.9, eta_plus: float = 1.2, eta_minus: float = 0.1,
                  zeta_min: float = 0.01, zeta_max: float = 100.0, eps: float = 1e-8, literal: bool = False,

@@ -1,16 +1,18 @@
 """The finished attacks of a robustness audit, kept on disk so that an interrupted audit resumes.
 
-An audit of several networks on the CPU takes hours; a killed audit should lose at most the attack it was
+An audit of several networks runs long; a killed audit should lose at most the attack it was
 running. After every attack (and every transfer pair) the audit stores which examples stayed correct, per
 eps, in one JSON file (``robustness.partial.json`` beside the ``robustness.json`` to come), rewritten
 atomically. A later audit with the same ``--out`` reads it back and skips what is there.
 
 An entry is keyed by a digest of everything its result depends on: the attacked network's weights, the
 images and labels, the attack's column and keyword arguments, the eps list, the batch size, the clip
-range, the backend and the source of the code that computes attacks (nanosgm.robustness says which files). Every attack draws from its own generator seeded from the suite (nanosgm.robustness.Suite), so
-skipping finished attacks does not change the random draws of the others: a resumed audit gives the numbers
-an uninterrupted one gives (tests/test_robustness.py). The file holds only JSON text (never unpickled or
-executed); entries that do not decode to the expected shape are ignored and recomputed.
+range, the backend and the source of the code that computes attacks (:mod:`nanosgm.experiments.audit` says
+which files). Every attack draws from its own generator seeded from the suite
+(:class:`nanosgm.experiments.audit.Suite`), so skipping finished attacks does not change the random draws of
+the others: a resumed audit gives the numbers an uninterrupted one gives (tests/experiments/test_robustness.py).
+The file holds only JSON text (never unpickled or executed); entries that do not decode to the expected shape
+are ignored and recomputed.
 """
 from __future__ import annotations
 

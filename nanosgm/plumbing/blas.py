@@ -6,18 +6,19 @@ Used by the bench (same threads for nanosgm and torch) and by the protocol's wor
 the BLAS keeps what ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` said when NumPy was imported.
 
 Spinning: after each matrix product OpenBLAS's helper threads keep spinning for 2^28 cycles (~0.1 s)
-before they sleep, and nanosgm's own threads (optimiser steps, the layers' copy loops, nanosgm.threads)
-would wait for those cores. :func:`limit_spin_wait`, called when ``nanosgm`` is imported, sets
+before they sleep, and nanosgm's own threads (optimiser steps, the layers' copy loops,
+nanosgm.plumbing.threads) would wait for those cores. :func:`limit_spin_wait`, which every command line
+(``python -m nanosgm.train``, ``.robustness``, ``.experiments``, ``.bench``) calls before NumPy loads, sets
 ``OPENBLAS_THREAD_TIMEOUT`` to 2^16 cycles (~30 us) unless it is already set. OpenBLAS reads it once, when
-NumPy loads it, so it applies when nanosgm is imported before NumPy (the command-line tools) and
-changes no number, only who waits.
+NumPy loads it, so it applies only when it is set before NumPy is imported; it changes no number, only
+who waits.
 """
 from __future__ import annotations
 
 import ctypes
 import os
 
-__all__ = ["set_blas_threads", "blas_threads", "limit_spin_wait"]
+__all__ = ["set_blas_threads", "blas_threads", "blas_kernels", "limit_spin_wait", "REFERENCE_NUMERICS"]
 
 SPIN_TIMEOUT_LOG2 = 16      # OPENBLAS_THREAD_TIMEOUT: log2 of the cycles a helper thread spins (OpenBLAS: 4..30, default 28)
 
@@ -26,18 +27,44 @@ def limit_spin_wait(environ=os.environ) -> str:
     """Set OPENBLAS_THREAD_TIMEOUT to SPIN_TIMEOUT_LOG2 unless the environment already has it; returns the value in force."""
     return environ.setdefault("OPENBLAS_THREAD_TIMEOUT", str(SPIN_TIMEOUT_LOG2))
 
-def _openblas_handles():
-    """(set, get) ctypes functions of the OpenBLAS loaded in this process, or (None, None)."""
+# The environment in which float32 results are the same on every x86-64 machine with AVX2: OpenBLAS's
+# Haswell kernels (a DYNAMIC_ARCH build otherwise picks the CPU's own, e.g. SkylakeX with AVX-512, which
+# round differently) and NumPy's AVX2 loops (its AVX-512 loops of exp, log, ... differ in the last bit).
+# Both are read when NumPy loads, so they apply to a new process.
+REFERENCE_NUMERICS = {"OPENBLAS_CORETYPE": "Haswell", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
+
+
+def _openblas_library():
+    """ctypes handles of the OpenBLAS libraries loaded in this process."""
     try:
         with open("/proc/self/maps") as f:
             paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
     except OSError:
-        return None, None
+        return []
+    libs = []
     for path in paths:
         try:
-            lib = ctypes.CDLL(path)
+            libs.append(ctypes.CDLL(path))
         except OSError:
             continue
+    return libs
+
+
+def blas_kernels() -> str | None:
+    """The CPU kernels the loaded OpenBLAS uses ("Haswell", "SkylakeX", ...), or None when unknown."""
+    for lib in _openblas_library():
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
+                     "openblas_get_corename"):
+            f = getattr(lib, name, None)
+            if f is not None:
+                f.restype = ctypes.c_char_p
+                return f().decode()
+    return None
+
+
+def _openblas_handles():
+    """(set, get) ctypes functions of the OpenBLAS loaded in this process, or (None, None)."""
+    for lib in _openblas_library():
         for prefix in ("scipy_openblas", "openblas"):
             for suffix in ("64_", "_64_", ""):
                 setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)

@@ -27,7 +27,7 @@ __all__ = ["FORMAT", "META_KEYS", "CheckpointError", "ConfigMismatch", "save", "
            "check_config"]
 
 FORMAT = "nanosgm-checkpoint/3"
-OLDER = ("nanosgm-checkpoint/1", "nanosgm-checkpoint/2")     # before the training method was one part
+OLDER = ("nanosgm-checkpoint/1", "nanosgm-checkpoint/2")     # other layouts: refused with a message of their own
 META_KEYS = ("format", "epoch", "best_epoch", "best_val_error_pct", "history", "config", "loss_ref")
 
 

@@ -32,7 +32,7 @@ def load_npz(path) -> dict:
 
     A missing file is FileNotFoundError; anything else that is not a readable plain-array ``.npz``
     (a folder, an unreadable file, a ``.npy`` or other file under an ``.npz`` name, a truncated or
-    corrupted archive, pickled objects) is a :class:`nanosgm.state.StateError` naming the file.
+    corrupted archive, pickled objects) is a :class:`~nanosgm.plumbing.state.StateError` naming the file.
     """
     path = os.fspath(path)
     if not os.path.lexists(path):

@@ -10,7 +10,7 @@ and the key as it is spelled in that file (``prefix`` + key), e.g.::
 
     runs/c/checkpoint.npz: 'optim.state.0.W.zeta' is missing; ...
 
-Use (``state`` is a flat ``{key: array}`` dict, e.g. what :func:`nanosgm.layers.load_npz` returned)::
+Use (``state`` is a flat ``{key: array}`` dict, e.g. what :func:`nanosgm.plumbing.npz.load_npz` returned)::
 
     where = Where(source="runs/c/checkpoint.npz", prefix="optim.")
     lr = float(check_array(state, "lr", where, shape=(), kind="f"))

@@ -5,15 +5,15 @@ An optimiser step (WAME, Adam) is a dozen whole-array passes over parameter-size
 contiguous pieces, each piece goes through all its passes while it is still in the CPU cache, and
 pieces can run in parallel threads (NumPy's ufuncs release the GIL on large arrays). Element-wise maths
 does not depend on how an array is cut, so the result is bit-for-bit that of the plain loop
-:func:`run_serial` (tests/test_threads.py checks it). On CuPy arrays the plain loop runs.
+:func:`run_serial` (tests/plumbing/test_threads.py checks it). On CuPy arrays the plain loop runs.
+``python -m nanosgm.bench --profile`` prints the optimiser steps' times.
 
-Measured on a 2-core CPU on the MNIST DNN's 12M weights (`python -m nanosgm.bench` prints the effect):
-WAME 160 ms -> 81 ms and Adam 73 ms -> 31 ms per step. Two threads need pieces of ~256k elements (smaller
-pieces spend their time waiting for the GIL); one thread does best with ~64k (the cache).
+Piece sizes: with one worker, CHUNK_SINGLE elements, pieces that fit the CPU cache; with several, the
+larger CHUNK_THREADS, so that a thread spends its time computing rather than waiting for the GIL.
 
 The same pool runs :func:`run_blocks`: the layers' loops over blocks of samples (im2col, col2im,
 max-pooling), each block writing only its own samples' part of the output, so that the result is the
-serial loop's bit for bit (tests/test_im2col.py).
+serial loop's bit for bit (tests/layers/test_im2col.py).
 
 The number of workers is ``NANOSGM_THREADS`` if set, else the number of CPUs.
 """
@@ -100,7 +100,7 @@ def set_threads(threads: int):
     what each worker does. Returns (restore: callable, BLAS description), as blas.set_blas_threads."""
     from ..plumbing.blas import set_blas_threads
     before = os.environ.get("NANOSGM_THREADS")
-    os.environ["NANOSGM_THREADS"] = str(threads)      # nanosgm.threads reads it at every call
+    os.environ["NANOSGM_THREADS"] = str(threads)      # workers() reads it at every call
     restore_blas, desc = set_blas_threads(threads)
 
     def restore():

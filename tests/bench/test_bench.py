@@ -120,7 +120,7 @@ def test_unknown_layer_is_a_clear_error(numpy_backend):
 
 
 def test_one_translation_shared_by_bench_and_tests():
-    """bench.to_torch is a re-export of nanosgm.torch_bridge.to_torch, not a second copy."""
+    """bench.to_torch is a re-export of nanosgm.bench.torch_bridge.to_torch, not a second copy."""
     from nanosgm.bench import torch_bridge
     assert bench.to_torch is torch_bridge.to_torch and bench.TorchMissing is torch_bridge.TorchMissing
 

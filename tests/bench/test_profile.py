@@ -1,4 +1,4 @@
-"""nanosgm.profile: GEMM FLOP counts from the layer shapes (the bench's 'fraction of the peak')."""
+"""nanosgm.bench.profile: GEMM FLOP counts from the layer shapes (the bench's 'fraction of the peak')."""
 import numpy as np
 import pytest
 

@@ -6,12 +6,16 @@ ever be rewritten on purpose, when a change is meant to alter the numbers:
 
     NANOSGM_DATA=... python tests/experiments/test_records_unchanged.py --write
 
-The numbers are float32 results of this machine kind's BLAS with two threads (another CPU's kernels may
-round differently; see the README), so the protocol runs with ``threads=2`` whatever the machine has.
+Float32 results depend on the CPU kernels (OpenBLAS picks AVX-512 ones where it can; NumPy's exp and log
+too) and on the BLAS thread count, so the protocol runs in a new process under
+``nanosgm.plumbing.blas.REFERENCE_NUMERICS`` (OpenBLAS's Haswell kernels, NumPy's AVX2 loops) with two
+BLAS threads: the same numbers on every x86-64 machine with AVX2.
 """
 import hashlib
 import json
 import os
+import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,15 +53,21 @@ def summary(out) -> dict:
 
 
 def run_tiny_protocol(out) -> None:
-    from nanosgm.experiments import NetworkSpec, run_protocol
-    base = NetworkSpec(**SETTINGS, data_dir=os.environ.get("NANOSGM_DATA"))
-    run_protocol(base, runs=1, arms=ARMS, out=str(out), threads=2, progress=False, bars=False)
+    """The protocol, in a new process under the reference numerics (module docstring)."""
+    from nanosgm.plumbing.blas import REFERENCE_NUMERICS
+    argv = [sys.executable, "-m", "nanosgm.experiments", "mnist", "--runs", "1", "--arms", ARMS, "--threads", "2",
+            "--out", str(out), "--no-progress"] + [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()
+                                                  if k != "dataset"]
+    subprocess.run(argv, env={**os.environ, **REFERENCE_NUMERICS}, check=True, capture_output=True, text=True)
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the reference numerics are x86-64 (AVX2) kernels")
 def test_a_tiny_seven_arm_protocol_gives_the_fixtures_records(mnist_real, tmp_path):
     expected = json.loads(FIXTURE.read_text())
     run_tiny_protocol(tmp_path / "tiny")
+    record = json.loads((tmp_path / "tiny" / "protocol.json").read_text())["networks"]["run0/control"]
+    assert record["versions"]["blas_kernels"] in ("Haswell", None) and "X86_V4" not in record["versions"]["numpy_simd"]
     got = summary(tmp_path / "tiny")
     assert got["arms"] == expected["arms"]
     for key, want in expected["networks"].items():

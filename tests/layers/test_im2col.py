@@ -297,7 +297,7 @@ def test_maxpool_all_ties_route_each_window_to_its_own_top_left(k, stride):
 # --- blocks of samples (im2col.sample_blocks), on one thread or several, change no number -----------
 @pytest.mark.parametrize("k_pool, s_pool", [(2, 2), (3, 2)])
 def test_blocks_of_samples_give_the_same_numbers_as_one_block(k_pool, s_pool, monkeypatch):
-    """One block; one sample a block, serially and on 3 threads (nanosgm.threads.run_blocks); 2 + 2 + 1 on 3 threads."""
+    """One block; one sample a block, serially and on 3 threads (nanosgm.plumbing.threads.run_blocks); 2 + 2 + 1 on 3 threads."""
     from nanosgm.layers import im2col as im2col_module
     x = channels_last(normal(3, (5, 3, 8, 8)))
     x[:, :, ::2, ::2] = x[:, :, 1::2, 1::2]                           # ties in the pooling windows

@@ -24,7 +24,7 @@ def close(ours, theirs, what):
 
 
 def translate(model, in_shape):
-    """The network in torch, float64, dropping the units nanosgm drops (nanosgm.torch_bridge: the one translation)."""
+    """The network in torch, float64, dropping the units nanosgm drops (nanosgm.bench.torch_bridge: the one translation)."""
     return torch_bridge.to_torch(model, in_shape, dtype="float64", nanosgm_masks=True)
 
 

@@ -1,4 +1,4 @@
-"""Tests for nanosgm.adversarial: the adversarial-training passes against torch float64 autograd, the
+"""Tests for nanosgm.methods.adversarial: the adversarial-training passes against torch float64 autograd, the
 eps = 0 identity with the plain pass, lock-step dropout masks and frozen running statistics."""
 import pickle
 

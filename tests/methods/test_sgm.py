@@ -1,4 +1,4 @@
-"""Tests for nanosgm.sgm: the Smooth Gradient Method's input updates (Eq. 15, 21)."""
+"""Tests for nanosgm.methods.sgm: the Smooth Gradient Method's input updates (Eq. 15, 21)."""
 import io
 import warnings
 

@@ -1,4 +1,4 @@
-"""Tests for nanosgm.optim (WAME, SGD, Adam) and nanosgm.schedules."""
+"""Tests for nanosgm.optim (WAME, SGD, Adam) and nanosgm.optim.schedules."""
 import io
 import math
 
