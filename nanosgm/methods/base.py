@@ -104,6 +104,14 @@ class Method(CheckedState):
     def _assign_state(self, values) -> None:
         """Nothing to install."""
 
+    @classmethod
+    def parse(cls, args: list, clip=None) -> "Method":
+        """The method from the fields of its label after the name (the arm grammar, nanosgm.methods.arms);
+        here: a method without parameters."""
+        if args:
+            raise ValueError(f"{cls.label} takes no parameters")
+        return cls()
+
     def __repr__(self):
         return f"{type(self).__name__}({self.label!r})"
 
@@ -111,9 +119,3 @@ class Method(CheckedState):
 class Control(Method):
     """The paper's control experiment: plain training, the stored inputs never change."""
     label = "control"
-
-    @classmethod
-    def parse(cls, args: list, clip=None) -> "Control":
-        if args:
-            raise ValueError("control takes no parameters")
-        return cls()

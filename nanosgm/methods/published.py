@@ -16,11 +16,5 @@ class Published(Method):
     """The authors' published code path as a training method (label ``published``)."""
     label = "published"
 
-    @classmethod
-    def parse(cls, args: list, clip=None) -> "Published":
-        if args:
-            raise ValueError("published takes no parameters")
-        return cls()
-
     def after_step(self, model, loss_fn, idx, xb, yb, dX) -> None:
         input_gradient(model, xb, yb, training=True)          # computed at the new weights, then discarded
