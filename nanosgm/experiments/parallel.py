@@ -8,7 +8,8 @@ A task is :func:`nanosgm.experiments.network.train_network` on a
 result depends on the spec alone, so the records are the same whichever way they ran, provided each
 worker uses the same number of BLAS threads (``threads``; default: cores // workers, at least 1, so
 that workers x threads <= cores). Worker processes are started with "spawn" (a fresh interpreter: no
-inherited threads or generator state). With ``scheduler`` (a Dask scheduler address, or a
+inherited threads or generator state), and each ends itself when its coordinator is gone (killed with
+SIGKILL or SIGTERM, which give it no chance to stop them: :func:`worker_pool`). With ``scheduler`` (a Dask scheduler address, or a
 ``distributed.Client``) the tasks go to that cluster (``pip install -e ".[cluster]"``); its workers
 need the data where their ``NANOSGM_DATA`` / the spec's ``data_dir`` points and, to resume a killed
 task, the protocol folder on a shared filesystem.
@@ -16,11 +17,15 @@ task, the protocol folder on a shared filesystem.
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 from ..plumbing.errors import TaskFailed
 from ..plumbing.threads import set_threads
 
-__all__ = ["run_tasks", "default_threads", "run_task", "TaskFailed"]
+__all__ = ["run_tasks", "default_threads", "run_task", "worker_pool", "TaskFailed"]
+
+PARENT_CHECK_SECONDS = 1.0      # how often a worker looks whether its coordinator is still there
 
 
 def _failed(key, exc) -> TaskFailed:
@@ -62,11 +67,29 @@ def run_tasks(tasks, *, workers: int = 1, scheduler=None, threads: int | None = 
         yield from _on_processes(tasks, workers, threads, verbose)
 
 
+def _end_with(parent_pid: int) -> None:
+    """Worker initializer: a daemon thread ends this worker once its parent is no longer ``parent_pid``
+    (the coordinator died and the worker was handed to another process)."""
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+    threading.Thread(target=watch, name="nanosgm-coordinator-watch", daemon=True).start()
+
+
+def worker_pool(workers: int):
+    """A pool of ``workers`` fresh ("spawn") processes that end when this process ends, however it ends."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_end_with,
+                               initargs=(os.getpid(),))
+
+
 def _on_processes(tasks, workers, threads, verbose):
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    pool = worker_pool(workers)
     try:
         futures = {pool.submit(run_task, spec, ck, mp_, threads, key if verbose else None): key
                    for key, spec, ck, mp_ in tasks}
