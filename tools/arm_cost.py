@@ -18,10 +18,11 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from nanosgm import experiments
-from nanosgm.plumbing import threads                      # noqa: E402
 from nanosgm.bench.bench import load_warnings, loadavg          # noqa: E402
 from nanosgm.experiments.network import NetworkSpec, train_network     # noqa: E402
+from nanosgm.experiments.protocol import arm_spec          # noqa: E402
+from nanosgm.methods.arms import CONTROL, parse_arms       # noqa: E402
+from nanosgm.plumbing import threads                      # noqa: E402
 
 
 def epoch_seconds(spec: NetworkSpec) -> float:
@@ -31,11 +32,12 @@ def epoch_seconds(spec: NetworkSpec) -> float:
 
 
 def measure(base: NetworkSpec, arms, rounds: int = 3) -> dict:
-    """{arm label: [seconds of its epoch, per round]}, the arms interleaved round by round (control first)."""
-    times = {arm.label: [] for arm in arms}
+    """{arm label: [seconds of its epoch, per round]}, the arms (labels, control first) interleaved round by
+    round; no snapshots are kept (the specs of a run other than 0)."""
+    times = {label: [] for label in arms}
     for _ in range(rounds):
-        for arm in arms:
-            times[arm.label].append(epoch_seconds(arm.spec(base, base.seed, run=1)))
+        for label in arms:
+            times[label].append(epoch_seconds(arm_spec(base, label, base.seed, run=1)))
     return times
 
 
@@ -46,7 +48,7 @@ def steps_per_epoch(images: int, batch_size: int) -> int:
 
 def table(times: dict, steps: int) -> str:
     """Markdown: arm, median s/step [range], and the median over rounds of arm / same-round control."""
-    control = times[experiments.CONTROL]
+    control = times[CONTROL]
     lines = ["| arm | s/step, median [range] | ÷ control, median [range] |", "| --- | --- | --- |"]
     for label, ts in times.items():
         ratios = [t / c for t, c in zip(ts, control)]
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
     if args.images < 2 * args.batch_size or args.rounds < 1 or args.threads < 1:
         p.error("--images must hold two batches or more, --rounds and --threads must be >= 1")
     try:
-        arms = experiments.parse_arms(args.arms)
+        arms = parse_arms(args.arms)
     except ValueError as exc:
         p.error(str(exc))
     threads.set_threads(args.threads)

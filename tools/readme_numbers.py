@@ -1,10 +1,11 @@
 """Regenerate the README's measured table: ``python tools/readme_numbers.py [--out results/readme]``.
 
 Runs the README's three ``python -m nanosgm.train mnist ...`` commands through the very code path of that
-CLI (its parser, :func:`nanosgm.train.spec_from_args` and :func:`nanosgm.network.train_network`), writes
-each network's record as JSON into ``--out`` (with its wall time) and prints the README's markdown table
-(clean and FGSM accuracy, PGD-10 on the first 500 test images). About 10 minutes on an idle
-2-core CPU. Needs MNIST (``NANOSGM_DATA`` or ``--data-dir``).
+CLI (its parser, :func:`nanosgm.experiments.train_cli.spec_from_args` and
+:func:`nanosgm.experiments.network.train_network`), writes each network's record as JSON into ``--out``
+(with its wall time) and prints the README's markdown table (clean and FGSM accuracy, PGD-10 on the
+first 500 test images). About 10 minutes on an idle 2-core CPU. Needs MNIST (``NANOSGM_DATA`` or
+``--data-dir``).
 """
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from nanosgm.experiments import recipe
-from nanosgm.methods import loop as train  # noqa: E402
-from nanosgm.plumbing.cli import common_setup  # noqa: E402
-from nanosgm.plumbing.files import write_json_atomic  # noqa: E402
+from nanosgm.experiments import recipe, train_cli  # noqa: E402
+from nanosgm.experiments.cli_args import common_setup  # noqa: E402
 from nanosgm.experiments.network import train_network  # noqa: E402
+from nanosgm.plumbing.files import write_json_atomic  # noqa: E402
 
 COMMANDS = (("--model cnn --epochs 1", ["mnist", "--model", "cnn", "--epochs", "1"]),
             ("--model dnn --epochs 1", ["mnist", "--model", "dnn", "--epochs", "1"]),
@@ -29,9 +29,9 @@ COMMANDS = (("--model cnn --epochs 1", ["mnist", "--model", "cnn", "--epochs", "
 
 def measure(argv, data_dir=None) -> dict:
     """The record ``python -m nanosgm.train <argv>`` would write (without its files), plus the wall time."""
-    args = train.build_parser().parse_args(argv + (["--data-dir", data_dir] if data_dir else []))
+    args = train_cli.build_parser().parse_args(argv + (["--data-dir", data_dir] if data_dir else []))
     eps, model_name = common_setup(args)
-    spec = train.spec_from_args(args, model_name, eps)
+    spec = train_cli.spec_from_args(args, model_name, eps)
     t0 = time.perf_counter()
     record = train_network(spec, progress=False, log=lambda line: print("   ", line, flush=True))
     record["wall_seconds"] = round(time.perf_counter() - t0, 1)

@@ -4,7 +4,7 @@ For each protocol folder (its ``protocol.json``; no training, no data): every Ta
 that was measured, per arm, as "median [min-max]" of the control and of the arm, their median paired
 difference and the Wilcoxon p-value, beside the paper's control / updates / difference; then the PGD
 cells, the pooled tests and how far each arm moved the stored images; last, the verdict on each of the
-paper's claims by the fixed rules of :mod:`nanosgm.verdicts`. This is what results/README.md quotes:
+paper's claims by the fixed rules of :mod:`nanosgm.experiments.verdicts`. This is what results/README.md quotes:
 ``python tools/results_tables.py --update results/README.md`` rewrites its marked table blocks.
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ def tables(folder) -> str:
 
 
 def verdict_table(result, summary=None) -> str:
-    """The paper's claims, one row per arm and claim, judged by the rules of nanosgm.verdicts."""
+    """The paper's claims, one row per arm and claim, judged by the rules of nanosgm.experiments.verdicts."""
     lines = ["| claim | arm | paper Δ | pairs | Δ median [range] | verdict | why |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for c in verdicts.claims(result, summary):
         lo, hi = c["range"]

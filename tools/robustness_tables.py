@@ -85,13 +85,13 @@ def _load_protocol(folder) -> dict:
 
 def _label_of(slug: str) -> str:
     """The protocol's arm label of a file-name slug ("sgm_0.2_per-sample" -> "sgm:0.2:per-sample"): the label
-    whose slug it is, by the rule that made it (``nanosgm.experiments.parse_arm``), else the slug itself."""
-    from nanosgm.experiments.protocol import parse_arm
+    whose slug it is, by the rule that made it (``nanosgm.methods.arms.slug``), else the slug itself."""
+    from nanosgm.methods.arms import parse_arm, slug as slug_of
     try:
-        arm = parse_arm(slug.replace("_", ":"))
+        label = parse_arm(slug.replace("_", ":")).label
     except ValueError:
         return slug
-    return arm.label if arm.slug == slug else slug
+    return label if slug_of(label) == slug else slug
 
 
 def _arm_of(name: str) -> tuple:

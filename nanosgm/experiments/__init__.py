@@ -1,7 +1,10 @@
 """The paper's protocol (Sections 5-6) and its command lines.
 
     network      one network = one task: a NetworkSpec trained and measured the same way everywhere
-    protocol     lock-step runs of the control and each arm, medians, Wilcoxon tests, Tables 4-5
+    protocol     lock-step runs of the control and each arm, recorded in protocol.json (resumable)
+    keys         how a result names its networks: "run<i>/<arm>"
+    stats        medians, ranges and Wilcoxon tests of the paired runs
+    tables       Tables 4-5 as text, beside the paper's numbers
     parallel     the networks in this process, in worker processes or on a Dask cluster
     verdicts, paper_tables, figures    the paper's claims, its numbers, Figures 1-6
     audit        the robustness audit (``python -m nanosgm.robustness``)
@@ -12,10 +15,12 @@ Names are loaded on first use, so that the command lines can set up the process 
 import importlib
 
 _NAMES = {name: "protocol" for name in (
-    "PAPER_EPS", "PROTOCOL_FORMAT", "Arm", "parse_arm", "parse_arms", "ConfigMismatch", "run_protocol",
-    "load_protocol", "summarize", "wilcoxon_paired", "format_tables", "paper_experiment_name", "network_key",
-    "arms_of", "paired", "write_figures", "protocol_config")}
-_NAMES.update({"NetworkSpec": "network", "train_network": "network", "measure": "network", "main": "cli"})
+    "PAPER_EPS", "PROTOCOL_FORMAT", "CONTROL", "arm_spec", "parse_arm", "parse_arms", "ConfigMismatch",
+    "run_protocol", "load_protocol", "protocol_config")}
+_NAMES.update({name: "stats" for name in ("min_exact_p", "wilcoxon_paired", "arms_of", "paired", "summarize")})
+_NAMES.update({name: "tables" for name in ("paper_experiment_name", "format_tables")})
+_NAMES.update({"network_key": "keys", "write_figures": "figures", "NetworkSpec": "network",
+               "train_network": "network", "measure": "network", "main": "cli"})
 
 __all__ = sorted(_NAMES)
 

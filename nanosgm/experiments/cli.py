@@ -10,8 +10,11 @@ from .. import backend
 from ..plumbing.cli import CliError, check_out_folder, run_cli
 from . import recipe
 from .cli_args import add_common_arguments, common_setup
+from .figures import write_figures
 from .network import NetworkSpec
-from .protocol import format_tables, load_protocol, parse_arms, run_protocol, summarize, write_figures
+from .protocol import load_protocol, parse_arms, run_protocol
+from .stats import summarize
+from .tables import format_tables
 
 __all__ = ["main", "build_parser"]
 
@@ -40,7 +43,7 @@ def build_parser():
     p.add_argument("--tables-only", action="store_true", help="train nothing: print the tables (and --figures) "
                    "from --out/protocol.json (its own configuration; the training flags are ignored)")
     p.add_argument("--paper-dir", default=None, help="read the paper's numbers from the table CSVs in this folder "
-                   "(default: the numbers shipped in nanosgm.paper_tables)")
+                   "(default: the numbers shipped in nanosgm.experiments.paper_tables)")
     return p
 
 

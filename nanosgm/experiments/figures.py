@@ -6,17 +6,24 @@
                                          perturbations at eps = 0.001 and 0.1
     input_updates(snapshots)             Figures 5-6: X_t - X_0 over the first nine epochs of SGM
                                          (50% grey = no update, white = +1, black = -1)
+    write_figures(result, out, ds)       all of them that a protocol result allows, as PNGs in ``out``
 
 Built with ``matplotlib.figure.Figure`` directly (no pyplot, no GUI, never ``plt.show``), so they work
 headless; save with ``fig.savefig(path)`` or display the returned Figure in a notebook.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .. import attacks, backend
+from ..methods.arms import slug
+from . import recipe
+from .keys import split_key
 
-__all__ = ["test_error_curves", "adversarial_examples", "input_updates", "update_to_grey", "error_curves"]
+__all__ = ["test_error_curves", "adversarial_examples", "input_updates", "update_to_grey", "error_curves",
+           "write_figures"]
 
 
 def _figure(figsize):
@@ -28,7 +35,7 @@ def error_curves(result, arm: str) -> np.ndarray:
     """(runs, epochs) test error (%) of ``arm`` ("control", "sgm:0.2", ...) from each recorded network's
     history (protocol.json's "networks"), cut to the shortest history."""
     nets = result["networks"]
-    keys = sorted((k for k in nets if k.split("/", 1)[1] == arm), key=lambda k: int(k.split("/")[0][3:]))
+    keys = sorted((k for k in nets if split_key(k)[1] == arm), key=lambda k: split_key(k)[0])
     curves = [[h["test_error_pct"] for h in nets[k]["history"]] for k in keys]
     if not curves:
         return np.zeros((0, 0))
@@ -157,7 +164,7 @@ def input_updates(snapshots, n: int | None = None, *, gain: float = 1.0, channel
     (``channels="mean"``, default) or shown as RGB with the same per-channel mapping (``"rgb"``).
 
     ``snapshots``: ``{"epochs": [1, ..], "X0": (k, C, H, W), "deltas": [(k, C, H, W) per epoch]}`` as
-    :func:`nanosgm.train.fit` records them (``snapshot_rows``). One row per image (the first ``n``, default all),
+    :func:`nanosgm.methods.fit` records them (``snapshot_rows``). One row per image (the first ``n``, default all),
     first column X_0, then one column per epoch: ``rows * (1 + epochs)`` axes.
     """
     X0 = np.asarray(snapshots["X0"], dtype=np.float64)
@@ -188,6 +195,39 @@ def input_updates(snapshots, n: int | None = None, *, gain: float = 1.0, channel
                  fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def write_figures(result, out, ds=None, clip=(0.0, 1.0), dpi: int = 90) -> list:
+    """Save Figures 1-6 of a protocol result (as far as it allows) as PNGs into ``out``; returns the paths.
+
+    Figures 1-2 always; Figures 3-4 of every arm whose run-0 weights are in ``out/models`` when the
+    dataset ``ds`` is given; Figures 5-6 of every arm with snapshots, also amplified to the largest update
+    when that is below 0.5."""
+    paths = []
+
+    def save(fig, name):
+        p = os.path.join(out, name)
+        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+        paths.append(p)
+
+    save(test_error_curves(result), "fig1-2_test_error.png")
+    if ds is not None:
+        for arm in result["arms"]:
+            path = os.path.join(out, "models", f"run0-{slug(arm)}.npz")
+            if os.path.exists(path):
+                backend.seed(result["config"]["seed0"])
+                model = recipe.build_model(result["config"]["model"], ds)
+                model.load(path)
+                save(adversarial_examples(model, ds.X_test, ds.y_test, clip=clip, title=f"run 0, {arm}"),
+                     f"fig3-4_adversarial_{slug(arm)}.png")
+    for arm, snaps in (result.get("snapshots") or {}).items():
+        if len(snaps["deltas"]):
+            name = slug(arm)
+            save(input_updates(snaps, title=arm), f"fig5-6_input_updates_{name}.png")
+            peak = max(float(np.abs(d).max()) for d in snaps["deltas"])
+            if 0 < peak < 0.5:
+                save(input_updates(snaps, gain=1.0 / peak, title=arm), f"fig5-6_input_updates_{name}_amplified.png")
+    return paths
 
 
 test_error_curves.__test__ = False     # a figure, not a pytest test (in case a test module imports it by name)

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import experiments
 from . import paper_tables
+from .stats import summarize
+from .tables import paper_experiment_name
 
 __all__ = ["verdict_gain", "verdict_no_harm", "claims", "is_sgm_arm", "MIN_PAIRS", "GAIN_CLAIM", "HARM_TOL"]
 
@@ -49,7 +50,7 @@ def _diffs(block) -> np.ndarray:
 
 
 def _median(d) -> float:
-    """The median paired difference, rounded as experiments.wilcoxon_paired's median_diff is."""
+    """The median paired difference, rounded as :func:`.stats.wilcoxon_paired`'s median_diff is."""
     return round(float(np.median(d)), 4)
 
 
@@ -102,12 +103,12 @@ def claims(result, summary=None) -> list:
     """One row per (arm, claim) of a protocol result: {"arm", "claim", "paper_diff", "pairs", "median_diff",
     "range", "verdict", "reason"}. Claims are the paper's Table 4 cell and its Table 5 cells with a
     difference of at least GAIN_CLAIM; an experiment the paper does not have gives no rows. ``summary``:
-    ``experiments.summarize(result)`` when the caller already has it."""
+    :func:`.stats.summarize` of ``result`` when the caller already has it."""
     cfg = result["config"]
-    name = experiments.paper_experiment_name(cfg["dataset"], cfg["model"], cfg.get("augment", False))
+    name = paper_experiment_name(cfg["dataset"], cfg["model"], cfg.get("augment", False))
     p4, p5 = paper_tables.lookup(paper_tables.TABLE4, name), paper_tables.lookup(paper_tables.TABLE5, name)
     rows = []
-    for arm, s in (summary or experiments.summarize(result)).items():
+    for arm, s in (summary or summarize(result)).items():
         if not s["runs"] or not is_sgm_arm(arm):
             continue
         if p4:

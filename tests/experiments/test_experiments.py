@@ -1,4 +1,4 @@
-"""The paper's protocol (nanosgm.experiments) and figures (nanosgm.figures): lock-step runs, medians,
+"""The paper's protocol (nanosgm.experiments) and figures (nanosgm.experiments.figures): lock-step runs, medians,
 Wilcoxon tests, resuming, Tables 4-5 formatting, Figures 1-6, and the CLI on a tiny real-MNIST run."""
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from scipy import stats
 from pathlib import Path
 
 from nanosgm import backend, experiments
-from nanosgm.experiments import figures, network
+from nanosgm.experiments import figures, network, protocol
 from nanosgm.experiments.network import NetworkSpec
 from nanosgm.data import Dataset
 from nanosgm.layers import BatchNorm, Dense, Dropout, Flatten, ReLU, Sequential
+from nanosgm.methods import SGM, AdversarialTraining, Control, Published
 
 from conftest import require_real_data
 
@@ -84,18 +85,18 @@ def test_lock_step_same_initial_weights_batches_and_masks(monkeypatch):
     real_fit = network.fit
 
     def spy(model, *a, **kw):
-        seen.append((kw["seed"], kw["input_lr"], kw["published"], model.state_dict()))
+        seen.append((kw["seed"], kw["method"].label, model.state_dict()))
         return real_fit(model, *a, **kw)
 
     monkeypatch.setattr(network, "fit", spy)
     res = run(arms="sgm:0.2,published")
-    assert [s[:3] for s in seen] == [(0, 0.0, False), (0, 0.2, False), (0, 0.0, True),
-                                     (1, 0.0, False), (1, 0.2, False), (1, 0.0, True)]
+    assert [s[:2] for s in seen] == [(0, "control"), (0, "sgm:0.2"), (0, "published"),
+                                     (1, "control"), (1, "sgm:0.2"), (1, "published")]
     for k in (0, 3):                     # the three networks of one run: the very same initial weights
         for j in (1, 2):
-            a, b = seen[k][3], seen[k + j][3]
+            a, b = seen[k][2], seen[k + j][2]
             assert a.keys() == b.keys() and all(np.array_equal(a[n], b[n]) for n in a)
-    w0, w1 = seen[0][3], seen[3][3]      # ... and another seed gives other weights
+    w0, w1 = seen[0][2], seen[3][2]      # ... and another seed gives other weights
     assert any(not np.array_equal(w0[n], w1[n]) for n in w0)
     nets = res["networks"]
     for i in (0, 1):
@@ -112,7 +113,7 @@ def test_a_broken_lock_step_is_detected():
     res = hand_made_result([99.0], [99.0], [50.0], [50.0])
     res["networks"]["run0/sgm:0.2"]["init_sha256"] = "y"
     with pytest.raises(RuntimeError, match="lock-step broken"):
-        experiments._check_lockstep(res, 0)
+        protocol.check_lockstep(res, 0)
 
 
 def test_one_epoch_control_and_sgm_coincide_and_snapshots_are_recorded(tmp_path):
@@ -127,27 +128,44 @@ def test_one_epoch_control_and_sgm_coincide_and_snapshots_are_recorded(tmp_path)
 
 def test_arms_parse_and_refuse_clearly():
     arms = experiments.parse_arms("sgm:0.2, sgm:1:per-sample,published")
-    assert [a.label for a in arms] == ["control", "sgm:0.2", "sgm:1:per-sample", "published"]
-    assert arms[2].input_lr == 1 and arms[2].per_sample and arms[3].published and arms[3].input_lr == 0
+    assert arms == ["control", "sgm:0.2", "sgm:1:per-sample", "published"]          # canonical labels, control first
+    methods = [experiments.parse_arm(a) for a in arms]
+    assert [m.label for m in methods] == arms                                        # the labels round-trip
+    assert isinstance(methods[2], SGM) and methods[2].input_lr == 1 and methods[2].per_sample
+    assert isinstance(methods[1], SGM) and methods[1].input_lr == 0.2 and not methods[1].per_sample
+    assert isinstance(methods[3], Published) and isinstance(methods[0], Control)
+    assert [m.moves_inputs for m in methods] == [False, True, True, False]
     for bad in ("sgm", "sgm:x", "sgm:0", "sgm:0.2:batch", "adv", ""):
         with pytest.raises(ValueError):
             experiments.parse_arms(bad)
     with pytest.raises(ValueError, match="twice"):
         experiments.parse_arms("sgm:0.2,sgm:0.20")
     adv = experiments.parse_arms("fgsm-at:0.1,fgsm-rs:0.1,pgd-at:0.1:3")
-    assert [a.label for a in adv] == ["control", "fgsm-at:0.1", "fgsm-rs:0.1", "pgd-at:0.1:3"]
-    assert [a.adversarial for a in adv[1:]] == [("fgsm", 0.1, 7), ("fgsm-rs", 0.1, 7), ("pgd", 0.1, 3)]
+    assert adv == ["control", "fgsm-at:0.1", "fgsm-rs:0.1", "pgd-at:0.1:3"]
+    adv_methods = [experiments.parse_arm(a) for a in adv[1:]]
+    assert all(isinstance(m, AdversarialTraining) and not m.moves_inputs for m in adv_methods)
+    assert [(m.mode, m.eps, m.steps) for m in adv_methods] == [("fgsm", 0.1, 7), ("fgsm-rs", 0.1, 7), ("pgd", 0.1, 3)]
     assert experiments.parse_arm("pgd-at:0.1").label == "pgd-at:0.1:7"
     for bad in ("fgsm-at:0", "fgsm-at:0.1:3", "pgd-at:x", "pgd-at:0.1:0"):
         with pytest.raises(ValueError):
             experiments.parse_arm(bad)
 
 
+def test_arm_spec_names_the_method_and_keeps_snapshots_of_run_0_of_a_method_that_moves_inputs():
+    b = base()
+    for label, run_, rows in (("sgm:0.2", 0, 8), ("sgm:0.2:per-sample", 0, 8), ("sgm:0.2", 1, 0), ("control", 0, 0),
+                              ("published", 0, 0), ("pgd-at:0.1:2", 0, 0)):
+        spec = experiments.arm_spec(b, label, seed=7 + run_, run=run_)
+        assert (spec.method, spec.seed, spec.snapshot_rows) == (label, 7 + run_, rows)
+        assert spec.with_(method="control", seed=b.seed, snapshot_rows=0) == b      # nothing else changes
+    assert experiments.arm_spec(b, "PGD-AT:0.10", seed=0, run=0).method == "pgd-at:0.1:7"      # canonical spelling
+
+
 def test_adversarial_training_arms_run_lock_step_and_leave_the_inputs_alone():
     res = run(runs=1, arms="fgsm-at:0.1,pgd-at:0.1:2")
     nets = res["networks"]
     assert len({r["init_sha256"] for r in nets.values()}) == 1
-    assert nets["run0/pgd-at:0.1:2"]["spec"]["adversarial"] == ["pgd", 0.1, 2]
+    assert nets["run0/pgd-at:0.1:2"]["spec"]["method"] == "pgd-at:0.1:2"             # the record names its method
     assert "input_shift_max" not in nets["run0/fgsm-at:0.1"]["history"][0]
     assert nets["run0/fgsm-at:0.1"]["history"][0]["train_loss"] != nets["run0/control"]["history"][0]["train_loss"]
 
@@ -218,7 +236,7 @@ def test_resume_skips_finished_networks_and_records_each_as_it_finishes(tmp_path
     real_fit = network.fit
 
     def counting(*a, **kw):
-        calls.append((kw["seed"], kw["input_lr"]))
+        calls.append((kw["seed"], kw["method"].label))
         if len(calls) == 2:
             raise KeyboardInterrupt                      # interrupted in run 2's SGM network
         return real_fit(*a, **kw)
@@ -226,7 +244,7 @@ def test_resume_skips_finished_networks_and_records_each_as_it_finishes(tmp_path
     monkeypatch.setattr(network, "fit", counting)
     with pytest.raises(KeyboardInterrupt):
         run(runs=4, out=out)
-    assert calls == [(2, 0.0), (2, 0.2)]                 # runs 0 and 1 were skipped
+    assert calls == [(2, "control"), (2, "sgm:0.2")]     # runs 0 and 1 were skipped
     assert len(json.loads((out / "protocol.json").read_text())["networks"]) == 5
 
     calls.clear()
@@ -245,10 +263,35 @@ def test_a_new_arm_extends_a_protocol_and_shares_its_control(tmp_path, monkeypat
     run(runs=1, out=out)
     calls = []
     real_fit = network.fit
-    monkeypatch.setattr(network, "fit", lambda *a, **kw: (calls.append(kw["published"]), real_fit(*a, **kw))[1])
+    monkeypatch.setattr(network, "fit", lambda *a, **kw: (calls.append(kw["method"].label), real_fit(*a, **kw))[1])
     res = run(runs=1, arms="sgm:0.2,published", out=out)
-    assert calls == [True] and res["arms"] == ["control", "sgm:0.2", "published"]
+    assert calls == ["published"] and res["arms"] == ["control", "sgm:0.2", "published"]
     assert set(res["summary"]) == {"sgm:0.2", "published"}
+
+
+def test_records_whose_spec_predates_method_are_read_and_extended(tmp_path):
+    """protocol.json files whose records' spec has input_lr/per_sample/published/adversarial instead of
+    "method" (record format nanosgm-network/1, as committed under results/) give the same tables and
+    summaries, and the protocol resumes and extends around them."""
+    out = tmp_path / "p"
+    run(runs=1, out=out)
+    path = out / "protocol.json"
+    text = experiments.format_tables(experiments.load_protocol(out), paper=False)
+    saved = json.loads(path.read_text())
+    for r in saved["networks"].values():
+        label = r["spec"].pop("method")
+        r["format"] = "nanosgm-network/1"
+        r["spec"].update(input_lr=0.2 if label == "sgm:0.2" else 0.0, per_sample=False, published=False,
+                         adversarial=None)
+    path.write_text(json.dumps(saved))
+    old = experiments.load_protocol(out)
+    assert experiments.format_tables(old, paper=False) == text
+    assert experiments.summarize(old)["sgm:0.2"]["runs"] == [0]
+    res = run(runs=2, out=out)
+    assert list(res["networks"]) == ["run0/control", "run0/sgm:0.2", "run1/control", "run1/sgm:0.2"]
+    assert res["networks"]["run0/sgm:0.2"] == saved["networks"]["run0/sgm:0.2"]          # kept as it was
+    assert res["networks"]["run1/sgm:0.2"]["spec"]["method"] == "sgm:0.2"
+    assert res["summary"]["sgm:0.2"]["runs"] == [0, 1]
 
 
 def test_config_mismatch_is_a_clear_error(tmp_path):
@@ -340,7 +383,7 @@ def test_format_tables_rows_and_the_papers_numbers(tmp_path):
 
 def test_the_shipped_paper_numbers_are_the_papers_csvs():
     from nanosgm.experiments import paper_tables
-    here = Path(__file__).resolve().parents[2] / "shared" / "paper"
+    here = Path(__file__).resolve().parents[3] / "shared" / "paper"
     if not here.is_dir():
         pytest.skip("the paper's CSVs are not beside this checkout")
     csv = paper_tables.read_paper_tables(here)
@@ -430,7 +473,7 @@ def test_cli_errors(capsys, tmp_path):
     assert e.value.code == 2 and "unknown dataset" in capsys.readouterr().err
     for argv, message in ((["--eps", "0.1,abc"], "--eps"), (["--runs", "0"], "--runs"),
                           (["--model", "resnet"], "unknown model"), (["--input-lr", "0"], "two control"),
-                          (["--arms", "sgm:zero"], "unknown arm"), (["--workers", "0"], "--workers")):
+                          (["--arms", "sgm:zero"], "arm 'sgm:zero'"), (["--workers", "0"], "--workers")):
         assert experiments.main(["mnist"] + argv + ["--out", str(tmp_path / "x")]) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
@@ -460,7 +503,7 @@ def test_a_failing_network_is_named_and_the_finished_ones_are_kept(tmp_path, mon
     real_fit = network.fit
 
     def diverge_on_sgm(*a, **kw):
-        if kw["input_lr"]:
+        if isinstance(kw["method"], SGM):
             raise train.TrainingDiverged("the loss became nan at epoch 1, batch 1")
         return real_fit(*a, **kw)
     monkeypatch.setattr(network, "fit", diverge_on_sgm)
@@ -530,8 +573,8 @@ def test_arm_cost_trains_every_arm_each_round_and_divides_by_the_same_rounds_con
     real = tool.epoch_seconds
     monkeypatch.setattr(tool, "epoch_seconds", lambda spec: seen.append(spec) or real(spec))
     times = tool.measure(base(epochs=1), arms, rounds=2)
-    assert [s.adversarial for s in seen[:4]] == [None, None, ("fgsm", 0.1, 7), ("pgd", 0.1, 2)] and len(seen) == 8
-    assert [s.input_lr for s in seen[:2]] == [0.0, 0.2] and all(s.epochs == 1 and s.snapshot_rows == 0 for s in seen)
+    assert [s.method for s in seen] == ["control", "sgm:0.2", "fgsm-at:0.1", "pgd-at:0.1:2"] * 2
+    assert all(s.epochs == 1 and s.snapshot_rows == 0 for s in seen)
     assert list(times) == ["control", "sgm:0.2", "fgsm-at:0.1", "pgd-at:0.1:2"]
     assert all(len(ts) == 2 and min(ts) >= 0 for ts in times.values())      # fit rounds seconds to 0.01
     hand = {"control": [2.0, 4.0], "fgsm-at:0.1": [4.0, 12.0]}         # ratios 2 and 3 -> median 2.5

@@ -1,0 +1,24 @@
+"""How a protocol result names its networks: ``"run<i>/<arm label>"`` (``"run0/control"``, ``"run3/sgm:0.2"``).
+
+The protocol writes its records under these keys (:mod:`.protocol`); the statistics pair them by run
+(:mod:`.stats`) and the figures group them by arm (:mod:`.figures`).
+
+    >>> network_key(3, "sgm:0.2:per-sample")
+    'run3/sgm:0.2:per-sample'
+    >>> split_key("run3/sgm:0.2:per-sample")
+    (3, 'sgm:0.2:per-sample')
+"""
+from __future__ import annotations
+
+__all__ = ["network_key", "split_key"]
+
+
+def network_key(run: int, arm_label: str) -> str:
+    """The key of arm ``arm_label``'s network in run ``run``."""
+    return f"run{run}/{arm_label}"
+
+
+def split_key(key: str) -> tuple:
+    """(run, arm label) of a network key."""
+    run, arm = key.split("/", 1)
+    return int(run[3:]), arm

@@ -1,0 +1,117 @@
+"""The protocol's statistics (Section 6): per arm against the control, paired by run (seed).
+
+Over the runs that have both networks recorded: the MEDIAN (what the paper reports), min-max and
+per-run values of the control and of the arm, and the two-sided Wilcoxon signed-rank test of the paired
+runs. With n pairs and no ties the smallest exact p-value is 2 / 2**n: 0.0625 for five pairs, so
+"p < 0.05" cannot come from five runs; the POOLED test over all (run, eps) cells of a row is the only way
+to get there, and its cells are not independent (the same networks at several eps).
+
+A result is the dict :func:`nanosgm.experiments.run_protocol` returns (or ``load_protocol`` reads):
+``{"config", "arms", "networks": {"run<i>/<arm>": record}, ...}``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..methods.arms import CONTROL
+from .keys import network_key, split_key
+
+__all__ = ["min_exact_p", "wilcoxon_paired", "arms_of", "paired", "summarize"]
+
+
+def min_exact_p(n: int) -> float:
+    """The smallest two-sided exact Wilcoxon signed-rank p-value with n non-zero, untied pairs: 2 / 2**n."""
+    return min(1.0, 2.0 / 2 ** n) if n > 0 else 1.0
+
+
+def wilcoxon_paired(control, updates) -> dict:
+    """Wilcoxon signed-rank test of paired samples (two-sided), ``scipy.stats.wilcoxon``.
+
+    Returns {"n", "statistic", "p", "median_diff", "min_exact_p", "note"}; ``median_diff`` is
+    median(updates - control). All-zero differences (or no pairs) give p = 1.0 and a note instead of an error.
+    """
+    from scipy import stats
+    c, u = np.asarray(control, dtype=float), np.asarray(updates, dtype=float)
+    if c.shape != u.shape or c.ndim != 1:
+        raise ValueError(f"control and updates must be paired 1-D sequences, got shapes {c.shape} and {u.shape}")
+    n = int(c.size)
+    d = u - c
+    out = {"n": n, "statistic": None, "p": 1.0, "median_diff": round(float(np.median(d)), 4) if n else math.nan,
+           "min_exact_p": min_exact_p(n), "note": ""}
+    if n == 0:
+        out["note"] = "no pairs"
+        return out
+    if np.all(d == 0):
+        out.update(statistic=0.0, note="no difference (all paired differences are zero)")
+        return out
+    r = stats.wilcoxon(u, c, alternative="two-sided")
+    out.update(statistic=float(r.statistic), p=float(r.pvalue))
+    nz = int(np.count_nonzero(d))
+    if nz < n:
+        out["note"] = f"{n - nz} zero difference(s) dropped"
+    return out
+
+
+def arms_of(result) -> list:
+    """The arms of a result beside the control, in the order they were added."""
+    return [a for a in result["arms"] if a != CONTROL]
+
+
+def paired(result, arm) -> list:
+    """The runs that have both the control and ``arm`` recorded, in order."""
+    runs = sorted({split_key(k)[0] for k in result["networks"]})
+    return [i for i in runs if network_key(i, CONTROL) in result["networks"] and network_key(i, arm) in result["networks"]]
+
+
+def _stats(values) -> dict:
+    """{median, min, max, per_run} of one arm's values over the runs (NaN and [] when there are none)."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return {"median": math.nan, "min": math.nan, "max": math.nan, "per_run": []}
+    return {"median": round(float(np.median(v)), 4), "min": float(v.min()), "max": float(v.max()),
+            "per_run": [float(x) for x in v]}
+
+
+def _block(result, arm, runs, getter) -> dict:
+    """One cell of a table: the control's and the arm's values (``getter(record)``) over ``runs``, and their test."""
+    c = [getter(result["networks"][network_key(i, CONTROL)]) for i in runs]
+    a = [getter(result["networks"][network_key(i, arm)]) for i in runs]
+    return {"control": _stats(c), "arm": _stats(a), "wilcoxon": wilcoxon_paired(c, a)}
+
+
+def _attack_blocks(result, arm, runs, kind, eps) -> dict:
+    """{eps: block} of attack ``kind`` ("fgsm" or "pgd"), or {} unless every paired network measured it."""
+    have = runs and all(f"{kind}_pct" in result["networks"][network_key(i, v)]["results"]
+                        for i in runs for v in (CONTROL, arm))
+    if not have:
+        return {}
+    return {float(e): _block(result, arm, runs, lambda r, e=e: r["results"][f"{kind}_pct"][e]) for e in eps}
+
+
+def _pooled(blocks) -> dict | None:
+    """The paired test over every (run, eps) cell of ``blocks`` (None without cells)."""
+    cells = [(b["control"]["per_run"], b["arm"]["per_run"]) for b in blocks.values()]
+    if not cells:
+        return None
+    return wilcoxon_paired(sum((c for c, _ in cells), []), sum((a for _, a in cells), []))
+
+
+def summarize(result) -> dict:
+    """Per arm against the control (paired runs only): clean accuracy (Table 4), FGSM accuracy per eps
+    (Table 5), PGD per eps (when measured), and the pooled paired test over all (run, eps) FGSM cells.
+
+    Returns {arm: {"runs", "clean", "fgsm": {eps: block}, "pgd": {eps: block}, "pooled_fgsm", "pooled_pgd"}},
+    a block being {"control": {median, min, max, per_run}, "arm": {...}, "wilcoxon": {...}}; percent.
+    """
+    eps = [repr(float(e)) for e in result["config"]["eps"]]
+    out = {}
+    for arm in arms_of(result):
+        runs = paired(result, arm)
+        s = {"runs": runs, "clean": _block(result, arm, runs, lambda r: r["results"]["clean_pct"])}
+        for kind in ("fgsm", "pgd"):
+            s[kind] = _attack_blocks(result, arm, runs, kind, eps)
+            s[f"pooled_{kind}"] = _pooled(s[kind])
+        out[arm] = s
+    return out
