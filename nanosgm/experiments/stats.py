@@ -81,13 +81,15 @@ def _block(result, arm, runs, getter) -> dict:
     return {"control": _stats(c), "arm": _stats(a), "wilcoxon": wilcoxon_paired(c, a)}
 
 
-def _attack_blocks(result, arm, runs, kind, eps) -> dict:
-    """{eps: block} of attack ``kind`` ("fgsm" or "pgd"), or {} unless every paired network measured it."""
-    have = runs and all(f"{kind}_pct" in result["networks"][network_key(i, v)]["results"]
+def _attack_blocks(result, arm, runs, kind, eps, part="results") -> dict:
+    """{eps: block} of ``kind`` ("fgsm", "pgd" or "fgsm_authors": the record's ``<kind>_pct``) in the
+    record's ``part`` ("results": the best epoch; "results_last_epoch"), or {} unless every paired
+    network has it."""
+    have = runs and all(f"{kind}_pct" in result["networks"][network_key(i, v)].get(part, {})
                         for i in runs for v in (CONTROL, arm))
     if not have:
         return {}
-    return {float(e): _block(result, arm, runs, lambda r, e=e: r["results"][f"{kind}_pct"][e]) for e in eps}
+    return {float(e): _block(result, arm, runs, lambda r, e=e: r[part][f"{kind}_pct"][e]) for e in eps}
 
 
 def _pooled(blocks) -> dict | None:
@@ -98,20 +100,36 @@ def _pooled(blocks) -> dict | None:
     return wilcoxon_paired(sum((c for c, _ in cells), []), sum((a for _, a in cells), []))
 
 
+KINDS = ("fgsm", "pgd", "fgsm_authors")      # FGSM (this project's evaluation), PGD, FGSM the authors' way
+
+
 def summarize(result) -> dict:
     """Per arm against the control (paired runs only): clean accuracy (Table 4), FGSM accuracy per eps
-    (Table 5), PGD per eps (when measured), and the pooled paired test over all (run, eps) FGSM cells.
+    (Table 5) measured this project's way ("fgsm") and the authors' way ("fgsm_authors", when the
+    records have it: :mod:`nanosgm.attacks.conventions`), PGD per eps (when measured), and the pooled
+    paired test over all (run, eps) cells of each; under "last_epoch" the same for the weights of the
+    last epoch (when every paired record has them).
 
-    Returns {arm: {"runs", "clean", "fgsm": {eps: block}, "pgd": {eps: block}, "pooled_fgsm", "pooled_pgd"}},
+    Returns {arm: {"runs", "clean", "fgsm": {eps: block}, "pgd": {...}, "fgsm_authors": {...},
+    "pooled_fgsm", "pooled_pgd", "pooled_fgsm_authors", "last_epoch": {"clean", "fgsm", ...} or {}}},
     a block being {"control": {median, min, max, per_run}, "arm": {...}, "wilcoxon": {...}}; percent.
     """
     eps = [repr(float(e)) for e in result["config"]["eps"]]
     out = {}
     for arm in arms_of(result):
         runs = paired(result, arm)
-        s = {"runs": runs, "clean": _block(result, arm, runs, lambda r: r["results"]["clean_pct"])}
-        for kind in ("fgsm", "pgd"):
-            s[kind] = _attack_blocks(result, arm, runs, kind, eps)
-            s[f"pooled_{kind}"] = _pooled(s[kind])
-        out[arm] = s
+        s = _part(result, arm, runs, eps, "results")
+        last = runs and all("results_last_epoch" in result["networks"][network_key(i, v)]
+                            for i in runs for v in (CONTROL, arm))
+        s["last_epoch"] = _part(result, arm, runs, eps, "results_last_epoch") if last else {}
+        out[arm] = dict(runs=runs, **s)
     return out
+
+
+def _part(result, arm, runs, eps, part) -> dict:
+    """The blocks of one part of the records ("results" or "results_last_epoch")."""
+    s = {"clean": _block(result, arm, runs, lambda r: r[part]["clean_pct"])}
+    for kind in KINDS:
+        s[kind] = _attack_blocks(result, arm, runs, kind, eps, part)
+        s[f"pooled_{kind}"] = _pooled(s[kind])
+    return s

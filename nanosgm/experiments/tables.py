@@ -51,29 +51,46 @@ def _table(title, rows, paper_cols):
     return lines + [""]
 
 
-def _measured_tables(cfg, summary, p4, p5) -> list:
-    """The lines of Table 4, Table 5 and (when measured) the PGD table."""
+AUTHORS_TITLE = ("Table 5, the authors' evaluation -- FGSM test accuracy (%): gradient in training mode on "
+                 "test batches of 128, no clip (nanosgm.attacks.conventions)")
+INFERENCE_TITLE = "Table 5 -- FGSM test accuracy (%): gradient in inference mode, clipped to the data's range"
+
+
+def _fgsm_rows(eps, summary, kind, p5) -> list:
+    return [(f"eps {e:g}", arm, s[kind][e],
+             (p5["control"].get(e), p5["updates"].get(e)) if p5 and e in p5.get("control", {}) else None)
+            for e in eps for arm, s in summary.items() if s[kind]]
+
+
+def _measured_tables(cfg, summary, p4, p5, when="") -> list:
+    """The lines of Table 4, Table 5 (both evaluations, when the records have the authors') and (when
+    measured) the PGD table; ``when`` is added to the titles (e.g. ", last epoch")."""
     eps = [float(x) for x in cfg["eps"]]
     rows4 = [("clean", arm, s["clean"], (p4["control"], p4["updates"]) if p4 else None)
              for arm, s in summary.items() if s["runs"]]
-    lines = _table("Table 4 -- clean test accuracy (%)", rows4, p4 is not None)
-    rows5 = [(f"eps {e:g}", arm, s["fgsm"][e],
-              (p5["control"].get(e), p5["updates"].get(e)) if p5 and e in p5.get("control", {}) else None)
-             for e in eps for arm, s in summary.items() if s["fgsm"]]
-    lines += _table("Table 5 -- FGSM test accuracy (%)", rows5, p5 is not None)
+    lines = _table(f"Table 4{when} -- clean test accuracy (%)", rows4, p4 is not None)
+    authors = _fgsm_rows(eps, summary, "fgsm_authors", p5)
+    title = INFERENCE_TITLE if authors else "Table 5 -- FGSM test accuracy (%)"
+    lines += _table(title.replace("Table 5", f"Table 5{when}", 1), _fgsm_rows(eps, summary, "fgsm", p5), p5 is not None)
+    if authors:
+        lines += _table(AUTHORS_TITLE.replace("Table 5", f"Table 5{when}", 1), authors, p5 is not None)
     rows_pgd = [(f"eps {e:g}", arm, s["pgd"][e], None) for e in eps for arm, s in summary.items() if s["pgd"]]
     if rows_pgd:
-        lines += _table(f"PGD-{cfg['pgd_steps']} test accuracy (%) on the first {cfg['pgd']} test images", rows_pgd, False)
+        lines += _table(f"PGD-{cfg['pgd_steps']} test accuracy (%) on the first {cfg['pgd']} test images{when}",
+                        rows_pgd, False)
     return lines
+
+
+_POOLED_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "fgsm_authors": "FGSM (the authors' evaluation)"}
 
 
 def _pooled_lines(summary) -> list:
     lines = []
     for arm, s in summary.items():
-        for kind in ("fgsm", "pgd"):
+        for kind, name in _POOLED_NAMES.items():
             w = s.get(f"pooled_{kind}")
             if w:
-                lines.append(f"pooled {kind.upper()}, {arm}: Wilcoxon over {w['n']} (run, eps) cells, p = {_fmt_p(w)}, "
+                lines.append(f"pooled {name}, {arm}: Wilcoxon over {w['n']} (run, eps) cells, p = {_fmt_p(w)}, "
                              f"median diff {w['median_diff']:+.2f} (the cells share networks: not independent)")
     return lines
 
@@ -94,6 +111,10 @@ def format_tables(result, paper=True, paper_dir=None) -> str:
              f"{', augmented' if cfg['augment'] else ''}, seeds from {cfg['seed0']}, {n_nets} network(s) recorded", ""]
     lines += _measured_tables(cfg, summary, p4, p5)
     lines += _pooled_lines(summary)
+    last = {arm: dict(s["last_epoch"], runs=s["runs"]) for arm, s in summary.items() if s.get("last_epoch")}
+    if last:
+        lines += ["", "The same for the weights of the LAST epoch (the tables above: the best validation epoch's):", ""]
+        lines += _measured_tables(cfg, last, p4, p5, when=", last epoch")
     n = max((len(s["runs"]) for s in summary.values()), default=0)
     lines += ["", f"Wilcoxon signed-rank test, two-sided, arm vs. control paired by seed (same initial weights). "
                   f"With n pairs the smallest possible exact p-value is 2/2^n: {min_exact_p(n):.4g} for n = {n} "
