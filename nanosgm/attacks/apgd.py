@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import backend
+from .checks import check_attack, check_count
 from .fgsm import clip_to_range, gradient_sign
 from .gradients import loss_and_input_gradient
 from .pgd import project
@@ -114,11 +115,15 @@ def apgd(model, x, y, eps: float, *, steps: int = 100, loss: str = "ce", rng=Non
     steps run the network on the others only, and stop when none is left. The result is that of
     `skip_fooled=False` (every example every step, the reference; tests/attacks/test_attacks.py compares them)
     up to the rounding of a matrix product over fewer rows.
+
+    Refused (ValueError): what `fgsm` refuses, and `steps` not a whole number >= 1.
     """
     x = on_backend(x)
     y = on_backend(y, like=x)
+    check_attack("apgd", x, y, eps, clip)
+    check_count(steps, "steps", "apgd")
     xp = backend.array_module(x)
-    if eps <= 0 or steps < 1:
+    if eps == 0:
         return x.copy()
     x0 = apgd_start(x, eps, as_rng(rng, backend.device_rng), clip)
     f, logits, g = loss_and_input_gradient(model, x0, y, loss)

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend
-from .evaluation import PAPER_EPS, _batches, _correct, correct_under_attack
+from .checks import check_clip, check_eps_list, check_inputs
+from .evaluation import PAPER_EPS, _batches, _correct, _labels, correct_under_attack
 from .fgsm import fgsm_from_sign, gradient_sign
 from .gradients import KERAS_EPSILON, loss_and_input_gradient
 
@@ -75,21 +76,26 @@ def fgsm_correct(model, X, y, eps_list=PAPER_EPS, convention="inference", *, cli
     """{eps: (n,) bool host array}: which examples of X the model still classifies as y under FGSM
     measured by ``convention`` (a name in :data:`CONVENTIONS` or a :class:`Convention`). ``clip``: the
     data's valid range (None: no range, e.g. ZCA-whitened CIFAR). ``seed``: the backend generator's seed
-    for the dropout masks of a training-mode gradient. eps = 0 is the clean input.
+    for the dropout masks of a training-mode gradient. eps = 0 is the clean input. Refused (ValueError):
+    what :func:`~nanosgm.attacks.evaluation.correct_under_attack` refuses; inputs that are not finite, and
+    under a convention that clips, inputs outside ``clip`` (the authors' convention takes any finite input).
     The "inference" convention is :func:`~nanosgm.attacks.evaluation.correct_under_attack` with FGSM."""
     conv = _convention(convention)
-    eps_list = [float(e) for e in eps_list]
+    eps_list = check_eps_list(eps_list, "fgsm_correct")
+    check_clip(clip, "fgsm_correct")
     x_clip = clip if conv.clip_to_data else None
     if not conv.training and conv.loss == "ce":
         return correct_under_attack(model, X, y, eps_list, "fgsm", conv.batch_size, bar=bar, clip=x_clip)
+    y, bounds = _labels(y, int(X.shape[0]))
     backend.seed(int(seed))                            # the dropout masks of the training-mode gradient
     parts = {e: [] for e in eps_list}
     for sl in _batches(int(X.shape[0]), conv.batch_size):
         xb, yb = backend.to_device(X[sl]), backend.to_device(y[sl])
+        check_inputs(xb, x_clip, "fgsm_correct")      # no clip (the authors'): any finite input
         _, _, g = loss_and_input_gradient(model, xb, yb, conv.loss, training=conv.training)
         sign = gradient_sign(g, xb)
         for e in eps_list:
-            parts[e].append(_correct(model, xb if e == 0 else fgsm_from_sign(xb, sign, e, x_clip), yb))
+            parts[e].append(_correct(model, xb if e == 0 else fgsm_from_sign(xb, sign, e, x_clip), yb, bounds))
             if bar is not None:
                 bar.update(1)
     return {e: np.concatenate(parts[e]) for e in eps_list}

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import backend
 from .apgd import apgd
+from .checks import check_clip, check_eps_list, check_inputs, check_label_range, label_bounds
 from .fgsm import fgsm, fgsm_from_sign, gradient_sign
 from .gradients import input_gradient
 from .pgd import pgd
@@ -26,22 +27,33 @@ def _batches(n, batch_size):
         yield slice(start, min(start + batch_size, n))
 
 
-def _correct(model, x, y):
-    """(N,) bool on the host: which rows `model` classifies as `y` (inference mode)."""
+def _correct(model, x, y, bounds=None):
+    """(N,) bool on the host: which rows `model` classifies as `y` (inference mode). `bounds`: the labels'
+    (min, max) from `checks.label_bounds`, refused if the logits have too few classes for them."""
     xp = backend.array_module(x)
-    return np.asarray(backend.to_host(xp.argmax(model.forward(x, training=False), axis=1) == y))
+    logits = model.forward(x, training=False)
+    check_label_range(bounds, logits.shape[1])
+    return np.asarray(backend.to_host(xp.argmax(logits, axis=1) == y))
+
+
+def _labels(y, n):
+    """(`y` as an array, its (min, max)): one integer class index >= 0 per input (`checks.label_bounds`)."""
+    y = y if hasattr(y, "shape") else np.asarray(y)
+    return y, label_bounds(y, n)
 
 
 def accuracy(model, X, y, batch_size: int = 500) -> float:
     """Clean accuracy (the paper's Table 4 measure): the fraction of `X` that `model` classifies as
-    `y`, in inference mode, `batch_size` at a time.
+    `y`, in inference mode, `batch_size` at a time. The labels are checked as `SoftmaxCrossEntropy`
+    checks them: (N,) integers in [0, K) for the K classes of the logits (ValueError otherwise).
     `X`, `y` may live on the host or the device; each batch is moved to the active backend."""
     n = int(X.shape[0])
     if n == 0:
         raise ValueError("accuracy of an empty set")
+    y, bounds = _labels(y, n)
     correct = 0
     for sl in _batches(n, int(batch_size)):
-        correct += int(_correct(model, backend.to_device(X[sl]), backend.to_device(y[sl])).sum())
+        correct += int(_correct(model, backend.to_device(X[sl]), backend.to_device(y[sl]), bounds).sum())
     return correct / n
 
 
@@ -53,9 +65,9 @@ def resolve_attack(attack):
     return ATTACKS[attack]
 
 
-def _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar):
+def _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar, bounds=None):
     """{eps: (B,) correct} for FGSM on one batch: one input gradient shared by every eps (exactly
-    `fgsm` per eps in inference mode)."""
+    `fgsm` per eps in inference mode, with its input check once per batch)."""
     kw = dict(attack_kw)
     clip, training = kw.pop("clip", (0.0, 1.0)), kw.pop("training", False)
     if kw:
@@ -63,11 +75,12 @@ def _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar):
     out, sign = {}, None
     for e in eps_list:
         if e == 0:
-            out[e] = _correct(model, xb, yb)
+            out[e] = _correct(model, xb, yb, bounds)
         else:
             if sign is None:
+                check_inputs(xb, clip, "fgsm")
                 sign = gradient_sign(input_gradient(model, xb, yb, training=training)[1], xb)
-            out[e] = _correct(model, fgsm_from_sign(xb, sign, e, clip), yb)
+            out[e] = _correct(model, fgsm_from_sign(xb, sign, e, clip), yb, bounds)
         bar.update(1)
     return out
 
@@ -79,27 +92,32 @@ def correct_under_attack(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_s
     For each batch and each eps, the batch is attacked with `attack` (a name in `ATTACKS` or a callable
     `attack(model, x, y, eps, **attack_kw)`) and classified in inference mode; eps = 0 is the clean
     input. `batch_size` None: 500 for FGSM (one gradient per batch), 100 for the iterative attacks.
+    Refused before any attack runs (ValueError): an eps that is not a finite number >= 0, an eps given
+    twice, labels that are not one class index >= 0 per input; then each attack checks its batch
+    (`nanosgm.attacks.checks`: inputs inside `clip` and finite, labels below the number of classes).
     An integer `rng` seeds one generator shared by all batches (deterministic). `bar`: anything with
     `update(1)`, called after each (batch, eps).
     """
     attack_fn = resolve_attack(attack)
     if isinstance(attack_kw.get("rng"), (int, np.integer)):
         attack_kw["rng"] = np.random.default_rng(int(attack_kw["rng"]))  # one stream for all batches
-    eps_list = [float(e) for e in eps_list]
+    eps_list = check_eps_list(eps_list, "evaluate")
+    check_clip(attack_kw.get("clip"), "evaluate")
     n = int(X.shape[0])
     if n == 0:
         raise ValueError("evaluate on an empty set")
+    y, bounds = _labels(y, n)
     batch_size = int(batch_size or (500 if attack_fn is fgsm else 100))
     bar = bar if bar is not None else _NoBar()
     parts = {e: [] for e in eps_list}
     for sl in _batches(n, batch_size):
         xb, yb = backend.to_device(X[sl]), backend.to_device(y[sl])
         if attack_fn is fgsm:
-            got = _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar)
+            got = _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar, bounds)
         else:
             got = {}
             for e in eps_list:
-                got[e] = _correct(model, xb if e == 0 else attack_fn(model, xb, yb, e, **attack_kw), yb)
+                got[e] = _correct(model, xb if e == 0 else attack_fn(model, xb, yb, e, **attack_kw), yb, bounds)
                 bar.update(1)
         for e in eps_list:
             parts[e].append(got[e])

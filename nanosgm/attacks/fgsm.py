@@ -10,6 +10,7 @@ the pieces of Eq. 20 that PGD, APGD and the Square attack reuse.
 from __future__ import annotations
 
 from .. import backend
+from .checks import check_attack
 from .gradients import input_gradient
 from .state import on_backend
 
@@ -37,8 +38,11 @@ def fgsm(model, x, y, eps: float, *, clip=(0.0, 1.0), training: bool = False):
 
     Uses the true labels `y` and the network in inference mode. `clip=None` skips the range clip;
     `clip=None, training=True` reproduces the authors' evaluation script (see the `nanosgm.attacks` docstring).
-    Returns an array on the active backend with x's dtype; `x` is not modified.
+    Returns an array on the active backend with x's dtype; `x` is not modified. Refused (ValueError): an
+    eps that is not a finite number >= 0, inputs outside `clip` or not finite, labels that are not one
+    class index per input (`nanosgm.attacks.checks`).
     """
     x = on_backend(x)
+    check_attack("fgsm", x, on_backend(y, like=x), eps, clip)
     _, g = input_gradient(model, x, y, training=training)
     return fgsm_from_sign(x, gradient_sign(g, x), eps, clip)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..layers import SoftmaxCrossEntropy
+from .checks import check_labels
 from .state import frozen_buffers, on_backend
 
 
@@ -29,7 +30,8 @@ def dlr_loss(logits, y):
         DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)       (pi sorts z in decreasing order)
 
     positive exactly when the example is misclassified; invariant to shifting and scaling the logits.
-    A 1e-12 in the denominator keeps it finite when the three largest logits tie. Needs K >= 3 classes.
+    A 1e-12 in the denominator keeps it finite when the three largest logits tie. Needs K >= 3 classes;
+    the labels are checked as `SoftmaxCrossEntropy` checks them.
     Shapes: logits (N, K), y (N,) -> (N,), (N, K).
     """
     xp = backend.array_module(logits)
@@ -38,6 +40,7 @@ def dlr_loss(logits, y):
         raise ValueError(f"the DLR loss needs at least 3 classes (it uses the third-largest logit), got {k}")
     rows = xp.arange(n)
     y = xp.asarray(y)
+    check_labels(logits, y)
     order = xp.argsort(-logits, axis=1)
     first, third = order[:, 0], order[:, 2]
     others = logits.copy()
@@ -81,8 +84,10 @@ LOSSES = {"ce": cross_entropy_loss, "dlr": dlr_loss, "keras-ce": keras_cross_ent
 
 
 def margin(logits, y):
-    """z_y - max_{k != y} z_k per example (N,): negative exactly when the example is misclassified."""
+    """z_y - max_{k != y} z_k per example (N,): negative exactly when the example is misclassified.
+    Labels are checked as `SoftmaxCrossEntropy` checks them ((N,) integers in [0, K))."""
     xp = backend.array_module(logits)
+    check_labels(logits, y)
     rows = xp.arange(logits.shape[0])
     others = logits.copy()
     others[rows, y] = -xp.inf

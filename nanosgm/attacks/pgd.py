@@ -5,6 +5,7 @@ per example the worst of R random starts.
 from __future__ import annotations
 
 from .. import backend
+from .checks import check_attack, check_count, check_positive
 from .fgsm import clip_to_range, gradient_sign
 from .gradients import cross_entropy_loss, input_gradient
 from .state import as_rng, on_backend, uniform
@@ -51,7 +52,8 @@ def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = N
     `restarts=R` runs R random starts one after the other from the same generator and keeps, per
     example, the worst: a misclassified result over a correct one, else the higher cross-entropy
     (R = 1 is one plain run). `rng`: None (the backend's seeded device generator), an int seed, or a
-    NumPy/CuPy Generator; a fixed seed gives a deterministic attack.
+    NumPy/CuPy Generator; a fixed seed gives a deterministic attack. Refused (ValueError): what `fgsm`
+    refuses, `steps` or `restarts` not a whole number >= 1, a `step_size` that is not a finite number > 0.
 
     `skip_fooled` (the speed trick, restarts > 1 only): a restart runs on the examples that no earlier
     restart has misclassified, so a fooled example keeps its first misclassified result. Which examples
@@ -61,9 +63,14 @@ def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = N
     """
     x = on_backend(x)
     y = on_backend(y, like=x)
+    check_attack("pgd", x, y, eps, clip)
+    check_count(steps, "steps", "pgd")
+    check_count(restarts, "restarts", "pgd")
+    if step_size is not None:
+        check_positive(step_size, "step_size", "pgd")
     steps, restarts = int(steps), int(restarts)
-    if restarts < 1 or (restarts > 1 and not random_start):
-        raise ValueError(f"pgd: restarts must be >= 1 and needs random_start for more than one, got {restarts}")
+    if restarts > 1 and not random_start:
+        raise ValueError(f"pgd: {restarts} restarts need random_start=True (without it every restart is the same run)")
     alpha = 2.5 * eps / max(steps, 1) if step_size is None else float(step_size)
     rng = as_rng(rng, backend.device_rng) if (random_start and eps > 0) else None
     best = _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import backend
+from .checks import check_attack, check_count
 from .fgsm import clip_to_range
 from .gradients import margin
 from .state import as_rng, on_backend
@@ -72,13 +73,19 @@ def square(model, x, y, eps: float, *, queries: int = 1000, p_init: float = SQUA
     when the margin loss z_y - max_{k != y} z_k (logits, inference mode) goes down. An example stops as
     soon as its margin is negative. Each query is one forward pass. x: (N, C, H, W) images, H, W >= 2.
     `rng`: None (the backend's host generator), an int seed, or a Generator. Returns x_best.
+    Refused (ValueError): what `fgsm` refuses, `queries` not a whole number >= 1, `p_init` outside (0, 1].
     """
     x = on_backend(x)
     y = on_backend(y, like=x)
     xp = backend.array_module(x)
     if x.ndim != 4 or min(x.shape[2:]) < 2:
         raise ValueError(f"square needs images shaped (N, C, H, W) with H, W >= 2, got {tuple(x.shape)}")
-    if eps <= 0:
+    check_attack("square", x, y, eps, clip)
+    check_count(queries, "queries", "square")
+    if not 0 < p_init <= 1:           # False for NaN too
+        raise ValueError(f"square: p_init must be a number in (0, 1] (the fraction of the image the first squares "
+                         f"cover), got {p_init!r}")
+    if eps == 0:
         return x.copy()
     rng = as_rng(rng, backend.host_rng)
     n, c, h, w = x.shape

@@ -65,6 +65,7 @@ from ..layers import SoftmaxCrossEntropy
 from ..plumbing.blas import set_blas_threads
 from ..plumbing.threads import set_threads
 from ..plumbing.files import write_json_atomic
+from ..plumbing.flags import number, whole
 from ..optim import build_optimizer
 from .torch_bridge import TorchMissing, import_torch, to_torch   # to_torch: re-exported, other code uses it
 
@@ -343,17 +344,21 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=_HelpFormatter)
     p.add_argument("--models", default="dnn,cnn,cifar_cnn",
                    help="comma-separated paper networks: dnn (Table 1), cnn (Table 2), cifar_cnn (Table 3)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--batch-size", type=whole("--batch-size", least=2), default=128,
+                   help="images per step (at least 2: batch normalisation needs 2 samples in training mode)")
     p.add_argument("--backend", default=None, help="numpy or cupy (None: the active backend, NANOSGM_BACKEND)")
-    p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell and side, after warm-up")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per cell (fewer if they take --seconds)")
-    p.add_argument("--threads", type=int, default=None, help="BLAS, torch and nanosgm threads (None: os.cpu_count())")
+    p.add_argument("--seconds", type=number("--seconds", least=0), default=3.0,
+                   help="timed seconds per cell and side, after warm-up")
+    p.add_argument("--warmup", type=whole("--warmup", least=0), default=2,
+                   help="untimed steps per cell (fewer if they take --seconds)")
+    p.add_argument("--threads", type=whole("--threads", least=1), default=None,
+                   help="BLAS, torch and nanosgm threads (None: os.cpu_count())")
     p.add_argument("--compare-torch", action="store_true", help="also time the same network in PyTorch")
     p.add_argument("--profile", action="store_true",
                    help="instead of the throughput table, print per-layer forward/backward times and the optimiser "
                         "steps of the first --models network")
     p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (atomically)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batch")
+    p.add_argument("--seed", type=whole("--seed", least=0), default=0, help="seed of the weights and the random batch")
     return p
 
 
@@ -390,13 +395,7 @@ def _main(argv) -> int:
     names, problem = _model_names(args.models)
     if problem:
         return _err(problem)
-    if args.batch_size < 2:
-        return _err("--batch-size must be at least 2 (batch normalisation needs 2 samples in training mode)")
-    if args.seconds < 0 or args.warmup < 0:
-        return _err("--seconds and --warmup must be non-negative")
-    threads = int(args.threads) if args.threads else (os.cpu_count() or 1)
-    if threads < 1:
-        return _err("--threads must be at least 1")
+    threads = args.threads if args.threads is not None else (os.cpu_count() or 1)   # numbers: checked by parser()
     if args.backend:
         try:
             backend.use(args.backend)

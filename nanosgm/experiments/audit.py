@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import attacks, backend
+from ..methods.base import format_number
 from ..plumbing.audit_resume import PARTIAL_NAME, FinishedAttacks, PartialFileError, digest
 
 __all__ = ["Suite", "Network", "attack_plan", "audit_network", "audit", "sanity_checks", "format_report",
@@ -150,7 +151,8 @@ def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None, fini
                                                  bar=bar, clip=net.clip, **kw))
         accuracy[name] = {e: float(got[e].mean()) for e in eps_list}
         if log is not None:
-            log(f"{net.name}: {name} " + ", ".join(f"eps {e:g}: {_pct(a)}" for e, a in accuracy[name].items())
+            log(f"{net.name}: {name} "
+                + ", ".join(f"eps {format_number(e)}: {_pct(a)}" for e, a in accuracy[name].items())
                 + (f" ({time.perf_counter() - t0:.0f} s)" if ran else " (from the partial file)"))
         correct[name] = got
         for e in eps_list:
@@ -248,26 +250,29 @@ def sanity_checks(report: dict, suite: Suite) -> list:
         gradient = ["FGSM"] + iterative
         bad = [e for e in eps if min(acc[a][e] for a in iterative) > acc["FGSM"][e]]
         out.append(_check("iterative >= single-step", name, not bad, "; ".join(
-            f"eps {e:g}: FGSM {_pct(acc['FGSM'][e])}, best iterative {_pct(min(acc[a][e] for a in iterative))}"
-            for e in (bad or shown))))
+            f"eps {format_number(e)}: FGSM {_pct(acc['FGSM'][e])}, "
+            f"best iterative {_pct(min(acc[a][e] for a in iterative))}" for e in (bad or shown))))
         ce = report.get("check_eps")
         if ce is not None:
             best = min(acc[a][ce] for a in gradient)
-            out.append(_check(f"eps {ce:g} -> ~0", name, best <= NEAR_ZERO,
-                              f"at eps {ce:g}: best gradient attack {_pct(best)}, robust {_pct(res['robust'][ce])} "
+            out.append(_check(f"eps {format_number(ce)} -> ~0", name, best <= NEAR_ZERO,
+                              f"at eps {format_number(ce)}: best gradient attack {_pct(best)}, "
+                              f"robust {_pct(res['robust'][ce])} "
                               f"(pass: gradient attacks <= {_pct(NEAR_ZERO)})"))
         worse = [e for e in eps if acc[pgd_2k][e] > acc[pgd_k][e] + STEPS_TOL]
         out.append(_check("more PGD steps", name, not worse, "; ".join(
-            f"eps {e:g}: {pgd_k} {_pct(acc[pgd_k][e])}, {pgd_2k} {_pct(acc[pgd_2k][e])}" for e in (worse or shown))))
+            f"eps {format_number(e)}: {pgd_k} {_pct(acc[pgd_k][e])}, {pgd_2k} {_pct(acc[pgd_2k][e])}"
+            for e in (worse or shown))))
         masked = [e for e in eps if acc["Square"][e] < min(acc[a][e] for a in gradient) - MASKING_TOL]
         out.append(_check("gradient-free not better", name, not masked, ("gradient masking? " if masked else "") + "; ".join(
-            f"eps {e:g}: Square {_pct(acc['Square'][e])}, best gradient attack {_pct(min(acc[a][e] for a in gradient))}"
-            for e in (masked or shown))))
+            f"eps {format_number(e)}: Square {_pct(acc['Square'][e])}, "
+            f"best gradient attack {_pct(min(acc[a][e] for a in gradient))}" for e in (masked or shown))))
     for t in report["transfer"]:
         white = report["networks"][t["target"]]["accuracy"][pgd_k]
         stronger = [e for e in eps if t["accuracy"][e] < white[e] - MASKING_TOL]
         out.append(_check("transfer weaker than white-box", t["target"], not stronger, f"from {t['source']}: " + "; ".join(
-            f"eps {e:g}: transfer {_pct(t['accuracy'][e])}, white-box {_pct(white[e])}" for e in (stronger or shown))))
+            f"eps {format_number(e)}: transfer {_pct(t['accuracy'][e])}, white-box {_pct(white[e])}"
+            for e in (stronger or shown))))
     return out
 
 
@@ -284,11 +289,11 @@ def format_report(report: dict) -> str:
         for e in report["eps_evaluated"]:
             vals = [res["accuracy"][c][e] for c in cols[:-1]] + [res["robust"][e]]
             mark = " (check)" if e not in report["eps"] else ""
-            lines.append(f"{e:>7g} | " + " | ".join(f"{100 * v:>8.2f}%" for v in vals) + mark)
+            lines.append(f"{format_number(e):>7} | " + " | ".join(f"{100 * v:>8.2f}%" for v in vals) + mark)
         lines.append("")
     for t in report["transfer"]:
         lines.append(f"transfer (PGD crafted on {t['source']}, classified by {t['target']}): " + ", ".join(
-            f"eps {e:g}: {100 * a:.2f}%" for e, a in t["accuracy"].items()))
+            f"eps {format_number(e)}: {100 * a:.2f}%" for e, a in t["accuracy"].items()))
     if report["transfer"]:
         lines.append("")
     lines.append("sanity checks (Carlini et al. 2019):")
@@ -312,11 +317,12 @@ def _check_lines(checks) -> list:
 
 
 def _percent(d: dict) -> dict:
-    return {f"{e:g}": round(100 * a, 2) for e, a in d.items()}
+    """{repr(eps): percent}: the exact budget as the key, so that close budgets keep their own numbers."""
+    return {repr(float(e)): round(100 * a, 2) for e, a in d.items()}
 
 
 def report_json(report: dict, nets, suite: Suite, argv=None) -> dict:
-    """robustness.json's content: accuracies in percent rounded to 2 decimals, keyed by eps as text;
+    """robustness.json's content: accuracies in percent rounded to 2 decimals, keyed by repr(eps);
     the command line, the versions, the settings and each network's provenance."""
     from .recipe import git_commit, versions
     info = {n.name: n.info for n in nets}
@@ -411,6 +417,9 @@ def _parse_eps(text):
         raise AuditError(f"--eps must be comma-separated numbers, got {text!r}") from None
     if not eps or not all(math.isfinite(e) and e > 0 for e in eps):
         raise AuditError(f"--eps needs one or more finite values > 0, got {text!r}")
+    for i, e in enumerate(eps):
+        if e in eps[:i]:
+            raise AuditError(f"--eps: {format_number(e)} is given twice in {text!r}; give each budget once")
     return eps
 
 
@@ -472,6 +481,7 @@ def _load_networks(args, n_images):
 
 
 def _run(args, argv) -> int:
+    from ..plumbing.cli import check_out_folder
     from .recipe import git_commit
     git_commit()                               # read now, while the code it names is the code in use
     eps = _parse_eps(args.eps)
@@ -480,12 +490,15 @@ def _run(args, argv) -> int:
     for flag in ("images", "pgd_steps", "restarts", "apgd_steps", "queries", "batch_size"):
         if getattr(args, flag) < 1:
             raise AuditError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.seed < 0:
+        raise AuditError(f"--seed must be >= 0 (it seeds every attack's generator), got {args.seed}")
     if args.backend:
         try:
             backend.use(args.backend)
         except backend.BackendError as exc:
             raise AuditError(str(exc)) from None
     out = args.out or os.path.dirname(os.path.abspath(args.models[0]))
+    check_out_folder(out)                      # one line, before any network is loaded
     if os.path.exists(os.path.join(out, "robustness.json")) and not args.overwrite:
         raise AuditError(f"{out} already holds a robustness.json; use --overwrite to replace it or --out elsewhere")
     suite = Suite(args.pgd_steps, args.restarts, args.apgd_steps, args.queries, args.seed, args.batch_size)

@@ -63,7 +63,7 @@ def _check_args(args):
     if args.arms is None and args.input_lr == 0:
         raise CliError("--input-lr 0 would train two control networks; the control is always part of the protocol")
     try:
-        return parse_arms(args.arms or f"sgm:{args.input_lr:g}")
+        return parse_arms(args.arms or f"sgm:{args.input_lr!r}")
     except ValueError as exc:
         raise CliError(str(exc)) from None
 

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from .. import backend, models
+from ..methods.base import format_number
 from ..plumbing.errors import CliError
+from ..plumbing.flags import number, whole
 
-__all__ = ["dataset_name", "add_common_arguments", "check_common_args", "common_setup"]
+__all__ = ["dataset_name", "add_common_arguments", "parse_eps", "check_common_args", "common_setup"]
 
 
 def dataset_name(name: str) -> str:
@@ -25,15 +28,19 @@ def add_common_arguments(p, what: str) -> None:
                    "spelling: MNIST, cifar-10, ...)")
     p.add_argument("--model", default=None, help="dnn (Table 1), cnn (Table 2) or cifar_cnn (Table 3); default: cnn "
                    "for MNIST-like data, cifar_cnn for CIFAR")
-    p.add_argument("--epochs", type=int, default=5, help=f"epochs {what} (default 5; the paper trains 50)")
-    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128, the authors')")
-    p.add_argument("--input-lr", type=float, default=0.2, help="SGM's lambda-bar (default 0.2, the paper's; "
-                   "0 = the control)")
+    p.add_argument("--epochs", type=whole("--epochs", least=1), default=5,
+                   help=f"epochs {what} (default 5; the paper trains 50)")
+    p.add_argument("--batch-size", type=whole("--batch-size", least=2), default=128,
+                   help="mini-batch size (default 128, the authors'; at least 2: batch normalisation needs two samples)")
+    p.add_argument("--input-lr", type=number("--input-lr"), default=0.2, help="SGM's lambda-bar (default 0.2, the "
+                   "paper's; 0 = the control)")
     p.add_argument("--augment", action="store_true", help="elastic distortions (MNIST) or rotation/zoom/flip (CIFAR)")
     p.add_argument("--eps", default="0.001,0.01,0.1,0.2", help="comma-separated FGSM/PGD epsilons (Eq. 20; default: "
                    "the paper's 0.001,0.01,0.1,0.2)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (quick runs)")
-    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N validation and test images")
+    p.add_argument("--limit", type=whole("--limit", least=2), default=None,
+                   help="use only the first N training images (quick runs)")
+    p.add_argument("--eval-limit", type=whole("--eval-limit", least=1), default=None,
+                   help="use only the first N validation and test images")
     p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, the cache, ...)")
     p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend (default: "
                    "NANOSGM_BACKEND or numpy)")
@@ -41,24 +48,26 @@ def add_common_arguments(p, what: str) -> None:
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
 
 
-def check_common_args(args) -> list:
-    """The eps list, after checking the flags ``train`` and ``experiments`` share (CliError if one is bad)."""
+def parse_eps(text: str) -> list:
+    """The budgets of ``--eps`` ("0.001,0.01"): finite numbers >= 0, no float given twice (CliError)."""
     try:
-        eps_list = [float(e) for e in args.eps.split(",") if e.strip()]
+        eps_list = [float(e) for e in text.split(",") if e.strip()]
     except ValueError:
-        raise CliError(f"--eps must be comma-separated numbers, got {args.eps!r}") from None
+        raise CliError(f"--eps must be comma-separated numbers, got {text!r}") from None
     if not eps_list:
         raise CliError("--eps needs at least one value")
-    if min(eps_list) < 0:
-        raise CliError(f"--eps values must be >= 0 (0 gives the clean accuracy), got {args.eps!r}")
-    checks = ((args.epochs < 1, "--epochs must be >= 1"),
-              (args.batch_size < 2, "--batch-size must be >= 2 (batch normalisation needs two samples)"),
-              (args.limit is not None and args.limit < 2, "--limit must be at least 2"),
-              (args.eval_limit is not None and args.eval_limit < 1, "--eval-limit must be at least 1"))
-    for bad, msg in checks:
-        if bad:
-            raise CliError(msg)
+    if not all(math.isfinite(e) and e >= 0 for e in eps_list):
+        raise CliError(f"--eps values must be finite numbers >= 0 (0 gives the clean accuracy), got {text!r}")
+    for i, e in enumerate(eps_list):
+        if e in eps_list[:i]:
+            raise CliError(f"--eps: {format_number(e)} is given twice in {text!r}; give each budget once")
     return eps_list
+
+
+def check_common_args(args) -> list:
+    """The eps list, after checking the flags ``train`` and ``experiments`` share (CliError if one is bad;
+    the numbers were checked where they were parsed, by the ``type=`` of each flag)."""
+    return parse_eps(args.eps)
 
 
 def common_setup(args):

@@ -14,8 +14,10 @@ import sys
 from .. import backend
 from ..methods import Interrupted
 from ..methods.adversarial import ARM_NAMES
+from ..methods.base import format_number
 from ..plumbing import checkpoint as ckpt
 from ..plumbing.cli import CliError, check_out_folder, run_cli
+from ..plumbing.flags import number, whole
 from . import recipe
 from .cli_args import add_common_arguments, common_setup
 
@@ -31,8 +33,8 @@ def build_parser():
     add_common_arguments(p, "of training")
     p.add_argument("--optimizer", default="wame", help="wame (the paper's, in the authors' published form; the "
                    "default), wame-printed (the WAME paper's printed algorithm), adam or sgd")
-    p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: 1e-3 for wame/adam, "
-                   "0.01 for sgd); decays 10x twice, as the authors' schedule (nanosgm.optim.schedules)")
+    p.add_argument("--lr", type=number("--lr", above=0), default=None, help="initial learning rate (default: 1e-3 "
+                   "for wame/adam, 0.01 for sgd); decays 10x twice, as the authors' schedule (nanosgm.optim.schedules)")
     p.add_argument("--constant-lr", action="store_true", help="no learning-rate decay")
     p.add_argument("--per-sample", action="store_true", help="scale input updates by the batch size "
                    "(gradient of each sample's own loss) instead of the batch-mean convention")
@@ -41,16 +43,17 @@ def build_parser():
     p.add_argument("--adv", default=None, choices=["fgsm", "fgsm-rs", "pgd"], help="adversarial training instead "
                    "of SGM: FGSM with the clean/adversarial loss mix (Goodfellow et al. 2015), FGSM with a random "
                    "start (Wong et al. 2020) or PGD (Madry et al. 2018); see nanosgm.methods.adversarial")
-    p.add_argument("--adv-eps", type=float, default=0.1, help="the adversarial-training budget (default 0.1)")
-    p.add_argument("--adv-steps", type=int, default=7, help="PGD steps of --adv pgd (default 7)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, batch order and dropout (default 0)")
-    p.add_argument("--val-size", type=int, default=None, metavar="N", help="validation images held out from the "
+    p.add_argument("--adv-eps", type=number("--adv-eps", above=0), default=0.1,
+                   help="the adversarial-training budget (default 0.1)")
+    p.add_argument("--adv-steps", type=whole("--adv-steps", least=1), default=7, help="PGD steps of --adv pgd (default 7)")
+    p.add_argument("--seed", type=whole("--seed", least=0), default=0, help="seeds the initial weights, batch order and dropout (default 0)")
+    p.add_argument("--val-size", type=whole("--val-size", least=0), default=None, metavar="N", help="validation images held out from the "
                    "end of the official training set (default: the paper's split, 10,000 for MNIST and CIFAR); "
                    "0 trains on the whole official training set and keeps the last epoch")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<optimizer>-e<epochs>-ilr<input-lr>-s<seed>, "
                    "plus -n<limit>, -v<val-size>, -ps, -pub and -aug when given)")
-    p.add_argument("--pgd", type=int, default=500, metavar="N", help="also run PGD (10 steps) on the first N test "
-                   "images at each eps, as a check against gradient masking (0 = skip; default 500)")
+    p.add_argument("--pgd", type=whole("--pgd", least=0), default=500, metavar="N", help="also run PGD (10 steps) "
+                   "on the first N test images at each eps, as a check against gradient masking (0 = skip; default 500)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.npz if it exists")
     p.add_argument("--reevaluate", action="store_true", help="with --resume on a finished run: measure it again")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
@@ -59,10 +62,11 @@ def build_parser():
 
 def default_out(args, model_name: str) -> str:
     """The run folder named after the settings that change the result, so that runs do not collide."""
-    name = f"{args.dataset}-{model_name}-{args.optimizer}-e{args.epochs}-ilr{args.input_lr:g}-s{args.seed}"
+    ilr = format_number(args.input_lr)                      # exact: close rates get their own folders
+    name = f"{args.dataset}-{model_name}-{args.optimizer}-e{args.epochs}-ilr{ilr}-s{args.seed}"
     for flag, suffix in ((args.limit is not None, f"-n{args.limit}"), (args.val_size is not None, f"-v{args.val_size}"),
                          (args.per_sample, "-ps"), (args.published, "-pub"),
-                         (bool(args.adv), f"-{args.adv}{args.adv_eps:g}"), (args.augment, "-aug")):
+                         (bool(args.adv), f"-{args.adv}{format_number(args.adv_eps)}"), (args.augment, "-aug")):
         name += suffix if flag else ""
     return os.path.join("runs", name)
 
@@ -122,7 +126,7 @@ def _print_results(record) -> None:
     print(header)
     print("-" * len(header))
     for e, a in r["fgsm_pct"].items():
-        line = f"{float(e):>8g} | {a:8.2f}%"
+        line = f"{format_number(float(e)):>8} | {a:8.2f}%"       # exact: close budgets keep their own rows
         if k:
             line += f" | {r['fgsm_pgd_images_pct'][e]:14.2f}% | {r['pgd_pct'][e]:6.2f}%"
         print(line)
@@ -178,14 +182,10 @@ def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     eps_list, model_name = common_setup(args)
-    if args.val_size is not None and args.val_size < 0:
-        raise CliError(f"--val-size must be >= 0 (0: no validation split), got {args.val_size}")
     if (args.published or args.adv) and args.per_sample:
         raise CliError("--published and --adv never move the stored inputs, so --per-sample has no meaning with them")
     if args.published and args.adv:
         raise CliError("choose one of --published and --adv")
-    if args.adv and (args.adv_eps <= 0 or args.adv_steps < 1):
-        raise CliError("--adv-eps must be > 0 and --adv-steps >= 1")
     try:
         recipe.optimizer_and_schedule(args.epochs, args.optimizer, args.lr, constant=args.constant_lr)
     except ValueError as exc:

@@ -8,9 +8,11 @@ The element-wise relative error is unforgiving where a gradient element happens 
 2-point formula's error in float64 is at best about eps^(2/3) ~ 1e-11 in absolute terms, i.e. 1e-5
 relative on an element of 1e-6. The default 4th-order stencil (h = 1e-3) brings that to about
 eps^(4/5) ~ 1e-13, so float64 checks reach ~1e-7 or better everywhere. Use float64 arrays: in
-float32 the round-off of f swamps any difference quotient.
+float32 the round-off of f swamps any difference quotient (`numerical_gradient` warns on any other dtype).
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -35,10 +37,15 @@ def numerical_gradient(f, x, h: float = 1e-3, order: int = 4):
     """d f / d x for a scalar function ``f()`` of the array ``x``, which is perturbed in place and restored.
 
     ``f`` takes no arguments: it closes over ``x`` (so the same helper checks inputs and parameters).
-    ``order`` is 2 (the classic two-point formula; use h ~ 1e-5) or 4 (default).
+    ``order`` is 2 (the classic two-point formula; use h ~ 1e-5) or 4 (default). Warns (UserWarning) when
+    ``x`` is not float64.
     """
     if order not in (2, 4):
         raise ValueError(f"order must be 2 or 4, got {order}")
+    if x.dtype != np.float64:
+        warnings.warn(f"numerical_gradient of a {x.dtype} array: central differences need float64 (in {x.dtype} "
+                      "the round-off of f swamps the difference quotient, so the errors reported mean nothing); "
+                      "build the layers with dtype='float64' and pass float64 inputs", UserWarning, stacklevel=2)
     xp = backend.array_module(x)
     grad = xp.zeros_like(x)
     if not x.flags.c_contiguous:

@@ -197,10 +197,10 @@ def test_the_lock_is_exclusive_between_two_holders(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["mnist", "--eps", "a"], "--eps must be comma-separated numbers"),
-    (["mnist", "--epochs", "0"], "--epochs must be >= 1"),
+    (["mnist", "--epochs", "0"], "--epochs must be a whole number >= 1"),
     (["mnist", "--published", "--per-sample"], "--per-sample has no meaning"),
     (["mnist", "--model", "resnet"], "unknown model 'resnet'"),
-    (["mnist", "--val-size", "-1"], "--val-size must be >= 0"),
+    (["mnist", "--val-size", "-1"], "--val-size must be a whole number >= 0"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, capsys, argv, message):
     assert train_cli.main(argv + ["--out", str(tmp_path / "x")]) == 1

@@ -1,0 +1,51 @@
+"""Numbers on a command line, checked where they are parsed: argparse ``type=`` functions that refuse a
+value which is not a number of the kind the flag needs (NaN, inf, negative, not whole) with a
+:class:`~nanosgm.plumbing.errors.CliError` naming the flag, before any data is loaded.
+
+    p.add_argument("--lr", type=flags.number("--lr", above=0))       # a finite number > 0
+    p.add_argument("--seed", type=flags.whole("--seed", least=0))    # a whole number >= 0
+
+The CliError passes through argparse (which catches only its own, TypeError and ValueError), so
+:func:`~nanosgm.plumbing.cli.run_cli` prints it as one line ``error: ...`` and exits 1.
+"""
+from __future__ import annotations
+
+import math
+
+from .errors import CliError
+
+__all__ = ["number", "whole"]
+
+
+def _bound_text(least, above) -> str:
+    if above is not None:
+        return f" > {above:g}"
+    return f" >= {least:g}" if least is not None else ""
+
+
+def number(flag: str, *, least: float | None = None, above: float | None = None):
+    """A ``type=`` for a finite float, >= ``least`` or > ``above`` when given."""
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            x = math.nan
+        if not math.isfinite(x) or (least is not None and x < least) or (above is not None and x <= above):
+            raise CliError(f"{flag} must be a finite number{_bound_text(least, above)}, got {text!r}")
+        return x
+    parse.__name__ = "number"
+    return parse
+
+
+def whole(flag: str, *, least: int | None = None):
+    """A ``type=`` for an int written as a whole number ("3", not "3.0" or "2.5"), >= ``least`` when given."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text, 10)
+        except ValueError:
+            n = None
+        if n is None or (least is not None and n < least):
+            raise CliError(f"{flag} must be a whole number{_bound_text(least, None)}, got {text!r}")
+        return n
+    parse.__name__ = "whole"
+    return parse
