@@ -582,3 +582,15 @@ def test_arm_cost_trains_every_arm_each_round_and_divides_by_the_same_rounds_con
     assert rows[2] == "| control | 1.500 [1.000–2.000] | 1.00 [1.00–1.00] |"
     assert rows[3] == "| fgsm-at:0.1 | 4.000 [2.000–6.000] | 2.50 [2.00–3.00] |"
     assert [tool.steps_per_epoch(n, 128) for n in (2560, 300, 257)] == [20, 3, 2]   # 257: the last sample sits out
+
+
+def test_tables_give_fgsm_both_ways_and_the_last_epoch():
+    result = run(arms="sgm:0.2", runs=2, spec=base(epochs=3))
+    s = result["summary"]["sgm:0.2"]
+    assert set(s["fgsm_authors"]) == set(s["fgsm"]) == {0.01, 0.1}
+    assert s["last_epoch"]["fgsm_authors"] and s["last_epoch"]["clean"]["arm"]["per_run"]
+    text = experiments.format_tables(result, paper=False)
+    assert "Table 5, the authors' evaluation" in text and "Table 5, last epoch" in text
+    authors = [r["results"]["fgsm_authors_pct"]["0.1"] for k, r in sorted(result["networks"].items())
+               if k.endswith("/sgm:0.2")]
+    assert s["fgsm_authors"][0.1]["arm"]["per_run"] == authors
