@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from ..layers.loss import check_label_range, label_bounds, label_shape
+
+__all__ = ["check_eps", "check_eps_list", "check_count", "check_positive", "check_clip", "check_inputs",
+           "check_attack", "check_labels", "label_shape", "label_bounds", "check_label_range"]
 
 ZCA_HINT = "clip=None attacks unbounded inputs (e.g. ZCA-whitened CIFAR)"
 
@@ -96,37 +99,6 @@ def check_attack(who: str, x, y, eps, clip) -> None:
     check_clip(clip, who)
     label_shape(y, x.shape[0])
     check_inputs(x, clip, who)
-
-
-def label_shape(y, n: int) -> None:
-    """`y` one integer label per input: shaped (n,), integer dtype."""
-    shape = getattr(y, "shape", None)
-    if shape is None:
-        y = np.asarray(y)
-        shape = y.shape
-    if tuple(shape) != (n,):
-        raise ValueError(f"labels must be shaped ({n},), one class index per input, got {tuple(shape)}")
-    if y.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers (class indices), got dtype {y.dtype}")
-
-
-def label_bounds(y, n: int, k: int | None = None):
-    """(min, max) of the labels `y` of `n` inputs after `label_shape` (None for no labels); refused when
-    negative, or when `k` (the number of classes) is given and one is >= k."""
-    label_shape(y, n)
-    if n == 0:
-        return None
-    bounds = int(y.min()), int(y.max())
-    if bounds[0] < 0:
-        raise ValueError(f"labels must lie in [0, {'K' if k is None else k}); got values in [{bounds[0]}, {bounds[1]}]")
-    check_label_range(bounds, k)
-    return bounds
-
-
-def check_label_range(bounds, k: int | None) -> None:
-    """The labels' (min, max) from `label_bounds` inside [0, k) for logits of k classes (k None: no check)."""
-    if bounds is not None and k is not None and bounds[1] >= k:
-        raise ValueError(f"labels must lie in [0, {k}); got values in [{bounds[0]}, {bounds[1]}]")
 
 
 def check_labels(logits, y) -> None:

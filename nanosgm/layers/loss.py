@@ -5,6 +5,8 @@ Computed from log-softmax with the row maximum subtracted, so large logits canno
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import backend
 
 
@@ -25,14 +27,8 @@ class SoftmaxCrossEntropy:
         if logits.ndim != 2:
             raise ValueError(f"SoftmaxCrossEntropy expects logits shaped (N, K), got {tuple(logits.shape)}")
         labels = xp.asarray(labels)
-        if labels.shape != (logits.shape[0],):
-            raise ValueError(f"labels must be shaped ({logits.shape[0]},) to match logits {tuple(logits.shape)}, "
-                             f"got {tuple(labels.shape)}")
-        if labels.dtype.kind not in "iu":
-            raise ValueError(f"labels must be integers (class indices), got dtype {labels.dtype}")
-        n, k = logits.shape
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
-            raise ValueError(f"labels must lie in [0, {k}); got values in [{int(labels.min())}, {int(labels.max())}]")
+        label_bounds(labels, logits.shape[0], logits.shape[1])
+        n = logits.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_p = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
         rows = xp.arange(n)
@@ -56,3 +52,37 @@ class SoftmaxCrossEntropy:
         d[rows, labels] -= 1
         d /= log_p.shape[0]
         return d
+
+
+def label_shape(y, n: int) -> None:
+    """`y` one integer label per input: shaped (n,), integer dtype."""
+    shape = getattr(y, "shape", None)
+    if shape is None:
+        y = np.asarray(y)
+        shape = y.shape
+    if tuple(shape) != (n,):
+        raise ValueError(f"labels must be shaped ({n},), one class index per input, got {tuple(shape)}")
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers (class indices), got dtype {y.dtype}")
+
+
+def label_bounds(y, n: int, k: int | None = None):
+    """(min, max) of the labels `y` of `n` inputs after `label_shape` (None for no labels); refused when
+    negative, or when `k` (the number of classes) is given and one is >= k.
+
+    The one check of class labels: the loss makes it on every forward pass, the attacks before they run
+    (they learn `k` only from the logits, then call `check_label_range`)."""
+    label_shape(y, n)
+    if n == 0:
+        return None
+    bounds = int(y.min()), int(y.max())
+    if bounds[0] < 0:
+        raise ValueError(f"labels must lie in [0, {'K' if k is None else k}); got values in [{bounds[0]}, {bounds[1]}]")
+    check_label_range(bounds, k)
+    return bounds
+
+
+def check_label_range(bounds, k: int | None) -> None:
+    """The labels' (min, max) from `label_bounds` inside [0, k) for logits of k classes (k None: no check)."""
+    if bounds is not None and k is not None and bounds[1] >= k:
+        raise ValueError(f"labels must lie in [0, {k}); got values in [{bounds[0]}, {bounds[1]}]")
