@@ -3,6 +3,8 @@
     control                 plain training (the paper's control)
     sgm:L                   the Smooth Gradient Method, lambda-bar L, batch-mean loss (Eq. 15 / 21)
     sgm:L:per-sample        the same with each sample's own loss (B times larger steps)
+    sgm-RULE:L[:options]    SGM's input step by an optimiser's rule: RULE momentum, adam or sign;
+                            options per-sample, ball=R, clip (the paper's future work, Section 6)
     published               the authors' Keras code path (an extra pass whose input update is thrown away)
     fgsm-at:E               adversarial training, FGSM with the clean/adversarial loss mix (Goodfellow et al.)
     fgsm-rs:E               adversarial training, FGSM from a random start (Wong et al.)
@@ -19,6 +21,7 @@ while reading back exactly). Adding a method = its class (with ``parse`` and ``l
 """
 from __future__ import annotations
 
+from .adaptive import INPUT_RULES, AdaptiveSGM
 from .adversarial import AdversarialTraining
 from .base import Control
 from .published import Published
@@ -32,6 +35,7 @@ CONTROL = "control"
 GRAMMAR = {
     "control": Control.parse,
     "sgm": SGM.parse,
+    **{f"sgm-{rule}": AdaptiveSGM.parser(rule) for rule in INPUT_RULES},
     "published": Published.parse,
     "fgsm-at": AdversarialTraining.parser("fgsm"),
     "fgsm-rs": AdversarialTraining.parser("fgsm-rs"),
@@ -39,6 +43,7 @@ GRAMMAR = {
 }
 
 _USAGE = ("use control, published, sgm:LAMBDA, sgm:LAMBDA:per-sample (LAMBDA a non-zero number, e.g. sgm:0.2), "
+          "sgm-momentum|sgm-adam|sgm-sign:STEP[:per-sample][:ball=R][:clip], "
           "fgsm-at:EPS, fgsm-rs:EPS or pgd-at:EPS[:STEPS]")
 
 

@@ -3,8 +3,8 @@ and the authors' learning-rate schedule.
 
 The paper trains every network with WAME (its Ref. [18], nanosgm/optim/wame.py); SGD and Adam are here
 as baselines. One module each: base.py (the Optimizer: parameter walk, lr, state, checkpoints), sgd.py,
-adam.py, wame.py, fused.py (the fast paths of Adam and WAME, bit for bit their readable updates),
-registry.py (`build_optimizer`), schedules.py.
+adam.py, wame.py, sign.py (sign descent, used as an input rule), fused.py (the fast paths of Adam and
+WAME, bit for bit their readable updates), registry.py (`build_optimizer`), schedules.py.
 
 Every optimiser has the same small interface:
 
@@ -37,6 +37,7 @@ from .base import Optimizer
 from .registry import OPTIMIZERS, build_optimizer
 from .schedules import StepSchedule, paper_schedule
 from .sgd import SGD
+from .sign import SignSGD
 from .wame import WAME
 
-__all__ = ["Optimizer", "SGD", "Adam", "WAME", "build_optimizer", "OPTIMIZERS", "StepSchedule", "paper_schedule"]
+__all__ = ["Optimizer", "SGD", "Adam", "WAME", "SignSGD", "build_optimizer", "OPTIMIZERS", "StepSchedule", "paper_schedule"]
