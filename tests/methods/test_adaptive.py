@@ -159,3 +159,28 @@ def test_bad_labels_are_refused(bad):
 def test_labels_read_back_in_canonical_order():
     assert parse_arm("sgm-adam:0.01:clip:ball=0.3:per-sample").label == "sgm-adam:0.01:per-sample:ball=0.3:clip"
     assert parse_arm("SGM-SIGN:2e-3").label == "sgm-sign:0.002"
+
+
+def test_fit_resumes_an_adaptive_run_as_if_uninterrupted(tmp_path):
+    """The rule's slots and visit counts travel in the checkpoint: 2 + 1 epochs give the 3-epoch run's bits."""
+    from nanosgm import backend
+    from nanosgm.methods import RunKeeping
+
+    rng = np.random.default_rng(2)
+    X, y = rng.uniform(0, 1, (20, 6)).astype(np.float32), rng.integers(0, 3, 20)
+
+    def run(epochs, **keeping):
+        backend.seed(0)
+        model = Sequential([Dense(6, 8), ReLU(), Dense(8, 3)])
+        res = fit(model, build_optimizer("wame", lr=1e-2), X, y, epochs=epochs, method=parse_arm("sgm-adam:0.01"),
+                  batch_size=6, seed=0, keeping=RunKeeping(progress=False, log=None, **keeping))
+        return model, res
+
+    full_model, full = run(3)
+    ckpt = str(tmp_path / "ckpt.npz")
+    run(2, checkpoint=ckpt)
+    model, resumed = run(3, checkpoint=ckpt, resume=True)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    np.testing.assert_array_equal(resumed.train_inputs, full.train_inputs)
+    for (_, a, _), (_, b, _) in zip(full_model.parameters(), model.parameters()):
+        np.testing.assert_array_equal(a, b)
