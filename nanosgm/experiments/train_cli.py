@@ -3,20 +3,27 @@
 The command line around :func:`nanosgm.experiments.network.train_network`: flags, the run folder (its
 lock, resuming, replacing an earlier run), and the printed table. The training loop itself is
 :func:`nanosgm.methods.fit`.
+
+The run folder holds ``checkpoint.npz`` while the run trains (every finished epoch), then ``model.npz``
+and ``results.json``; the checkpoint is removed once the results are written (``--keep-checkpoint``
+keeps it, to measure the run again or continue it to more epochs). ``--resume`` of a finished run checks
+that its ``results.json`` describes the run the flags ask for. ``--overwrite`` removes the earlier run
+only once the new one has saved its first epoch, so a new run that fails before that leaves it as it was.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import sys
+from dataclasses import dataclass
 
 from .. import backend
-from ..methods import Interrupted
 from ..methods.adversarial import ARM_NAMES
 from ..methods.base import format_number
 from ..plumbing import checkpoint as ckpt
-from ..plumbing.cli import CliError, check_out_folder, run_cli
+from ..plumbing.cli import CliError, check_out_folder, interruption, interruption_status, run_cli
 from ..plumbing.flags import number, whole
 from . import recipe
 from .cli_args import add_common_arguments, common_setup
@@ -55,8 +62,16 @@ def build_parser():
     p.add_argument("--pgd", type=whole("--pgd", least=0), default=500, metavar="N", help="also run PGD (10 steps) "
                    "on the first N test images at each eps, as a check against gradient masking (0 = skip; default 500)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.npz if it exists")
-    p.add_argument("--reevaluate", action="store_true", help="with --resume on a finished run: measure it again")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--reevaluate", action="store_true", help="with --resume on a finished run: measure it again "
+                   "(needs the checkpoint: --keep-checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out (it is removed once "
+                   "the new run has saved its first epoch)")
+    p.add_argument("--keep-checkpoint", action="store_true", help="keep <out>/checkpoint.npz when the run finishes "
+                   "(default: removed once results.json is written; the model and results stay)")
+    p.add_argument("--threads", type=whole("--threads", least=1), default=None, metavar="N", help="BLAS threads "
+                   "(and nanosgm's own) for this run (default: what the environment gives, all cores unless "
+                   "OPENBLAS_NUM_THREADS / NANOSGM_THREADS say otherwise); float32 results depend on the BLAS "
+                   "thread count, so a run resumes only with the count it was trained with")
     return p
 
 
@@ -95,23 +110,71 @@ def method_label(args) -> str:
 RUN_FILES = ("results.json", "checkpoint.npz", "model.npz")
 
 
-def _claim_folder(args, out) -> bool:
-    """Decide what to do with an earlier run in ``out`` (we hold its lock); True: it is complete, leave it."""
+@dataclass(frozen=True)
+class Plan:
+    """What to do with the run folder: ``finished``: it holds this run, finished (nothing to do);
+    ``replaces``: the earlier run's files that the new run replaces (--overwrite)."""
+    finished: bool = False
+    replaces: tuple = ()
+
+
+def _claim_folder(args, spec, out) -> Plan:
+    """Decide what to do with an earlier run in ``out`` (we hold its lock); CliError when it cannot be
+    resumed as asked. Nothing of the earlier run is removed here."""
     for tmp in glob.glob(os.path.join(out, ".tmp-*")):      # a save killed half-way (we hold the lock)
         os.remove(tmp)
     earlier = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
     if not earlier:
-        return False
+        return Plan()
     if args.overwrite:
-        for f in earlier:
-            os.remove(os.path.join(out, f))
-        return False
+        return Plan(replaces=tuple(earlier))
     if not args.resume:
         raise CliError(f"{out} already holds a run ({', '.join(earlier)}); use --resume to continue it, --overwrite "
                        f"to replace it, or --out to write elsewhere")
-    done = os.path.exists(os.path.join(out, "results.json")) and \
-        ckpt.saved_epoch(os.path.join(out, "checkpoint.npz")) >= args.epochs
-    return done and not args.reevaluate
+    if "results.json" in earlier:
+        return _finished_run(args, spec, out)
+    return Plan()
+
+
+def _finished_run(args, spec, out) -> Plan:
+    """The plan for --resume of the finished run in ``out``, after checking that its results.json
+    describes the run the flags ask for (CliError / ConfigMismatch naming what differs)."""
+    path, ck = os.path.join(out, "results.json"), os.path.join(out, "checkpoint.npz")
+    saved = _read_results(path, ck)["spec"]
+    ckpt.check_config(path, saved, json.loads(json.dumps(spec.identity())), free=("epochs",))
+    done = saved["epochs"]
+    if args.epochs < done:
+        raise CliError(f"{out} holds a finished run of {done} epoch(s), more than --epochs {args.epochs}; resume it "
+                       f"with --epochs {done}, or use another --out folder")
+    if args.epochs == done and not args.reevaluate:
+        if not os.path.exists(os.path.join(out, "model.npz")):
+            raise CliError(f"{out} holds the results of a finished run but not its model.npz; restore it, or train "
+                           f"the run again with --overwrite")
+        return Plan(finished=True)
+    if not os.path.exists(ck):
+        what = "measured again" if args.epochs == done else f"continued to {args.epochs} epochs"
+        raise CliError(f"{out} holds a finished run of {done} epoch(s) whose checkpoint was removed when it finished, "
+                       f"so it cannot be {what}; train it again with --overwrite (--keep-checkpoint keeps a "
+                       f"finished run's checkpoint)")
+    return Plan()
+
+
+def _read_results(path, ck) -> dict:
+    """The results.json of a finished run, or CliError saying it is damaged and what to do."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else f"not valid JSON: {exc}"
+        record, problem = None, f"cannot be read ({why})"
+    else:
+        problem = "is not the results record of a nanosgm.train run (no spec with its epochs)"
+    spec = record.get("spec") if isinstance(record, dict) else None
+    if isinstance(spec, dict) and isinstance(spec.get("epochs"), int):
+        return record
+    again = f"delete it and run the same command: --resume measures {ck} again" if os.path.exists(ck) else \
+        "train the run again with --overwrite"
+    raise CliError(f"{path} {problem}; restore it from a copy, or {again}")
 
 
 def _print_results(record) -> None:
@@ -139,43 +202,104 @@ def _train(args, spec, out, model_name) -> int:
     if os.path.isdir(out):               # hold an existing folder from the start; a new one once the data loaded
         lock.acquire()
     try:
-        if lock.held and _claim_folder(args, out):
-            print(f"{out} holds a finished run of {args.epochs} epoch(s) ({out}/results.json); nothing to do "
-                  f"(add --reevaluate to measure it again)")
+        plan = _claim_folder(args, spec, out) if lock.held else Plan()
+        if not plan.finished:
+            from .network import dataset_for
+            print(dataset_for(spec, progress=not args.no_progress)[0])
+            if not lock.held:
+                lock.acquire()
+                plan = _claim_folder(args, spec, out)
+        if plan.finished:
+            print(f"{out} holds a finished run of {args.epochs} epoch(s) ({out}/results.json); nothing to do"
+                  + (" (add --reevaluate to measure it again)" if os.path.exists(os.path.join(out, "checkpoint.npz"))
+                     else ""))
             return 0
-        from .network import dataset_for
-        print(dataset_for(spec, progress=not args.no_progress)[0])
-        if not lock.held:
-            lock.acquire()
-            _claim_folder(args, out)
-        return _train_locked(args, spec, out, model_name, prov)
+        return _train_locked(args, spec, out, model_name, prov, plan)
     finally:
         lock.release()
 
 
-def _train_locked(args, spec, out, model_name, prov) -> int:
-    from ..plumbing.files import write_json_atomic
+class _Replacement:
+    """The earlier run's files that a new run (--overwrite) replaces, removed once the new run's first epoch
+    is on disk: a new run that fails before (its data, its model, its first epoch) leaves the earlier run
+    as it was.
+
+    ``log`` is the new run's log. fit logs an epoch only once its checkpoint is on disk, and a run that
+    does not resume logs nothing else, so its first line means that the new checkpoint has replaced the
+    earlier one; the earlier results and model are removed then."""
+
+    def __init__(self, out, files):
+        self.out, self.files = out, [f for f in files if f != "checkpoint.npz"]
+        self.done = not files             # True: the folder holds the new run only
+
+    def log(self, line) -> None:
+        if not self.done:
+            for f in self.files:
+                if os.path.exists(os.path.join(self.out, f)):
+                    os.remove(os.path.join(self.out, f))
+            self.done = True
+        print(line)
+
+
+def _train_locked(args, spec, out, model_name, prov, plan) -> int:
     from .network import train_network
     print(f"{model_name} | optimizer {args.optimizer} | method {spec.method} | seed {spec.seed} | "
           f"backend {backend.name()} | out {out}", flush=True)
+    ck = os.path.join(out, "checkpoint.npz")
+    run = _Replacement(out, plan.replaces)
     try:
-        record = train_network(spec, checkpoint=os.path.join(out, "checkpoint.npz"), resume=args.resume,
-                               model_path=os.path.join(out, "model.npz"), progress=not args.no_progress, log=print)
-    except Interrupted as exc:
-        if exc.saved_epoch >= spec.epochs:
-            raise CliError(f"interrupted during the final evaluation; training is complete in {out}/checkpoint.npz: "
-                           f"run the same command with --resume to evaluate it", code=130) from None
-        kept = f"epoch {exc.saved_epoch} is saved" if exc.saved_epoch else "no epoch was finished and saved yet"
-        raise CliError(f"interrupted: {kept} in {out}/checkpoint.npz; run the same command with --resume to "
-                       f"continue", code=130) from None
-    except KeyboardInterrupt:            # during the final evaluation (fit had returned)
-        raise CliError(f"interrupted during the final evaluation; training is complete in {out}/checkpoint.npz: "
-                       f"run the same command with --resume to evaluate it", code=130) from None
+        record = train_network(spec, checkpoint=ck, resume=args.resume and not args.overwrite,
+                               model_path=os.path.join(out, "model.npz"), progress=not args.no_progress, log=run.log)
+    except KeyboardInterrupt:            # Ctrl-C, SIGTERM, SIGHUP: in training (fit's Interrupted) or evaluation
+        saved = ckpt.saved_epoch(ck) if run.done else 0
+        during = " during the final evaluation" if saved >= spec.epochs else ""
+        raise CliError(f"{interruption()}{during}; {_kept(args, out, spec, run)}",
+                       code=interruption_status()) from None
+    except OSError as exc:               # a full disk, ...: the checkpoint's write, or the model's once trained
+        raise CliError(f"{_failed_write(exc, out, spec, run)}; {_kept(args, out, spec, run, fix=True)}") from None
     record.pop("snapshots", None)
     _print_results(record)
-    write_json_atomic(os.path.join(out, "results.json"), {"provenance": dict(prov, finished=recipe.now()), **record})
-    print(f"wrote {out}/results.json, {out}/model.npz and {out}/checkpoint.npz")
+    _finish(args, out, spec, run, {"provenance": dict(prov, finished=recipe.now()), **record})
     return 0
+
+
+def _kept(args, out, spec, run, fix: bool = False) -> str:
+    """What the run folder keeps after a run stopped early, and the command that goes on from there."""
+    ck = os.path.join(out, "checkpoint.npz")
+    if not run.done:
+        return f"no epoch of the new run was saved; the earlier run in {out} is left as it was"
+    saved = ckpt.saved_epoch(ck)
+    again = "the command again with --resume in place of --overwrite" if args.overwrite else \
+        "the same command with --resume"
+    then = "free space (or fix the cause), then run" if fix else "run"
+    if saved >= spec.epochs:
+        return f"training is complete in {ck}: {then} {again} to evaluate it"
+    kept = f"epoch {saved} is saved" if saved else "no epoch was finished and saved yet"
+    return f"{kept} in {ck}; {then} {again} to continue"
+
+
+def _failed_write(exc: OSError, out, spec, run) -> str:
+    """Which file could not be written, and why."""
+    if isinstance(exc, ckpt.CheckpointWriteError) or exc.filename:
+        return str(exc) if not exc.filename else f"could not write {exc.filename}: {exc.strerror or exc}"
+    if run.done and ckpt.saved_epoch(os.path.join(out, "checkpoint.npz")) >= spec.epochs:
+        return f"could not write {out}/model.npz: {exc.strerror or exc}"     # the only file written once trained
+    return str(exc)
+
+
+def _finish(args, out, spec, run, record) -> None:
+    """Write results.json, then remove the checkpoint unless --keep-checkpoint (the model and results stay)."""
+    from ..plumbing.files import write_json_atomic
+    path, ck = os.path.join(out, "results.json"), os.path.join(out, "checkpoint.npz")
+    try:
+        write_json_atomic(path, record)
+    except OSError as exc:
+        raise CliError(f"could not write {path}: {exc.strerror or exc}; {_kept(args, out, spec, run, fix=True)}") \
+            from None
+    if not args.keep_checkpoint and os.path.exists(ck):
+        os.remove(ck)
+    kept = f", {out}/model.npz and {ck}" if args.keep_checkpoint else f" and {out}/model.npz"
+    print(f"wrote {path}{kept}")
 
 
 def _main(argv) -> int:
@@ -193,7 +317,14 @@ def _main(argv) -> int:
     out = args.out or default_out(args, model_name)
     check_out_folder(out)
     spec = spec_from_args(args, model_name, eps_list)
-    return _train(args, spec, out, model_name)
+    if args.threads is None:
+        return _train(args, spec, out, model_name)
+    from ..plumbing.threads import set_threads
+    restore, _ = set_threads(args.threads)
+    try:
+        return _train(args, spec, out, model_name)
+    finally:
+        restore()
 
 
 def main(argv=None) -> int:

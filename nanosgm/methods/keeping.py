@@ -3,7 +3,10 @@ checkpoints and resuming from them, Figures 5-6 snapshots, progress and log line
 
 The checkpoint is one dict of named parts (:mod:`nanosgm.plumbing.checkpoint`): the model, the
 optimiser, the training method (e.g. SGM's X_t), the best weights so far, the snapshots, and ``meta``
-(epoch, history, the run's configuration). Resuming checks every part before it loads any.
+(epoch, history, the run's configuration, the BLAS thread count it was trained with). Resuming checks
+every part before it loads any: the configuration, that the checkpoint holds no more epochs than the
+run asks for, and the BLAS thread count (float32 sums depend on it, so a run resumes with the count it
+was trained with; a checkpoint that does not record it resumes with a note saying so).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import numpy as np
 from .. import backend
 from ..attacks import accuracy
 from ..plumbing import checkpoint as ckpt
+from ..plumbing.blas import blas_threads
 
 __all__ = ["RunKeeping", "FitResult", "Interrupted", "SNAPSHOT_EPOCHS"]
 
@@ -111,7 +115,7 @@ def start_run(model, optimizer, method, X_train, y_train, keeping: RunKeeping, e
                                 "X0": np.array(backend.to_host(X_train[:k])), "deltas": []}
     path = keeping.checkpoint
     if keeping.resume and path and os.path.exists(path):
-        _resume(run, path)
+        _resume(run, path, epochs)
         keeping.say(f"resumed from {path}: {run.start_epoch} of {epochs} epochs done")
     return run
 
@@ -146,7 +150,7 @@ def _parts(run: Run, epoch: int, current: dict) -> dict:
              "best": run.best_state,
              "meta": {"epoch": epoch + 1, "best_epoch": res.best_epoch, "loss_ref": run.loss_ref,
                       "best_val_error_pct": None if math.isnan(res.best_val_error_pct) else res.best_val_error_pct,
-                      "history": res.history, "config": run.keeping.config or {}}}
+                      "history": res.history, "config": run.keeping.config or {}, "blas_threads": blas_threads()}}
     if res.snapshots is not None:
         s = res.snapshots
         parts["snap"] = {"X0": s["X0"], "epochs": np.asarray(s["epochs"], dtype=np.int64),
@@ -154,13 +158,18 @@ def _parts(run: Run, epoch: int, current: dict) -> dict:
     return parts
 
 
-def _resume(run: Run, path: str) -> None:
-    """Restore ``run`` from the checkpoint at ``path`` (all parts checked before anything changes)."""
+def _resume(run: Run, path: str, epochs: int) -> None:
+    """Restore ``run`` from the checkpoint at ``path`` for a run of ``epochs`` epochs (all parts checked
+    before anything changes)."""
     parts = ckpt.load(path)
     meta = parts["meta"]
     keep = run.keeping
     if keep.config is not None:
         ckpt.check_config(path, meta["config"], json.loads(json.dumps(keep.config)), keep.free_config_keys)
+    if meta["epoch"] > epochs:
+        raise ckpt.ConfigMismatch(f"{path} holds {meta['epoch']} finished epochs, more than the {epochs} asked for; "
+                                  f"resume it with --epochs {meta['epoch']} or more, or use another --out folder")
+    note = _check_threads(path, meta)
     parts.setdefault("method", {})                # a method without state saves no arrays
     checks = ((run.model, "model", {}), (run.optimizer, "optim", {"model": run.model}), (run.method, "method", {}))
     for obj, part, kw in checks:          # every part is checked before any is loaded: all or nothing
@@ -180,6 +189,22 @@ def _resume(run: Run, path: str) -> None:
     if res.snapshots is not None and "snap" in parts:
         res.snapshots["epochs"] = [int(e) for e in parts["snap"]["epochs"]]
         res.snapshots["deltas"] = list(parts["snap"]["deltas"])
+    if note:
+        keep.say(note)
+
+
+def _check_threads(path: str, meta: dict) -> str | None:
+    """Refuse a checkpoint trained with another BLAS thread count than this process has; a note (or None)
+    when the count cannot be compared."""
+    now = blas_threads()
+    if "blas_threads" not in meta:
+        return (f"note: {path} was written before checkpoints kept their BLAS thread count: its thread count was "
+                f"not recorded, so it resumes with this process's {now} (the last digits may differ)")
+    saved = meta["blas_threads"]
+    if saved is not None and now is not None and saved != now:
+        raise ckpt.ConfigMismatch(f"{path} was trained with {saved} BLAS threads and this process has {now}; "
+                                  f"float32 sums depend on the thread count: resume with --threads {saved}")
+    return None
 
 
 def epoch_line(r: dict) -> str:

@@ -128,8 +128,8 @@ def _train_epoch(run: Run, epoch: int, epochs: int, *, batch_size: int, seed: in
                      where=f"epoch {epoch + 1}, batch {start // batch_size + 1}")
         total += loss * len(idx)
         count += len(idx)
-        if progress and (start // batch_size) % 20 == 0:
-            bar.set_postfix(loss=f"{total / count:.4f}")
+        if progress:                # the running mean so far, shown at the bar's next refresh
+            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
     bar.close()
     return total / count
 

@@ -10,12 +10,15 @@
 
 Arrays are stored as ``"<part>.<key>"``; ``meta`` is one JSON string (``"meta.json"``). The file is
 written atomically (temporary file + rename) and read with ``allow_pickle=False``. :func:`load` checks
-that the file is a checkpoint of this format with every meta key; each part is then checked by the
-``load_state_dict`` it is given to.
+that the file is a checkpoint of this format with every meta key, each meta value of its type and range
+and consistent with the others (``epoch`` = the length of ``history``, ``best_epoch`` one of them, ...);
+each part is then checked by the ``load_state_dict`` it is given to. A save that fails (a full disk)
+raises :class:`CheckpointWriteError` naming the file; the checkpoint already there is left intact.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -23,16 +26,28 @@ import numpy as np
 from .errors import NanosgmError
 from .npz import load_npz, save_npz_atomic
 
-__all__ = ["FORMAT", "META_KEYS", "CheckpointError", "ConfigMismatch", "save", "load", "saved_epoch",
-           "check_config"]
+__all__ = ["FORMAT", "META_KEYS", "HISTORY_KEYS", "CheckpointError", "CheckpointWriteError", "ConfigMismatch",
+           "save", "load", "saved_epoch", "check_config"]
 
 FORMAT = "nanosgm-checkpoint/3"
 OLDER = ("nanosgm-checkpoint/1", "nanosgm-checkpoint/2")     # other layouts: refused with a message of their own
 META_KEYS = ("format", "epoch", "best_epoch", "best_val_error_pct", "history", "config", "loss_ref")
+# what fit records for every epoch (a method adds its own keys)
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "val_error_pct", "test_error_pct", "seconds")
+_DAMAGED = ("the checkpoint is damaged or was edited; use the file the run wrote, or start the run again with "
+            "--overwrite")
 
 
 class CheckpointError(NanosgmError, ValueError):
     """A checkpoint file that cannot be resumed from (damaged, incomplete, another format)."""
+
+
+class CheckpointWriteError(NanosgmError, OSError):
+    """A checkpoint that could not be written (a full disk, ...); the one already at ``path`` is intact."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"could not write {path}: {reason}")
+        self.path, self.reason = os.fspath(path), reason
 
 
 class ConfigMismatch(NanosgmError, ValueError):
@@ -48,7 +63,10 @@ def save(path, parts: dict) -> None:
             continue
         for k, v in (d or {}).items():
             arrays[f"{part}.{k}"] = np.asarray(v)
-    save_npz_atomic(path, arrays)
+    try:
+        save_npz_atomic(path, arrays)
+    except OSError as exc:
+        raise CheckpointWriteError(path, exc.strerror or str(exc)) from exc
 
 
 def load(path) -> dict:
@@ -87,14 +105,81 @@ def _meta(path, raw) -> dict:
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: meta.json lacks {', '.join(missing)}; the checkpoint is damaged")
+    _check_meta(path, meta)
     return meta
+
+
+def _check_meta(path, meta: dict) -> None:
+    """Raise CheckpointError unless every meta value has its type and range and agrees with the others."""
+    def bad(key, problem):
+        return CheckpointError(f"{path}: meta.json's {key!r} {problem}; {_DAMAGED}")
+    epoch, history, best = meta["epoch"], meta["history"], meta["best_epoch"]
+    if not _whole(epoch) or epoch < 1:
+        raise bad("epoch", f"is {_shown(epoch)}, not a whole number >= 1")
+    if not isinstance(history, list):
+        raise bad("history", f"is {_shown(history)}, not a list of epoch records")
+    if len(history) != epoch:
+        raise bad("epoch", f"is {epoch} but its history holds {_epochs(len(history))}")
+    for i, record in enumerate(history):
+        problem = _history_problem(record, i + 1)
+        if problem:
+            raise bad("history", f"epoch {i + 1} {problem}")
+    if not _whole(best) or not 1 <= best <= epoch:
+        raise bad("best_epoch", f"is {_shown(best)}, not a whole number in 1..{epoch}")
+    best_val = meta["best_val_error_pct"]
+    if best_val is not None and not _finite(best_val):
+        raise bad("best_val_error_pct", f"is {_shown(best_val)}, not a finite number or null")
+    if best_val != history[best - 1]["val_error_pct"]:
+        raise bad("best_val_error_pct", f"is {_shown(best_val)} but epoch {best}'s val_error_pct is "
+                                        f"{_shown(history[best - 1]['val_error_pct'])}")
+    if meta["loss_ref"] is not None and not _finite(meta["loss_ref"]):
+        raise bad("loss_ref", f"is {_shown(meta['loss_ref'])}, not a finite number or null")
+    if not isinstance(meta["config"], dict):
+        raise bad("config", f"is {_shown(meta['config'])}, not a dict")
+    # the BLAS thread count it was trained with (None: unknown; files written before it was kept lack it)
+    threads = meta.get("blas_threads")
+    if threads is not None and (not _whole(threads) or threads < 1):
+        raise bad("blas_threads", f"is {_shown(threads)}, not a whole number >= 1 or null")
+
+
+def _history_problem(record, epoch: int) -> str | None:
+    """What is wrong with fit's record of ``epoch`` (None: nothing)."""
+    if not isinstance(record, dict):
+        return f"is {_shown(record)}, not a dict"
+    missing = [k for k in HISTORY_KEYS if k not in record]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if record["epoch"] != epoch or not _whole(record["epoch"]):
+        return f"is numbered {_shown(record['epoch'])}"
+    for key in HISTORY_KEYS[1:]:
+        optional = key in ("val_error_pct", "test_error_pct")
+        if not (_finite(record[key]) or (optional and record[key] is None)):
+            return f"has {key} {_shown(record[key])}, not a finite number"
+    return None
+
+
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _shown(x) -> str:
+    text = repr(x)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
 
 
 def saved_epoch(path) -> int:
     """The number of finished epochs the checkpoint at ``path`` holds (0 when there is none or it is unreadable)."""
     try:
         with np.load(os.fspath(path), allow_pickle=False) as f:
-            return int(json.loads(str(f["meta.json"]))["epoch"])
+            return _meta(os.fspath(path), f["meta.json"])["epoch"]
     except Exception:          # no file, or a damaged one: nothing resumable is saved
         return 0
 

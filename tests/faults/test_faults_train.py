@@ -40,6 +40,8 @@ def fit(model=None, epochs=2, lr=1e-2, optimizer="wame", method=None, **keeping)
 
 
 # ------------------------------------------------------------------------------------------ divergence
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",     # NumPy meets the divergence
+                            "ignore:invalid value encountered:RuntimeWarning")  # before fit reports it
 def test_an_infinite_learning_rate_is_divergence_not_a_saved_nan_model(tmp_path):
     ck = tmp_path / "c.npz"
     with pytest.raises(TrainingDiverged, match="non-finite|became"):
@@ -237,7 +239,7 @@ def _cli(tmp_path, *extra):
 
 
 def test_resume_of_a_finished_run_leaves_it_alone(tmp_path, mnist_real, capsys):
-    assert train_cli.main(_cli(tmp_path)) == 0
+    assert train_cli.main(_cli(tmp_path, "--keep-checkpoint")) == 0          # --reevaluate below needs it
     results = (tmp_path / "run" / "results.json").read_text()
     assert train_cli.main(_cli(tmp_path, "--resume")) == 0
     assert "nothing to do" in capsys.readouterr().out
@@ -306,7 +308,8 @@ def test_two_processes_into_one_folder_one_is_refused_and_nothing_is_mixed(tmp_p
     import subprocess
     import sys
     import time
-    argv = [sys.executable, "-m", "nanosgm.train"] + _cli(tmp_path, "--epochs", "2", "--limit", "400")
+    argv = [sys.executable, "-m", "nanosgm.train"] + _cli(tmp_path, "--epochs", "2", "--limit", "400",
+                                                          "--keep-checkpoint")
     first = subprocess.Popen(argv + ["--seed", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = tmp_path / "run" / ".lock"
     deadline = time.time() + 120
