@@ -4,8 +4,12 @@ For each network: clean accuracy, then accuracy under FGSM (Eq. 20), PGD (steps 
 steps for the check below), APGD-CE, APGD-DLR and the gradient-free Square attack (all in
 :mod:`nanosgm.attacks`), and the worst case per example over all of them ("robust accuracy": an example
 counts as robust only if it is classified correctly clean and under every attack), at each eps, on the
-first N test images. Then the sanity checks of Carlini et al. 2019 ("On Evaluating Adversarial
-Robustness"), each printed as pass/warn with its numbers:
+first N test images. An attack's column counts an example as correct only if it is correct clean too: the
+unperturbed image lies in every eps-ball, so an attack that leaves a misclassified example classified
+correctly (a random start or Square's first stripes can) has not found the worst case. Per example, then,
+robust <= correct under each attack <= correct clean; results are checked against this when they are
+combined (a result read back from the partial file that breaks it is refused). Then the sanity checks of
+Carlini et al. 2019 ("On Evaluating Adversarial Robustness"), each printed as pass/warn with its numbers:
 
     iterative >= single-step   PGD and APGD are at least as strong as FGSM at every eps
     large eps -> ~0            the best gradient attack leaves at most 5 % (NEAR_ZERO) at eps = 0.5 (CHECK_EPS)
@@ -21,7 +25,13 @@ terminal, ``robustness.json`` (percent, rounded to 2 decimals; command line, ver
 ``robustness.png`` (accuracy against eps, one curve per attack and network) into ``--out``. Until then,
 every finished attack is kept in ``--out``/robustness.partial.json: an interrupted audit run again with the
 same arguments resumes after its last finished attack, with the same numbers
-(:mod:`nanosgm.plumbing.audit_resume`).
+(:mod:`nanosgm.plumbing.audit_resume`); Ctrl-C, SIGTERM and SIGHUP say so.
+
+Before the first attack the audit prints its plan (networks x attacks x eps x images, and how many gradient
+evaluations and forward passes each attack costs per image and eps, at most), and after the first attack
+that takes gradients one line estimating the time left from the measured cost of a forward pass (the clean
+pass) and of a gradient evaluation (that attack). It notes when the audited images are not the test
+images the network's training run evaluated.
 """
 from __future__ import annotations
 
@@ -40,8 +50,8 @@ from .. import attacks, backend
 from ..methods.base import format_number
 from ..plumbing.audit_resume import PARTIAL_NAME, FinishedAttacks, PartialFileError, digest
 
-__all__ = ["Suite", "Network", "attack_plan", "audit_network", "audit", "sanity_checks", "format_report",
-           "accuracy_figure", "report_json", "main", "DEFAULT_EPS", "CHECK_EPS"]
+__all__ = ["Suite", "Network", "attack_plan", "attack_cost", "audit_network", "audit", "plan_lines",
+           "sanity_checks", "format_report", "accuracy_figure", "report_json", "main", "DEFAULT_EPS", "CHECK_EPS"]
 
 DEFAULT_EPS = (0.001, 0.01, 0.1, 0.2, 0.3)    # the paper's four and the usual MNIST budget
 CHECK_EPS = 0.5                                # "accuracy falls to about 0 as eps grows large"
@@ -86,6 +96,24 @@ def attack_plan(suite: Suite, num_classes: int) -> list:
     return plan
 
 
+def attack_cost(attack: str, kw: dict, n_eps: int = 1) -> tuple:
+    """(gradient evaluations, forward passes) one image costs under `attack` (a name of `attack_plan`, with
+    its keyword arguments) at `n_eps` budgets, at most: the attacks stop on an example once it is fooled.
+    Classifying the attacked image is one forward pass per eps. FGSM shares one gradient among every eps;
+    PGD with R > 1 restarts scores each restart with a forward pass; APGD takes steps + 1 gradients;
+    Square is gradient-free, one forward pass per query."""
+    if attack == "fgsm":
+        return 1, n_eps
+    if attack == "pgd":
+        r = kw["restarts"]
+        return kw["steps"] * r * n_eps, ((r if r > 1 else 0) + 1) * n_eps
+    if attack == "apgd":
+        return (kw["steps"] + 1) * n_eps, n_eps
+    if attack == "square":
+        return 0, (kw["queries"] + 1) * n_eps
+    raise ValueError(f"unknown attack {attack!r}")
+
+
 def _num_classes(net: Network) -> int:
     return int(backend.to_host(net.model.forward(backend.to_device(net.X[:2]), training=False)).shape[1])
 
@@ -115,28 +143,60 @@ def _network_digest(net: Network) -> str:
                   backend.name(), _code_digest())
 
 
-def _attack_once(finished, key_parts, n, eps_list, bar, steps, compute):
+def _attack_key(net_key, name, attack, kw, eps_list, suite: Suite) -> str:
+    """The partial file's key of attack column `name` on the network whose `_network_digest` is `net_key`."""
+    return digest(net_key, name, attack, kw, eps_list, suite.batch_size)
+
+
+def _transfer_key(source_key, target_key, eps_list, suite: Suite) -> str:
+    _, attack, kw = attack_plan(suite, 3)[1]
+    return digest("transfer", source_key, target_key, attack, kw, eps_list, suite.batch_size)
+
+
+def _attack_once(finished, key, label, clean, eps_list, bar, steps, compute):
     """{eps: per-example bool} from `finished` if it holds this attack (the bar skips its `steps`), else
-    `compute()`, stored. Returns (result, whether it was computed now)."""
-    key = digest(*key_parts)
-    got = finished.get(key, eps_list, n)
-    if got is not None:
-        if bar is not None:
-            bar.update(steps)
-        return got, False
-    got = compute()
-    finished.put(key, got)
-    return got, True
+    `compute()` and'ed with `clean` (the module docstring says why), stored. Either way checked against
+    `clean` (`_check_within_clean`). Returns (result, whether it was computed now)."""
+    got = finished.get(key, eps_list, len(clean))
+    ran = got is None
+    if ran:
+        got = {e: v & clean for e, v in compute().items()}
+    _check_within_clean(got, clean, label, None if ran else finished.path)
+    if ran:
+        finished.put(key, got, label)
+    elif bar is not None:
+        bar.update(steps)
+    return got, ran
 
 
-def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None, finished=None) -> dict:
+def _check_within_clean(got, clean, label, source) -> None:
+    """Refuse (AuditError, one line naming the attack and eps) a result that counts an example correct
+    under the attack that is misclassified clean; `source`: the partial file it was read from, or None."""
+    for e, correct in got.items():
+        wrong = int((correct & ~clean).sum())
+        if wrong:
+            where = (f"it was read from {source}, which was edited: delete that file and run the same command"
+                     if source else "it was computed now: a bug in the audit, please report it")
+            raise AuditError(f"{label} at eps {format_number(e)}: {wrong} example(s) count as correct under "
+                             f"the attack but are misclassified clean, which cannot be; {where}")
+
+
+def _clean_correct(net: Network, suite: Suite, bar=None):
+    return attacks.correct_under_attack(net.model, net.X, net.y, (0.0,), "fgsm", suite.batch_size, bar=bar)[0.0]
+
+
+def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None, finished=None, eta=None) -> dict:
     """{"clean": acc, "accuracy": {attack: {eps: acc}}, "robust": {eps: acc}, "correct": per-example
-    bool arrays}: `net` under every attack of `attack_plan` at every eps (fractions, not percent).
-    ``log``: called with one line per finished attack (its accuracies and seconds), or None.
-    ``finished``: a :class:`~nanosgm.plumbing.audit_resume.FinishedAttacks`; attacks it holds are not run again."""
+    bool arrays, "clean_correct": per-example bool}: `net` under every attack of `attack_plan` at every eps
+    (fractions, not percent). ``log``: called with one line per finished attack (its accuracies and
+    seconds), or None. ``finished``: a :class:`~nanosgm.plumbing.audit_resume.FinishedAttacks`; attacks it
+    holds are not run again. ``eta``: an `_Estimate` told what each step cost, or None."""
     eps_list = [float(e) for e in eps_list]
     finished = finished if finished is not None else FinishedAttacks()
-    clean = attacks.correct_under_attack(net.model, net.X, net.y, (0.0,), "fgsm", suite.batch_size, bar=bar)[0.0]
+    t0 = time.perf_counter()
+    clean = _clean_correct(net, suite, bar)
+    if eta is not None:
+        eta.done(f"{net.name}: clean", time.perf_counter() - t0, True)
     robust = {e: clean.copy() for e in eps_list}
     accuracy, correct = {}, {}
     net_key = _network_digest(net)
@@ -145,33 +205,44 @@ def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None, fini
             bar.set_description(f"{net.name}: {name}")
         t0 = time.perf_counter()
         got, ran = _attack_once(
-            finished, (net_key, name, attack, kw, eps_list, suite.batch_size), len(net.X), eps_list, bar,
-            attacks.n_steps(len(net.X), eps_list, attack, suite.batch_size),
+            finished, _attack_key(net_key, name, attack, kw, eps_list, suite), f"{net.name}: {name}", clean,
+            eps_list, bar, attacks.n_steps(len(net.X), eps_list, attack, suite.batch_size),
             lambda: attacks.correct_under_attack(net.model, net.X, net.y, eps_list, attack, suite.batch_size,
                                                  bar=bar, clip=net.clip, **kw))
+        seconds = time.perf_counter() - t0
         accuracy[name] = {e: float(got[e].mean()) for e in eps_list}
         if log is not None:
             log(f"{net.name}: {name} "
                 + ", ".join(f"eps {format_number(e)}: {_pct(a)}" for e, a in accuracy[name].items())
-                + (f" ({time.perf_counter() - t0:.0f} s)" if ran else " (from the partial file)"))
+                + (f" ({seconds:.0f} s)" if ran else " (from the partial file)"))
+        if eta is not None:
+            eta.done(f"{net.name}: {name}", seconds, ran)
         correct[name] = got
         for e in eps_list:
             robust[e] &= got[e]
     return {"clean": float(clean.mean()), "accuracy": accuracy,
-            "robust": {e: float(robust[e].mean()) for e in eps_list}, "correct": correct}
+            "robust": {e: float(robust[e].mean()) for e in eps_list}, "correct": correct, "clean_correct": clean}
 
 
-def transfer_pgd(source: Network, target: Network, eps_list, suite: Suite, bar=None, finished=None) -> dict:
-    """{eps: accuracy of target on PGD examples crafted on source} (the same images, the same PGD)."""
+def transfer_pgd(source: Network, target: Network, eps_list, suite: Suite, bar=None, finished=None, clean=None,
+                 eta=None) -> dict:
+    """{eps: accuracy of target on PGD examples crafted on source} (the same images, the same PGD), an
+    example counting only if target classifies it correctly clean too (``clean``: target's per-example
+    result, computed if None)."""
     _, attack, kw = attack_plan(suite, 3)[1]
     eps_list = [float(e) for e in eps_list]
-    got, _ = _attack_once(
+    clean = _clean_correct(target, suite) if clean is None else clean
+    label = f"transfer {source.name} -> {target.name}"
+    t0 = time.perf_counter()
+    got, ran = _attack_once(
         finished if finished is not None else FinishedAttacks(),
-        ("transfer", _network_digest(source), _network_digest(target), attack, kw, eps_list, suite.batch_size),
-        len(target.X), eps_list, bar, attacks.n_steps(len(target.X), eps_list, "pgd", suite.batch_size),
+        _transfer_key(_network_digest(source), _network_digest(target), eps_list, suite), label, clean,
+        eps_list, bar, attacks.n_steps(len(target.X), eps_list, "pgd", suite.batch_size),
         lambda: attacks.correct_under_attack(target.model, target.X, target.y, eps_list,
                                              attacks.crafted_on(source.model, attack, **kw), suite.batch_size,
                                              bar=bar, clip=target.clip))
+    if eta is not None:
+        eta.done(label, time.perf_counter() - t0, ran)
     return {float(e): float(v.mean()) for e, v in got.items()}
 
 
@@ -205,25 +276,128 @@ def _transfer_pairs(nets, which: str = "first") -> list:
     return pairs
 
 
+@dataclass
+class _Step:
+    """One step of an audit: its label, its cost (gradient evaluations and forward passes, all images and
+    eps together, at most) and whether the partial file holds its result."""
+    label: str
+    gradients: int
+    forwards: int
+    held: bool = False
+
+
+def _steps(nets, eps_all, suite: Suite, transfer: str, finished) -> list:
+    """[_Step] in the order `audit` takes them: per network its clean pass and `attack_plan`, then transfer."""
+    steps, keys = [], {}
+    for net in nets:
+        n, keys[id(net)] = len(net.X), _network_digest(net)
+        steps.append(_Step(f"{net.name}: clean", 0, n))
+        for name, attack, kw in attack_plan(suite, _num_classes(net)):
+            g, f = attack_cost(attack, kw, len(eps_all))
+            steps.append(_Step(f"{net.name}: {name}", n * g, n * f,
+                               finished.holds(_attack_key(keys[id(net)], name, attack, kw, eps_all, suite))))
+    _, attack, kw = attack_plan(suite, 3)[1]
+    for source, target in _transfer_pairs(nets, transfer):
+        g, f = attack_cost(attack, kw, len(eps_all))
+        steps.append(_Step(f"transfer {source.name} -> {target.name}", len(target.X) * g, len(target.X) * f,
+                           finished.holds(_transfer_key(keys[id(source)], keys[id(target)], eps_all, suite))))
+    return steps
+
+
+def _span(values, what: str) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo} {what}" if lo == hi else f"{lo}-{hi} {what}"
+
+
+def plan_lines(nets, eps_all, suite: Suite, transfer: str, steps) -> list:
+    """The audit's plan, three lines: networks x attacks x eps x images (and the transfer pairs); what each
+    attack costs per image and eps; the total of `steps` (`_steps`) less those the partial file holds."""
+    plans = [attack_plan(suite, _num_classes(net)) for net in nets]
+    pairs = len(_transfer_pairs(nets, transfer))
+    head = (f"plan: {len(nets)} network(s) x {_span([len(p) for p in plans], 'attacks')} x {len(eps_all)} eps "
+            f"({', '.join(format_number(e) for e in eps_all)}) x {_span([len(n.X) for n in nets], 'images')}"
+            + (f", then PGD transfer for {pairs} pair(s) of networks" if pairs else ""))
+    costs = []
+    for name, attack, kw in max(plans, key=len):
+        g, f = attack_cost(attack, kw)
+        costs.append(f"{name} " + (f"{g} gradient{'s' * (g > 1)}" + (" (one for all eps)" if attack == "fgsm" else "")
+                                   + f" + {f} forward" if g else f"{f} forward passes"))
+    todo = [s for s in steps if not s.held]
+    held = len(steps) - len(todo)
+    return [head,
+            "  cost per image and eps, at most (an attack stops on an example once it is fooled): " + ", ".join(costs),
+            f"  in all at most {sum(s.gradients for s in todo):,} gradient evaluations and "
+            f"{sum(s.forwards for s in todo):,} forward passes (one image each)"
+            + (f", besides the {held} attack result(s) the partial file holds" if held else "")]
+
+
+def _duration(seconds: float) -> str:
+    """40 s, 12 min, 3 h 05 min."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class _Estimate:
+    """The time an audit has left, said once (one line through ``say``) after the first attack run that
+    takes gradients: from the measured seconds per forward pass of one image (the latest clean pass) and
+    per gradient evaluation (that attack's seconds less its forward passes), applied to the steps left."""
+
+    def __init__(self, steps, say):
+        self.left = [s for s in steps if not s.held]
+        self.say = say
+        self.per_forward = None
+        self.said = False
+
+    def done(self, label: str, seconds: float, ran: bool) -> None:
+        """Step `label` took `seconds` (`ran`: computed now, not read from the partial file)."""
+        step = next((s for s in self.left if s.label == label), None)
+        if step is None:
+            return
+        self.left.remove(step)
+        if not ran:
+            return
+        if step.gradients == 0 and step.forwards:
+            self.per_forward = seconds / step.forwards
+        elif step.gradients and self.per_forward is not None and not self.said:
+            per_gradient = max((seconds - step.forwards * self.per_forward) / step.gradients, self.per_forward)
+            rest = sum(s.gradients * per_gradient + s.forwards * self.per_forward for s in self.left)
+            self.say(f"estimate: at most about {_duration(rest)} more, from {label}: {1e3 * per_gradient:.3g} ms per "
+                     f"gradient evaluation, {1e3 * self.per_forward:.3g} ms per forward pass of one image (attacks "
+                     f"stop on fooled examples, so often less)")
+            self.said = True
+
+
 def audit(nets, eps_list=DEFAULT_EPS, suite: Suite = Suite(), *, check_eps: float | None = CHECK_EPS,
-          progress: bool = True, log=None, finished=None, transfer: str = "first") -> dict:
+          progress: bool = True, log=None, finished=None, transfer: str = "first", say=None) -> dict:
     """Audit every network (see `audit_network`; ``log`` gets a line per finished attack) at `eps_list`
     plus `check_eps`, the transfer between siblings (``transfer``: which pairs, see `_transfer_pairs`), and
     the sanity checks. Returns {"eps", "check_eps", "networks": {name: result}, "transfer": [...],
-    "checks": [...]} with accuracies as fractions. ``finished``: see `audit_network`."""
+    "checks": [...]} with accuracies as fractions. ``finished``: see `audit_network`. ``say``: called with
+    the plan (`plan_lines`) before the first attack and with one line estimating the time left after the
+    first attack that takes gradients, or None."""
     from tqdm.auto import tqdm
 
     eps_all = sorted({float(e) for e in eps_list} | ({float(check_eps)} if check_eps is not None else set()))
     report = {"eps": [float(e) for e in eps_list], "check_eps": check_eps, "eps_evaluated": eps_all,
               "networks": {}, "transfer": [], "transfer_pairs": transfer}
+    finished = finished if finished is not None else FinishedAttacks()
+    eta = None
+    if say is not None:
+        steps = _steps(nets, eps_all, suite, transfer, finished)
+        for line in plan_lines(nets, eps_all, suite, transfer, steps):
+            say(line)
+        eta = _Estimate(steps, say)
     with tqdm(total=_bar_total(nets, eps_all, suite, transfer), unit="batch x eps", disable=None if progress else True,
               leave=False, dynamic_ncols=True) as bar:
         for net in nets:
-            report["networks"][net.name] = audit_network(net, eps_all, suite, bar, log, finished)
+            report["networks"][net.name] = audit_network(net, eps_all, suite, bar, log, finished, eta)
         for source, target in _transfer_pairs(nets, transfer):
             bar.set_description(f"transfer {source.name} -> {target.name}")
-            report["transfer"].append({"source": source.name, "target": target.name,
-                                       "accuracy": transfer_pgd(source, target, eps_all, suite, bar, finished)})
+            clean = report["networks"][target.name]["clean_correct"]
+            report["transfer"].append({"source": source.name, "target": target.name, "accuracy": transfer_pgd(
+                source, target, eps_all, suite, bar, finished, clean, eta)})
     report["checks"] = sanity_checks(report, suite)
     return report
 
@@ -280,7 +454,7 @@ def sanity_checks(report: dict, suite: Suite) -> list:
 def format_report(report: dict) -> str:
     """The terminal table: per network, one row per eps (accuracy %, the columns of `attack_plan`,
     robust = worst case per example); then transfer and the checks."""
-    lines = []
+    lines, check_rows = [], False
     for name, res in report["networks"].items():
         cols = list(res["accuracy"]) + ["robust"]
         lines.append(f"{name}: clean accuracy {100 * res['clean']:.2f}%")
@@ -289,8 +463,11 @@ def format_report(report: dict) -> str:
         for e in report["eps_evaluated"]:
             vals = [res["accuracy"][c][e] for c in cols[:-1]] + [res["robust"][e]]
             mark = " (check)" if e not in report["eps"] else ""
+            check_rows = check_rows or bool(mark)
             lines.append(f"{format_number(e):>7} | " + " | ".join(f"{100 * v:>8.2f}%" for v in vals) + mark)
         lines.append("")
+    if report["networks"]:
+        lines += _legend(report, check_rows)
     for t in report["transfer"]:
         lines.append(f"transfer (PGD crafted on {t['source']}, classified by {t['target']}): " + ", ".join(
             f"eps {format_number(e)}: {100 * a:.2f}%" for e, a in t["accuracy"].items()))
@@ -299,6 +476,16 @@ def format_report(report: dict) -> str:
     lines.append("sanity checks (Carlini et al. 2019):")
     lines += _check_lines(report["checks"])
     return "\n".join(lines)
+
+
+def _legend(report: dict, check_rows: bool) -> list:
+    """What "robust" and "(check)" in the table mean."""
+    lines = ["robust: classified correctly clean and under every attack at that eps (the worst case per example); "
+             "an attack's column counts an example only if it is correct clean too"]
+    if check_rows:
+        lines.append(f"(check): eps {format_number(report['check_eps'])} is not one of --eps; it is audited only for "
+                     f"the sanity check that accuracy falls to ~0 at a large eps")
+    return lines + [""]
 
 
 def _check_lines(checks) -> list:
@@ -424,7 +611,9 @@ def _parse_eps(text):
 
 
 def _config_for(path, args) -> dict:
-    """dataset / model / limit / val_size of the run that wrote `path`: its results.json, else the flags."""
+    """dataset / model / limit / val_size of the run that wrote `path`: its results.json, else the flags;
+    with a results.json or protocol.json also "eval_images": the first how many test images the run
+    evaluated (None: the whole test set)."""
     if not os.path.isfile(path):
         raise AuditError(f"{path}: no such model file (give the model.npz that python -m nanosgm.train wrote)")
     here = os.path.dirname(os.path.abspath(path))
@@ -436,8 +625,10 @@ def _config_for(path, args) -> dict:
             with open(results) as f:
                 saved = json.load(f)
             cfg = saved.get("spec") or saved["config"]       # a network's record, or a protocol's config
+            evaluated = saved.get("n_test", cfg.get("eval_limit"))
             cfg = {k: cfg[k] for k in ("dataset", "model")} | {k: cfg.get(k) for k in ("limit", "val_size")}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            cfg["eval_images"] = evaluated if isinstance(evaluated, int) else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise AuditError(f"{results} is not a results.json written by python -m nanosgm.train nor a "
                              f"protocol.json ({exc!r})") from None
         for flag in ("dataset", "model"):
@@ -480,6 +671,31 @@ def _load_networks(args, n_images):
     return nets
 
 
+def _image_note(nets, requested) -> str | None:
+    """One line naming the networks audited on other test images than their training run evaluated (the
+    first N, ``requested``, None for --all, against the run's "eval_images"), or None."""
+    differ = []
+    for net in nets:
+        if "eval_images" not in net.info:                  # no results.json: not known
+            continue
+        trained, n = net.info["eval_images"], len(net.X)
+        cut = requested is not None and n >= requested        # the test set has more images than audited
+        if (trained is None and cut) or (trained is not None and trained != n):
+            differ.append(f"{net.name}: the first {n} test images here, "
+                          + ("the whole test set" if trained is None else f"the first {trained}") + " in training")
+    if not differ:
+        return None
+    return (f"note: the audit's images are not the ones training evaluated ({'; '.join(differ)}), so its clean "
+            f"accuracy differs from the run's")
+
+
+def _claim(out, overwrite: bool) -> None:
+    """Refuse an --out that holds a finished audit's robustness.json (without --overwrite): called with the
+    folder's lock held, so that an audit finishing meanwhile is seen."""
+    if os.path.exists(os.path.join(out, "robustness.json")) and not overwrite:
+        raise AuditError(f"{out} already holds a robustness.json; use --overwrite to replace it or --out elsewhere")
+
+
 def _run(args, argv) -> int:
     from ..plumbing.cli import check_out_folder
     from .recipe import git_commit
@@ -499,29 +715,61 @@ def _run(args, argv) -> int:
             raise AuditError(str(exc)) from None
     out = args.out or os.path.dirname(os.path.abspath(args.models[0]))
     check_out_folder(out)                      # one line, before any network is loaded
-    if os.path.exists(os.path.join(out, "robustness.json")) and not args.overwrite:
-        raise AuditError(f"{out} already holds a robustness.json; use --overwrite to replace it or --out elsewhere")
-    suite = Suite(args.pgd_steps, args.restarts, args.apgd_steps, args.queries, args.seed, args.batch_size)
-    nets = _load_networks(args, None if args.all else args.images)
-    bar_shown = not args.no_progress and sys.stderr.isatty()          # else a line per attack says how far it is
-    log = None if bar_shown else (lambda line: print(line, file=sys.stderr, flush=True))
     from ..plumbing.runlock import RunLock
-    with RunLock(out):                                    # one audit per --out folder at a time
-        try:
-            finished = FinishedAttacks(os.path.join(out, PARTIAL_NAME))
-        except PartialFileError as exc:
-            raise AuditError(str(exc)) from None
-        if finished.loaded:
-            print(f"resuming from {out}/{PARTIAL_NAME}: finished attacks on the same networks, images and "
-                  "settings are not run again", file=sys.stderr)
+    lock = RunLock(out)                        # one audit per --out folder at a time
+    if os.path.isdir(out):                     # an existing folder from the start, a new one once the networks load
+        lock.acquire()
+    try:
+        if lock.held:
+            _claim(out, args.overwrite)
+        nets = _load_networks(args, None if args.all else args.images)
+        if not lock.held:
+            lock.acquire()
+            _claim(out, args.overwrite)
+        return _audit_locked(args, argv, out, nets, eps)
+    finally:
+        lock.release()
+
+
+def _audit_locked(args, argv, out, nets, eps) -> int:
+    """The audit of `nets` into `out`, whose lock we hold."""
+    from tqdm.auto import tqdm
+
+    from ..plumbing.cli import CliError, interruption, interruption_status
+    suite = Suite(args.pgd_steps, args.restarts, args.apgd_steps, args.queries, args.seed, args.batch_size)
+    bar_shown = not args.no_progress and sys.stderr.isatty()          # else a line per attack says how far it is
+    say = functools.partial(tqdm.write, file=sys.stderr)
+    log = None if bar_shown else say
+    note = _image_note(nets, None if args.all else args.images)
+    if note:
+        say(note)
+    try:
+        finished = FinishedAttacks(os.path.join(out, PARTIAL_NAME), say=say)
+    except PartialFileError as exc:
+        raise AuditError(str(exc)) from None
+    if finished.loaded:
+        say(f"resuming from {out}/{PARTIAL_NAME}: finished attacks on the same networks, images and settings are "
+            "not run again")
+    try:
         report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress, log=log,
-                       finished=finished, transfer=args.transfer)
-        _write_outputs(out, report, nets, suite, argv)
-        if not args.keep_partial:
-            finished.remove()
+                       finished=finished, transfer=args.transfer, say=say)
+    except KeyboardInterrupt:                  # Ctrl-C, and SIGTERM / SIGHUP through run_cli
+        raise CliError(f"{interruption()}: {_kept(finished)}", code=interruption_status()) from None
+    _write_outputs(out, report, nets, suite, argv)
+    if not args.keep_partial:
+        finished.remove()
     if finished.loaded:
         print(f"{finished.reused} attack result(s) came from the partial file", file=sys.stderr)
     return 0
+
+
+def _kept(finished) -> str:
+    """What an interrupted audit keeps and how to go on."""
+    n = len(finished.entries)
+    if n and os.path.exists(finished.path):
+        return (f"the {n} finished attack result(s) are kept in {finished.path}; run the same command to resume "
+                f"after them")
+    return "no attack had finished, so nothing is kept; run the same command to start again"
 
 
 def _write_outputs(out, report, nets, suite, argv) -> None:

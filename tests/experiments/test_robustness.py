@@ -163,9 +163,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert code == 1 and "--check-eps must be a finite value > 0" in err
     code, _, err = run_cli([str(tmp_path / "m.npz"), "--restarts", "0"], capsys)
     assert code == 1 and "--restarts must be >= 1" in err
-    (tmp_path / "results.json").write_text("{}")
-    code, _, err = run_cli([str(tmp_path / "m.npz")], capsys)
-    assert code == 1 and "is not a results.json" in err
+    for text in ("{}", "[1, 2]"):                                     # not an object: one line, not a traceback
+        (tmp_path / "results.json").write_text(text)
+        code, _, err = run_cli([str(tmp_path / "m.npz")], capsys)
+        assert code == 1 and "is not a results.json" in err and err.count("\n") == 1
     (tmp_path / "results.json").write_text(json.dumps({"config": {"dataset": "mnist", "model": "cnn"}}))
     code, _, err = run_cli([str(tmp_path / "m.npz"), "--model", "dnn"], capsys)
     assert code == 1 and "--model dnn contradicts" in err
@@ -265,28 +266,125 @@ def test_an_interrupted_audit_resumes_with_the_same_numbers(nets, tmp_path, monk
     assert whole["transfer"] == resumed["transfer"] and whole["checks"] == resumed["checks"]
 
 
-def test_a_damaged_or_foreign_partial_file_is_ignored(nets, tmp_path):
+def test_a_damaged_or_foreign_partial_file_is_ignored_with_a_note(nets, tmp_path):
     from nanosgm.plumbing.audit_resume import FinishedAttacks
     path = tmp_path / "robustness.partial.json"
-    for text in ("{not json", json.dumps({"format": "other", "entries": {}}), json.dumps([1, 2])):
+    notes = []
+    for text, why in (("{not json", "cannot be read as JSON"), (json.dumps({"format": "other", "entries": {}}),
+                                                                "is not an audit's partial file"),
+                      (json.dumps([1, 2]), "is not an audit's partial file")):
         path.write_text(text)
-        assert FinishedAttacks(path).loaded == 0
-    f = FinishedAttacks(path)
-    f.put("k", {0.1: np.array([True, False, True])})
-    again = FinishedAttacks(path)
+        notes.clear()
+        assert FinishedAttacks(path, say=notes.append).loaded == 0
+        assert notes == [f"note: {path} {why}: its attacks are not reused but run again, and the file is replaced"]
+    f = FinishedAttacks(path, say=notes.append)
+    f.put("k", {0.1: np.array([True, False, True])}, "net: FGSM")
+    notes.clear()
+    again = FinishedAttacks(path, say=notes.append)
     np.testing.assert_array_equal(again.get("k", [0.1], 3)[0.1], [True, False, True])
     assert again.get("k", [0.1], 4) is None and again.get("k", [0.2], 3) is None and again.get("x", [0.1], 3) is None
-    again.entries["k"]["0.1"] = "10x"                     # not bits: recomputed, not trusted
-    assert again.get("k", [0.1], 3) is None
+    assert notes == []
+    again.entries["other"] = again.entries["k"]            # a sealed entry copied under another key: not trusted
+    assert again.get("other", [0.1], 3) is None and "other" not in again.entries
+    again.entries["k"]["correct"]["0.1"] = "111"           # a hand edit: dropped, named, recomputed
+    assert again.get("k", [0.1], 3) is None and "k" not in again.entries
+    assert len(notes) == 2 and all(n.startswith(f"warning: {path}: the entry of net: FGSM ") for n in notes)
+    assert "edited or damaged" in notes[1] and "run again" in notes[1]
     again.remove()
     assert not path.exists()
     path.write_text("[" * 100_000 + "]" * 100_000)          # absurdly nested: ignored, not a crash
-    assert FinishedAttacks(path).loaded == 0
+    assert FinishedAttacks(path, say=notes.append).loaded == 0
     path.unlink()
     path.mkdir()                                           # not a regular file: refused, never replaced
     from nanosgm.plumbing.audit_resume import PartialFileError
     with pytest.raises(PartialFileError, match="not a regular file; remove it"):
         FinishedAttacks(path)
+
+
+def test_a_partial_file_of_the_unsealed_format_is_ignored_with_a_note(tmp_path):
+    from nanosgm.plumbing.audit_resume import FinishedAttacks
+    path = tmp_path / "robustness.partial.json"
+    path.write_text(json.dumps({"format": "nanosgm-audit-partial/1", "entries": {"k": {"0.1": "111"}}}))
+    notes = []
+    f = FinishedAttacks(path, say=notes.append)
+    assert f.loaded == 0 and f.get("k", [0.1], 3) is None
+    assert notes == [f"note: {path} was written by an older nanosgm (nanosgm-audit-partial/1, whose entries carry no "
+                     f"content digest): its attacks are not reused but run again, and the file is replaced"]
+
+
+def test_an_attack_never_counts_an_example_misclassified_clean_as_correct(data, monkeypatch):
+    """An attack that leaves a misclassified example classified correctly (Square's first stripes can) has
+    not found the worst case in the eps-ball, which holds the unperturbed image: per example, correct under
+    an attack <= correct clean, and the column counts only those."""
+    _, (Xt, yt) = data
+    net = Network("untrained", mlp(0), Xt, yt, (0.0, 1.0), "blobs")
+    real = robustness.attacks.correct_under_attack
+
+    def square_misses_everything(model, X, y, eps_list, attack, *a, **kw):
+        got = real(model, X, y, eps_list, attack, *a, **kw)
+        return {e: np.ones_like(v) for e, v in got.items()} if attack == "square" else got
+    monkeypatch.setattr(robustness.attacks, "correct_under_attack", square_misses_everything)
+    res = robustness.audit_network(net, (0.1, 0.2), SMALL)
+    assert 0.1 < res["clean"] < 0.9
+    for e in (0.1, 0.2):
+        assert res["accuracy"]["Square"][e] == res["clean"]
+        np.testing.assert_array_equal(res["correct"]["Square"][e], res["clean_correct"])
+        for column in res["correct"].values():
+            assert not (column[e] & ~res["clean_correct"]).any()
+
+
+def test_attack_cost_bounds_what_each_attack_runs(nets, monkeypatch):
+    """attack_cost's gradient evaluations and forward passes per image bound what each attack of the plan
+    runs (exactly, where no example can be skipped: FGSM, one PGD restart)."""
+    net = nets["plain"]
+    model, n, eps = net.model, len(net.X), [0.05, 0.1, 0.3]
+    rows = {"forward": 0, "backward": 0}
+    for which in rows:
+        real = getattr(model, which)
+
+        def counted(x, *a, real=real, which=which, **kw):
+            rows[which] += len(x)
+            return real(x, *a, **kw)
+        monkeypatch.setattr(model, which, counted)
+    suite = Suite(pgd_steps=3, restarts=1, apgd_steps=8, queries=50, batch_size=100)
+    for name, attack, kw in robustness.attack_plan(suite, 3) + robustness.attack_plan(SMALL, 3)[1:2]:
+        rows.update(forward=0, backward=0)
+        robustness.attacks.correct_under_attack(model, net.X, net.y, eps, attack, 100, clip=net.clip, **kw)
+        gradients, forwards = robustness.attack_cost(attack, kw, len(eps))
+        assert rows["backward"] <= n * gradients and rows["forward"] - rows["backward"] <= n * forwards, name
+        if attack == "fgsm" or (attack == "pgd" and kw["restarts"] == 1):
+            assert (rows["backward"], rows["forward"] - rows["backward"]) == (n * gradients, n * forwards), name
+
+
+def test_the_estimate_applies_the_measured_costs_to_what_is_left_once():
+    step = robustness._Step
+    steps = [step("a: clean", 0, 10), step("a: FGSM", 10, 20), step("a: PGD", 100, 10),
+             step("a: Square", 0, 500, held=True), step("b: clean", 0, 10)]
+    said = []
+    eta = robustness._Estimate(steps, said.append)
+    eta.done("a: clean", 1.0, True)                       # 0.1 s per forward pass of one image
+    assert said == []
+    eta.done("a: FGSM", 3.0, True)                        # (3 s - 20 x 0.1 s) / 10 = 0.1 s per gradient
+    # left: PGD 100 x 0.1 + 10 x 0.1, b's clean pass 10 x 0.1; Square is in the partial file
+    assert said == ["estimate: at most about 12 s more, from a: FGSM: 100 ms per gradient evaluation, 100 ms per "
+                    "forward pass of one image (attacks stop on fooled examples, so often less)"]
+    eta.done("a: PGD", 50.0, True)
+    assert len(said) == 1                                 # one line
+    assert [robustness._duration(s) for s in (40, 600, 11_100)] == ["40 s", "10 min", "3 h 05 min"]
+
+
+def test_a_note_says_when_the_audited_images_are_not_the_ones_training_evaluated(data):
+    _, (Xt, yt) = data
+
+    def net(name, n, **info):
+        return Network(name, None, Xt[:n], yt[:n], info=info)
+    assert robustness._image_note([net("a", 20, eval_images=20), net("b", 20)], 20) is None
+    assert robustness._image_note([net("a", 200, eval_images=None)], None) is None          # --all, whole set
+    assert robustness._image_note([net("a", 150, eval_images=None)], 1000) is None          # fewer than asked: all
+    assert robustness._image_note([net("a", 20, eval_images=200), net("b", 20, eval_images=None)], 20) == (
+        "note: the audit's images are not the ones training evaluated (a: the first 20 test images here, the first "
+        "200 in training; b: the first 20 test images here, the whole test set in training), so its clean accuracy "
+        "differs from the run's")
 
 
 # ---------------------------------------------------------------------------- tables over seeds
