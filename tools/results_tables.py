@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from nanosgm import experiments
 from nanosgm.experiments import paper_tables, verdicts  # noqa: E402
+from nanosgm.methods.base import format_number  # noqa: E402
 from nanosgm.plumbing.files import atomic_write  # noqa: E402
 
 
@@ -64,11 +65,11 @@ def tables(folder) -> str:
         for arm, s in summary.items():
             if s["fgsm"]:
                 paper = (p5["control"][e], p5["updates"][e]) if p5 and e in p5["control"] else None
-                lines.append(_row(f"FGSM ε={e:g} (Table 5)", arm, s["fgsm"][e], paper))
+                lines.append(_row(f"FGSM ε={format_number(e)} (Table 5)", arm, s["fgsm"][e], paper))
     for e in [float(x) for x in cfg["eps"]]:
         for arm, s in summary.items():
             if s["pgd"]:
-                lines.append(_row(f"PGD-{cfg['pgd_steps']} ε={e:g}, first {cfg['pgd']}", arm, s["pgd"][e], None))
+                lines.append(_row(f"PGD-{cfg['pgd_steps']} ε={format_number(e)}, first {cfg['pgd']}", arm, s["pgd"][e], None))
     lines += ["", "| arm | pooled FGSM cells: n, Δ median, p | pooled PGD cells: n, Δ median, p | how far the stored images moved, abs(X_t − X_0) after the last epoch |",
               "| --- | --- | --- | --- |"]
     for arm, s in summary.items():

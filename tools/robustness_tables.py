@@ -29,6 +29,17 @@ class TableError(ValueError):
     """A problem with the inputs, said in one line."""
 
 
+def _key(e) -> str:
+    """The key of budget ``e`` in a robustness.json: its repr, exact, so that close budgets keep their own numbers."""
+    return repr(float(e))
+
+
+def _shown(e) -> str:
+    """Budget ``e`` (a number or a key) as the tables print it: the shortest text that reads back exactly."""
+    from nanosgm.methods.base import format_number
+    return format_number(float(e))
+
+
 def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
 
@@ -161,8 +172,8 @@ def transfer_table(pairs, settings) -> str:
     """One row per (source, target) pair: seeds and the transferred accuracy per eps, median [range]."""
     if not pairs:
         return ""
-    eps = [f"{float(e):g}" for e in settings["eps"]]
-    lines = ["| crafted on | classified by | seeds | " + " | ".join(f"ε = {e}" for e in eps) + " |",
+    eps = [_key(e) for e in settings["eps"]]
+    lines = ["| crafted on | classified by | seeds | " + " | ".join(f"ε = {_shown(e)}" for e in eps) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in eps) + " |"]
     for (src, tgt), per_eps in pairs.items():
         n = max(len(v) for v in per_eps.values())
@@ -180,13 +191,13 @@ def _mr(values) -> str:
 def accuracy_table(arms, settings) -> str:
     """One row per (arm, eps): seeds, clean, each attack, robust; eps the audit's own (not the check eps)."""
     attacks = list(dict.fromkeys(k for a in arms.values() for k in a["accuracy"]))
-    eps = [f"{float(e):g}" for e in settings["eps"]]
+    eps = [_key(e) for e in settings["eps"]]
     lines = ["| arm | ε | seeds | clean | " + " | ".join(attacks) + " | **robust** |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in attacks) + " | --- |"]
     for arm, a in arms.items():
         for e in eps:
             cells = [_mr(a["accuracy"].get(k, {}).get(e, [])) for k in attacks]
-            lines.append(f"| {arm} | {e} | {len(a['clean'])} | {_mr(a['clean'])} | " + " | ".join(cells)
+            lines.append(f"| {arm} | {_shown(e)} | {len(a['clean'])} | {_mr(a['clean'])} | " + " | ".join(cells)
                          + f" | **{_mr(a['robust'].get(e, []))}** |")
     return "\n".join(lines)
 
@@ -209,7 +220,7 @@ def paired_gains(arms, settings, control: str = "control") -> dict:
         ctrl = base.get(f"{row}: {control}" if row else control)
         if ctrl is None or arm in base:
             continue
-        for e in (f"{float(x):g}" for x in settings["eps"]):
+        for e in (_key(x) for x in settings["eps"]):
             mine = dict(zip(a["runs"], a["robust"].get(e, [])))
             theirs = dict(zip(ctrl["runs"], ctrl["robust"].get(e, [])))
             runs = sorted(r for r in mine if r is not None and r in theirs)
@@ -235,7 +246,7 @@ def gain_figure(gains):
                     ax.annotate(str(r), (x, v), xytext=(4, 0), textcoords="offset points", fontsize=7, va="center")
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-        ax.set_title(f"ε = {e}")
+        ax.set_title(f"ε = {_shown(e)}")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("robust accuracy − same run's control (points)")
     fig.suptitle("gain over the lock-step control: one dot per run (its number beside it), bar = median", fontsize=9)
@@ -249,7 +260,8 @@ def gain_table(gains) -> str:
     lines = []
     for (arm, e), (runs, d) in gains.items():
         each = ", ".join(f"{r}: {x:+.1f}" for r, x in zip(runs, d))
-        lines.append(f"| {arm} | {e} | {len(d)} | {each} | **{np.median(d):+.1f}** [{min(d):+.1f} to {max(d):+.1f}] |")
+        lines.append(f"| {arm} | {_shown(e)} | {len(d)} | {each} | "
+                     f"**{np.median(d):+.1f}** [{min(d):+.1f} to {max(d):+.1f}] |")
     if not lines:
         return ""
     return "\n".join(["| arm | ε | pairs | robust-accuracy gain over the same run's control, run: points | median [range] |",
@@ -283,7 +295,7 @@ def robust_figure(arms, settings):
     fig, ax = plt.subplots(figsize=(6, 4))
     eps = sorted({float(e) for a in arms.values() for e in a["robust"]})
     for arm, a in arms.items():
-        v = [np.asarray(a["clean"], float)] + [np.asarray(a["robust"].get(f"{e:g}", [np.nan]), float) for e in eps]
+        v = [np.asarray(a["clean"], float)] + [np.asarray(a["robust"].get(_key(e), [np.nan]), float) for e in eps]
         n = len(a["clean"])
         ax.plot([0.0] + eps, [np.median(x) for x in v], marker="o", label=f"{arm} ({n} seed{'s' if n != 1 else ''})")
         ax.fill_between([0.0] + eps, [x.min() for x in v], [x.max() for x in v], alpha=0.2)

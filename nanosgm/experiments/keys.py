@@ -10,6 +10,8 @@ The protocol writes its records under these keys (:mod:`.protocol`); the statist
 """
 from __future__ import annotations
 
+import re
+
 __all__ = ["network_key", "split_key"]
 
 
@@ -18,7 +20,12 @@ def network_key(run: int, arm_label: str) -> str:
     return f"run{run}/{arm_label}"
 
 
+_KEY = re.compile(r"run(0|[1-9][0-9]*)/(.+)", re.S)
+
+
 def split_key(key: str) -> tuple:
-    """(run, arm label) of a network key."""
-    run, arm = key.split("/", 1)
-    return int(run[3:]), arm
+    """(run, arm label) of a network key; ValueError for anything not of the form ``run<i>/<arm label>``."""
+    m = _KEY.fullmatch(key) if isinstance(key, str) else None
+    if m is None:
+        raise ValueError(f"{key!r} is not a network key (run<i>/<arm label>, e.g. 'run0/control')")
+    return int(m[1]), m[2]

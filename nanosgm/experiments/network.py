@@ -2,8 +2,9 @@
 
 ``python -m nanosgm.train`` trains one :class:`NetworkSpec`; ``python -m nanosgm.experiments`` trains many
 (in this process, in worker processes, or on a Dask cluster). Both call :func:`train_network`, so a
-network's record depends on its spec alone, and clean / FGSM / PGD accuracy is measured by one function,
-:func:`measure`.
+network's record depends on its spec alone, given the BLAS thread count and the CPU kernels (float32 sums
+depend on both; the record's ``versions`` says which it ran with), and clean / FGSM / PGD accuracy is
+measured by one function, :func:`measure`.
 
     spec = NetworkSpec(dataset="mnist", model="cnn", seed=0, epochs=10, method="sgm:0.2")
     record = train_network(spec, checkpoint="runs/x/checkpoint.npz", model_path="runs/x/model.npz")

@@ -13,18 +13,29 @@ test images. The medians and Wilcoxon tests over the runs are in :mod:`.stats`, 
 
 Every network is one task (:func:`nanosgm.experiments.network.train_network` on a NetworkSpec), run in this process,
 in ``workers`` local processes or on a Dask cluster (:mod:`nanosgm.experiments.parallel`); its record depends on its
-spec alone. Files under ``out`` (all written atomically):
-    protocol.json              config, provenance, one record per finished network ("run<i>/<arm>",
-                               :mod:`.keys`), rewritten as each network finishes
+spec, the BLAS thread count and the CPU kernels alone. Files under ``out`` (all written atomically):
+    protocol.json              config, BLAS threads per network, provenance, one sealed record per finished
+                               network ("run<i>/<arm>", :mod:`.keys`), rewritten as each network finishes
+    rejected/run<i>-<arm>.json a finished network's record that did not fit the protocol (see below)
     models/run<i>-<arm>.npz    every network's final weights (for the robustness audit; never commit)
     ckpt/run<i>-<arm>.npz      the end-of-epoch checkpoint of a network in progress (removed once recorded)
     snapshots-<arm>.npz        X_t - X_0 of the first training images after each of the first nine epochs
                                of run 0's SGM networks (Figures 5-6)
 Calling again with the same ``out`` and configuration skips the recorded networks and resumes the
 others from their last finished epoch; more runs or more arms extend a protocol; a different
-configuration is an error. Nothing here reads a record's spec, so records of format ``nanosgm-network/1``
-(whose spec has input_lr, per_sample, published and adversarial instead of ``method``) are kept and read
-as they are.
+configuration is an error. So is a different BLAS thread count per network (``threads``, default
+cores // workers): float32 sums, and so every number of a record, depend on it. protocol.json records
+it (``blas_threads``) and each record says the count it was made with (``versions.blas_threads``); a
+protocol written before that is resumed and records the count from then on, with a note that its
+earlier records' count is not recorded (each session's command line is in ``sessions``).
+
+Each record is sealed (:mod:`nanosgm.plumbing.seal`) when it is filed, and every record is checked when
+protocol.json is read (:mod:`.records`: the seal, the spec against the config and the key, the
+accuracies, the lock-step); records written before seals are accepted and counted in a note. Records of
+format ``nanosgm-network/1`` (whose spec has input_lr, per_sample, published and adversarial instead of
+``method``) are kept and read as they are. A new record that does not fit the protocol (its run's
+networks started from other weights: the code initialises differently) is refused and kept in
+``rejected/run<i>-<arm>.json``, outside protocol.json.
 
     python -m nanosgm.experiments mnist --runs 5 --epochs 10 --arms sgm:0.2,sgm:0.2:per-sample,published
 """
@@ -33,22 +44,28 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from .. import attacks
 from ..methods.arms import CONTROL, parse_arm, parse_arms, slug
+from ..methods.base import format_number
 from ..plumbing.checkpoint import ConfigMismatch
+from ..plumbing.errors import NanosgmError
 from ..plumbing.files import write_json_atomic
 from ..plumbing.npz import load_npz, save_npz_atomic
+from ..plumbing.seal import seal
 from . import recipe
 from .keys import network_key, split_key
 from .network import NetworkSpec
+from .records import FIX, LockstepBroken, ProtocolError, check_lockstep, check_protocol, check_record
 from .stats import summarize
 
 __all__ = ["PAPER_EPS", "PROTOCOL_FORMAT", "CONTROL", "arm_spec", "parse_arm", "parse_arms", "ConfigMismatch",
-           "run_protocol", "load_protocol", "network_key", "protocol_config", "check_lockstep"]
+           "run_protocol", "load_protocol", "network_key", "protocol_config", "expected_spec", "check_lockstep",
+           "ProtocolError", "LockstepBroken"]
 
 PAPER_EPS = attacks.PAPER_EPS
 PROTOCOL_FORMAT = "nanosgm-protocol/2"
@@ -56,33 +73,63 @@ SNAPSHOT_IMAGES = 8                     # Figures 5-6: the first 8 training imag
 
 
 # -------------------------------------------------------------------------------------------- arms
+def _snapshot_rows(label: str, run: int) -> int:
+    """Run 0 of a method that moves its inputs keeps the Figures 5-6 snapshots."""
+    return SNAPSHOT_IMAGES if (run == 0 and parse_arm(label).moves_inputs) else 0
+
+
 def arm_spec(base: NetworkSpec, label: str, seed: int, run: int) -> NetworkSpec:
-    """The NetworkSpec of arm ``label``'s network in run ``run`` (seed ``seed``); run 0 of a method that
-    moves its inputs keeps the Figures 5-6 snapshots."""
-    moves = parse_arm(label).moves_inputs
-    return base.with_(seed=seed, method=label, snapshot_rows=SNAPSHOT_IMAGES if (run == 0 and moves) else 0)
+    """The NetworkSpec of arm ``label``'s network in run ``run`` (seed ``seed``)."""
+    return base.with_(seed=seed, method=label, snapshot_rows=_snapshot_rows(label, run))
+
+
+def expected_spec(config: dict, run: int, label: str) -> dict:
+    """The spec (as a record stores it: :meth:`NetworkSpec.identity`) that a protocol with ``config``
+    trains for arm ``label`` in run ``run``: :func:`arm_spec` of its base spec, in the config's terms."""
+    shared = {k: v for k, v in config.items() if k != "seed0"}
+    return dict(shared, seed=config["seed0"] + run, method=label, snapshot_rows=_snapshot_rows(label, run))
 
 
 # ------------------------------------------------------------------------------------------ files
+def _note(line: str) -> None:
+    """A note for the user (stderr, one line): what is accepted but must not pass silently."""
+    print(f"note: {line}", file=sys.stderr, flush=True)
+
+
 def load_protocol(out) -> dict:
-    """The result dict stored in ``<out>/protocol.json`` (with each arm's Figures 5-6 snapshots, if saved)."""
+    """The result dict stored in ``<out>/protocol.json`` (with each arm's Figures 5-6 snapshots, if saved),
+    after checking it (:mod:`.records`); a file that fails a check is refused with one line
+    (:class:`ProtocolError`, :class:`~nanosgm.plumbing.seal.RecordEdited`, :class:`LockstepBroken`).
+    Records without a seal (written before seals) are counted in a note on stderr."""
     path = Path(out) / "protocol.json"
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             result = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"{path} is not UTF-8 text (byte {exc.start}); restore it (e.g. git checkout)") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"{path} is not valid JSON ({exc}); restore it (e.g. git checkout)") from None
     if not isinstance(result, dict) or result.get("format") != PROTOCOL_FORMAT:
-        raise ValueError(f"{path} is not a {PROTOCOL_FORMAT} file (format "
-                         f"{result.get('format') if isinstance(result, dict) else None!r})")
-    result["snapshots"] = {}
-    for arm in result.get("arms", []):
+        raise ProtocolError(f"{path} is not a {PROTOCOL_FORMAT} file (format "
+                            f"{result.get('format') if isinstance(result, dict) else None!r})")
+    unsealed = check_protocol(result, str(path), lambda run, label: expected_spec(result["config"], run, label))
+    if unsealed:
+        _note(f"{path}: {unsealed} of its {len(result['networks'])} network record(s) carry no content digest "
+              f"(written before records were sealed): a hand edit of those would not be detected")
+    result["snapshots"] = _load_snapshots(out, result["arms"])
+    return result
+
+
+def _load_snapshots(out, arms) -> dict:
+    """{arm: Figures 5-6 snapshots} of the arms whose snapshots file is in ``out``."""
+    snapshots = {}
+    for arm in arms:
         p = Path(out) / f"snapshots-{slug(arm)}.npz"
         if p.exists():
             a = load_npz(p)
-            result["snapshots"][arm] = {"epochs": a["epochs"].tolist(), "X0": a["X0"], "deltas": list(a["deltas"]),
-                                        "indices": list(range(len(a["X0"])))}
-    return result
+            snapshots[arm] = {"epochs": a["epochs"].tolist(), "X0": a["X0"], "deltas": list(a["deltas"]),
+                              "indices": list(range(len(a["X0"])))}
+    return snapshots
 
 
 def _save_snapshots(out, arm_label, s) -> None:
@@ -104,17 +151,30 @@ def protocol_config(base: NetworkSpec, seed0: int) -> dict:
     return cfg
 
 
-def _open(out, config) -> dict:
-    """The saved protocol in ``out`` (checked against ``config``), or a new one."""
-    result = {"format": PROTOCOL_FORMAT, "config": config, "arms": [CONTROL], "networks": {}, "sessions": []}
-    if out is not None and (Path(out) / "protocol.json").exists():
-        saved = load_protocol(out)
-        if saved["config"] != config:
-            diff = {k: (saved["config"].get(k), config.get(k)) for k in set(saved["config"]) | set(config)
-                    if saved["config"].get(k) != config.get(k)}
-            raise ConfigMismatch(f"{Path(out) / 'protocol.json'} was written with a different configuration "
-                                 f"(saved vs now: {diff}); use another --out folder")
-        result.update(saved)
+def _open(out, config, threads: int, why: str) -> dict:
+    """The saved protocol in ``out`` (checked against ``config`` and the BLAS thread count ``threads``,
+    which ``why`` explains), or a new one."""
+    result = {"format": PROTOCOL_FORMAT, "config": config, "blas_threads": threads, "arms": [CONTROL],
+              "networks": {}, "sessions": []}
+    path = None if out is None else Path(out) / "protocol.json"
+    if path is None or not path.exists():
+        return result
+    saved = load_protocol(out)
+    if saved["config"] != config:
+        diff = {k: (saved["config"].get(k), config.get(k)) for k in set(saved["config"]) | set(config)
+                if saved["config"].get(k) != config.get(k)}
+        raise ConfigMismatch(f"{path} was written with a different configuration "
+                             f"(saved vs now: {diff}); use another --out folder")
+    before = saved.get("blas_threads")
+    if before is None and saved["networks"]:
+        _note(f"{path}: the BLAS thread count of its {len(saved['networks'])} earlier network record(s) was not "
+              f"recorded (each session's command line is in its \"sessions\"); from now on it records {threads}")
+    elif before is not None and before != threads:
+        raise ConfigMismatch(f"{path} was made with {before} BLAS thread(s) per network and this run would use "
+                             f"{threads} ({why}): every number of a record depends on it; pass --threads {before} "
+                             f"(with any --workers), or use another --out folder")
+    result.update(saved)
+    result["blas_threads"] = threads
     return result
 
 
@@ -127,17 +187,23 @@ def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms="sgm:
     ``arms``: a string for :func:`parse_arms` or a list of arm labels; ``out``: the protocol folder
     (None: nothing is written or resumed, and the networks' weights are not kept). ``progress``: one line
     per finished network (and per epoch); ``bars``: the overall progress bar. Returns
-    ``{"format", "config", "arms", "networks": {"run<i>/<arm>": record}, "sessions", "snapshots", "summary"}``.
+    ``{"format", "config", "blas_threads", "arms", "networks": {"run<i>/<arm>": record}, "sessions", "snapshots",
+    "summary"}``; ``threads``: BLAS threads per network (default cores // workers), which every record's
+    numbers depend on.
     """
+    from .parallel import default_threads
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     arm_list = parse_arms(arms if isinstance(arms, str) else ",".join(arms))
-    result = _open(out, protocol_config(base, seed0))
+    blas = int(threads or default_threads(workers))
+    why = (f"--threads {blas}" if threads else
+           f"--threads not given: cores // --workers = {os.cpu_count()} // {workers}")
+    result = _open(out, protocol_config(base, seed0), blas, why)
     for a in arm_list:
         if a not in result["arms"]:
             result["arms"].append(a)
     result["sessions"].append(dict(recipe.provenance("nanosgm.experiments", argv), runs=runs,
-                                   arms=arm_list, workers=workers))
+                                   arms=arm_list, workers=workers, blas_threads=blas))
     tasks = _tasks(base, arm_list, runs, seed0, out, result["networks"])
     if out is not None:
         for sub in ("models", "ckpt"):
@@ -145,9 +211,9 @@ def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms="sgm:
             for tmp in glob.glob(os.path.join(out, sub, ".tmp-*")):     # saves cut short by a kill
                 os.remove(tmp)
         write_json_atomic(os.path.join(out, "protocol.json"), _json_result(result))
-    _run(result, tasks, out, workers=workers, scheduler=scheduler, threads=threads, progress=progress, bars=bars)
+    _run(result, tasks, out, workers=workers, scheduler=scheduler, threads=blas, progress=progress, bars=bars)
     if out is not None:
-        result["snapshots"] = load_protocol(out)["snapshots"]
+        result["snapshots"] = _load_snapshots(out, result["arms"])
     result["summary"] = summarize(result)
     return result
 
@@ -185,14 +251,17 @@ def _run(result, tasks, out, *, workers, scheduler, threads, progress, bars) -> 
 
 
 def _record(result, key, record, out) -> None:
-    """File a finished network's record (run by run, arms in protocol order), check the lock-step, save
-    protocol.json and the snapshots, and drop the network's checkpoint."""
+    """Seal a finished network's record, check it against the protocol (:func:`.records.check_record`, the
+    lock-step of its run), file it (run by run, arms in protocol order), save protocol.json and the
+    snapshots, and drop the network's checkpoint. A record that fails a check is kept in
+    ``<out>/rejected/`` instead, and the check's error is raised."""
     snaps = record.pop("snapshots", None)
+    record = seal(record)
     run, arm = split_key(key)
+    _check_new(result, key, record, out)
     result["networks"][key] = record
     result["networks"] = dict(sorted(result["networks"].items(), key=lambda kv: (split_key(kv[0])[0],
                                      result["arms"].index(split_key(kv[0])[1]))))
-    check_lockstep(result, run)
     if out is None:
         return
     if snaps is not None:
@@ -203,18 +272,34 @@ def _record(result, key, record, out) -> None:
         os.remove(ck)
 
 
-def check_lockstep(result, run) -> None:
-    """Every network of run ``run`` must have started from the control's initial weights."""
-    digests = {k: r["init_sha256"] for k, r in result["networks"].items() if split_key(k)[0] == run}
-    if len(set(digests.values())) > 1:
-        raise RuntimeError(f"run {run}: the networks did not start from the same weights (lock-step broken): "
-                           f"{digests}")
+def _check_new(result, key, record, out) -> None:
+    """Refuse a new record that does not fit the protocol, keeping it in ``<out>/rejected/``."""
+    run, arm = split_key(key)
+    where = os.path.join(out, "protocol.json") if out is not None else "the protocol"
+    try:
+        check_record(result, key, record, where, lambda r, a: expected_spec(result["config"], r, a))
+        check_lockstep({"networks": {**result["networks"], key: record}}, run)
+    except NanosgmError as exc:
+        said = str(exc).removesuffix(f"; {FIX}")        # the record is new: restoring the file is no remedy
+        if isinstance(exc, LockstepBroken):
+            advice = (f"; the code now in use initialises {arm} differently from the code that trained the "
+                      f"recorded networks (their commits are in the \"sessions\" of protocol.json): run that code, "
+                      f"or use another --out folder")
+        else:
+            advice = "; this run made the record, so nanosgm or the BLAS did not do what it should: please report it"
+        kept = ""
+        if out is not None:
+            path = os.path.join(out, "rejected", f"run{run}-{slug(arm)}.json")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_json_atomic(path, record)
+            kept = f"; the new record of {key} is kept in {path}, not in protocol.json"
+        raise type(exc)(f"{said}{advice}{kept}") from None
 
 
 def _network_line(key, r):
     res = r["results"]
     parts = [f"{key} done ({r['train_seconds']:.0f}s training, {r['eval_seconds']:.0f}s evaluation)",
              f"clean {res['clean_pct']:.2f}%"]
-    parts += [f"FGSM {float(e):g}: {a:.2f}%" for e, a in res["fgsm_pct"].items()]
-    parts += [f"PGD {float(e):g}: {a:.2f}%" for e, a in res.get("pgd_pct", {}).items()]
+    parts += [f"FGSM {format_number(float(e))}: {a:.2f}%" for e, a in res["fgsm_pct"].items()]
+    parts += [f"PGD {format_number(float(e))}: {a:.2f}%" for e, a in res.get("pgd_pct", {}).items()]
     return " | ".join(parts)

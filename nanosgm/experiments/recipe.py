@@ -101,11 +101,13 @@ def _numpy_simd() -> list:
 
 
 def versions() -> dict:
-    """The versions a results file records: nanosgm, Python, NumPy (and its BLAS), SciPy, the backend."""
+    """The versions a results file records: nanosgm, Python, NumPy (and its BLAS: its CPU kernels and the
+    thread count in force, None where unknown; float32 sums depend on both), SciPy, the backend."""
     import scipy
-    from ..plumbing.blas import blas_kernels
+    from ..plumbing.blas import blas_kernels, blas_threads
     v = {"nanosgm": __version__, "python": platform.python_version(), "numpy": np.__version__,
-         "blas": _blas_info(), "blas_kernels": blas_kernels(), "numpy_simd": _numpy_simd(),
+         "blas": _blas_info(), "blas_kernels": blas_kernels(), "blas_threads": blas_threads(),
+         "numpy_simd": _numpy_simd(),
          "scipy": scipy.__version__, "backend": backend.name(), "machine": platform.machine()}
     if backend.name() == "cupy":
         v["cupy"] = backend.xp().__version__

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..methods.arms import CONTROL
 from .keys import network_key, split_key
+from .records import eps_keys
 
 __all__ = ["min_exact_p", "wilcoxon_paired", "arms_of", "paired", "summarize"]
 
@@ -114,7 +115,7 @@ def summarize(result) -> dict:
     "pooled_fgsm", "pooled_pgd", "pooled_fgsm_authors", "last_epoch": {"clean", "fgsm", ...} or {}}},
     a block being {"control": {median, min, max, per_run}, "arm": {...}, "wilcoxon": {...}}; percent.
     """
-    eps = [repr(float(e)) for e in result["config"]["eps"]]
+    eps = eps_keys(result["config"])
     out = {}
     for arm in arms_of(result):
         runs = paired(result, arm)

@@ -6,6 +6,7 @@ median paired difference and the Wilcoxon p-value (:mod:`.stats`), and the paper
 """
 from __future__ import annotations
 
+from ..methods.base import format_number
 from . import paper_tables
 from .stats import min_exact_p, summarize
 
@@ -57,7 +58,7 @@ INFERENCE_TITLE = "Table 5 -- FGSM test accuracy (%): gradient in inference mode
 
 
 def _fgsm_rows(eps, summary, kind, p5) -> list:
-    return [(f"eps {e:g}", arm, s[kind][e],
+    return [(f"eps {format_number(e)}", arm, s[kind][e],
              (p5["control"].get(e), p5["updates"].get(e)) if p5 and e in p5.get("control", {}) else None)
             for e in eps for arm, s in summary.items() if s[kind]]
 
@@ -74,7 +75,8 @@ def _measured_tables(cfg, summary, p4, p5, when="") -> list:
     lines += _table(title.replace("Table 5", f"Table 5{when}", 1), _fgsm_rows(eps, summary, "fgsm", p5), p5 is not None)
     if authors:
         lines += _table(AUTHORS_TITLE.replace("Table 5", f"Table 5{when}", 1), authors, p5 is not None)
-    rows_pgd = [(f"eps {e:g}", arm, s["pgd"][e], None) for e in eps for arm, s in summary.items() if s["pgd"]]
+    rows_pgd = [(f"eps {format_number(e)}", arm, s["pgd"][e], None)
+                for e in eps for arm, s in summary.items() if s["pgd"]]
     if rows_pgd:
         lines += _table(f"PGD-{cfg['pgd_steps']} test accuracy (%) on the first {cfg['pgd']} test images{when}",
                         rows_pgd, False)

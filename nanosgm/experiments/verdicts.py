@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..methods.base import format_number
 from . import paper_tables
 from .stats import summarize
 from .tables import paper_experiment_name
@@ -117,7 +118,7 @@ def claims(result, summary=None) -> list:
         for e, block in s["fgsm"].items():
             D = p5["updates"][e] - p5["control"][e] if p5 and e in p5["control"] else None
             if D is not None and D >= GAIN_CLAIM:
-                rows.append(_row(arm, f"FGSM accuracy rises at ε = {e:g} (Table 5)", D, block,
+                rows.append(_row(arm, f"FGSM accuracy rises at ε = {format_number(e)} (Table 5)", D, block,
                                  lambda d, D=D: verdict_gain(d, D)))
     return rows
 

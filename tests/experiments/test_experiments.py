@@ -70,13 +70,13 @@ def net(clean, fgsm, eps, test_errors=None):
 
 def hand_made_result(clean_c, clean_u, fgsm_c, fgsm_u, eps=(0.1,), dataset="mnist", model="cnn", augment=False,
                      arm="sgm:0.2"):
+    spec = NetworkSpec(dataset=dataset, model=model, augment=augment, eps=eps, epochs=50)
+    config = protocol.protocol_config(spec, 0)
     nets = {}
     for i in range(len(clean_c)):
-        nets[f"run{i}/control"] = net(clean_c[i], fgsm_c[i], eps)
-        nets[f"run{i}/{arm}"] = net(clean_u[i], fgsm_u[i], eps)
-    return {"format": experiments.PROTOCOL_FORMAT, "arms": ["control", arm], "networks": nets,
-            "config": {"dataset": dataset, "model": model, "augment": augment, "eps": list(eps), "epochs": 50,
-                       "optimizer": "wame", "seed0": 0, "pgd": 0, "pgd_steps": 10}}
+        for label, clean, fgsm in (("control", clean_c[i], fgsm_c[i]), (arm, clean_u[i], fgsm_u[i])):
+            nets[f"run{i}/{label}"] = dict(net(clean, fgsm, eps), spec=protocol.expected_spec(config, i, label))
+    return {"format": experiments.PROTOCOL_FORMAT, "arms": ["control", arm], "networks": nets, "config": config}
 
 
 # ------------------------------------------------------------------------------------------ lock-step
@@ -279,10 +279,12 @@ def test_records_whose_spec_predates_method_are_read_and_extended(tmp_path):
     text = experiments.format_tables(experiments.load_protocol(out), paper=False)
     saved = json.loads(path.read_text())
     for r in saved["networks"].values():
+        del r["sha256"], r["versions"]["blas_threads"]        # records of that format carry neither
         label = r["spec"].pop("method")
         r["format"] = "nanosgm-network/1"
         r["spec"].update(input_lr=0.2 if label == "sgm:0.2" else 0.0, per_sample=False, published=False,
                          adversarial=None)
+    del saved["blas_threads"]
     path.write_text(json.dumps(saved))
     old = experiments.load_protocol(out)
     assert experiments.format_tables(old, paper=False) == text
@@ -303,7 +305,7 @@ def test_config_mismatch_is_a_clear_error(tmp_path):
 
 # ---------------------------------------------------------------------------- the same results anywhere
 def _strip(record):
-    r = {k: v for k, v in record.items() if k not in ("train_seconds", "eval_seconds", "started", "finished")}
+    r = {k: v for k, v in record.items() if k not in ("train_seconds", "eval_seconds", "started", "finished", "sha256")}
     r["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]]
     return r
 
@@ -381,15 +383,8 @@ def test_format_tables_rows_and_the_papers_numbers(tmp_path):
     assert "33.33" in ctext and "44.44" in ctext and "77.77" in ctext and "88.88" in ctext
 
 
-def test_the_shipped_paper_numbers_are_the_papers_csvs():
-    from nanosgm.experiments import paper_tables
-    here = Path(__file__).resolve().parents[3] / "shared" / "paper"
-    if not here.is_dir():
-        pytest.skip("the paper's CSVs are not beside this checkout")
-    csv = paper_tables.read_paper_tables(here)
-    assert csv["table4"] == paper_tables.TABLE4
-    for name, t in paper_tables.TABLE5.items():
-        assert paper_tables.lookup(csv["table5"], name) == t
+def test_the_tables_print_the_papers_numbers():
+    """The shipped numbers against the paper's CSVs: tests/experiments/test_paper_tables.py."""
     text = experiments.format_tables(hand_made_result([99.0], [99.0], [80.0], [80.0]))
     assert "99.48" in text and "89.01" in text and "Soft Computing" in text      # no folder needed
 

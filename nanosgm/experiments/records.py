@@ -1,0 +1,245 @@
+"""What a protocol.json must hold: checked when it is read, and for each network when it is filed.
+
+A protocol's records are plain JSON that a person can open and edit, so nothing in one reaches a table
+unchecked. :func:`check_protocol` refuses, in one line that names the file and the field:
+
+    the file        a ``config`` with the fields the tables read (eps: finite numbers >= 0, each once),
+                    ``arms`` (canonical labels, the control first, each once), ``networks`` (an object
+                    keyed ``run<i>/<arm>``, :mod:`.keys`), ``blas_threads`` (when recorded: a whole number >= 1)
+    each record     (:func:`check_record`) its seal (:mod:`nanosgm.plumbing.seal`), its spec against the
+                    protocol's config and its key (what the protocol would train for that run and arm),
+                    its BLAS thread count against the protocol's, and its accuracies: one per eps of the
+                    config, each a percentage in [0, 100] of a whole number of the images measured, and
+                    FGSM at eps 0 equal to the clean accuracy
+    the lock-step   every network of a run started from the same weights (:func:`check_lockstep`)
+
+Records written before seals existed carry none: they are accepted, and :func:`check_protocol` returns
+how many there are so that the caller can say so. Records of format ``nanosgm-network/1`` name their
+method by ``input_lr``, ``per_sample``, ``published`` and ``adversarial`` instead of ``method``; their
+spec is read as the label those fields give.
+"""
+from __future__ import annotations
+
+import math
+
+from ..methods.arms import CONTROL, parse_arm
+from ..plumbing.errors import NanosgmError
+from ..plumbing.seal import check_seal, is_sealed
+from .keys import split_key
+from .network import pct
+
+__all__ = ["ProtocolError", "LockstepBroken", "check_protocol", "check_record", "check_lockstep", "eps_keys",
+           "record_threads"]
+
+RESTORE = "restore the file (e.g. git checkout)"
+FIX = f"{RESTORE} or delete the record to recompute it"
+LEGACY_FIELDS = ("input_lr", "per_sample", "published", "adversarial")      # nanosgm-network/1's method
+ACCURACIES = ("fgsm_pct", "pgd_pct", "fgsm_pgd_images_pct", "fgsm_authors_pct")
+ON_PGD_IMAGES = ("pgd_pct", "fgsm_pgd_images_pct")          # measured on the first pgd_images test images
+
+
+class ProtocolError(NanosgmError, ValueError):
+    """A protocol.json (or a record filed in it) that is malformed or disagrees with itself."""
+
+
+class LockstepBroken(NanosgmError, RuntimeError):
+    """The networks of one run did not start from the same initial weights."""
+
+
+def _whole(v, least=None) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and (least is None or v >= least)
+
+
+def _real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# (check, what it must be) of each config field the tables, statistics and checks read
+_CONFIG = {"dataset": (lambda v: isinstance(v, str), "a name"), "model": (lambda v: isinstance(v, str), "a name"),
+           "augment": (lambda v: isinstance(v, bool), "true or false"),
+           "optimizer": (lambda v: isinstance(v, str), "a name"),
+           "epochs": (lambda v: _whole(v, 1), "a whole number >= 1"),
+           "seed0": (_whole, "a whole number"), "pgd": (lambda v: _whole(v, 0), "a whole number >= 0"),
+           "pgd_steps": (lambda v: _whole(v, 1), "a whole number >= 1")}
+
+
+def eps_keys(config) -> list:
+    """The keys of a record's accuracies: ``repr`` of each eps of the config (exact, so close budgets differ)."""
+    return [repr(float(e)) for e in config["eps"]]
+
+
+def record_threads(record):
+    """The BLAS thread count a record says it was made with (None: not recorded)."""
+    versions = record.get("versions")
+    return versions.get("blas_threads") if isinstance(versions, dict) else None
+
+
+# ---------------------------------------------------------------------------------------- the file
+def _check_config(cfg, where) -> None:
+    if not isinstance(cfg, dict):
+        raise ProtocolError(f"{where}: 'config' is missing or not an object; {RESTORE}")
+    for k, (ok, what) in _CONFIG.items():
+        if not ok(cfg.get(k)):
+            raise ProtocolError(f"{where}: config.{k} must be {what}, got {cfg.get(k, 'nothing')!r}; "
+                                f"{RESTORE}")
+    eps = cfg.get("eps")
+    if not (isinstance(eps, list) and eps and all(_real(e) and e >= 0 for e in eps) and len(set(eps)) == len(eps)):
+        raise ProtocolError(f"{where}: config.eps must be a list of finite numbers >= 0, each given once, got "
+                            f"{eps!r}; {RESTORE}")
+
+
+def _check_arms(arms, where) -> None:
+    if not (isinstance(arms, list) and arms and arms[0] == CONTROL and all(isinstance(a, str) for a in arms)
+            and len(set(arms)) == len(arms)):
+        raise ProtocolError(f"{where}: 'arms' must be a list of arm labels, {CONTROL!r} first, each once, got "
+                            f"{arms!r}; {RESTORE}")
+    for a in arms:
+        try:
+            label = parse_arm(a).label
+        except ValueError as exc:
+            raise ProtocolError(f"{where}: arms: {exc}") from None
+        if label != a:
+            raise ProtocolError(f"{where}: arms: {a!r} is not written as the protocol writes it ({label!r}); "
+                                f"{RESTORE}")
+
+
+def check_protocol(doc, where: str, expected_spec) -> int:
+    """Check a protocol's content (module docstring); ``where`` names its file in the messages and
+    ``expected_spec(run, arm)`` gives the spec the protocol trains for a network. Returns how many records
+    carry no seal; raises :class:`ProtocolError`, :class:`~nanosgm.plumbing.seal.RecordEdited` or
+    :class:`LockstepBroken`."""
+    _check_config(doc.get("config"), where)
+    _check_arms(doc.get("arms"), where)
+    threads = doc.get("blas_threads")
+    if threads is not None and not _whole(threads, 1):
+        raise ProtocolError(f"{where}: blas_threads must be a whole number >= 1, got {threads!r}; "
+                            f"{RESTORE}")
+    if not isinstance(doc.get("sessions", []), list):
+        raise ProtocolError(f"{where}: 'sessions' must be a list; {RESTORE}")
+    nets = doc.get("networks")
+    if not isinstance(nets, dict):
+        raise ProtocolError(f"{where}: 'networks' must be an object keyed run<i>/<arm>, got "
+                            f"{type(nets).__name__}; {RESTORE}")
+    unsealed = 0
+    for key, record in nets.items():
+        check_record(doc, key, record, where, expected_spec)
+        unsealed += not is_sealed(record)
+    for run in sorted({split_key(k)[0] for k in nets}):
+        try:
+            check_lockstep(doc, run)
+        except LockstepBroken as exc:
+            raise LockstepBroken(f"{where}: {exc}; {RESTORE} or delete the run's records to recompute them") from None
+    return unsealed
+
+
+# -------------------------------------------------------------------------------------- one record
+def check_record(doc, key, record, where: str, expected_spec) -> None:
+    """Check one record of ``doc`` (a protocol whose config and arms are checked) filed under ``key``."""
+    try:
+        run, arm = split_key(key)
+    except ValueError as exc:
+        raise ProtocolError(f"{where}: networks: {exc}; {FIX}") from None
+    at = f"{where}: networks[{key!r}]"
+    if arm not in doc["arms"]:
+        raise ProtocolError(f"{at}: its arm {arm!r} is not among the protocol's arms {doc['arms']}; {FIX}")
+    if not isinstance(record, dict):
+        raise ProtocolError(f"{at} is not an object; {FIX}")
+    if is_sealed(record):
+        check_seal(record, at)
+    for field, ok in (("spec", isinstance(record.get("spec"), dict)),
+                      ("init_sha256", isinstance(record.get("init_sha256"), str)),
+                      ("history", isinstance(record.get("history"), list)
+                       and all(isinstance(h, dict) for h in record["history"])),
+                      ("results", isinstance(record.get("results"), dict))):
+        if not ok:
+            raise ProtocolError(f"{at}.{field} is missing or malformed; {FIX}")
+    _check_spec(record["spec"], expected_spec(run, arm), f"{at}.spec")
+    _check_threads(doc.get("blas_threads"), record, at)
+    n_test = record.get("n_test")
+    if n_test is not None and not _whole(n_test, 1):
+        raise ProtocolError(f"{at}.n_test must be a whole number >= 1, got {n_test!r}; {FIX}")
+    _check_results(record["results"], doc["config"], n_test, f"{at}.results")
+    if "results_last_epoch" in record:
+        _check_results(record["results_last_epoch"], doc["config"], n_test, f"{at}.results_last_epoch")
+
+
+def _legacy_method(spec, where) -> str:
+    """The arm label of a nanosgm-network/1 spec (``input_lr``, ``per_sample``, ``published``, ``adversarial``)."""
+    try:
+        adv = spec.get("adversarial")
+        if spec.get("published"):
+            text = "published"
+        elif adv:
+            kind, eps, steps = adv
+            text = {"fgsm": f"fgsm-at:{eps!r}", "fgsm-rs": f"fgsm-rs:{eps!r}", "pgd": f"pgd-at:{eps!r}:{steps!r}"}[kind]
+        elif spec.get("input_lr"):
+            text = f"sgm:{spec['input_lr']!r}" + (":per-sample" if spec.get("per_sample") else "")
+        else:
+            text = CONTROL
+        return parse_arm(text).label
+    except (ValueError, TypeError, KeyError):
+        raise ProtocolError(f"{where}: {', '.join(LEGACY_FIELDS)} name no training method; {FIX}") from None
+
+
+def _check_spec(spec, expected: dict, where) -> None:
+    """A record's spec must be the spec the protocol trains for its key (a nanosgm-network/1 spec is read
+    as the method its old fields name)."""
+    if "method" not in spec:
+        spec = dict({k: v for k, v in spec.items() if k not in LEGACY_FIELDS}, method=_legacy_method(spec, where))
+    missing = object()
+    wrong = [f"{k} {spec.get(k, missing)!r} where {expected.get(k, missing)!r} was expected"
+             for k in sorted(set(spec) | set(expected)) if spec.get(k, missing) != expected.get(k, missing)]
+    if wrong:
+        text = "; ".join(wrong).replace(repr(missing), "nothing")
+        raise ProtocolError(f"{where} disagrees with the protocol's config and the record's key ({text}); {FIX}")
+
+
+def _check_threads(threads, record, where) -> None:
+    mine = record_threads(record)
+    if threads is not None and mine is not None and mine != threads:
+        raise ProtocolError(f"{where} was made with {mine} BLAS thread(s), the protocol with {threads} per network "
+                            f"(its numbers would differ); {FIX}")
+
+
+def _check_pct(v, n, where) -> None:
+    """An accuracy: a percentage in [0, 100], and (``n`` images known) what :func:`.network.pct` makes of
+    k / n for a whole number k."""
+    if not (_real(v) and 0 <= v <= 100):
+        raise ProtocolError(f"{where} must be a percentage in [0, 100], got {v!r}; {FIX}")
+    if n and pct(round(v * n / 100.0) / n) != v:
+        raise ProtocolError(f"{where} = {v!r} is no whole number of the {n} images measured; {FIX}")
+
+
+def _check_results(res, config, n_test, where) -> None:
+    if not isinstance(res, dict):
+        raise ProtocolError(f"{where} is missing or not an object; {FIX}")
+    if "clean_pct" not in res or "fgsm_pct" not in res:
+        raise ProtocolError(f"{where} has no {'clean_pct' if 'clean_pct' not in res else 'fgsm_pct'}; {FIX}")
+    _check_pct(res["clean_pct"], n_test, f"{where}.clean_pct")
+    k = res.get("pgd_images", 0)
+    if not (_whole(k, 0) and (n_test is None or k <= n_test)):
+        raise ProtocolError(f"{where}.pgd_images must be a whole number from 0 to n_test, got {k!r}; {FIX}")
+    keys = eps_keys(config)
+    for kind in ACCURACIES:
+        if kind not in res:
+            continue
+        acc = res[kind]
+        if not isinstance(acc, dict) or sorted(acc) != sorted(keys):
+            raise ProtocolError(f"{where}.{kind} must give one accuracy per eps of the config {keys}, got "
+                                f"{sorted(acc) if isinstance(acc, dict) else acc!r}; {FIX}")
+        n = k if kind in ON_PGD_IMAGES else n_test
+        for e, v in acc.items():
+            _check_pct(v, n, f"{where}.{kind}[{e!r}]")
+    if "0.0" in keys and res["fgsm_pct"]["0.0"] != res["clean_pct"]:
+        raise ProtocolError(f"{where}: FGSM at eps 0 ({res['fgsm_pct']['0.0']!r}) is not the clean accuracy "
+                            f"({res['clean_pct']!r}); {FIX}")
+
+
+# ------------------------------------------------------------------------------------- the lock-step
+def check_lockstep(result, run) -> None:
+    """Every network of run ``run`` must have started from the control's initial weights (LockstepBroken)."""
+    digests = {split_key(k)[1]: r["init_sha256"] for k, r in result["networks"].items() if split_key(k)[0] == run}
+    if len(set(digests.values())) > 1:
+        said = ", ".join(f"{arm} {d}" for arm, d in digests.items())
+        raise LockstepBroken(f"run {run}: its networks did not start from the same weights (lock-step broken; "
+                             f"init_sha256: {said})")
