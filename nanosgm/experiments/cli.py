@@ -8,8 +8,9 @@ import time
 
 from .. import backend
 from ..plumbing.cli import CliError, check_out_folder, run_cli
+from ..plumbing.flags import whole
 from . import recipe
-from .cli_args import add_common_arguments, common_setup
+from .cli_args import add_common_arguments, common_setup, optimizer_name
 from .figures import write_figures
 from .network import NetworkSpec
 from .protocol import load_protocol, parse_arms, run_protocol
@@ -26,17 +27,23 @@ def build_parser():
                     "(SGM, SGM per-sample, the authors' published code path), medians of clean and FGSM "
                     "accuracy (Tables 4-5), Wilcoxon tests. Resumable; networks can train in parallel.")
     add_common_arguments(p, "per network")
-    p.add_argument("--runs", type=int, default=5, help="lock-step runs (seeds) per arm (default 5, the paper's)")
+    p.add_argument("--runs", type=whole("--runs", least=1), default=5,
+                   help="lock-step runs (seeds) per arm (default 5, the paper's)")
     p.add_argument("--arms", default=None, help="comma-separated arms beside the control: sgm:LAMBDA, "
                    "sgm:LAMBDA:per-sample, published, and the adversarial-training baselines fgsm-at:EPS, fgsm-rs:EPS, "
                    "pgd-at:EPS:STEPS (default: sgm:<--input-lr>, the paper's method)")
-    p.add_argument("--optimizer", default="wame", help="wame (default), wame-printed, adam or sgd")
-    p.add_argument("--pgd", type=int, default=0, metavar="N", help="also PGD-10 on the first N test images (default 0)")
+    p.add_argument("--optimizer", type=optimizer_name, default="wame", help="wame (default), wame-printed, adam or sgd")
+    p.add_argument("--pgd", type=whole("--pgd", least=0), default=0, metavar="N",
+                   help="also PGD-10 on the first N test images (default 0)")
     p.add_argument("--out", default=None, help="protocol folder (default runs/protocol-<dataset>-<model>[-aug])")
-    p.add_argument("--seed", type=int, default=0, help="seed of run 0; run i uses seed + i (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="networks trained at once in local worker processes "
-                   "(default 1: in this process)")
-    p.add_argument("--threads", type=int, default=None, help="BLAS threads per worker (default: cores // workers)")
+    p.add_argument("--seed", type=whole("--seed", least=0), default=0,
+                   help="seed of run 0; run i uses seed + i (default 0)")
+    p.add_argument("--workers", type=whole("--workers", least=1), default=1, help="networks trained at once in "
+                   "local worker processes (default 1: in this process)")
+    p.add_argument("--threads", type=whole("--threads", least=1), default=None,
+                   help="BLAS threads per network, whichever way it runs "
+                   "(default: cores // workers); every number of a record depends on it, so a protocol is resumed "
+                   "with the count it was made with (protocol.json's blas_threads)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="send the networks to this Dask scheduler "
                    "(tcp://host:8786) instead of local workers; needs pip install -e \".[cluster]\"")
     p.add_argument("--figures", action="store_true", help="also write Figures 1-6 as PNGs into --out")
@@ -54,10 +61,6 @@ def _base_spec(args, model_name, eps_list) -> NetworkSpec:
 
 
 def _check_args(args):
-    if args.runs < 1:
-        raise CliError("--runs must be >= 1")
-    if args.workers < 1 or (args.threads is not None and args.threads < 1):
-        raise CliError("--workers and --threads must be >= 1")
     if args.paper_dir is not None and not os.path.isdir(args.paper_dir):
         raise CliError(f"--paper-dir {args.paper_dir!r} is not a folder")
     if args.arms is None and args.input_lr == 0:

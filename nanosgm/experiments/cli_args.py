@@ -9,7 +9,7 @@ from ..methods.base import format_number
 from ..plumbing.errors import CliError
 from ..plumbing.flags import number, whole
 
-__all__ = ["dataset_name", "add_common_arguments", "parse_eps", "check_common_args", "common_setup"]
+__all__ = ["dataset_name", "optimizer_name", "add_common_arguments", "parse_eps", "check_common_args", "common_setup"]
 
 
 def dataset_name(name: str) -> str:
@@ -19,6 +19,17 @@ def dataset_name(name: str) -> str:
         return canonical_name(name)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def optimizer_name(name: str) -> str:
+    """argparse ``type=``: an optimiser :func:`nanosgm.optim.build_optimizer` knows (wame, wame-printed, adam,
+    sgd), returned as given; any other name is a CliError before any data loads."""
+    from ..optim import build_optimizer
+    try:
+        build_optimizer(name)
+    except ValueError as exc:
+        raise CliError(f"--optimizer: {exc}") from None
+    return name
 
 
 def add_common_arguments(p, what: str) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import attacks, backend
 from ..methods.arms import slug
+from ..methods.base import format_number
 from . import recipe
 from .keys import split_key
 
@@ -43,24 +44,37 @@ def error_curves(result, arm: str) -> np.ndarray:
     return np.array([c[:n] for c in curves], dtype=float)
 
 
-_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:gray",
+           "tab:olive", "tab:cyan")
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _arm_style(i: int) -> dict:
+    """Colour, line style and marker of the ``i``-th arm: ten colours, then the colours again with the next
+    line style and marker, so that every arm has a style of its own."""
+    turn = i // len(_COLORS)
+    return {"color": _COLORS[i % len(_COLORS)], "linestyle": _LINESTYLES[turn % len(_LINESTYLES)],
+            "marker": "osD^v"[turn % 5]}
 
 
 def test_error_curves(result, title: str | None = None):
     """Figures 1-2: test error (%) per epoch, median over the runs (line) and min-max over the runs (band),
-    one colour per arm (the control first). One axes."""
-    fig = _figure((6, 4))
+    one style per arm (the control first, :func:`_arm_style`). One axes; the legend (one entry per arm) sits
+    to the right of it, off the curves."""
+    fig = _figure((7.5, 4))
     ax = fig.subplots()
     n_epochs = 0
-    for arm, color in zip(result["arms"], _COLORS):
+    handles = []
+    for i, arm in enumerate(result["arms"]):
         E = error_curves(result, arm)
         if E.size == 0:
             continue
+        style = _arm_style(i)
         n_epochs = max(n_epochs, E.shape[1])
         epochs = np.arange(1, E.shape[1] + 1)
-        ax.plot(epochs, np.median(E, axis=0), color=color, marker="o", ms=3, label=f"{arm}, median")
-        ax.fill_between(epochs, E.min(axis=0), E.max(axis=0), color=color, alpha=0.15,
-                        label=f"{arm}, min-max of {E.shape[0]}")
+        line, = ax.plot(epochs, np.median(E, axis=0), ms=3, label=arm, **style)
+        band = ax.fill_between(epochs, E.min(axis=0), E.max(axis=0), color=style["color"], alpha=0.15)
+        handles.append(((line, band), f"{arm}: median, min-max of {E.shape[0]}"))
     cfg = result.get("config", {})
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
@@ -71,7 +85,8 @@ def test_error_curves(result, title: str | None = None):
     ax.set_title(title or f"Test error per epoch: {cfg.get('dataset', '')} {cfg.get('model', '')}"
                           f"{' (augmented)' if cfg.get('augment') else ''}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if handles:
+        ax.legend(*zip(*handles), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
 
@@ -143,11 +158,11 @@ def adversarial_examples(model, X, y, eps_list=(0.001, 0.1), n: int = 6, *, clip
         for i in range(n):
             ax_a, ax_p = axes[i, 1 + 2 * j], axes[i, 2 + 2 * j]
             _show_image(ax_a, adv[i], fixed)
-            ax_a.set_title(f"eps {eps:g}: {pred[i]}", fontsize=7)
+            ax_a.set_title(f"eps {format_number(eps)}: {pred[i]}", fontsize=7)
             # (x_adv - x) / eps, rounded to absorb float32 error: sgn(dE/dx), smaller where the clip cut it
             pert = np.round((adv[i].astype(np.float64) - x_host[i]) / eps, 3) if eps else 0 * sign[i]
             ax_p.imshow(update_to_grey(pert, channels="rgb"), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax_p.set_title(f"(x~ - x)/{eps:g}", fontsize=7)
+            ax_p.set_title(f"(x~ - x)/{format_number(eps)}", fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
