@@ -56,10 +56,45 @@ def cupy_available() -> tuple[bool, str]:
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
-        return False, f"cupy is installed but CUDA is not usable ({exc.__class__.__name__}: {exc})"
+        return False, _cuda_failure(exc)
     if n < 1:
-        return False, "cupy is installed but no CUDA device is visible"
+        return False, "cupy found no CUDA GPU on this machine"
     return True, ""
+
+
+_NO_DEVICE, _OLD_DRIVER = 100, 35               # cudaErrorNoDevice, cudaErrorInsufficientDriver
+_DRIVER_LIBRARY = "nvcuda.dll" if os.name == "nt" else "libcuda.so.1"
+
+
+def _gpu_driver_found() -> bool:
+    """Whether the NVIDIA driver's CUDA library can be loaded (without it there is no GPU to use)."""
+    import ctypes
+    try:
+        ctypes.CDLL(_DRIVER_LIBRARY)
+    except OSError:
+        return False
+    return True
+
+
+def _cuda_failure(exc) -> str:
+    """Why cupy cannot use CUDA, from the error of its device count. The CUDA runtime reports a missing driver
+    as an "insufficient" one (cudaErrorInsufficientDriver), so an old driver is named only when one is found."""
+    status = getattr(exc, "status", None)
+    if not _gpu_driver_found():
+        return f"no GPU driver was found ({_DRIVER_LIBRARY} cannot be loaded), so this machine has no GPU cupy can use"
+    if status == _NO_DEVICE:
+        return "cupy found no CUDA GPU on this machine"
+    if status == _OLD_DRIVER:
+        return ("the NVIDIA driver is older than cupy's CUDA runtime needs; update the driver, or install the "
+                "cupy build for the driver's CUDA version")
+    return f"cupy cannot use CUDA ({exc.__class__.__name__}: {exc})"
+
+
+# what to do instead, by where the backend was asked for: use() (--backend) or NANOSGM_BACKEND
+_ADVICE = {"use": {"cupy": f"use --backend numpy (or {_ENV}=numpy) to run on the CPU",
+                   "name": "choose 'numpy' or 'cupy'"},
+           "env": {"cupy": f"unset {_ENV} or set it to numpy to run on the CPU",
+                   "name": f"set {_ENV} to 'numpy' or 'cupy', or unset it"}}
 
 
 def use(backend_name: str) -> None:
@@ -69,6 +104,11 @@ def use(backend_name: str) -> None:
     The generators are re-created from the last seed so that a seeded run does not depend on when
     the backend was chosen.
     """
+    _use(backend_name, _ADVICE["use"])
+
+
+def _use(backend_name: str, advice: dict) -> None:
+    """:func:`use`, with ``advice`` (an entry of _ADVICE) ending its refusals."""
     global _NAME, _XP, _FROM_ENV
     _FROM_ENV = None                            # an explicit choice overrides NANOSGM_BACKEND
     key = str(backend_name).strip().lower()
@@ -77,11 +117,11 @@ def use(backend_name: str) -> None:
     elif key in ("cupy", "cp", "gpu", "cuda"):
         ok, why = cupy_available()
         if not ok:
-            raise BackendError(f"backend 'cupy' was asked for, but {why}. Use --backend numpy (or NANOSGM_BACKEND=numpy) to run on the CPU.")
+            raise BackendError(f"backend 'cupy' was asked for, but {why}; {advice['cupy']}")
         import cupy
         _NAME, _XP = "cupy", cupy
     else:
-        raise BackendError(f"unknown backend {backend_name!r}: choose 'numpy' or 'cupy'")
+        raise BackendError(f"unknown backend {backend_name!r}; {advice['name']}")
     seed(_SEED)
 
 
@@ -92,10 +132,10 @@ def _apply_env() -> None:
         return
     wanted = _FROM_ENV
     try:
-        use(wanted)
+        _use(wanted, _ADVICE["env"])
     except BackendError as exc:
         _FROM_ENV = wanted                      # keep refusing: never run silently on another backend
-        raise BackendError(f"{_ENV}={wanted!r}: {exc}; set {_ENV} to numpy or cupy, or unset it") from None
+        raise BackendError(f"{_ENV}={wanted!r}: {exc}") from None
 
 
 def name() -> str:

@@ -5,7 +5,7 @@ images per second, at one batch size (default 128), of
 
     train (Adam)   forward(training=True) + softmax cross-entropy + backward to the inputs (dE/dX, Eq. 14,
                    which every nanosgm backward computes) + Adam step
-    train (WAME)   the same with WAME, the paper's optimiser (PyTorch has no WAME: no torch column)
+    train (WAME)   the same with WAME, the paper's optimizer (PyTorch has no WAME: no torch column)
     infer          forward(training=False)
     FGSM           attacks.fgsm at eps = 0.1: an inference forward + backward to the input + the sign step
 
@@ -36,7 +36,7 @@ a cell's steps spread widely (IQR over 20 % of the median), when a side has fewe
 when a ratio from median steps and one from the fastest steps disagree by over 10 % (the ratio is then
 marked '?'), and when other processes load the machine (more than 0.25 per CPU besides the bench).
 ``--profile`` prints instead the per-layer forward and backward times of one network's training step
-and the Adam and WAME optimiser steps, so one sees where the time goes.
+and the Adam and WAME optimizer steps, so one sees where the time goes.
 
 Threads: ``--threads N`` (default ``os.cpu_count()``) sets the BLAS threads of NumPy and
 ``torch.set_num_threads(N)``. NumPy's BLAS threads are changed at run time with ``threadpoolctl`` when it
@@ -54,7 +54,6 @@ import gc
 import os
 import platform
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -62,7 +61,9 @@ import numpy as np
 from .. import attacks, backend, models
 from . import profile
 from ..layers import SoftmaxCrossEntropy
+from ..plumbing.argparser import Parser
 from ..plumbing.blas import set_blas_threads
+from ..plumbing.cli import CliError, run_cli
 from ..plumbing.threads import set_threads
 from ..plumbing.files import write_json_atomic
 from ..plumbing.flags import number, whole
@@ -97,7 +98,7 @@ def measure(fn, seconds: float, warmup: int = 2, sync=_sync) -> dict:
     (at least one). ``sync`` is called after each call, before the clock is read.
 
     The warm-up stops early (after at least one call) once it has taken ``seconds``: on a slow cell
-    (the CIFAR CNN on a laptop CPU) one warm-up step already allocates every buffer and optimiser slot.
+    (the CIFAR CNN on a laptop CPU) one warm-up step already allocates every buffer and optimizer slot.
     Returns :func:`summary` of the timed steps, plus their list under "times"."""
     done = 0
     t_warm = time.perf_counter()
@@ -335,40 +336,42 @@ def format_details(results: dict, peak_gflops: float | None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- main
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and every option's default in --help."""
+DESCRIPTION = ("Throughput of the paper's networks (Tables 1-3) on the active backend: images per second of a "
+               "training step (Adam, WAME), inference and FGSM. --compare-torch times the same networks in PyTorch; "
+               "--profile shows where a training step's time goes.")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nanosgm.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=_HelpFormatter)
+    p = Parser(prog="python -m nanosgm.bench", description=DESCRIPTION)
     p.add_argument("--models", default="dnn,cnn,cifar_cnn",
-                   help="comma-separated paper networks: dnn (Table 1), cnn (Table 2), cifar_cnn (Table 3)")
+                   help="comma-separated paper networks: dnn (Table 1), cnn (Table 2), cifar_cnn (Table 3) "
+                        "(default: all three)")
     p.add_argument("--batch-size", type=whole("--batch-size", least=2), default=128,
-                   help="images per step (at least 2: batch normalisation needs 2 samples in training mode)")
-    p.add_argument("--backend", default=None, help="numpy or cupy (None: the active backend, NANOSGM_BACKEND)")
+                   help="images per step (default 128; at least 2: batch normalisation needs 2 samples in training "
+                        "mode)")
+    p.add_argument("--backend", default=None, choices=["numpy", "cupy"],
+                   help="array backend (default: NANOSGM_BACKEND or numpy)")
     p.add_argument("--seconds", type=number("--seconds", least=0), default=3.0,
-                   help="timed seconds per cell and side, after warm-up")
+                   help="timed seconds per cell and side, after the warm-up (default 3)")
     p.add_argument("--warmup", type=whole("--warmup", least=0), default=2,
-                   help="untimed steps per cell (fewer if they take --seconds)")
-    p.add_argument("--threads", type=whole("--threads", least=1), default=None,
-                   help="BLAS, torch and nanosgm threads (None: os.cpu_count())")
-    p.add_argument("--compare-torch", action="store_true", help="also time the same network in PyTorch")
+                   help="untimed steps per cell, fewer if they take --seconds (default 2)")
+    p.add_argument("--threads", type=whole("--threads", least=1), default=None, metavar="N",
+                   help="BLAS, torch and nanosgm threads (default: one per CPU)")
+    p.add_argument("--compare-torch", action="store_true", help="also time the same networks in PyTorch")
     p.add_argument("--profile", action="store_true",
-                   help="instead of the throughput table, print per-layer forward/backward times and the optimiser "
-                        "steps of the first --models network")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON (atomically)")
-    p.add_argument("--seed", type=whole("--seed", least=0), default=0, help="seed of the weights and the random batch")
+                   help="instead of the throughput table, print the per-layer forward/backward times and the "
+                        "optimizer steps of the first --models network")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON (atomically)")
+    p.add_argument("--seed", type=whole("--seed", least=0), default=0,
+                   help="seed of the weights and the random batch (default 0)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no line per cell as it finishes (the tables are still printed)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return p
 
 
-def _err(msg):
-    print(f"nanosgm.bench: error: {msg}", file=sys.stderr)
-    return 2
-
-
-def _model_names(raw_list):
-    """([network keys], None) or (None, error message) from the --models string."""
+def _model_names(raw_list) -> list:
+    """The network keys of the --models string (CliError naming a bad one)."""
     names = []
     for raw in raw_list.split(","):
         raw = raw.strip()
@@ -376,37 +379,34 @@ def _model_names(raw_list):
             continue
         key = models.ALIASES.get(raw, raw)
         if key not in models.MODELS:
-            return None, (f"unknown model {raw!r}; choose from {', '.join(models.MODELS)} "
-                          f"(aliases: {', '.join(sorted(models.ALIASES))})")
+            raise CliError(f"--models: unknown model {raw!r}; choose from {', '.join(models.MODELS)} "
+                           f"(aliases: {', '.join(sorted(models.ALIASES))})")
         if key not in INPUT_SHAPES:
-            return None, f"no input shape known for model {key!r}; add it to nanosgm.bench.INPUT_SHAPES"
+            raise CliError(f"--models: no input shape known for model {key!r}; add it to nanosgm.bench.INPUT_SHAPES")
         if key not in names:
             names.append(key)
-    return (names, None) if names else (None, "--models is empty")
+    if not names:
+        raise CliError("--models is empty; give one or more of " + ", ".join(INPUT_SHAPES))
+    return names
 
 
 def main(argv=None) -> int:
-    from ..plumbing.cli import run_cli
     return run_cli(_main, argv)
 
 
 def _main(argv) -> int:
     args = parser().parse_args(argv)
-    names, problem = _model_names(args.models)
-    if problem:
-        return _err(problem)
+    names = _model_names(args.models)
     threads = args.threads if args.threads is not None else (os.cpu_count() or 1)   # numbers: checked by parser()
     if args.backend:
-        try:
-            backend.use(args.backend)
-        except backend.BackendError as exc:
-            return _err(str(exc))
+        backend.use(args.backend)
+    backend.name()                        # an unusable NANOSGM_BACKEND is refused here, before anything runs
     torch = None
     if args.compare_torch and not args.profile:
         try:
             torch = _import_torch()
         except TorchMissing as exc:
-            return _err(str(exc))
+            raise CliError(str(exc)) from None
 
     restore_threads, blas_desc = set_threads(threads)     # BLAS and nanosgm's own threads
     torch_threads_before = torch.get_num_threads() if torch is not None else None
@@ -432,7 +432,7 @@ def _batch(name, args):
 
 
 def _profile(args, name, threads, blas_desc) -> int:
-    """--profile: per-layer times of one network's training step, and each optimiser's step."""
+    """--profile: per-layer times of one network's training step, and each optimizer's step."""
     load = loadavg()
     peak = blas_gflops()
     model, x, y, _, _ = _batch(name, args)
@@ -447,7 +447,7 @@ def _profile(args, name, threads, blas_desc) -> int:
         opt.step(model)                                              # allocates the state
         steps.append((f"{kind} step", profile.median_time(lambda: opt.step(model), reps)))
     print(profile.format_profile(rows, peak, steps))
-    print(f"(medians of {reps} calls per layer; an optimiser row is one step over all {model.num_params():,} "
+    print(f"(medians of {reps} calls per layer; an optimizer row is one step over all {model.num_params():,} "
           "weights, added to the forward + backward time)")
     for w in load_warnings(load, loadavg(), os.cpu_count() or 1, threads):
         print(f"WARNING: {w}")
@@ -552,8 +552,9 @@ def _bench_network(name, args, torch, tdev, tsync, warnings) -> dict:
         m["img_per_s"] = args.batch_size / m["median_s"]
         m["gemm_gflops"] = flops[col] / m["median_s"] / 1e9
         r[side][col] = m
-        print(f"  {name:9s} {side:7s} {col:10s} {m['img_per_s']:10,.1f} img/s  (median {m['median_s'] * 1e3:.1f} "
-              f"ms/step, min {m['min_s'] * 1e3:.1f}, max {m['max_s'] * 1e3:.1f}, {m['reps']} steps)", flush=True)
+        if not args.no_progress:
+            print(f"  {name:9s} {side:7s} {col:10s} {m['img_per_s']:10,.1f} img/s  (median {m['median_s'] * 1e3:.1f} "
+                  f"ms/step, min {m['min_s'] * 1e3:.1f}, max {m['max_s'] * 1e3:.1f}, {m['reps']} steps)", flush=True)
 
     for col, fn in nanosgm_cells(model, x, y).items():
         gc.collect()

@@ -107,7 +107,7 @@ def profile_layers(model, x, y, reps: int = 5) -> list:
 
 def format_profile(rows, peak_gflops: float | None = None, extra=()) -> str:
     """A table of :func:`profile_layers` rows: ms forward / backward, share of the step, GEMM GFLOP/s
-    (and its share of ``peak_gflops``); then ``extra`` (label, seconds) rows, e.g. optimiser steps,
+    (and its share of ``peak_gflops``); then ``extra`` (label, seconds) rows, e.g. optimizer steps,
     with their size relative to the forward + backward total."""
     total = sum(r["fwd_s"] + r["bwd_s"] for r in rows) or 1.0
     head = ["layer", "fwd ms", "bwd ms", "% of fwd+bwd", "GEMM GFLOP/s"] + (["% of GEMM peak"] if peak_gflops else [])

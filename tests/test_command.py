@@ -1,0 +1,131 @@
+"""The ``nanosgm`` command (nanosgm/commands.py): ``nanosgm train|experiments|robustness|bench|plot`` runs the
+``python -m nanosgm.<command>`` of that name, ``--version`` answers at both levels, ``--help`` lists the
+commands, and a wrong command is one line ``error: ...`` with exit status 1. ``python -m nanosgm`` is the
+same command; the installed ``nanosgm`` script (pyproject's [project.scripts]) too."""
+import importlib.metadata
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import nanosgm
+from nanosgm import commands
+from nanosgm.plumbing.blas import SPIN_TIMEOUT_LOG2
+
+VERSION = f"nanosgm {nanosgm.__version__}"
+
+
+def run(*argv, **kw):
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=120, **kw)
+
+
+def one_line_error(err) -> str:
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+# --- the version ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_at_the_top(capsys, flag):
+    assert commands.main([flag]) == 0
+    assert capsys.readouterr().out == VERSION + "\n"
+
+
+@pytest.mark.parametrize("command", list(commands.COMMANDS))
+def test_version_after_each_command(capsys, command):
+    assert commands.main([command, "--version"]) == 0
+    assert capsys.readouterr().out == VERSION + "\n"
+
+
+def test_the_version_is_the_installed_distributions():
+    try:
+        installed = importlib.metadata.version("nanosgm")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("nanosgm is not installed (pip install -e .): no distribution metadata to compare with")
+    assert VERSION == f"nanosgm {installed}"
+
+
+# --- help and refusals -----------------------------------------------------------------------------------------
+def test_help_lists_every_command_on_one_line(capsys):
+    assert commands.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: nanosgm <command>")
+    for name in ("train", "experiments", "robustness", "bench", "plot"):
+        lines = [line for line in out.splitlines() if line.split()[:1] == [name]]
+        assert len(lines) == 1 and len(lines[0].split()) > 3, (name, out)
+    assert "--version" in out and "python -m nanosgm.<command>" in out
+
+
+def test_no_command_prints_the_help_and_exits_1(capsys):
+    assert commands.main([]) == 1
+    assert "commands:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["trian"], "error: unknown command 'trian'; did you mean 'train'? choose one of train, experiments, "
+                "robustness, bench, plot (see nanosgm --help)"),
+    (["frobnicate", "--epochs", "1"], "error: unknown command 'frobnicate'; choose one of"),
+    (["--bogus", "train"], "error: unknown option '--bogus' before the command; give a command first"),
+])
+def test_an_unknown_command_is_one_line_and_exit_1(capsys, argv, message):
+    assert commands.main(argv) == 1
+    assert one_line_error(capsys.readouterr().err).startswith(message)
+
+
+# --- delegation ------------------------------------------------------------------------------------------------
+def test_a_command_runs_its_modules_main_after_limiting_the_spin_wait(monkeypatch):
+    """The command's module is imported only once OPENBLAS_THREAD_TIMEOUT is set (OpenBLAS reads it when
+    NumPy loads), and its main gets the arguments after the command."""
+    seen = {}
+    module = types.ModuleType("fake_command")
+    module.main = lambda argv: seen.update(argv=argv, timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT")) or 7
+    monkeypatch.setitem(sys.modules, "fake_command", module)
+    monkeypatch.setitem(commands.COMMANDS, "train", ("fake_command", "a stand-in"))
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    assert commands.main(["train", "mnist", "--epochs", "1"]) == 7
+    assert seen == {"argv": ["mnist", "--epochs", "1"], "timeout": str(SPIN_TIMEOUT_LOG2)}
+
+
+@pytest.mark.parametrize("command, usage", [("train", "python -m nanosgm.train"),
+                                            ("experiments", "python -m nanosgm.experiments"),
+                                            ("robustness", "python -m nanosgm.robustness"),
+                                            ("bench", "python -m nanosgm.bench"), ("plot", "nanosgm plot")])
+def test_each_command_is_the_python_m_one(capsys, command, usage):
+    with pytest.raises(SystemExit) as exit_:
+        commands.main([command, "--help"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith(f"usage: {usage} ")
+
+
+def test_importing_the_command_loads_no_numpy():
+    proc = run(sys.executable, "-c", "import sys, nanosgm.commands; sys.exit('numpy' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+
+
+# --- python -m nanosgm and the installed script ----------------------------------------------------------------
+def _script() -> Path:
+    try:
+        importlib.metadata.version("nanosgm")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("nanosgm is not installed (pip install -e .), so there is no nanosgm script")
+    name = "nanosgm.exe" if os.name == "nt" else "nanosgm"
+    script = Path(sys.executable).parent / name
+    assert script.is_file(), f"{script} is missing: reinstall with pip install -e . (pyproject [project.scripts])"
+    return script
+
+
+@pytest.mark.parametrize("how", ["python -m", "script"])
+def test_the_command_line_answers_version_help_and_refusals(how):
+    base = [sys.executable, "-m", "nanosgm"] if how == "python -m" else [str(_script())]
+    proc = run(*base, "--version")
+    assert (proc.returncode, proc.stdout) == (0, VERSION + "\n"), proc.stderr
+    proc = run(*base, "--help")
+    assert proc.returncode == 0 and "  plot " in proc.stdout, proc.stderr
+    proc = run(*base, "bench", "--bogus")
+    assert proc.returncode == 1
+    assert one_line_error(proc.stderr) == ("error: unrecognized arguments: --bogus (see python -m nanosgm.bench "
+                                           "--help)\n")
+    proc = run(*base, "nope")
+    assert proc.returncode == 1 and one_line_error(proc.stderr).startswith("error: unknown command 'nope'")
