@@ -38,7 +38,12 @@ from . import paper_tables
 from .stats import summarize
 from .tables import paper_experiment_name
 
-__all__ = ["verdict_gain", "verdict_no_harm", "claims", "is_sgm_arm", "MIN_PAIRS", "GAIN_CLAIM", "HARM_TOL"]
+__all__ = ["verdict_gain", "verdict_no_harm", "claims", "CONVENTIONS", "is_sgm_arm", "MIN_PAIRS", "GAIN_CLAIM", "HARM_TOL"]
+
+#: the FGSM conventions a Table 5 claim is judged under: (summary kind, convention name); see
+#: nanosgm.attacks.conventions. The rules are the same for both; only the measurement differs.
+CONVENTIONS = (("fgsm", "inference"), ("fgsm_authors", "authors"))
+CLAIM_SUFFIX = {"inference": "", "authors": ", the authors' FGSM"}
 
 MIN_PAIRS = 5        # the paper's five runs
 GAIN_CLAIM = 1.0     # a Table 5 difference of at least one point is a claimed gain
@@ -101,8 +106,9 @@ def is_sgm_arm(label: str) -> bool:
 
 
 def claims(result, summary=None) -> list:
-    """One row per (arm, claim) of a protocol result: {"arm", "claim", "paper_diff", "pairs", "median_diff",
-    "range", "verdict", "reason"}. Claims are the paper's Table 4 cell and its Table 5 cells with a
+    """One row per (arm, claim) of a protocol result: {"arm", "claim", "convention", "paper_diff", "pairs",
+    "median_diff", "range", "verdict", "reason"}; each Table 5 claim once per FGSM convention the records
+    carry (:data:`CONVENTIONS`; "convention" None for the clean-accuracy claim). Claims are the paper's Table 4 cell and its Table 5 cells with a
     difference of at least GAIN_CLAIM; an experiment the paper does not have gives no rows. ``summary``:
     :func:`.stats.summarize` of ``result`` when the caller already has it."""
     cfg = result["config"]
@@ -114,12 +120,20 @@ def claims(result, summary=None) -> list:
             continue
         if p4:
             rows.append(_row(arm, "clean accuracy is not lowered (Table 4)", p4["updates"] - p4["control"],
-                             s["clean"], verdict_no_harm))
-        for e, block in s["fgsm"].items():
-            D = p5["updates"][e] - p5["control"][e] if p5 and e in p5["control"] else None
-            if D is not None and D >= GAIN_CLAIM:
-                rows.append(_row(arm, f"FGSM accuracy rises at ε = {format_number(e)} (Table 5)", D, block,
-                                 lambda d, D=D: verdict_gain(d, D)))
+                             s["clean"], verdict_no_harm) | {"convention": None})
+        for kind, convention in CONVENTIONS:
+            rows += _gain_rows(arm, s.get(kind) or {}, p5, convention)
+    return rows
+
+
+def _gain_rows(arm, blocks, p5, convention) -> list:
+    """The Table 5 claims of one arm, judged on FGSM measured under ``convention``."""
+    rows = []
+    for e, block in blocks.items():
+        D = p5["updates"][e] - p5["control"][e] if p5 and e in p5["control"] else None
+        if D is not None and D >= GAIN_CLAIM:
+            rows.append(_row(arm, f"FGSM accuracy rises at ε = {format_number(e)} (Table 5{CLAIM_SUFFIX[convention]})",
+                             D, block, lambda d, D=D: verdict_gain(d, D)) | {"convention": convention})
     return rows
 
 

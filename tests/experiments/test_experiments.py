@@ -540,6 +540,20 @@ def test_claims_judge_the_papers_cells_of_a_protocol():
     assert claims(res) == []
 
 
+def test_claims_are_judged_under_each_fgsm_convention_the_records_carry():
+    from nanosgm.experiments.verdicts import claims
+    res = hand_made_result([99.0] * 5, [99.0] * 5, [80.0, 81.0, 82.0, 83.0, 84.0], [85.0, 86.0, 87.0, 88.0, 89.0],
+                           eps=(0.1,))
+    for key, r in res["networks"].items():          # the authors' FGSM: every SGM network loses 3 points
+        r["results"]["fgsm_authors_pct"] = {repr(0.1): r["results"]["fgsm_pct"][repr(0.1)] - (8.0 if "sgm" in key else 0.0)}
+    rows = claims(res)
+    got = [(r["claim"], r["convention"], r["verdict"]) for r in rows]
+    assert got == [("clean accuracy is not lowered (Table 4)", None, "confirmed"),
+                   ("FGSM accuracy rises at ε = 0.1 (Table 5)", "inference", "confirmed"),
+                   ("FGSM accuracy rises at ε = 0.1 (Table 5, the authors' FGSM)", "authors", "refuted")]
+    assert rows[2]["median_diff"] == -3.0
+
+
 def test_results_tables_tool_rewrites_the_marked_blocks_and_keeps_the_prose(tmp_path):
     tool = results_tables_tool()
     (tmp_path / "row").mkdir()
