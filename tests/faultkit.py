@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import io
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,13 @@ def deny_opening(monkeypatch):
         monkeypatch.setattr(builtins, "open", open_)
         monkeypatch.setattr(io, "open", open_)
     return deny
+
+
+@pytest.fixture
+def guarded_signals():
+    """SIGTERM and SIGHUP recorded instead of ending pytest, should the code under test not handle them."""
+    seen = []
+    before = {s: signal.signal(s, lambda signum, frame: seen.append(signum)) for s in (signal.SIGTERM, signal.SIGHUP)}
+    yield seen
+    for s, handler in before.items():
+        signal.signal(s, handler)

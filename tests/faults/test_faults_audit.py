@@ -14,6 +14,7 @@ from nanosgm.experiments import audit, train_cli
 from nanosgm.plumbing.audit_resume import PARTIAL_NAME
 from nanosgm.plumbing.runlock import RunLock
 from nanosgm.plumbing.seal import seal
+from faultkit import guarded_signals  # noqa: F401  (a fixture)
 
 AU = ["-n", "20", "--pgd-steps", "2", "--restarts", "1", "--apgd-steps", "2", "--queries", "10", "--no-progress"]
 ATTACKS = ("FGSM", "PGD-2x1", "PGD-4x1", "APGD-CE", "APGD-DLR", "Square")
@@ -119,16 +120,6 @@ def test_an_edit_that_recomputes_the_digest_is_refused_naming_the_attack_and_eps
 
 
 # --------------------------------------------------- item 3: an interrupted audit says what it keeps and how to go on
-@pytest.fixture
-def guarded_signals():
-    """SIGTERM and SIGHUP recorded instead of ending pytest, should the code under test not handle them."""
-    seen = []
-    before = {s: signal.signal(s, lambda signum, frame: seen.append(signum)) for s in (signal.SIGTERM, signal.SIGHUP)}
-    yield seen
-    for s, handler in before.items():
-        signal.signal(s, handler)
-
-
 def stop_at_call(monkeypatch, n, action):
     """Call ``action()`` at the ``n``-th attack the audit runs (1: the clean pass, 2: FGSM, 3: PGD-2x1, ...)."""
     real, calls = audit.attacks.correct_under_attack, []

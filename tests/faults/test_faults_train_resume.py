@@ -17,6 +17,7 @@ from nanosgm.methods import SGM, RunKeeping, fit as fit_model
 from nanosgm.optim import WAME, build_optimizer
 from nanosgm.plumbing import checkpoint
 from faultkit import snapshot, truncate
+from faultkit import guarded_signals  # noqa: F401  (a fixture)
 
 TR = ["mnist", "--model", "dnn", "--limit", "500", "--eval-limit", "200", "--pgd", "0", "--epochs", "1",
       "--no-progress"]            # 500 images, batch 128: four steps an epoch
@@ -242,16 +243,6 @@ def test_a_full_disk_after_training_names_the_file_and_says_training_is_complete
     assert "training is complete" in err and "--resume" in err
     monkeypatch.undo()
     assert tr(run, "--resume") == 0 and (run / "results.json").exists()
-
-
-@pytest.fixture
-def guarded_signals():
-    """SIGTERM and SIGHUP recorded instead of ending pytest, should the code under test not handle them."""
-    seen = []
-    before = {s: signal.signal(s, lambda signum, frame: seen.append(signum)) for s in (signal.SIGTERM, signal.SIGHUP)}
-    yield seen
-    for s, handler in before.items():
-        signal.signal(s, handler)
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
