@@ -1,4 +1,9 @@
-"""Element-wise activation and reshaping layers: ReLU (phi and phi' of Eq. 6-9) and Flatten."""
+"""Element-wise activation and reshaping layers: ReLU (phi and phi' of Eq. 6-9) and Flatten.
+
+Double backpropagation (base.py): both are linear in x where they are differentiable (ReLU's phi'' is 0
+away from its kink, and the mask does not move), so R{y} and R{dx} use the forward's mask or shape:
+    ReLU:    R{y} = R{x} * [x > 0],   R{dx} = R{dy} * [x > 0]
+"""
 from __future__ import annotations
 
 from .base import Layer, check_ndim
@@ -15,6 +20,13 @@ class ReLU(Layer):
     def backward(self, dy):
         return dy * self._need_cache()
 
+    def forward_dot(self, x_dot):
+        self._dot_cache = True
+        return x_dot * self._need_cache()
+
+    def backward_dot(self, dy, dy_dot):
+        return dy_dot * self._need_cache()
+
 
 class Flatten(Layer):
     """(N, C, H, W) -> (N, C*H*W), in C, H, W order (as PyTorch's flatten)."""
@@ -26,3 +38,10 @@ class Flatten(Layer):
 
     def backward(self, dy):
         return dy.reshape(self._need_cache())
+
+    def forward_dot(self, x_dot):
+        self._dot_cache = True
+        return x_dot.reshape(self._need_cache()[0], -1)
+
+    def backward_dot(self, dy, dy_dot):
+        return dy_dot.reshape(self._need_cache())

@@ -3,6 +3,18 @@
     y  = layer.forward(x, training=True)   # caches what backward needs
     dx = layer.backward(dy)                # returns dE/dx and fills layer.grads
 
+and a third pass, for training losses that contain the input gradient itself (double backpropagation,
+the paper's Section 6 future work; nanosgm/methods/gradreg.py):
+
+    y_dot  = layer.forward_dot(x_dot)      # R{y}: how y moves when x moves along x_dot
+    dx_dot = layer.backward_dot(dy, dy_dot)  # R{dx}: how the backward pass moves; fills layer.grads_dot
+
+``R{f} = d/dr f(x + r x_dot) at r = 0`` is Pearlmutter's (1994) R-operator: applied to the forward pass
+it is a Jacobian-vector product, applied to the backward pass a Hessian-vector product. Only the inputs
+move (the weights are constants), so ``grads_dot[name] = R{dE/d(param)} = (d^2 E / d param dx) x_dot``.
+``forward_dot`` follows ``forward`` (it reads that pass's cache); ``backward_dot`` takes the ``dy`` that
+``backward`` was given, and the derivative ``dy_dot`` of it from the layer above.
+
 ``layer.params`` maps a name to a learnable array, ``layer.grads`` holds dE/d(param) under the same names
 after ``backward``, and ``layer.buffers`` holds non-learnable state that is saved with the model
 (batch normalisation's running statistics). Returning dE/dx from *every* layer, including the first,
@@ -24,7 +36,9 @@ class Layer:
         self.params: dict = {}
         self.grads: dict = {}
         self.buffers: dict = {}
+        self.grads_dot: dict = {}       # R{grads} after backward_dot (double backpropagation)
         self._cache = None
+        self._dot_cache = None
         # False: backward returns dE/dx only and leaves ``grads`` alone (attacks need no weight gradients)
         self.param_grads = True
 
@@ -34,6 +48,12 @@ class Layer:
     def backward(self, dy):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def forward_dot(self, x_dot):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} has no forward_dot (double backpropagation)")
+
+    def backward_dot(self, dy, dy_dot):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} has no backward_dot (double backpropagation)")
+
     def __call__(self, x, training: bool = True):
         return self.forward(x, training=training)
 
@@ -42,6 +62,12 @@ class Layer:
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward() was called before forward(x, training=True)")
         return self._cache
+
+    def _need_dot_cache(self):
+        """The cache from the last forward_dot pass, or a clear error if there was none."""
+        if self._dot_cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward_dot() was called before forward_dot(x_dot)")
+        return self._dot_cache
 
     def extra_repr(self) -> str:
         return ""

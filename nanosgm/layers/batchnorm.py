@@ -11,6 +11,16 @@ mode). Training-mode backward, with M values per feature:
     dx = (1 / sqrt(var + eps)) * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
        = gamma / sqrt(var + eps) * (dy - dbeta / M - xhat * dgamma / M)      (how it is computed:
     mean(dxhat) and mean(dxhat * xhat) are the parameter gradients dbeta, dgamma times gamma / M)
+
+Double backpropagation (R-operator along an input direction, gamma and beta constant; see base.py).
+With s = 1 / sqrt(var + eps), and in training mode the batch statistics moving with the inputs:
+    R{s}    = -s^2 mean(xhat R{x})
+    R{xhat} = s (R{x} - mean(R{x}) - xhat mean(xhat R{x})),      R{y} = gamma R{xhat}
+    dx      = gamma s inner,   inner = dy - mean(dy) - xhat mean(dy xhat)
+    R{dx}   = gamma (R{s} inner + s R{inner}),
+    R{inner} = R{dy} - mean(R{dy}) - R{xhat} mean(dy xhat) - xhat mean(R{dy} xhat + dy R{xhat})
+    R{dgamma} = sum(R{dy} xhat + dy R{xhat}),   R{dbeta} = sum(R{dy})
+In inference mode s and the mean are constants: R{xhat} = s R{x}, R{s} = 0.
 """
 from __future__ import annotations
 
@@ -63,6 +73,19 @@ class BatchNorm(Layer):
             return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         return self._backward2d(dy)
 
+    def forward_dot(self, x_dot):
+        if x_dot.ndim == 4:
+            n, c, h, w = x_dot.shape
+            return self._forward_dot2d(_rows(x_dot)).reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        return self._forward_dot2d(x_dot)
+
+    def backward_dot(self, dy, dy_dot):
+        if dy.ndim == 4:
+            n, c, h, w = dy.shape
+            dx_dot = self._backward_dot2d(_rows(dy), _rows(dy_dot))
+            return dx_dot.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        return self._backward_dot2d(dy, dy_dot)
+
     def _forward2d(self, x, training):
         """x: (M, F) rows; the statistics are per column."""
         gamma, beta = self.params["gamma"], self.params["beta"]
@@ -110,3 +133,30 @@ class BatchNorm(Layer):
         dx -= dbeta / m
         dx *= scale
         return dx
+
+    def _forward_dot2d(self, x_dot):
+        """R{y} for (M, F) rows; caches R{xhat} and R{s} (module docstring)."""
+        mode, xc, s = self._need_cache()
+        if mode == "inference":
+            xhat_dot, s_dot = x_dot * s, None
+        else:
+            xhat = xc * s
+            s_dot = -s * s * (xhat * x_dot).mean(axis=0)
+            xhat_dot = s * (x_dot - x_dot.mean(axis=0) - xhat * (xhat * x_dot).mean(axis=0))
+        self._dot_cache = (xhat_dot, s_dot)
+        return self.params["gamma"] * xhat_dot
+
+    def _backward_dot2d(self, dy, dy_dot):
+        """R{dx} for (M, F) rows; fills grads_dot (module docstring)."""
+        mode, xc, s = self._need_cache()
+        xhat_dot, s_dot = self._need_dot_cache()
+        gamma, xhat = self.params["gamma"], xc * s
+        if self.param_grads:
+            self.grads_dot["gamma"] = (dy_dot * xhat + dy * xhat_dot).sum(axis=0)
+            self.grads_dot["beta"] = dy_dot.sum(axis=0)
+        if mode == "inference":
+            return dy_dot * (gamma * s)
+        inner = dy - dy.mean(axis=0) - xhat * (dy * xhat).mean(axis=0)
+        inner_dot = (dy_dot - dy_dot.mean(axis=0) - xhat_dot * (dy * xhat).mean(axis=0)
+                     - xhat * (dy_dot * xhat + dy * xhat_dot).mean(axis=0))
+        return gamma * (s_dot * inner + s * inner_dot)

@@ -11,6 +11,11 @@ so the next convolution's transpose back to channels-last costs nothing. A layer
 channels (the first one, on grey images) uses the transposed ``cols`` instead (im2col_cf), whose
 copies move whole image rows; the two give the same numbers (tests/layers/test_im2col.py).
 At the network's first layer Eq. 13 is the residual gradient at the inputs, Eq. 14.
+
+Double backpropagation (R-operator along an input direction, W and b constant; see base.py): the
+convolution is linear in x and in W, so every derivative is one of the three products above again:
+    R{y} = Eq. 11 on R{x} (no bias);  R{dW} = Eq. 12 on (R{x}, dy) + Eq. 12 on (x, R{dy});
+    R{db} = sum of R{dy};  R{dx} = Eq. 13 on R{dy}
 """
 from __future__ import annotations
 
@@ -62,43 +67,82 @@ class Conv2D(Layer):
         """W (C_out, C_in, kh, kw) as the (kh*kw*C_in, C_out) matrix that multiplies im2col's rows."""
         return self.params["W"].transpose(2, 3, 1, 0).reshape(-1, self.out_channels)
 
-    def forward(self, x, training=True):
-        self._check(x)
-        n, _, h, w = x.shape
+    def _columns(self, x, out=None):
+        """im2col in this layer's layout: (C*kh*kw, N*Ho*Wo) below FEW_CHANNELS, else (N*Ho*Wo, kh*kw*C)."""
+        geometry = (self.kh, self.kw, self.stride, self.padding)
+        if self.in_channels < FEW_CHANNELS:
+            return im2col_cf(x, *geometry, out=out)
+        return im2col(x, *geometry, out=out)
+
+    def _apply(self, cols):
+        """Eq. 11 without the bias: the (N*Ho*Wo, C_out) rows of the output."""
+        if self.in_channels < FEW_CHANNELS:
+            return cols.T @ self.params["W"].reshape(self.out_channels, -1).T
+        return cols @ self._w_mat()
+
+    def _weight_grad(self, cols, dy_mat):
+        """Eq. 12: dE/dW (C_out, C_in, kh, kw) from the columns and the (N*Ho*Wo, C_out) output gradient."""
+        if self.in_channels < FEW_CHANNELS:
+            return (dy_mat.T @ cols.T).reshape(self.params["W"].shape)
+        dw_mat = cols.T @ dy_mat
+        return dw_mat.reshape(self.kh, self.kw, self.in_channels, self.out_channels).transpose(3, 2, 0, 1).copy()
+
+    def _input_grad(self, dy_mat, x_shape):
+        """Eq. 13 (Eq. 14 at the first layer): dE/dx (N, C_in, H, W) from the output gradient rows."""
+        geometry = (self.kh, self.kw, self.stride, self.padding)
+        if self.in_channels < FEW_CHANNELS:
+            w_cf = self.params["W"].reshape(self.out_channels, -1)             # (C_out, C*kh*kw)
+            return col2im_cf(w_cf.T @ dy_mat.T, x_shape, *geometry)
+        return col2im(dy_mat @ self._w_mat().T, x_shape, *geometry)
+
+    def _nchw(self, rows, x_shape):
+        """(N*Ho*Wo, C_out) rows -> the (N, C_out, Ho, Wo) output, an NCHW view of channels-last memory."""
+        n, _, h, w = x_shape
         ho = output_size(h, self.kh, self.stride, self.padding)
         wo = output_size(w, self.kw, self.stride, self.padding)
-        geometry = (self.kh, self.kw, self.stride, self.padding)
-        ws = getattr(self, "_workspace", None)                                # reused im2col buffer
-        if self.in_channels < FEW_CHANNELS:
-            cols = im2col_cf(x, *geometry, out=ws)                             # (C*kh*kw, N*Ho*Wo)
-            y = cols.T @ self.params["W"].reshape(self.out_channels, -1).T      # Eq. 11, (N*Ho*Wo, C_out)
-        else:
-            cols = im2col(x, *geometry, out=ws)                                # (N*Ho*Wo, kh*kw*C)
-            y = cols @ self._w_mat()                                           # Eq. 11, (N*Ho*Wo, C_out)
+        return rows.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
+
+    def _rows(self, dy):
+        """(N, C_out, Ho, Wo) -> contiguous (N*Ho*Wo, C_out)."""
+        xp = backend.array_module(dy)
+        return xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)
+
+    def forward(self, x, training=True):
+        self._check(x)
+        cols = self._columns(x, out=getattr(self, "_workspace", None))      # reused im2col buffer
         self._workspace = cols.base if cols.base is not None else cols
+        y = self._apply(cols)                                                 # Eq. 11
         if "b" in self.params:
             y += self.params["b"]
         self._cache = (x.shape, cols)
-        return y.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)   # NCHW view
+        return self._nchw(y, x.shape)
 
     def backward(self, dy):
         x_shape, cols = self._need_cache()
-        xp = backend.array_module(dy)
-        dy_mat = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.out_channels)   # (N*Ho*Wo, C_out)
-        geometry = (self.kh, self.kw, self.stride, self.padding)
-        if self.param_grads and "b" in self.params:
-            self.grads["b"] = dy_mat.sum(axis=0)
-        if self.in_channels < FEW_CHANNELS:
-            w_cf = self.params["W"].reshape(self.out_channels, -1)             # (C_out, C*kh*kw)
-            if self.param_grads:
-                self.grads["W"] = (dy_mat.T @ cols.T).reshape(self.params["W"].shape)    # Eq. 12
-            return col2im_cf(w_cf.T @ dy_mat.T, x_shape, *geometry)                      # Eq. 13 / Eq. 14
+        dy_mat = self._rows(dy)
         if self.param_grads:
-            dw_mat = cols.T @ dy_mat                                           # Eq. 12
-            self.grads["W"] = dw_mat.reshape(self.kh, self.kw, self.in_channels,
-                                             self.out_channels).transpose(3, 2, 0, 1).copy()
-        dcols = dy_mat @ self._w_mat().T                                       # (N*Ho*Wo, kh*kw*C)
-        return col2im(dcols, x_shape, *geometry)                               # Eq. 13 / Eq. 14
+            if "b" in self.params:
+                self.grads["b"] = dy_mat.sum(axis=0)
+            self.grads["W"] = self._weight_grad(cols, dy_mat)                # Eq. 12
+        return self._input_grad(dy_mat, x_shape)                              # Eq. 13 / Eq. 14
+
+    def forward_dot(self, x_dot):
+        """R{y} = conv(R{x}, W): Eq. 11 on the direction, without the bias (base.py)."""
+        x_shape, _ = self._need_cache()
+        cols_dot = self._columns(x_dot)             # its own buffer: the workspace still holds forward's cols
+        self._dot_cache = cols_dot
+        return self._nchw(self._apply(cols_dot), x_shape)
+
+    def backward_dot(self, dy, dy_dot):
+        """R{dW} = Eq. 12 on (R{x}, dy) + Eq. 12 on (x, R{dy});  R{db} = sum R{dy};  R{dx} = Eq. 13 on R{dy}."""
+        x_shape, cols = self._need_cache()
+        cols_dot = self._need_dot_cache()
+        dy_mat, dy_dot_mat = self._rows(dy), self._rows(dy_dot)
+        if self.param_grads:
+            if "b" in self.params:
+                self.grads_dot["b"] = dy_dot_mat.sum(axis=0)
+            self.grads_dot["W"] = self._weight_grad(cols_dot, dy_mat) + self._weight_grad(cols, dy_dot_mat)
+        return self._input_grad(dy_dot_mat, x_shape)
 
 
 def conv2d_reference(x, W, b=None, stride: int = 1, padding: int = 0):

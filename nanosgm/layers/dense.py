@@ -4,6 +4,10 @@ Eq. 6:  net_j = sum_i w_{i->j} o_i + b_j, written for a batch as ``y = x @ W + b
 Eq. 7-9: dE/dw_{i->j} = dE/dnet_j * o_i, i.e. ``dW = x.T @ dy`` (the activation's phi' is its own layer).
 Eq. 10: the gradient at the layer's inputs sums over the nodes each input feeds: ``dx = dy @ W.T``.
 At the first layer this dx is the residual gradient at the inputs, Eq. 14.
+
+Double backpropagation (R-operator along an input direction, W and b constant; see base.py):
+    R{y}  = R{x} @ W
+    R{dW} = R{x}.T @ dy + x.T @ R{dy},   R{db} = sum_n R{dy},   R{dx} = R{dy} @ W.T
 """
 from __future__ import annotations
 
@@ -44,3 +48,15 @@ class Dense(Layer):
             if "b" in self.params:
                 self.grads["b"] = dy.sum(axis=0)
         return dy @ self.params["W"].T              # Eq. 10 (Eq. 14 at the first layer)
+
+    def forward_dot(self, x_dot):
+        self._dot_cache = x_dot
+        return x_dot @ self.params["W"]             # R{Eq. 6}: the bias does not move
+
+    def backward_dot(self, dy, dy_dot):
+        x, x_dot = self._need_cache(), self._need_dot_cache()
+        if self.param_grads:
+            self.grads_dot["W"] = x_dot.T @ dy + x.T @ dy_dot    # R{Eq. 7-9}: product rule
+            if "b" in self.params:
+                self.grads_dot["b"] = dy_dot.sum(axis=0)
+        return dy_dot @ self.params["W"].T          # R{Eq. 10}

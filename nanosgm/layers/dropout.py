@@ -2,6 +2,8 @@
 
 Training: keep each unit with probability 1 - p and scale the kept ones by 1 / (1 - p), so inference
 is the identity. The mask is drawn from the backend's seeded generator (``backend.device_rng()``).
+
+Double backpropagation (base.py) holds the forward pass's mask: R{y} = R{x} * mask, R{dx} = R{dy} * mask.
 """
 from __future__ import annotations
 
@@ -47,3 +49,10 @@ class Dropout(Layer):
     def backward(self, dy):
         mask = self._need_cache()
         return dy if mask is _IDENTITY else dy * mask
+
+    def forward_dot(self, x_dot):
+        self._dot_cache = True
+        return self.backward(x_dot)                 # the same held mask, the same product
+
+    def backward_dot(self, dy, dy_dot):
+        return self.backward(dy_dot)

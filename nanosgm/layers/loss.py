@@ -2,6 +2,9 @@
 
     p = softmax(z),  E = -(1/N) sum_n log p[n, y_n],  dE/dz = (p - onehot(y)) / N
 Computed from log-softmax with the row maximum subtracted, so large logits cannot overflow.
+
+Double backpropagation (nanosgm/layers/base.py): along a direction R{z} of the logits,
+    R{dE/dz} = p * (R{z} - sum_k p_k R{z}_k) / N        (the softmax's Jacobian applied to R{z}, over N)
 """
 from __future__ import annotations
 
@@ -52,6 +55,12 @@ class SoftmaxCrossEntropy:
         d[rows, labels] -= 1
         d /= log_p.shape[0]
         return d
+
+    def backward_dot(self, logits_dot):
+        """R{dE/dz} for the logits' direction ``logits_dot`` (N, K), after forward."""
+        log_p, _, _ = self._need_cache()
+        p = backend.array_module(log_p).exp(log_p)
+        return p * (logits_dot - (p * logits_dot).sum(axis=1, keepdims=True)) / log_p.shape[0]
 
 
 def label_shape(y, n: int) -> None:

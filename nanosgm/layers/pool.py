@@ -1,4 +1,10 @@
-"""Pooling layers: max-pooling (gradient routed to the arg-max of each window) and global average pooling."""
+"""Pooling layers: max-pooling (gradient routed to the arg-max of each window) and global average pooling.
+
+Double backpropagation (base.py): both are linear once max-pooling's arg-max is fixed (a small move of
+the inputs does not change which element wins a window without ties), so
+    MaxPool2D:        R{y} = R{x} read at each window's stored arg-max,   R{dx} = backward(R{dy})
+    GlobalAvgPool2D:  R{y} = mean over (H, W) of R{x},                    R{dx} = backward(R{dy})
+"""
 from __future__ import annotations
 
 from .. import backend
@@ -82,6 +88,20 @@ class MaxPool2D(Layer):
         threads.run_blocks(block, sample_blocks(first.shape[0], dx[0].nbytes, like=dy))
         return dx.transpose(0, 3, 1, 2)
 
+    def forward_dot(self, x_dot):
+        """R{y}[n, c, i, j] = R{x} at the element that won window (i, j) in forward."""
+        _, first = self._need_cache()
+        x_cl = x_dot.transpose(0, 2, 3, 1)
+        ho, wo = first.shape[1], first.shape[2]
+        y_dot = backend.array_module(x_dot).zeros(first.shape, dtype=x_dot.dtype)
+        for o in range(self.k * self.k):
+            y_dot += self._window(x_cl, o, ho, wo) * (first == o)
+        self._dot_cache = True
+        return y_dot.transpose(0, 3, 1, 2)
+
+    def backward_dot(self, dy, dy_dot):
+        return self.backward(dy_dot)                   # the same routing, applied to R{dy}
+
 
 def maxpool2d_reference(x, k: int, stride: int | None = None, dy=None):
     """Max-pooling written out one window at a time: y (N, C, Ho, Wo), and dx if ``dy`` is given.
@@ -117,3 +137,10 @@ class GlobalAvgPool2D(Layer):
         n, c, h, w = self._need_cache()
         xp = backend.array_module(dy)
         return xp.broadcast_to(dy[:, :, None, None] / (h * w), (n, c, h, w)).copy()
+
+    def forward_dot(self, x_dot):
+        self._dot_cache = True
+        return x_dot.mean(axis=(2, 3))
+
+    def backward_dot(self, dy, dy_dot):
+        return self.backward(dy_dot)

@@ -64,27 +64,53 @@ class Sequential(Layer, CheckedState):
             x = layer.forward(x, training=training)
         return x
 
-    def backward(self, dy, param_grads: bool = True):
+    def backward(self, dy, param_grads: bool = True, keep: bool = False):
         """Backpropagate through every layer; returns dE/dX at the network's inputs (Eq. 14).
 
         ``param_grads=False`` computes dE/dX only, skipping the weight gradients (and leaving the
         layers' ``grads`` as they were): what an attack needs, at a fraction of the cost.
+        ``keep=True`` also keeps the gradient that reached each layer, for :meth:`backward_dot`.
         """
+        dys = [None] * len(self.layers)
         try:
             for layer in self.layers:
                 layer.param_grads = param_grads
-            for layer in reversed(self.layers):
-                dy = layer.backward(dy)
+            for i in reversed(range(len(self.layers))):
+                dys[i] = dy if keep else None
+                dy = self.layers[i].backward(dy)
         finally:
             for layer in self.layers:
                 layer.param_grads = True
+        self._dys = dys if keep else None
         return dy
+
+    def forward_dot(self, x_dot):
+        """R{logits}: the forward pass's derivative along the input direction ``x_dot`` (after forward)."""
+        for layer in self.layers:
+            x_dot = layer.forward_dot(x_dot)
+        return x_dot
+
+    def backward_dot(self, dy_dot):
+        """R{dE/dX} along the direction of :meth:`forward_dot`, from ``dy_dot`` = R{dE/dlogits}; fills every
+        layer's ``grads_dot`` = R{dE/dparam} (double backpropagation). Needs ``backward(..., keep=True)``."""
+        dys = getattr(self, "_dys", None)
+        if dys is None:
+            raise RuntimeError("Sequential.backward_dot() needs a backward(dy, keep=True) pass before it")
+        for i in reversed(range(len(self.layers))):
+            dy_dot = self.layers[i].backward_dot(dys[i], dy_dot)
+        return dy_dot
 
     def parameters(self):
         """Yield (name, param, grad) for every learnable array; ``grad`` is None before a backward pass."""
         for i, layer in enumerate(self.layers):
             for key, p in layer.params.items():
                 yield f"{i}.{key}", p, layer.grads.get(key)
+
+    def parameters_dot(self):
+        """Yield (name, param, grad_dot) for every learnable array after :meth:`backward_dot`."""
+        for i, layer in enumerate(self.layers):
+            for key, p in layer.params.items():
+                yield f"{i}.{key}", p, layer.grads_dot.get(key)
 
     def num_params(self) -> int:
         return int(sum(p.size for _, p, _ in self.parameters()))

@@ -9,6 +9,8 @@
     fgsm-at:E               adversarial training, FGSM with the clean/adversarial loss mix (Goodfellow et al.)
     fgsm-rs:E               adversarial training, FGSM from a random start (Wong et al.)
     pgd-at:E[:K]            adversarial training, PGD with K steps (default 7; Madry et al.)
+    gradreg:MU              input-gradient regularisation E + MU mean ||dE_n/dx_n||^2, exact double backward
+    gradreg-fd:MU:H         the same by Finlay & Oberman's finite difference of step H (Section 6's future work)
 
 ``parse_arm(label).label`` gives the label back in its canonical spelling (numbers as short as they can be
 while reading back exactly). Adding a method = its class (with ``parse`` and ``label``) + one line in
@@ -24,6 +26,7 @@ from __future__ import annotations
 from .adaptive import INPUT_RULES, AdaptiveSGM
 from .adversarial import AdversarialTraining
 from .base import Control
+from .gradreg import GradientRegularisation
 from .published import Published
 from .sgm import SGM
 
@@ -40,11 +43,13 @@ GRAMMAR = {
     "fgsm-at": AdversarialTraining.parser("fgsm"),
     "fgsm-rs": AdversarialTraining.parser("fgsm-rs"),
     "pgd-at": AdversarialTraining.parser("pgd"),
+    "gradreg": GradientRegularisation.parser(finite_difference=False),
+    "gradreg-fd": GradientRegularisation.parser(finite_difference=True),
 }
 
 _USAGE = ("use control, published, sgm:LAMBDA, sgm:LAMBDA:per-sample (LAMBDA a non-zero number, e.g. sgm:0.2), "
           "sgm-momentum|sgm-adam|sgm-sign:STEP[:per-sample][:ball=R][:clip], "
-          "fgsm-at:EPS, fgsm-rs:EPS or pgd-at:EPS[:STEPS]")
+          "fgsm-at:EPS, fgsm-rs:EPS, pgd-at:EPS[:STEPS], gradreg:MU or gradreg-fd:MU:H")
 
 
 def parse_arm(text: str, *, clip=(0.0, 1.0)):

@@ -17,6 +17,7 @@ The methods of this package, each named by its label in the protocol's arm gramm
     sgm-RULE:L[:...]        :class:`~nanosgm.methods.adaptive.AdaptiveSGM`    SGM's step by an optimiser's rule
     published               :class:`~nanosgm.methods.published.Published`     the authors' Keras code path
     fgsm-at:E, fgsm-rs:E, pgd-at:E:K   :class:`~nanosgm.methods.adversarial.AdversarialTraining`
+    gradreg:MU, gradreg-fd:MU:H        :class:`~nanosgm.methods.gradreg.GradientRegularisation`
 
 A method that keeps state across batches (SGM's X_t) hands it to the checkpoint through
 ``state_dict`` / ``load_state_dict`` (the same all-or-nothing contract as the model's), and reports
