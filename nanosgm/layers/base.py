@@ -23,16 +23,20 @@ is what gives the residual gradient at the inputs (Eq. 14) that the Smooth Gradi
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from .. import backend
 
+#: An array of the active backend: a ``numpy.ndarray``, or a ``cupy.ndarray`` (the same interface) on the GPU.
+Array = np.ndarray
+
 
 class Layer:
     """Base class: holds params / grads / buffers; subclasses implement forward and backward."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.params: dict = {}
         self.grads: dict = {}
         self.buffers: dict = {}
@@ -45,25 +49,25 @@ class Layer:
     def forward(self, x, training: bool = True):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def backward(self, dy):  # pragma: no cover - abstract
+    def backward(self, dy: Array) -> Array:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward_dot(self, x_dot):  # pragma: no cover - abstract
+    def forward_dot(self, x_dot: Array) -> Array:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no forward_dot (double backpropagation)")
 
-    def backward_dot(self, dy, dy_dot):  # pragma: no cover - abstract
+    def backward_dot(self, dy: Array, dy_dot: Array) -> Array:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no backward_dot (double backpropagation)")
 
-    def __call__(self, x, training: bool = True):
+    def __call__(self, x: Array, training: bool = True) -> Array:
         return self.forward(x, training=training)
 
-    def _need_cache(self):
+    def _need_cache(self) -> Any:
         """The cache from the last forward pass, or a clear error if there was none."""
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward() was called before forward(x, training=True)")
         return self._cache
 
-    def _need_dot_cache(self):
+    def _need_dot_cache(self) -> Any:
         """The cache from the last forward_dot pass, or a clear error if there was none."""
         if self._dot_cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward_dot() was called before forward_dot(x_dot)")
@@ -76,7 +80,7 @@ class Layer:
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
-def he_normal(shape, fan_in: int, dtype, rng=None):
+def he_normal(shape: tuple, fan_in: int, dtype, rng: np.random.Generator | None = None) -> Array:
     """He et al. (2015) initialisation for ReLU layers: N(0, 2 / fan_in).
 
     Drawn on the host from ``rng`` (default: the global seeded host generator) and moved to the active
@@ -87,22 +91,22 @@ def he_normal(shape, fan_in: int, dtype, rng=None):
     return backend.to_device(w.astype(dtype))
 
 
-def zeros(shape, dtype):
+def zeros(shape: tuple, dtype) -> Array:
     return backend.xp().zeros(shape, dtype=dtype)
 
 
-def ones(shape, dtype):
+def ones(shape: tuple, dtype) -> Array:
     return backend.xp().ones(shape, dtype=dtype)
 
 
-def check_float_dtype(dtype):
+def check_float_dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype)
     if dt not in (np.float16, np.float32, np.float64):
         raise ValueError(f"dtype must be a floating type (float32, or float64 for gradient checks), got {dt}")
     return dt
 
 
-def check_ndim(layer, x, ndims, hint=""):
+def check_ndim(layer: "Layer", x: Array, ndims: tuple, hint: str = "") -> None:
     """Raise a ValueError that says what shape was expected and what to do."""
     if x.ndim not in ndims:
         want = " or ".join(f"{n}-D" for n in ndims)

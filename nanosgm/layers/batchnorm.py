@@ -25,10 +25,10 @@ In inference mode s and the mean are constants: R{xhat} = s R{x}, R{s} = 0.
 from __future__ import annotations
 
 from .. import backend
-from .base import Layer, check_float_dtype, check_ndim, ones, zeros
+from .base import Array, Layer, check_float_dtype, check_ndim, ones, zeros
 
 
-def _rows(x):
+def _rows(x: Array) -> Array:
     """(N, C, H, W) -> the channels-last rows (N*H*W, C), contiguous (free when x is stored channels-last)."""
     return backend.array_module(x).ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(-1, x.shape[1])
 
@@ -39,7 +39,7 @@ class BatchNorm(Layer):
     Params ``gamma`` (ones), ``beta`` (zeros); buffers ``running_mean`` (zeros), ``running_var`` (ones).
     """
 
-    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *, dtype="float32"):
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, *, dtype="float32") -> None:
         super().__init__()
         self.num_features, self.momentum, self.eps = int(num_features), float(momentum), float(eps)
         self.dtype = check_float_dtype(dtype)
@@ -48,15 +48,15 @@ class BatchNorm(Layer):
         self.buffers["running_mean"] = zeros((self.num_features,), self.dtype)
         self.buffers["running_var"] = ones((self.num_features,), self.dtype)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
 
-    def _check(self, x):
+    def _check(self, x: Array) -> None:
         check_ndim(self, x, (2, 4))
         if x.shape[1] != self.num_features:
             raise ValueError(f"{self!r} expected {self.num_features} features/channels on axis 1, got shape {tuple(x.shape)}")
 
-    def forward(self, x, training=True):
+    def forward(self, x: Array, training: bool = True) -> Array:
         """(N, F) -> (N, F), or (N, C, H, W) -> (N, C, H, W): the 4-D case is the 2-D one applied to the
         channels-last rows (N*H*W, C), which is both the per-channel statistic and the fast memory order."""
         self._check(x)
@@ -66,27 +66,27 @@ class BatchNorm(Layer):
             return y.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         return self._forward2d(x, training)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         if dy.ndim == 4:
             n, c, h, w = dy.shape
             dx = self._backward2d(_rows(dy))
             return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         return self._backward2d(dy)
 
-    def forward_dot(self, x_dot):
+    def forward_dot(self, x_dot: Array) -> Array:
         if x_dot.ndim == 4:
             n, c, h, w = x_dot.shape
             return self._forward_dot2d(_rows(x_dot)).reshape(n, h, w, c).transpose(0, 3, 1, 2)
         return self._forward_dot2d(x_dot)
 
-    def backward_dot(self, dy, dy_dot):
+    def backward_dot(self, dy: Array, dy_dot: Array) -> Array:
         if dy.ndim == 4:
             n, c, h, w = dy.shape
             dx_dot = self._backward_dot2d(_rows(dy), _rows(dy_dot))
             return dx_dot.reshape(n, h, w, c).transpose(0, 3, 1, 2)
         return self._backward_dot2d(dy, dy_dot)
 
-    def _forward2d(self, x, training):
+    def _forward2d(self, x: Array, training: bool) -> Array:
         """x: (M, F) rows; the statistics are per column."""
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:
@@ -113,7 +113,7 @@ class BatchNorm(Layer):
         y += beta
         return y
 
-    def _backward2d(self, dy):
+    def _backward2d(self, dy: Array) -> Array:
         mode, xc, inv_std = self._need_cache()
         scale = self.params["gamma"] * inv_std
         if mode == "inference" and not self.param_grads:    # dE/dx only (attacks): no reductions needed
@@ -134,7 +134,7 @@ class BatchNorm(Layer):
         dx *= scale
         return dx
 
-    def _forward_dot2d(self, x_dot):
+    def _forward_dot2d(self, x_dot: Array) -> Array:
         """R{y} for (M, F) rows; caches R{xhat} and R{s} (module docstring)."""
         mode, xc, s = self._need_cache()
         if mode == "inference":
@@ -146,7 +146,7 @@ class BatchNorm(Layer):
         self._dot_cache = (xhat_dot, s_dot)
         return self.params["gamma"] * xhat_dot
 
-    def _backward_dot2d(self, dy, dy_dot):
+    def _backward_dot2d(self, dy: Array, dy_dot: Array) -> Array:
         """R{dx} for (M, F) rows; fills grads_dot (module docstring)."""
         mode, xc, s = self._need_cache()
         xhat_dot, s_dot = self._need_dot_cache()

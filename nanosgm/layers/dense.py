@@ -11,7 +11,7 @@ Double backpropagation (R-operator along an input direction, W and b constant; s
 """
 from __future__ import annotations
 
-from .base import Layer, check_float_dtype, check_ndim, he_normal, zeros
+from .base import Array, Layer, check_float_dtype, check_ndim, he_normal, zeros
 
 
 class Dense(Layer):
@@ -20,7 +20,7 @@ class Dense(Layer):
     Params: ``W`` (in_features, out_features), He-initialised; ``b`` (out_features,), zeros.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, dtype="float32", rng=None):
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, dtype="float32", rng=None) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.dtype = check_float_dtype(dtype)
@@ -28,10 +28,10 @@ class Dense(Layer):
         if bias:
             self.params["b"] = zeros((self.out_features,), self.dtype)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}"
 
-    def forward(self, x, training=True):
+    def forward(self, x: Array, training: bool = True) -> Array:
         check_ndim(self, x, (2,), "Flatten images first (add a Flatten() layer before Dense).")
         if x.shape[1] != self.in_features:
             raise ValueError(f"{self!r} expected inputs shaped (N, {self.in_features}), got {tuple(x.shape)}")
@@ -41,7 +41,7 @@ class Dense(Layer):
             y += self.params["b"]
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         x = self._need_cache()
         if self.param_grads:
             self.grads["W"] = x.T @ dy              # Eq. 7-9
@@ -49,11 +49,11 @@ class Dense(Layer):
                 self.grads["b"] = dy.sum(axis=0)
         return dy @ self.params["W"].T              # Eq. 10 (Eq. 14 at the first layer)
 
-    def forward_dot(self, x_dot):
+    def forward_dot(self, x_dot: Array) -> Array:
         self._dot_cache = x_dot
         return x_dot @ self.params["W"]             # R{Eq. 6}: the bias does not move
 
-    def backward_dot(self, dy, dy_dot):
+    def backward_dot(self, dy: Array, dy_dot: Array) -> Array:
         x, x_dot = self._need_cache(), self._need_dot_cache()
         if self.param_grads:
             self.grads_dot["W"] = x_dot.T @ dy + x.T @ dy_dot    # R{Eq. 7-9}: product rule

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .base import Layer
+from .base import Array, Layer
 
 _IDENTITY = object()     # cache marker: the last forward pass was the identity (inference, or p = 0)
 
@@ -22,7 +22,7 @@ class Dropout(Layer):
     need the same mask on every evaluation).
     """
 
-    def __init__(self, p: float = 0.5, rng=None):
+    def __init__(self, p: float = 0.5, rng=None) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
@@ -31,10 +31,10 @@ class Dropout(Layer):
         self.hold_mask = False
         self.mask = None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"
 
-    def forward(self, x, training=True):
+    def forward(self, x: Array, training: bool = True) -> Array:
         if not training or self.p == 0.0:
             self._cache = _IDENTITY
             return x
@@ -46,13 +46,13 @@ class Dropout(Layer):
         self._cache = self.mask
         return x * self.mask
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         mask = self._need_cache()
         return dy if mask is _IDENTITY else dy * mask
 
-    def forward_dot(self, x_dot):
+    def forward_dot(self, x_dot: Array) -> Array:
         self._dot_cache = True
         return self.backward(x_dot)                 # the same held mask, the same product
 
-    def backward_dot(self, dy, dy_dot):
+    def backward_dot(self, dy: Array, dy_dot: Array) -> Array:
         return self.backward(dy_dot)

@@ -13,6 +13,7 @@ float32 the round-off of f swamps any difference quotient (`numerical_gradient` 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def relative_error(analytic, numeric, floor: float = 1e-8) -> float:
     return float(np.max(np.abs(a - n) / np.maximum(floor, np.abs(a) + np.abs(n))))
 
 
-def numerical_gradient(f, x, h: float = 1e-3, order: int = 4):
+def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-3, order: int = 4) -> np.ndarray:
     """d f / d x for a scalar function ``f()`` of the array ``x``, which is perturbed in place and restored.
 
     ``f`` takes no arguments: it closes over ``x`` (so the same helper checks inputs and parameters).
@@ -54,7 +55,7 @@ def numerical_gradient(f, x, h: float = 1e-3, order: int = 4):
     for i in range(x.size):
         old = flat[i].item()
 
-        def at(delta):
+        def at(delta: float) -> float:
             flat[i] = old + delta
             return f()
 
@@ -66,7 +67,7 @@ def numerical_gradient(f, x, h: float = 1e-3, order: int = 4):
     return grad
 
 
-def check_layer(layer, x, *, h: float = 1e-3, seed: int = 0, training: bool = True):
+def check_layer(layer, x: np.ndarray, *, h: float = 1e-3, seed: int = 0, training: bool = True) -> dict:
     """Compare a layer's analytic dE/dx and dE/dparams with central differences.
 
     The scalar is E = sum(forward(x) * R) for a fixed random R, so dE/dy = R. R is drawn from its own
@@ -77,7 +78,7 @@ def check_layer(layer, x, *, h: float = 1e-3, seed: int = 0, training: bool = Tr
     y = layer.forward(x, training=training)
     R = xp.asarray(np.random.default_rng([seed, 0x5EED]).standard_normal(y.shape))
 
-    def f():
+    def f() -> float:
         return float((layer.forward(x, training=training) * R).sum())
 
     dx = layer.backward(R)                     # the cache of the forward pass above
@@ -88,14 +89,14 @@ def check_layer(layer, x, *, h: float = 1e-3, seed: int = 0, training: bool = Tr
     return errors
 
 
-def check_model(model, loss, x, labels, *, h: float = 1e-3, training: bool = True, floor: float = 1e-8,
-                return_gradients: bool = False):
+def check_model(model, loss, x: np.ndarray, labels: np.ndarray, *, h: float = 1e-3, training: bool = True, floor: float = 1e-8,
+                return_gradients: bool = False) -> dict | tuple[dict, dict, dict]:
     """Compare a network's dE/dX (Eq. 14) and every parameter gradient with central differences.
 
     E is ``loss.forward(model.forward(x), labels)``. Returns a dict name -> relative error ("x" for
     dE/dX), and with ``return_gradients=True`` also the analytic and numerical gradients by name.
     """
-    def f():
+    def f() -> float:
         return loss.forward(model.forward(x, training=training), labels)
 
     f()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..plumbing import threads
+from .base import Array
 
 
 def output_size(size: int, k: int, stride: int, padding: int) -> int:
@@ -33,7 +34,7 @@ def output_size(size: int, k: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - k) // stride + 1
 
 
-def pad(x, padding: int):
+def pad(x: Array, padding: int) -> Array:
     """Zero-pad the two spatial axes of an NCHW array."""
     if padding == 0:
         return x
@@ -41,7 +42,7 @@ def pad(x, padding: int):
     return xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
 
 
-def pad_channels_last(x, padding: int):
+def pad_channels_last(x: Array, padding: int) -> Array:
     """:func:`pad`, returned as an NCHW view of channels-last memory (what im2col's copies want).
 
     ``pad`` writes NCHW memory, after which each of im2col's copies would gather C values a whole
@@ -72,14 +73,14 @@ def sample_blocks(n: int, bytes_per_sample: int, like=None) -> list:
     return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
 
 
-def _workspace(out, shape, dtype, xp):
+def _workspace(out: Array | None, shape: tuple, dtype, xp) -> Array:
     """``out`` if it fits, else a new array: lets a layer reuse one buffer across calls."""
     if out is not None and out.shape == shape and out.dtype == dtype and backend.array_module(out) is xp:
         return out
     return xp.empty(shape, dtype=dtype)
 
 
-def im2col(x, kh: int, kw: int, stride: int = 1, padding: int = 0, out=None):
+def im2col(x: Array, kh: int, kw: int, stride: int = 1, padding: int = 0, out: Array | None = None) -> Array:
     """(N, C, H, W) -> cols (N*Ho*Wo, kh*kw*C): one row per receptive field.
 
     Rows are ordered (n, i, j) and columns (a, b, c): channels last, so each copy below moves C
@@ -92,7 +93,7 @@ def im2col(x, kh: int, kw: int, stride: int = 1, padding: int = 0, out=None):
     xpad = pad_channels_last(x, padding).transpose(0, 2, 3, 1)        # (N, Hp, Wp, C) view
     cols = _workspace(out, (n, ho, wo, kh, kw, c), x.dtype, xp)
 
-    def block(lo, hi):
+    def block(lo: int, hi: int) -> None:
         cb, xb = cols[lo:hi], xpad[lo:hi]
         for a in range(kh):
             for b in range(kw):
@@ -102,7 +103,7 @@ def im2col(x, kh: int, kw: int, stride: int = 1, padding: int = 0, out=None):
     return cols.reshape(n * ho * wo, kh * kw * c)
 
 
-def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0):
+def col2im(cols: Array, x_shape: tuple, kh: int, kw: int, stride: int = 1, padding: int = 0) -> Array:
     """The adjoint of :func:`im2col`: cols (N*Ho*Wo, kh*kw*C) -> (N, C, H, W), summing overlaps.
 
     The result is an NCHW view of a channels-last array.
@@ -113,7 +114,7 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0):
     cols = cols.reshape(n, ho, wo, kh, kw, c)
     dxpad = xp.empty((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
 
-    def block(lo, hi):
+    def block(lo: int, hi: int) -> None:
         db, cb = dxpad[lo:hi], cols[lo:hi]
         db[...] = 0
         for a in range(kh):
@@ -127,7 +128,7 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0):
     return dx
 
 
-def im2col_cf(x, kh: int, kw: int, stride: int = 1, padding: int = 0, out=None):
+def im2col_cf(x: Array, kh: int, kw: int, stride: int = 1, padding: int = 0, out: Array | None = None) -> Array:
     """(N, C, H, W) -> cols (C*kh*kw, N*Ho*Wo): one *column* per receptive field (the few-channels layout)."""
     xp = backend.array_module(x)
     n, c, h, w = x.shape
@@ -140,7 +141,7 @@ def im2col_cf(x, kh: int, kw: int, stride: int = 1, padding: int = 0, out=None):
     return cols.reshape(c * kh * kw, n * ho * wo)
 
 
-def col2im_cf(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0):
+def col2im_cf(cols: Array, x_shape: tuple, kh: int, kw: int, stride: int = 1, padding: int = 0) -> Array:
     """The adjoint of :func:`im2col_cf`: cols (C*kh*kw, N*Ho*Wo) -> (N, C, H, W), summing overlaps."""
     xp = backend.array_module(cols)
     n, c, h, w = x_shape
@@ -156,7 +157,7 @@ def col2im_cf(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0
     return dx
 
 
-def im2col_reference(x, kh: int, kw: int, stride: int = 1, padding: int = 0):
+def im2col_reference(x: Array, kh: int, kw: int, stride: int = 1, padding: int = 0) -> Array:
     """Plain version of :func:`im2col`: one Python iteration per sample and output position."""
     xp = backend.array_module(x)
     n, c, h, w = x.shape
@@ -171,7 +172,7 @@ def im2col_reference(x, kh: int, kw: int, stride: int = 1, padding: int = 0):
     return cols
 
 
-def col2im_reference(cols, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0):
+def col2im_reference(cols: Array, x_shape: tuple, kh: int, kw: int, stride: int = 1, padding: int = 0) -> Array:
     """Plain version of :func:`col2im`: one Python iteration per sample and output position."""
     xp = backend.array_module(cols)
     n, c, h, w = x_shape

@@ -8,9 +8,12 @@ Double backpropagation (nanosgm/layers/base.py): along a direction R{z} of the l
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import backend
+from .base import Array
 
 
 class SoftmaxCrossEntropy:
@@ -19,10 +22,10 @@ class SoftmaxCrossEntropy:
     logits: (N, K) float; labels: (N,) integers in [0, K).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cache = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "SoftmaxCrossEntropy()"
 
     def forward(self, logits, labels) -> float:
@@ -38,17 +41,17 @@ class SoftmaxCrossEntropy:
         self._cache = (log_p, labels, rows)
         return float(-log_p[rows, labels].mean())
 
-    def losses(self):
+    def losses(self) -> Array:
         """Per-sample losses -log p[n, y_n] from the last forward pass (an (N,) array)."""
         log_p, labels, rows = self._need_cache()
         return -log_p[rows, labels]
 
-    def _need_cache(self):
+    def _need_cache(self) -> Any:
         if self._cache is None:
             raise RuntimeError("SoftmaxCrossEntropy.backward() was called before forward(logits, labels)")
         return self._cache
 
-    def backward(self):
+    def backward(self) -> Array:
         log_p, labels, rows = self._need_cache()
         xp = backend.array_module(log_p)
         d = xp.exp(log_p)
@@ -56,7 +59,7 @@ class SoftmaxCrossEntropy:
         d /= log_p.shape[0]
         return d
 
-    def backward_dot(self, logits_dot):
+    def backward_dot(self, logits_dot: Array) -> Array:
         """R{dE/dz} for the logits' direction ``logits_dot`` (N, K), after forward."""
         log_p, _, _ = self._need_cache()
         p = backend.array_module(log_p).exp(log_p)
@@ -75,7 +78,7 @@ def label_shape(y, n: int) -> None:
         raise ValueError(f"labels must be integers (class indices), got dtype {y.dtype}")
 
 
-def label_bounds(y, n: int, k: int | None = None):
+def label_bounds(y: Array, n: int, k: int | None = None) -> tuple[int, int] | None:
     """(min, max) of the labels `y` of `n` inputs after `label_shape` (None for no labels); refused when
     negative, or when `k` (the number of classes) is given and one is >= k.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..plumbing import threads
-from .base import Layer, check_ndim
+from .base import Array, Layer, check_ndim
 from .im2col import output_size, sample_blocks
 
 
@@ -26,21 +26,21 @@ class MaxPool2D(Layer):
     inputs; a NaN in a window makes its output NaN, and where its gradient goes is not specified).
     """
 
-    def __init__(self, kernel_size: int = 2, stride: int | None = None):
+    def __init__(self, kernel_size: int = 2, stride: int | None = None) -> None:
         super().__init__()
         self.k = int(kernel_size)
         self.stride = self.k if stride is None else int(stride)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"kernel_size={self.k}, stride={self.stride}"
 
-    def _window(self, m_cl, o, ho, wo):
+    def _window(self, m_cl: Array, o: int, ho: int, wo: int) -> Array:
         """Offset o's view of a channels-last map m: view[n, i, j, c] = m[n, a + s*i, b + s*j, c], (a, b) = divmod(o, k)."""
         a, b = divmod(o, self.k)
         s = self.stride
         return m_cl[:, a:a + s * ho:s, b:b + s * wo:s, :]
 
-    def forward(self, x, training=True):
+    def forward(self, x: Array, training: bool = True) -> Array:
         check_ndim(self, x, (4,), "MaxPool2D takes NCHW feature maps.")
         if x.shape[2] < self.k or x.shape[3] < self.k:
             raise ValueError(f"{self!r}: input {tuple(x.shape)} is smaller than the pooling window")
@@ -50,7 +50,7 @@ class MaxPool2D(Layer):
         y = xp.empty((x.shape[0], ho, wo, x.shape[1]), dtype=x.dtype)
         first = xp.zeros(y.shape, dtype=xp.uint8 if self.k * self.k <= 256 else xp.int32)   # offset of the first max
 
-        def block(lo, hi):
+        def block(lo: int, hi: int) -> None:
             yb, fb = y[lo:hi], first[lo:hi]
             yb[...] = self._window(x_cl[lo:hi], 0, ho, wo)
             above, code = xp.empty(yb.shape, dtype=bool), xp.empty(yb.shape, dtype=first.dtype)
@@ -65,7 +65,7 @@ class MaxPool2D(Layer):
         self._cache = (x_cl.shape, first)
         return y.transpose(0, 3, 1, 2)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         x_shape, first = self._need_cache()                  # x_shape channels-last (N, H, W, C)
         xp = backend.array_module(dy)
         ho, wo = first.shape[1], first.shape[2]
@@ -74,7 +74,7 @@ class MaxPool2D(Layer):
         tiles = self.stride == self.k and x_shape[1] == self.k * ho and x_shape[2] == self.k * wo
         dx = (xp.empty if tiles else xp.zeros)(x_shape, dtype=dy.dtype)
 
-        def block(lo, hi):
+        def block(lo: int, hi: int) -> None:
             fb, dyb, dxb = first[lo:hi], dy[lo:hi], dx[lo:hi]
             hit = xp.empty(fb.shape, dtype=bool)
             for o in range(self.k * self.k):
@@ -88,7 +88,7 @@ class MaxPool2D(Layer):
         threads.run_blocks(block, sample_blocks(first.shape[0], dx[0].nbytes, like=dy))
         return dx.transpose(0, 3, 1, 2)
 
-    def forward_dot(self, x_dot):
+    def forward_dot(self, x_dot: Array) -> Array:
         """R{y}[n, c, i, j] = R{x} at the element that won window (i, j) in forward."""
         _, first = self._need_cache()
         x_cl = x_dot.transpose(0, 2, 3, 1)
@@ -99,11 +99,11 @@ class MaxPool2D(Layer):
         self._dot_cache = True
         return y_dot.transpose(0, 3, 1, 2)
 
-    def backward_dot(self, dy, dy_dot):
+    def backward_dot(self, dy: Array, dy_dot: Array) -> Array:
         return self.backward(dy_dot)                   # the same routing, applied to R{dy}
 
 
-def maxpool2d_reference(x, k: int, stride: int | None = None, dy=None):
+def maxpool2d_reference(x: Array, k: int, stride: int | None = None, dy: Array | None = None):
     """Max-pooling written out one window at a time: y (N, C, Ho, Wo), and dx if ``dy`` is given.
 
     Each window's gradient goes to ``argmax`` of the window read in row-major order (its first maximum).
@@ -128,19 +128,19 @@ def maxpool2d_reference(x, k: int, stride: int | None = None, dy=None):
 class GlobalAvgPool2D(Layer):
     """(N, C, H, W) -> (N, C): the mean of each feature map (the last layer of Table 3's CNN)."""
 
-    def forward(self, x, training=True):
+    def forward(self, x: Array, training: bool = True) -> Array:
         check_ndim(self, x, (4,))
         self._cache = x.shape
         return x.mean(axis=(2, 3))
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Array:
         n, c, h, w = self._need_cache()
         xp = backend.array_module(dy)
         return xp.broadcast_to(dy[:, :, None, None] / (h * w), (n, c, h, w)).copy()
 
-    def forward_dot(self, x_dot):
+    def forward_dot(self, x_dot: Array) -> Array:
         self._dot_cache = True
         return x_dot.mean(axis=(2, 3))
 
-    def backward_dot(self, dy, dy_dot):
+    def backward_dot(self, dy: Array, dy_dot: Array) -> Array:
         return self.backward(dy_dot)

@@ -27,13 +27,14 @@ the model (nanosgm/plumbing/state.py): a refused load leaves the model as it was
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
 
 from .. import backend
 from ..plumbing.npz import load_npz, save_npz_atomic
 from ..plumbing.state import CheckedState, check_array, check_keys
-from .base import Layer
+from .base import Array, Layer
 
 
 class Sequential(Layer, CheckedState):
@@ -42,29 +43,29 @@ class Sequential(Layer, CheckedState):
     ``state_dict()`` / ``load_state_dict(state, source=, prefix=)``: every parameter and buffer, loaded
     all or nothing (:class:`~nanosgm.plumbing.state.CheckedState`)."""
 
-    def __init__(self, layers):
+    def __init__(self, layers: list) -> None:
         super().__init__()
         self.layers = list(layers)
         for i, layer in enumerate(self.layers):
             if not hasattr(layer, "forward") or not hasattr(layer, "backward"):
                 raise TypeError(f"layer {i} ({layer!r}) has no forward/backward; Sequential takes layers only")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         body = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(\n{body}\n)  # {self.num_params():,} parameters"
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.layers)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Layer:
         return self.layers[i]
 
-    def forward(self, x, training=True):
+    def forward(self, x: Array, training: bool = True) -> Array:
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x
 
-    def backward(self, dy, param_grads: bool = True, keep: bool = False):
+    def backward(self, dy: Array, param_grads: bool = True, keep: bool = False) -> Array:
         """Backpropagate through every layer; returns dE/dX at the network's inputs (Eq. 14).
 
         ``param_grads=False`` computes dE/dX only, skipping the weight gradients (and leaving the
@@ -84,13 +85,13 @@ class Sequential(Layer, CheckedState):
         self._dys = dys if keep else None
         return dy
 
-    def forward_dot(self, x_dot):
+    def forward_dot(self, x_dot: Array) -> Array:
         """R{logits}: the forward pass's derivative along the input direction ``x_dot`` (after forward)."""
         for layer in self.layers:
             x_dot = layer.forward_dot(x_dot)
         return x_dot
 
-    def backward_dot(self, dy_dot):
+    def backward_dot(self, dy_dot: Array) -> Array:
         """R{dE/dX} along the direction of :meth:`forward_dot`, from ``dy_dot`` = R{dE/dlogits}; fills every
         layer's ``grads_dot`` = R{dE/dparam} (double backpropagation). Needs ``backward(..., keep=True)``."""
         dys = getattr(self, "_dys", None)
@@ -100,13 +101,13 @@ class Sequential(Layer, CheckedState):
             dy_dot = self.layers[i].backward_dot(dys[i], dy_dot)
         return dy_dot
 
-    def parameters(self):
+    def parameters(self) -> Iterator[tuple[str, Array, Array | None]]:
         """Yield (name, param, grad) for every learnable array; ``grad`` is None before a backward pass."""
         for i, layer in enumerate(self.layers):
             for key, p in layer.params.items():
                 yield f"{i}.{key}", p, layer.grads.get(key)
 
-    def parameters_dot(self):
+    def parameters_dot(self) -> Iterator[tuple[str, Array, Array | None]]:
         """Yield (name, param, grad_dot) for every learnable array after :meth:`backward_dot`."""
         for i, layer in enumerate(self.layers):
             for key, p in layer.params.items():
@@ -116,7 +117,7 @@ class Sequential(Layer, CheckedState):
         return int(sum(p.size for _, p, _ in self.parameters()))
 
     # --- state ----------------------------------------------------------------------------------
-    def _arrays(self):
+    def _arrays(self) -> Iterator[tuple[str, Layer, str, Array]]:
         for i, layer in enumerate(self.layers):
             for key, a in list(layer.params.items()) + list(layer.buffers.items()):
                 yield f"{i}.{key}", layer, key, a

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from ..layers.base import Array
 from ..optim import SGD, Adam, SignSGD
 from ..plumbing.state import check_array
 from .base import format_number, parse_number
@@ -54,7 +55,7 @@ class AdaptiveSGM(SGM):
     and the per-sample step counts, and saves them in the checkpoint."""
 
     def __init__(self, rule: str, input_lr: float, *, per_sample: bool = False, ball: float | None = None,
-                 clip=None):
+                 clip=None) -> None:
         if rule not in INPUT_RULES:
             raise ValueError(f"unknown input rule {rule!r}: choose one of {', '.join(INPUT_RULES)}")
         if ball is not None and not ball > 0:
@@ -92,7 +93,7 @@ class AdaptiveSGM(SGM):
                        clip=clip if "clip" in options else None)
         return parse
 
-    def start(self, X_train):
+    def start(self, X_train: Array) -> Array:
         X = super().start(X_train)
         self.slots = self.optimizer.init_state(X)                     # the rule's slots, one row per sample
         self.count = np.zeros(X.shape[0], dtype=np.int64)             # visits per sample (host)

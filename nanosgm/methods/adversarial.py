@@ -33,6 +33,7 @@ How SGM relates to adversarial training:
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..attacks.fgsm import fgsm, fgsm_from_sign, gradient_sign
@@ -47,7 +48,7 @@ ARM_NAMES = {"fgsm": "fgsm-at", "fgsm-rs": "fgsm-rs", "pgd": "pgd-at"}      # mo
 DEFAULT_STEPS = 7
 
 
-def _leaf_layers(model):
+def _leaf_layers(model) -> Iterator:
     """The layers of `model` (nested Sequentials flattened)."""
     for layer in getattr(model, "layers", ()):
         if getattr(layer, "layers", None) is not None:
@@ -75,12 +76,12 @@ class _one_dropout_mask:
         return False
 
 
-def _grads_copy(model):
+def _grads_copy(model) -> dict:
     """{(layer index, name): a copy of that weight gradient}."""
     return {(i, k): g.copy() for i, layer in enumerate(_leaf_layers(model)) for k, g in layer.grads.items()}
 
 
-def _mix_into(model, clean_grads, mix: float):
+def _mix_into(model, clean_grads: dict, mix: float) -> None:
     """grads <- mix * clean_grads + (1 - mix) * grads, in place (the gradient of the mixed loss)."""
     for i, layer in enumerate(_leaf_layers(model)):
         for k, g in layer.grads.items():
@@ -108,7 +109,7 @@ class AdversarialTraining(Method):
     mix: float | None = None
     clip: tuple | None = (0.0, 1.0)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"adversarial training mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.eps < 0 or self.steps < 1:

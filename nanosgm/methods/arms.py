@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from .adaptive import INPUT_RULES, AdaptiveSGM
 from .adversarial import AdversarialTraining
-from .base import Control
+from .base import Control, Method
 from .gradreg import GradientRegularisation
 from .published import Published
 from .sgm import SGM
@@ -52,7 +52,7 @@ _USAGE = ("use control, published, sgm:LAMBDA, sgm:LAMBDA:per-sample (LAMBDA a n
           "fgsm-at:EPS, fgsm-rs:EPS, pgd-at:EPS[:STEPS], gradreg:MU or gradreg-fd:MU:H")
 
 
-def parse_arm(text: str, *, clip=(0.0, 1.0)):
+def parse_arm(text: str, *, clip=(0.0, 1.0)) -> Method:
     """The training method a label names (a new instance each call); ValueError for anything else.
     ``clip``: the valid input range, for the methods that craft inputs (adversarial training)."""
     name, *args = str(text).strip().lower().split(":")

@@ -27,7 +27,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import backend
+from ..layers import Sequential, SoftmaxCrossEntropy
+from ..layers.base import Array
 from ..plumbing.state import CheckedState, check_keys
 
 __all__ = ["Method", "Control", "plain_pass", "parse_number", "format_number", "significant"]
@@ -55,7 +59,7 @@ def significant(x: float, digits: int = 6) -> float:
     return float(f"{float(x):.{digits}g}")
 
 
-def plain_pass(model, loss_fn, xb, yb):
+def plain_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array) -> tuple[float, Array]:
     """(E, dE/dX): one training-mode forward pass and the backward pass to the inputs (Eq. 14), which
     also fills every weight gradient."""
     loss = loss_fn.forward(model.forward(xb, training=True), yb)
@@ -73,17 +77,19 @@ class Method(CheckedState):
     label = "control"
     moves_inputs = False
 
-    def start(self, X_train):
+    def start(self, X_train: Array) -> Array:
         """Called once by fit before the first epoch; returns the array the batches are read from
         (here: the training set itself, on the active backend)."""
         return backend.to_device(X_train)
 
-    def training_pass(self, model, loss_fn, xb, yb, rng):
+    def training_pass(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array,
+                      rng: np.random.Generator) -> tuple[float, Array | None]:
         """Forward + backward in training mode; leaves the weight gradients in the layers and returns
         (E, dE/dX at xb or None). ``rng``: a Generator for the method's own random draws."""
         return plain_pass(model, loss_fn, xb, yb)
 
-    def after_step(self, model, loss_fn, idx, xb, yb, dX) -> None:
+    def after_step(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, idx, xb: Array, yb: Array,
+                   dX: Array | None) -> None:
         """Called after the weight step with the batch's indices, inputs, labels and dE/dX."""
 
     def epoch_record(self) -> dict:
@@ -114,7 +120,7 @@ class Method(CheckedState):
             raise ValueError(f"{cls.label} takes no parameters")
         return cls()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.label!r})"
 
 

@@ -31,18 +31,21 @@ from __future__ import annotations
 import math
 
 from ..attacks.state import frozen_buffers
+from ..layers import Sequential, SoftmaxCrossEntropy
+from ..layers.base import Array
 from .adversarial import _grads_copy, _leaf_layers, _one_dropout_mask
 from .base import Method, format_number, parse_number, significant
 
 __all__ = ["GradientRegularisation", "regularised_pass", "finite_difference_pass"]
 
 
-def _penalty(mu: float, dX) -> float:
+def _penalty(mu: float, dX: Array) -> float:
     """mu * (1/N) sum_n ||G_n||^2 with G = N dE/dX, i.e. mu * N * sum(dE/dX ** 2)."""
     return float(mu * dX.shape[0] * float((dX.astype("float64") ** 2).sum()))
 
 
-def regularised_pass(model, loss_fn, xb, yb, mu: float):
+def regularised_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array,
+                     mu: float) -> tuple[float, Array, float]:
     """(E, dE/dX, penalty): the exact pass. Leaves dL/dtheta (module docstring) in the layers' grads."""
     E = loss_fn.forward(model.forward(xb, training=True), yb)
     dX = model.backward(loss_fn.backward(), keep=True)               # dE/dtheta and dE/dX (Eq. 14)
@@ -54,7 +57,8 @@ def regularised_pass(model, loss_fn, xb, yb, mu: float):
     return E, dX, _penalty(mu, dX)
 
 
-def finite_difference_pass(model, loss_fn, xb, yb, mu: float, h: float):
+def finite_difference_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array, mu: float,
+                           h: float) -> tuple[float, Array, float]:
     """(E, dE/dX, penalty): Finlay & Oberman's two-pass estimate of the same weight gradient."""
     with _one_dropout_mask(model):
         E = loss_fn.forward(model.forward(xb, training=True), yb)
@@ -80,7 +84,7 @@ class GradientRegularisation(Method):
     """Training on E + mu * mean_n ||G_n||^2 (module docstring); ``h`` None for the exact double backward,
     a step size for the finite-difference estimate. Reports the epoch's mean penalty in its history."""
 
-    def __init__(self, mu: float, h: float | None = None):
+    def __init__(self, mu: float, h: float | None = None) -> None:
         if not (math.isfinite(mu) and mu > 0):
             raise ValueError(f"the regularisation strength MU must be a number > 0, got {mu!r}")
         if h is not None and not (math.isfinite(h) and h > 0):
@@ -106,7 +110,8 @@ class GradientRegularisation(Method):
             return cls(mu, h)
         return parse
 
-    def training_pass(self, model, loss_fn, xb, yb, rng):
+    def training_pass(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array,
+                      rng) -> tuple[float, Array]:
         if self.h is None:
             E, dX, penalty = regularised_pass(model, loss_fn, xb, yb, self.mu)
         else:

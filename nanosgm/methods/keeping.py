@@ -120,7 +120,7 @@ def start_run(model, optimizer, method, X_train, y_train, keeping: RunKeeping, e
     return run
 
 
-def error_pct(model, X, y):
+def error_pct(model, X, y) -> float | None:
     """The error (%) of ``model`` on (X, y), or None without X."""
     return None if X is None else round(100.0 - 100.0 * accuracy(model, X, y, batch_size=500), 4)
 

@@ -53,6 +53,7 @@ import warnings
 import numpy as np
 
 from .. import backend
+from ..layers.base import Array
 from ..plumbing.state import CheckedState, check_array, check_keys
 from .base import Method, format_number, parse_number, significant
 
@@ -77,7 +78,7 @@ def _n_rows(X, idx) -> int:
     return int(idx.shape[0])
 
 
-def input_update(X, idx, dX, input_lr: float):
+def input_update(X: Array, idx, dX: Array, input_lr: float) -> Array:
     """Eq. 15 / 21 in place: `X[idx] += input_lr * dX`; returns X.
 
     `X` holds the whole training set's current representation, `idx` the rows of the batch (an integer
@@ -113,7 +114,7 @@ class SmoothGradient(CheckedState):
     (all or nothing, :class:`~nanosgm.plumbing.state.CheckedState`).
     """
 
-    def __init__(self, X0, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False, clip=None):
+    def __init__(self, X0: Array, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False, clip=None) -> None:
         if backend.name() == "numpy":
             X0 = backend.to_host(X0)
         dtype = np.dtype(X0.dtype)
@@ -145,7 +146,7 @@ class SmoothGradient(CheckedState):
     def __len__(self) -> int:
         return int(self.X.shape[0])
 
-    def batch(self, idx):
+    def batch(self, idx) -> Array:
         """The current representation of the samples `idx`: X_t[idx] (a copy, on the backend)."""
         return self.X[_as_index(idx, backend.array_module(self.X))]
 
@@ -213,7 +214,7 @@ class SmoothGradient(CheckedState):
         self.per_sample, self.clip, self.n_updates = checked["per_sample"], checked["clip"], checked["n_updates"]
         self.input_lr = checked["input_lr"]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"SmoothGradient(X={tuple(self.X.shape)} {self.X.dtype}, input_lr={self._input_lr}, "
                 f"per_sample={self.per_sample}, clip={self.clip})")
 
@@ -228,7 +229,7 @@ class SGM(Method):
     control, bit for bit. Label: ``sgm:L`` or ``sgm:L:per-sample``.
     """
 
-    def __init__(self, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False, clip=None):
+    def __init__(self, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False, clip=None) -> None:
         self.input_lr, self.per_sample, self.clip = float(input_lr), bool(per_sample), clip
         self.sgm = self.X0 = None
 
@@ -250,7 +251,7 @@ class SGM(Method):
             raise ValueError("sgm:0 is the control; give a non-zero lambda-bar")
         return cls(lam, per_sample=len(args) == 2)
 
-    def start(self, X_train):
+    def start(self, X_train: Array) -> Array:
         self.sgm = SmoothGradient(X_train, self.input_lr, per_sample=self.per_sample, clip=self.clip)
         self.X0 = backend.to_device(X_train) if self.moves_inputs else None
         return self.sgm.X
