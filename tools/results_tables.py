@@ -6,6 +6,11 @@ difference and the Wilcoxon p-value, beside the paper's control / updates / diff
 cells, the pooled tests and how far each arm moved the stored images; last, the verdict on each of the
 paper's claims by the fixed rules of :mod:`nanosgm.experiments.verdicts`. This is what results/README.md quotes:
 ``python tools/results_tables.py --update results/README.md`` rewrites its marked table blocks.
+
+``--conventions FOLDER ...`` (and a block ``<!-- results_conventions: FOLDER ... -->``): per protocol, every
+measured Table 4-5 cell with FGSM accuracy under both conventions of :mod:`nanosgm.attacks.conventions`
+side by side (the inference-mode FGSM and the authors'), beside the paper, and each claim's verdict per
+convention; a folder without ``protocol.json`` yet is listed as pending.
 """
 from __future__ import annotations
 
@@ -92,17 +97,99 @@ def verdict_table(result, summary=None) -> str:
     return "\n".join(lines) if len(lines) > 2 else "(the paper has no such experiment: no claims to judge)"
 
 
+#: the FGSM conventions side by side, in the order of nanosgm.experiments.verdicts.CONVENTIONS: name -> column title
+_CONVENTION_TITLES = {"inference": "inference FGSM", "authors": "the authors' FGSM"}
+
+
+def _paper_cell(paper) -> str:
+    pc, pu = paper if paper else (None, None)
+    return f"{pc:.2f} / {pu:.2f} / {pu - pc:+.2f}" if pc is not None else "–"
+
+
+def _both_row(label, arm, paper, blocks) -> str:
+    """One cell of the paper beside ours under each convention; ``blocks``: one block per convention of
+    _CONVENTION_TITLES (None: not measured), or one block for clean accuracy, which no convention changes."""
+    parts = []
+    for b in blocks:
+        parts += ["not measured", "", ""] if b is None else [_mr(b["control"]), _mr(b["arm"]),
+                                                              f"{b['wilcoxon']['median_diff']:+.2f}"]
+    if len(blocks) == 1:
+        parts += ["the same (no attack)", "", ""]
+    pairs = max(len(b["arm"]["per_run"]) for b in blocks if b)
+    return f"| {label} | {arm} | {pairs} | {_paper_cell(paper)} | " + " | ".join(parts) + " |"
+
+
+def _both_verdicts(result, summary) -> list:
+    """The verdict rows of one protocol, the two conventions of one Table 5 claim next to each other."""
+    rows = [(c, c["claim"].replace(verdicts.CLAIM_SUFFIX.get(c["convention"], ""), ""))
+            for c in verdicts.claims(result, summary)]
+    arms, bases = list(dict.fromkeys(c["arm"] for c, _ in rows)), list(dict.fromkeys(b for _, b in rows))
+    conventions = [None, *_CONVENTION_TITLES]
+    rows.sort(key=lambda r: (arms.index(r[0]["arm"]), bases.index(r[1]), conventions.index(r[0]["convention"])))
+    lines = ["| arm | claim | convention | paper Δ | pairs | Δ median [range] | verdict | why |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c, base in rows:
+        lo, hi = c["range"]
+        conv = _CONVENTION_TITLES.get(c["convention"], "–")
+        lines.append(f"| {c['arm']} | {base} | {conv} | {c['paper_diff']:+.2f} | {c['pairs']} | "
+                     f"{c['median_diff']:+.2f} [{lo:+.2f} to {hi:+.2f}] | **{c['verdict']}** | {c['reason']} |")
+    if not any(c["convention"] for c, _ in rows):
+        lines.append(f"\nNo Table 5 claim to judge: the paper's Δ is below {verdicts.GAIN_CLAIM:g} point at every ε "
+                     f"(a claimed gain needs at least that, nanosgm.experiments.verdicts.GAIN_CLAIM).")
+    return lines if rows else ["(the paper has no such experiment: no claims to judge)"]
+
+
+def conventions_tables(folder, label=None) -> str:
+    """Markdown for one protocol folder: its measured Table 4-5 cells, the paper beside ours under each FGSM
+    convention (median [range] of the control and of the arm, median paired Δ), then the verdict of each
+    claim per convention. A folder without protocol.json gives one line: pending."""
+    label = label or os.path.basename(os.path.normpath(str(folder)))
+    if not os.path.isfile(os.path.join(folder, "protocol.json")):
+        return f"### `{label}/`: pending (no protocol.json yet)"
+    result = experiments.load_protocol(folder)
+    cfg, summary = result["config"], experiments.summarize(result)
+    name = experiments.paper_experiment_name(cfg["dataset"], cfg["model"], cfg["augment"])
+    p4 = paper_tables.lookup(paper_tables.TABLE4, name)
+    p5 = paper_tables.lookup(paper_tables.TABLE5, name)
+    lines = [f"### {name or label} (`{label}/`): {cfg['model']}, {cfg['epochs']} epochs, optimizer {cfg['optimizer']}, "
+             f"backend {cfg.get('backend', 'numpy')}, {len(result['networks'])} networks recorded", "",
+             "| cell | arm | pairs | paper control / updates / Δ | "
+             + " | ".join(f"{t}: control | arm | Δ median" for t in _CONVENTION_TITLES.values()) + " |",
+             "| --- " * 10 + "|"]
+    for arm, s in summary.items():
+        if s["runs"]:
+            lines.append(_both_row("clean (Table 4)", arm, (p4["control"], p4["updates"]) if p4 else None,
+                                   [s["clean"]]))
+    for e in [float(x) for x in cfg["eps"]]:
+        for arm, s in summary.items():
+            if s["fgsm"]:
+                paper = (p5["control"][e], p5["updates"][e]) if p5 and e in p5["control"] else None
+                blocks = [(s.get(kind) or {}).get(e) for kind, _ in verdicts.CONVENTIONS]
+                lines.append(_both_row(f"FGSM ε={format_number(e)} (Table 5)", arm, paper, blocks))
+    return "\n".join(lines + [""] + _both_verdicts(result, summary))
+
+
 _BLOCK = re.compile(r"(<!-- results_tables: (?P<folder>\S+) -->).*?(<!-- /results_tables -->)", re.S)
+_CONV_BLOCK = re.compile(r"(<!-- results_conventions: (?P<folders>[^>]*?) -->).*?(<!-- /results_conventions -->)", re.S)
+
+
+def _conventions_block(base, folders) -> str:
+    return "\n\n".join(conventions_tables(os.path.join(base, f), f) for f in folders.split())
 
 
 def update(markdown_path) -> int:
     """Rewrite every block ``<!-- results_tables: FOLDER -->`` ... ``<!-- /results_tables -->`` of a markdown
-    file with the tables of FOLDER (relative to the file's own folder); the prose around them is kept.
-    Returns the number of blocks rewritten."""
+    file with the tables of FOLDER (relative to the file's own folder), and every block
+    ``<!-- results_conventions: FOLDER ... -->`` ... ``<!-- /results_conventions -->`` with
+    :func:`conventions_tables` of each FOLDER; the prose around them is kept. Returns the number of blocks
+    rewritten."""
     base = os.path.dirname(os.path.abspath(markdown_path))
     with open(markdown_path, encoding="utf-8") as f:
         text = f.read()
     new, n = _BLOCK.subn(lambda m: f"{m.group(1)}\n{tables(os.path.join(base, m.group('folder')))}\n{m.group(3)}", text)
+    new, n_conv = _CONV_BLOCK.subn(
+        lambda m: f"{m.group(1)}\n{_conventions_block(base, m.group('folders'))}\n{m.group(3)}", new)
+    n += n_conv
     if n:                                   # atomically: a crash never leaves half a README
         atomic_write(markdown_path, lambda f: f.write(new.encode("utf-8")), suffix=".md")
     return n
@@ -114,8 +201,12 @@ def main(argv=None) -> int:
         n = update(args[1])
         print(f"{args[1]}: {n} table block(s) rewritten")
         return 0 if n else 1
+    if args[:1] == ["--conventions"] and len(args) > 1:
+        print("\n\n".join(conventions_tables(f) for f in args[1:]))
+        return 0
     if not args or args[0].startswith("-"):
         print("usage: python tools/results_tables.py results/<row> [...]   (print the tables)\n"
+              "       python tools/results_tables.py --conventions results/<row> [...]   (both FGSM conventions)\n"
               "       python tools/results_tables.py --update results/README.md   (rewrite its table blocks)",
               file=sys.stderr)
         return 2
