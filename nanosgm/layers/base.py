@@ -6,8 +6,8 @@
 and a third pass, for training losses that contain the input gradient itself (double backpropagation,
 the paper's Section 6 future work; nanosgm/methods/gradreg.py):
 
-    y_dot  = layer.forward_dot(x_dot)      # R{y}: how y moves when x moves along x_dot
-    dx_dot = layer.backward_dot(dy, dy_dot)  # R{dx}: how the backward pass moves; fills layer.grads_dot
+    y_dot  = layer.forward_dot(x_dot)        # R{y}: how y moves as x moves along x_dot
+    dx_dot = layer.backward_dot(dy, dy_dot)  # R{dx}; fills layer.grads_dot
 
 ``R{f} = d/dr f(x + r x_dot) at r = 0`` is Pearlmutter's (1994) R-operator: applied to the forward pass
 it is a Jacobian-vector product, applied to the backward pass a Hessian-vector product. Only the inputs
@@ -46,7 +46,7 @@ class Layer:
         # False: backward returns dE/dx only and leaves ``grads`` alone (attacks need no weight gradients)
         self.param_grads = True
 
-    def forward(self, x, training: bool = True):  # pragma: no cover - abstract
+    def forward(self, x: Array, training: bool = True) -> Array:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def backward(self, dy: Array) -> Array:  # pragma: no cover - abstract
