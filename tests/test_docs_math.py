@@ -46,10 +46,10 @@ def test_equations_are_math_not_code_spans():
 
 
 def _notebooks_said(text):
-    """The notebook numbers a "Notebooks 02–05 ..." range in ``text`` names."""
-    ranges = re.findall(r"Notebooks (\d\d)[–-](\d\d)", text)
+    """The notebook numbers each "Notebooks 02–05 ..." or "Notebooks 02–05 and 07 ..." phrase in ``text`` names."""
+    ranges = re.findall(r"Notebooks (\d\d)[–-](\d\d)(?: and (\d\d))?", text)
     assert ranges, "no 'Notebooks NN–NN' range found"
-    return [{f"{n:02d}" for n in range(int(a), int(b) + 1)} for a, b in ranges]
+    return [{f"{n:02d}" for n in range(int(a), int(b) + 1)} | ({c} if c else set()) for a, b, c in ranges]
 
 
 def test_the_readme_and_notebook_01_name_the_notebooks_that_read_mnist():
@@ -57,7 +57,7 @@ def test_the_readme_and_notebook_01_name_the_notebooks_that_read_mnist():
              if re.search(r"""data\.load\(\s*["']mnist["']""", "".join(
                  "".join(c["source"]) for c in json.loads(p.read_text(encoding="utf-8"))["cells"]
                  if c["cell_type"] == "code"))}
-    assert loads == {"02", "03", "04", "05"}
+    assert {"02", "03", "04", "05"} <= loads             # the search finds the notebooks known to read MNIST
     readme = (ROOT / "notebooks" / "README.md").read_text(encoding="utf-8")
     first_code = next("".join(c["source"]) for c in json.loads(NOTEBOOKS[0].read_text(encoding="utf-8"))["cells"]
                       if c["cell_type"] == "code")

@@ -30,7 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
 EXPECTED = ["01_layers_and_the_input_gradient.ipynb", "02_smooth_gradient_method.ipynb",
             "03_adversarial_examples.ipynb", "04_random_perturbations.ipynb", "05_wame.ipynb",
-            "06_reproducing_tables_4_and_5.ipynb"]
+            "06_reproducing_tables_4_and_5.ipynb", "07_future_work.ipynb"]
 NOTEBOOKS = sorted(p.name for p in NB_DIR.glob("*.ipynb"))
 MAX_BYTES = 1_500_000
 WHERE_FROM = "import nanosgm, os\nprint('NANOSGM_FROM', os.path.dirname(os.path.abspath(nanosgm.__file__)))"
