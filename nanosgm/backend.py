@@ -1,6 +1,6 @@
-"""One place that chooses the array library: NumPy (CPU) or CuPy (GPU).
+"""One place that chooses the array library: NumPy (CPU) or CuPy (GPU), or the CPU stand-in for CuPy.
 
-Every layer, optimiser and attack in nanosgm is written once against the array API that NumPy and
+Every layer, optimizer and attack in nanosgm is written once against the array API that NumPy and
 CuPy share. They ask this module for the array module instead of importing numpy directly:
 
     from nanosgm import backend
@@ -14,6 +14,14 @@ Choosing the backend:
       names the variable (and every later use, until ``use()`` chooses a backend); or
     * ``backend.use("cupy")`` at run time (``python -m nanosgm.train --backend cupy`` does this); it
       overrides the variable.
+    * ``backend.use("standin")`` (or ``NANOSGM_BACKEND=standin``): :mod:`nanosgm.standin`, a CPU stand-in for
+      CuPy that refuses host arrays as CuPy does and counts kernel launches and host reads (the tests, ``bench
+      --launches``).
+
+Device arrays: an array belongs to a device module (``cupy``, ``nanosgm.standin``: :data:`DEVICE_MODULES`)
+when it is an instance of that module's ``ndarray``; a module is asked only once it has been imported (no
+array of it can exist before), so recognising arrays never imports cupy. :func:`array_module`,
+:func:`is_gpu_array`, :func:`to_host` and :func:`check_same_backend` all use this one rule.
 
 Random numbers: ``backend.seed(s)`` seeds a global generator pair. ``host_rng()`` is a NumPy generator used
 for everything whose result must be identical on both backends (weight initialisation, shuffling);
@@ -22,6 +30,7 @@ for everything whose result must be identical on both backends (weight initialis
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -29,7 +38,7 @@ from .plumbing.errors import NanosgmError
 
 __all__ = [
     "BackendError", "use", "name", "xp", "array_module", "is_gpu_array", "to_host", "to_device",
-    "seed", "host_rng", "device_rng", "cupy_available", "synchronize",
+    "seed", "host_rng", "device_rng", "cupy_available", "synchronize", "check_same_backend", "DEVICE_MODULES",
 ]
 
 
@@ -120,6 +129,9 @@ def _use(backend_name: str, advice: dict) -> None:
             raise BackendError(f"backend 'cupy' was asked for, but {why}; {advice['cupy']}")
         import cupy
         _NAME, _XP = "cupy", cupy
+    elif key == "standin":
+        from . import standin
+        _NAME, _XP = "standin", standin
     else:
         raise BackendError(f"unknown backend {backend_name!r}; {advice['name']}")
     seed(_SEED)
@@ -139,34 +151,67 @@ def _apply_env() -> None:
 
 
 def name() -> str:
-    """The active backend's name: "numpy" or "cupy"."""
+    """The active backend's name: "numpy", "cupy" or "standin"."""
     _apply_env()
     return _NAME
 
 
 def xp():
-    """The active array module (numpy or cupy)."""
+    """The active array module (numpy, cupy or nanosgm.standin)."""
     _apply_env()
     return _XP
 
 
+DEVICE_MODULES = ("cupy", "nanosgm.standin")     # the modules whose ``ndarray`` is a device array
+
+
+def _device_module(a):
+    """The device module (cupy, nanosgm.standin) whose ``ndarray`` ``a`` is, or None for anything else."""
+    if type(a) is np.ndarray:
+        return None
+    for module_name in DEVICE_MODULES:
+        module = sys.modules.get(module_name)            # not imported: it cannot own an array
+        device_type = getattr(module, "ndarray", None)
+        if isinstance(device_type, type) and isinstance(a, device_type):
+            return module
+    return None
+
+
 def is_gpu_array(a) -> bool:
-    return type(a).__module__.split(".")[0] == "cupy"
+    """Whether ``a`` is a device array: CuPy's, or the CPU stand-in's (:mod:`nanosgm.standin`)."""
+    return _device_module(a) is not None
 
 
 def array_module(a):
-    """The array module that owns ``a`` (cupy for a cupy array, numpy otherwise)."""
-    if is_gpu_array(a):
-        import cupy
-        return cupy
-    return np
+    """The array module that owns ``a`` (cupy or nanosgm.standin for their arrays, numpy otherwise)."""
+    module = _device_module(a)
+    return np if module is None else module
 
 
 def to_host(a):
-    """A NumPy array holding ``a``'s values (a copy from the GPU, or ``a`` itself on the CPU)."""
+    """A NumPy array holding ``a``'s values (a copy from the device, or ``a`` itself on the CPU)."""
     if is_gpu_array(a):
         return a.get()
     return np.asarray(a)
+
+
+def _backend_name(module) -> str:
+    return module.__name__.rsplit(".", 1)[-1]
+
+
+def check_same_backend(x, weights, owner: str = "the model") -> None:
+    """Refuse an input ``x`` that lives on another backend than ``weights`` (an array, or an iterable of arrays
+    of which the first is checked; nothing when empty) with a :class:`BackendError` that says what to do,
+    instead of the array library's TypeError deep inside a matrix product. Cost: two type checks."""
+    w = weights if hasattr(weights, "shape") else next(iter(weights), None)
+    if w is None:
+        return
+    mx, mw = array_module(x), array_module(w)
+    if mx is not mw:
+        raise BackendError(f"{owner}'s input is a {_backend_name(mx)} array but its weights are "
+                           f"{_backend_name(mw)} arrays; build or load the model after "
+                           f"backend.use({_backend_name(mx)!r}), or move the input with backend.to_device / "
+                           f"backend.to_host")
 
 
 def to_device(a, dtype=None):
@@ -176,7 +221,7 @@ def to_device(a, dtype=None):
 
 def synchronize() -> None:
     """Wait for queued GPU work (no-op on NumPy); benchmarks call this before reading a clock."""
-    if name() == "cupy":
+    if name() != "numpy":
         _XP.cuda.Stream.null.synchronize()
 
 
@@ -186,7 +231,7 @@ def seed(s: int) -> None:
     _apply_env()
     _SEED = int(s)
     _HOST_RNG = np.random.default_rng(_SEED)
-    if _NAME == "cupy":
+    if _NAME != "numpy":
         _DEVICE_RNG = _XP.random.default_rng(_SEED + 1)
     else:
         _DEVICE_RNG = np.random.default_rng(_SEED + 1)

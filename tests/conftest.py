@@ -163,3 +163,41 @@ def numpy_backend():
     backend.use("numpy")
     yield
     backend.use(before)
+
+
+# --- device backends for the `gpu` tests: real CuPy (marked gpu, skipped without a GPU) and the CPU stand-in ----
+class DeviceBackend:
+    """One device backend for a test: ``name`` ("cupy" or "standin") and ``xp``, its array module (``cupy`` or
+    :mod:`nanosgm.standin`). ``use()`` makes it the active backend."""
+
+    def __init__(self, name: str) -> None:
+        import importlib
+        self.name = name
+        self.xp = importlib.import_module("cupy" if name == "cupy" else "nanosgm.standin")
+
+    def __repr__(self) -> str:
+        return f"DeviceBackend({self.name!r})"
+
+    def use(self) -> None:
+        from nanosgm import backend
+        backend.use(self.name)
+
+
+def _device_params():
+    from nanosgm import backend
+    ok, why = backend.cupy_available()
+    return [_pytest.param("cupy", marks=[_pytest.mark.gpu, _pytest.mark.skipif(
+                not ok, reason=f"needs cupy and a CUDA device: {why}")]),
+            "standin"]
+
+
+@_pytest.fixture(params=_device_params())
+def device(request):
+    """Each device backend in turn: CuPy on a GPU (marked ``gpu``; skipped, with the reason, without one) and the
+    CPU stand-in (nanosgm.standin: refuses host arrays as CuPy does), so every GPU test also runs on any machine.
+    Not made active (call ``device.use()``); the NumPy backend is restored afterwards."""
+    from nanosgm import backend
+    try:
+        yield DeviceBackend(request.param)
+    finally:
+        backend.use("numpy")

@@ -1,6 +1,9 @@
-"""CuPy backend: every layer, the MNIST CNN and a gradient check give the NumPy results on the GPU (float64).
+"""Device backends: every layer, the MNIST CNN and a gradient check give the NumPy results on the device (float64).
 
-Skipped, with the reason, where cupy or a CUDA device is missing. Run just these with ``pytest -m gpu``.
+Each test runs on CuPy (marked ``gpu``; skipped, with the reason, where cupy or a CUDA device is missing; run
+just those with ``pytest -m gpu``) and on the CPU stand-in for CuPy (nanosgm.standin, every run): the
+``device`` fixture of conftest.py. The stand-in refuses host arrays where CuPy does, so a host/device mix-up
+fails here on any machine.
 """
 import numpy as np
 import pytest
@@ -10,27 +13,12 @@ from nanosgm.layers.gradcheck import check_model
 from nanosgm.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy)
 from strategies import NETWORK_FLOOR, NETWORK_TOL, away_from_zero, distinct, normal
 
-_ok, _why = backend.cupy_available()
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _ok, reason=f"needs cupy and a CUDA device: {_why}")]
-
 F64 = "float64"
 
 
-@pytest.fixture(autouse=True)
-def numpy_backend_afterwards():
-    yield
-    backend.use("numpy")
-
-
-def cupy():
-    import cupy as cp
-    return cp
-
-
 def assert_matches(gpu, cpu, what=""):
-    """``gpu`` is a cupy array holding ``cpu``'s values to 1e-10 (relative to the array's scale)."""
-    cp = cupy()
-    assert isinstance(gpu, cp.ndarray), f"{what}: expected a cupy array, got {type(gpu).__name__}"
+    """``gpu`` is a device array holding ``cpu``'s values to 1e-10 (relative to the array's scale)."""
+    assert backend.is_gpu_array(gpu), f"{what}: expected a device array, got {type(gpu).__name__}"
     g = gpu.get()
     cpu = np.asarray(cpu)
     assert g.shape == cpu.shape and g.dtype == cpu.dtype, f"{what}: {g.shape} {g.dtype} vs {cpu.shape} {cpu.dtype}"
@@ -42,21 +30,20 @@ def snapshot(layer):
     return {group: {k: np.array(v) for k, v in getattr(layer, group).items()} for group in ("params", "buffers")}
 
 
-def copy_state(state, gpu_layer):
-    """Copy a snapshot's params and buffers into the GPU layer's own (cupy) arrays, in place."""
-    cp = cupy()
+def copy_state(state, gpu_layer, cp):
+    """Copy a snapshot's params and buffers into the device layer's own arrays (of module ``cp``), in place."""
     for group, arrays in state.items():
         dst = getattr(gpu_layer, group)
         assert arrays.keys() == dst.keys()
         for k, v in arrays.items():
-            assert isinstance(dst[k], cp.ndarray), f"{group}[{k!r}] of a layer built on cupy is not a cupy array"
+            assert isinstance(dst[k], cp.ndarray), f"{group}[{k!r}] of a layer built on {cp.__name__} is not its array"
             dst[k][...] = cp.asarray(v)
 
 
-def compare_layer(make, x, *, training=True, setup=None, before_gpu=None, seed=0):
+def compare_layer(device, make, x, *, training=True, setup=None, before_gpu=None, seed=0):
     """Build the layer on each backend from the same seed, give both the same state, run forward and
     backward on the same data, and compare the output, dE/dx, every grad and every buffer."""
-    cp = cupy()
+    cp = device.xp
     backend.use("numpy")
     backend.seed(seed)
     cpu = make()
@@ -68,12 +55,12 @@ def compare_layer(make, x, *, training=True, setup=None, before_gpu=None, seed=0
     dy = normal(seed + 7, y_cpu.shape)
     dx_cpu = np.array(cpu.backward(dy))
 
-    backend.use("cupy")
+    device.use()
     backend.seed(seed)
     gpu = make()
     for k, v in init["params"].items():    # He initialisation is drawn on the host: identical weights
         np.testing.assert_array_equal(backend.to_host(gpu.params[k]), v, err_msg=f"initial {k!r}")
-    copy_state(state, gpu)
+    copy_state(state, gpu, cp)
     if before_gpu is not None:
         before_gpu(cpu, gpu)
     y_gpu = gpu.forward(cp.asarray(x), training=training)
@@ -87,10 +74,10 @@ def compare_layer(make, x, *, training=True, setup=None, before_gpu=None, seed=0
 
 
 # --- the backend itself ----------------------------------------------------------------------------
-def test_use_cupy_switches_the_array_module():
-    cp = cupy()
-    backend.use("cupy")
-    assert backend.name() == "cupy" and backend.xp() is cp
+def test_use_switches_the_array_module(device):
+    cp = device.xp
+    device.use()
+    assert backend.name() == device.name and backend.xp() is cp
     a = backend.to_device(np.arange(3.0))
     assert isinstance(a, cp.ndarray) and backend.is_gpu_array(a) and backend.array_module(a) is cp
     h = backend.to_host(a)
@@ -99,9 +86,9 @@ def test_use_cupy_switches_the_array_module():
     backend.synchronize()
 
 
-def test_device_rng_is_on_the_gpu_and_seeded():
-    cp = cupy()
-    backend.use("cupy")
+def test_device_rng_is_on_the_gpu_and_seeded(device):
+    cp = device.xp
+    device.use()
     backend.seed(3)
     a = backend.device_rng().random(16)
     assert isinstance(a, cp.ndarray)
@@ -110,9 +97,9 @@ def test_device_rng_is_on_the_gpu_and_seeded():
     assert isinstance(backend.host_rng(), np.random.Generator)
 
 
-def test_dropout_mask_on_gpu_is_reproducible_from_the_seed():
-    cp = cupy()
-    backend.use("cupy")
+def test_dropout_mask_on_gpu_is_reproducible_from_the_seed(device):
+    cp = device.xp
+    device.use()
     x = cp.ones((64, 32))
     backend.seed(11)
     a = Dropout(0.5).forward(x).get()
@@ -123,14 +110,14 @@ def test_dropout_mask_on_gpu_is_reproducible_from_the_seed():
 
 
 # --- every layer, float64, against NumPy -------------------------------------------------------------
-def test_dense_matches_numpy():
+def test_dense_matches_numpy(device):
     def setup(layer):
         layer.params["b"][...] = normal(1, 4)
-    compare_layer(lambda: Dense(6, 4, dtype=F64), normal(0, (5, 6)), setup=setup)
+    compare_layer(device, lambda: Dense(6, 4, dtype=F64), normal(0, (5, 6)), setup=setup)
 
 
-def test_dense_init_is_identical_on_both_backends():
-    compare_layer(lambda: Dense(6, 4, dtype=F64), normal(0, (5, 6)))
+def test_dense_init_is_identical_on_both_backends(device):
+    compare_layer(device, lambda: Dense(6, 4, dtype=F64), normal(0, (5, 6)))
 
 
 @pytest.mark.parametrize("cin,cout,k,stride,padding,h,w", [
@@ -140,28 +127,29 @@ def test_dense_init_is_identical_on_both_backends():
     (3, 2, 1, 1, 0, 4, 5),          # 1x1
     (2, 2, 4, 3, 2, 5, 7),
 ])
-def test_conv2d_matches_numpy(cin, cout, k, stride, padding, h, w):
+def test_conv2d_matches_numpy(cin, cout, k, stride, padding, h, w, device):
     def setup(layer):
         layer.params["b"][...] = normal(1, cout)
-    compare_layer(lambda: Conv2D(cin, cout, k, stride, padding, dtype=F64), normal(0, (2, cin, h, w)), setup=setup)
+    compare_layer(device, lambda: Conv2D(cin, cout, k, stride, padding, dtype=F64), normal(0, (2, cin, h, w)),
+                  setup=setup)
 
 
-def test_conv2d_init_is_identical_on_both_backends():
-    compare_layer(lambda: Conv2D(2, 3, 3, dtype=F64), normal(0, (2, 2, 5, 5)))
+def test_conv2d_init_is_identical_on_both_backends(device):
+    compare_layer(device, lambda: Conv2D(2, 3, 3, dtype=F64), normal(0, (2, 2, 5, 5)))
 
 
 @pytest.mark.parametrize("k,stride", [(2, None), (3, 2), (2, 1)])
-def test_maxpool_matches_numpy(k, stride):
-    compare_layer(lambda: MaxPool2D(k, stride), distinct(0, (2, 3, 7, 6)))
+def test_maxpool_matches_numpy(k, stride, device):
+    compare_layer(device, lambda: MaxPool2D(k, stride), distinct(0, (2, 3, 7, 6)))
 
 
-def test_maxpool_tie_rule_matches_numpy():
-    compare_layer(lambda: MaxPool2D(2), np.round(normal(0, (2, 2, 6, 6))))     # many exact ties
+def test_maxpool_tie_rule_matches_numpy(device):
+    compare_layer(device, lambda: MaxPool2D(2), np.round(normal(0, (2, 2, 6, 6))))     # many exact ties
 
 
 @pytest.mark.parametrize("shape", [(6, 4), (2, 3, 4, 5)])
 @pytest.mark.parametrize("training", [True, False])
-def test_batchnorm_matches_numpy(shape, training):
+def test_batchnorm_matches_numpy(shape, training, device):
     f = shape[1]
 
     def setup(layer):
@@ -169,12 +157,12 @@ def test_batchnorm_matches_numpy(shape, training):
         layer.params["beta"][...] = normal(2, f)
         layer.buffers["running_mean"][...] = normal(3, f)
         layer.buffers["running_var"][...] = 0.5 + np.abs(normal(4, f))
-    compare_layer(lambda: BatchNorm(f, dtype=F64), normal(0, shape) * 2 + 1, training=training, setup=setup)
+    compare_layer(device, lambda: BatchNorm(f, dtype=F64), normal(0, shape) * 2 + 1, training=training, setup=setup)
 
 
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 4, 4)])
-def test_dropout_with_the_mask_copied_matches_numpy(shape):
-    cp = cupy()
+def test_dropout_with_the_mask_copied_matches_numpy(shape, device):
+    cp = device.xp
 
     def make():
         layer = Dropout(0.4)
@@ -184,34 +172,34 @@ def test_dropout_with_the_mask_copied_matches_numpy(shape):
     def before_gpu(cpu, gpu):
         gpu.mask = cp.asarray(cpu.mask)
 
-    compare_layer(make, normal(0, shape), before_gpu=before_gpu)
+    compare_layer(device, make, normal(0, shape), before_gpu=before_gpu)
 
 
-def test_dropout_inference_is_the_identity_on_gpu():
-    compare_layer(lambda: Dropout(0.4), normal(0, (5, 7)), training=False)
+def test_dropout_inference_is_the_identity_on_gpu(device):
+    compare_layer(device, lambda: Dropout(0.4), normal(0, (5, 7)), training=False)
 
 
-def test_relu_matches_numpy():
-    compare_layer(ReLU, away_from_zero(0, (3, 4, 5)))
+def test_relu_matches_numpy(device):
+    compare_layer(device, ReLU, away_from_zero(0, (3, 4, 5)))
 
 
-def test_global_avg_pool_matches_numpy():
-    compare_layer(GlobalAvgPool2D, normal(0, (2, 3, 4, 5)))
+def test_global_avg_pool_matches_numpy(device):
+    compare_layer(device, GlobalAvgPool2D, normal(0, (2, 3, 4, 5)))
 
 
-def test_flatten_matches_numpy():
-    compare_layer(Flatten, normal(0, (2, 3, 4, 5)))
+def test_flatten_matches_numpy(device):
+    compare_layer(device, Flatten, normal(0, (2, 3, 4, 5)))
 
 
 @pytest.mark.parametrize("labels_on_gpu", [True, False])
-def test_softmax_cross_entropy_matches_numpy(labels_on_gpu):
-    cp = cupy()
+def test_softmax_cross_entropy_matches_numpy(labels_on_gpu, device):
+    cp = device.xp
     logits = normal(0, (6, 5)) * 3
     logits[0, 2] = 1e4                                   # stability on the GPU too
     labels = np.array([2, 0, 4, 1, 1, 3])
     cpu = SoftmaxCrossEntropy()
     loss_cpu = cpu.forward(logits, labels)
-    backend.use("cupy")
+    device.use()
     gpu = SoftmaxCrossEntropy()
     loss_gpu = gpu.forward(cp.asarray(logits), cp.asarray(labels) if labels_on_gpu else labels)
     assert isinstance(loss_gpu, float)
@@ -220,9 +208,9 @@ def test_softmax_cross_entropy_matches_numpy(labels_on_gpu):
     assert_matches(gpu.losses(), cpu.losses(), "per-sample losses")
 
 
-def test_softmax_cross_entropy_checks_labels_on_gpu():
-    cp = cupy()
-    backend.use("cupy")
+def test_softmax_cross_entropy_checks_labels_on_gpu(device):
+    cp = device.xp
+    device.use()
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         SoftmaxCrossEntropy().forward(cp.zeros((2, 3)), cp.asarray([0, 3]))
 
@@ -232,8 +220,8 @@ def _dropouts(model):
     return [layer for layer in model.layers if isinstance(layer, Dropout)]
 
 
-def test_mnist_cnn_forward_backward_matches_numpy():
-    cp = cupy()
+def test_mnist_cnn_forward_backward_matches_numpy(device):
+    cp = device.xp
     x, labels = normal(0, (4, 1, 28, 28)), np.array([3, 1, 4, 1])
 
     backend.use("numpy")
@@ -245,14 +233,14 @@ def test_mnist_cnn_forward_backward_matches_numpy():
     value_cpu = loss_cpu.forward(cpu.forward(x, training=True), labels)
     dx_cpu = cpu.backward(loss_cpu.backward())
 
-    backend.use("cupy")
+    device.use()
     backend.seed(0)
     gpu = models.mnist_cnn(dtype=F64)
     init_gpu = gpu.state_dict()
     backend.use("numpy")
     backend.seed(0)
     init_cpu = models.mnist_cnn(dtype=F64).state_dict()     # cpu's own running stats have moved on
-    backend.use("cupy")
+    device.use()
     assert init_gpu.keys() == init_cpu.keys()
     for name, v in init_cpu.items():                         # same seed, same initial network
         np.testing.assert_array_equal(init_gpu[name], v, err_msg=f"initial {name!r}")
@@ -284,14 +272,14 @@ def _small_conv_net():
 GRADCHECK_SEED = 0
 
 
-def test_gradcheck_of_a_small_conv_net_on_gpu():
-    cp = cupy()
+def test_gradcheck_of_a_small_conv_net_on_gpu(device):
+    cp = device.xp
     x, labels = normal(GRADCHECK_SEED, (3, 1, 6, 6)), np.random.default_rng(GRADCHECK_SEED).integers(0, 3, 3)
     backend.use("numpy")
     backend.seed(GRADCHECK_SEED)
     _, analytic_cpu, _ = check_model(_small_conv_net(), SoftmaxCrossEntropy(), x, labels, floor=NETWORK_FLOOR,
                                      return_gradients=True)
-    backend.use("cupy")
+    device.use()
     backend.seed(GRADCHECK_SEED)
     model = _small_conv_net()
     xg = cp.ascontiguousarray(cp.asarray(x))            # numerical_gradient perturbs in place: C-contiguous
@@ -305,11 +293,11 @@ def test_gradcheck_of_a_small_conv_net_on_gpu():
         assert_matches(g, analytic_cpu[name], f"analytic {name}")
 
 
-def test_save_on_gpu_load_on_cpu(tmp_path):
-    cp = cupy()
+def test_save_on_gpu_load_on_cpu(tmp_path, device):
+    cp = device.xp
     path = tmp_path / "gpu.npz"
     x = normal(0, (4, 1, 6, 6))
-    backend.use("cupy")
+    device.use()
     backend.seed(1)
     gpu = _small_conv_net()
     gpu.forward(cp.asarray(x), training=True)           # move the running statistics off their defaults
@@ -330,15 +318,15 @@ def test_save_on_gpu_load_on_cpu(tmp_path):
     np.testing.assert_allclose(cpu.forward(x, training=False), logits_gpu, rtol=1e-10, atol=1e-12)
 
 
-def test_load_on_gpu_from_a_cpu_checkpoint(tmp_path):
-    cp = cupy()
+def test_load_on_gpu_from_a_cpu_checkpoint(tmp_path, device):
+    cp = device.xp
     path = tmp_path / "cpu.npz"
     backend.use("numpy")
     backend.seed(4)
     cpu = _small_conv_net()
     cpu.forward(normal(0, (4, 1, 6, 6)), training=True)
     cpu.save(path)
-    backend.use("cupy")
+    device.use()
     backend.seed(5)
     gpu = _small_conv_net()
     gpu.load(path)

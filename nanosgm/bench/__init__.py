@@ -5,7 +5,7 @@ Names are loaded on first use, so that ``python -m nanosgm.bench`` can set up BL
 """
 import importlib
 
-_MODULES = ("bench", "profile", "torch_bridge")
+_MODULES = ("bench", "launches", "profile", "torch_bridge")
 
 
 def __getattr__(name):

@@ -36,7 +36,9 @@ a cell's steps spread widely (IQR over 20 % of the median), when a side has fewe
 when a ratio from median steps and one from the fastest steps disagree by over 10 % (the ratio is then
 marked '?'), and when other processes load the machine (more than 0.25 per CPU besides the bench).
 ``--profile`` prints instead the per-layer forward and backward times of one network's training step
-and the Adam and WAME optimizer steps, so one sees where the time goes.
+and the Adam and WAME optimizer steps, so one sees where the time goes. ``--launches`` counts instead, on the
+CPU stand-in for CuPy, the kernel launches and device-to-host reads of one step of each column
+(:mod:`nanosgm.bench.launches`).
 
 Threads: ``--threads N`` (default ``os.cpu_count()``) sets the BLAS threads of NumPy and
 ``torch.set_num_threads(N)``. NumPy's BLAS threads are changed at run time with ``threadpoolctl`` when it
@@ -341,8 +343,13 @@ DESCRIPTION = ("Throughput of the paper's networks (Tables 1-3) on the active ba
                "--profile shows where a training step's time goes.")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m nanosgm.bench", description=DESCRIPTION)
+PROG = "python -m nanosgm.bench"
+
+
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The flags; ``prog`` is the command in the usage line and messages (``nanosgm bench`` from
+    :mod:`nanosgm.commands`)."""
+    p = Parser(prog=prog, description=DESCRIPTION)
     p.add_argument("--models", default="dnn,cnn,cifar_cnn",
                    help="comma-separated paper networks: dnn (Table 1), cnn (Table 2), cifar_cnn (Table 3) "
                         "(default: all three)")
@@ -361,6 +368,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true",
                    help="instead of the throughput table, print the per-layer forward/backward times and the "
                         "optimizer steps of the first --models network")
+    p.add_argument("--launches", action="store_true",
+                   help="instead of timing, count the kernel launches, device-to-host reads and uploads of one step "
+                        "of each column on the CPU stand-in for CuPy (no GPU needed; --backend is ignored)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON (atomically)")
     p.add_argument("--seed", type=whole("--seed", least=0), default=0,
                    help="seed of the weights and the random batch (default 0)")
@@ -390,13 +400,17 @@ def _model_names(raw_list) -> list:
     return names
 
 
-def main(argv=None) -> int:
-    return run_cli(_main, argv)
+def main(argv=None, prog: str = PROG) -> int:
+    """``python -m nanosgm.bench`` (``prog`` names the command in its help and messages); the exit status."""
+    return run_cli(lambda a: _main(a, prog), argv)
 
 
-def _main(argv) -> int:
-    args = parser().parse_args(argv)
+def _main(argv, prog: str = PROG) -> int:
+    args = parser(prog).parse_args(argv)
     names = _model_names(args.models)
+    if args.launches:
+        from .launches import run as count_launches     # the CPU stand-in, whatever --backend says
+        return count_launches(args, names)
     threads = args.threads if args.threads is not None else (os.cpu_count() or 1)   # numbers: checked by parser()
     if args.backend:
         backend.use(args.backend)
@@ -452,7 +466,7 @@ def _profile(args, name, threads, blas_desc) -> int:
     for w in load_warnings(load, loadavg(), os.cpu_count() or 1, threads):
         print(f"WARNING: {w}")
     if args.json:
-        write_json_atomic(args.json, {"model": name, "rows": rows, "optimiser_steps_s": dict(steps),
+        write_json_atomic(args.json, {"model": name, "rows": rows, "optimizer_steps_s": dict(steps),
                                       "gemm_peak_gflops": peak, "load_avg_1min": load})
         print(f"wrote {args.json}")
     return 0

@@ -46,6 +46,8 @@ def as_generator(rng) -> np.random.Generator:
 def _ndimage(xp):
     if xp is np:
         import scipy.ndimage as ndi
+    elif hasattr(xp, "ndimage"):               # nanosgm.standin: its own cupyx.scipy.ndimage
+        ndi = xp.ndimage
     else:
         import cupyx.scipy.ndimage as ndi
     return ndi

@@ -61,6 +61,7 @@ class Sequential(Layer, CheckedState):
         return self.layers[i]
 
     def forward(self, x: Array, training: bool = True) -> Array:
+        backend.check_same_backend(x, (p for layer in self.layers for p in layer.params.values()), "Sequential")
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x

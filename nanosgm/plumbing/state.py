@@ -1,6 +1,6 @@
 """Checking saved state before any of it is used: loading is all or nothing.
 
-Every ``load_state_dict`` in nanosgm (``Sequential``, the optimisers, ``SmoothGradient``, the training
+Every ``load_state_dict`` in nanosgm (``Sequential``, the optimizers, ``SmoothGradient``, the training
 methods) is :class:`CheckedState`'s: it first checks the whole state dict with the helpers here and only
 then assigns; a state that fails a check raises a :class:`StateError` and leaves the object exactly as
 it was. A check fails when an expected key is
@@ -73,7 +73,7 @@ class CheckedState:
         _assign_state(values)                            install them; nothing here may fail
 
     ``load_state_dict`` runs the first, then the second; ``check_state_dict`` only the first. ``context``
-    is what a class needs besides the dict (the optimisers take ``model=``).
+    is what a class needs besides the dict (the optimizers take ``model=``).
     """
 
     def check_state_dict(self, d, *, source=None, prefix: str = "", **context) -> None:
@@ -136,12 +136,12 @@ def check_array(state, key: str, where: Where, *, shape=None, kind: str | None =
 
 
 def _is_backend_array(value) -> bool:
-    return type(value).__module__.split(".")[0] == "cupy"
+    """Whether ``value`` is a device array (CuPy's or the CPU stand-in's): nanosgm.backend decides."""
+    from .. import backend
+    return backend.is_gpu_array(value)
 
 
 def _all_finite(a) -> bool:
-    """True when every value of ``a`` (NumPy or CuPy) is finite."""
-    if _is_backend_array(a):
-        import cupy
-        return bool(cupy.isfinite(a).all())
-    return bool(np.isfinite(a).all())
+    """True when every value of ``a`` (NumPy, CuPy or the stand-in) is finite."""
+    from .. import backend
+    return bool(backend.array_module(a).isfinite(a).all())

@@ -250,30 +250,24 @@ def test_evaluate_shows_progress_bar(trained_mlp, capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
-# ---------------------------------------------------------------------------- CuPy (skipped without a GPU)
-_cupy_ok, _cupy_why = backend.cupy_available()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not _cupy_ok, reason=_cupy_why)
-def test_attacks_on_cupy_match_numpy(batch):
-    import cupy
-
+# ------------------------------------------- device backends: CuPy (skipped without a GPU) and the CPU stand-in
+def test_attacks_on_cupy_match_numpy(batch, device):
+    xp = device.xp
     x, y = batch
     host_model = small_cnn()
     state = host_model.state_dict()
     fgsm_np = fgsm(host_model, x, y, 0.1)
     acc_np = evaluate(host_model, x, y, (0.0, 0.1), progress=False)
-    backend.use("cupy")
+    device.use()
     try:
         model = small_cnn(randomise=False)
         model.load_state_dict(state)
         adv = fgsm(model, x, y, 0.1)                   # host inputs are moved to the device
-        assert isinstance(adv, cupy.ndarray)
-        np.testing.assert_allclose(cupy.asnumpy(adv), fgsm_np, atol=1e-12)
+        assert isinstance(adv, xp.ndarray)
+        np.testing.assert_allclose(xp.asnumpy(adv), fgsm_np, atol=1e-12)
         assert evaluate(model, x, y, (0.0, 0.1), progress=False) == acc_np
-        p = pgd(model, cupy.asarray(x), cupy.asarray(y), 0.05, rng=0)
-        assert float(cupy.abs(p - cupy.asarray(x)).max()) <= 0.05 + 1e-12
+        p = pgd(model, xp.asarray(x), xp.asarray(y), 0.05, rng=0)
+        assert float(xp.abs(p - xp.asarray(x)).max()) <= 0.05 + 1e-12
         for k, v in model.state_dict().items():
             np.testing.assert_array_equal(v, state[k])
     finally:
@@ -686,12 +680,9 @@ def test_progress_bar_counts_batches_times_eps(trained_mlp):
         assert got[0.0].mean() == accuracy(model, X, y)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not _cupy_ok, reason=_cupy_why)
-def test_stronger_attacks_on_cupy_match_numpy(blobs):
-    """PGD with restarts, APGD (CE, DLR) and Square on CuPy give NumPy's examples (host generators)."""
-    import cupy
-
+def test_stronger_attacks_on_cupy_match_numpy(blobs, device):
+    """PGD with restarts, APGD (CE, DLR) and Square on a device backend give NumPy's examples (host generators)."""
+    xp = device.xp
     model, X, y = blobs
     x, yy = X[:50], y[:50]
     runs = {"pgd": lambda m, a, b: pgd(m, a, b, 0.07, steps=4, restarts=2, rng=np.random.default_rng(1)),
@@ -699,16 +690,18 @@ def test_stronger_attacks_on_cupy_match_numpy(blobs):
             "dlr": lambda m, a, b: apgd(m, a, b, 0.07, steps=10, loss="dlr", rng=np.random.default_rng(1)),
             "square": lambda m, a, b: square(m, a, b, 0.07, queries=50, rng=1)}
     on_host = {k: f(model, x, yy) for k, f in runs.items()}
-    state = model.state_dict()
-    backend.use("cupy")
+    acc_host = evaluate(model, x, yy, (0.07,), "apgd", progress=False, rng=0, steps=5)   # before the switch:
+    state = model.state_dict()                  # a NumPy-built model cannot take device inputs (issue 23)
+    device.use()
     try:
         dev = blob_net()
         dev.load_state_dict(state)
         for k, f in runs.items():
-            got = f(dev, cupy.asarray(x), cupy.asarray(yy))
-            assert isinstance(got, cupy.ndarray), k
-            np.testing.assert_allclose(cupy.asnumpy(got), on_host[k], atol=1e-9, err_msg=k)
-        acc = evaluate(dev, x, yy, (0.07,), "apgd", progress=False, rng=0, steps=5)
-        assert acc == evaluate(model, x, yy, (0.07,), "apgd", progress=False, rng=0, steps=5)
+            got = f(dev, xp.asarray(x), xp.asarray(yy))
+            assert isinstance(got, xp.ndarray), k
+            np.testing.assert_allclose(xp.asnumpy(got), on_host[k], atol=1e-9, err_msg=k)
+        assert evaluate(dev, x, yy, (0.07,), "apgd", progress=False, rng=0, steps=5) == acc_host
+        with pytest.raises(backend.BackendError, match=r"input is a \w+ array but its weights are numpy arrays"):
+            evaluate(model, x, yy, (0.07,), "apgd", progress=False, rng=0, steps=5)   # the mix, refused clearly
     finally:
         backend.use("numpy")

@@ -309,5 +309,5 @@ def test_profile_prints_per_layer_times(capsys, numpy_backend, tmp_path):
         assert word in out, word
     assert "train img/s" not in out                                     # the profile replaces the table
     d = json.loads(path.read_text())
-    assert len(d["rows"]) == 14 + 1 and set(d["optimiser_steps_s"]) == {"adam step", "wame step"}
+    assert len(d["rows"]) == 14 + 1 and set(d["optimizer_steps_s"]) == {"adam step", "wame step"}
     assert all(r["fwd_s"] >= 0 and r["bwd_s"] >= 0 for r in d["rows"])

@@ -199,22 +199,18 @@ def test_zca_low_rank_path_matches_the_eigendecomposition():
     assert np.allclose(np.sort(low.eigenvalues), np.sort(full.eigenvalues), atol=1e-10)
 
 
-@pytest.mark.gpu
-def test_cupy_backend_matches_numpy(digits, cifar_like):
-    """On the GPU (cupyx.scipy.ndimage) the same seed gives the same augmentation as on the CPU."""
-    ok, why = backend.cupy_available()
-    if not ok:
-        pytest.skip(f"needs cupy and a CUDA device: {why}")
-    import cupy
-
-    gd, gc = cupy.asarray(digits), cupy.asarray(cifar_like)
+def test_cupy_backend_matches_numpy(digits, cifar_like, device):
+    """On a device (CuPy: cupyx.scipy.ndimage; the stand-in: scipy.ndimage behind its mixing rules) the same
+    seed gives the same augmentation as on the CPU."""
+    xp = device.xp
+    gd, gc = xp.asarray(digits), xp.asarray(cifar_like)
     el = data.elastic_distort(gd, rng=5)
-    assert isinstance(el, cupy.ndarray) and np.allclose(el.get(), data.elastic_distort(digits, rng=5), atol=1e-4)
+    assert isinstance(el, xp.ndarray) and np.allclose(el.get(), data.elastic_distort(digits, rng=5), atol=1e-4)
     af = data.random_affine(gc, rng=5)
-    assert isinstance(af, cupy.ndarray) and np.allclose(af.get(), data.random_affine(cifar_like, rng=5), atol=1e-4)
+    assert isinstance(af, xp.ndarray) and np.allclose(af.get(), data.random_affine(cifar_like, rng=5), atol=1e-4)
     assert np.array_equal(data.hflip(gc).get(), data.hflip(cifar_like))
     small = np.ascontiguousarray(cifar_like[:, :, :4, :4])
-    z_gpu = data.ZCA(1e-2).fit(cupy.asarray(small))
+    z_gpu = data.ZCA(1e-2).fit(xp.asarray(small))
     z_cpu = data.ZCA(1e-2).fit(small)
     assert np.allclose(z_gpu.W, z_cpu.W, atol=1e-6)
-    assert np.allclose(z_gpu.transform(cupy.asarray(small)).get(), z_cpu.transform(small), atol=1e-4)
+    assert np.allclose(z_gpu.transform(xp.asarray(small)).get(), z_cpu.transform(small), atol=1e-4)

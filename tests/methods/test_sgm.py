@@ -224,32 +224,27 @@ def test_dX_from_backward_and_per_sample_semantics():
     np.testing.assert_allclose(mean_conv.X[idx], X0[idx] + 0.2 * singles / 3, rtol=1e-12)
 
 
-# ---------------------------------------------------------------------------- CuPy (skipped without a GPU)
+# ------------------------------------------- device backends: CuPy (skipped without a GPU) and the CPU stand-in
 from nanosgm import backend as _backend  # noqa: E402
 
-_cupy_ok, _cupy_why = _backend.cupy_available()
 
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not _cupy_ok, reason=_cupy_why)
-def test_smooth_gradient_on_cupy():
-    import cupy
-
+def test_smooth_gradient_on_cupy(device):
+    xp = device.xp
     X0, rng = _data(dtype=np.float32)
     idx = np.array([3, 1, 8])
     dX = rng.standard_normal((3, 3, 4)).astype(np.float32)
     ref = SmoothGradient(X0, input_lr=0.2)
     ref.update(idx, dX)
-    _backend.use("cupy")
+    device.use()
     try:
         s = SmoothGradient(X0, input_lr=0.2, clip=(-10.0, 10.0))
-        assert isinstance(s.X, cupy.ndarray) and s.X.dtype == np.float32
-        s.update(idx, cupy.asarray(dX))                # host indices, device gradient
-        np.testing.assert_allclose(cupy.asnumpy(s.X), ref.X, rtol=1e-6)
+        assert isinstance(s.X, xp.ndarray) and s.X.dtype == np.float32
+        s.update(idx, xp.asarray(dX))                # host indices, device gradient
+        np.testing.assert_allclose(xp.asnumpy(s.X), ref.X, rtol=1e-6)
         d = s.state_dict()
         assert isinstance(d["X"], np.ndarray)
         t = SmoothGradient(X0, input_lr=0.0)
         t.load_state_dict(d)
-        assert isinstance(t.X, cupy.ndarray) and bool((t.X == s.X).all())
+        assert isinstance(t.X, xp.ndarray) and bool((t.X == s.X).all())
     finally:
         _backend.use("numpy")

@@ -237,7 +237,7 @@ def test_wame_authors_form_keeps_zeta_finite_in_float32():
 def test_wame_rejects_literal_with_the_authors_form_and_unknown_forms():
     with pytest.raises(ValueError, match="printed"):
         WAME(literal=True)
-    with pytest.raises(ValueError, match="form"):
+    with pytest.raises(ValueError, match="^WAME form must be one of authors, printed, got 'rprop'$"):
         WAME(form="rprop")
     assert build_optimizer("wame").form == "authors"
     assert build_optimizer("wame-printed").form == "printed"
@@ -364,8 +364,8 @@ def test_step_schedule():
     assert [s.lr_at(e) for e in (0, 9, 10, 19, 20, 49)] == [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5]
     opt = WAME(lr=5.0)
     assert s.apply(opt, 10) == 1e-4 and opt.lr == 1e-4
-    with pytest.raises(ValueError):
-        schedules.StepSchedule({5: 1e-3})
+    with pytest.raises(ValueError, match="rate for epoch 0, got milestones 5, 10$"):
+        schedules.StepSchedule({10: 1e-4, 5: 1e-3})
     with pytest.raises(ValueError):
         s.lr_at(-1)
 
@@ -391,24 +391,18 @@ def test_paper_schedule():
     assert schedules.PAPER_EPOCHS == 50 and schedules.PAPER_BATCH_SIZE == 128
 
 
-# ---------------------------------------------------------------------------- CuPy (skipped without a GPU)
-_cupy_ok, _cupy_why = __import__("nanosgm.backend", fromlist=["cupy_available"]).cupy_available()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not _cupy_ok, reason=_cupy_why)
+# ------------------------------------------- device backends: CuPy (skipped without a GPU) and the CPU stand-in
 @pytest.mark.parametrize("kind", ["wame", "sgd", "adam"])
-def test_optimizers_on_cupy_match_numpy(kind):
-    import cupy
-
+def test_optimizers_on_cupy_match_numpy(kind, device):
+    xp = device.xp
     rng = np.random.default_rng(0)
     grads = [rng.standard_normal((4, 3)) for _ in range(5)]
     w_np, g_np = rng.standard_normal((4, 3)), np.zeros((4, 3))
-    w_cp, g_cp = cupy.asarray(w_np), cupy.zeros((4, 3))
+    w_cp, g_cp = xp.asarray(w_np), xp.zeros((4, 3))
     a, b = build_optimizer(kind, lr=0.01), build_optimizer(kind, lr=0.01)
     for i, g in enumerate(grads):
         g_np[...] = g
-        g_cp[...] = cupy.asarray(g)
+        g_cp[...] = xp.asarray(g)
         a.step([("w", w_np, g_np)])
         b.step([("w", w_cp, g_cp)])
         if i == 2:  # checkpoint the GPU optimiser and continue from host arrays put back on the GPU
@@ -416,8 +410,8 @@ def test_optimizers_on_cupy_match_numpy(kind):
             assert all(isinstance(v, np.ndarray) for v in d.values())
             b = build_optimizer(kind)
             b.load_state_dict(d)
-    assert all(isinstance(s, cupy.ndarray) for s in b.state["w"].values())
-    np.testing.assert_allclose(cupy.asnumpy(w_cp), w_np, rtol=1e-12)
+    assert all(isinstance(s, xp.ndarray) for s in b.state["w"].values())
+    np.testing.assert_allclose(xp.asnumpy(w_cp), w_np, rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------- the element-wise contract
