@@ -1,8 +1,10 @@
 """The ``nanosgm`` command: ``nanosgm <command> [options]``, one front door to every command line.
 
 Each command is the ``python -m nanosgm.<command>`` of the same name (the same ``main``, so the two
-spellings behave alike); ``nanosgm <command> --help`` gives its options. ``nanosgm --version`` (``-V``)
-and ``nanosgm <command> --version`` print ``nanosgm <version>``.
+spellings behave alike; ``main(argv, prog="nanosgm <command>")`` makes its usage line and messages name
+the spelling used); ``nanosgm <command> --help`` gives its options. ``nanosgm --version`` (``-V``) and
+``nanosgm <command> --version`` print ``nanosgm <version>``. A refusal, here or by a command's flags, is one
+line ``error: ...`` with exit status 1.
 
 Nothing here loads NumPy: a command's own module is imported only after
 :func:`~nanosgm.plumbing.blas.limit_spin_wait` has set the environment that OpenBLAS reads when NumPy
@@ -76,7 +78,7 @@ def _main(argv) -> int:
         return 0
     from .plumbing.blas import limit_spin_wait
     limit_spin_wait()            # before the command's module loads NumPy (nanosgm/plumbing/blas.py)
-    return importlib.import_module(COMMANDS[first][0]).main(rest)
+    return importlib.import_module(COMMANDS[first][0]).main(rest, prog=f"nanosgm {first}")
 
 
 def main(argv=None) -> int:

@@ -70,5 +70,6 @@ def build(name: str, num_classes: int = 10, **kw) -> Sequential:
     """Build a paper network by name: "dnn" (Table 1), "cnn" (Table 2) or "cifar_cnn" (Table 3)."""
     key = ALIASES.get(name, name)
     if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)} (aliases: {sorted(ALIASES)})")
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))} "
+                         f"(aliases: {', '.join(sorted(ALIASES))})")
     return MODELS[key](num_classes, **kw)

@@ -1,6 +1,7 @@
 """The ``nanosgm`` command (nanosgm/commands.py): ``nanosgm train|experiments|robustness|bench|plot`` runs the
-``python -m nanosgm.<command>`` of that name, ``--version`` answers at both levels, ``--help`` lists the
-commands, and a wrong command is one line ``error: ...`` with exit status 1. ``python -m nanosgm`` is the
+``python -m nanosgm.<command>`` of that name (its usage line naming the spelling used), ``--version``
+answers at both levels, ``--help`` lists the commands, and a wrong command or flag, at either level, is one
+line ``error: ...`` with exit status 1. ``python -m nanosgm`` is the
 same command; the installed ``nanosgm`` script (pyproject's [project.scripts]) too."""
 import importlib.metadata
 import os
@@ -81,22 +82,54 @@ def test_a_command_runs_its_modules_main_after_limiting_the_spin_wait(monkeypatc
     NumPy loads), and its main gets the arguments after the command."""
     seen = {}
     module = types.ModuleType("fake_command")
-    module.main = lambda argv: seen.update(argv=argv, timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT")) or 7
+    module.main = lambda argv, prog: seen.update(argv=argv, prog=prog,
+                                                 timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT")) or 7
     monkeypatch.setitem(sys.modules, "fake_command", module)
     monkeypatch.setitem(commands.COMMANDS, "train", ("fake_command", "a stand-in"))
     monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
     assert commands.main(["train", "mnist", "--epochs", "1"]) == 7
-    assert seen == {"argv": ["mnist", "--epochs", "1"], "timeout": str(SPIN_TIMEOUT_LOG2)}
+    assert seen == {"argv": ["mnist", "--epochs", "1"], "prog": "nanosgm train", "timeout": str(SPIN_TIMEOUT_LOG2)}
 
 
-@pytest.mark.parametrize("command, usage", [("train", "python -m nanosgm.train"),
-                                            ("experiments", "python -m nanosgm.experiments"),
-                                            ("robustness", "python -m nanosgm.robustness"),
-                                            ("bench", "python -m nanosgm.bench"), ("plot", "nanosgm plot")])
-def test_each_command_is_the_python_m_one(capsys, command, usage):
+def _command_main(command):
+    """The ``main`` that ``python -m nanosgm.<command>`` runs."""
+    import importlib
+    return importlib.import_module(commands.COMMANDS[command][0]).main
+
+
+@pytest.mark.parametrize("command", list(commands.COMMANDS))
+def test_each_commands_usage_names_the_spelling_used(capsys, command):
+    """``nanosgm <command> --help`` says ``usage: nanosgm <command>``; the module's own main (what
+    ``python -m nanosgm.<command>`` runs) keeps ``usage: python -m nanosgm.<command>``."""
     with pytest.raises(SystemExit) as exit_:
         commands.main([command, "--help"])
-    assert exit_.value.code == 0 and capsys.readouterr().out.startswith(f"usage: {usage} ")
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith(f"usage: nanosgm {command} ")
+    with pytest.raises(SystemExit) as exit_:
+        _command_main(command)(["--help"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith(f"usage: python -m nanosgm.{command} ")
+
+
+# each command with the arguments it needs before a flag it does not know
+VALID_BEFORE = {"train": ["mnist"], "experiments": ["mnist"], "robustness": ["m.npz"], "bench": [], "plot": ["r.json"]}
+
+
+def _unknown_flag_cases():
+    yield pytest.param(None, ["--bogus"], "error: unknown option '--bogus' before the command; give a command "
+                       "first", id="nanosgm")
+    for command, before in VALID_BEFORE.items():
+        yield pytest.param(None, [command, *before, "--bogus"], "error: unrecognized arguments: --bogus (see "
+                           f"nanosgm {command} --help)\n", id=f"nanosgm {command}")
+        yield pytest.param(command, [*before, "--bogus"], "error: unrecognized arguments: --bogus (see "
+                           f"python -m nanosgm.{command} --help)\n", id=f"python -m nanosgm.{command}")
+
+
+@pytest.mark.parametrize("module_of, argv, line", list(_unknown_flag_cases()))
+def test_every_command_refuses_an_unknown_flag_in_one_line_with_exit_1(capsys, module_of, argv, line):
+    """argparse's own refusal (the usage, then ``prog: error: ...``, exit 2) is never what a nanosgm command
+    line prints: the nanosgm command, each command through it, and each ``python -m nanosgm.<command>``."""
+    main = commands.main if module_of is None else _command_main(module_of)
+    assert main(argv) == 1
+    assert one_line_error(capsys.readouterr().err).startswith(line)
 
 
 def test_importing_the_command_loads_no_numpy():
@@ -125,7 +158,17 @@ def test_the_command_line_answers_version_help_and_refusals(how):
     assert proc.returncode == 0 and "  plot " in proc.stdout, proc.stderr
     proc = run(*base, "bench", "--bogus")
     assert proc.returncode == 1
-    assert one_line_error(proc.stderr) == ("error: unrecognized arguments: --bogus (see python -m nanosgm.bench "
-                                           "--help)\n")
+    assert one_line_error(proc.stderr) == "error: unrecognized arguments: --bogus (see nanosgm bench --help)\n"
+    proc = run(*base, "train", "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: nanosgm train "), proc.stderr
     proc = run(*base, "nope")
     assert proc.returncode == 1 and one_line_error(proc.stderr).startswith("error: unknown command 'nope'")
+
+
+def test_python_m_of_a_command_keeps_its_own_usage():
+    proc = run(sys.executable, "-m", "nanosgm.train", "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m nanosgm.train "), proc.stderr
+    proc = run(sys.executable, "-m", "nanosgm.robustness", "m.npz", "--bogus")
+    assert proc.returncode == 1
+    assert one_line_error(proc.stderr) == ("error: unrecognized arguments: --bogus (see python -m nanosgm.robustness "
+                                           "--help)\n")

@@ -49,7 +49,7 @@ def check_eps_list(eps_list, who: str) -> list:
     out = [float(e) for e in eps_list]
     for i, e in enumerate(out):
         if e in out[:i]:
-            raise ValueError(f"{who}: eps {e!r} is given twice ({eps_list!r}); give each budget once")
+            raise ValueError(f"{who}: eps {e!r} is given twice ({', '.join(map(repr, out))}); give each budget once")
     return out
 
 

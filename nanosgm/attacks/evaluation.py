@@ -71,7 +71,7 @@ def _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar, bounds=None):
     kw = dict(attack_kw)
     clip, training = kw.pop("clip", (0.0, 1.0)), kw.pop("training", False)
     if kw:
-        raise TypeError(f"fgsm got unexpected keyword arguments {sorted(kw)}")
+        raise TypeError(f"fgsm got unexpected keyword arguments {', '.join(sorted(kw))}")
     out, sign = {}, None
     for e in eps_list:
         if e == 0:

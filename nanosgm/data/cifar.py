@@ -176,7 +176,7 @@ def parse_batch(data: bytes, what: str, label_key: str = "labels") -> tuple[np.n
     d = _str_keys(safe_loads(data, what), what)
     if "data" not in d or label_key not in d:
         raise DataError(f"{what} lacks the '{'data' if 'data' not in d else label_key}' entry "
-                        f"(keys: {sorted(map(str, d))}); not the expected CIFAR batch")
+                        f"(keys: {', '.join(sorted(map(str, d)))}); not the expected CIFAR batch")
     raw = d["data"]
     if isinstance(raw, (bytes, bytearray)):
         raw = np.frombuffer(raw, dtype=np.uint8)

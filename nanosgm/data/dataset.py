@@ -134,7 +134,7 @@ def _split_limits(limit) -> dict[str, int | None]:
     if isinstance(limit, dict):
         unknown = set(limit) - {"train", "val", "test"}
         if unknown:
-            raise ValueError(f"limit keys must be 'train', 'val', 'test'; got {sorted(unknown)}")
+            raise ValueError(f"limit keys must be 'train', 'val', 'test'; got {', '.join(sorted(map(str, unknown)))}")
         return {k: limit.get(k) for k in ("train", "val", "test")}
     if isinstance(limit, (tuple, list)) and len(limit) == 3:
         return dict(zip(("train", "val", "test"), limit))

@@ -19,13 +19,14 @@ Carlini et al. 2019 ("On Evaluating Adversarial Robustness"), each printed as pa
     transfer                   (two or more networks) PGD crafted on a sibling network is weaker than
                                white-box PGD on the network itself
 
-A ``model.npz`` written by ``python -m nanosgm.train`` has a ``results.json`` beside it whose "config"
-names the dataset and model; without one, give ``--dataset`` and ``--model``. Writes a table on the
-terminal, ``robustness.json`` (percent, rounded to 2 decimals; command line, versions, settings) and
-``robustness.png`` (accuracy against eps, one curve per attack and network) into ``--out``. Until then,
-every finished attack is kept in ``--out``/robustness.partial.json: an interrupted audit run again with the
-same arguments resumes after its last finished attack, with the same numbers
-(:mod:`nanosgm.plumbing.audit_resume`); Ctrl-C, SIGTERM and SIGHUP say so.
+A ``model.npz`` written by ``python -m nanosgm.train`` has a ``results.json`` beside it whose "spec" names
+the dataset and model (its seal is checked: an edited one is refused, :mod:`nanosgm.plumbing.seal`); without
+one, give ``--dataset`` and ``--model``. Writes a table on the terminal, ``robustness.json`` (percent,
+rounded to 2 decimals; command line, versions, settings) and ``robustness.png`` (accuracy against eps, one
+curve per attack and network) into ``--out``. Until then, every finished attack is kept in
+``--out``/robustness.partial.json: an interrupted audit run again with the same arguments resumes after its
+last finished attack, with the same numbers (:mod:`nanosgm.plumbing.audit_resume`); Ctrl-C, SIGTERM and
+SIGHUP say so.
 
 Before the first attack the audit prints its plan (networks x attacks x eps x images, and how many gradient
 evaluations and forward passes each attack costs per image and eps, at most), and after the first attack
@@ -35,7 +36,6 @@ images the network's training run evaluated.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -48,7 +48,9 @@ import numpy as np
 
 from .. import attacks, backend
 from ..methods.base import format_number
+from ..plumbing.argparser import Parser
 from ..plumbing.audit_resume import PARTIAL_NAME, FinishedAttacks, PartialFileError, digest
+from ..plumbing.seal import RecordEdited, check_seal, is_sealed, unsealed_note
 
 __all__ = ["Suite", "Network", "attack_plan", "attack_cost", "audit_network", "audit", "plan_lines",
            "sanity_checks", "format_report", "accuracy_figure", "report_json", "main", "DEFAULT_EPS", "CHECK_EPS"]
@@ -267,7 +269,7 @@ def _transfer_pairs(nets, which: str = "first") -> list:
         return (s.dataset == t.dataset and s.X.shape == t.X.shape and np.array_equal(s.y, t.y)
                 and np.array_equal(s.X, t.X))
     if which not in TRANSFER:
-        raise ValueError(f"transfer must be one of {TRANSFER}, got {which!r}")
+        raise ValueError(f"transfer must be one of {', '.join(TRANSFER)}, got {which!r}")
     pairs = [(s, t) for s in nets for t in nets if s is not t and same_images(s, t)]
     if which == "none":
         return []
@@ -554,15 +556,15 @@ def accuracy_figure(report: dict):
 
 
 # ------------------------------------------------------------------------------------ CLI
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):             # one line, as every nanosgm error
-        self.exit(2, f"error: {message} (see python -m nanosgm.robustness --help)\n")
+PROG = "python -m nanosgm.robustness"
 
 
-def build_parser():
-    p = _Parser(prog="python -m nanosgm.robustness",
-                description="Audit networks written by python -m nanosgm.train: FGSM, PGD, APGD-CE, APGD-DLR, "
-                            "Square, robust accuracy, transfer and the Carlini et al. sanity checks.")
+def build_parser(prog: str = PROG):
+    """The flags; ``prog`` is the command in the usage line and messages (``nanosgm robustness`` from
+    :mod:`nanosgm.commands`)."""
+    p = Parser(prog=prog,
+               description="Audit networks written by python -m nanosgm.train: FGSM, PGD, APGD-CE, APGD-DLR, "
+                           "Square, robust accuracy, transfer and the Carlini et al. sanity checks.")
     p.add_argument("models", nargs="+", metavar="MODEL.npz", help="model files; a results.json beside each (python -m "
                    "nanosgm.train) or a protocol.json one folder up (models/run<i>-<arm>.npz of python -m "
                    "nanosgm.experiments) names its dataset and model")
@@ -610,6 +612,23 @@ def _parse_eps(text):
     return eps
 
 
+def _read_record(path, run: bool):
+    """The JSON in a run's results.json (``run``: its seal checked, :mod:`nanosgm.plumbing.seal`; one written
+    before results were sealed is returned as it is) or in a protocol.json, or AuditError."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise AuditError(f"{path} is not a results.json written by python -m nanosgm.train nor a "
+                         f"protocol.json ({exc!r})") from None
+    if run and is_sealed(saved):
+        try:
+            check_seal(saved, path, fix="restore it (e.g. from a copy), or train the run again")
+        except RecordEdited as exc:
+            raise AuditError(str(exc)) from None
+    return saved
+
+
 def _config_for(path, args) -> dict:
     """dataset / model / limit / val_size of the run that wrote `path`: its results.json, else the flags;
     with a results.json or protocol.json also "eval_images": the first how many test images the run
@@ -620,21 +639,23 @@ def _config_for(path, args) -> dict:
     results = os.path.join(here, "results.json")
     protocol = os.path.join(os.path.dirname(here), "protocol.json")      # models/run<i>-<arm>.npz of a protocol
     if os.path.isfile(results) or os.path.isfile(protocol):
-        results = results if os.path.isfile(results) else protocol
+        run = os.path.isfile(results)
+        results = results if run else protocol
+        saved = _read_record(results, run)
         try:
-            with open(results) as f:
-                saved = json.load(f)
             cfg = saved.get("spec") or saved["config"]       # a network's record, or a protocol's config
             evaluated = saved.get("n_test", cfg.get("eval_limit"))
             cfg = {k: cfg[k] for k in ("dataset", "model")} | {k: cfg.get(k) for k in ("limit", "val_size")}
             cfg["eval_images"] = evaluated if isinstance(evaluated, int) else None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise AuditError(f"{results} is not a results.json written by python -m nanosgm.train nor a "
                              f"protocol.json ({exc!r})") from None
         for flag in ("dataset", "model"):
             given = getattr(args, flag)
             if given is not None and given != cfg[flag]:
                 raise AuditError(f"--{flag} {given} contradicts {results}, which says {cfg[flag]!r}; drop the flag")
+        if run and not is_sealed(saved):
+            print(unsealed_note(results, "read as it is"), file=sys.stderr)
         return cfg
     if args.dataset is None or args.model is None:
         raise AuditError(f"{path} has no results.json beside it; give --dataset and --model")
@@ -780,6 +801,7 @@ def _write_outputs(out, report, nets, suite, argv) -> None:
     print(f"wrote {out}/robustness.json and {out}/robustness.png")
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = PROG) -> int:
+    """``python -m nanosgm.robustness`` (``prog`` names the command in its help and messages); the exit status."""
     from ..plumbing.cli import run_cli
-    return run_cli(lambda a: _run(build_parser().parse_args(a), a), argv)
+    return run_cli(lambda a: _run(build_parser(prog).parse_args(a), a), argv)

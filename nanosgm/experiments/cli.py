@@ -1,12 +1,12 @@
 """``python -m nanosgm.experiments``: the paper's protocol from the command line (see :mod:`.protocol`)."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 from .. import backend
+from ..plumbing.argparser import Parser
 from ..plumbing.cli import CliError, check_out_folder, run_cli
 from ..plumbing.flags import whole
 from . import recipe
@@ -20,9 +20,14 @@ from .tables import format_tables
 __all__ = ["main", "build_parser"]
 
 
-def build_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m nanosgm.experiments",
+PROG = "python -m nanosgm.experiments"
+
+
+def build_parser(prog: str = PROG):
+    """The flags; ``prog`` is the command in the usage line and messages (``nanosgm experiments`` from
+    :mod:`nanosgm.commands`)."""
+    p = Parser(
+        prog=prog,
         description="The paper's protocol (Sections 5-6): N lock-step runs of the control and of each arm "
                     "(SGM, SGM per-sample, the authors' published code path), medians of clean and FGSM "
                     "accuracy (Tables 4-5), Wilcoxon tests. Resumable; networks can train in parallel.")
@@ -30,8 +35,10 @@ def build_parser():
     p.add_argument("--runs", type=whole("--runs", least=1), default=5,
                    help="lock-step runs (seeds) per arm (default 5, the paper's)")
     p.add_argument("--arms", default=None, help="comma-separated arms beside the control: sgm:LAMBDA, "
-                   "sgm:LAMBDA:per-sample, published, and the adversarial-training baselines fgsm-at:EPS, fgsm-rs:EPS, "
-                   "pgd-at:EPS:STEPS (default: sgm:<--input-lr>, the paper's method)")
+                   "sgm:LAMBDA:per-sample, published; the adaptive input updates sgm-momentum|sgm-adam|sgm-sign:STEP"
+                   "[:per-sample][:ball=R][:clip]; input-gradient regularisation gradreg:MU, gradreg-fd:MU:H; the "
+                   "adversarial-training baselines fgsm-at:EPS, fgsm-rs:EPS, pgd-at:EPS:STEPS (default: "
+                   "sgm:<--input-lr>, the paper's method; the grammar: nanosgm.methods.arms)")
     p.add_argument("--optimizer", type=optimizer_name, default="wame", help="wame (default), wame-printed, adam or sgd")
     p.add_argument("--pgd", type=whole("--pgd", least=0), default=0, metavar="N",
                    help="also PGD-10 on the first N test images (default 0)")
@@ -88,9 +95,9 @@ def _finish(args, result, out) -> int:
     return 0
 
 
-def _main(argv) -> int:
+def _main(argv, prog: str = PROG) -> int:
     from ..plumbing.runlock import RunLock
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     eps_list, model_name = common_setup(args)
     arm_list = _check_args(args)
     out = args.out or os.path.join("runs", f"protocol-{args.dataset}-{model_name}{'-aug' if args.augment else ''}")
@@ -116,8 +123,9 @@ def _main(argv) -> int:
     return _finish(args, result, out)
 
 
-def main(argv=None) -> int:
-    return run_cli(_main, argv)
+def main(argv=None, prog: str = PROG) -> int:
+    """``python -m nanosgm.experiments`` (``prog`` names the command in its help and messages); the exit status."""
+    return run_cli(lambda a: _main(a, prog), argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def dataset_name(name: str) -> str:
 
 
 def optimizer_name(name: str) -> str:
-    """argparse ``type=``: an optimiser :func:`nanosgm.optim.build_optimizer` knows (wame, wame-printed, adam,
+    """argparse ``type=``: an optimizer :func:`nanosgm.optim.build_optimizer` knows (wame, wame-printed, adam,
     sgd), returned as given; any other name is a CliError before any data loads."""
     from ..optim import build_optimizer
     try:
@@ -91,5 +91,5 @@ def common_setup(args):
     backend.name()                        # an unusable NANOSGM_BACKEND is refused here, before any data loads
     model_name = args.model or DEFAULT_MODEL[args.dataset]
     if models.ALIASES.get(model_name, model_name) not in models.MODELS:
-        raise CliError(f"unknown model {model_name!r}; choose one of {sorted(models.MODELS)}")
+        raise CliError(f"unknown model {model_name!r}; choose one of {', '.join(sorted(models.MODELS))}")
     return eps_list, model_name

@@ -20,7 +20,7 @@ from ..plumbing.argparser import Parser
 from ..plumbing.cli import CliError, run_cli
 from ..plumbing.files import atomic_write
 from ..plumbing.flags import whole
-from ..plumbing.seal import check_seal, is_sealed
+from ..plumbing.seal import check_seal, is_sealed, unsealed_note
 from .figures import _COLORS, _figure
 
 __all__ = ["main", "build_parser", "load_run", "run_curves", "RUN_FORMAT"]
@@ -81,13 +81,12 @@ def load_run(path, say=None) -> dict:
         raise CliError(f"{path} is not the results.json of a nanosgm run: {why}")
     sealed = is_sealed(record)
     if sealed:
-        record = check_seal(record, path)
+        record = check_seal(record, path, fix="restore it (e.g. from a copy), or train the run again")
     for i, row in enumerate(record["history"]):
         for key in ("train_loss",) + tuple(k for k, _ in ERRORS + SHIFTS):
             _check_number(path, i, row, key)
     if not sealed:
-        (say or _note)(f"note: {path} carries no content digest (written before results were sealed), so an edit "
-                       "to it cannot be detected; plotted as it is")
+        (say or _note)(unsealed_note(path, "plotted as it is"))
     return record
 
 
@@ -160,8 +159,13 @@ def run_curves(record, title: str | None = None):
 
 
 # ------------------------------------------------------------------------------------------ the command
-def build_parser():
-    p = Parser(prog="nanosgm plot", description="Draw the learning curves of one run of nanosgm train from its "
+PROG = "python -m nanosgm.plot"
+
+
+def build_parser(prog: str = PROG):
+    """The flags; ``prog`` is the command in the usage line and messages (``nanosgm plot`` from
+    :mod:`nanosgm.commands`)."""
+    p = Parser(prog=prog, description="Draw the learning curves of one run of nanosgm train from its "
                "results.json: training loss, validation and test error per epoch and, for SGM, the stored "
                "inputs' shift |X_t - X_0|.")
     p.add_argument("results", metavar="RESULTS.json", help="the run's results.json (or its run folder)")
@@ -186,8 +190,8 @@ def _out_path(args) -> tuple:
     return out, fmt
 
 
-def _main(argv) -> int:
-    args = build_parser().parse_args(argv)
+def _main(argv, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     out, fmt = _out_path(args)
     fig = run_curves(load_run(args.results))
     atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=args.dpi, bbox_inches="tight"), suffix=f".{fmt}")
@@ -195,6 +199,7 @@ def _main(argv) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    return run_cli(_main, argv)
+def main(argv=None, prog: str = PROG) -> int:
+    """``python -m nanosgm.plot`` (``prog`` names the command in its help and messages); the exit status."""
+    return run_cli(lambda a: _main(a, prog), argv)
 

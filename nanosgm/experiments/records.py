@@ -141,7 +141,8 @@ def check_record(doc, key, record, where: str, expected_spec) -> None:
         raise ProtocolError(f"{where}: networks: {exc}; {FIX}") from None
     at = f"{where}: networks[{key!r}]"
     if arm not in doc["arms"]:
-        raise ProtocolError(f"{at}: its arm {arm!r} is not among the protocol's arms {doc['arms']}; {FIX}")
+        raise ProtocolError(f"{at}: its arm {arm!r} is not among the protocol's arms "
+                            f"({', '.join(map(str, doc['arms']))}); {FIX}")
     if not isinstance(record, dict):
         raise ProtocolError(f"{at} is not an object; {FIX}")
     if is_sealed(record):
@@ -225,8 +226,9 @@ def _check_results(res, config, n_test, where) -> None:
             continue
         acc = res[kind]
         if not isinstance(acc, dict) or sorted(acc) != sorted(keys):
-            raise ProtocolError(f"{where}.{kind} must give one accuracy per eps of the config {keys}, got "
-                                f"{sorted(acc) if isinstance(acc, dict) else acc!r}; {FIX}")
+            got = (", ".join(sorted(map(str, acc))) or "none") if isinstance(acc, dict) else repr(acc)
+            raise ProtocolError(f"{where}.{kind} must give one accuracy per eps of the config "
+                                f"({', '.join(keys)}), got {got}; {FIX}")
         n = k if kind in ON_PGD_IMAGES else n_test
         for e, v in acc.items():
             _check_pct(v, n, f"{where}.{kind}[{e!r}]")

@@ -5,14 +5,15 @@ lock, resuming, replacing an earlier run), and the printed table. The training l
 :func:`nanosgm.methods.fit`.
 
 The run folder holds ``checkpoint.npz`` while the run trains (every finished epoch), then ``model.npz``
-and ``results.json``; the checkpoint is removed once the results are written (``--keep-checkpoint``
-keeps it, to measure the run again or continue it to more epochs). ``--resume`` of a finished run checks
-that its ``results.json`` describes the run the flags ask for. ``--overwrite`` removes the earlier run
-only once the new one has saved its first epoch, so a new run that fails before that leaves it as it was.
+and ``results.json``, sealed with the sha256 of its content (:mod:`nanosgm.plumbing.seal`), so that an edit
+is refused where it is read (``--resume``, ``nanosgm plot``, the robustness audit); the checkpoint is removed
+once the results are written (``--keep-checkpoint`` keeps it, to measure the run again or continue it to
+more epochs). ``--resume`` of a finished run checks that its ``results.json`` is unedited and describes the
+run the flags ask for. ``--overwrite`` removes the earlier run only once the new one has saved its first
+epoch, so a new run that fails before that leaves it as it was.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -23,17 +24,24 @@ from .. import backend
 from ..methods.adversarial import ARM_NAMES
 from ..methods.base import format_number
 from ..plumbing import checkpoint as ckpt
+from ..plumbing.argparser import Parser
 from ..plumbing.cli import CliError, check_out_folder, interruption, interruption_status, run_cli
 from ..plumbing.flags import number, whole
+from ..plumbing.seal import RecordEdited, check_seal, is_sealed, seal, unsealed_note
 from . import recipe
 from .cli_args import add_common_arguments, common_setup
 
 __all__ = ["main", "build_parser", "default_out", "spec_from_args", "RUN_FILES"]
 
 
-def build_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m nanosgm.train",
+PROG = "python -m nanosgm.train"
+
+
+def build_parser(prog: str = PROG):
+    """The flags; ``prog`` is the command in the usage line and messages (``nanosgm train`` from
+    :mod:`nanosgm.commands`)."""
+    p = Parser(
+        prog=prog,
         description="Train one of the paper's networks with the Smooth Gradient Method (or the control, "
                     "--input-lr 0), then measure clean accuracy, FGSM accuracy (Eq. 20) and PGD-10 accuracy "
                     "on the test set.")
@@ -160,7 +168,10 @@ def _finished_run(args, spec, out) -> Plan:
 
 
 def _read_results(path, ck) -> dict:
-    """The results.json of a finished run, or CliError saying it is damaged and what to do."""
+    """The results.json of a finished run, its seal checked (:mod:`nanosgm.plumbing.seal`; one written
+    before results were sealed is read with a note), or CliError saying it is damaged and what to do."""
+    again = f"delete it and run the same command: --resume measures {ck} again" if os.path.exists(ck) else \
+        "train the run again with --overwrite"
     try:
         with open(path) as f:
             record = json.load(f)
@@ -169,12 +180,18 @@ def _read_results(path, ck) -> dict:
         record, problem = None, f"cannot be read ({why})"
     else:
         problem = "is not the results record of a nanosgm.train run (no spec with its epochs)"
+    sealed = is_sealed(record)
+    if sealed:
+        try:
+            record = check_seal(record, path, fix=f"restore it from a copy, or {again}")
+        except RecordEdited as exc:
+            raise CliError(str(exc)) from None
     spec = record.get("spec") if isinstance(record, dict) else None
-    if isinstance(spec, dict) and isinstance(spec.get("epochs"), int):
-        return record
-    again = f"delete it and run the same command: --resume measures {ck} again" if os.path.exists(ck) else \
-        "train the run again with --overwrite"
-    raise CliError(f"{path} {problem}; restore it from a copy, or {again}")
+    if not (isinstance(spec, dict) and isinstance(spec.get("epochs"), int)):
+        raise CliError(f"{path} {problem}; restore it from a copy, or {again}")
+    if not sealed:
+        print(unsealed_note(path, "read as it is"), file=sys.stderr)
+    return record
 
 
 def _print_results(record) -> None:
@@ -288,11 +305,12 @@ def _failed_write(exc: OSError, out, spec, run) -> str:
 
 
 def _finish(args, out, spec, run, record) -> None:
-    """Write results.json, then remove the checkpoint unless --keep-checkpoint (the model and results stay)."""
+    """Write results.json, sealed (:mod:`nanosgm.plumbing.seal`), then remove the checkpoint unless
+    --keep-checkpoint (the model and results stay)."""
     from ..plumbing.files import write_json_atomic
     path, ck = os.path.join(out, "results.json"), os.path.join(out, "checkpoint.npz")
     try:
-        write_json_atomic(path, record)
+        write_json_atomic(path, seal(record))
     except OSError as exc:
         raise CliError(f"could not write {path}: {exc.strerror or exc}; {_kept(args, out, spec, run, fix=True)}") \
             from None
@@ -302,8 +320,8 @@ def _finish(args, out, spec, run, record) -> None:
     print(f"wrote {path}{kept}")
 
 
-def _main(argv) -> int:
-    args = build_parser().parse_args(argv)
+def _main(argv, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     eps_list, model_name = common_setup(args)
     if (args.published or args.adv) and args.per_sample:
@@ -327,8 +345,9 @@ def _main(argv) -> int:
         restore()
 
 
-def main(argv=None) -> int:
-    return run_cli(_main, argv)
+def main(argv=None, prog: str = PROG) -> int:
+    """``python -m nanosgm.train`` (``prog`` names the command in its help and messages); the exit status."""
+    return run_cli(lambda a: _main(a, prog), argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     base         the Method interface, and the control (plain training)
     sgm          the Smooth Gradient Method: input updates on the stored training set (Eq. 14, 15, 21)
-    adaptive     SGM's input step taken by an optimiser's rule (momentum, Adam, sign): Section 6's future work
+    adaptive     SGM's input step taken by an optimizer's rule (momentum, Adam, sign): Section 6's future work
     published    the authors' published Keras code path
     adversarial  adversarial training (FGSM, FGSM-RS, PGD): the baselines a defence is compared with
     gradreg      input-gradient regularisation by a hand-written double backward (Section 6's future work)

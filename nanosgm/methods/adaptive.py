@@ -1,7 +1,7 @@
-"""Adaptive input updates: SGM's step on the stored training set taken by a weight optimiser's rule.
+"""Adaptive input updates: SGM's step on the stored training set taken by a weight optimizer's rule.
 
 The paper's Section 6 proposes applying the adaptive rules of weight training "to the residual gradient",
-i.e. to SGM's input updates. Here the rule is an optimiser of :mod:`nanosgm.optim` itself, applied to the
+i.e. to SGM's input updates. Here the rule is an optimizer of :mod:`nanosgm.optim` itself, applied to the
 rows of the stored set X_t that a batch visited, with the sign that makes Eq. 15 an ascent on E:
 
     g        = dE/dX at the batch's rows (Eq. 14), times B with per-sample (each sample's own loss)
@@ -40,7 +40,7 @@ from .sgm import SGM, _as_index
 
 __all__ = ["AdaptiveSGM", "INPUT_RULES"]
 
-#: rule name -> the optimiser that takes the input step, given lambda-bar as its learning rate
+#: rule name -> the optimizer that takes the input step, given lambda-bar as its learning rate
 INPUT_RULES = {
     "momentum": lambda lam: SGD(lr=lam, momentum=0.9),
     "adam": lambda lam: Adam(lr=lam),

@@ -3,7 +3,7 @@
     control                 plain training (the paper's control)
     sgm:L                   the Smooth Gradient Method, lambda-bar L, batch-mean loss (Eq. 15 / 21)
     sgm:L:per-sample        the same with each sample's own loss (B times larger steps)
-    sgm-RULE:L[:options]    SGM's input step by an optimiser's rule: RULE momentum, adam or sign;
+    sgm-RULE:L[:options]    SGM's input step by an optimizer's rule: RULE momentum, adam or sign;
                             options per-sample, ball=R, clip (the paper's future work, Section 6)
     published               the authors' Keras code path (an extra pass whose input update is thrown away)
     fgsm-at:E               adversarial training, FGSM with the clean/adversarial loss mix (Goodfellow et al.)

@@ -14,7 +14,7 @@ The methods of this package, each named by its label in the protocol's arm gramm
 
     control                 :class:`Control`      the plain pass; nothing else (the paper's control)
     sgm:L[:per-sample]      :class:`~nanosgm.methods.sgm.SGM`                 Eq. 15/21 on the stored set X_t
-    sgm-RULE:L[:...]        :class:`~nanosgm.methods.adaptive.AdaptiveSGM`    SGM's step by an optimiser's rule
+    sgm-RULE:L[:...]        :class:`~nanosgm.methods.adaptive.AdaptiveSGM`    SGM's step by an optimizer's rule
     published               :class:`~nanosgm.methods.published.Published`     the authors' Keras code path
     fgsm-at:E, fgsm-rs:E, pgd-at:E:K   :class:`~nanosgm.methods.adversarial.AdversarialTraining`
     gradreg:MU, gradreg-fd:MU:H        :class:`~nanosgm.methods.gradreg.GradientRegularisation`

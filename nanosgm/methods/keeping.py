@@ -2,7 +2,7 @@
 checkpoints and resuming from them, Figures 5-6 snapshots, progress and log lines.
 
 The checkpoint is one dict of named parts (:mod:`nanosgm.plumbing.checkpoint`): the model, the
-optimiser, the training method (e.g. SGM's X_t), the best weights so far, the snapshots, and ``meta``
+optimizer, the training method (e.g. SGM's X_t), the best weights so far, the snapshots, and ``meta``
 (epoch, history, the run's configuration, the BLAS thread count it was trained with). Resuming checks
 every part before it loads any: the configuration, that the checkpoint holds no more epochs than the
 run asks for, and the BLAS thread count (float32 sums depend on it, so a run resumes with the count it

@@ -6,7 +6,7 @@ as baselines. One module each: base.py (the Optimizer: parameter walk, lr, state
 adam.py, wame.py, sign.py (sign descent, used as an input rule), fused.py (the fast paths of Adam and
 WAME, bit for bit their readable updates), registry.py (`build_optimizer`), schedules.py.
 
-Every optimiser has the same small interface:
+Every optimizer has the same small interface:
 
     >>> import numpy as np
     >>> from nanosgm.layers import Dense, Sequential, SoftmaxCrossEntropy

@@ -1,5 +1,5 @@
-"""The optimiser base class: the walk over the parameters, the learning rate, the step count and the
-per-parameter state, and the optimiser's checkpoints.
+"""The optimizer base class: the walk over the parameters, the learning rate, the step count and the
+per-parameter state, and the optimizer's checkpoints.
 
 A weight update rule (Eq. 1-2, `W_{t+1} = W_t - lambda * grad E_t(W_t)`, or a refinement of it) is a
 subclass that writes its rule for one parameter, `update(param, grad, state)`, as its equations, and
@@ -49,7 +49,7 @@ class Optimizer(CheckedState):
     then calls the update once per parameter on the whole arrays, one at a time. (A reduction across
     parameters, such as clipping by the global norm, also needs `step` overridden to compute it first.)
     The declaration is required, not inherited: a subclass that does not set `elementwise` in its own
-    class body is a TypeError when it is defined, so a new optimiser cannot fall into the threaded
+    class body is a TypeError when it is defined, so a new optimizer cannot fall into the threaded
     path by default. tests/optim/test_optim.py shows a norm-clipping rule that gives a different result
     per slice and is run whole.
     """
@@ -66,7 +66,7 @@ class Optimizer(CheckedState):
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         if not isinstance(cls.__dict__.get("elementwise"), bool):
-            raise TypeError(f"optimiser {cls.__name__} must declare `elementwise = True` (an update that works on "
+            raise TypeError(f"optimizer {cls.__name__} must declare `elementwise = True` (an update that works on "
                             "any slice of the arrays, run in threaded pieces) or `elementwise = False` (it has a "
                             "reduction: run whole) in its class body; see nanosgm.optim.Optimizer")
 
@@ -148,7 +148,7 @@ class Optimizer(CheckedState):
         return d
 
     def _checked_state(self, d, where, model=None) -> dict:
-        """For `load_state_dict` (nanosgm/plumbing/state.py): "kind" this optimiser's, "lr", "t", every
+        """For `load_state_dict` (nanosgm/plumbing/state.py): "kind" this optimizer's, "lr", "t", every
         hyperparameter and text setting present (finite scalars, text), and each parameter's slots all
         present, of the slot's dtype and finite, with no unknown key. With `model` (anything with
         `parameters()`), each of its parameters must have its slots, shaped like it.
@@ -158,7 +158,7 @@ class Optimizer(CheckedState):
         re-initialisation."""
         kind = str(check_array(d, "kind", where, shape=(), kind="U"))
         if kind != self.kind:
-            raise where.error(f"{where.key('kind')} says this state belongs to a {kind!r} optimiser, not {self.kind!r}")
+            raise where.error(f"{where.key('kind')} says this state belongs to a {kind!r} optimizer, not {self.kind!r}")
         t = int(check_array(d, "t", where, shape=(), kind="i"))
         if t < 0:
             raise where.error(f"{where.key('t')} is {t}, a step count must be >= 0")
@@ -169,12 +169,12 @@ class Optimizer(CheckedState):
         slots = tuple(init)
         slot_keys = {k for k in d if k.startswith("state.")}
         check_keys(d, {"kind", "t", "lr", *self.hyper, *self.choices} | slot_keys, where,
-                   what=f"the {self.kind} optimiser's state", optional=slot_keys)
+                   what=f"the {self.kind} optimizer's state", optional=slot_keys)
         pending = self._checked_slots(d, where, {k: np.asarray(v).dtype.kind for k, v in init.items()})
         if model is not None:
             self._check_against_model(pending, model, where, slots, t)
         elif t > 0 and slots and not pending:
-            raise where.error(f"{where.key('state.*')} is missing: the optimiser took {t} steps but its "
+            raise where.error(f"{where.key('state.*')} is missing: the optimizer took {t} steps but its "
                               f"per-parameter state ({', '.join(slots)}) is absent")
         return {"t": t, "settings": settings, "pending": pending, "strict": t > 0 and bool(slots)}
 
@@ -183,7 +183,7 @@ class Optimizer(CheckedState):
         return settings
 
     def _probe(self, settings: dict) -> "Optimizer":
-        """A copy of this optimiser under the loaded settings: what `init_state` gives there (SGD: momentum)."""
+        """A copy of this optimizer under the loaded settings: what `init_state` gives there (SGD: momentum)."""
         probe = copy.copy(self)
         for h, value in settings.items():
             setattr(probe, h, value)
@@ -199,7 +199,7 @@ class Optimizer(CheckedState):
             name, _, slot = key[len("state."):].rpartition(".")
             new, convert = self.old_slots.get(slot, (slot, None))
             if not name or new not in kinds:
-                raise where.error(f"{where.key(key)} is not a slot of the {self.kind} optimiser "
+                raise where.error(f"{where.key(key)} is not a slot of the {self.kind} optimizer "
                                   f"(its slots: {', '.join(kinds) or 'none'})")
             host = np.array(check_array(d, key, where, kind="f" if convert else kinds[slot]))
             pending.setdefault(name, {})[new] = convert(host) if convert else host
@@ -217,7 +217,7 @@ class Optimizer(CheckedState):
     def _check_against_model(self, pending, model, where, slots, t) -> None:
         """Every parameter of `model` has its slots, shaped like it; no slots for a parameter it lacks."""
         params = {str(n): p for n, p, _ in (model.parameters() if hasattr(model, "parameters") else model)}
-        if not slots or (t == 0 and not pending):       # (a slot key of an optimiser without slots was refused)
+        if not slots or (t == 0 and not pending):       # (a slot key of an optimizer without slots was refused)
             return
         for name, p in params.items():
             if name not in pending:

@@ -1,6 +1,6 @@
-"""The optimisers' fast paths: each rule's update as in-place passes over a few scratch arrays.
+"""The optimizers' fast paths: each rule's update as in-place passes over a few scratch arrays.
 
-Each function here is the same arithmetic as the readable `update` of its optimiser (the same
+Each function here is the same arithmetic as the readable `update` of its optimizer (the same
 operations on the same values in the same order), so the result is the same bit for bit;
 tests/optim/test_optim.py compares them. `Optimizer.step` runs these through nanosgm/plumbing/threads.py,
 where each cache-sized piece of a parameter goes through every pass while it is still in the cache.

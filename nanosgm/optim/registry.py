@@ -1,4 +1,4 @@
-"""The optimisers by name: what ``--optimizer`` and the experiment recipes choose from."""
+"""The optimizers by name: what ``--optimizer`` and the experiment recipes choose from."""
 from __future__ import annotations
 
 from .adam import Adam
@@ -19,6 +19,6 @@ def build_optimizer(name: str, lr: float | None = None, **kw) -> Optimizer:
     if key in ("wame-printed", "wame_printed"):          # the WAME paper's algorithm as printed
         key, kw = "wame", {"form": "printed", **kw}
     if key not in OPTIMIZERS:
-        raise ValueError(f"unknown optimiser {name!r}: choose one of {', '.join(sorted(OPTIMIZERS))} or wame-printed")
+        raise ValueError(f"unknown optimizer {name!r}: choose one of {', '.join(sorted(OPTIMIZERS))} or wame-printed")
     cls = OPTIMIZERS[key]
     return cls(**kw) if lr is None else cls(lr=lr, **kw)

@@ -28,7 +28,8 @@ class StepSchedule:
     def __init__(self, milestones: dict[int, float]):
         ms = {int(e): float(lr) for e, lr in dict(milestones).items()}
         if 0 not in ms:
-            raise ValueError(f"a StepSchedule needs a rate for epoch 0, got milestones {sorted(ms)}")
+            raise ValueError("a StepSchedule needs a rate for epoch 0, got milestones "
+                             + ", ".join(map(str, sorted(ms))))
         if any(e < 0 for e in ms):
             raise ValueError("milestone epochs must be >= 0")
         self.milestones = dict(sorted(ms.items()))

@@ -87,7 +87,7 @@ class WAME(Optimizer):
         self.literal = bool(literal)
         self.form = str(form)
         if self.form not in self.FORMS:
-            raise ValueError(f"WAME form must be one of {self.FORMS}, got {form!r}")
+            raise ValueError(f"WAME form must be one of {', '.join(self.FORMS)}, got {form!r}")
         if self.literal and self.form != "printed":
             raise ValueError("literal=True (divide by theta, as printed) applies to form='printed' only")
         if not (0 < self.zeta_min <= 1.0 <= self.zeta_max and self.eta_minus < 1.0 < self.eta_plus):
@@ -134,7 +134,7 @@ class WAME(Optimizer):
     def _checked_settings(self, settings: dict, where) -> dict:
         """The form is one of FORMS, and `literal` (saved as a float) is a bool that goes with 'printed'."""
         if settings["form"] not in self.FORMS:
-            raise where.error(f"{where.key('form')} is {settings['form']!r}, not one of {self.FORMS}")
+            raise where.error(f"{where.key('form')} is {settings['form']!r}, not one of {', '.join(self.FORMS)}")
         literal = bool(settings["literal"])
         if literal and settings["form"] != "printed":
             raise where.error(f"{where.key('literal')} is set but {where.key('form')} is {settings['form']!r}; "

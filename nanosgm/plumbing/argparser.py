@@ -4,6 +4,9 @@ argparse's own refusal (an unknown flag, a missing argument, a value outside ``c
 and ``prog: error: ...`` and exits with status 2. :class:`Parser` raises a
 :class:`~nanosgm.plumbing.errors.CliError` instead, which :func:`~nanosgm.plumbing.cli.run_cli` prints as
 every other error of a command: one line ``error: <message> (see <prog> --help)``, exit status 1.
+
+Every nanosgm command line (train, experiments, robustness, bench, plot) builds its parser from it, with
+``prog`` the spelling it was called by (``python -m nanosgm.train`` or ``nanosgm train``).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ Used by the bench (same threads for nanosgm and torch) and by the protocol's wor
 the BLAS keeps what ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` said when NumPy was imported.
 
 Spinning: after each matrix product OpenBLAS's helper threads keep spinning for 2^28 cycles (~0.1 s)
-before they sleep, and nanosgm's own threads (optimiser steps, the layers' copy loops,
+before they sleep, and nanosgm's own threads (optimizer steps, the layers' copy loops,
 nanosgm.plumbing.threads) would wait for those cores. :func:`limit_spin_wait`, which every command line
 (``python -m nanosgm.train``, ``.robustness``, ``.experiments``, ``.bench``) calls before NumPy loads, sets
 ``OPENBLAS_THREAD_TIMEOUT`` to 2^16 cycles (~30 us) unless it is already set. OpenBLAS reads it once, when

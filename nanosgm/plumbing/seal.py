@@ -23,7 +23,7 @@ import json
 
 from .errors import NanosgmError
 
-__all__ = ["SEAL_KEY", "RecordEdited", "content_digest", "seal", "check_seal", "is_sealed"]
+__all__ = ["SEAL_KEY", "RecordEdited", "content_digest", "seal", "check_seal", "is_sealed", "unsealed_note"]
 
 SEAL_KEY = "sha256"
 
@@ -52,17 +52,33 @@ def is_sealed(record) -> bool:
     return isinstance(record, dict) and SEAL_KEY in record
 
 
-def check_seal(record: dict, where: str) -> dict:
+def check_seal(record: dict, where: str, fix: str | None = None) -> dict:
     """``record`` without its digest, after checking the digest; :class:`RecordEdited` if they differ.
 
-    ``where`` names the record in the message (a file and a key). A record without a digest is refused
-    too; callers that accept records written before digests test :func:`is_sealed` first and say so."""
+    ``where`` names the record in the message (a file and a key); ``fix``, when given, is the advice that
+    ends it (what to do where deleting the record would not recompute it). A record without a digest is
+    refused too; callers that accept records written before digests test :func:`is_sealed` first and say so
+    (:func:`unsealed_note`)."""
     if not isinstance(record, dict):
-        raise RecordEdited(f"{where} is not a JSON object; restore the file (e.g. git checkout) or delete the record")
+        raise RecordEdited(f"{where} is not a JSON object; "
+                           f"{fix or 'restore the file (e.g. git checkout) or delete the record'}")
     if SEAL_KEY not in record:
-        raise RecordEdited(f"{where} carries no content digest ({SEAL_KEY!r}); restore the file or delete the record")
+        raise RecordEdited(f"{where} carries no content digest ({SEAL_KEY!r}); "
+                           f"{fix or 'restore the file or delete the record'}")
     body = {k: v for k, v in record.items() if k != SEAL_KEY}
     if record[SEAL_KEY] != content_digest(body):
+        fix = fix or "restore the file (e.g. git checkout) or delete the record to recompute it"
         raise RecordEdited(f"{where} was changed after it was written (its content no longer matches its "
-                           f"{SEAL_KEY}); restore the file (e.g. git checkout) or delete the record to recompute it")
+                           f"{SEAL_KEY}); {fix}")
     return body
+
+
+def unsealed_note(where: str, then: str) -> str:
+    """The one-line note for a record read without a digest (written before records were sealed): an edit
+    to it cannot be detected. ``then`` says what is done with it ("plotted as it is").
+
+    >>> unsealed_note("run/results.json", "plotted as it is").startswith("note: run/results.json carries no content")
+    True
+    """
+    return (f"note: {where} carries no content digest (written before results were sealed), so an edit to it "
+            f"cannot be detected; {then}")

@@ -1,12 +1,12 @@
-"""Work in cache-sized pieces on every CPU core: the speed trick behind ``optimiser.step`` and the
+"""Work in cache-sized pieces on every CPU core: the speed trick behind ``optimizer.step`` and the
 layers' copy loops.
 
-An optimiser step (WAME, Adam) is a dozen whole-array passes over parameter-sized arrays. Cut into
+An optimizer step (WAME, Adam) is a dozen whole-array passes over parameter-sized arrays. Cut into
 contiguous pieces, each piece goes through all its passes while it is still in the CPU cache, and
 pieces can run in parallel threads (NumPy's ufuncs release the GIL on large arrays). Element-wise maths
 does not depend on how an array is cut, so the result is bit-for-bit that of the plain loop
 :func:`run_serial` (tests/plumbing/test_threads.py checks it). On CuPy arrays the plain loop runs.
-``python -m nanosgm.bench --profile`` prints the optimiser steps' times.
+``python -m nanosgm.bench --profile`` prints the optimizer steps' times.
 
 Piece sizes: with one worker, CHUNK_SINGLE elements, pieces that fit the CPU cache; with several, the
 larger CHUNK_THREADS, so that a thread spends its time computing rather than waiting for the GIL.
@@ -58,7 +58,7 @@ def run(update, jobs) -> None:
     """Like :func:`run_serial`, but in cache-sized contiguous pieces, spread over a thread pool.
 
     ``update`` must be element-wise in every array it is given (no reductions, no reshapes): it sees
-    slices, not whole arrays. Optimisers reach this only when they declare ``elementwise = True``
+    slices, not whole arrays. Optimizers reach this only when they declare ``elementwise = True``
     (nanosgm.optim.Optimizer states and enforces the contract).
     """
     jobs = list(jobs)
@@ -96,7 +96,7 @@ def _map(n: int, fn, argument_tuples) -> None:
 
 
 def set_threads(threads: int):
-    """Give this process `threads` BLAS threads and as many of nanosgm's own (optimiser steps, copy loops):
+    """Give this process `threads` BLAS threads and as many of nanosgm's own (optimizer steps, copy loops):
     what each worker does. Returns (restore: callable, BLAS description), as blas.set_blas_threads."""
     from ..plumbing.blas import set_blas_threads
     before = os.environ.get("NANOSGM_THREADS")

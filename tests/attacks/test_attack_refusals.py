@@ -96,8 +96,14 @@ def test_evaluation_refuses_a_bad_eps_before_attacking(setup, run, eps_list, mon
 def test_evaluation_refuses_the_same_eps_twice(setup):
     """{eps: accuracy} holds one entry per eps: a budget given twice would silently be one."""
     model, x, y = setup
-    with pytest.raises(ValueError, match="0.1 is given twice"):
+    with pytest.raises(ValueError, match=r"0.1 is given twice \(0.1, 0.2, 0.1\); give each"):
         attacks.evaluate(model, x, y, [0.1, 0.2, 0.10], progress=False)
+
+
+def test_fgsm_names_the_keywords_it_does_not_take(setup):
+    model, x, y = setup
+    with pytest.raises(TypeError, match="^fgsm got unexpected keyword arguments restarts, steps$"):
+        attacks.evaluate(model, x, y, [0.1], "fgsm", steps=3, restarts=2, progress=False)
 
 
 def test_a_nan_budget_no_longer_makes_nan_images_nor_a_negative_one_raises_accuracy(setup):

@@ -129,7 +129,7 @@ def test_protocol_variants_and_wrong_content():
     for protocol in (2, 4):
         images, labels = cifar.parse_batch(cifar.dump_batch(X, [1, 2], protocol=protocol), "b")
         assert np.array_equal(images, X) and labels.tolist() == [1, 2]
-    with pytest.raises(data.DataError, match="lacks the 'labels' entry"):
+    with pytest.raises(data.DataError, match=r"lacks the 'labels' entry \(keys: data\)"):
         cifar.parse_batch(pickle.dumps({b"data": X.reshape(2, -1)}, protocol=2), "b")
     with pytest.raises(data.DataError, match="2 images but 3 labels"):
         cifar.parse_batch(pickle.dumps({"data": X.reshape(2, -1), "labels": [1, 2, 3]}, protocol=2), "b")

@@ -59,6 +59,8 @@ def test_limit_val_size_dtype_and_range_options(mnist_real):
     assert sym.X_val.shape == (0, 1, 28, 28)
     with pytest.raises(ValueError):
         data.load("mnist", d, val_size=60000, download=False)
+    with pytest.raises(ValueError, match=r"limit keys must be 'train', 'val', 'test'; got extra, trian$"):
+        data.load("mnist", d, limit={"trian": 7, "extra": 1}, download=False)     # a list, not a Python repr
 
 
 def test_raw_and_gz_files_give_the_same_data(mnist_real, tmp_path):

@@ -463,9 +463,9 @@ def test_cli_end_to_end_on_real_mnist_then_tables_only(tmp_path, capsys):
 
 
 def test_cli_errors(capsys, tmp_path):
-    with pytest.raises(SystemExit) as e:
-        experiments.main(["imagenet"])
-    assert e.value.code == 2 and "unknown dataset" in capsys.readouterr().err
+    assert experiments.main(["imagenet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument dataset: unknown dataset 'imagenet'") and err.count("\n") == 1
     for argv, message in ((["--eps", "0.1,abc"], "--eps"), (["--runs", "0"], "--runs"),
                           (["--model", "resnet"], "unknown model"), (["--input-lr", "0"], "two control"),
                           (["--arms", "sgm:zero"], "arm 'sgm:zero'"), (["--workers", "0"], "--workers")):
@@ -571,6 +571,43 @@ def test_results_tables_tool_rewrites_the_marked_blocks_and_keeps_the_prose(tmp_
     assert tool.main(["--update", str(md)]) == 0 and md.read_text().count("### MNIST-CNN") == 1   # idempotent
     md.write_text("no blocks here\n")
     assert tool.main(["--update", str(md)]) == 1
+
+
+def test_results_tables_tool_sets_the_two_fgsm_conventions_side_by_side(tmp_path):
+    tool = results_tables_tool()
+    eps = (0.1, 0.2)
+    res = hand_made_result([99.0] * 5, [99.1] * 5, [80.0] * 5, [84.0, 85.0, 86.0, 87.0, 88.0], eps=eps)
+    for key, rec in res["networks"].items():        # the authors' FGSM: the control higher, SGM below it
+        rec["results"]["fgsm_authors_pct"] = {repr(e): 90.0 if key.endswith("/control") else 85.0 for e in eps}
+    (tmp_path / "row").mkdir()
+    (tmp_path / "row" / "protocol.json").write_text(json.dumps(res))
+    text = tool.conventions_tables(tmp_path / "row", "row")
+    assert text.startswith("### MNIST-CNN (`row/`)")
+    assert ("| FGSM ε=0.1 (Table 5) | sgm:0.2 | 5 | 84.16 / 89.01 / +4.85 | 80.00 [80.00–80.00] | "
+            "86.00 [84.00–88.00] | +6.00 | 90.00 [90.00–90.00] | 85.00 [85.00–85.00] | -5.00 |") in text
+    assert ("| clean (Table 4) | sgm:0.2 | 5 | 99.48 / 99.49 / +0.01 | 99.00 [99.00–99.00] | 99.10 [99.10–99.10] | "
+            "+0.10 | the same (no attack) |") in text
+    rule = "| sgm:0.2 | FGSM accuracy rises at ε = 0.1 (Table 5) |"
+    assert f"{rule} inference FGSM | +4.85 | 5 | +6.00 [+4.00 to +8.00] | **confirmed** |" in text
+    assert f"{rule} the authors' FGSM | +4.85 | 5 | -5.00 [-5.00 to -5.00] | **refuted** |" in text
+    lines = text.splitlines()                       # the two conventions of one claim on adjacent lines
+    assert lines.index(next(x for x in lines if x.startswith(f"{rule} the authors'"))) == \
+        lines.index(next(x for x in lines if x.startswith(f"{rule} inference"))) + 1
+    assert tool.conventions_tables(tmp_path / "aug", "aug") == "### `aug/`: pending (no protocol.json yet)"
+    md = tmp_path / "README.md"                     # a conventions block beside a tables block: both rewritten
+    md.write_text("<!-- results_tables: row -->\n<!-- /results_tables -->\nprose\n"
+                  "<!-- results_conventions: row aug -->\nstale\n<!-- /results_conventions -->\nend\n")
+    assert tool.main(["--update", str(md)]) == 0
+    out = md.read_text()
+    assert tool.tables(tmp_path / "row") in out and f"{text}\n\n### `aug/`: pending (no protocol.json yet)\n" in out
+    assert "stale" not in out and out.endswith("<!-- /results_conventions -->\nend\n")
+    res["networks"] = {k: r for k, r in res["networks"].items() if k.endswith("/control") or k < "run2"}
+    for r in res["networks"].values():             # the inference FGSM only, two pairs: said, and not judged
+        del r["results"]["fgsm_authors_pct"]
+    (tmp_path / "row" / "protocol.json").write_text(json.dumps(res))
+    text = tool.conventions_tables(tmp_path / "row", "row")
+    assert "| 84.50 [84.00–85.00] | +4.50 | not measured |  |  |" in text
+    assert "the authors' FGSM |" not in text.split("| arm | claim |")[1] and "**not decidable yet**" in text
 
 
 # ------------------------------------------------------------------------------- tools/arm_cost.py

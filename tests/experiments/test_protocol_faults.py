@@ -211,7 +211,8 @@ def test_a_record_filed_under_another_run_is_refused(folder, capsys):
     (lambda r: r["results"].update(clean_pct=101.0), "results.clean_pct must be a percentage in [0, 100]"),
     (lambda r: r["results"].update(clean_pct=float("nan")), "results.clean_pct must be a percentage"),
     (lambda r: r["results"].update(clean_pct=33.3333), "is no whole number of the 20 images"),
-    (lambda r: r["results"]["fgsm_pct"].pop("0.1"), "results.fgsm_pct must give one accuracy per eps"),
+    (lambda r: r["results"]["fgsm_pct"].pop("0.1"),
+     "results.fgsm_pct must give one accuracy per eps of the config (0.01, 0.1), got 0.01;"),
     (lambda r: r["results_last_epoch"]["fgsm_authors_pct"].update({"0.1": -1.0}),
      "results_last_epoch.fgsm_authors_pct['0.1'] must be a percentage"),
 ])
@@ -239,6 +240,8 @@ def test_eps_nan_is_refused_before_anything_is_trained(tmp_path, capsys):
     (lambda d: d["config"].update(eps=[0.01, float("nan")]), "config.eps must be a list of finite numbers"),
     (lambda d: d["config"].update(epochs="ten"), "config.epochs must be a whole number"),
     (lambda d: d.update(arms=["sgm:0.2"]), "'arms' must be a list"),
+    (lambda d: d["networks"].update({"run0/sgm:0.5": d["networks"]["run0/sgm:0.2"]}),
+     "its arm 'sgm:0.5' is not among the protocol's arms (control, sgm:0.2);"),
 ])
 def test_a_malformed_protocol_file_is_one_line_naming_the_field(folder, capsys, damage, field):
     edit(folder, lambda d: (unseal(d), damage(d)))

@@ -170,10 +170,30 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"config": {"dataset": "mnist", "model": "cnn"}}))
     code, _, err = run_cli([str(tmp_path / "m.npz"), "--model", "dnn"], capsys)
     assert code == 1 and "--model dnn contradicts" in err
-    with pytest.raises(SystemExit) as exc:
-        robustness.main([str(tmp_path / "m.npz"), "--bogus"])
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and err.count("\n") == 1 and err.startswith("error: unrecognized arguments")
+    code, _, err = run_cli([str(tmp_path / "m.npz"), "--bogus"], capsys)        # argparse's refusal: exit 1 too
+    assert code == 1 and err == "error: unrecognized arguments: --bogus (see python -m nanosgm.robustness --help)\n"
+
+
+def test_the_results_json_beside_a_model_is_checked_against_its_seal(tmp_path, capsys):
+    """nanosgm train seals results.json: the audit refuses an edited one in one line naming it, reads a
+    sealed one silently and one written before results were sealed with a one-line note."""
+    from nanosgm.plumbing.seal import seal
+    model, results = tmp_path / "model.npz", tmp_path / "results.json"
+    model.write_bytes(b"weights")
+    flags = robustness.build_parser().parse_args([str(model)])
+    record = {"format": "nanosgm-network/2", "spec": {"dataset": "mnist", "model": "dnn", "limit": 600,
+                                                      "val_size": None}, "n_test": 40}
+    results.write_text(json.dumps(seal(record)))
+    want = {"dataset": "mnist", "model": "dnn", "limit": 600, "val_size": None, "eval_images": 40}
+    assert robustness._config_for(str(model), flags) == want and capsys.readouterr().err == ""
+    results.write_text(json.dumps(dict(seal(record), n_test=10000)))
+    code, _, err = run_cli([str(model)], capsys)
+    assert code == 1 and err == (f"error: {results} was changed after it was written (its content no longer matches "
+                                 "its sha256); restore it (e.g. from a copy), or train the run again\n")
+    results.write_text(json.dumps(record))
+    assert robustness._config_for(str(model), flags) == want
+    assert capsys.readouterr().err == (f"note: {results} carries no content digest (written before results were "
+                                       "sealed), so an edit to it cannot be detected; read as it is\n")
 
 
 @pytest.mark.slow
@@ -439,7 +459,7 @@ def test_transfer_pairs_first_all_none_and_grouped_check_lines(nets):
     names = {w: [(s.name, t.name) for s, t in robustness._transfer_pairs(chosen, w)] for w in robustness.TRANSFER}
     assert names["first"] == [("plain", "sibling"), ("plain", "third"), ("sibling", "plain"), ("third", "plain")]
     assert len(names["all"]) == 6 and names["none"] == []
-    with pytest.raises(ValueError, match="transfer must be one of"):
+    with pytest.raises(ValueError, match="^transfer must be one of first, all, none, got 'some'$"):
         robustness._transfer_pairs(chosen, "some")
     checks = [{"check": "c1", "network": n, "status": "pass", "detail": "d"} for n in ("a", "b", "c")]
     checks += [{"check": "c2", "network": n, "status": s, "detail": f"d{n}"} for n, s in (("a", "pass"), ("b", "warn"), ("c", "pass"))]

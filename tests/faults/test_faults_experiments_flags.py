@@ -30,7 +30,7 @@ def nothing_runs(monkeypatch):
     (["--workers", "inf"], "--workers must be a whole number >= 1, got 'inf'"),
     (["--threads", "0"], "--threads must be a whole number >= 1, got '0'"),
     (["--threads", "1.5"], "--threads must be a whole number >= 1, got '1.5'"),
-    (["--optimizer", "adamw"], "--optimizer: unknown optimiser 'adamw': choose one of adam, sgd, wame or wame-printed"),
+    (["--optimizer", "adamw"], "--optimizer: unknown optimizer 'adamw': choose one of adam, sgd, wame or wame-printed"),
 ])
 def test_experiments_refuse_a_bad_number_of_their_own(tmp_path, capsys, nothing_runs, flags, message):
     out = tmp_path / "protocol"

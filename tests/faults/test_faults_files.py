@@ -349,7 +349,7 @@ def test_without_the_model_no_state_at_all_after_steps_is_refused(saved):
 def test_an_unknown_slot_is_refused(saved):
     path, arrays, objs = saved
     rewrite(path, arrays, **{"optim.state.1.W.momentum": arrays["optim.state.1.W.Z"]})
-    refused(path, objs, "not a slot of the wame optimiser", "optim.state.1.W.momentum")
+    refused(path, objs, "not a slot of the wame optimizer", "optim.state.1.W.momentum")
 
 
 def test_slots_for_a_parameter_the_model_lacks_are_refused(saved):
@@ -360,8 +360,8 @@ def test_slots_for_a_parameter_the_model_lacks_are_refused(saved):
 
 
 @pytest.mark.parametrize("key, value, match", [
-    ("optim.kind", np.array("adam"), "belongs to a 'adam' optimiser"),
-    ("optim.form", np.array("fancy"), "'fancy', not one of"),
+    ("optim.kind", np.array("adam"), "belongs to a 'adam' optimizer"),
+    ("optim.form", np.array("fancy"), "'fancy', not one of authors, printed;"),
     ("optim.literal", np.array(1.0), "literal applies to 'printed' only"),
     ("optim.t", np.array(-2), "must be >= 0"),
     ("sgm.n_updates", np.array(-1), "must be >= 0"),

@@ -16,6 +16,7 @@ from nanosgm.layers import BatchNorm, Dense, Flatten, ReLU, Sequential
 from nanosgm.methods import SGM, RunKeeping, fit as fit_model
 from nanosgm.optim import WAME, build_optimizer
 from nanosgm.plumbing import checkpoint
+from nanosgm.plumbing.seal import check_seal
 from faultkit import snapshot, truncate
 from faultkit import guarded_signals  # noqa: F401  (a fixture)
 
@@ -168,6 +169,28 @@ def test_resume_of_a_finished_run_with_damaged_files_is_refused(tmp_path, mnist_
     assert tr(run, "--resume") == 1
     err = one_line_error(capsys)
     assert ("model.npz" if damage == "no model" else "results.json") in err and "--overwrite" in err
+
+
+def test_resume_of_a_finished_run_checks_the_seal_of_its_results(tmp_path, mnist_real, capsys):
+    """train seals its results.json; --resume refuses an edited one in one line naming it, and reads one
+    written before results were sealed (no digest) with a one-line note."""
+    run = tmp_path / "base"
+    assert tr(run) == 0
+    results = run / "results.json"
+    record = json.loads(results.read_text())
+    body = check_seal(record, str(results))                     # sealed as written: the digest matches
+    capsys.readouterr()
+    results.write_text(json.dumps(dict(record, best_epoch=record["best_epoch"] + 1)))
+    assert tr(run, "--resume") == 1
+    assert one_line_error(capsys) == (f"error: {results} was changed after it was written (its content no longer "
+                                      "matches its sha256); restore it from a copy, or train the run again with "
+                                      "--overwrite\n")
+    results.write_text(json.dumps(body))                        # a results.json from before results were sealed
+    assert tr(run, "--resume") == 0
+    out, err = capsys.readouterr()
+    assert "nothing to do" in out
+    assert err == (f"note: {results} carries no content digest (written before results were sealed), so an edit "
+                   "to it cannot be detected; read as it is\n")
 
 
 # ------------------------------------------------------- item 4: every checkpoint meta value is checked when read
