@@ -36,7 +36,7 @@ from .. import backend
 from .checks import check_clip, check_eps_list, check_inputs
 from .evaluation import PAPER_EPS, _batches, _correct, _labels, correct_under_attack
 from .fgsm import fgsm_from_sign, gradient_sign
-from .gradients import KERAS_EPSILON, loss_and_input_gradient
+from .gradients import loss_and_input_gradient
 
 __all__ = ["Convention", "CONVENTIONS", "fgsm_correct", "fgsm_accuracy"]
 

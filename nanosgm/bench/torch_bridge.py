@@ -159,6 +159,8 @@ def to_torch(model, in_shape, *, device="cpu", copy_weights=True, dtype=None, na
     and ``device`` are the torch model's. ``nanosgm_masks=True`` makes each Dropout reuse the mask the
     nanosgm layer drew in its last training forward (run that first), for exact comparisons.
     ``net.nanosgm_pairs`` lists (nanosgm layer, its first torch module); see :func:`counterparts`.
+    Finding the ranks runs one inference forward pass through ``model``, which replaces its layers' caches:
+    build the torch model before the nanosgm passes whose caches a backward (or backward_dot) will read.
     """
     torch = import_torch("nanosgm.bench.torch_bridge.to_torch")
     nn = torch.nn

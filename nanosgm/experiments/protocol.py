@@ -189,11 +189,24 @@ def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms="sgm:
     per finished network (and per epoch); ``bars``: the overall progress bar. Returns
     ``{"format", "config", "blas_threads", "arms", "networks": {"run<i>/<arm>": record}, "sessions", "snapshots",
     "summary"}``; ``threads``: BLAS threads per network (default cores // workers), which every record's
-    numbers depend on.
+    numbers depend on. ``scheduler``: a Dask address (connected before anything is written, so an unreachable
+    one leaves ``out`` as it was) or a connected client.
     """
-    from .parallel import default_threads
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
+    if not isinstance(scheduler, str):
+        return _protocol(base, runs, seed0, arms, out, workers, scheduler, threads, progress, bars, argv)
+    from .parallel import connect_scheduler
+    client = connect_scheduler(scheduler)
+    try:
+        return _protocol(base, runs, seed0, arms, out, workers, client, threads, progress, bars, argv)
+    finally:
+        client.close()
+
+
+def _protocol(base, runs, seed0, arms, out, workers, scheduler, threads, progress, bars, argv) -> dict:
+    """:func:`run_protocol` once its scheduler (if any) is connected."""
+    from .parallel import default_threads
     arm_list = parse_arms(arms if isinstance(arms, str) else ",".join(arms))
     blas = int(threads or default_threads(workers))
     why = (f"--threads {blas}" if threads else

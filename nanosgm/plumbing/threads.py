@@ -98,7 +98,6 @@ def _map(n: int, fn, argument_tuples) -> None:
 def set_threads(threads: int):
     """Give this process `threads` BLAS threads and as many of nanosgm's own (optimizer steps, copy loops):
     what each worker does. Returns (restore: callable, BLAS description), as blas.set_blas_threads."""
-    from ..plumbing.blas import set_blas_threads
     before = os.environ.get("NANOSGM_THREADS")
     os.environ["NANOSGM_THREADS"] = str(threads)      # workers() reads it at every call
     restore_blas, desc = set_blas_threads(threads)

@@ -157,3 +157,16 @@ def test_a_live_scheduler_is_connected():
             assert client.submit(abs, -4).result() == 4
         finally:
             client.close()
+
+
+def test_an_unreachable_scheduler_is_refused_before_the_protocol_folder_is_touched(tmp_path, monkeypatch):
+    """run_protocol connects first: a refused --scheduler writes no protocol.json and makes no folder."""
+    pytest.importorskip("distributed")
+    from nanosgm.experiments import protocol
+    from nanosgm.experiments.network import NetworkSpec
+    monkeypatch.setattr(parallel, "SCHEDULER_TIMEOUT_SECONDS", 0.5)
+    out = tmp_path / "p"
+    with pytest.raises(CliError, match="no Dask scheduler answered"):
+        protocol.run_protocol(NetworkSpec(dataset="mnist"), runs=1, arms="sgm:0.2", out=str(out),
+                              scheduler=_closed_port_address(), progress=False, bars=False)
+    assert not out.exists()
