@@ -31,10 +31,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .plumbing.errors import NanosgmError
+
+if TYPE_CHECKING:
+    from .layers.base import Array
 
 __all__ = [
     "BackendError", "use", "name", "xp", "array_module", "is_gpu_array", "to_host", "to_device",
@@ -85,7 +91,7 @@ def _gpu_driver_found() -> bool:
     return True
 
 
-def _cuda_failure(exc) -> str:
+def _cuda_failure(exc: Exception) -> str:
     """Why cupy cannot use CUDA, from the error of its device count. The CUDA runtime reports a missing driver
     as an "insufficient" one (cudaErrorInsufficientDriver), so an old driver is named only when one is found."""
     status = getattr(exc, "status", None)
@@ -156,7 +162,7 @@ def name() -> str:
     return _NAME
 
 
-def xp():
+def xp() -> ModuleType:
     """The active array module (numpy, cupy or nanosgm.standin)."""
     _apply_env()
     return _XP
@@ -165,7 +171,7 @@ def xp():
 DEVICE_MODULES = ("cupy", "nanosgm.standin")     # the modules whose ``ndarray`` is a device array
 
 
-def _device_module(a):
+def _device_module(a: object) -> ModuleType | None:
     """The device module (cupy, nanosgm.standin) whose ``ndarray`` ``a`` is, or None for anything else."""
     if type(a) is np.ndarray:
         return None
@@ -177,29 +183,29 @@ def _device_module(a):
     return None
 
 
-def is_gpu_array(a) -> bool:
+def is_gpu_array(a: object) -> bool:
     """Whether ``a`` is a device array: CuPy's, or the CPU stand-in's (:mod:`nanosgm.standin`)."""
     return _device_module(a) is not None
 
 
-def array_module(a):
+def array_module(a: object) -> ModuleType:
     """The array module that owns ``a`` (cupy or nanosgm.standin for their arrays, numpy otherwise)."""
     module = _device_module(a)
     return np if module is None else module
 
 
-def to_host(a):
+def to_host(a) -> np.ndarray:
     """A NumPy array holding ``a``'s values (a copy from the device, or ``a`` itself on the CPU)."""
     if is_gpu_array(a):
         return a.get()
     return np.asarray(a)
 
 
-def _backend_name(module) -> str:
+def _backend_name(module: ModuleType) -> str:
     return module.__name__.rsplit(".", 1)[-1]
 
 
-def check_same_backend(x, weights, owner: str = "the model") -> None:
+def check_same_backend(x: Array, weights: Array | Iterable[Array], owner: str = "the model") -> None:
     """Refuse an input ``x`` that lives on another backend than ``weights`` (an array, or an iterable of arrays
     of which the first is checked; nothing when empty) with a :class:`BackendError` that says what to do,
     instead of the array library's TypeError deep inside a matrix product. Cost: two type checks."""
@@ -214,7 +220,7 @@ def check_same_backend(x, weights, owner: str = "the model") -> None:
                            f"backend.to_host")
 
 
-def to_device(a, dtype=None):
+def to_device(a, dtype=None) -> Array:
     """``a`` as an array of the active backend (optionally cast to ``dtype``)."""
     return xp().asarray(a, dtype=dtype)
 
@@ -243,7 +249,7 @@ def host_rng() -> np.random.Generator:
     return _HOST_RNG
 
 
-def device_rng():
+def device_rng() -> Any:
     """The global generator on the active backend (dropout masks and other bulk draws)."""
     _apply_env()
     return _DEVICE_RNG

@@ -8,13 +8,19 @@ The output layer has no BatchNorm or ReLU: its outputs are the logits fed to the
 """
 from __future__ import annotations
 
-from .layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential
+from typing import TYPE_CHECKING
+
+from .layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D, ReLU, Sequential
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)
 
 
-def mnist_dnn(num_classes: int = 10, *, in_features: int = 784, dropout: float = 0.5, dtype="float32", rng=None) -> Sequential:
+def mnist_dnn(num_classes: int = 10, *, in_features: int = 784, dropout: float = 0.5, dtype="float32",
+              rng: np.random.Generator | None = None) -> Sequential:
     """Table 1: fully connected 2500-2000-1500-1000-500, each with BatchNorm, ReLU and 50% dropout; softmax."""
     layers = [Flatten()]
     width = in_features
@@ -25,7 +31,8 @@ def mnist_dnn(num_classes: int = 10, *, in_features: int = 784, dropout: float =
     return Sequential(layers)
 
 
-def mnist_cnn(num_classes: int = 10, *, in_channels: int = 1, dropout: float = 0.5, dtype="float32", rng=None) -> Sequential:
+def mnist_cnn(num_classes: int = 10, *, in_channels: int = 1, dropout: float = 0.5, dtype="float32",
+              rng: np.random.Generator | None = None) -> Sequential:
     """Table 2: 64 conv 5x5, 2x2 max-pool, 64 conv 5x5, 2x2 max-pool, 1024 fully connected with 50% dropout; softmax.
 
     Convolutions are "valid" (no padding), so 28x28 -> 24 -> 12 -> 8 -> 4 and the dense layer sees 64*4*4 = 1024 values.
@@ -39,7 +46,8 @@ def mnist_cnn(num_classes: int = 10, *, in_channels: int = 1, dropout: float = 0
     ])
 
 
-def cifar_cnn(num_classes: int = 10, *, in_channels: int = 3, dtype="float32", rng=None) -> Sequential:
+def cifar_cnn(num_classes: int = 10, *, in_channels: int = 3, dtype="float32",
+              rng: np.random.Generator | None = None) -> Sequential:
     """Table 3, read as the all-convolutional "model C" of Springenberg et al. (2015), with BatchNorm.
 
     Table 3 as printed cannot be taken literally on 32x32 inputs (six stride-2 layers and two pools
@@ -51,7 +59,7 @@ def cifar_cnn(num_classes: int = 10, *, in_channels: int = 3, dtype="float32", r
     The stride-2 convolutions play the role of the table's max-pools ("the max-pools may replace ...
     the stride-2 layers"). BatchNorm and ReLU follow every convolution but the last.
     """
-    def block(cin, cout, k, stride=1, padding=0):
+    def block(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0) -> list[Layer]:
         return [Conv2D(cin, cout, k, stride, padding, dtype=dtype, rng=rng), BatchNorm(cout, dtype=dtype), ReLU()]
 
     return Sequential(

@@ -62,7 +62,10 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, NoReturn
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
@@ -96,7 +99,7 @@ _ACTIVE: list = []          # the Counts of every open counting() block (they ne
 
 
 @contextlib.contextmanager
-def counting():
+def counting() -> Iterator[Counts]:
     """``with counting() as c:`` -- ``c`` (a :class:`Counts`) holds the launches, host reads and uploads of
     the block. Blocks nest: an inner block's work counts in the outer one too."""
     c = Counts()
@@ -127,13 +130,13 @@ def _upload(n: int = 1) -> None:
 
 
 # ------------------------------------------------------------------------------------------ mixing rules
-def _mixing_error(op: str, host) -> TypeError:
+def _mixing_error(op: str, host: object) -> TypeError:
     return TypeError(f"{op}: got a {type(host).__module__}.{type(host).__name__} (host memory) where a "
                      f"nanosgm.standin.ndarray (device memory) is needed, as CuPy refuses host arrays here; move "
                      f"it with xp.asarray(...), or bring the device arrays back with .get()")
 
 
-def _refuse_host(values, op: str, allow_0d: bool = False, allow_sequences: bool = True) -> None:
+def _refuse_host(values: Iterable, op: str, allow_0d: bool = False, allow_sequences: bool = True) -> None:
     """TypeError when ``values`` (walked through lists, tuples and dicts) hold a host ``numpy.ndarray``."""
     for v in values:
         if isinstance(v, np.ndarray):
@@ -147,7 +150,7 @@ def _refuse_host(values, op: str, allow_0d: bool = False, allow_sequences: bool 
             _refuse_host(v.values(), op, allow_0d)
 
 
-def _unwrap(v):
+def _unwrap(v: object) -> Any:
     """``v`` with every stand-in array replaced by its NumPy array (through lists, tuples and dicts)."""
     if isinstance(v, ndarray):
         return v._a
@@ -160,7 +163,7 @@ def _unwrap(v):
     return v
 
 
-def _wrap(v):
+def _wrap(v: object) -> Any:
     """NumPy results as stand-in arrays: arrays and NumPy scalars (as 0-d arrays, CuPy's results)."""
     if isinstance(v, np.ndarray):
         return ndarray(v)
@@ -173,7 +176,7 @@ def _wrap(v):
     return v
 
 
-def _arrays(v) -> list:
+def _arrays(v: object) -> list:
     """The NumPy arrays in ``v`` (through lists, tuples and dicts)."""
     if isinstance(v, np.ndarray):
         return [v]
@@ -184,7 +187,7 @@ def _arrays(v) -> list:
     return []
 
 
-def _kernels(name: str, result, inputs: list, has_out: bool) -> int:
+def _kernels(name: str, result: object, inputs: list, has_out: bool) -> int:
     """0 for metadata, allocation without writing and views of an input; else 1 (see the module docstring)."""
     if name in _NO_KERNEL:
         return 0
@@ -194,7 +197,7 @@ def _kernels(name: str, result, inputs: list, has_out: bool) -> int:
     return 1
 
 
-def _run(name: str, func, args: tuple, kwargs: dict):
+def _run(name: str, func: Callable, args: tuple, kwargs: dict) -> Any:
     """Call NumPy's ``func`` on the unwrapped arguments, count its kernel, wrap its result."""
     raw_args, raw_kwargs = _unwrap(args), _unwrap(kwargs)
     result = func(*raw_args, **raw_kwargs)
@@ -202,7 +205,7 @@ def _run(name: str, func, args: tuple, kwargs: dict):
     return _wrap(result)
 
 
-def _is_advanced(key) -> bool:
+def _is_advanced(key: tuple) -> bool:
     """Whether an index tuple uses integer or boolean arrays (a gather/scatter kernel), not just views."""
     return any(isinstance(k, (np.ndarray, ndarray, list)) or isinstance(k, (bool, np.bool_)) for k in key)
 
@@ -230,11 +233,11 @@ class ndarray(NDArrayOperatorsMixin):
         self._a = a
 
     # -- host access: refused implicitly, counted explicitly --------------------------------------------
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype=None, copy: bool | None = None) -> NoReturn:
         raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct "
                         "a NumPy array explicitly. (nanosgm.standin, as CuPy)")
 
-    def get(self, stream=None, order="C", out=None) -> np.ndarray:
+    def get(self, stream=None, order: str = "C", out: np.ndarray | None = None) -> np.ndarray:
         """A NumPy copy of the array (a device -> host read)."""
         _read("get")
         if out is not None:
@@ -242,16 +245,16 @@ class ndarray(NDArrayOperatorsMixin):
             return out
         return np.array(self._a, order=order)
 
-    def set(self, arr, stream=None) -> None:
+    def set(self, arr: np.ndarray, stream=None) -> None:
         """Copy the host array ``arr`` into this array (an upload)."""
         _upload()
         self._a[...] = arr
 
-    def item(self, *args):
+    def item(self, *args: int) -> Any:
         _read("item")
         return self._a.item(*args)
 
-    def tolist(self):
+    def tolist(self) -> Any:
         _read("tolist")
         return self._a.tolist()
 
@@ -290,12 +293,12 @@ class ndarray(NDArrayOperatorsMixin):
             raise TypeError("len() of unsized object")
         return self._a.shape[0]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ndarray]:
         if self._a.ndim == 0:
             raise TypeError("iteration over a 0-d array")
         return (self[i] for i in range(self._a.shape[0]))
 
-    def __getitem__(self, key):
+    def __getitem__(self, key) -> ndarray:
         key = key if isinstance(key, tuple) else (key,)
         if not _is_advanced(key):
             out = self._a[key]                               # a view: no kernel
@@ -312,7 +315,7 @@ class ndarray(NDArrayOperatorsMixin):
         self._a[key] = _unwrap(value)
 
     # -- NumPy's protocols: every ufunc and array function lands here ---------------------------------
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs, **kwargs) -> Any:
         out = kwargs.get("out", ())
         for x in inputs + tuple(out):
             if hasattr(x, "__array_ufunc__") and not isinstance(x, (ndarray, np.ndarray, np.generic)):
@@ -328,14 +331,14 @@ class ndarray(NDArrayOperatorsMixin):
             return out[0] if len(out) == 1 else out
         return _wrap(result)
 
-    def __array_function__(self, func, types, args, kwargs):
+    def __array_function__(self, func: Callable, types: Collection[type], args: tuple, kwargs: dict) -> Any:
         if not all(issubclass(t, (ndarray, np.ndarray)) for t in types):
             return NotImplemented
         _refuse_host((args, kwargs), func.__name__)
         return _run(func.__name__, func, args, kwargs)
 
     # -- everything else: NumPy's attribute, counted and wrapped --------------------------------------
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name in ("flat", "ctypes", "data", "tofile", "dump", "dumps"):
             raise AttributeError(f"nanosgm.standin.ndarray has no attribute {name!r} (host memory access; "
                                  f"use .get() first)")
@@ -345,7 +348,7 @@ class ndarray(NDArrayOperatorsMixin):
         return functools.partial(_method, name, value)
 
 
-def _method(name: str, bound, *args, **kwargs):
+def _method(name: str, bound: Callable, *args, **kwargs) -> Any:
     """A NumPy array method called on a stand-in array (``a.sum(axis=0)``, ``a.reshape(...)``)."""
     _refuse_host((args, kwargs), name)
     raw_args, raw_kwargs = _unwrap(args), _unwrap(kwargs)
@@ -356,12 +359,12 @@ def _method(name: str, bound, *args, **kwargs):
 
 
 # ------------------------------------------------------------------------------------------ module functions
-def _holds_device_arrays(a) -> bool:
+def _holds_device_arrays(a: object) -> bool:
     """Whether ``a`` is a list or tuple with a stand-in array in it (``asarray([d0, d1])``)."""
     return isinstance(a, (list, tuple)) and any(isinstance(x, ndarray) or _holds_device_arrays(x) for x in a)
 
 
-def asarray(a, dtype=None, order=None, *, blocking=False):
+def asarray(a, dtype=None, order: str | None = None, *, blocking: bool = False) -> ndarray:
     """``a`` on the device: a stand-in array as it is (cast if ``dtype`` differs: one kernel); host data
     (NumPy arrays, lists, scalars) copied to new device memory: one upload."""
     if isinstance(a, ndarray):
@@ -372,7 +375,8 @@ def asarray(a, dtype=None, order=None, *, blocking=False):
     return ndarray(np.array(a, dtype=dtype, order="K" if order is None else order, copy=True))
 
 
-def array(a, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocking=False):
+def array(a, dtype=None, copy: bool | None = True, order: str = "K", subok: bool = False, ndmin: int = 0, *,
+          blocking: bool = False) -> ndarray:
     """As :func:`asarray`, but a stand-in array is copied (one kernel) unless ``copy=False`` allows a view."""
     if isinstance(a, ndarray) or _holds_device_arrays(a):
         return _run("array", np.array, (a,), dict(dtype=dtype, copy=copy, order=order, ndmin=ndmin))
@@ -380,7 +384,7 @@ def array(a, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocking
     return ndarray(np.array(a, dtype=dtype, order=order, ndmin=ndmin, copy=True))
 
 
-def asnumpy(a, stream=None, order="C", out=None, *, blocking=True) -> np.ndarray:
+def asnumpy(a, stream=None, order: str = "C", out: np.ndarray | None = None, *, blocking: bool = True) -> np.ndarray:
     """A NumPy array of ``a``: a device -> host read for a stand-in array; host data is returned as NumPy."""
     if isinstance(a, ndarray):
         return a.get(order=order, out=out)
@@ -397,10 +401,10 @@ class _Ufunc:
     def __repr__(self) -> str:
         return f"<standin ufunc {self.__name__!r}>"
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._ufunc, name)              # nin, nout, identity, ...
 
-    def _apply(self, method: str, args, kwargs):
+    def _apply(self, method: str, args: tuple, kwargs: dict) -> Any:
         out = kwargs.get("out", ())
         _refuse_host(args + (out if isinstance(out, tuple) else (out,)), self.__name__,
                      allow_0d=self.__name__ in _COMPARISONS, allow_sequences=False)
@@ -408,32 +412,32 @@ class _Ufunc:
             args = (ndarray(np.asarray(args[0])),) + args[1:]     # scalars only: a 0-d device operand
         return getattr(self._ufunc, method)(*args, **kwargs)   # -> ndarray.__array_ufunc__, which counts
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args, **kwargs) -> Any:
         return self._apply("__call__", args, kwargs)
 
-    def reduce(self, *args, **kwargs):
+    def reduce(self, *args, **kwargs) -> Any:
         return self._apply("reduce", args, kwargs)
 
-    def accumulate(self, *args, **kwargs):
+    def accumulate(self, *args, **kwargs) -> Any:
         return self._apply("accumulate", args, kwargs)
 
-    def outer(self, *args, **kwargs):
+    def outer(self, *args, **kwargs) -> Any:
         return self._apply("outer", args, kwargs)
 
-    def at(self, *args, **kwargs):
+    def at(self, *args, **kwargs) -> None:
         return self._apply("at", args, kwargs)
 
 
-def _function(name: str, func):
+def _function(name: str, func: Callable) -> Callable:
     """A NumPy function as this module's function: host array operands refused, counted, results wrapped."""
     @functools.wraps(func)
-    def call(*args, **kwargs):
+    def call(*args, **kwargs) -> Any:
         _refuse_host((args, kwargs), name)
         return _run(name, func, args, kwargs)
     return call
 
 
-def _delegate(source, name: str):
+def _delegate(source: ModuleType, name: str) -> Any:
     """``source.name`` (NumPy or a NumPy/SciPy submodule) as the stand-in would have it."""
     value = getattr(source, name)
     if isinstance(value, np.ufunc):
@@ -446,11 +450,11 @@ def _delegate(source, name: str):
 class _Namespace:
     """A NumPy or SciPy submodule (``linalg``, ``ndimage``) as the stand-in's: functions wrapped on first use."""
 
-    def __init__(self, name: str, load) -> None:
+    def __init__(self, name: str, load: Callable[[], ModuleType]) -> None:
         self.__name__ = f"nanosgm.standin.{name}"
         self._load = load
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         value = _delegate(self._load(), name)
@@ -458,7 +462,7 @@ class _Namespace:
         return value
 
 
-def _scipy_ndimage():
+def _scipy_ndimage() -> ModuleType:
     import scipy.ndimage
     return scipy.ndimage
 
@@ -467,7 +471,7 @@ linalg = _Namespace("linalg", lambda: np.linalg)
 ndimage = _Namespace("ndimage", _scipy_ndimage)    # what cupyx.scipy.ndimage is to cupy
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """Everything else of NumPy's namespace (``standin.zeros``, ``standin.where``, ``standin.float32``)."""
     if name.startswith("__") or not hasattr(np, name):
         raise AttributeError(f"module 'nanosgm.standin' has no attribute {name!r}")
@@ -483,20 +487,20 @@ class Generator:
     Every draw is one kernel and returns a stand-in array (a 0-d one without ``size``); a host array
     parameter is refused. ``shuffle`` works in place on a stand-in array."""
 
-    def __init__(self, seed=None) -> None:
+    def __init__(self, seed: int | None = None) -> None:
         self._g = np.random.default_rng(seed)
 
     def __repr__(self) -> str:
         return f"standin.random.Generator({self._g.bit_generator!r})"
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         value = getattr(self._g, name)
         if not callable(value):
             return value
 
-        def draw(*args, **kwargs):
+        def draw(*args, **kwargs) -> Any:
             _refuse_host((args, kwargs), f"Generator.{name}")
             result = value(*_unwrap(args), **_unwrap(kwargs))
             _launch(f"random.{name}")
@@ -510,7 +514,7 @@ class _Random:
     Generator = Generator
 
     @staticmethod
-    def default_rng(seed=None) -> Generator:
+    def default_rng(seed: int | None = None) -> Generator:
         return Generator(seed)
 
 

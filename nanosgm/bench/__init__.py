@@ -3,12 +3,15 @@ translation of a nanosgm network to torch (also the tests' oracle).
 
 Names are loaded on first use, so that ``python -m nanosgm.bench`` can set up BLAS before NumPy loads.
 """
+from __future__ import annotations
+
 import importlib
+from typing import Any
 
 _MODULES = ("bench", "launches", "profile", "torch_bridge")
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _MODULES:
         return importlib.import_module(f".{name}", __name__)
     module = importlib.import_module(".bench", __name__)

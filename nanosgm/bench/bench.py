@@ -57,12 +57,15 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import attacks, backend, models
 from . import profile
-from ..layers import SoftmaxCrossEntropy
+from ..layers import Sequential, SoftmaxCrossEntropy
 from ..plumbing.argparser import Parser
 from ..plumbing.blas import set_blas_threads
 from ..plumbing.cli import CliError, run_cli
@@ -71,6 +74,12 @@ from ..plumbing.files import write_json_atomic
 from ..plumbing.flags import number, whole
 from ..optim import build_optimizer
 from .torch_bridge import TorchMissing, import_torch, to_torch   # to_torch: re-exported, other code uses it
+
+if TYPE_CHECKING:
+    import torch as _torch
+
+    from ..layers.base import Array
+    from ..optim import Optimizer
 
 __all__ = ["main", "parser", "to_torch", "measure", "measure_pair", "summary", "nanosgm_cells", "torch_cells",
            "INPUT_SHAPES", "COLUMNS", "TorchMissing", "set_blas_threads", "blas_gflops", "format_table",
@@ -85,17 +94,17 @@ FGSM_EPS = 0.1
 LR = 1e-3
 
 
-def _import_torch():
+def _import_torch() -> ModuleType:
     """torch, imported on demand (TorchMissing, saying what to do, when it is not installed)."""
     return import_torch("--compare-torch")
 
 
 # ----------------------------------------------------------------------------------------------- timing
-def _sync():
+def _sync() -> None:
     backend.synchronize()
 
 
-def measure(fn, seconds: float, warmup: int = 2, sync=_sync) -> dict:
+def measure(fn: Callable[[], object], seconds: float, warmup: int = 2, sync: Callable[[], object] = _sync) -> dict:
     """Run ``fn`` up to ``warmup`` times untimed, then time single calls until ``seconds`` have passed
     (at least one). ``sync`` is called after each call, before the clock is read.
 
@@ -123,7 +132,8 @@ def measure(fn, seconds: float, warmup: int = 2, sync=_sync) -> dict:
     return {**summary(times, done), "times": times}
 
 
-def measure_pair(fn_a, fn_b, seconds: float, warmup: int = 2, sync_a=_sync, sync_b=_sync, rounds: int = 3) -> tuple:
+def measure_pair(fn_a: Callable[[], object], fn_b: Callable[[], object], seconds: float, warmup: int = 2,
+                 sync_a: Callable[[], object] = _sync, sync_b: Callable[[], object] = _sync, rounds: int = 3) -> tuple:
     """:func:`measure` for two step functions in alternating blocks: A, B, A, B, ... (``rounds`` each).
 
     Blocks, not single steps: after each call BLAS and OpenMP worker threads keep spinning for a while,
@@ -139,14 +149,15 @@ def measure_pair(fn_a, fn_b, seconds: float, warmup: int = 2, sync_a=_sync, sync
     return tuple(summary(t, w) for t, w in zip(times, done))
 
 
-def summary(times, warmup: int) -> dict:
+def summary(times: Sequence[float], warmup: int) -> dict:
     """{"median_s", "min_s", "max_s", "q1_s", "q3_s" (quartiles), "reps", "warmup"} of step times (seconds)."""
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "q1_s": q1, "q3_s": q3,
             "reps": len(times), "warmup": warmup}
 
 
-def blas_gflops(n: int = 2048, reps: int = 5, asarray=None, sync=_sync) -> float:
+def blas_gflops(n: int = 2048, reps: int = 5, asarray: Callable | None = None,
+                sync: Callable[[], object] = _sync) -> float:
     """GFLOP/s of an n x n float32 matmul (2 n^3 flops), best of ``reps`` after one warm-up.
     ``asarray`` moves the host operands (default: the active backend's ``to_device``; torch.as_tensor works)."""
     asarray = backend.to_device if asarray is None else asarray
@@ -166,12 +177,12 @@ def blas_gflops(n: int = 2048, reps: int = 5, asarray=None, sync=_sync) -> float
 
 
 # ----------------------------------------------------------------------------------------------- nanosgm
-def nanosgm_cells(model, x, y) -> dict:
+def nanosgm_cells(model: Sequential, x: Array, y: Array) -> dict:
     """{column: zero-argument step function} for the nanosgm network ``model`` on backend arrays x, y."""
     loss_fn = SoftmaxCrossEntropy()
 
-    def train_with(opt):
-        def step():
+    def train_with(opt: Optimizer) -> Callable[[], None]:
+        def step() -> None:
             logits = model.forward(x, training=True)
             loss_fn.forward(logits, y)
             model.backward(loss_fn.backward())         # dE/dX at the inputs + every weight gradient
@@ -187,13 +198,13 @@ def nanosgm_cells(model, x, y) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- torch
-def torch_cells(tmodel, x, y) -> dict:
+def torch_cells(tmodel: _torch.nn.Module, x: _torch.Tensor, y: _torch.Tensor) -> dict:
     """{column: zero-argument step function} for the torch network ``tmodel`` on tensors x, y."""
     torch = _import_torch()
     F = torch.nn.functional
     opt = torch.optim.Adam(tmodel.parameters(), lr=LR)
 
-    def train_adam():
+    def train_adam() -> _torch.Tensor:
         tmodel.train()
         opt.zero_grad(set_to_none=True)
         xi = x.detach().requires_grad_(True)          # so backward also computes dE/dX, as nanosgm
@@ -202,12 +213,12 @@ def torch_cells(tmodel, x, y) -> dict:
         opt.step()
         return xi.grad
 
-    def infer():
+    def infer() -> _torch.Tensor:
         tmodel.eval()
         with torch.no_grad():
             return tmodel(x)
 
-    def fgsm():
+    def fgsm() -> _torch.Tensor:
         tmodel.eval()
         xi = x.detach().requires_grad_(True)
         loss = F.cross_entropy(tmodel(xi), y)
@@ -275,7 +286,7 @@ def ratio_warnings(label: str, ours: dict, theirs: dict) -> list:
     return out
 
 
-def load_warnings(before, after, cpus: int, threads: int) -> list:
+def load_warnings(before: float | None, after: float | None, cpus: int, threads: int) -> list:
     """Warnings when other processes load the machine: before the run, or after it beyond the bench's own threads."""
     out, limit = [], BUSY_LOAD * max(cpus, 1)
     if before is not None and before > limit:
@@ -286,7 +297,7 @@ def load_warnings(before, after, cpus: int, threads: int) -> list:
     return out
 
 
-def loadavg():
+def loadavg() -> float | None:
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -294,16 +305,16 @@ def loadavg():
 
 
 # ----------------------------------------------------------------------------------------------- tables
-def _fmt(v, ratio=False, doubtful=False):
+def _fmt(v: float | None, ratio: bool = False, doubtful: bool = False) -> str:
     if v is None:
         return "-"
     return (f"{v:.2f}x" + ("?" if doubtful else "")) if ratio else f"{v:,.0f}"
 
 
-def _grid(head, rows, left=2) -> str:
+def _grid(head: list[str], rows: list[list[str]], left: int = 2) -> str:
     widths = [max(len(str(row[i])) for row in rows + [head]) for i in range(len(head))]
 
-    def line(row):
+    def line(row: list[str]) -> str:
         return " | ".join(str(v).ljust(w) if i < left else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
     return "\n".join([line(head), "-+-".join("-" * w for w in widths)] + [line(r) for r in rows])
 
@@ -380,7 +391,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
-def _model_names(raw_list) -> list:
+def _model_names(raw_list: str) -> list:
     """The network keys of the --models string (CliError naming a bad one)."""
     names = []
     for raw in raw_list.split(","):
@@ -400,12 +411,12 @@ def _model_names(raw_list) -> list:
     return names
 
 
-def main(argv=None, prog: str = PROG) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """``python -m nanosgm.bench`` (``prog`` names the command in its help and messages); the exit status."""
     return run_cli(lambda a: _main(a, prog), argv)
 
 
-def _main(argv, prog: str = PROG) -> int:
+def _main(argv: list[str], prog: str = PROG) -> int:
     args = parser(prog).parse_args(argv)
     names = _model_names(args.models)
     if args.launches:
@@ -434,7 +445,7 @@ def _main(argv, prog: str = PROG) -> int:
             torch.set_num_threads(torch_threads_before)
 
 
-def _batch(name, args):
+def _batch(name: str, args: argparse.Namespace) -> tuple[Sequential, Array, Array, np.ndarray, np.ndarray]:
     """(model, x, y, x_host, y_host): a fresh float32 paper network and a random batch on the backend."""
     shape = INPUT_SHAPES[name]
     g = np.random.default_rng(args.seed)
@@ -445,7 +456,7 @@ def _batch(name, args):
     return model, backend.to_device(x_host), backend.to_device(y_host), x_host, y_host
 
 
-def _profile(args, name, threads, blas_desc) -> int:
+def _profile(args: argparse.Namespace, name: str, threads: int, blas_desc: str) -> int:
     """--profile: per-layer times of one network's training step, and each optimizer's step."""
     load = loadavg()
     peak = blas_gflops()
@@ -472,7 +483,8 @@ def _profile(args, name, threads, blas_desc) -> int:
     return 0
 
 
-def _header(args, threads, blas_desc, torch, tdev, tsync, on_gpu) -> dict:
+def _header(args: argparse.Namespace, threads: int, blas_desc: str, torch: ModuleType | None, tdev: str,
+            tsync: Callable[[], None], on_gpu: bool) -> dict:
     """Print the run's header (machine, threads, load, GEMM peak); returns the JSON meta."""
     load = loadavg()
     meta = {
@@ -504,7 +516,7 @@ def _header(args, threads, blas_desc, torch, tdev, tsync, on_gpu) -> dict:
     return meta
 
 
-def _run(args, names, threads, blas_desc, torch) -> int:
+def _run(args: argparse.Namespace, names: list[str], threads: int, blas_desc: str, torch: ModuleType | None) -> int:
     t_start = time.perf_counter()
     on_gpu = backend.name() == "cupy"
     tdev = "cpu"
@@ -513,7 +525,7 @@ def _run(args, names, threads, blas_desc, torch) -> int:
         if on_gpu and torch.cuda.is_available():
             tdev = "cuda"
 
-    def tsync():
+    def tsync() -> None:
         if tdev == "cuda":
             torch.cuda.synchronize()
 
@@ -546,11 +558,12 @@ def _run(args, names, threads, blas_desc, torch) -> int:
     return 0
 
 
-def _fmt_load(v):
+def _fmt_load(v: float | None) -> str:
     return "unknown" if v is None else f"{v:.2f}"
 
 
-def _bench_network(name, args, torch, tdev, tsync, warnings) -> dict:
+def _bench_network(name: str, args: argparse.Namespace, torch: ModuleType | None, tdev: str,
+                   tsync: Callable[[], None], warnings: list[str]) -> dict:
     """Time every column of one network (and its torch twin); appends warnings; returns its results."""
     model, x, y, x_host, y_host = _batch(name, args)
     flops = profile.step_flops(model, INPUT_SHAPES[name], args.batch_size)
@@ -562,7 +575,7 @@ def _bench_network(name, args, torch, tdev, tsync, warnings) -> dict:
         tcells = torch_cells(tmodel, torch.from_numpy(x_host).to(tdev), torch.from_numpy(y_host).to(tdev))
         r.update(torch_device=tdev, torch={}, ratio={}, ratio_warnings={})
 
-    def report(side, col, m):
+    def report(side: str, col: str, m: dict) -> None:
         m["img_per_s"] = args.batch_size / m["median_s"]
         m["gemm_gflops"] = flops[col] / m["median_s"] / 1e9
         r[side][col] = m

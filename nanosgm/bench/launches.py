@@ -17,6 +17,8 @@ is timed; ``--backend`` is ignored (the stand-in is the backend, and the previou
 """
 from __future__ import annotations
 
+import argparse
+
 from .. import backend, standin
 from ..plumbing.files import write_json_atomic
 from .bench import COLUMNS, _batch, _grid, nanosgm_cells
@@ -27,7 +29,7 @@ MEASURES = ("launches", "host_reads", "uploads")
 STEPS = {"train_adam": "train (Adam)", "train_wame": "train (WAME)", "infer": "infer", "fgsm": "FGSM"}
 
 
-def count_network(name: str, args) -> dict:
+def count_network(name: str, args: argparse.Namespace) -> dict:
     """{column: {"launches", "host_reads", "uploads": ints, "reads": {kind: count}}} for one step of each
     column of network ``name``, on the stand-in (which must be the active backend); ``args`` gives
     ``batch_size`` and ``seed``."""
@@ -51,7 +53,7 @@ def format_launches(results: dict) -> str:
     return _grid(["model", "step", "launches", "host reads", "uploads"], rows, left=2)
 
 
-def run(args, names: list) -> int:
+def run(args: argparse.Namespace, names: list) -> int:
     """``--launches``: count every network of ``names`` on the stand-in, print the table (and ``--json``)."""
     before = backend.name()
     backend.use("standin")

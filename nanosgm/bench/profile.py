@@ -17,16 +17,21 @@ only, ``param_grads=False``) 2x.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from .. import backend
-from ..layers import Conv2D, Dense, Sequential, SoftmaxCrossEntropy
+from ..layers import Conv2D, Dense, Layer, Sequential, SoftmaxCrossEntropy
+
+if TYPE_CHECKING:
+    from ..layers.base import Array
 
 __all__ = ["layer_flops", "forward_flops", "step_flops", "median_time", "profile_layers", "format_profile"]
 
 PASSES = {"train_adam": 3, "train_wame": 3, "infer": 1, "fgsm": 2}      # GEMM passes per step, see above
 
 
-def layer_flops(layer, in_shape, out_shape) -> int:
+def layer_flops(layer: Layer, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
     """GEMM FLOPs of one layer's forward pass for ONE sample (input/output shapes without the batch axis)."""
     if isinstance(layer, Dense):
         return 2 * layer.in_features * layer.out_features
@@ -36,7 +41,7 @@ def layer_flops(layer, in_shape, out_shape) -> int:
     return 0
 
 
-def _leaves(model):
+def _leaves(model: Layer) -> Iterator[Layer]:
     if isinstance(model, Sequential):
         for sub in model.layers:
             yield from _leaves(sub)
@@ -44,7 +49,7 @@ def _leaves(model):
         yield model
 
 
-def forward_flops(model, in_shape, dtype="float32") -> list:
+def forward_flops(model: Layer, in_shape: tuple[int, ...], dtype="float32") -> list:
     """[(layer, per-sample forward GEMM FLOPs)] for every leaf layer, from a one-sample inference forward
     (zeros; changes no parameter, statistic or dropout mask)."""
     x = backend.xp().zeros((1,) + tuple(in_shape), dtype=dtype)
@@ -56,13 +61,13 @@ def forward_flops(model, in_shape, dtype="float32") -> list:
     return out
 
 
-def step_flops(model, in_shape, batch: int) -> dict:
+def step_flops(model: Layer, in_shape: tuple[int, ...], batch: int) -> dict:
     """{bench column: GEMM FLOPs of one step on ``batch`` samples} (see PASSES and the module docstring)."""
     fwd = sum(f for _, f in forward_flops(model, in_shape)) * int(batch)
     return {col: passes * fwd for col, passes in PASSES.items()}
 
 
-def median_time(fn, reps: int) -> float:
+def median_time(fn: Callable[[], object], reps: int) -> float:
     """Median seconds of ``reps`` calls of ``fn`` (after backend.synchronize)."""
     times = []
     for _ in range(max(int(reps), 1)):
@@ -74,7 +79,7 @@ def median_time(fn, reps: int) -> float:
     return times[len(times) // 2]
 
 
-def profile_layers(model, x, y, reps: int = 5) -> list:
+def profile_layers(model: Layer, x: Array, y: Array, reps: int = 5) -> list:
     """Per-layer median times of one training step (forward training=True, backward with weight gradients).
 
     Each layer is timed on its own, on the input the previous layer gave (forward) and on the gradient
@@ -105,7 +110,8 @@ def profile_layers(model, x, y, reps: int = 5) -> list:
     return rows
 
 
-def format_profile(rows, peak_gflops: float | None = None, extra=()) -> str:
+def format_profile(rows: list[dict], peak_gflops: float | None = None,
+                   extra: Iterable[tuple[str, float]] = ()) -> str:
     """A table of :func:`profile_layers` rows: ms forward / backward, share of the step, GEMM GFLOP/s
     (and its share of ``peak_gflops``); then ``extra`` (label, seconds) rows, e.g. optimizer steps,
     with their size relative to the forward + backward total."""

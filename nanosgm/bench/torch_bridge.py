@@ -14,10 +14,19 @@ and benchmark oracle, never part of nanosgm's computation).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import backend
-from ..layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential
+from ..layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D, ReLU, Sequential
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..layers.base import Array
 
 __all__ = ["TorchMissing", "import_torch", "to_torch", "torch_modules", "counterparts", "as_nanosgm",
            "layer_array"]
@@ -27,7 +36,7 @@ class TorchMissing(RuntimeError):
     """torch is needed (a comparison with PyTorch was asked for) but cannot be imported."""
 
 
-def import_torch(what: str = "this comparison"):
+def import_torch(what: str = "this comparison") -> ModuleType:
     """torch, imported on demand; a TorchMissing error that says what to do when it is not installed."""
     try:
         import torch
@@ -38,13 +47,13 @@ def import_torch(what: str = "this comparison"):
     return torch
 
 
-def _mask_dropout(nn, layer):
+def _mask_dropout(nn: ModuleType, layer: Dropout) -> torch.nn.Module:
     """A torch module that, in training mode, multiplies by the mask nanosgm's ``layer`` drew last
     (so both frameworks drop the same units); the identity in eval mode."""
     import torch
 
     class NanosgmMaskDropout(nn.Module):
-        def forward(self, x):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             if not self.training or layer.p == 0.0:
                 return x
             if layer.mask is None or tuple(layer.mask.shape) != tuple(x.shape):
@@ -55,7 +64,7 @@ def _mask_dropout(nn, layer):
     return NanosgmMaskDropout()
 
 
-def torch_modules(layer, nn, in_rank: int, nanosgm_masks: bool = False) -> list:
+def torch_modules(layer: Layer, nn: ModuleType, in_rank: int, nanosgm_masks: bool = False) -> list:
     """The torch.nn modules (a list) equivalent to one nanosgm layer whose input has ``in_rank`` dims."""
     if isinstance(layer, Dense):
         return [nn.Linear(layer.in_features, layer.out_features, bias="b" in layer.params)]
@@ -81,7 +90,7 @@ def torch_modules(layer, nn, in_rank: int, nanosgm_masks: bool = False) -> list:
                     "add a rule to nanosgm.bench.torch_bridge.torch_modules")
 
 
-def _flat_layers(model):
+def _flat_layers(model: Layer) -> Iterator[Layer]:
     """The leaf layers of ``model``, nested Sequentials flattened, in order."""
     if isinstance(model, Sequential):
         for sub in model.layers:
@@ -90,14 +99,14 @@ def _flat_layers(model):
         yield model
 
 
-def _param_dtype(model):
+def _param_dtype(model: Layer) -> np.dtype:
     for layer in _flat_layers(model):
         for p in layer.params.values():
             return np.dtype(p.dtype)
     return np.dtype(np.float32)
 
 
-def _input_ranks(layers, in_shape, dtype):
+def _input_ranks(layers: list[Layer], in_shape: tuple[int, ...], dtype: np.dtype) -> list[int]:
     """[rank of each layer's input], from a one-sample inference forward (zeros) through the layers.
 
     Inference mode changes neither parameters, BatchNorm statistics nor dropout masks (it only refreshes
@@ -115,7 +124,7 @@ _SLOTS = {Dense: {"W": "weight", "b": "bias"}, Conv2D: {"W": "weight", "b": "bia
           BatchNorm: {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var"}}
 
 
-def counterparts(net):
+def counterparts(net: torch.nn.Sequential) -> list[tuple[Layer, str, torch.Tensor]]:
     """[(nanosgm layer, slot, torch tensor)] for every parameter and buffer of a net built by
     :func:`to_torch`: the slot is the nanosgm name ("W", "b", "gamma", "beta", "running_mean",
     "running_var"), the tensor its torch counterpart (convert with :func:`as_nanosgm`)."""
@@ -128,18 +137,18 @@ def counterparts(net):
     return out
 
 
-def layer_array(layer, slot):
+def layer_array(layer: Layer, slot: str) -> Array:
     """The nanosgm parameter or buffer ``slot`` of ``layer``."""
     return layer.params[slot] if slot in layer.params else layer.buffers[slot]
 
 
-def as_nanosgm(layer, slot, tensor) -> np.ndarray:
+def as_nanosgm(layer: Layer, slot: str, tensor: torch.Tensor) -> np.ndarray:
     """A torch tensor (a counterpart, or its .grad) as a host NumPy array in nanosgm's layout."""
     a = tensor.detach().cpu().numpy()
     return a.T if isinstance(layer, Dense) and slot == "W" else a
 
 
-def _copy_weights(net, torch):
+def _copy_weights(net: torch.nn.Sequential, torch: ModuleType) -> None:
     with torch.no_grad():
         for layer, slot, tensor in counterparts(net):
             host = np.ascontiguousarray(backend.to_host(layer_array(layer, slot)))
@@ -147,7 +156,8 @@ def _copy_weights(net, torch):
             tensor.copy_(value.T if isinstance(layer, Dense) and slot == "W" else value)
 
 
-def to_torch(model, in_shape, *, device="cpu", copy_weights=True, dtype=None, nanosgm_masks=False):
+def to_torch(model: Layer, in_shape: tuple[int, ...], *, device: str = "cpu", copy_weights: bool = True, dtype=None,
+             nanosgm_masks: bool = False) -> torch.nn.Sequential:
     """A ``torch.nn.Sequential`` with the same architecture as the nanosgm ``model``, layer by layer:
     Conv2D -> Conv2d (same stride/padding), Dense -> Linear, MaxPool2D -> MaxPool2d, BatchNorm ->
     BatchNorm1d/2d by the rank of its input (found by pushing one sample of shape ``in_shape``

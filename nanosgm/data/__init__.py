@@ -17,6 +17,10 @@ Modules, one concept each:
     augment   - elastic distortions, ZCA whitening, random rotation/zoom/flip
     plots     - figures of original vs. augmented images
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from .augment import ZCA, as_generator, augmenter_for, elastic_distort, hflip, random_affine, zca_whiten
 from .dataset import Dataset, load, load_raw
 from .errors import DataError
@@ -27,14 +31,17 @@ __all__ = ["load", "load_raw", "Dataset", "DataError", "DATASETS", "canonical_na
            "hflip", "random_affine", "augmenter_for", "as_generator", "plot_elastic_grid",
            "plot_cifar_preprocessing"]
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def plot_elastic_grid(*args, **kwargs):
+
+def plot_elastic_grid(*args, **kwargs) -> Figure:
     """See :func:`nanosgm.data.plots.plot_elastic_grid` (imports matplotlib lazily)."""
     from .plots import plot_elastic_grid as f
     return f(*args, **kwargs)
 
 
-def plot_cifar_preprocessing(*args, **kwargs):
+def plot_cifar_preprocessing(*args, **kwargs) -> Figure:
     """See :func:`nanosgm.data.plots.plot_cifar_preprocessing` (imports matplotlib lazily)."""
     from .plots import plot_cifar_preprocessing as f
     return f(*args, **kwargs)

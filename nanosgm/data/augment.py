@@ -21,9 +21,17 @@ random term epsilon_t).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .. import backend
+
+if TYPE_CHECKING:
+    from ..layers.base import Array
+    from .dataset import Dataset
 
 __all__ = ["as_generator", "elastic_distort", "hflip", "random_affine", "ZCA", "zca_whiten", "augmenter_for",
            "warp"]
@@ -32,7 +40,7 @@ __all__ = ["as_generator", "elastic_distort", "hflip", "random_affine", "ZCA", "
 _CHUNK_ELEMENTS = 1 << 22
 
 
-def as_generator(rng) -> np.random.Generator:
+def as_generator(rng: int | np.random.Generator | None) -> np.random.Generator:
     """A NumPy Generator from ``rng``: None (the global host generator), an int seed, or a Generator."""
     if rng is None:
         return backend.host_rng()
@@ -43,7 +51,7 @@ def as_generator(rng) -> np.random.Generator:
     raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
 
 
-def _ndimage(xp):
+def _ndimage(xp: ModuleType) -> Any:
     if xp is np:
         import scipy.ndimage as ndi
     elif hasattr(xp, "ndimage"):               # nanosgm.standin: its own cupyx.scipy.ndimage
@@ -53,7 +61,7 @@ def _ndimage(xp):
     return ndi
 
 
-def _as_nchw(X):
+def _as_nchw(X: Array) -> tuple[Array, bool]:
     if X.ndim == 3:
         return X[:, None], True
     if X.ndim == 4:
@@ -61,11 +69,11 @@ def _as_nchw(X):
     raise ValueError(f"expected images of shape (N, C, H, W) or (N, H, W), got {tuple(X.shape)}")
 
 
-def _float_dtype(X):
+def _float_dtype(X: Array) -> np.dtype:
     return X.dtype if X.dtype.kind == "f" else np.dtype(np.float32)
 
 
-def warp(X, src_y, src_x, order: int = 1, mode: str = "constant", cval: float = 0.0):
+def warp(X: Array, src_y: Array, src_x: Array, order: int = 1, mode: str = "constant", cval: float = 0.0) -> Array:
     """Resample every image of ``X`` (N, C, H, W) at per-image source coordinates.
 
     ``src_y``, ``src_x``: (N, H, W) arrays giving, for each output pixel, where in the input image
@@ -90,8 +98,8 @@ def warp(X, src_y, src_x, order: int = 1, mode: str = "constant", cval: float = 
     return out.reshape(N, C, H, W)
 
 
-def elastic_distort(X, alpha: float = 34.0, sigma: float = 4.0, rng=None, order: int = 1,
-                    mode: str = "constant", cval: float = 0.0):
+def elastic_distort(X: Array, alpha: float = 34.0, sigma: float = 4.0, rng: int | np.random.Generator | None = None,
+                    order: int = 1, mode: str = "constant", cval: float = 0.0) -> Array:
     """Elastic distortion of every image in ``X`` (Simard et al. 2003, Section 2).
 
     For each image, two fields ``dx, dy`` of independent uniform(-1, 1) values are smoothed by a
@@ -117,14 +125,15 @@ def elastic_distort(X, alpha: float = 34.0, sigma: float = 4.0, rng=None, order:
     return out[:, 0] if squeeze else out
 
 
-def hflip(X):
+def hflip(X: Array) -> Array:
     """Mirror every image left-right (a new array); ``hflip(hflip(X))`` equals ``X``."""
     xp = backend.array_module(X)
     return xp.ascontiguousarray(X[..., ::-1])
 
 
-def random_affine(X, rng=None, max_rotation_deg: float = 10.0, max_zoom: float = 0.1, flip: bool = True,
-                  order: int = 1, mode: str = "nearest", cval: float = 0.0):
+def random_affine(X: Array, rng: int | np.random.Generator | None = None, max_rotation_deg: float = 10.0,
+                  max_zoom: float = 0.1, flip: bool = True, order: int = 1, mode: str = "nearest",
+                  cval: float = 0.0) -> Array:
     """The paper's CIFAR augmentation: random rotation, zoom and horizontal flip; no cropping.
 
     Per image: an angle uniform in [-max_rotation_deg, max_rotation_deg], a zoom factor uniform in
@@ -166,7 +175,7 @@ class ZCA:
     works on either backend and returns ``X``'s float dtype.
     """
 
-    def __init__(self, eps: float = 1e-2):
+    def __init__(self, eps: float = 1e-2) -> None:
         self.eps = float(eps)
         self.mean = None
         self.W = None
@@ -174,7 +183,7 @@ class ZCA:
         self.eigenvalues = None
         self._device = {}
 
-    def fit(self, X, eps: float | None = None) -> "ZCA":
+    def fit(self, X: Array, eps: float | None = None) -> "ZCA":
         if eps is not None:
             self.eps = float(eps)
         xp = backend.array_module(X)
@@ -215,7 +224,7 @@ class ZCA:
         self._device = {}
         return self
 
-    def _params(self, xp, dtype):
+    def _params(self, xp: ModuleType, dtype: np.dtype) -> tuple[Array, Array, Array]:
         if self.W is None:
             raise RuntimeError("ZCA.transform called before fit")
         key = (xp.__name__, np.dtype(dtype).str)
@@ -223,7 +232,7 @@ class ZCA:
             self._device[key] = tuple(xp.asarray(a, dtype=dtype) for a in (self.mean, self.W, self.W_inv))
         return self._device[key]
 
-    def transform(self, X):
+    def transform(self, X: Array) -> Array:
         """Whitened copy of ``X`` (same shape)."""
         xp = backend.array_module(X)
         dtype = _float_dtype(X)
@@ -231,18 +240,18 @@ class ZCA:
         flat = X.reshape(X.shape[0], -1).astype(dtype, copy=False)
         return ((flat - mean) @ W).reshape(X.shape)
 
-    def inverse_transform(self, Z):
+    def inverse_transform(self, Z: Array) -> Array:
         """Undo :meth:`transform` (for plotting whitened or augmented images in pixel space)."""
         xp = backend.array_module(Z)
         dtype = _float_dtype(Z)
         mean, _, W_inv = self._params(xp, dtype)
         return (Z.reshape(Z.shape[0], -1).astype(dtype, copy=False) @ W_inv + mean).reshape(Z.shape)
 
-    def fit_transform(self, X, eps: float | None = None):
+    def fit_transform(self, X: Array, eps: float | None = None) -> Array:
         return self.fit(X, eps).transform(X)
 
 
-def zca_whiten(dataset, eps: float = 1e-2):
+def zca_whiten(dataset: Dataset, eps: float = 1e-2) -> tuple[Dataset, ZCA]:
     """(new Dataset with every split ZCA-whitened, the fitted ZCA): fitted on the training split only."""
     zca = ZCA(eps).fit(dataset.X_train)
     new = dataset.replace(X_train=zca.transform(dataset.X_train), X_val=zca.transform(dataset.X_val),
@@ -250,7 +259,7 @@ def zca_whiten(dataset, eps: float = 1e-2):
     return new, zca
 
 
-def augmenter_for(name: str, **options):
+def augmenter_for(name: str, **options) -> Callable[..., Array]:
     """The paper's per-epoch augmentation for dataset ``name`` as a callable ``f(X, rng) -> X_aug``.
 
     "mnist" / "fashion-mnist": :func:`elastic_distort` (options: alpha, sigma, ...);
@@ -261,10 +270,10 @@ def augmenter_for(name: str, **options):
 
     key = canonical_name(name)
     if key in ("mnist", "fashion-mnist"):
-        def augment(X, rng=None):
+        def augment(X: Array, rng: int | np.random.Generator | None = None) -> Array:
             return elastic_distort(X, rng=rng, **options)
     else:
-        def augment(X, rng=None):
+        def augment(X: Array, rng: int | np.random.Generator | None = None) -> Array:
             return random_affine(X, rng=rng, **options)
     augment.__name__ = f"augment_{key.replace('-', '_')}"
     augment.__doc__ = f"Per-epoch augmentation for {key} ({options or 'defaults'})."

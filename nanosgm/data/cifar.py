@@ -22,7 +22,9 @@ import io
 import math
 import pickle
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -41,7 +43,7 @@ _SAFE_DTYPES |= {"u1", "i1", "i2", "i4", "i8", "u2", "u4", "u8", "f4", "f8"}
 class _Refused:
     """What ``numpy.ndarray`` resolves to: usable only as ``_reconstruct``'s first argument, never called."""
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args, **kwargs) -> NoReturn:
         raise pickle.UnpicklingError("refused call of numpy.ndarray: arrays are only rebuilt from their data")
 
 
@@ -52,10 +54,10 @@ class _DtypeSpec:
     """Stands for ``numpy.dtype(code)`` while unpickling: a plain numeric code, and the byte order the
     pickle's state gives it. No real dtype's ``__setstate__`` ever sees the file's data."""
 
-    def __init__(self, code):
+    def __init__(self, code: str) -> None:
         self.dtype = np.dtype(code)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: object) -> None:
         # numpy writes (3, byteorder, None, None, None, -1, -1, 0) for a plain numeric dtype (4: + metadata)
         if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
                 and state[1] in ("|", "<", ">", "=") and state[2:5] == (None, None, None)
@@ -65,7 +67,7 @@ class _DtypeSpec:
             self.dtype = self.dtype.newbyteorder(state[1])
 
 
-def _safe_dtype(obj, align=False, copy=False):
+def _safe_dtype(obj: object, align: bool = False, copy: bool = False) -> _DtypeSpec:
     """``numpy.dtype`` restricted to plain numeric types (no object, void or structured dtypes)."""
     if not isinstance(obj, str) or obj not in _SAFE_DTYPES:
         raise pickle.UnpicklingError(f"refused dtype {obj!r}: only plain numeric dtypes are allowed")
@@ -79,7 +81,7 @@ class _ArraySpec:
 
     array = None
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: object) -> None:
         if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
             raise pickle.UnpicklingError("refused array state: not (1, shape, dtype, fortran, bytes)")
         _, shape, spec, fortran, raw = state
@@ -96,7 +98,7 @@ class _ArraySpec:
         self.array = np.ndarray(shape, dtype=spec.dtype, buffer=raw, order="F" if fortran else "C").copy(order="A")
 
 
-def _safe_reconstruct(subtype, shape, dtype_code):
+def _safe_reconstruct(subtype: object, shape: object, dtype_code: object) -> _ArraySpec:
     """``numpy.core.multiarray._reconstruct`` restricted to base ``ndarray`` (numpy writes ``(ndarray, (0,), b'b')``)."""
     if subtype is not _NDARRAY:
         raise pickle.UnpicklingError(f"refused array subtype {subtype!r}")
@@ -105,7 +107,7 @@ def _safe_reconstruct(subtype, shape, dtype_code):
     return _ArraySpec()
 
 
-def _safe_encode(text, encoding="utf-8"):
+def _safe_encode(text: object, encoding: str = "utf-8") -> bytes:
     """``_codecs.encode`` restricted to str -> bytes with latin-1 (Python 3 protocol-2 bytes)."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise pickle.UnpicklingError("refused _codecs.encode call")
@@ -130,14 +132,14 @@ class RestrictedUnpickler(pickle.Unpickler):
     and ``numpy.ndarray`` cannot be called.
     """
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> object:
         fn = _ALLOWED.get((module, name))
         if fn is None:
             raise pickle.UnpicklingError(f"refused global {module}.{name}")
         return fn
 
 
-def _materialise(obj):
+def _materialise(obj: object) -> Any:
     """``obj`` with every _ArraySpec replaced by its ndarray; UnpicklingError for any other placeholder."""
     if isinstance(obj, _ArraySpec):
         if obj.array is None:
@@ -152,7 +154,7 @@ def _materialise(obj):
     return obj
 
 
-def safe_loads(data: bytes, what: str = "pickle"):
+def safe_loads(data: bytes, what: str = "pickle") -> Any:
     """Unpickle ``data`` with :class:`RestrictedUnpickler` (Python-2 strings decoded as latin-1)."""
     try:
         return _materialise(RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load())
@@ -165,7 +167,7 @@ def safe_loads(data: bytes, what: str = "pickle"):
                         "the file is corrupted or of the wrong kind") from exc
 
 
-def _str_keys(d, what):
+def _str_keys(d: object, what: str) -> dict:
     if not isinstance(d, dict):
         raise DataError(f"{what} does not hold a dict (found {type(d).__name__}); not a CIFAR batch")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
@@ -206,7 +208,7 @@ def parse_meta(data: bytes, what: str) -> dict:
     return out
 
 
-def read_archive_members(archive: str | Path, folder: str, names) -> dict[str, bytes]:
+def read_archive_members(archive: str | Path, folder: str, names: Iterable[str]) -> dict[str, bytes]:
     """Read the regular-file members ``folder/<name>`` of a .tar.gz without extracting to disk."""
     out = {}
     try:
@@ -231,7 +233,7 @@ def read_archive_members(archive: str | Path, folder: str, names) -> dict[str, b
     return out
 
 
-def dump_batch(images: np.ndarray, labels, label_key: str = "labels", extra: dict | None = None,
+def dump_batch(images: np.ndarray, labels: Iterable[int], label_key: str = "labels", extra: dict | None = None,
                protocol: int = 2) -> bytes:
     """Pickle bytes in the CIFAR batch layout (used to write small test fixtures).
 

@@ -8,6 +8,7 @@ Fashion-MNIST, a drop-in stand-in for MNIST, is split like MNIST.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from .verify import check_digest, check_file_digest, read_verified
 __all__ = ["Dataset", "load", "load_raw"]
 
 
-def _describe(X) -> str:
+def _describe(X: np.ndarray | None) -> str:
     if X is None:
         return "None"
     if X.size == 0:
@@ -50,7 +51,7 @@ class Dataset:
     source: str = ""
     info: dict = field(default_factory=dict)
 
-    def splits(self):
+    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """{"train": (X, y), "val": (X, y), "test": (X, y)}."""
         return {"train": (self.X_train, self.y_train), "val": (self.X_val, self.y_val),
                 "test": (self.X_test, self.y_test)}
@@ -67,7 +68,7 @@ class Dataset:
                 f"  source: {self.source})")
 
 
-def _read_idx_set(found: Found, spec: DatasetSpec, names) -> tuple[np.ndarray, np.ndarray]:
+def _read_idx_set(found: Found, spec: DatasetSpec, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     img_name, lab_name = names
     images = parse_idx(read_verified(found.paths[img_name], spec.files[img_name]), str(found.paths[img_name]), ndim=3)
     labels = parse_idx(read_verified(found.paths[lab_name], spec.files[lab_name]), str(found.paths[lab_name]), ndim=1)
@@ -89,7 +90,8 @@ def _cifar_members(found: Found, spec: DatasetSpec) -> tuple[dict[str, bytes], s
     return {name: read_verified(path, spec.files[name], gz=False) for name, path in found.paths.items()}, str(found.directory)
 
 
-def _read_cifar(found: Found, spec: DatasetSpec, coarse: bool):
+def _read_cifar(found: Found, spec: DatasetSpec,
+                coarse: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], str]:
     members, source = _cifar_members(found, spec)
     if spec.name == "cifar100":
         label_key = "coarse_labels" if coarse else "fine_labels"
@@ -99,7 +101,7 @@ def _read_cifar(found: Found, spec: DatasetSpec, coarse: bool):
             raise ValueError("coarse=True is for CIFAR-100 only")
         label_key, names_key = "labels", "label_names"
 
-    def batches(names):
+    def batches(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         parts = [parse_batch(members[n], f"{source}:{n}", label_key) for n in names]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -110,8 +112,9 @@ def _read_cifar(found: Found, spec: DatasetSpec, coarse: bool):
     return Xtr, ytr, Xte, yte, class_names, source
 
 
-def load_raw(name: str, data_dir=None, *, coarse: bool = False, download: bool = True, progress: bool = True,
-             checksums: dict[str, str] | None = None):
+def load_raw(name: str, data_dir: str | Path | None = None, *, coarse: bool = False, download: bool = True,
+             progress: bool = True, checksums: dict[str, str] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], str, DatasetSpec]:
     """The official train and test sets as uint8 NCHW arrays, verified; no split, no scaling.
 
     Returns (X_train, y_train, X_test, y_test, class_names, source, spec).
@@ -126,7 +129,7 @@ def load_raw(name: str, data_dir=None, *, coarse: bool = False, download: bool =
     return Xtr, ytr, Xte, yte, names, source, spec
 
 
-def _split_limits(limit) -> dict[str, int | None]:
+def _split_limits(limit: int | tuple | list | dict | None) -> dict[str, int | None]:
     if limit is None:
         return {"train": None, "val": None, "test": None}
     if isinstance(limit, (int, np.integer)):
@@ -141,7 +144,7 @@ def _split_limits(limit) -> dict[str, int | None]:
     raise ValueError("limit must be an int (training images), a (train, val, test) tuple or a dict")
 
 
-def _convert(X: np.ndarray, dtype, value_range) -> np.ndarray:
+def _convert(X: np.ndarray, dtype, value_range: tuple[float, float]) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype == np.uint8:
         return np.ascontiguousarray(X)
@@ -156,8 +159,9 @@ def _convert(X: np.ndarray, dtype, value_range) -> np.ndarray:
     return out
 
 
-def load(name: str, data_dir=None, *, limit=None, val_size: int | None = None, dtype="float32",
-         value_range=(0.0, 1.0), coarse: bool = False, download: bool = True, progress: bool = True,
+def load(name: str, data_dir: str | Path | None = None, *, limit: int | tuple | list | dict | None = None,
+         val_size: int | None = None, dtype="float32", value_range: tuple[float, float] = (0.0, 1.0),
+         coarse: bool = False, download: bool = True, progress: bool = True,
          checksums: dict[str, str] | None = None) -> Dataset:
     """Load ``name`` ("mnist", "fashion-mnist", "cifar10", "cifar100") split as in the paper (Section 5).
 

@@ -1,6 +1,8 @@
 """The one exception type of ``nanosgm.data``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..plumbing.errors import NanosgmError
 
 __all__ = ["DataError", "unreadable"]
@@ -14,7 +16,7 @@ class DataError(NanosgmError, RuntimeError):
     """
 
 
-def unreadable(path, exc: OSError) -> DataError:
+def unreadable(path: str | Path, exc: OSError) -> DataError:
     """The DataError for a file the system would not let us read (``exc``): says what it is, not "corrupted"."""
     if isinstance(exc, PermissionError):
         return DataError(f"cannot read {path}: permission denied; make it readable (chmod a+r {path}) or point "

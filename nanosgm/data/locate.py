@@ -78,7 +78,7 @@ def cache_root() -> Path:
 USER_NAMED = ("data_dir (--data-dir)", DATA_ENV)     # search_roots' labels of the places a user names
 
 
-def search_roots(data_dir=None) -> list[tuple[str, Path | None]]:
+def search_roots(data_dir: str | Path | None = None) -> list[tuple[str, Path | None]]:
     """(label, root) in search order; a root is None when that source is not configured."""
     env = os.environ.get(DATA_ENV)
     return [
@@ -98,7 +98,7 @@ def _dirs_under(spec: DatasetSpec, label: str, root: Path) -> list[Path]:
 _BROKEN_HINT = "fix or remove it (a file that is present but broken is never skipped in favour of another copy)"
 
 
-def _stat(path: Path):
+def _stat(path: Path) -> os.stat_result | None:
     """``os.stat(path)``, or None when nothing of that name exists; DataError when it exists but is broken."""
     try:
         return os.stat(path)
@@ -190,7 +190,7 @@ def _no_folder_at(root: Path) -> bool:
     return st is None or not stat.S_ISDIR(st.st_mode)
 
 
-def find(spec: DatasetSpec, data_dir=None) -> tuple[Found | None, list[str]]:
+def find(spec: DatasetSpec, data_dir: str | Path | None = None) -> tuple[Found | None, list[str]]:
     """The first complete set of files in search order, and notes on every place looked at.
 
     A place the user names (``data_dir`` / ``--data-dir``, ``NANOSGM_DATA``) that is not an existing folder
@@ -371,7 +371,8 @@ def _download_into_cache(spec: DatasetSpec, progress: bool, failures: list[str])
     return False
 
 
-def obtain(spec: DatasetSpec, data_dir=None, download: bool = True, progress: bool = True) -> Found:
+def obtain(spec: DatasetSpec, data_dir: str | Path | None = None, download: bool = True,
+           progress: bool = True) -> Found:
     """Find the files (search order above) or download them into the cache; DataError if neither works."""
     found, notes = find(spec, data_dir)
     if found is not None:

@@ -5,15 +5,23 @@ save with ``fig.savefig(path)`` or display the returned Figure in a notebook.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import backend
 from .augment import ZCA, as_generator, elastic_distort, random_affine
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..layers.base import Array
+
 __all__ = ["image_grid", "plot_elastic_grid", "plot_cifar_preprocessing"]
 
 
-def _to_display(X) -> np.ndarray:
+def _to_display(X: Array) -> np.ndarray:
     """Host (N, H, W) or (N, H, W, 3) array in [0, 1] for imshow; each image rescaled to its own range."""
     X = np.asarray(backend.to_host(X), dtype=np.float64)
     if X.ndim == 4:
@@ -23,7 +31,8 @@ def _to_display(X) -> np.ndarray:
     return (X - lo) / np.maximum(hi - lo, 1e-12)
 
 
-def image_grid(rows, row_titles, figsize_per_image: float = 1.2, suptitle: str | None = None):
+def image_grid(rows: Sequence[Array], row_titles: Sequence[str], figsize_per_image: float = 1.2,
+               suptitle: str | None = None) -> Figure:
     """A Figure showing ``rows`` (a list of image batches of equal length) one batch per row."""
     from matplotlib.figure import Figure
 
@@ -45,7 +54,8 @@ def image_grid(rows, row_titles, figsize_per_image: float = 1.2, suptitle: str |
     return fig
 
 
-def plot_elastic_grid(X, n: int = 8, repeats: int = 2, alpha: float = 34.0, sigma: float = 4.0, rng=0):
+def plot_elastic_grid(X: Array, n: int = 8, repeats: int = 2, alpha: float = 34.0, sigma: float = 4.0,
+                      rng: int | np.random.Generator | None = 0) -> Figure:
     """Original digits (top row) and ``repeats`` rows of elastic distortions of them (new draw each row)."""
     X = X[:n]
     g = as_generator(rng)
@@ -54,7 +64,8 @@ def plot_elastic_grid(X, n: int = 8, repeats: int = 2, alpha: float = 34.0, sigm
     return image_grid(rows, titles, suptitle=f"Elastic distortions (alpha={alpha}, sigma={sigma})")
 
 
-def plot_cifar_preprocessing(X, n: int = 8, zca: ZCA | None = None, eps: float = 1e-2, rng=0, **affine):
+def plot_cifar_preprocessing(X: Array, n: int = 8, zca: ZCA | None = None, eps: float = 1e-2,
+                             rng: int | np.random.Generator | None = 0, **affine) -> Figure:
     """CIFAR-format images: original, ZCA-whitened, and ZCA + random rotation/zoom/flip (3 rows).
 
     ``zca``: a fitted :class:`ZCA` (e.g. on the training split); if None one is fitted on ``X``.

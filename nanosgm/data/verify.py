@@ -83,7 +83,7 @@ def read_bytes(path: str | Path, gz: bool | None = None) -> bytes:
         raise _damaged(path, exc) from exc
 
 
-def _damaged(path, exc) -> DataError:
+def _damaged(path: Path, exc: Exception) -> DataError:
     return DataError(f"cannot read {path}: {exc.__class__.__name__}: {exc}. The file is corrupted or truncated "
                      f"(an interrupted copy?). {_HINT}")
 

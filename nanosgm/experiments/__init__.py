@@ -12,7 +12,10 @@
 
 Names are loaded on first use, so that the command lines can set up the process (BLAS) before NumPy loads.
 """
+from __future__ import annotations
+
 import importlib
+from typing import Any
 
 _NAMES = {name: "protocol" for name in (
     "PAPER_EPS", "PROTOCOL_FORMAT", "CONTROL", "arm_spec", "parse_arm", "parse_arms", "ConfigMismatch",
@@ -25,7 +28,7 @@ _NAMES.update({"network_key": "keys", "write_figures": "figures", "NetworkSpec":
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _NAMES:
         return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,13 +36,18 @@ images the network's training run evaluated.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,6 +56,10 @@ from ..methods.base import format_number
 from ..plumbing.argparser import Parser
 from ..plumbing.audit_resume import PARTIAL_NAME, FinishedAttacks, PartialFileError, digest
 from ..plumbing.seal import RecordEdited, check_seal, is_sealed, unsealed_note
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from tqdm.auto import tqdm
 
 __all__ = ["Suite", "Network", "attack_plan", "attack_cost", "audit_network", "audit", "plan_lines",
            "sanity_checks", "format_report", "accuracy_figure", "report_json", "main", "DEFAULT_EPS", "CHECK_EPS"]
@@ -126,7 +135,7 @@ def _code_digest() -> str:
     Read once per process (the code in use is what was imported), not once per network and transfer pair."""
     from .. import layers
 
-    def sources(package):
+    def sources(package: ModuleType) -> list[str]:
         folder = os.path.dirname(os.path.abspath(package.__file__))
         return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py"))
     files = sources(attacks) + [backend.__file__] + sources(layers)
@@ -145,17 +154,18 @@ def _network_digest(net: Network) -> str:
                   backend.name(), _code_digest())
 
 
-def _attack_key(net_key, name, attack, kw, eps_list, suite: Suite) -> str:
+def _attack_key(net_key: str, name: str, attack: str, kw: dict, eps_list: list[float], suite: Suite) -> str:
     """The partial file's key of attack column `name` on the network whose `_network_digest` is `net_key`."""
     return digest(net_key, name, attack, kw, eps_list, suite.batch_size)
 
 
-def _transfer_key(source_key, target_key, eps_list, suite: Suite) -> str:
+def _transfer_key(source_key: str, target_key: str, eps_list: list[float], suite: Suite) -> str:
     _, attack, kw = attack_plan(suite, 3)[1]
     return digest("transfer", source_key, target_key, attack, kw, eps_list, suite.batch_size)
 
 
-def _attack_once(finished, key, label, clean, eps_list, bar, steps, compute):
+def _attack_once(finished: FinishedAttacks, key: str, label: str, clean: np.ndarray, eps_list: list[float],
+                 bar: tqdm | None, steps: int, compute: Callable[[], dict]) -> tuple[dict, bool]:
     """{eps: per-example bool} from `finished` if it holds this attack (the bar skips its `steps`), else
     `compute()` and'ed with `clean` (the module docstring says why), stored. Either way checked against
     `clean` (`_check_within_clean`). Returns (result, whether it was computed now)."""
@@ -171,7 +181,7 @@ def _attack_once(finished, key, label, clean, eps_list, bar, steps, compute):
     return got, ran
 
 
-def _check_within_clean(got, clean, label, source) -> None:
+def _check_within_clean(got: dict, clean: np.ndarray, label: str, source: str | Path | None) -> None:
     """Refuse (AuditError, one line naming the attack and eps) a result that counts an example correct
     under the attack that is misclassified clean; `source`: the partial file it was read from, or None."""
     for e, correct in got.items():
@@ -183,11 +193,13 @@ def _check_within_clean(got, clean, label, source) -> None:
                              f"the attack but are misclassified clean, which cannot be; {where}")
 
 
-def _clean_correct(net: Network, suite: Suite, bar=None):
+def _clean_correct(net: Network, suite: Suite, bar: tqdm | None = None) -> np.ndarray:
     return attacks.correct_under_attack(net.model, net.X, net.y, (0.0,), "fgsm", suite.batch_size, bar=bar)[0.0]
 
 
-def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None, finished=None, eta=None) -> dict:
+def audit_network(net: Network, eps_list: Iterable[float], suite: Suite, bar: tqdm | None = None,
+                  log: Callable[[str], None] | None = None, finished: FinishedAttacks | None = None,
+                  eta: _Estimate | None = None) -> dict:
     """{"clean": acc, "accuracy": {attack: {eps: acc}}, "robust": {eps: acc}, "correct": per-example
     bool arrays, "clean_correct": per-example bool}: `net` under every attack of `attack_plan` at every eps
     (fractions, not percent). ``log``: called with one line per finished attack (its accuracies and
@@ -226,8 +238,9 @@ def audit_network(net: Network, eps_list, suite: Suite, bar=None, log=None, fini
             "robust": {e: float(robust[e].mean()) for e in eps_list}, "correct": correct, "clean_correct": clean}
 
 
-def transfer_pgd(source: Network, target: Network, eps_list, suite: Suite, bar=None, finished=None, clean=None,
-                 eta=None) -> dict:
+def transfer_pgd(source: Network, target: Network, eps_list: Iterable[float], suite: Suite, bar: tqdm | None = None,
+                 finished: FinishedAttacks | None = None, clean: np.ndarray | None = None,
+                 eta: _Estimate | None = None) -> dict:
     """{eps: accuracy of target on PGD examples crafted on source} (the same images, the same PGD), an
     example counting only if target classifies it correctly clean too (``clean``: target's per-example
     result, computed if None)."""
@@ -248,7 +261,7 @@ def transfer_pgd(source: Network, target: Network, eps_list, suite: Suite, bar=N
     return {float(e): float(v.mean()) for e, v in got.items()}
 
 
-def _bar_total(nets, eps_list, suite, transfer="first") -> int:
+def _bar_total(nets: list[Network], eps_list: list[float], suite: Suite, transfer: str = "first") -> int:
     total = 0
     for net in nets:
         n = len(net.X)
@@ -261,11 +274,11 @@ def _bar_total(nets, eps_list, suite, transfer="first") -> int:
 TRANSFER = ("first", "all", "none")
 
 
-def _transfer_pairs(nets, which: str = "first") -> list:
+def _transfer_pairs(nets: list[Network], which: str = "first") -> list:
     """Ordered (source, target) pairs of networks audited on the same images: ``"first"`` pairs the first
     network with each other one, both ways (2 (N - 1) pairs, e.g. a control and its arms); ``"all"`` every
     ordered pair (N (N - 1)); ``"none"`` no pair."""
-    def same_images(s, t):
+    def same_images(s: Network, t: Network) -> bool:
         return (s.dataset == t.dataset and s.X.shape == t.X.shape and np.array_equal(s.y, t.y)
                 and np.array_equal(s.X, t.X))
     if which not in TRANSFER:
@@ -288,7 +301,7 @@ class _Step:
     held: bool = False
 
 
-def _steps(nets, eps_all, suite: Suite, transfer: str, finished) -> list:
+def _steps(nets: list[Network], eps_all: list[float], suite: Suite, transfer: str, finished: FinishedAttacks) -> list:
     """[_Step] in the order `audit` takes them: per network its clean pass and `attack_plan`, then transfer."""
     steps, keys = [], {}
     for net in nets:
@@ -306,12 +319,12 @@ def _steps(nets, eps_all, suite: Suite, transfer: str, finished) -> list:
     return steps
 
 
-def _span(values, what: str) -> str:
+def _span(values: list[int], what: str) -> str:
     lo, hi = min(values), max(values)
     return f"{lo} {what}" if lo == hi else f"{lo}-{hi} {what}"
 
 
-def plan_lines(nets, eps_all, suite: Suite, transfer: str, steps) -> list:
+def plan_lines(nets: list[Network], eps_all: list[float], suite: Suite, transfer: str, steps: list[_Step]) -> list:
     """The audit's plan, three lines: networks x attacks x eps x images (and the transfer pairs); what each
     attack costs per image and eps; the total of `steps` (`_steps`) less those the partial file holds."""
     plans = [attack_plan(suite, _num_classes(net)) for net in nets]
@@ -346,7 +359,7 @@ class _Estimate:
     takes gradients: from the measured seconds per forward pass of one image (the latest clean pass) and
     per gradient evaluation (that attack's seconds less its forward passes), applied to the steps left."""
 
-    def __init__(self, steps, say):
+    def __init__(self, steps: list[_Step], say: Callable[[str], None]) -> None:
         self.left = [s for s in steps if not s.held]
         self.say = say
         self.per_forward = None
@@ -371,8 +384,10 @@ class _Estimate:
             self.said = True
 
 
-def audit(nets, eps_list=DEFAULT_EPS, suite: Suite = Suite(), *, check_eps: float | None = CHECK_EPS,
-          progress: bool = True, log=None, finished=None, transfer: str = "first", say=None) -> dict:
+def audit(nets: list[Network], eps_list: Iterable[float] = DEFAULT_EPS, suite: Suite = Suite(), *,
+          check_eps: float | None = CHECK_EPS, progress: bool = True, log: Callable[[str], None] | None = None,
+          finished: FinishedAttacks | None = None, transfer: str = "first",
+          say: Callable[[str], None] | None = None) -> dict:
     """Audit every network (see `audit_network`; ``log`` gets a line per finished attack) at `eps_list`
     plus `check_eps`, the transfer between siblings (``transfer``: which pairs, see `_transfer_pairs`), and
     the sanity checks. Returns {"eps", "check_eps", "networks": {name: result}, "transfer": [...],
@@ -405,11 +420,11 @@ def audit(nets, eps_list=DEFAULT_EPS, suite: Suite = Suite(), *, check_eps: floa
 
 
 # ------------------------------------------------------------------------------------ checks
-def _check(name, net, ok, detail):
+def _check(name: str, net: str, ok: bool, detail: str) -> dict:
     return {"check": name, "network": net, "status": "pass" if ok else "warn", "detail": detail}
 
 
-def _pct(a) -> str:
+def _pct(a: float) -> str:
     return f"{100 * a:.2f}%"
 
 
@@ -490,7 +505,7 @@ def _legend(report: dict, check_rows: bool) -> list:
     return lines + [""]
 
 
-def _check_lines(checks) -> list:
+def _check_lines(checks: list[dict]) -> list:
     """One line per check and network; a check that every one of 3 or more networks passes is one line
     (each network's numbers stay in robustness.json)."""
     by_name = {}
@@ -510,7 +525,7 @@ def _percent(d: dict) -> dict:
     return {repr(float(e)): round(100 * a, 2) for e, a in d.items()}
 
 
-def report_json(report: dict, nets, suite: Suite, argv=None) -> dict:
+def report_json(report: dict, nets: list[Network], suite: Suite, argv: Sequence[str] | None = None) -> dict:
     """robustness.json's content: accuracies in percent rounded to 2 decimals, keyed by repr(eps);
     the command line, the versions, the settings and each network's provenance."""
     from .recipe import git_commit, versions
@@ -529,7 +544,7 @@ def report_json(report: dict, nets, suite: Suite, argv=None) -> dict:
     }
 
 
-def accuracy_figure(report: dict):
+def accuracy_figure(report: dict) -> Figure:
     """Accuracy (%) against eps (log axis), one curve per attack (colour) and network (line style);
     a matplotlib Figure built without pyplot (headless, 7 x 4.5 inches)."""
     from matplotlib.figure import Figure
@@ -559,7 +574,7 @@ def accuracy_figure(report: dict):
 PROG = "python -m nanosgm.robustness"
 
 
-def build_parser(prog: str = PROG):
+def build_parser(prog: str = PROG) -> Parser:
     """The flags; ``prog`` is the command in the usage line and messages (``nanosgm robustness`` from
     :mod:`nanosgm.commands`)."""
     p = Parser(prog=prog,
@@ -599,7 +614,7 @@ class AuditError(ValueError):
     """A bad file or flag: the message is printed as one `error: ...` line."""
 
 
-def _parse_eps(text):
+def _parse_eps(text: str) -> list[float]:
     try:
         eps = [float(e) for e in text.split(",") if e.strip()]
     except ValueError:
@@ -612,7 +627,7 @@ def _parse_eps(text):
     return eps
 
 
-def _read_record(path, run: bool):
+def _read_record(path: str, run: bool) -> Any:
     """The JSON in a run's results.json (``run``: its seal checked, :mod:`nanosgm.plumbing.seal`; one written
     before results were sealed is returned as it is) or in a protocol.json, or AuditError."""
     try:
@@ -629,7 +644,7 @@ def _read_record(path, run: bool):
     return saved
 
 
-def _config_for(path, args) -> dict:
+def _config_for(path: str, args: argparse.Namespace) -> dict:
     """dataset / model / limit / val_size of the run that wrote `path`: its results.json, else the flags;
     with a results.json or protocol.json also "eval_images": the first how many test images the run
     evaluated (None: the whole test set)."""
@@ -662,7 +677,7 @@ def _config_for(path, args) -> dict:
     return {"dataset": args.dataset, "model": args.model, "limit": None, "val_size": None}
 
 
-def _load_networks(args, n_images):
+def _load_networks(args: argparse.Namespace, n_images: int | None) -> list[Network]:
     """[Network] for every MODEL.npz, each with the first `n_images` test images of its dataset."""
     from . import recipe
     from ..data import DataError
@@ -692,7 +707,7 @@ def _load_networks(args, n_images):
     return nets
 
 
-def _image_note(nets, requested) -> str | None:
+def _image_note(nets: list[Network], requested: int | None) -> str | None:
     """One line naming the networks audited on other test images than their training run evaluated (the
     first N, ``requested``, None for --all, against the run's "eval_images"), or None."""
     differ = []
@@ -710,14 +725,14 @@ def _image_note(nets, requested) -> str | None:
             f"accuracy differs from the run's")
 
 
-def _claim(out, overwrite: bool) -> None:
+def _claim(out: str, overwrite: bool) -> None:
     """Refuse an --out that holds a finished audit's robustness.json (without --overwrite): called with the
     folder's lock held, so that an audit finishing meanwhile is seen."""
     if os.path.exists(os.path.join(out, "robustness.json")) and not overwrite:
         raise AuditError(f"{out} already holds a robustness.json; use --overwrite to replace it or --out elsewhere")
 
 
-def _run(args, argv) -> int:
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from ..plumbing.cli import check_out_folder
     from .recipe import git_commit
     git_commit()                               # read now, while the code it names is the code in use
@@ -752,7 +767,7 @@ def _run(args, argv) -> int:
         lock.release()
 
 
-def _audit_locked(args, argv, out, nets, eps) -> int:
+def _audit_locked(args: argparse.Namespace, argv: list[str], out: str, nets: list[Network], eps: list[float]) -> int:
     """The audit of `nets` into `out`, whose lock we hold."""
     from tqdm.auto import tqdm
 
@@ -784,7 +799,7 @@ def _audit_locked(args, argv, out, nets, eps) -> int:
     return 0
 
 
-def _kept(finished) -> str:
+def _kept(finished: FinishedAttacks) -> str:
     """What an interrupted audit keeps and how to go on."""
     n = len(finished.entries)
     if n and os.path.exists(finished.path):
@@ -793,7 +808,7 @@ def _kept(finished) -> str:
     return "no attack had finished, so nothing is kept; run the same command to start again"
 
 
-def _write_outputs(out, report, nets, suite, argv) -> None:
+def _write_outputs(out: str, report: dict, nets: list[Network], suite: Suite, argv: list[str]) -> None:
     print(format_report(report))
     from ..plumbing.files import write_json_atomic
     write_json_atomic(os.path.join(out, "robustness.json"), report_json(report, nets, suite, argv))
@@ -801,7 +816,7 @@ def _write_outputs(out, report, nets, suite, argv) -> None:
     print(f"wrote {out}/robustness.json and {out}/robustness.png")
 
 
-def main(argv=None, prog: str = PROG) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """``python -m nanosgm.robustness`` (``prog`` names the command in its help and messages); the exit status."""
     from ..plumbing.cli import run_cli
     return run_cli(lambda a: _run(build_parser(prog).parse_args(a), a), argv)

@@ -1,9 +1,11 @@
 """``python -m nanosgm.experiments``: the paper's protocol from the command line (see :mod:`.protocol`)."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 
 from .. import backend
 from ..plumbing.argparser import Parser
@@ -23,7 +25,7 @@ __all__ = ["main", "build_parser"]
 PROG = "python -m nanosgm.experiments"
 
 
-def build_parser(prog: str = PROG):
+def build_parser(prog: str = PROG) -> Parser:
     """The flags; ``prog`` is the command in the usage line and messages (``nanosgm experiments`` from
     :mod:`nanosgm.commands`)."""
     p = Parser(
@@ -61,13 +63,13 @@ def build_parser(prog: str = PROG):
     return p
 
 
-def _base_spec(args, model_name, eps_list) -> NetworkSpec:
+def _base_spec(args: argparse.Namespace, model_name: str, eps_list: list[float]) -> NetworkSpec:
     return NetworkSpec(dataset=args.dataset, model=model_name, epochs=args.epochs, batch_size=args.batch_size,
                        optimizer=args.optimizer, augment=args.augment, limit=args.limit, eval_limit=args.eval_limit,
                        eps=tuple(eps_list), pgd=args.pgd, backend=backend.name(), data_dir=args.data_dir)
 
 
-def _check_args(args):
+def _check_args(args: argparse.Namespace) -> list[str]:
     if args.paper_dir is not None and not os.path.isdir(args.paper_dir):
         raise CliError(f"--paper-dir {args.paper_dir!r} is not a folder")
     if args.arms is None and args.input_lr == 0:
@@ -78,7 +80,7 @@ def _check_args(args):
         raise CliError(str(exc)) from None
 
 
-def _finish(args, result, out) -> int:
+def _finish(args: argparse.Namespace, result: dict, out: str) -> int:
     print()
     print(format_tables(result, paper=True, paper_dir=args.paper_dir))
     if args.figures:
@@ -95,7 +97,7 @@ def _finish(args, result, out) -> int:
     return 0
 
 
-def _main(argv, prog: str = PROG) -> int:
+def _main(argv: list[str], prog: str = PROG) -> int:
     from ..plumbing.runlock import RunLock
     args = build_parser(prog).parse_args(argv)
     eps_list, model_name = common_setup(args)
@@ -123,7 +125,7 @@ def _main(argv, prog: str = PROG) -> int:
     return _finish(args, result, out)
 
 
-def main(argv=None, prog: str = PROG) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """``python -m nanosgm.experiments`` (``prog`` names the command in its help and messages); the exit status."""
     return run_cli(lambda a: _main(a, prog), argv)
 

@@ -32,7 +32,7 @@ def optimizer_name(name: str) -> str:
     return name
 
 
-def add_common_arguments(p, what: str) -> None:
+def add_common_arguments(p: argparse.ArgumentParser, what: str) -> None:
     """The flags ``python -m nanosgm.train`` and ``python -m nanosgm.experiments`` share (``what`` names
     the thing trained, for the help texts)."""
     p.add_argument("dataset", type=dataset_name, help="mnist, fashion-mnist, cifar10 or cifar100 (any "
@@ -75,13 +75,13 @@ def parse_eps(text: str) -> list:
     return eps_list
 
 
-def check_common_args(args) -> list:
+def check_common_args(args: argparse.Namespace) -> list:
     """The eps list, after checking the flags ``train`` and ``experiments`` share (CliError if one is bad;
     the numbers were checked where they were parsed, by the ``type=`` of each flag)."""
     return parse_eps(args.eps)
 
 
-def common_setup(args):
+def common_setup(args: argparse.Namespace) -> tuple[list[float], str]:
     """(eps list, model name) for ``train`` and ``experiments``: checks the shared flags, switches to
     ``--backend`` and resolves ``--model`` (default by dataset). Raises CliError."""
     from .recipe import DEFAULT_MODEL

@@ -14,6 +14,8 @@ headless; save with ``fig.savefig(path)`` or display the returned Figure in a no
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,16 +25,24 @@ from ..methods.base import format_number
 from . import recipe
 from .keys import split_key
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from ..data import Dataset
+    from ..layers import Sequential
+    from ..layers.base import Array
+
 __all__ = ["test_error_curves", "adversarial_examples", "input_updates", "update_to_grey", "error_curves",
            "write_figures"]
 
 
-def _figure(figsize):
+def _figure(figsize: tuple[float, float]) -> Figure:
     from matplotlib.figure import Figure
     return Figure(figsize=figsize)
 
 
-def error_curves(result, arm: str) -> np.ndarray:
+def error_curves(result: dict, arm: str) -> np.ndarray:
     """(runs, epochs) test error (%) of ``arm`` ("control", "sgm:0.2", ...) from each recorded network's
     history (protocol.json's "networks"), cut to the shortest history."""
     nets = result["networks"]
@@ -57,7 +67,7 @@ def _arm_style(i: int) -> dict:
             "marker": "osD^v"[turn % 5]}
 
 
-def test_error_curves(result, title: str | None = None):
+def test_error_curves(result: dict, title: str | None = None) -> Figure:
     """Figures 1-2: test error (%) per epoch, median over the runs (line) and min-max over the runs (band),
     one style per arm (the control first, :func:`_arm_style`). One axes; the legend (one entry per arm) sits
     to the right of it, off the curves."""
@@ -91,13 +101,13 @@ def test_error_curves(result, title: str | None = None):
     return fig
 
 
-def _image(x) -> np.ndarray:
+def _image(x: np.ndarray) -> np.ndarray:
     """One (C, H, W) image for imshow: (H, W) for one channel, (H, W, 3) for three, values unchanged."""
     x = np.asarray(x, dtype=np.float64)
     return x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0)
 
 
-def _show_image(ax, x, fixed_range: bool):
+def _show_image(ax: Axes, x: np.ndarray, fixed_range: bool) -> None:
     """Pixels in [0, 1] are shown as they are when ``fixed_range``; otherwise (e.g. ZCA-whitened CIFAR)
     the image is rescaled to its own [min, max] for display."""
     img = _image(x)
@@ -106,7 +116,7 @@ def _show_image(ax, x, fixed_range: bool):
     ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
 
 
-def update_to_grey(delta, channels: str = "mean") -> np.ndarray:
+def update_to_grey(delta: np.ndarray, channels: str = "mean") -> np.ndarray:
     """The Figures 5-6 mapping of an update (C, H, W): ``0.5 + 0.5 * clip(delta, -1, 1)``, so 0 is 50% grey,
     +1 white and -1 black. ``channels="mean"`` averages 3 channels first (one grey image, (H, W));
     ``"rgb"`` maps each channel the same way and returns (H, W, 3)."""
@@ -123,7 +133,8 @@ def update_to_grey(delta, channels: str = "mean") -> np.ndarray:
     return 0.5 + 0.5 * np.clip(d, -1.0, 1.0)
 
 
-def adversarial_examples(model, X, y, eps_list=(0.001, 0.1), n: int = 6, *, clip=(0.0, 1.0), title: str | None = None):
+def adversarial_examples(model: Sequential, X: Array, y: Array, eps_list: Sequence[float] = (0.001, 0.1), n: int = 6,
+                         *, clip: tuple[float, float] | None = (0.0, 1.0), title: str | None = None) -> Figure:
     """Figures 3-4: for the first ``n`` images of ``X``: the clean image, and for every eps the FGSM image
     (``nanosgm.attacks.fgsm``, Eq. 20) and its perturbation. The perturbation column shows
     ``(x_adv - x) / eps`` with 50% grey = 0, white = +1, black = -1, i.e. ``sgn(dE/dx)`` (from
@@ -139,7 +150,7 @@ def adversarial_examples(model, X, y, eps_list=(0.001, 0.1), n: int = 6, *, clip
     sign = np.asarray(backend.to_host(xp.sign(g)))
     x_host = np.asarray(backend.to_host(x))
 
-    def predict(a):
+    def predict(a: Array) -> np.ndarray:
         return np.asarray(backend.to_host(xp.argmax(model.forward(a, training=False), axis=1)))
 
     cols = 1 + 2 * len(eps_list)
@@ -171,7 +182,8 @@ def adversarial_examples(model, X, y, eps_list=(0.001, 0.1), n: int = 6, *, clip
     return fig
 
 
-def input_updates(snapshots, n: int | None = None, *, gain: float = 1.0, channels: str = "mean", title: str = ""):
+def input_updates(snapshots: dict, n: int | None = None, *, gain: float = 1.0, channels: str = "mean",
+                  title: str = "") -> Figure:
     """Figures 5-6: the SGM input updates X_t - X_0 of a few training images after each recorded epoch
     (the first nine), as images: ``0.5 + 0.5 * clip(gain * delta, -1, 1)`` with ``cmap="gray", vmin=0,
     vmax=1`` -- 50% grey = no update, white = +1, black = -1 (``gain=1``, the paper's mapping; a larger
@@ -212,7 +224,8 @@ def input_updates(snapshots, n: int | None = None, *, gain: float = 1.0, channel
     return fig
 
 
-def write_figures(result, out, ds=None, clip=(0.0, 1.0), dpi: int = 90) -> list:
+def write_figures(result: dict, out: str, ds: Dataset | None = None, clip: tuple[float, float] | None = (0.0, 1.0),
+                  dpi: int = 90) -> list:
     """Save Figures 1-6 of a protocol result (as far as it allows) as PNGs into ``out``; returns the paths.
 
     Figures 1-2 always; Figures 3-4 of every arm whose run-0 weights are in ``out/models`` when the
@@ -220,7 +233,7 @@ def write_figures(result, out, ds=None, clip=(0.0, 1.0), dpi: int = 90) -> list:
     when that is below 0.5."""
     paths = []
 
-    def save(fig, name):
+    def save(fig: Figure, name: str) -> None:
         p = os.path.join(out, name)
         fig.savefig(p, dpi=dpi, bbox_inches="tight")
         paths.append(p)

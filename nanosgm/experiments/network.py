@@ -21,12 +21,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import attacks, backend
 from ..methods import RunKeeping, fit, parse_arm
 from . import recipe
+
+if TYPE_CHECKING:
+    from ..data import Dataset
+    from ..layers import Sequential
 
 __all__ = ["NetworkSpec", "train_network", "measure", "weights_digest", "pct", "dataset_for", "RECORD_FORMAT"]
 
@@ -68,7 +74,7 @@ class NetworkSpec:
     backend: str = "numpy"
     data_dir: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
         object.__setattr__(self, "method", parse_arm(self.method).label)
 
@@ -84,7 +90,7 @@ class NetworkSpec:
         return dataclasses.replace(self, **changes)
 
 
-def _name(x) -> str:
+def _name(x: object) -> str:
     return x if isinstance(x, str) else getattr(x, "__name__", type(x).__name__)
 
 
@@ -93,7 +99,7 @@ def pct(fraction: float) -> float:
     return round(100.0 * float(fraction), 4)
 
 
-def weights_digest(model) -> str:
+def weights_digest(model: Sequential) -> str:
     """sha256 of every parameter and buffer: equal digests = identical weights (the lock-step check)."""
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
@@ -105,7 +111,7 @@ def weights_digest(model) -> str:
 _DATA = {}
 
 
-def dataset_for(spec: NetworkSpec, progress: bool = False):
+def dataset_for(spec: NetworkSpec, progress: bool = False) -> tuple[Dataset, tuple[float, float] | None]:
     """(Dataset, clip) for ``spec``, loaded once per process and shared by every spec with the same data."""
     key = (spec.dataset, spec.data_dir, spec.limit, spec.eval_limit, spec.val_size)
     if key not in _DATA:
@@ -116,7 +122,8 @@ def dataset_for(spec: NetworkSpec, progress: bool = False):
     return _DATA[key]
 
 
-def measure(model, ds, clip, eps, *, pgd: int = 0, pgd_steps: int = 10, seed: int = 0, progress=False) -> dict:
+def measure(model: Sequential, ds: Dataset, clip: tuple[float, float] | None, eps: Iterable[float], *, pgd: int = 0,
+            pgd_steps: int = 10, seed: int = 0, progress: bool = False) -> dict:
     """The paper's measures of a trained network on the test set, in percent.
 
     ``clean_pct`` (Table 4), ``fgsm_pct`` {eps: %} on the whole test set (Table 5, Eq. 20) measured the
@@ -149,8 +156,9 @@ def _keyed(acc: dict) -> dict:
     return {repr(float(e)): pct(a) for e, a in acc.items()}
 
 
-def train_network(spec: NetworkSpec, *, checkpoint=None, resume: bool = True, model_path=None,
-                  progress: bool = False, log=None, config_free=("epochs",)) -> dict:
+def train_network(spec: NetworkSpec, *, checkpoint: str | None = None, resume: bool = True,
+                  model_path: str | None = None, progress: bool = False, log: Callable[[str], None] | None = None,
+                  config_free: Iterable[str] = ("epochs",)) -> dict:
     """Train the network ``spec`` describes, measure it, and return its record (a JSON-able dict, plus
     ``"snapshots"`` with arrays when ``spec.snapshot_rows``).
 

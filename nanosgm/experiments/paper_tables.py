@@ -49,7 +49,7 @@ def _csv_name(name: str) -> str:
     return name.replace("-CNN", "") if name.startswith("CIFAR") else name
 
 
-def read_paper_tables(paper_dir) -> dict:
+def read_paper_tables(paper_dir: str | Path) -> dict:
     """The same layout as :data:`PAPER_TABLES`, read from ``table4_clean_accuracy.csv`` and
     ``table5_fgsm_accuracy.csv`` in ``paper_dir`` (a missing file gives an empty table)."""
     paper_dir = Path(paper_dir)
@@ -67,7 +67,7 @@ def read_paper_tables(paper_dir) -> dict:
     return {"table4": t4, "table5": t5, "source": str(paper_dir)}
 
 
-def lookup(table: dict, name: str | None):
+def lookup(table: dict, name: str | None) -> dict | None:
     """``table[name]``, also under the CSV's spelling of CIFAR rows; None when absent."""
     if name is None:
         return None

@@ -22,9 +22,21 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..plumbing.errors import CliError, TaskFailed
 from ..plumbing.threads import set_threads
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import BaseContext
+    from multiprocessing.process import BaseProcess
+
+    from distributed import Client
+
+    from .network import NetworkSpec
 
 __all__ = ["run_tasks", "default_threads", "run_task", "run_in_pool", "worker_pool", "connect_scheduler",
            "SCHEDULER_TIMEOUT_SECONDS", "TaskFailed"]
@@ -33,7 +45,7 @@ PARENT_CHECK_SECONDS = 1.0      # how often a worker looks whether its coordinat
 SCHEDULER_TIMEOUT_SECONDS = 10.0    # how long --scheduler waits for the Dask scheduler to answer
 
 
-def _failed(key, exc) -> TaskFailed:
+def _failed(key: str, exc: BaseException) -> TaskFailed:
     return TaskFailed(f"{key}: {exc} (the networks recorded so far are kept; fix this and run the same command "
                       f"again to continue)")
 
@@ -43,19 +55,22 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, int(workers)))
 
 
-def run_task(spec, checkpoint, model_path, threads, verbose_key=None):
+def run_task(spec: NetworkSpec, checkpoint: str | None, model_path: str | None, threads: int,
+             verbose_key: str | None = None) -> dict:
     """Train and measure one network (what a worker runs); returns its record."""
     from .network import train_network
     set_threads(threads)
 
-    def log(line):
+    def log(line: str) -> None:
         print(f"  {verbose_key} {line}", flush=True)
 
     return train_network(spec, checkpoint=checkpoint, resume=True, model_path=model_path, progress=False,
                          log=log if verbose_key else None)
 
 
-def run_tasks(tasks, *, workers: int = 1, scheduler=None, threads: int | None = None, verbose: bool = False):
+def run_tasks(tasks: Iterable[tuple[str, NetworkSpec, str | None, str | None]], *, workers: int = 1,
+              scheduler: str | Client | None = None, threads: int | None = None,
+              verbose: bool = False) -> Iterator[tuple[str, dict]]:
     """Yield (key, record) for every task as it finishes. ``tasks``: (key, spec, checkpoint, model_path)."""
     tasks = list(tasks)
     threads = int(threads or default_threads(workers))
@@ -77,7 +92,7 @@ def run_tasks(tasks, *, workers: int = 1, scheduler=None, threads: int | None = 
 _ANNOUNCE = None                # in a worker: the pipe on which it says which call it starts (see _Watch)
 
 
-def _init_worker(parent_pid: int, announce=None) -> None:
+def _init_worker(parent_pid: int, announce: Connection | None = None) -> None:
     """Worker initializer: end with the coordinator (:func:`_end_with`) and keep the pipe to announce calls on."""
     global _ANNOUNCE
     _ANNOUNCE = announce
@@ -87,21 +102,21 @@ def _init_worker(parent_pid: int, announce=None) -> None:
 def _end_with(parent_pid: int) -> None:
     """A daemon thread ends this worker once its parent is no longer ``parent_pid``
     (the coordinator died and the worker was handed to another process)."""
-    def watch():
+    def watch() -> NoReturn:
         while os.getppid() == parent_pid:
             time.sleep(PARENT_CHECK_SECONDS)
         os._exit(1)
     threading.Thread(target=watch, name="nanosgm-coordinator-watch", daemon=True).start()
 
 
-def _announced(key, fn, args):
+def _announced(key: str, fn: Callable, args: tuple) -> Any:
     """In a worker: tell the coordinator that this process now runs ``key``, then return ``fn(*args)``."""
     if _ANNOUNCE is not None:
         _ANNOUNCE.send((os.getpid(), key))
     return fn(*args)
 
 
-def worker_pool(workers: int, announce=None):
+def worker_pool(workers: int, announce: Connection | None = None) -> ProcessPoolExecutor:
     """A pool of ``workers`` fresh ("spawn") processes that end when this process ends, however it ends.
     ``announce``: the sending end of a pipe on which each worker says which call it starts."""
     import multiprocessing as mp
@@ -115,18 +130,18 @@ class _Watch:
     announcements (:func:`_announced`) and waits on their sentinels until one of them ends. The pool
     terminates the other workers once one has died, so the first to end is the one that died."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: BaseContext) -> None:
         self._reader, self.announce = ctx.Pipe(duplex=False)
         self._running = {}            # pid -> key of the call it announced last
         self._first_dead = []         # the processes whose end was seen first
         self._thread = None
 
-    def start(self, processes) -> None:
+    def start(self, processes: Iterable[BaseProcess]) -> None:
         self._thread = threading.Thread(target=self._watch, args=(list(processes),), daemon=True,
                                         name="nanosgm-worker-watch")
         self._thread.start()
 
-    def _watch(self, processes) -> None:
+    def _watch(self, processes: list[BaseProcess]) -> None:
         from multiprocessing.connection import wait
         by_sentinel = {p.sentinel: p for p in processes}
         while by_sentinel:
@@ -163,14 +178,14 @@ class _Watch:
         self._reader.close()
 
 
-def _worker_died(watch) -> TaskFailed:
+def _worker_died(watch: _Watch) -> TaskFailed:
     keys = watch.dead_keys()
     what = f"while training {', '.join(keys)}" if keys else "before it started a network"
     return TaskFailed(f"a worker process died {what} (killed, or out of memory); the networks recorded so far are "
                       f"kept: run the same command again to resume")
 
 
-def run_in_pool(calls, workers: int):
+def run_in_pool(calls: Iterable[tuple[str, Callable, tuple]], workers: int) -> Iterator[tuple[str, Any]]:
     """Yield (key, result) of every call ``(key, function, args)`` as it finishes in a :func:`worker_pool` of
     ``workers`` processes. A call that raises is a TaskFailed naming its key; so is a worker process that
     dies, naming the call that worker was running."""
@@ -206,7 +221,8 @@ def run_in_pool(calls, workers: int):
 
 
 # ---------------------------------------------------------------------------------------------------- Dask
-def _on_dask(tasks, scheduler, threads, verbose):
+def _on_dask(tasks: list[tuple[str, NetworkSpec, str | None, str | None]], scheduler: str | Client, threads: int,
+             verbose: bool) -> Iterator[tuple[str, dict]]:
     client = connect_scheduler(scheduler) if isinstance(scheduler, str) else scheduler
     from distributed import as_completed
     try:
@@ -223,7 +239,7 @@ def _on_dask(tasks, scheduler, threads, verbose):
             client.close()
 
 
-def connect_scheduler(address: str, timeout: float | None = None):
+def connect_scheduler(address: str, timeout: float | None = None) -> Client:
     """A ``distributed.Client`` of the Dask scheduler at ``address`` ("tcp://host:8786"), once a first
     connection to it has completed Dask's handshake within ``timeout`` seconds (default
     :data:`SCHEDULER_TIMEOUT_SECONDS`); otherwise a CliError naming the address, what happened and what to check."""
@@ -243,20 +259,20 @@ def connect_scheduler(address: str, timeout: float | None = None):
     return Client(address, timeout=timeout)
 
 
-def _probe_scheduler(address: str, timeout: float):
+def _probe_scheduler(address: str, timeout: float) -> str | ValueError | None:
     """None if a connection to ``address`` completes Dask's handshake within ``timeout`` seconds, else what
     went wrong: a phrase, or the ValueError of an address that is not one. Runs in a thread of its own, so
     that it works where an event loop runs already (a notebook)."""
     import asyncio
     from distributed.comm import connect
 
-    async def probe():                  # connect's own deadline comes first: a silent peer meets the outer one
+    async def probe() -> None:          # connect's own deadline comes first: a silent peer meets the outer one
         comm = await asyncio.wait_for(connect(address, timeout=0.9 * timeout), timeout)
         await comm.close()
 
     outcome = []
 
-    def run():
+    def run() -> None:
         try:
             asyncio.run(probe())
             outcome.append(None)

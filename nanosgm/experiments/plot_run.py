@@ -11,10 +11,14 @@ it works headless. The default ``--out`` is ``curves.png`` beside the results.js
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..plumbing.argparser import Parser
 from ..plumbing.cli import CliError, run_cli
@@ -22,6 +26,10 @@ from ..plumbing.files import atomic_write
 from ..plumbing.flags import whole
 from ..plumbing.seal import check_seal, is_sealed, unsealed_note
 from .figures import _COLORS, _figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["main", "build_parser", "load_run", "run_curves", "RUN_FORMAT"]
 
@@ -31,7 +39,7 @@ ERRORS = (("val_error_pct", "validation"), ("test_error_pct", "test"))
 
 
 # ------------------------------------------------------------------------------------------ the record
-def _read_json(path):
+def _read_json(path: str | Path) -> Any:
     try:
         with open(path) as f:
             return json.load(f)
@@ -41,7 +49,7 @@ def _read_json(path):
         raise CliError(f"{path} is not the results.json of a nanosgm run: it is not JSON ({exc})") from None
 
 
-def _not_a_run(path, record) -> str:
+def _not_a_run(path: str | Path, record: object) -> str:
     """Why ``record`` is not the record of a run ("" when it is)."""
     if not isinstance(record, dict):
         return "it holds no JSON object"
@@ -60,7 +68,7 @@ def _not_a_run(path, record) -> str:
     return ""
 
 
-def _check_number(path, i, row, key) -> None:
+def _check_number(path: str | Path, i: int, row: dict, key: str) -> None:
     """CliError unless ``row[key]`` of history entry ``i`` is a number, null or absent (drawn as a gap)."""
     v = row.get(key)
     if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -68,7 +76,7 @@ def _check_number(path, i, row, key) -> None:
                        "or train the run again")
 
 
-def load_run(path, say=None) -> dict:
+def load_run(path: str | Path, say: Callable[[str], None] | None = None) -> dict:
     """The run record in ``path`` (a results.json, or the run folder holding one), checked.
 
     A sealed record (:mod:`nanosgm.plumbing.seal`) is checked against its digest; an unsealed one is
@@ -95,11 +103,11 @@ def _note(line: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the figure
-def _series(record, key) -> list:
+def _series(record: dict, key: str) -> list:
     return [math.nan if h.get(key) is None else float(h[key]) for h in record["history"]]
 
 
-def _title(record) -> str:
+def _title(record: dict) -> str:
     spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
     parts = [str(spec[k]) for k in ("dataset", "model", "method") if spec.get(k) is not None]
     if spec.get("seed") is not None:
@@ -107,7 +115,7 @@ def _title(record) -> str:
     return " | ".join(parts) or "nanosgm run"
 
 
-def _epoch_axis(ax, epochs) -> None:
+def _epoch_axis(ax: Axes, epochs: list[int]) -> None:
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if 0 < len(epochs) <= 3:
@@ -116,7 +124,7 @@ def _epoch_axis(ax, epochs) -> None:
     ax.grid(alpha=0.3)
 
 
-def _plot_errors(ax, record, epochs) -> None:
+def _plot_errors(ax: Axes, record: dict, epochs: list[int]) -> None:
     for (key, label), color in zip(ERRORS, _COLORS):
         values = _series(record, key)
         if any(not math.isnan(v) for v in values):
@@ -129,7 +137,7 @@ def _plot_errors(ax, record, epochs) -> None:
     ax.legend(fontsize=7)
 
 
-def _plot_shifts(ax, record, epochs) -> None:
+def _plot_shifts(ax: Axes, record: dict, epochs: list[int]) -> None:
     for (key, label), color in zip(SHIFTS, _COLORS):
         ax.plot(epochs, _series(record, key), color=color, marker="o", ms=3, label=label)
     ax.set_ylabel("input shift")
@@ -137,7 +145,7 @@ def _plot_shifts(ax, record, epochs) -> None:
     ax.legend(fontsize=7)
 
 
-def run_curves(record, title: str | None = None):
+def run_curves(record: dict, title: str | None = None) -> Figure:
     """The learning curves of one run record (module docstring): 2 axes, or 3 when the history records
     the input shift. Axes titles: "Training loss", "Error per epoch", "Stored inputs' shift |X_t - X_0|"."""
     epochs = [int(h["epoch"]) for h in record["history"]]
@@ -162,7 +170,7 @@ def run_curves(record, title: str | None = None):
 PROG = "python -m nanosgm.plot"
 
 
-def build_parser(prog: str = PROG):
+def build_parser(prog: str = PROG) -> Parser:
     """The flags; ``prog`` is the command in the usage line and messages (``nanosgm plot`` from
     :mod:`nanosgm.commands`)."""
     p = Parser(prog=prog, description="Draw the learning curves of one run of nanosgm train from its "
@@ -176,7 +184,7 @@ def build_parser(prog: str = PROG):
     return p
 
 
-def _out_path(args) -> tuple:
+def _out_path(args: argparse.Namespace) -> tuple:
     """(the image to write, its format), refused before anything is read."""
     from matplotlib.backend_bases import FigureCanvasBase
     folder = args.results if os.path.isdir(args.results) else os.path.dirname(args.results)
@@ -190,7 +198,7 @@ def _out_path(args) -> tuple:
     return out, fmt
 
 
-def _main(argv, prog: str = PROG) -> int:
+def _main(argv: list[str], prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     out, fmt = _out_path(args)
     fig = run_curves(load_run(args.results))
@@ -199,7 +207,7 @@ def _main(argv, prog: str = PROG) -> int:
     return 0
 
 
-def main(argv=None, prog: str = PROG) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """``python -m nanosgm.plot`` (``prog`` names the command in its help and messages); the exit status."""
     return run_cli(lambda a: _main(a, prog), argv)
 

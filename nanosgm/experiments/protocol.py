@@ -45,7 +45,9 @@ import glob
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -62,6 +64,9 @@ from .keys import network_key, split_key
 from .network import NetworkSpec
 from .records import FIX, LockstepBroken, ProtocolError, check_lockstep, check_protocol, check_record
 from .stats import summarize
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["PAPER_EPS", "PROTOCOL_FORMAT", "CONTROL", "arm_spec", "parse_arm", "parse_arms", "ConfigMismatch",
            "run_protocol", "load_protocol", "network_key", "protocol_config", "expected_spec", "check_lockstep",
@@ -96,7 +101,7 @@ def _note(line: str) -> None:
     print(f"note: {line}", file=sys.stderr, flush=True)
 
 
-def load_protocol(out) -> dict:
+def load_protocol(out: str | Path) -> dict:
     """The result dict stored in ``<out>/protocol.json`` (with each arm's Figures 5-6 snapshots, if saved),
     after checking it (:mod:`.records`); a file that fails a check is refused with one line
     (:class:`ProtocolError`, :class:`~nanosgm.plumbing.seal.RecordEdited`, :class:`LockstepBroken`).
@@ -120,7 +125,7 @@ def load_protocol(out) -> dict:
     return result
 
 
-def _load_snapshots(out, arms) -> dict:
+def _load_snapshots(out: str | Path, arms: Iterable[str]) -> dict:
     """{arm: Figures 5-6 snapshots} of the arms whose snapshots file is in ``out``."""
     snapshots = {}
     for arm in arms:
@@ -132,13 +137,13 @@ def _load_snapshots(out, arms) -> dict:
     return snapshots
 
 
-def _save_snapshots(out, arm_label, s) -> None:
+def _save_snapshots(out: str | Path, arm_label: str, s: dict) -> None:
     deltas = np.stack(s["deltas"]) if len(s["deltas"]) else np.zeros((0,) + np.shape(s["X0"]))
     save_npz_atomic(os.path.join(out, f"snapshots-{slug(arm_label)}.npz"),
                     {"epochs": np.asarray(s["epochs"], dtype=np.int64), "X0": np.asarray(s["X0"]), "deltas": deltas})
 
 
-def _json_result(result):
+def _json_result(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("snapshots", "summary")}
 
 
@@ -151,7 +156,7 @@ def protocol_config(base: NetworkSpec, seed0: int) -> dict:
     return cfg
 
 
-def _open(out, config, threads: int, why: str) -> dict:
+def _open(out: str | Path | None, config: dict, threads: int, why: str) -> dict:
     """The saved protocol in ``out`` (checked against ``config`` and the BLAS thread count ``threads``,
     which ``why`` explains), or a new one."""
     result = {"format": PROTOCOL_FORMAT, "config": config, "blas_threads": threads, "arms": [CONTROL],
@@ -179,8 +184,10 @@ def _open(out, config, threads: int, why: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- protocol
-def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms="sgm:0.2", out=None, workers: int = 1,
-                 scheduler=None, threads=None, progress: bool = True, bars: bool = True, argv=()) -> dict:
+def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms: str | list[str] = "sgm:0.2",
+                 out: str | Path | None = None, workers: int = 1, scheduler: str | Client | None = None,
+                 threads: int | None = None, progress: bool = True, bars: bool = True,
+                 argv: Sequence[str] = ()) -> dict:
     """Run the protocol (module docstring) and return the result dict.
 
     ``base``: the NetworkSpec every network shares (its seed, method and snapshot_rows are set per network);
@@ -204,7 +211,9 @@ def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms="sgm:
         client.close()
 
 
-def _protocol(base, runs, seed0, arms, out, workers, scheduler, threads, progress, bars, argv) -> dict:
+def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], out: str | Path | None, workers: int,
+              scheduler: Client | None, threads: int | None, progress: bool, bars: bool,
+              argv: Sequence[str]) -> dict:
     """:func:`run_protocol` once its scheduler (if any) is connected."""
     from .parallel import default_threads
     arm_list = parse_arms(arms if isinstance(arms, str) else ",".join(arms))
@@ -231,7 +240,8 @@ def _protocol(base, runs, seed0, arms, out, workers, scheduler, threads, progres
     return result
 
 
-def _tasks(base, arm_list, runs, seed0, out, done):
+def _tasks(base: NetworkSpec, arm_list: list[str], runs: int, seed0: int, out: str | Path | None,
+           done: dict) -> list[tuple[str, NetworkSpec, str | None, str | None]]:
     """(key, spec, checkpoint path, model path) of every network not ``done`` yet, run by run."""
     tasks = []
     for i in range(runs):
@@ -245,7 +255,8 @@ def _tasks(base, arm_list, runs, seed0, out, done):
     return tasks
 
 
-def _run(result, tasks, out, *, workers, scheduler, threads, progress, bars) -> None:
+def _run(result: dict, tasks: list[tuple[str, NetworkSpec, str | None, str | None]], out: str | Path | None, *,
+         workers: int, scheduler: Client | None, threads: int, progress: bool, bars: bool) -> None:
     """Run ``tasks``, recording each network in ``result`` (and protocol.json) as it finishes."""
     from tqdm.auto import tqdm
     from .parallel import run_tasks
@@ -263,7 +274,7 @@ def _run(result, tasks, out, *, workers, scheduler, threads, progress, bars) -> 
         bar.close()
 
 
-def _record(result, key, record, out) -> None:
+def _record(result: dict, key: str, record: dict, out: str | Path | None) -> None:
     """Seal a finished network's record, check it against the protocol (:func:`.records.check_record`, the
     lock-step of its run), file it (run by run, arms in protocol order), save protocol.json and the
     snapshots, and drop the network's checkpoint. A record that fails a check is kept in
@@ -285,7 +296,7 @@ def _record(result, key, record, out) -> None:
         os.remove(ck)
 
 
-def _check_new(result, key, record, out) -> None:
+def _check_new(result: dict, key: str, record: dict, out: str | Path | None) -> None:
     """Refuse a new record that does not fit the protocol, keeping it in ``<out>/rejected/``."""
     run, arm = split_key(key)
     where = os.path.join(out, "protocol.json") if out is not None else "the protocol"
@@ -309,7 +320,7 @@ def _check_new(result, key, record, out) -> None:
         raise type(exc)(f"{said}{advice}{kept}") from None
 
 
-def _network_line(key, r):
+def _network_line(key: str, r: dict) -> str:
     res = r["results"]
     parts = [f"{key} done ({r['train_seconds']:.0f}s training, {r['eval_seconds']:.0f}s evaluation)",
              f"clean {res['clean_pct']:.2f}%"]

@@ -16,6 +16,9 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,13 +26,20 @@ from .. import __version__, backend, models
 from ..optim import build_optimizer
 from ..optim.schedules import StepSchedule, paper_schedule
 
+if TYPE_CHECKING:
+    from ..data import Dataset
+    from ..layers import Sequential
+    from ..optim import Optimizer
+
 __all__ = ["DEFAULT_MODEL", "load_data", "build_model", "optimizer_and_schedule", "versions", "git_commit",
            "provenance", "now"]
 
 DEFAULT_MODEL = {"mnist": "cnn", "fashion-mnist": "cnn", "cifar10": "cifar_cnn", "cifar100": "cifar_cnn"}
 
 
-def load_data(dataset, *, data_dir=None, limit=None, eval_limit=None, val_size=None, progress=True):
+def load_data(dataset: str | Dataset, *, data_dir: str | Path | None = None, limit: int | None = None,
+              eval_limit: int | None = None, val_size: int | None = None,
+              progress: bool = True) -> tuple[Dataset, tuple[float, float] | None]:
     """(Dataset, clip): a dataset prepared for training as the paper does, and its valid input range.
 
     ``dataset``: a name ("mnist", "fashion-mnist", "cifar10", "cifar100") or an already loaded
@@ -55,7 +65,7 @@ def load_data(dataset, *, data_dir=None, limit=None, eval_limit=None, val_size=N
     return ds, clip
 
 
-def build_model(model, ds):
+def build_model(model: str | Callable[[Dataset], Sequential], ds: Dataset) -> Sequential:
     """A fresh network for dataset ``ds``: ``model`` is a name from :mod:`nanosgm.models` or a callable
     ``f(ds) -> Sequential``. Its initial weights come from the backend's generator: call
     ``backend.seed(seed)`` first."""
@@ -66,7 +76,8 @@ def build_model(model, ds):
     return models.build(model, num_classes=ds.num_classes, **kw)
 
 
-def optimizer_and_schedule(epochs: int, optimizer: str, lr=None, *, constant: bool = False):
+def optimizer_and_schedule(epochs: int, optimizer: str, lr: float | None = None, *,
+                           constant: bool = False) -> tuple[Optimizer, StepSchedule]:
     """The optimizer by name and its learning-rate schedule: the authors' steps (1e-3 -> 1e-4 -> 1e-5)
     scaled to the run length and to ``lr``, or ``lr`` throughout when ``constant``."""
     opt = build_optimizer(optimizer, lr=lr)
@@ -147,7 +158,7 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def provenance(prog: str, args=None) -> dict:
+def provenance(prog: str, args: Sequence[str] | None = None) -> dict:
     """Where a result came from: the command line (``prog``, e.g. "nanosgm.train", and its arguments; default
     ``sys.argv[1:]``), the git commit of the code, versions, host and the start time."""
     args = sys.argv[1:] if args is None else list(args)

@@ -21,6 +21,7 @@ spec is read as the label those fields give.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from ..methods.arms import CONTROL, parse_arm
 from ..plumbing.errors import NanosgmError
@@ -46,11 +47,11 @@ class LockstepBroken(NanosgmError, RuntimeError):
     """The networks of one run did not start from the same initial weights."""
 
 
-def _whole(v, least=None) -> bool:
+def _whole(v: object, least: int | None = None) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and (least is None or v >= least)
 
 
-def _real(v) -> bool:
+def _real(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -63,19 +64,19 @@ _CONFIG = {"dataset": (lambda v: isinstance(v, str), "a name"), "model": (lambda
            "pgd_steps": (lambda v: _whole(v, 1), "a whole number >= 1")}
 
 
-def eps_keys(config) -> list:
+def eps_keys(config: dict) -> list:
     """The keys of a record's accuracies: ``repr`` of each eps of the config (exact, so close budgets differ)."""
     return [repr(float(e)) for e in config["eps"]]
 
 
-def record_threads(record):
+def record_threads(record: dict) -> int | None:
     """The BLAS thread count a record says it was made with (None: not recorded)."""
     versions = record.get("versions")
     return versions.get("blas_threads") if isinstance(versions, dict) else None
 
 
 # ---------------------------------------------------------------------------------------- the file
-def _check_config(cfg, where) -> None:
+def _check_config(cfg: object, where: str) -> None:
     if not isinstance(cfg, dict):
         raise ProtocolError(f"{where}: 'config' is missing or not an object; {RESTORE}")
     for k, (ok, what) in _CONFIG.items():
@@ -88,7 +89,7 @@ def _check_config(cfg, where) -> None:
                             f"{eps!r}; {RESTORE}")
 
 
-def _check_arms(arms, where) -> None:
+def _check_arms(arms: object, where: str) -> None:
     if not (isinstance(arms, list) and arms and arms[0] == CONTROL and all(isinstance(a, str) for a in arms)
             and len(set(arms)) == len(arms)):
         raise ProtocolError(f"{where}: 'arms' must be a list of arm labels, {CONTROL!r} first, each once, got "
@@ -103,7 +104,7 @@ def _check_arms(arms, where) -> None:
                                 f"{RESTORE}")
 
 
-def check_protocol(doc, where: str, expected_spec) -> int:
+def check_protocol(doc: dict, where: str, expected_spec: Callable[[int, str], dict]) -> int:
     """Check a protocol's content (module docstring); ``where`` names its file in the messages and
     ``expected_spec(run, arm)`` gives the spec the protocol trains for a network. Returns how many records
     carry no seal; raises :class:`ProtocolError`, :class:`~nanosgm.plumbing.seal.RecordEdited` or
@@ -133,7 +134,7 @@ def check_protocol(doc, where: str, expected_spec) -> int:
 
 
 # -------------------------------------------------------------------------------------- one record
-def check_record(doc, key, record, where: str, expected_spec) -> None:
+def check_record(doc: dict, key: str, record: object, where: str, expected_spec: Callable[[int, str], dict]) -> None:
     """Check one record of ``doc`` (a protocol whose config and arms are checked) filed under ``key``."""
     try:
         run, arm = split_key(key)
@@ -164,7 +165,7 @@ def check_record(doc, key, record, where: str, expected_spec) -> None:
         _check_results(record["results_last_epoch"], doc["config"], n_test, f"{at}.results_last_epoch")
 
 
-def _legacy_method(spec, where) -> str:
+def _legacy_method(spec: dict, where: str) -> str:
     """The arm label of a nanosgm-network/1 spec (``input_lr``, ``per_sample``, ``published``, ``adversarial``)."""
     try:
         adv = spec.get("adversarial")
@@ -182,7 +183,7 @@ def _legacy_method(spec, where) -> str:
         raise ProtocolError(f"{where}: {', '.join(LEGACY_FIELDS)} name no training method; {FIX}") from None
 
 
-def _check_spec(spec, expected: dict, where) -> None:
+def _check_spec(spec: dict, expected: dict, where: str) -> None:
     """A record's spec must be the spec the protocol trains for its key (a nanosgm-network/1 spec is read
     as the method its old fields name)."""
     if "method" not in spec:
@@ -195,14 +196,14 @@ def _check_spec(spec, expected: dict, where) -> None:
         raise ProtocolError(f"{where} disagrees with the protocol's config and the record's key ({text}); {FIX}")
 
 
-def _check_threads(threads, record, where) -> None:
+def _check_threads(threads: int | None, record: dict, where: str) -> None:
     mine = record_threads(record)
     if threads is not None and mine is not None and mine != threads:
         raise ProtocolError(f"{where} was made with {mine} BLAS thread(s), the protocol with {threads} per network "
                             f"(its numbers would differ); {FIX}")
 
 
-def _check_pct(v, n, where) -> None:
+def _check_pct(v: object, n: int | None, where: str) -> None:
     """An accuracy: a percentage in [0, 100], and (``n`` images known) what :func:`.network.pct` makes of
     k / n for a whole number k."""
     if not (_real(v) and 0 <= v <= 100):
@@ -211,7 +212,7 @@ def _check_pct(v, n, where) -> None:
         raise ProtocolError(f"{where} = {v!r} is no whole number of the {n} images measured; {FIX}")
 
 
-def _check_results(res, config, n_test, where) -> None:
+def _check_results(res: object, config: dict, n_test: int | None, where: str) -> None:
     if not isinstance(res, dict):
         raise ProtocolError(f"{where} is missing or not an object; {FIX}")
     if "clean_pct" not in res or "fgsm_pct" not in res:
@@ -238,7 +239,7 @@ def _check_results(res, config, n_test, where) -> None:
 
 
 # ------------------------------------------------------------------------------------- the lock-step
-def check_lockstep(result, run) -> None:
+def check_lockstep(result: dict, run: int) -> None:
     """Every network of run ``run`` must have started from the control's initial weights (LockstepBroken)."""
     digests = {split_key(k)[1]: r["init_sha256"] for k, r in result["networks"].items() if split_key(k)[0] == run}
     if len(set(digests.values())) > 1:

@@ -12,6 +12,7 @@ A result is the dict :func:`nanosgm.experiments.run_protocol` returns (or ``load
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def min_exact_p(n: int) -> float:
     return min(1.0, 2.0 / 2 ** n) if n > 0 else 1.0
 
 
-def wilcoxon_paired(control, updates) -> dict:
+def wilcoxon_paired(control: Sequence[float] | np.ndarray, updates: Sequence[float] | np.ndarray) -> dict:
     """Wilcoxon signed-rank test of paired samples (two-sided), ``scipy.stats.wilcoxon``.
 
     Returns {"n", "statistic", "p", "median_diff", "min_exact_p", "note"}; ``median_diff`` is
@@ -55,18 +56,18 @@ def wilcoxon_paired(control, updates) -> dict:
     return out
 
 
-def arms_of(result) -> list:
+def arms_of(result: dict) -> list:
     """The arms of a result beside the control, in the order they were added."""
     return [a for a in result["arms"] if a != CONTROL]
 
 
-def paired(result, arm) -> list:
+def paired(result: dict, arm: str) -> list:
     """The runs that have both the control and ``arm`` recorded, in order."""
     runs = sorted({split_key(k)[0] for k in result["networks"]})
     return [i for i in runs if network_key(i, CONTROL) in result["networks"] and network_key(i, arm) in result["networks"]]
 
 
-def _stats(values) -> dict:
+def _stats(values: Sequence[float]) -> dict:
     """{median, min, max, per_run} of one arm's values over the runs (NaN and [] when there are none)."""
     v = np.asarray(values, dtype=float)
     if v.size == 0:
@@ -75,14 +76,14 @@ def _stats(values) -> dict:
             "per_run": [float(x) for x in v]}
 
 
-def _block(result, arm, runs, getter) -> dict:
+def _block(result: dict, arm: str, runs: list[int], getter: Callable[[dict], float]) -> dict:
     """One cell of a table: the control's and the arm's values (``getter(record)``) over ``runs``, and their test."""
     c = [getter(result["networks"][network_key(i, CONTROL)]) for i in runs]
     a = [getter(result["networks"][network_key(i, arm)]) for i in runs]
     return {"control": _stats(c), "arm": _stats(a), "wilcoxon": wilcoxon_paired(c, a)}
 
 
-def _attack_blocks(result, arm, runs, kind, eps, part="results") -> dict:
+def _attack_blocks(result: dict, arm: str, runs: list[int], kind: str, eps: list[str], part: str = "results") -> dict:
     """{eps: block} of ``kind`` ("fgsm", "pgd" or "fgsm_authors": the record's ``<kind>_pct``) in the
     record's ``part`` ("results": the best epoch; "results_last_epoch"), or {} unless every paired
     network has it."""
@@ -93,7 +94,7 @@ def _attack_blocks(result, arm, runs, kind, eps, part="results") -> dict:
     return {float(e): _block(result, arm, runs, lambda r, e=e: r[part][f"{kind}_pct"][e]) for e in eps}
 
 
-def _pooled(blocks) -> dict | None:
+def _pooled(blocks: dict) -> dict | None:
     """The paired test over every (run, eps) cell of ``blocks`` (None without cells)."""
     cells = [(b["control"]["per_run"], b["arm"]["per_run"]) for b in blocks.values()]
     if not cells:
@@ -104,7 +105,7 @@ def _pooled(blocks) -> dict | None:
 KINDS = ("fgsm", "pgd", "fgsm_authors")      # FGSM (this project's evaluation), PGD, FGSM the authors' way
 
 
-def summarize(result) -> dict:
+def summarize(result: dict) -> dict:
     """Per arm against the control (paired runs only): clean accuracy (Table 4), FGSM accuracy per eps
     (Table 5) measured this project's way ("fgsm") and the authors' way ("fgsm_authors", when the
     records have it: :mod:`nanosgm.attacks.conventions`), PGD per eps (when measured), and the pooled
@@ -127,7 +128,7 @@ def summarize(result) -> dict:
     return out
 
 
-def _part(result, arm, runs, eps, part) -> dict:
+def _part(result: dict, arm: str, runs: list[int], eps: list[str], part: str) -> dict:
     """The blocks of one part of the records ("results" or "results_last_epoch")."""
     s = {"clean": _block(result, arm, runs, lambda r: r[part]["clean_pct"])}
     for kind in KINDS:

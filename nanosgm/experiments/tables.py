@@ -6,6 +6,8 @@ median paired difference and the Wilcoxon p-value (:mod:`.stats`), and the paper
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..methods.base import format_number
 from . import paper_tables
 from .stats import min_exact_p, summarize
@@ -16,7 +18,7 @@ _DATASET_TITLES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-1
 _MODEL_TITLES = {"dnn": "DNN", "cnn": "CNN", "cifar_cnn": "CNN"}
 
 
-def paper_experiment_name(dataset: str, model: str, augment: bool):
+def paper_experiment_name(dataset: str, model: str, augment: bool) -> str | None:
     """The paper's row name for this experiment ("MNIST-CNN-AUG", "CIFAR-10-CNN"), or None when the paper
     has no such experiment (e.g. Fashion-MNIST)."""
     from .. import models
@@ -26,19 +28,19 @@ def paper_experiment_name(dataset: str, model: str, augment: bool):
     return f"{ds}-{m}" + ("-AUG" if augment else "")
 
 
-def _fmt_p(w):
+def _fmt_p(w: dict) -> str:
     if w["note"].startswith("no "):
         return f"{w['p']:.4f} ({w['note'].split(' (')[0]})"
     return f"{w['p']:.4f}" + (" (ties)" if w["note"] else "")
 
 
-def _cell(s):
+def _cell(s: dict) -> str:
     if not s["per_run"]:
         return "n/a"
     return f"{s['median']:6.2f} [{s['min']:.2f}-{s['max']:.2f}]"
 
 
-def _table(title, rows, paper_cols):
+def _table(title: str, rows: list[tuple], paper_cols: bool) -> list[str]:
     """One table: a title, a header and a line per (row label, arm, block, paper's (control, updates) or None)."""
     head = f"{'':<10} {'arm':<20} {'n':>2}  {'control med [min-max]':<22} {'arm med [min-max]':<22} {'diff':>6}  " \
            f"{'Wilcoxon p':<16}" + (" | paper control  updates" if paper_cols else "")
@@ -57,13 +59,13 @@ AUTHORS_TITLE = ("Table 5, the authors' evaluation -- FGSM test accuracy (%): gr
 INFERENCE_TITLE = "Table 5 -- FGSM test accuracy (%): gradient in inference mode, clipped to the data's range"
 
 
-def _fgsm_rows(eps, summary, kind, p5) -> list:
+def _fgsm_rows(eps: list[float], summary: dict, kind: str, p5: dict | None) -> list:
     return [(f"eps {format_number(e)}", arm, s[kind][e],
              (p5["control"].get(e), p5["updates"].get(e)) if p5 and e in p5.get("control", {}) else None)
             for e in eps for arm, s in summary.items() if s[kind]]
 
 
-def _measured_tables(cfg, summary, p4, p5, when="") -> list:
+def _measured_tables(cfg: dict, summary: dict, p4: dict | None, p5: dict | None, when: str = "") -> list:
     """The lines of Table 4, Table 5 (both evaluations, when the records have the authors') and (when
     measured) the PGD table; ``when`` is added to the titles (e.g. ", last epoch")."""
     eps = [float(x) for x in cfg["eps"]]
@@ -86,7 +88,7 @@ def _measured_tables(cfg, summary, p4, p5, when="") -> list:
 _POOLED_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "fgsm_authors": "FGSM (the authors' evaluation)"}
 
 
-def _pooled_lines(summary) -> list:
+def _pooled_lines(summary: dict) -> list:
     lines = []
     for arm, s in summary.items():
         for kind, name in _POOLED_NAMES.items():
@@ -97,7 +99,7 @@ def _pooled_lines(summary) -> list:
     return lines
 
 
-def format_tables(result, paper=True, paper_dir=None) -> str:
+def format_tables(result: dict, paper: bool = True, paper_dir: str | Path | None = None) -> str:
     """Text tables in the style of the paper's Table 4 (clean accuracy) and Table 5 (FGSM accuracy per eps)
     and a PGD table: per arm, the control's and the arm's median [min-max], the median paired difference and
     the Wilcoxon p-value; the pooled tests; and with ``paper=True`` the paper's numbers (shipped in

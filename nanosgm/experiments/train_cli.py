@@ -14,11 +14,14 @@ epoch, so a new run that fails before that leaves it as it was.
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import backend
 from ..methods.adversarial import ARM_NAMES
@@ -31,13 +34,16 @@ from ..plumbing.seal import RecordEdited, check_seal, is_sealed, seal, unsealed_
 from . import recipe
 from .cli_args import add_common_arguments, common_setup
 
+if TYPE_CHECKING:
+    from .network import NetworkSpec
+
 __all__ = ["main", "build_parser", "default_out", "spec_from_args", "RUN_FILES"]
 
 
 PROG = "python -m nanosgm.train"
 
 
-def build_parser(prog: str = PROG):
+def build_parser(prog: str = PROG) -> Parser:
     """The flags; ``prog`` is the command in the usage line and messages (``nanosgm train`` from
     :mod:`nanosgm.commands`)."""
     p = Parser(
@@ -83,7 +89,7 @@ def build_parser(prog: str = PROG):
     return p
 
 
-def default_out(args, model_name: str) -> str:
+def default_out(args: argparse.Namespace, model_name: str) -> str:
     """The run folder named after the settings that change the result, so that runs do not collide."""
     ilr = format_number(args.input_lr)                      # exact: close rates get their own folders
     name = f"{args.dataset}-{model_name}-{args.optimizer}-e{args.epochs}-ilr{ilr}-s{args.seed}"
@@ -94,7 +100,7 @@ def default_out(args, model_name: str) -> str:
     return os.path.join("runs", name)
 
 
-def spec_from_args(args, model_name, eps_list):
+def spec_from_args(args: argparse.Namespace, model_name: str, eps_list: list[float]) -> NetworkSpec:
     """The :class:`~nanosgm.experiments.network.NetworkSpec` that ``python -m nanosgm.train``'s flags describe."""
     from .network import NetworkSpec
     return NetworkSpec(dataset=args.dataset, model=model_name, seed=args.seed, epochs=args.epochs,
@@ -104,7 +110,7 @@ def spec_from_args(args, model_name, eps_list):
                        data_dir=args.data_dir)
 
 
-def method_label(args) -> str:
+def method_label(args: argparse.Namespace) -> str:
     """The arm-grammar label of the training method the flags ask for."""
     if args.published:
         return "published"
@@ -126,7 +132,7 @@ class Plan:
     replaces: tuple = ()
 
 
-def _claim_folder(args, spec, out) -> Plan:
+def _claim_folder(args: argparse.Namespace, spec: NetworkSpec, out: str) -> Plan:
     """Decide what to do with an earlier run in ``out`` (we hold its lock); CliError when it cannot be
     resumed as asked. Nothing of the earlier run is removed here."""
     for tmp in glob.glob(os.path.join(out, ".tmp-*")):      # a save killed half-way (we hold the lock)
@@ -144,7 +150,7 @@ def _claim_folder(args, spec, out) -> Plan:
     return Plan()
 
 
-def _finished_run(args, spec, out) -> Plan:
+def _finished_run(args: argparse.Namespace, spec: NetworkSpec, out: str) -> Plan:
     """The plan for --resume of the finished run in ``out``, after checking that its results.json
     describes the run the flags ask for (CliError / ConfigMismatch naming what differs)."""
     path, ck = os.path.join(out, "results.json"), os.path.join(out, "checkpoint.npz")
@@ -167,7 +173,7 @@ def _finished_run(args, spec, out) -> Plan:
     return Plan()
 
 
-def _read_results(path, ck) -> dict:
+def _read_results(path: str, ck: str) -> dict:
     """The results.json of a finished run, its seal checked (:mod:`nanosgm.plumbing.seal`; one written
     before results were sealed is read with a note), or CliError saying it is damaged and what to do."""
     again = f"delete it and run the same command: --resume measures {ck} again" if os.path.exists(ck) else \
@@ -194,7 +200,7 @@ def _read_results(path, ck) -> dict:
     return record
 
 
-def _print_results(record) -> None:
+def _print_results(record: dict) -> None:
     r = record["results"]
     k = r["pgd_images"]
     print(f"\nclean test accuracy: {r['clean_pct']:.2f}%  (best epoch {record['best_epoch']}, "
@@ -212,7 +218,7 @@ def _print_results(record) -> None:
         print(line)
 
 
-def _train(args, spec, out, model_name) -> int:
+def _train(args: argparse.Namespace, spec: NetworkSpec, out: str, model_name: str) -> int:
     from ..plumbing.runlock import RunLock
     prov = recipe.provenance("nanosgm.train", args.argv)
     lock = RunLock(out)
@@ -245,11 +251,11 @@ class _Replacement:
     does not resume logs nothing else, so its first line means that the new checkpoint has replaced the
     earlier one; the earlier results and model are removed then."""
 
-    def __init__(self, out, files):
+    def __init__(self, out: str, files: tuple[str, ...]) -> None:
         self.out, self.files = out, [f for f in files if f != "checkpoint.npz"]
         self.done = not files             # True: the folder holds the new run only
 
-    def log(self, line) -> None:
+    def log(self, line: str) -> None:
         if not self.done:
             for f in self.files:
                 if os.path.exists(os.path.join(self.out, f)):
@@ -258,7 +264,8 @@ class _Replacement:
         print(line)
 
 
-def _train_locked(args, spec, out, model_name, prov, plan) -> int:
+def _train_locked(args: argparse.Namespace, spec: NetworkSpec, out: str, model_name: str, prov: dict,
+                  plan: Plan) -> int:
     from .network import train_network
     print(f"{model_name} | optimizer {args.optimizer} | method {spec.method} | seed {spec.seed} | "
           f"backend {backend.name()} | out {out}", flush=True)
@@ -280,7 +287,7 @@ def _train_locked(args, spec, out, model_name, prov, plan) -> int:
     return 0
 
 
-def _kept(args, out, spec, run, fix: bool = False) -> str:
+def _kept(args: argparse.Namespace, out: str, spec: NetworkSpec, run: _Replacement, fix: bool = False) -> str:
     """What the run folder keeps after a run stopped early, and the command that goes on from there."""
     ck = os.path.join(out, "checkpoint.npz")
     if not run.done:
@@ -295,7 +302,7 @@ def _kept(args, out, spec, run, fix: bool = False) -> str:
     return f"{kept} in {ck}; {then} {again} to continue"
 
 
-def _failed_write(exc: OSError, out, spec, run) -> str:
+def _failed_write(exc: OSError, out: str, spec: NetworkSpec, run: _Replacement) -> str:
     """Which file could not be written, and why."""
     if isinstance(exc, ckpt.CheckpointWriteError) or exc.filename:
         return str(exc) if not exc.filename else f"could not write {exc.filename}: {exc.strerror or exc}"
@@ -304,7 +311,7 @@ def _failed_write(exc: OSError, out, spec, run) -> str:
     return str(exc)
 
 
-def _finish(args, out, spec, run, record) -> None:
+def _finish(args: argparse.Namespace, out: str, spec: NetworkSpec, run: _Replacement, record: dict) -> None:
     """Write results.json, sealed (:mod:`nanosgm.plumbing.seal`), then remove the checkpoint unless
     --keep-checkpoint (the model and results stay)."""
     from ..plumbing.files import write_json_atomic
@@ -320,7 +327,7 @@ def _finish(args, out, spec, run, record) -> None:
     print(f"wrote {path}{kept}")
 
 
-def _main(argv, prog: str = PROG) -> int:
+def _main(argv: list[str] | None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     eps_list, model_name = common_setup(args)
@@ -345,7 +352,7 @@ def _main(argv, prog: str = PROG) -> int:
         restore()
 
 
-def main(argv=None, prog: str = PROG) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """``python -m nanosgm.train`` (``prog`` names the command in its help and messages); the exit status."""
     return run_cli(lambda a: _main(a, prog), argv)
 

@@ -31,6 +31,8 @@ The claims are the paper's claims about SGM, so they are judged for the SGM arms
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from ..methods.base import format_number
@@ -50,23 +52,23 @@ GAIN_CLAIM = 1.0     # a Table 5 difference of at least one point is a claimed g
 HARM_TOL = 0.1       # clean accuracy may fall by at most 0.1 points (10 of 10,000 test images)
 
 
-def _diffs(block) -> np.ndarray:
+def _diffs(block: dict) -> np.ndarray:
     """arm - control per run, rounded to 4 decimals as the records are (no float noise in the verdicts)."""
     return np.round(np.asarray(block["arm"]["per_run"], float) - np.asarray(block["control"]["per_run"], float), 4)
 
 
-def _median(d) -> float:
+def _median(d: np.ndarray) -> float:
     """The median paired difference, rounded as :func:`.stats.wilcoxon_paired`'s median_diff is."""
     return round(float(np.median(d)), 4)
 
 
-def _too_few(d) -> tuple | None:
+def _too_few(d: np.ndarray) -> tuple | None:
     if len(d) < MIN_PAIRS:
         return "not decidable yet", f"{len(d)} of {MIN_PAIRS} pairs"
     return None
 
 
-def verdict_gain(d, paper_diff: float) -> tuple:
+def verdict_gain(d: Sequence[float] | np.ndarray, paper_diff: float) -> tuple:
     """(verdict, reason) for the claim "accuracy rises by about `paper_diff` points", from the paired
     differences `d` (arm - control, one per run)."""
     d = np.asarray(d, float)
@@ -82,7 +84,7 @@ def verdict_gain(d, paper_diff: float) -> tuple:
                              f"range {float(d.min()):+.2f} to {float(d.max()):+.2f}")
 
 
-def verdict_no_harm(d) -> tuple:
+def verdict_no_harm(d: Sequence[float] | np.ndarray) -> tuple:
     """(verdict, reason) for the claim "clean accuracy is not lowered" from the paired differences `d`."""
     d = np.asarray(d, float)
     early = _too_few(d)
@@ -105,7 +107,7 @@ def is_sgm_arm(label: str) -> bool:
     return label == "published" or label.startswith("sgm:")
 
 
-def claims(result, summary=None) -> list:
+def claims(result: dict, summary: dict | None = None) -> list:
     """One row per (arm, claim) of a protocol result: {"arm", "claim", "convention", "paper_diff", "pairs",
     "median_diff", "range", "verdict", "reason"}; each Table 5 claim once per FGSM convention the records
     carry (:data:`CONVENTIONS`; "convention" None for the clean-accuracy claim). Claims are the paper's Table 4 cell and its Table 5 cells with a
@@ -126,7 +128,7 @@ def claims(result, summary=None) -> list:
     return rows
 
 
-def _gain_rows(arm, blocks, p5, convention) -> list:
+def _gain_rows(arm: str, blocks: dict, p5: dict | None, convention: str) -> list:
     """The Table 5 claims of one arm, judged on FGSM measured under ``convention``."""
     rows = []
     for e, block in blocks.items():
@@ -137,7 +139,7 @@ def _gain_rows(arm, blocks, p5, convention) -> list:
     return rows
 
 
-def _row(arm, claim, paper_diff, block, rule) -> dict:
+def _row(arm: str, claim: str, paper_diff: float, block: dict, rule: Callable[[np.ndarray], tuple]) -> dict:
     d = _diffs(block)
     v, why = rule(d)
     return {"arm": arm, "claim": claim, "paper_diff": round(float(paper_diff), 2), "pairs": int(len(d)),

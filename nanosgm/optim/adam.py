@@ -1,9 +1,14 @@
 """Adam (Kingma & Ba 2015), a baseline weight update rule."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import backend
 from . import fused
 from .base import Optimizer
+
+if TYPE_CHECKING:
+    from ..layers.base import Array
 
 __all__ = ["Adam"]
 
@@ -22,15 +27,15 @@ class Adam(Optimizer):
     kind = "adam"
     hyper = ("beta1", "beta2", "eps")
 
-    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         super().__init__(lr)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
-    def init_state(self, param):
+    def init_state(self, param: Array) -> dict[str, Array]:
         xp = backend.array_module(param)
         return {"m": xp.zeros_like(param), "v": xp.zeros_like(param)}
 
-    def update(self, param, grad, state):
+    def update(self, param: Array, grad: Array, state: dict[str, Array]) -> None:
         """The rule above for one parameter, whole arrays. The bias corrections are applied as the fused
         path applies them: v times 1 / (1 - b2^t), and m's folded into the step size lr / (1 - b1^t)."""
         xp = backend.array_module(param)
@@ -40,6 +45,6 @@ class Adam(Optimizer):
         v_hat = v * (1 / (1 - b2 ** self.t))
         param -= m / (xp.sqrt(v_hat) + self.eps) * (self.lr / (1 - b1 ** self.t))
 
-    def update_fused(self, param, grad, state):
+    def update_fused(self, param: Array, grad: Array, state: dict[str, Array]) -> None:
         """:meth:`update` in place over one scratch buffer (nanosgm/optim/fused.py), the same bits."""
         fused.adam_update(self, param, grad, state)

@@ -9,17 +9,22 @@ the fused one, tests/optim/test_optim.py checks that both give the same bits.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import backend
 from ..plumbing import threads
-from ..plumbing.state import CheckedState, StateError, check_array, check_keys
+from ..plumbing.state import CheckedState, StateError, Where, check_array, check_keys
+
+if TYPE_CHECKING:
+    from ..layers.base import Array
 
 __all__ = ["Optimizer"]
 
 
-def _triples(model):
+def _triples(model) -> Iterator[tuple[str, Array, Array]]:
     """The `(name, param, grad)` triples of `model` (an object with `parameters()`, or an iterable)."""
     params = model.parameters() if hasattr(model, "parameters") else model
     for name, param, grad in params:
@@ -63,14 +68,14 @@ class Optimizer(CheckedState):
     #: {saved name: (slot, host array -> slot array)}
     old_slots: dict = {}
 
-    def __init_subclass__(cls, **kw):
+    def __init_subclass__(cls, **kw) -> None:
         super().__init_subclass__(**kw)
         if not isinstance(cls.__dict__.get("elementwise"), bool):
             raise TypeError(f"optimizer {cls.__name__} must declare `elementwise = True` (an update that works on "
                             "any slice of the arrays, run in threaded pieces) or `elementwise = False` (it has a "
                             "reduction: run whole) in its class body; see nanosgm.optim.Optimizer")
 
-    def __init__(self, lr: float):
+    def __init__(self, lr: float) -> None:
         self.lr = float(lr)
         self.t = 0                       # number of steps taken
         self.state: dict[str, dict] = {}    # parameter name -> {slot name: array on the param's backend}
@@ -90,7 +95,7 @@ class Optimizer(CheckedState):
             jobs.append((param, grad, *state.values()))
         rule = self.update_fused if self.use_fused else self.update
 
-        def update(param, grad, *arrays):
+        def update(param: Array, grad: Array, *arrays: Array) -> None:
             rule(param, grad, dict(zip(slots, arrays)))
         if self.elementwise:
             # the same element-wise update on every core, in slices (threads.py; bit-identical to a plain loop)
@@ -98,19 +103,19 @@ class Optimizer(CheckedState):
         else:
             threads.run_serial(update, jobs)      # a reduction inside: whole arrays, one parameter at a time
 
-    def init_state(self, param) -> dict:
+    def init_state(self, param: Array) -> dict:
         """The slot arrays of a parameter before its first step (none by default)."""
         return {}
 
-    def update(self, param, grad, state) -> None:  # pragma: no cover - abstract
+    def update(self, param: Array, grad: Array, state: dict) -> None:  # pragma: no cover - abstract
         """The rule for one parameter, as its equations: modifies `param` and the slot arrays in place."""
         raise NotImplementedError
 
-    def update_fused(self, param, grad, state) -> None:
+    def update_fused(self, param: Array, grad: Array, state: dict) -> None:
         """`update` with speed tricks, the same bits; by default `update` itself."""
         self.update(param, grad, state)
 
-    def _state_for(self, name: str, param) -> dict:
+    def _state_for(self, name: str, param: Array) -> dict:
         """The slots of parameter `name`: made at its first step, or moved from a loaded checkpoint."""
         state = self.state.get(name)
         if state is not None:
@@ -147,7 +152,7 @@ class Optimizer(CheckedState):
             d[c] = np.array(getattr(self, c))
         return d
 
-    def _checked_state(self, d, where, model=None) -> dict:
+    def _checked_state(self, d: Mapping, where: Where, model=None) -> dict:
         """For `load_state_dict` (nanosgm/plumbing/state.py): "kind" this optimizer's, "lr", "t", every
         hyperparameter and text setting present (finite scalars, text), and each parameter's slots all
         present, of the slot's dtype and finite, with no unknown key. With `model` (anything with
@@ -178,7 +183,7 @@ class Optimizer(CheckedState):
                               f"per-parameter state ({', '.join(slots)}) is absent")
         return {"t": t, "settings": settings, "pending": pending, "strict": t > 0 and bool(slots)}
 
-    def _checked_settings(self, settings: dict, where) -> dict:
+    def _checked_settings(self, settings: dict, where: Where) -> dict:
         """The loaded hyperparameters and text settings, checked together and converted (a subclass's rules)."""
         return settings
 
@@ -189,7 +194,7 @@ class Optimizer(CheckedState):
             setattr(probe, h, value)
         return probe
 
-    def _checked_slots(self, d, where, kinds: dict) -> dict:
+    def _checked_slots(self, d: Mapping, where: Where, kinds: dict) -> dict:
         """{param name: {slot: host array}} from the "state.<name>.<slot>" keys, every slot present and checked.
         `kinds`: each slot's dtype kind. A slot named in `old_slots` (a float array) is converted to its slot."""
         pending: dict[str, dict] = {}
@@ -214,7 +219,7 @@ class Optimizer(CheckedState):
                     raise where.error(f"{where.key(f'state.{name}.{slot}')} has shape {shape}, its other slots {common}")
         return pending
 
-    def _check_against_model(self, pending, model, where, slots, t) -> None:
+    def _check_against_model(self, pending: dict, model, where: Where, slots: tuple[str, ...], t: int) -> None:
         """Every parameter of `model` has its slots, shaped like it; no slots for a parameter it lacks."""
         params = {str(n): p for n, p, _ in (model.parameters() if hasattr(model, "parameters") else model)}
         if not slots or (t == 0 and not pending):       # (a slot key of an optimizer without slots was refused)
@@ -229,7 +234,7 @@ class Optimizer(CheckedState):
         if extra:
             raise where.error(f"{where.key(f'state.{extra[0]}')} is for a parameter the model does not have")
 
-    def _assign_state(self, checked) -> None:
+    def _assign_state(self, checked: dict) -> None:
         """Install what `_checked_state` returned (nothing here can fail)."""
         self.t = checked["t"]
         for h, value in checked["settings"].items():
@@ -237,6 +242,6 @@ class Optimizer(CheckedState):
         self.state, self._pending = {}, checked["pending"]
         self._expect_loaded_state = checked["strict"]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         hp = "".join(f", {h}={getattr(self, h)!r}" for h in self.hyper + self.choices)
         return f"{type(self).__name__}(lr={self.lr!r}{hp})"

@@ -11,14 +11,21 @@ the sign (1 B): 38 bytes, against Adam's 28 (reads g, m, v, w; writes m, v, w).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import backend
 
+if TYPE_CHECKING:
+    from ..layers.base import Array
+    from .adam import Adam
+    from .wame import WAME
+
 __all__ = ["adam_update", "wame_update", "zeta_factor", "zeta_factor_reference"]
 
 
-def adam_update(opt, param, grad, state) -> None:
+def adam_update(opt: Adam, param: Array, grad: Array, state: dict[str, Array]) -> None:
     """`Adam.update` in place, over one scratch buffer."""
     xp = backend.array_module(param)
     m, v = state["m"], state["v"]
@@ -39,7 +46,7 @@ def adam_update(opt, param, grad, state) -> None:
     param -= buf
 
 
-def wame_update(opt, param, grad, state) -> None:
+def wame_update(opt: WAME, param: Array, grad: Array, state: dict[str, Array]) -> None:
     """`WAME.update` in place, over two scratch arrays; the zeta factor on bit patterns (:func:`zeta_factor`)."""
     xp = backend.array_module(param)
     zeta, Z, theta, g_sign = state["zeta"], state["Z"], state["theta"], state["g_sign"]
@@ -77,7 +84,7 @@ def wame_update(opt, param, grad, state) -> None:
     param -= step
 
 
-def zeta_factor(agree, eta_plus, eta_minus, out, scratch):
+def zeta_factor(agree: Array, eta_plus: float, eta_minus: float, out: Array, scratch: Array) -> Array:
     """WAME's factor for zeta, exactly eta_plus / eta_minus / 1 where ``agree`` (int8) is +1 / -1 / 0;
     written into ``out`` (float, agree's shape; ``scratch`` is a second such array) and returned.
 
@@ -95,7 +102,7 @@ def zeta_factor(agree, eta_plus, eta_minus, out, scratch):
     uint = xp.dtype(f"uint{8 * out.dtype.itemsize}")
     ftype = out.dtype.type
 
-    def bits(v):
+    def bits(v: float) -> int:
         return int(np.array(ftype(v)).view(uint))
     bp, bm, b1 = bits(eta_plus), bits(eta_minus), bits(1.0)
     wrap = 1 << (8 * out.dtype.itemsize)
@@ -110,7 +117,7 @@ def zeta_factor(agree, eta_plus, eta_minus, out, scratch):
     return out
 
 
-def zeta_factor_reference(agree, eta_plus, eta_minus, dtype):
+def zeta_factor_reference(agree: Array, eta_plus: float, eta_minus: float, dtype) -> Array:
     """The plain version of :func:`zeta_factor`: eta_plus / eta_minus / 1 by ``where`` (as `WAME.update` writes it)."""
     xp = backend.array_module(agree)
     return xp.where(agree > 0, eta_plus, xp.where(agree < 0, eta_minus, 1.0)).astype(dtype)

@@ -6,6 +6,10 @@ Epochs are counted from 0. A schedule only computes numbers; the training loop c
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import Optimizer
 
 __all__ = ["StepSchedule", "paper_schedule", "PAPER_EPOCHS", "PAPER_BATCH_SIZE", "PAPER_LRS",
            "PAPER_MILESTONES", "MIN_EPOCHS_AT_FIRST_RATE"]
@@ -25,7 +29,7 @@ class StepSchedule:
     1e-5 from epoch 20 on. The dict must have an entry for epoch 0.
     """
 
-    def __init__(self, milestones: dict[int, float]):
+    def __init__(self, milestones: dict[int, float]) -> None:
         ms = {int(e): float(lr) for e, lr in dict(milestones).items()}
         if 0 not in ms:
             raise ValueError("a StepSchedule needs a rate for epoch 0, got milestones "
@@ -57,12 +61,12 @@ class StepSchedule:
                 start = e
         return ", ".join(parts)
 
-    def apply(self, optimizer, epoch: int) -> float:
+    def apply(self, optimizer: Optimizer, epoch: int) -> float:
         """Set `optimizer.lr` for `epoch` and return it."""
         optimizer.lr = self.lr_at(epoch)
         return optimizer.lr
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"StepSchedule({self.milestones!r})"
 
 

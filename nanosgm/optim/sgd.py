@@ -1,8 +1,13 @@
 """Stochastic gradient descent: the paper's Eq. 1-2 as it stands, optionally with momentum."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import backend
 from .base import Optimizer
+
+if TYPE_CHECKING:
+    from ..layers.base import Array
 
 __all__ = ["SGD"]
 
@@ -18,16 +23,16 @@ class SGD(Optimizer):
     kind = "sgd"
     hyper = ("momentum",)
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0) -> None:
         super().__init__(lr)
         self.momentum = float(momentum)
 
-    def init_state(self, param):
+    def init_state(self, param: Array) -> dict[str, Array]:
         if self.momentum == 0.0:
             return {}
         return {"v": backend.array_module(param).zeros_like(param)}
 
-    def update(self, param, grad, state):
+    def update(self, param: Array, grad: Array, state: dict[str, Array]) -> None:
         if self.momentum == 0.0:
             param -= self.lr * grad                     # Eq. 2
             return

@@ -1,8 +1,13 @@
 """Sign descent (signSGD, Bernstein et al. 2018): each element moves by the learning rate, up or down."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import backend
 from .base import Optimizer
+
+if TYPE_CHECKING:
+    from ..layers.base import Array
 
 __all__ = ["SignSGD"]
 
@@ -16,8 +21,8 @@ class SignSGD(Optimizer):
     elementwise = True
     kind = "sign"
 
-    def __init__(self, lr: float = 1e-3):
+    def __init__(self, lr: float = 1e-3) -> None:
         super().__init__(lr)
 
-    def update(self, param, grad, state):
+    def update(self, param: Array, grad: Array, state: dict[str, Array]) -> None:
         param -= self.lr * backend.array_module(param).sign(grad)

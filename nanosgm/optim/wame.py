@@ -51,16 +51,22 @@ underflows to 0 is not mistaken for "no information".
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import backend
 from . import fused
 from .base import Optimizer
 
+if TYPE_CHECKING:
+    from ..layers.base import Array
+    from ..plumbing.state import Where
+
 __all__ = ["WAME"]
 
 
-def _sign_of(host):
+def _sign_of(host: np.ndarray) -> np.ndarray:
     """A checkpoint's "g_prev" slot (the previous gradient itself, float) as the int8 slot "g_sign"."""
     return np.sign(host).astype(np.int8)
 
@@ -79,7 +85,7 @@ class WAME(Optimizer):
 
     def __init__(self, lr: float = 1e-3, alpha: float = 0.9, eta_plus: float = 1.2, eta_minus: float = 0.1,
                  zeta_min: float = 0.01, zeta_max: float = 100.0, eps: float = 1e-8, literal: bool = False,
-                 form: str = "authors", beta1: float = 0.9, beta2: float = 0.999):
+                 form: str = "authors", beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr)
         self.alpha, self.eta_plus, self.eta_minus = float(alpha), float(eta_plus), float(eta_minus)
         self.zeta_min, self.zeta_max, self.eps = float(zeta_min), float(zeta_max), float(eps)
@@ -94,7 +100,7 @@ class WAME(Optimizer):
             raise ValueError("WAME needs 0 < zeta_min <= 1 <= zeta_max and eta_minus < 1 < eta_plus (zeta starts at 1), "
                              f"got zeta_min={zeta_min}, zeta_max={zeta_max}, eta_minus={eta_minus}, eta_plus={eta_plus}")
 
-    def init_state(self, param):
+    def init_state(self, param: Array) -> dict[str, Array]:
         xp = backend.array_module(param)
         Z = xp.ones_like(param) if self.form == "authors" else xp.zeros_like(param)
         return {"zeta": xp.ones_like(param), "Z": Z, "theta": xp.zeros_like(param),
@@ -106,7 +112,7 @@ class WAME(Optimizer):
             return self.lr
         return self.lr * (1.0 - self.beta2 ** self.t) ** 0.5 / (1.0 - self.beta1 ** self.t)
 
-    def update(self, param, grad, state) -> None:
+    def update(self, param: Array, grad: Array, state: dict[str, Array]) -> None:
         """One WAME step for one parameter, written as the rule (module docstring), on whole arrays."""
         xp = backend.array_module(param)
         zeta, Z, theta, g_sign = state["zeta"], state["Z"], state["theta"], state["g_sign"]
@@ -127,11 +133,11 @@ class WAME(Optimizer):
         denominator = theta + self.eps if self.literal else xp.sqrt(theta) + self.eps
         param -= ratio * grad / denominator * self.step_size()          # Eq. 2's step, w <- w - lr_t * ...
 
-    def update_fused(self, param, grad, state) -> None:
+    def update_fused(self, param: Array, grad: Array, state: dict[str, Array]) -> None:
         """:meth:`update` as in-place passes over two scratch arrays (nanosgm/optim/fused.py), the same bits."""
         fused.wame_update(self, param, grad, state)
 
-    def _checked_settings(self, settings: dict, where) -> dict:
+    def _checked_settings(self, settings: dict, where: Where) -> dict:
         """The form is one of FORMS, and `literal` (saved as a float) is a bool that goes with 'printed'."""
         if settings["form"] not in self.FORMS:
             raise where.error(f"{where.key('form')} is {settings['form']!r}, not one of {', '.join(self.FORMS)}")

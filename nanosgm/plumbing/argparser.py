@@ -11,6 +11,7 @@ Every nanosgm command line (train, experiments, robustness, bench, plot) builds 
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 from .errors import CliError
 
@@ -20,5 +21,5 @@ __all__ = ["Parser"]
 class Parser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` raising CliError (one line, exit 1) where argparse would exit 2."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise CliError(f"{message} (see {self.prog} --help)")

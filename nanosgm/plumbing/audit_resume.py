@@ -27,6 +27,8 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -74,7 +76,7 @@ class FinishedAttacks:
     note and warning (one line each; default: printed on stderr).
     """
 
-    def __init__(self, path=None, say=None):
+    def __init__(self, path: str | Path | None = None, say: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.say = say or _stderr
         self.entries = {}
@@ -86,7 +88,7 @@ class FinishedAttacks:
             self.entries = self._read(path)
         self.loaded = len(self.entries)
 
-    def _read(self, path) -> dict:
+    def _read(self, path: str | Path) -> dict:
         """The entries of the file at ``path``, or {} with a note saying why it is not used."""
         try:
             with open(path, encoding="utf-8") as f:
@@ -103,7 +105,7 @@ class FinishedAttacks:
         self.say(f"note: {path} {why}: its attacks are not reused but run again, and the file is replaced")
         return {}
 
-    def get(self, key: str, eps_list, n: int):
+    def get(self, key: str, eps_list: Iterable[float], n: int) -> dict[float, np.ndarray] | None:
         entry = self.entries.get(key)
         if entry is None:
             return None
@@ -127,7 +129,7 @@ class FinishedAttacks:
         self.reused += 1
         return got
 
-    def put(self, key: str, got, label: str | None = None) -> None:
+    def put(self, key: str, got: dict[float, np.ndarray], label: str | None = None) -> None:
         """Store ``got`` ({eps: per-example bool}) under ``key``, sealed; ``label`` names the attack in messages."""
         bits = {repr(float(e)): "".join("1" if c else "0" for c in np.asarray(v, bool)) for e, v in got.items()}
         self.entries[key] = seal({"attack": label or key, "key": key, "correct": bits})

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable, MutableMapping
 
 __all__ = ["set_blas_threads", "blas_threads", "blas_kernels", "limit_spin_wait", "REFERENCE_NUMERICS"]
 
 SPIN_TIMEOUT_LOG2 = 16      # OPENBLAS_THREAD_TIMEOUT: log2 of the cycles a helper thread spins (OpenBLAS: 4..30, default 28)
 
 
-def limit_spin_wait(environ=os.environ) -> str:
+def limit_spin_wait(environ: MutableMapping[str, str] = os.environ) -> str:
     """Set OPENBLAS_THREAD_TIMEOUT to SPIN_TIMEOUT_LOG2 unless the environment already has it; returns the value in force."""
     return environ.setdefault("OPENBLAS_THREAD_TIMEOUT", str(SPIN_TIMEOUT_LOG2))
 
@@ -34,7 +35,7 @@ def limit_spin_wait(environ=os.environ) -> str:
 REFERENCE_NUMERICS = {"OPENBLAS_CORETYPE": "Haswell", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
 
 
-def _openblas_library():
+def _openblas_library() -> list[ctypes.CDLL]:
     """ctypes handles of the OpenBLAS libraries loaded in this process."""
     try:
         with open("/proc/self/maps") as f:
@@ -62,7 +63,7 @@ def blas_kernels() -> str | None:
     return None
 
 
-def _openblas_handles():
+def _openblas_handles() -> tuple[Callable | None, Callable | None]:
     """(set, get) ctypes functions of the OpenBLAS loaded in this process, or (None, None)."""
     for lib in _openblas_library():
         for prefix in ("scipy_openblas", "openblas"):
@@ -76,7 +77,7 @@ def _openblas_handles():
     return None, None
 
 
-def set_blas_threads(n: int):
+def set_blas_threads(n: int) -> tuple[Callable[[], None], str]:
     """Set NumPy's BLAS threads to n. Returns (restore: callable, description: str)."""
     n = int(n)
     try:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -45,7 +47,7 @@ class CheckpointError(NanosgmError, ValueError):
 class CheckpointWriteError(NanosgmError, OSError):
     """A checkpoint that could not be written (a full disk, ...); the one already at ``path`` is intact."""
 
-    def __init__(self, path, reason: str):
+    def __init__(self, path: str | Path, reason: str) -> None:
         super().__init__(f"could not write {path}: {reason}")
         self.path, self.reason = os.fspath(path), reason
 
@@ -54,7 +56,7 @@ class ConfigMismatch(NanosgmError, ValueError):
     """A checkpoint (or protocol) written by a run with a different configuration."""
 
 
-def save(path, parts: dict) -> None:
+def save(path: str | Path, parts: dict) -> None:
     """Write ``parts`` (part name -> dict of arrays; ``"meta"`` -> a JSON-able dict) to ``path`` atomically."""
     arrays = {}
     for part, d in parts.items():
@@ -69,7 +71,7 @@ def save(path, parts: dict) -> None:
         raise CheckpointWriteError(path, exc.strerror or str(exc)) from exc
 
 
-def load(path) -> dict:
+def load(path: str | Path) -> dict:
     """The parts :func:`save` wrote, as {part: {key: array}} plus ``"meta"`` as a dict. Raises
     :class:`CheckpointError` (naming the file) for anything that is not a complete checkpoint."""
     path = os.fspath(path)
@@ -89,7 +91,7 @@ def load(path) -> dict:
     return parts
 
 
-def _meta(path, raw) -> dict:
+def _meta(path: str, raw: np.ndarray | None) -> dict:
     if raw is None:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (no meta.json; an older nanosgm or another "
                               f"program wrote it); start the run again with --overwrite")
@@ -109,9 +111,9 @@ def _meta(path, raw) -> dict:
     return meta
 
 
-def _check_meta(path, meta: dict) -> None:
+def _check_meta(path: str, meta: dict) -> None:
     """Raise CheckpointError unless every meta value has its type and range and agrees with the others."""
-    def bad(key, problem):
+    def bad(key: str, problem: str) -> CheckpointError:
         return CheckpointError(f"{path}: meta.json's {key!r} {problem}; {_DAMAGED}")
     epoch, history, best = meta["epoch"], meta["history"], meta["best_epoch"]
     if not _whole(epoch) or epoch < 1:
@@ -142,7 +144,7 @@ def _check_meta(path, meta: dict) -> None:
         raise bad("blas_threads", f"is {_shown(threads)}, not a whole number >= 1 or null")
 
 
-def _history_problem(record, epoch: int) -> str | None:
+def _history_problem(record: object, epoch: int) -> str | None:
     """What is wrong with fit's record of ``epoch`` (None: nothing)."""
     if not isinstance(record, dict):
         return f"is {_shown(record)}, not a dict"
@@ -158,15 +160,15 @@ def _history_problem(record, epoch: int) -> str | None:
     return None
 
 
-def _whole(x) -> bool:
+def _whole(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _finite(x) -> bool:
+def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _shown(x) -> str:
+def _shown(x: object) -> str:
     text = repr(x)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -175,7 +177,7 @@ def _epochs(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
-def saved_epoch(path) -> int:
+def saved_epoch(path: str | Path) -> int:
     """The number of finished epochs the checkpoint at ``path`` holds (0 when there is none or it is unreadable)."""
     try:
         with np.load(os.fspath(path), allow_pickle=False) as f:
@@ -184,7 +186,7 @@ def saved_epoch(path) -> int:
         return 0
 
 
-def check_config(path, saved: dict, now: dict, free=()) -> None:
+def check_config(path: str | Path, saved: dict, now: dict, free: Iterable[str] = ()) -> None:
     """Raise :class:`ConfigMismatch` when ``saved`` and ``now`` differ in any key not in ``free``."""
     keys = (set(saved) | set(now)) - set(free)
     diff = {k: (saved.get(k), now.get(k)) for k in sorted(keys) if saved.get(k) != now.get(k)}

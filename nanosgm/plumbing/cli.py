@@ -20,6 +20,10 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 from .errors import CliError, NanosgmError
 
@@ -33,12 +37,12 @@ _RECEIVED = []              # the stop signal received while run_cli's body runs
 class Stopped(KeyboardInterrupt):
     """SIGTERM or SIGHUP while a command runs: ``signum`` is the signal."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
 
-def _stop(signum, frame):
+def _stop(signum: int, frame: FrameType | None) -> NoReturn:
     if not _RECEIVED:
         _RECEIVED.append(signum)
     raise Stopped(signum)
@@ -61,14 +65,14 @@ def _say(line: str) -> None:
         pass
 
 
-def _one_line(exc) -> str:
+def _one_line(exc: BaseException) -> str:
     msg = str(exc).strip() or type(exc).__name__
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
         msg = f"{exc.filename}: {msg}"
     return " ".join(msg.split())
 
 
-def run_cli(body, argv=None) -> int:
+def run_cli(body: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
     """``body(argv) -> exit status``, with the project's errors reported as one line (see the module)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("NANOSGM_DEBUG", "") not in ("", "0")
@@ -90,20 +94,20 @@ def run_cli(body, argv=None) -> int:
         restore()
 
 
-def _catch_stop_signals():
+def _catch_stop_signals() -> Callable[[], None]:
     """Let SIGTERM and SIGHUP raise :class:`Stopped` (only the main thread can take signals); returns the undo."""
     _RECEIVED.clear()
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     before = {s: signal.signal(s, _stop) for s in STOP_SIGNALS}
 
-    def restore():
+    def restore() -> None:
         for s, handler in before.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
     return restore
 
 
-def check_out_folder(out) -> None:
+def check_out_folder(out: str | Path) -> None:
     """Refuse, before any data is loaded, an output folder that is a file or cannot be created/written."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise CliError(f"--out {out} is an existing file, not a folder; choose another --out")

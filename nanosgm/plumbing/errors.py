@@ -17,7 +17,7 @@ class NanosgmError(Exception):
 class CliError(NanosgmError):
     """A refusal with a message for the user; ``code`` is the exit status."""
 
-    def __init__(self, message: str, code: int = 1):
+    def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
 
 
 def ordinary_file_mode() -> int:
@@ -20,7 +23,7 @@ def ordinary_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path, write, *, binary: bool = True, suffix: str = "") -> None:
+def atomic_write(path: str | Path, write: Callable[[IO], object], *, binary: bool = True, suffix: str = "") -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it to ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -39,6 +42,6 @@ def atomic_write(path, write, *, binary: bool = True, suffix: str = "") -> None:
         raise
 
 
-def write_json_atomic(path, obj) -> None:
+def write_json_atomic(path: str | Path, obj) -> None:
     """``obj`` as indented JSON at ``path``, atomically."""
     atomic_write(path, lambda f: (json.dump(obj, f, indent=2), f.write("\n")), binary=False, suffix=".json")

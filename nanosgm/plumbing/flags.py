@@ -11,19 +11,20 @@ The CliError passes through argparse (which catches only its own, TypeError and 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from .errors import CliError
 
 __all__ = ["number", "whole"]
 
 
-def _bound_text(least, above) -> str:
+def _bound_text(least: float | None, above: float | None) -> str:
     if above is not None:
         return f" > {above:g}"
     return f" >= {least:g}" if least is not None else ""
 
 
-def number(flag: str, *, least: float | None = None, above: float | None = None):
+def number(flag: str, *, least: float | None = None, above: float | None = None) -> Callable[[str], float]:
     """A ``type=`` for a finite float, >= ``least`` or > ``above`` when given."""
     def parse(text: str) -> float:
         try:
@@ -37,7 +38,7 @@ def number(flag: str, *, least: float | None = None, above: float | None = None)
     return parse
 
 
-def whole(flag: str, *, least: int | None = None):
+def whole(flag: str, *, least: int | None = None) -> Callable[[str], int]:
     """A ``type=`` for an int written as a whole number ("3", not "3.0" or "2.5"), >= ``least`` when given."""
     def parse(text: str) -> int:
         try:

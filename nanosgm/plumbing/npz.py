@@ -8,6 +8,7 @@ import stat
 import struct
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from .state import StateError
 __all__ = ["save_npz_atomic", "load_npz"]
 
 
-def save_npz_atomic(path, arrays: dict) -> None:
+def save_npz_atomic(path: str | Path, arrays: dict) -> None:
     """np.savez to a temporary file in the same folder, then rename: never a half-written file."""
     atomic_write(path, lambda f: np.savez(f, **arrays), suffix=".npz")
 
@@ -27,7 +28,7 @@ _NPY_MAGIC = b"\x93NUMPY"                        # a single array written by np.
 _NPZ_HINT = "it may be truncated or corrupted (an interrupted copy?); use another copy, or write it again"
 
 
-def load_npz(path) -> dict:
+def load_npz(path: str | Path) -> dict:
     """Every array of a ``.npz`` as ``{name: ndarray}``, read with ``allow_pickle=False``.
 
     A missing file is FileNotFoundError; anything else that is not a readable plain-array ``.npz``

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import Literal
 
 try:
     import fcntl
@@ -28,7 +30,7 @@ LOCK_NAME = ".lock"
 class RunLock:
     """An exclusive, non-blocking lock on ``folder`` (created if missing); a context manager."""
 
-    def __init__(self, folder):
+    def __init__(self, folder: str | Path) -> None:
         self.folder = os.fspath(folder)
         self.path = os.path.join(self.folder, LOCK_NAME)
         self._f = None
@@ -63,9 +65,9 @@ class RunLock:
             self._f.close()
             self._f = None
 
-    def __enter__(self):
+    def __enter__(self) -> "RunLock":
         return self.acquire()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> Literal[False]:
         self.release()
         return False

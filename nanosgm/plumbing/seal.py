@@ -47,7 +47,7 @@ def seal(record: dict) -> dict:
     return {**body, SEAL_KEY: content_digest(body)}
 
 
-def is_sealed(record) -> bool:
+def is_sealed(record: object) -> bool:
     """Whether ``record`` carries a digest (records written before digests existed do not)."""
     return isinstance(record, dict) and SEAL_KEY in record
 

@@ -17,11 +17,16 @@ Use (``state`` is a flat ``{key: array}`` dict, e.g. what :func:`nanosgm.plumbin
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import NanosgmError
+
+if TYPE_CHECKING:
+    from ..layers.base import Array
 
 __all__ = ["StateError", "Where", "CheckedState", "check_keys", "check_array", "KINDS"]
 
@@ -76,11 +81,11 @@ class CheckedState:
     is what a class needs besides the dict (the optimizers take ``model=``).
     """
 
-    def check_state_dict(self, d, *, source=None, prefix: str = "", **context) -> None:
+    def check_state_dict(self, d: Mapping, *, source: str | None = None, prefix: str = "", **context) -> None:
         """Raise the StateError :meth:`load_state_dict` would raise, changing nothing."""
         self._checked_state(d, Where(source, prefix), **context)
 
-    def load_state_dict(self, d, *, source=None, prefix: str = "", **context) -> None:
+    def load_state_dict(self, d: Mapping, *, source: str | None = None, prefix: str = "", **context) -> None:
         """Restore what ``state_dict()`` returned (or an ``np.load``-ed ``.npz`` of it), all or nothing.
 
         Every key is checked before any is used; a failure is a :class:`StateError` naming ``source``
@@ -89,14 +94,16 @@ class CheckedState:
         """
         self._assign_state(self._checked_state(d, Where(source, prefix), **context))
 
-    def _checked_state(self, d, where: "Where", **context):  # pragma: no cover - every user writes its own
+    def _checked_state(self, d: Mapping, where: "Where",
+                       **context) -> Any:  # pragma: no cover - every user writes its own
         raise NotImplementedError
 
     def _assign_state(self, values) -> None:  # pragma: no cover - every user writes its own
         raise NotImplementedError
 
 
-def check_keys(state, expected, where: Where, *, what: str = "state", optional=()) -> None:
+def check_keys(state: Mapping, expected: Iterable[str], where: Where, *, what: str = "state",
+               optional: Iterable[str] = ()) -> None:
     """Raise StateError unless ``state`` has every key of ``expected`` and no other (``optional`` may be absent)."""
     expected, optional = set(expected), set(optional)
     missing = sorted(expected - optional - set(state))
@@ -108,8 +115,8 @@ def check_keys(state, expected, where: Where, *, what: str = "state", optional=(
         raise where.error(f"{what} does not match: {', '.join(parts)}")
 
 
-def check_array(state, key: str, where: Where, *, shape=None, kind: str | None = None,
-                finite: bool = True) -> np.ndarray:
+def check_array(state: Mapping, key: str, where: Where, *, shape: tuple[int, ...] | None = None,
+                kind: str | None = None, finite: bool = True) -> np.ndarray:
     """``state[key]`` as an ndarray after checking it; StateError naming the key otherwise.
 
     ``shape``: the exact shape required (``()`` for a scalar), or None for any. ``kind``: a key of
@@ -135,13 +142,13 @@ def check_array(state, key: str, where: Where, *, shape=None, kind: str | None =
     return value
 
 
-def _is_backend_array(value) -> bool:
+def _is_backend_array(value: object) -> bool:
     """Whether ``value`` is a device array (CuPy's or the CPU stand-in's): nanosgm.backend decides."""
     from .. import backend
     return backend.is_gpu_array(value)
 
 
-def _all_finite(a) -> bool:
+def _all_finite(a: Array) -> bool:
     """True when every value of ``a`` (NumPy, CuPy or the stand-in) is finite."""
     from .. import backend
     return bool(backend.array_module(a).isfinite(a).all())

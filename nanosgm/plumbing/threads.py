@@ -20,11 +20,16 @@ The number of workers is ``NANOSGM_THREADS`` if set, else the number of CPUs.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .blas import set_blas_threads
+
+if TYPE_CHECKING:
+    from ..layers.base import Array
 
 CHUNK_THREADS = 1 << 18       # elements per piece with several workers
 CHUNK_SINGLE = 1 << 16        # elements per piece with one worker
@@ -36,13 +41,13 @@ def workers() -> int:
     return max(1, int(env)) if env else (os.cpu_count() or 1)
 
 
-def run_serial(update, jobs) -> None:
+def run_serial(update: Callable[..., None], jobs: Iterable[tuple[Array, ...]]) -> None:
     """The reference: ``update(*arrays)`` for each job (a tuple of same-shaped arrays)."""
     for arrays in jobs:
         update(*arrays)
 
 
-def pieces(jobs, chunk: int):
+def pieces(jobs: Iterable[tuple[Array, ...]], chunk: int) -> Iterator[tuple[Array, ...]]:
     """Cut each job whose arrays are all C-contiguous and of one size into pieces of ``chunk`` elements."""
     for arrays in jobs:
         size = arrays[0].size
@@ -54,7 +59,7 @@ def pieces(jobs, chunk: int):
             yield tuple(f[lo:lo + chunk] for f in flat)
 
 
-def run(update, jobs) -> None:
+def run(update: Callable[..., None], jobs: Iterable[tuple[Array, ...]]) -> None:
     """Like :func:`run_serial`, but in cache-sized contiguous pieces, spread over a thread pool.
 
     ``update`` must be element-wise in every array it is given (no reductions, no reshapes): it sees
@@ -70,7 +75,7 @@ def run(update, jobs) -> None:
     _map(n, update, pieces(jobs, CHUNK_THREADS))
 
 
-def run_blocks(work, blocks) -> None:
+def run_blocks(work: Callable[[int, int], None], blocks: Iterable[tuple[int, int]]) -> None:
     """``work(lo, hi)`` for every (lo, hi) block, on the thread pool when there are several blocks and workers.
 
     The blocks must not overlap in what ``work`` writes (each writes its own samples' rows), so the order
@@ -85,7 +90,7 @@ def run_blocks(work, blocks) -> None:
     _map(n, work, blocks)
 
 
-def _map(n: int, fn, argument_tuples) -> None:
+def _map(n: int, fn: Callable[..., None], argument_tuples: Iterable[tuple]) -> None:
     """fn(*args) for each tuple on the pool of n threads; waits for all, re-raising the first error.
     Not re-entrant: ``fn`` must not call :func:`run` or :func:`run_blocks` (a full pool would wait on itself)."""
     global _POOL
@@ -95,14 +100,14 @@ def _map(n: int, fn, argument_tuples) -> None:
         future.result()                                  # re-raises any error from a worker
 
 
-def set_threads(threads: int):
+def set_threads(threads: int) -> tuple[Callable[[], None], str]:
     """Give this process `threads` BLAS threads and as many of nanosgm's own (optimizer steps, copy loops):
     what each worker does. Returns (restore: callable, BLAS description), as blas.set_blas_threads."""
     before = os.environ.get("NANOSGM_THREADS")
     os.environ["NANOSGM_THREADS"] = str(threads)      # workers() reads it at every call
     restore_blas, desc = set_blas_threads(threads)
 
-    def restore():
+    def restore() -> None:
         restore_blas()
         if before is None:
             os.environ.pop("NANOSGM_THREADS", None)
