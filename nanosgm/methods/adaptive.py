@@ -118,7 +118,7 @@ class AdaptiveSGM(SGM):
         self.count[host_idx] += 1
         self.sgm.n_updates += 1
 
-    def _step_count(self, host_idx, dtype, xp, ndim):
+    def _step_count(self, host_idx: np.ndarray, dtype, xp, ndim: int) -> int | Array:
         """The rule's step number for these rows: their visits + 1, one Python int when the rows share it
         (a permutation's batches always do), else an array broadcast over each row."""
         t = self.count[host_idx] + 1
@@ -126,7 +126,7 @@ class AdaptiveSGM(SGM):
             return int(t[0])
         return xp.asarray(t.astype(dtype).reshape((-1,) + (1,) * (ndim - 1)))
 
-    def _project(self, rows, idx, xp):
+    def _project(self, rows: Array, idx, xp) -> Array:
         if self.ball is not None:
             x0 = self.X0[idx]
             rows = xp.minimum(xp.maximum(rows, x0 - self.ball), x0 + self.ball)

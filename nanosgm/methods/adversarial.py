@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from ..attacks.fgsm import fgsm, fgsm_from_sign, gradient_sign
 from ..attacks.pgd import pgd
 from ..layers import Dropout
+from ..layers.base import Array
 from .base import Method, format_number, parse_number
 
 __all__ = ["AdversarialTraining", "MODES"]
@@ -61,16 +62,16 @@ class _one_dropout_mask:
     """Context manager: every Dropout layer draws a fresh mask at its next forward pass and holds it
     (same shape) for the rest of the block; `hold_mask` is put back afterwards."""
 
-    def __init__(self, model):
+    def __init__(self, model) -> None:
         self.layers = [layer for layer in _leaf_layers(model) if isinstance(layer, Dropout)]
 
-    def __enter__(self):
+    def __enter__(self) -> "_one_dropout_mask":
         self.saved = [layer.hold_mask for layer in self.layers]
         for layer in self.layers:
             layer.hold_mask, layer.mask = True, None
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         for layer, hold in zip(self.layers, self.saved):
             layer.hold_mask = hold
         return False
@@ -125,7 +126,7 @@ class AdversarialTraining(Method):
     @classmethod
     def parser(cls, mode: str):
         """The arm-grammar parser of one mode: ``args`` [EPS] (and [STEPS] for "pgd", default 7) -> an instance."""
-        def parse(args: list, clip=(0.0, 1.0)):
+        def parse(args: list, clip=(0.0, 1.0)) -> "AdversarialTraining":
             if len(args) not in ((1, 2) if mode == "pgd" else (1,)):
                 raise ValueError(f"{ARM_NAMES[mode]} takes an eps" + (" and optionally a step count" if mode == "pgd" else ""))
             eps = parse_number(args[0], "eps")
@@ -149,7 +150,7 @@ class AdversarialTraining(Method):
             return float(self.alpha)
         return {"fgsm": self.eps, "fgsm-rs": 1.25 * self.eps, "pgd": 2.5 * self.eps / self.steps}[self.mode]
 
-    def adversarial_batch(self, model, xb, yb, rng, clean_dX=None):
+    def adversarial_batch(self, model, xb: Array, yb: Array, rng, clean_dX: Array | None = None) -> Array:
         """x_adv for this mode: the inner passes in training mode with frozen buffers (module docstring).
         "fgsm" reuses `clean_dX` (dE/dx of the clean training pass) when it is given."""
         if self.mode == "fgsm":
@@ -162,7 +163,7 @@ class AdversarialTraining(Method):
         return pgd(model, xb, yb, self.eps, steps=steps, step_size=self.step_size, clip=self.clip,
                    rng=rng, training=True)
 
-    def training_pass(self, model, loss_fn, xb, yb, rng):
+    def training_pass(self, model, loss_fn, xb: Array, yb: Array, rng) -> tuple[float, Array | None]:
         """Forward + backward in training mode that leaves in the layers' grads the gradient of this
         mode's training loss, mix * E(x) + (1 - mix) * E(x_adv) (mix = 0: E(x_adv) alone), and returns
         (that loss, dE/dX at the clean batch -- the gradient of E(x), as the plain pass returns it -- or

@@ -78,7 +78,7 @@ class FitResult:
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during :func:`fit`; ``saved_epoch`` finished epochs are in the checkpoint on disk."""
 
-    def __init__(self, checkpoint, saved_epoch: int):
+    def __init__(self, checkpoint: str | None, saved_epoch: int) -> None:
         super().__init__(checkpoint, saved_epoch)
         self.checkpoint, self.saved_epoch = checkpoint, saved_epoch
 

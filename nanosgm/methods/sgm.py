@@ -62,7 +62,7 @@ __all__ = ["input_update", "SmoothGradient", "SGM", "PAPER_INPUT_LR"]
 PAPER_INPUT_LR = 0.2
 
 
-def _as_index(idx, xp):
+def _as_index(idx, xp) -> slice | Array:
     """A slice stays a slice; anything else becomes a 1-D integer index array on the backend `xp`."""
     if isinstance(idx, slice):
         return idx
