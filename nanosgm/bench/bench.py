@@ -11,7 +11,8 @@ images per second, at one batch size (default 128), of
 
 ``--compare-torch`` translates the SAME nanosgm network layer by layer into ``torch.nn`` (the one
 translation, :func:`nanosgm.bench.torch_bridge.to_torch`), copies its weights, and times in the same
-process, on the same inputs, batch and thread count:
+process, on the same inputs, batch and thread count, both in float32 (torch's TF32 is turned off on the
+GPU: :func:`full_precision`):
 
     train (Adam)   model.train(); x.requires_grad_(True); cross-entropy; backward (fills x.grad too); Adam
     infer          model.eval() under torch.no_grad()
@@ -95,8 +96,18 @@ LR = 1e-3
 
 
 def _import_torch() -> ModuleType:
-    """torch, imported on demand (TorchMissing, saying what to do, when it is not installed)."""
-    return import_torch("--compare-torch")
+    """torch, imported on demand (TorchMissing, saying what to do, when it is not installed), with TF32
+    off (:func:`full_precision`)."""
+    return full_precision(import_torch("--compare-torch"))
+
+
+def full_precision(torch: ModuleType) -> ModuleType:
+    """``torch`` with TF32 turned off for matrix products and cuDNN convolutions, so that on an Ampere or
+    newer GPU torch computes in float32 as nanosgm does (TF32 keeps 10 mantissa bits: a faster, less
+    precise comparison). No effect on the CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch
 
 
 # ----------------------------------------------------------------------------------------------- timing

@@ -31,3 +31,16 @@ def test_good_numbers_still_run(monkeypatch):
                                                                                        args.batch_size, threads)) or 0)
     assert bench.main(["--models", "dnn", "--seconds", "0", "--warmup", "0", "--batch-size", "2", "--threads", "1"]) == 0
     assert seen == [(0.0, 0, 2, 1)]
+
+
+def test_the_torch_comparison_runs_in_full_float32_precision():
+    """TF32 off for matrix products and cuDNN: the GPU comparison is float32 against float32."""
+    torch = pytest.importorskip("torch")
+    from nanosgm.bench import bench
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        assert bench._import_torch() is torch
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
