@@ -46,19 +46,22 @@ In training mode dropout draws its masks from the backend's generator, advancing
 
 Modules: `state` (the model left as it was; backend and random-draw helpers), `gradients` (losses and
 dE/dx), `fgsm`, `pgd`, `apgd`, `square`, `transfer`, `evaluation` (accuracy, `evaluate`, `ATTACKS`),
-`conventions` (FGSM accuracy measured this project's way or the authors' way).
+`conventions` (FGSM accuracy measured this project's way or the authors' way), `readings` (the authors'
+way taken apart one factor at a time, and the gradient-masking check).
 """
 from .apgd import apgd, apgd_checkpoints, apgd_start
-from .conventions import CONVENTIONS, fgsm_accuracy, fgsm_correct
+from .conventions import CONVENTIONS, Convention, fgsm_accuracy, fgsm_correct
 from .evaluation import ATTACKS, PAPER_EPS, accuracy, correct_under_attack, evaluate, n_steps
 from .fgsm import fgsm
 from .gradients import (cross_entropy_loss, dlr_loss, input_gradient, keras_cross_entropy_loss,
-                        loss_and_input_gradient, margin)
+                        loss_and_input_gradient, margin, mixed_forward)
 from .pgd import pgd
+from .readings import READINGS, fgsm_readings, masking_shares, parse_reading, reading
 from .square import square, square_p, square_side
 from .transfer import crafted_on, transfer_accuracy
 
 __all__ = ["PAPER_EPS", "ATTACKS", "input_gradient", "loss_and_input_gradient", "cross_entropy_loss",
            "dlr_loss", "margin", "fgsm", "pgd", "apgd", "apgd_start", "apgd_checkpoints", "square",
            "square_p", "square_side", "crafted_on", "transfer_accuracy", "accuracy", "correct_under_attack",
-           "n_steps", "evaluate", "CONVENTIONS", "fgsm_accuracy", "fgsm_correct", "keras_cross_entropy_loss"]
+           "n_steps", "evaluate", "CONVENTIONS", "fgsm_accuracy", "fgsm_correct", "keras_cross_entropy_loss",
+           "Convention", "mixed_forward", "READINGS", "reading", "parse_reading", "fgsm_readings", "masking_shares"]

@@ -21,6 +21,9 @@ the sound one.
                * one gradient per batch, its sign scaled by every eps (test_adversarial_set.py:29-32).
                MNIST pixels were in [0, 1] there too, so eps means the same.
 
+A :class:`Convention` names each of these choices on its own (dropout, batch statistics, clip, loss,
+batch size), so that :mod:`nanosgm.attacks.readings` can change them one at a time.
+
 In training mode the result depends on the dropout draws: :func:`fgsm_correct` seeds the backend's
 generator with ``seed`` first, so a record states one reproducible draw. Training-mode gradients make a
 WEAKER attack (each batch is attacked through its own dropout sub-network, and confident examples are not
@@ -36,30 +39,57 @@ from .. import backend
 from .checks import check_clip, check_eps_list, check_inputs
 from .evaluation import PAPER_EPS, _batches, _correct, _labels, correct_under_attack
 from .fgsm import fgsm_from_sign, gradient_sign
-from .gradients import loss_and_input_gradient
+from .gradients import LOSSES, loss_and_input_gradient
 
-__all__ = ["Convention", "CONVENTIONS", "fgsm_correct", "fgsm_accuracy"]
+__all__ = ["Convention", "CONVENTIONS", "fgsm_correct", "fgsm_accuracy", "fgsm_batches"]
 
 
 @dataclass(frozen=True)
 class Convention:
     """One way of measuring FGSM accuracy (module docstring).
 
-    training:   the input gradient with the network in training mode (dropout masks, batch statistics)
+    dropout:      dropout draws masks in the gradient pass (training mode for the Dropout layers)
+    batch_stats:  batch normalisation uses the attack batch's statistics in the gradient pass (else its
+                  running statistics); the running statistics are left as they were either way
     clip_to_data: clip x_adv to the data's valid range (else no clip)
-    batch_size: the attack batch (it matters in training mode: batch normalisation's statistics)
-    loss:       the loss whose gradient's sign is taken ("ce", or "keras-ce": Keras's probability clip)
+    batch_size:   the attack batch (it matters with batch statistics, and for the dropout draws)
+    loss:         the loss whose gradient's sign is taken ("ce", or "keras-ce": Keras's probability clip)
+
+    ``training``: the whole network in training mode (dropout and batch statistics, as Keras's learning
+    phase 1); ``inference``: neither. With only one of the two the gradient pass is mixed
+    (:func:`~nanosgm.attacks.gradients.mixed_forward`). The adversarial images are always classified in
+    inference mode.
     """
     name: str
-    training: bool
+    dropout: bool
+    batch_stats: bool
     clip_to_data: bool
     batch_size: int
     loss: str = "ce"
 
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"Convention {self.name!r}: unknown loss {self.loss!r}; choose one of "
+                             f"{', '.join(sorted(LOSSES))}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"Convention {self.name!r}: batch_size must be a whole number >= 1, "
+                             f"got {self.batch_size!r}")
+
+    @property
+    def training(self) -> bool:
+        """The gradient pass in training mode throughout (dropout and batch statistics)."""
+        return self.dropout and self.batch_stats
+
+    @property
+    def inference(self) -> bool:
+        """The gradient pass in inference mode throughout (no dropout, running statistics)."""
+        return not (self.dropout or self.batch_stats)
+
 
 CONVENTIONS = {
-    "inference": Convention("inference", training=False, clip_to_data=True, batch_size=500),
-    "authors": Convention("authors", training=True, clip_to_data=False, batch_size=128, loss="keras-ce"),
+    "inference": Convention("inference", dropout=False, batch_stats=False, clip_to_data=True, batch_size=500),
+    "authors": Convention("authors", dropout=True, batch_stats=True, clip_to_data=False, batch_size=128,
+                          loss="keras-ce"),
 }
 
 
@@ -84,21 +114,39 @@ def fgsm_correct(model, X, y, eps_list=PAPER_EPS, convention="inference", *, cli
     eps_list = check_eps_list(eps_list, "fgsm_correct")
     check_clip(clip, "fgsm_correct")
     x_clip = clip if conv.clip_to_data else None
-    if not conv.training and conv.loss == "ce":
+    if conv.inference and conv.loss == "ce":
         return correct_under_attack(model, X, y, eps_list, "fgsm", conv.batch_size, bar=bar, clip=x_clip)
-    y, bounds = _labels(y, int(X.shape[0]))
-    backend.seed(int(seed))                            # the dropout masks of the training-mode gradient
     parts = {e: [] for e in eps_list}
+    for got, _, _ in fgsm_batches(model, X, y, eps_list, conv, [x_clip], seed=seed, bar=bar):
+        for e in eps_list:
+            parts[e].append(got[0][e])
+    return {e: np.concatenate(parts[e]) for e in eps_list}
+
+
+def fgsm_batches(model, X, y, eps_list, conv: Convention, clips, *, seed: int = 0, bar=None):
+    """FGSM measured by ``conv``, one attack batch at a time (``conv.batch_size`` consecutive images):
+    yields (correct, losses, g) per batch, where correct[i] is {eps: (B,) bool host array} with x_adv
+    clipped to ``clips[i]`` (None: no clip), losses the per-example loss (B,) of the gradient pass and g
+    its dE/dx (B, ...), on the backend. One gradient per batch serves every clip and eps. The backend's
+    generator is seeded with ``seed`` before the first batch (the dropout masks). ``eps_list`` checked by
+    the caller (:func:`~nanosgm.attacks.checks.check_eps_list`); each batch is checked here (finite, and
+    inside the first clip of ``clips`` that is not None: the data's range)."""
+    y, bounds = _labels(y, int(X.shape[0]))
+    bounded = next((c for c in clips if c is not None), None)
+    backend.seed(int(seed))                            # the dropout masks of the training-mode gradient
     for sl in _batches(int(X.shape[0]), conv.batch_size):
         xb, yb = backend.to_device(X[sl]), backend.to_device(y[sl])
-        check_inputs(xb, x_clip, "fgsm_correct")      # no clip (the authors'): any finite input
-        _, _, g = loss_and_input_gradient(model, xb, yb, conv.loss, training=conv.training)
+        check_inputs(xb, bounded, "fgsm_correct")      # no clip (the authors'): any finite input
+        losses, _, g = loss_and_input_gradient(model, xb, yb, conv.loss, dropout=conv.dropout,
+                                               batch_stats=conv.batch_stats)
         sign = gradient_sign(g, xb)
+        correct = [{} for _ in clips]
         for e in eps_list:
-            parts[e].append(_correct(model, xb if e == 0 else fgsm_from_sign(xb, sign, e, x_clip), yb, bounds))
+            for i, c in enumerate(clips):
+                correct[i][e] = _correct(model, xb if e == 0 else fgsm_from_sign(xb, sign, e, c), yb, bounds)
             if bar is not None:
                 bar.update(1)
-    return {e: np.concatenate(parts[e]) for e in eps_list}
+        yield correct, losses, g
 
 
 def fgsm_accuracy(model, X, y, eps_list=PAPER_EPS, convention="inference", *, clip=(0.0, 1.0),

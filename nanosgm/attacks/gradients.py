@@ -7,12 +7,14 @@
 
 `loss_and_input_gradient` runs the network forward and backward to the inputs only
 (``param_grads=False``): the weights, the layers' weight gradients and (via `frozen_buffers`) the
-buffers are left as they were.
+buffers are left as they were. Its forward pass is in inference mode, in training mode, or mixed
+(`mixed_forward`: dropout and batch normalisation each in a mode of its own), so that the parts of a
+training-mode gradient can be measured one at a time (:mod:`nanosgm.attacks.readings`).
 """
 from __future__ import annotations
 
 from .. import backend
-from ..layers import SoftmaxCrossEntropy
+from ..layers import BatchNorm, Dropout, Sequential, SoftmaxCrossEntropy
 from .checks import check_labels
 from .state import frozen_buffers, on_backend
 
@@ -75,9 +77,16 @@ def keras_cross_entropy_loss(logits, y, prob_clip: float = KERAS_EPSILON):
     [[-0.25, 0.25], [0.0, 0.0]]
     """
     losses, d = cross_entropy_loss(logits, y)
-    p = backend.array_module(losses).exp(-losses)                     # the true class's probability
-    inside = (p >= prob_clip) & (p <= 1 - prob_clip)
+    inside = keras_unclipped(losses, prob_clip)
     return losses, d * inside[:, None].astype(d.dtype)
+
+
+def keras_unclipped(losses, prob_clip: float = KERAS_EPSILON):
+    """(N,) bool: the rows whose true-class probability p_y = exp(-loss) lies inside Keras's clip
+    [prob_clip, 1 - prob_clip], i.e. whose Keras cross-entropy has a gradient. The others are SATURATED:
+    the authors' loss leaves them unperturbed. ``losses``: the per-example cross-entropy (N,)."""
+    p = backend.array_module(losses).exp(-losses)                     # the true class's probability
+    return (p >= prob_clip) & (p <= 1 - prob_clip)
 
 
 LOSSES = {"ce": cross_entropy_loss, "dlr": dlr_loss, "keras-ce": keras_cross_entropy_loss}
@@ -94,20 +103,54 @@ def margin(logits, y):
     return logits[rows, y] - others.max(axis=1)
 
 
-def loss_and_input_gradient(model, x, y, loss: str = "ce", *, training: bool = False):
+def _layer_mode(layer, dropout: bool, batch_stats: bool) -> bool:
+    """The `training` flag `mixed_forward` gives one (non-Sequential) layer."""
+    if isinstance(layer, Dropout):
+        return dropout
+    if isinstance(layer, BatchNorm):
+        return batch_stats
+    return dropout and batch_stats            # no other layer of nanosgm.layers reads the flag
+
+
+def mixed_forward(model, x, *, dropout: bool, batch_stats: bool):
+    """The logits of `model` at `x` with every Dropout layer in training mode iff ``dropout`` (a mask
+    drawn per call) and every BatchNorm layer on the batch's statistics iff ``batch_stats`` (else on its
+    running statistics); any other layer gets ``dropout and batch_stats``. Each layer keeps its cache, so
+    ``model.backward`` then gives the input gradient of this mixed mode. With ``dropout == batch_stats``
+    it is ``model.forward(x, training=dropout)`` itself. Nested Sequentials are walked layer by layer.
+    BatchNorm on batch statistics updates its running statistics, as in training: wrap the call in
+    :class:`~nanosgm.attacks.state.frozen_buffers` (as `loss_and_input_gradient` does).
+    Shapes: x (N, ...) -> logits (N, K)."""
+    if dropout == batch_stats:
+        return model.forward(x, training=dropout)
+    if not isinstance(model, Sequential):
+        return model.forward(x, training=_layer_mode(model, dropout, batch_stats))
+    backend.check_same_backend(x, (p for layer in model.layers for p in layer.params.values()), "Sequential")
+    for layer in model.layers:
+        x = mixed_forward(layer, x, dropout=dropout, batch_stats=batch_stats)
+    return x
+
+
+def loss_and_input_gradient(model, x, y, loss: str = "ce", *, training: bool = False, dropout=None,
+                            batch_stats=None):
     """(per-example loss (N,), logits (N, K), dE/dx shaped like x) of `model` at inputs `x`, labels `y`.
 
-    `loss`: "ce" (softmax cross-entropy; the gradient is that of the batch mean, as in training) or
-    "dlr" (the gradient of the sum of the per-example DLR losses). Inference mode by default;
-    `training=True` runs training mode with the buffers kept unchanged. Parameters, buffers and the
-    layers' weight gradients are never touched (the backward pass computes dE/dx only).
+    `loss`: "ce" (softmax cross-entropy; the gradient is that of the batch mean, as in training),
+    "keras-ce" (the same as Keras computed it) or "dlr" (the gradient of the sum of the per-example DLR
+    losses). Inference mode by default; `training=True` runs training mode with the buffers kept
+    unchanged. ``dropout`` / ``batch_stats`` (None: `training`) set the two layer kinds apart
+    (`mixed_forward`): e.g. ``dropout=False, batch_stats=True`` is batch normalisation on the batch's
+    statistics with dropout off. Parameters, buffers and the layers' weight gradients are never
+    touched (the backward pass computes dE/dx only).
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(sorted(LOSSES))}")
+    dropout = training if dropout is None else bool(dropout)
+    batch_stats = training if batch_stats is None else bool(batch_stats)
     x = on_backend(x)
     y = on_backend(y, like=x)
-    with frozen_buffers(model, active=training):
-        logits = model.forward(x, training=training)
+    with frozen_buffers(model, active=batch_stats):             # only batch statistics move the buffers
+        logits = mixed_forward(model, x, dropout=dropout, batch_stats=batch_stats)
         values, dlogits = LOSSES[loss](logits, y)
         dx = model.backward(dlogits, param_grads=False)   # dE/dx only: weights stay as they are (Eq. 14)
     return values, logits, dx
