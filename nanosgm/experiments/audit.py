@@ -745,10 +745,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.seed < 0:
         raise AuditError(f"--seed must be >= 0 (it seeds every attack's generator), got {args.seed}")
     if args.backend:
-        try:
-            backend.use(args.backend)
-        except backend.BackendError as exc:
-            raise AuditError(str(exc)) from None
+        backend.use(args.backend)              # a BackendError is a NanosgmError: run_cli prints it in one line
     out = args.out or os.path.dirname(os.path.abspath(args.models[0]))
     check_out_folder(out)                      # one line, before any network is loaded
     from ..plumbing.runlock import RunLock

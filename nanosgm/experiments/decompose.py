@@ -363,10 +363,7 @@ def _run(args, argv) -> int:
     if os.path.exists(out_path) and not args.overwrite:
         raise DecomposeError(f"{out_path} already exists; use --overwrite to replace it")
     if args.backend:
-        try:
-            backend.use(args.backend)
-        except backend.BackendError as exc:
-            raise DecomposeError(str(exc)) from None
+        backend.use(args.backend)              # a BackendError is a NanosgmError: run_cli prints it in one line
     result = load_protocol(folder)
     nets = _saved_networks(folder, result)
     X, y, clip, ds = _images(result["config"], args)
