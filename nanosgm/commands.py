@@ -30,6 +30,8 @@ COMMANDS = {
                                                 "sanity checks"),
     "bench": ("nanosgm.bench.bench", "speed of the paper's networks (against PyTorch with --compare-torch)"),
     "plot": ("nanosgm.experiments.plot_run", "draw one run's learning curves from its results.json"),
+    "decompose": ("nanosgm.experiments.decompose", "the authors' FGSM taken apart on a protocol's saved networks "
+                                                   "(each factor alone and together, gradient masking)"),
 }
 VERSION_FLAGS = ("--version", "-V")
 

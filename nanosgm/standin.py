@@ -558,3 +558,15 @@ class _Cuda:
 
 
 cuda = _Cuda()
+
+
+# ------------------------------------------------------------------------------------------ fused kernels
+def one_kernel(name: str, func: Callable, args: tuple, kwargs: dict) -> Any:
+    """Run ``func`` (a NumPy reference of one device kernel) on the unwrapped arguments and count **one**
+    launch named ``name``, whatever NumPy does inside: what :func:`nanosgm.kernels.kernel` calls for a
+    kernel that has a compiled CuPy twin. Host arrays are refused as for any device operation; in-place
+    writes into argument arrays reach the stand-in arrays (they share memory); results are wrapped."""
+    _refuse_host((args, kwargs), name)
+    result = func(*_unwrap(args), **_unwrap(kwargs))
+    _launch(name)
+    return _wrap(result)

@@ -1,4 +1,4 @@
-"""The ``nanosgm`` command (nanosgm/commands.py): ``nanosgm train|experiments|robustness|bench|plot`` runs the
+"""The ``nanosgm`` command (nanosgm/commands.py): ``nanosgm train|experiments|robustness|bench|plot|decompose`` runs the
 ``python -m nanosgm.<command>`` of that name (its usage line naming the spelling used), ``--version``
 answers at both levels, ``--help`` lists the commands, and a wrong command or flag, at either level, is one
 line ``error: ...`` with exit status 1. ``python -m nanosgm`` is the
@@ -54,7 +54,7 @@ def test_help_lists_every_command_on_one_line(capsys):
     assert commands.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: nanosgm <command>")
-    for name in ("train", "experiments", "robustness", "bench", "plot"):
+    for name in ("train", "experiments", "robustness", "bench", "plot", "decompose"):
         lines = [line for line in out.splitlines() if line.split()[:1] == [name]]
         assert len(lines) == 1 and len(lines[0].split()) > 3, (name, out)
     assert "--version" in out and "python -m nanosgm.<command>" in out
@@ -67,7 +67,7 @@ def test_no_command_prints_the_help_and_exits_1(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["trian"], "error: unknown command 'trian'; did you mean 'train'? choose one of train, experiments, "
-                "robustness, bench, plot (see nanosgm --help)"),
+                "robustness, bench, plot, decompose (see nanosgm --help)"),
     (["frobnicate", "--epochs", "1"], "error: unknown command 'frobnicate'; choose one of"),
     (["--bogus", "train"], "error: unknown option '--bogus' before the command; give a command first"),
 ])
@@ -110,7 +110,8 @@ def test_each_commands_usage_names_the_spelling_used(capsys, command):
 
 
 # each command with the arguments it needs before a flag it does not know
-VALID_BEFORE = {"train": ["mnist"], "experiments": ["mnist"], "robustness": ["m.npz"], "bench": [], "plot": ["r.json"]}
+VALID_BEFORE = {"train": ["mnist"], "experiments": ["mnist"], "robustness": ["m.npz"], "bench": [], "plot": ["r.json"],
+                "decompose": ["results/x"]}
 
 
 def _unknown_flag_cases():
