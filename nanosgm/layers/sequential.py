@@ -114,6 +114,18 @@ class Sequential(Layer, CheckedState):
             for key, p in layer.params.items():
                 yield f"{i}.{key}", p, layer.grads_dot.get(key)
 
+    def bind_parameters(self, arrays: dict[str, Array]) -> None:
+        """Make each parameter named in ``arrays`` (as :meth:`parameters` names them) that array, which must
+        have its shape and dtype and hold its values: how an optimizer on a GPU makes every parameter a view
+        of one flat buffer (nanosgm/optim/flat.py)."""
+        for name, a in arrays.items():
+            index, _, key = name.partition(".")
+            params = self.layers[int(index)].params
+            if tuple(a.shape) != tuple(params[key].shape) or a.dtype != params[key].dtype:
+                raise ValueError(f"parameter {name!r} is {params[key].dtype} {tuple(params[key].shape)}, "
+                                 f"it cannot be bound to a {a.dtype} {tuple(a.shape)} array")
+            params[key] = a
+
     def num_params(self) -> int:
         return int(sum(p.size for _, p, _ in self.parameters()))
 

@@ -4,7 +4,8 @@ per-parameter state, and the optimizer's checkpoints.
 A weight update rule (Eq. 1-2, `W_{t+1} = W_t - lambda * grad E_t(W_t)`, or a refinement of it) is a
 subclass that writes its rule for one parameter, `update(param, grad, state)`, as its equations, and
 optionally `update_fused`, the same arithmetic with speed tricks (nanosgm/optim/fused.py); `step` runs
-the fused one, tests/optim/test_optim.py checks that both give the same bits.
+the fused one, tests/optim/test_optim.py checks that both give the same bits. On a GPU, `step` runs
+an element-wise rule once over flat buffers of all the parameters (nanosgm/optim/flat.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 from .. import backend
 from ..plumbing import threads
 from ..plumbing.state import CheckedState, StateError, Where, check_array, check_keys
+from . import flat
 
 if TYPE_CHECKING:
     from ..layers.base import Array
@@ -53,6 +55,8 @@ class Optimizer(CheckedState):
     silently compute its reduction per slice there, so it must declare `elementwise = False`: `step`
     then calls the update once per parameter on the whole arrays, one at a time. (A reduction across
     parameters, such as clipping by the global norm, also needs `step` overridden to compute it first.)
+    On a device backend (CuPy, the stand-in) an element-wise update runs instead once over flat buffers
+    that hold every parameter, gradient and slot (nanosgm/optim/flat.py): one kernel per step.
     The declaration is required, not inherited: a subclass that does not set `elementwise` in its own
     class body is a TypeError when it is defined, so a new optimizer cannot fall into the threaded
     path by default. tests/optim/test_optim.py shows a norm-clipping rule that gives a different result
@@ -81,15 +85,21 @@ class Optimizer(CheckedState):
         self.state: dict[str, dict] = {}    # parameter name -> {slot name: array on the param's backend}
         self._pending: dict[str, dict] = {}  # loaded host state not yet moved to its parameter
         self._expect_loaded_state = False   # True after loading a state with slots: a parameter without one is an error
+        self._flat: flat.FlatLayout | None = None   # on a device: the flat buffers (nanosgm/optim/flat.py)
 
     # ------------------------------------------------------------------ the update
     def step(self, model) -> None:
         """Apply one update to every parameter of `model` in place, from the gradients it holds."""
         self.t += 1
-        jobs, slots = [], ()
-        for name, param, grad in _triples(model):
+        triples = list(_triples(model))
+        for name, param, grad in triples:
             if param.shape != grad.shape:
                 raise ValueError(f"parameter {name!r} has shape {param.shape} but its gradient {grad.shape}")
+        if self.elementwise and flat.applies(model, triples):
+            self._step_flat(model, triples)              # on a GPU: one call over flat buffers
+            return
+        jobs, slots = [], ()
+        for name, param, grad in triples:
             state = self._state_for(name, param)
             slots = tuple(state)                 # slot names, the same for every parameter
             jobs.append((param, grad, *state.values()))
@@ -102,6 +112,17 @@ class Optimizer(CheckedState):
             threads.run(update, jobs)
         else:
             threads.run_serial(update, jobs)      # a reduction inside: whole arrays, one parameter at a time
+
+    def _step_flat(self, model, triples: list[tuple[str, Array, Array]]) -> None:
+        """The update once over flat buffers of every parameter, gradient and slot (nanosgm/optim/flat.py),
+        made at the first step and again whenever a parameter or the state was replaced."""
+        layout = self._flat
+        if layout is None or not layout.holds(triples, self.state):
+            states = [self._state_for(name, param) for name, param, _ in triples]
+            layout = self._flat = flat.build(model, triples, states)
+        layout.gather_grads([grad for _, _, grad in triples])
+        rule = self.update_fused if self.use_fused else self.update
+        rule(layout.param, layout.grad, dict(layout.slots))
 
     def init_state(self, param: Array) -> dict:
         """The slot arrays of a parameter before its first step (none by default)."""
