@@ -11,6 +11,7 @@ so the next convolution's transpose back to channels-last costs nothing. A layer
 channels (the first one, on grey images) uses the transposed ``cols`` instead (im2col_cf), whose
 copies move whole image rows; the two give the same numbers (tests/layers/test_im2col.py).
 At the network's first layer Eq. 13 is the residual gradient at the inputs, Eq. 14.
+On a GPU, im2col, col2im and the bias gradient are one kernel launch each (nanosgm.kernels.conv).
 
 Double backpropagation (R-operator along an input direction, W and b constant; see base.py): the
 convolution is linear in x and in W, so every derivative is one of the three products above again:
@@ -20,6 +21,7 @@ convolution is linear in x and in W, so every derivative is one of the three pro
 from __future__ import annotations
 
 from .. import backend
+from ..kernels.conv import conv_bias_grad
 from .base import Array, Layer, check_float_dtype, check_ndim, he_normal, zeros
 from .im2col import col2im, col2im_cf, im2col, im2col_cf, output_size, pad
 
@@ -122,7 +124,7 @@ class Conv2D(Layer):
         dy_mat = self._rows(dy)
         if self.param_grads:
             if "b" in self.params:
-                self.grads["b"] = dy_mat.sum(axis=0)
+                self.grads["b"] = conv_bias_grad(dy_mat)                     # sum over positions
             self.grads["W"] = self._weight_grad(cols, dy_mat)                # Eq. 12
         return self._input_grad(dy_mat, x_shape)                              # Eq. 13 / Eq. 14
 
@@ -140,7 +142,7 @@ class Conv2D(Layer):
         dy_mat, dy_dot_mat = self._rows(dy), self._rows(dy_dot)
         if self.param_grads:
             if "b" in self.params:
-                self.grads_dot["b"] = dy_dot_mat.sum(axis=0)
+                self.grads_dot["b"] = conv_bias_grad(dy_dot_mat)
             self.grads_dot["W"] = self._weight_grad(cols_dot, dy_mat) + self._weight_grad(cols, dy_dot_mat)
         return self._input_grad(dy_dot_mat, x_shape)
 

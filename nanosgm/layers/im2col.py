@@ -13,49 +13,27 @@ Two memory layouts, chosen by Conv2D from the number of input channels C:
                             (fast for many channels, with channels-last storage);
     im2col_cf / col2im_cf   the transpose, rows (c, a, b), columns (n, i, j): each copy moves whole image
                             rows (fast for few channels, e.g. the first layer's single grey channel).
-All fast versions loop over the kh*kw kernel offsets only (25 slices for a 5x5 kernel), never over
-pixels, and accept an ``out`` workspace to reuse between calls. The channels-last pair runs that loop on
-blocks of a few samples (:func:`sample_blocks`), so that a block's columns stay in the CPU cache across
-the 25 copies, and the blocks run on every CPU core (nanosgm.plumbing.threads.run_blocks; each block writes
-only its own samples); every element gets the same operations in the same order, so blocking changes
-no number. The ``*_reference``
+Each fast version is one device kernel (nanosgm.kernels.conv: one launch on a GPU, where col2im is a
+gather, each input pixel summing its own contributions). On the CPU they loop over the kh*kw kernel
+offsets only (25 slices for a 5x5 kernel), never over pixels, and accept an ``out`` workspace to reuse
+between calls. The channels-last pair runs that loop on blocks of a few samples (:func:`sample_blocks`),
+so that a block's columns stay in the CPU cache across the 25 copies, and the blocks run on every CPU
+core (nanosgm.plumbing.threads.run_blocks; each block writes only its own samples); every element gets
+the same operations in the same order, so blocking changes no number. The ``*_reference``
 versions loop over every output position; they are slow, obviously correct, and the tests compare
 the fast versions against them.
 """
 from __future__ import annotations
 
 from .. import backend
-from ..plumbing import threads
+from ..kernels.conv import col2im_cf_gather, col2im_gather, im2col_cf_gather, im2col_gather
+from ..kernels.conv import pad, pad_channels_last  # noqa: F401  (defined beside the kernels; importable from here)
 from .base import Array
 
 
 def output_size(size: int, k: int, stride: int, padding: int) -> int:
     """Spatial output size of a convolution or pooling window: floor((size + 2p - k) / s) + 1."""
     return (size + 2 * padding - k) // stride + 1
-
-
-def pad(x: Array, padding: int) -> Array:
-    """Zero-pad the two spatial axes of an NCHW array."""
-    if padding == 0:
-        return x
-    xp = backend.array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-
-
-def pad_channels_last(x: Array, padding: int) -> Array:
-    """:func:`pad`, returned as an NCHW view of channels-last memory (what im2col's copies want).
-
-    ``pad`` writes NCHW memory, after which each of im2col's copies would gather C values a whole
-    feature map apart; the values are the same (tests/layers/test_im2col.py).
-    """
-    if padding == 0:
-        return x
-    xp = backend.array_module(x)
-    x_cl = x.transpose(0, 2, 3, 1)
-    n, h, w, c = x_cl.shape
-    out = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=x.dtype)
-    out[:, padding:padding + h, padding:padding + w, :] = x_cl
-    return out.transpose(0, 3, 1, 2)
 
 
 BLOCK_BYTES = 1 << 22      # ~4 MB of columns per block of samples: blocks whose columns stay in the CPU cache
@@ -90,16 +68,8 @@ def im2col(x: Array, kh: int, kw: int, stride: int = 1, padding: int = 0, out: A
     xp = backend.array_module(x)
     n, c, h, w = x.shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    xpad = pad_channels_last(x, padding).transpose(0, 2, 3, 1)        # (N, Hp, Wp, C) view
     cols = _workspace(out, (n, ho, wo, kh, kw, c), x.dtype, xp)
-
-    def block(lo: int, hi: int) -> None:
-        cb, xb = cols[lo:hi], xpad[lo:hi]
-        for a in range(kh):
-            for b in range(kw):
-                cb[:, :, :, a, b, :] = xb[:, a:a + stride * ho:stride, b:b + stride * wo:stride, :]
-
-    threads.run_blocks(block, sample_blocks(n, cols[0].nbytes, like=x))
+    im2col_gather(x, cols, stride=stride, padding=padding, blocks=sample_blocks(n, cols[0].nbytes, like=x))
     return cols.reshape(n * ho * wo, kh * kw * c)
 
 
@@ -108,24 +78,11 @@ def col2im(cols: Array, x_shape: tuple, kh: int, kw: int, stride: int = 1, paddi
 
     The result is an NCHW view of a channels-last array.
     """
-    xp = backend.array_module(cols)
     n, c, h, w = x_shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     cols = cols.reshape(n, ho, wo, kh, kw, c)
-    dxpad = xp.empty((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
-
-    def block(lo: int, hi: int) -> None:
-        db, cb = dxpad[lo:hi], cols[lo:hi]
-        db[...] = 0
-        for a in range(kh):
-            for b in range(kw):
-                db[:, a:a + stride * ho:stride, b:b + stride * wo:stride, :] += cb[:, :, :, a, b, :]
-
-    threads.run_blocks(block, sample_blocks(n, cols[0].nbytes, like=cols))
-    dx = dxpad.transpose(0, 3, 1, 2)
-    if padding:
-        return dx[:, :, padding:padding + h, padding:padding + w]
-    return dx
+    blocks = sample_blocks(n, cols[0].nbytes, like=cols)
+    return col2im_gather(cols, x_shape=tuple(x_shape), stride=stride, padding=padding, blocks=blocks)
 
 
 def im2col_cf(x: Array, kh: int, kw: int, stride: int = 1, padding: int = 0, out: Array | None = None) -> Array:
@@ -133,28 +90,17 @@ def im2col_cf(x: Array, kh: int, kw: int, stride: int = 1, padding: int = 0, out
     xp = backend.array_module(x)
     n, c, h, w = x.shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    xpad = pad(x, padding)
     cols = _workspace(out, (c, kh, kw, n, ho, wo), x.dtype, xp)
-    for a in range(kh):
-        for b in range(kw):
-            cols[:, a, b] = xpad[:, :, a:a + stride * ho:stride, b:b + stride * wo:stride].transpose(1, 0, 2, 3)
+    im2col_cf_gather(x, cols, stride=stride, padding=padding)
     return cols.reshape(c * kh * kw, n * ho * wo)
 
 
 def col2im_cf(cols: Array, x_shape: tuple, kh: int, kw: int, stride: int = 1, padding: int = 0) -> Array:
     """The adjoint of :func:`im2col_cf`: cols (C*kh*kw, N*Ho*Wo) -> (N, C, H, W), summing overlaps."""
-    xp = backend.array_module(cols)
     n, c, h, w = x_shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     cols = cols.reshape(c, kh, kw, n, ho, wo)
-    dxpad = xp.zeros((c, n, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    for a in range(kh):
-        for b in range(kw):
-            dxpad[:, :, a:a + stride * ho:stride, b:b + stride * wo:stride] += cols[:, a, b]
-    dx = dxpad.transpose(1, 0, 2, 3)
-    if padding:
-        return dx[:, :, padding:padding + h, padding:padding + w]
-    return dx
+    return col2im_cf_gather(cols, x_shape=tuple(x_shape), stride=stride, padding=padding)
 
 
 def im2col_reference(x: Array, kh: int, kw: int, stride: int = 1, padding: int = 0) -> Array:
