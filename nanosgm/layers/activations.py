@@ -6,6 +6,7 @@ away from its kink, and the mask does not move), so R{y} and R{dx} use the forwa
 """
 from __future__ import annotations
 
+from ..kernels.elementwise import relu_forward
 from .base import Array, Layer, check_ndim
 
 
@@ -13,9 +14,8 @@ class ReLU(Layer):
     """phi(net) = max(net, 0);  phi'(net) = 1 where net > 0, else 0.   Any shape."""
 
     def forward(self, x: Array, training: bool = True) -> Array:
-        mask = x > 0
-        self._cache = mask
-        return x * mask
+        y, self._cache = relu_forward(x)            # y = x * [x > 0], one kernel; the mask is kept
+        return y
 
     def backward(self, dy: Array) -> Array:
         return dy * self._need_cache()

@@ -25,6 +25,7 @@ In inference mode s and the mean are constants: R{xhat} = s R{x}, R{s} = 0.
 from __future__ import annotations
 
 from .. import backend
+from ..kernels import norm
 from .base import Array, Layer, check_float_dtype, check_ndim, ones, zeros
 
 
@@ -87,52 +88,36 @@ class BatchNorm(Layer):
         return self._backward_dot2d(dy, dy_dot)
 
     def _forward2d(self, x: Array, training: bool) -> Array:
-        """x: (M, F) rows; the statistics are per column."""
+        """x: (M, F) rows; the statistics are per column. Kernels (nanosgm/kernels/norm.py): training is the
+        statistics, the running update and the normalisation with the affine step; inference is 1 / sqrt(var +
+        eps) and the centring, normalisation and affine step."""
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:
-            inv_std = 1.0 / (self.buffers["running_var"] + self.eps) ** 0.5
-            xc = x - self.buffers["running_mean"]
+            inv_std = norm.inverse_std(self.buffers["running_var"], self.eps)
+            xc, y = norm.center_scale_shift(x, self.buffers["running_mean"], gamma, inv_std, beta)
             self._cache = ("inference", xc, inv_std)
-            y = xc * (gamma * inv_std)
-            y += beta
             return y
         m = x.shape[0]
         if m < 2:
             raise ValueError(f"{self!r} needs more than one value per feature in training mode")
-        mean = x.mean(axis=0)
-        xc = x - mean
-        var = (xc * xc).mean(axis=0)
-        inv_std = 1.0 / (var + self.eps) ** 0.5
-        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
-        rm *= (1 - self.momentum)
-        rm += self.momentum * mean
-        rv *= (1 - self.momentum)
-        rv += (self.momentum * m / (m - 1)) * var                  # unbiased, as PyTorch
+        xc, mean, var = norm.batch_stats(x)
+        inv_std = norm.update_running(self.buffers["running_mean"], self.buffers["running_var"], mean, var,
+                                      momentum=self.momentum, m=m, eps=self.eps)
         self._cache = ("training", xc, inv_std)                     # xhat = xc * inv_std, never stored
-        y = xc * (gamma * inv_std)
-        y += beta
-        return y
+        return norm.scale_shift(xc, gamma, inv_std, beta)
 
     def _backward2d(self, dy: Array) -> Array:
+        """Kernels: the two sums and dx in training; dy * gamma * inv_std in inference."""
         mode, xc, inv_std = self._need_cache()
-        scale = self.params["gamma"] * inv_std
+        gamma = self.params["gamma"]
         if mode == "inference" and not self.param_grads:    # dE/dx only (attacks): no reductions needed
-            return dy * scale
-        dgamma = (dy * xc).sum(axis=0) * inv_std                    # sum(dy * xhat)
-        dbeta = dy.sum(axis=0)
+            return norm.scale(dy, gamma, inv_std)
+        dgamma, dbeta = norm.backward_sums(dy, xc, inv_std)
         if self.param_grads:
             self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
         if mode == "inference":                     # statistics are constants: a per-feature scale
-            return dy * scale
-        # mean(dxhat) = gamma * dbeta / M and mean(dxhat * xhat) = gamma * dgamma / M, so
-        # dx = gamma * inv_std * (dy - dbeta / M - xhat * dgamma / M)
-        m = dy.shape[0]
-        dx = xc * (inv_std * dgamma / m)
-        xp = backend.array_module(dy)
-        xp.subtract(dy, dx, out=dx)
-        dx -= dbeta / m
-        dx *= scale
-        return dx
+            return norm.scale(dy, gamma, inv_std)
+        return norm.backward_dx(dy, xc, gamma, inv_std, dgamma, dbeta)
 
     def _forward_dot2d(self, x_dot: Array) -> Array:
         """R{y} for (M, F) rows; caches R{xhat} and R{s} (module docstring)."""
@@ -153,7 +138,7 @@ class BatchNorm(Layer):
         gamma, xhat = self.params["gamma"], xc * s
         if self.param_grads:
             self.grads_dot["gamma"] = (dy_dot * xhat + dy * xhat_dot).sum(axis=0)
-            self.grads_dot["beta"] = dy_dot.sum(axis=0)
+            self.grads_dot["beta"] = norm.column_sum(dy_dot)
         if mode == "inference":
             return dy_dot * (gamma * s)
         inner = dy - dy.mean(axis=0) - xhat * (dy * xhat).mean(axis=0)

@@ -11,6 +11,7 @@ Double backpropagation (R-operator along an input direction, W and b constant; s
 """
 from __future__ import annotations
 
+from ..kernels.norm import column_sum
 from .base import Array, Layer, check_float_dtype, check_ndim, he_normal, zeros
 
 
@@ -46,7 +47,7 @@ class Dense(Layer):
         if self.param_grads:
             self.grads["W"] = x.T @ dy              # Eq. 7-9
             if "b" in self.params:
-                self.grads["b"] = dy.sum(axis=0)
+                self.grads["b"] = column_sum(dy)       # a GEMV on a GPU
         return dy @ self.params["W"].T              # Eq. 10 (Eq. 14 at the first layer)
 
     def forward_dot(self, x_dot: Array) -> Array:
@@ -58,5 +59,5 @@ class Dense(Layer):
         if self.param_grads:
             self.grads_dot["W"] = x_dot.T @ dy + x.T @ dy_dot    # R{Eq. 7-9}: product rule
             if "b" in self.params:
-                self.grads_dot["b"] = dy_dot.sum(axis=0)
+                self.grads_dot["b"] = column_sum(dy_dot)
         return dy_dot @ self.params["W"].T          # R{Eq. 10}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from ..kernels.elementwise import dropout_forward
 from .base import Array, Layer
 
 _IDENTITY = object()     # cache marker: the last forward pass was the identity (inference, or p = 0)
@@ -38,13 +39,15 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             self._cache = _IDENTITY
             return x
-        if not (self.hold_mask and self.mask is not None and self.mask.shape == x.shape):
+        if self.hold_mask and self.mask is not None and self.mask.shape == x.shape:
+            y = x * self.mask
+        else:
             rng = self.rng if self.rng is not None else backend.device_rng()
             draw = x.dtype if x.dtype in (np.float32, np.float64) else np.float32   # what Generator.random offers
             keep = rng.random(x.shape, dtype=draw)
-            self.mask = (keep >= self.p).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+            y, self.mask = dropout_forward(x, keep, self.p)     # mask and product: one kernel
         self._cache = self.mask
-        return x * self.mask
+        return y
 
     def backward(self, dy: Array) -> Array:
         mask = self._need_cache()
