@@ -561,12 +561,12 @@ cuda = _Cuda()
 
 
 # ------------------------------------------------------------------------------------------ fused kernels
-def one_kernel(name: str, func: Callable, args: tuple, kwargs: dict) -> Any:
-    """Run ``func`` (a NumPy reference of one device kernel) on the unwrapped arguments and count **one**
-    launch named ``name``, whatever NumPy does inside: what :func:`nanosgm.kernels.kernel` calls for a
-    kernel that has a compiled CuPy twin. Host arrays are refused as for any device operation; in-place
+def one_kernel(name: str, func: Callable, args: tuple, kwargs: dict, launches: int = 1) -> Any:
+    """Run ``func`` (a NumPy reference of one device kernel) on the unwrapped arguments and count
+    ``launches`` (one by default) named ``name``, whatever NumPy does inside: what
+    :func:`nanosgm.kernels.kernel` calls for a kernel that has a compiled CuPy twin. Host arrays are refused as for any device operation; in-place
     writes into argument arrays reach the stand-in arrays (they share memory); results are wrapped."""
     _refuse_host((args, kwargs), name)
     result = func(*_unwrap(args), **_unwrap(kwargs))
-    _launch(name)
+    _launch(name, launches)
     return _wrap(result)

@@ -272,26 +272,3 @@ def col2im_cf_gather(cols: Array, *, x_shape: tuple, stride: int, padding: int) 
     if padding:
         return dx[:, :, padding:padding + h, padding:padding + w]
     return dx
-
-
-# --- the bias gradient -----------------------------------------------------------------------------------
-def _bias_grad_twin(cp) -> Any:
-    ones: dict = {}
-
-    def run(dy_rows: Array) -> Array:
-        key = (dy_rows.shape[0], dy_rows.dtype.str, cp.cuda.Device().id)
-        if key not in ones:
-            ones[key] = cp.ones(dy_rows.shape[0], dtype=dy_rows.dtype)
-        return ones[key] @ dy_rows
-    return run
-
-
-@kernel(cuda=_bias_grad_twin)
-def conv_bias_grad(dy_rows: Array) -> Array:
-    """dE/db (C_out,) = the sum of the output-gradient rows dy_rows (N*Ho*Wo, C_out) over all positions.
-
-    Reference: ``dy_rows.sum(axis=0)``. Twin: one cuBLAS matrix-vector product ``ones @ dy_rows`` (the ones
-    vector is made once per length, dtype and device): cuBLAS sums in its own order, so the twin promises the
-    reference to a relative tolerance (about sqrt(N*Ho*Wo) * eps of the sum of |dy|), not bit equality.
-    """
-    return dy_rows.sum(axis=0)

@@ -6,8 +6,9 @@ the ``cupy`` module, builds the compiled version (``ElementwiseKernel``, ``Reduc
 and returns a callable with the reference's signature. Calling the marked function then runs:
 
     NumPy arrays       the reference (the arithmetic the tests and the committed records rely on)
-    stand-in arrays    the reference on the underlying NumPy arrays, counted as one launch when a ``cuda``
-                       twin exists (what the GPU would pay), else each operation counted as usual
+    stand-in arrays    the reference on the underlying NumPy arrays, counted as the twin's launches (one,
+                       unless ``launches`` says more) when a ``cuda`` twin exists (what the GPU would pay),
+                       else each operation counted as usual
     CuPy arrays        the compiled twin when there is one (built once per process), else the reference
 
 ``f.reference`` is always the plain version, so a test can compare the two on any backend:
@@ -69,9 +70,11 @@ def _first_array(args: tuple, kwargs: dict) -> Any:
     raise TypeError("a kernel needs at least one array argument")
 
 
-def kernel(cuda: Callable[[Any], Callable] | None = None, name: str | None = None) -> Callable[[Callable], Callable]:
+def kernel(cuda: Callable[[Any], Callable] | None = None, name: str | None = None,
+           launches: int = 1) -> Callable[[Callable], Callable]:
     """Mark a reference function as one device kernel (see the module docstring); ``cuda(cupy)`` builds the
-    compiled twin; ``name`` defaults to the function's name."""
+    compiled twin; ``name`` defaults to the function's name; ``launches``: the CUDA kernels the twin launches
+    per call (a twin made of several CuPy calls says so), what the stand-in counts for it."""
     def mark(reference: Callable) -> Callable:
         label = name or reference.__name__
         built: list = []
@@ -88,13 +91,14 @@ def kernel(cuda: Callable[[Any], Callable] | None = None, name: str | None = Non
                 return reference(*args, **kwargs)
             module = backend.array_module(_first_array(args, kwargs))
             if module.__name__ == "nanosgm.standin":
-                return module.one_kernel(label, reference, args, kwargs)
+                return module.one_kernel(label, reference, args, kwargs, launches=launches)
             if module.__name__ == "cupy" and not _REFERENCE_ONLY[0]:
                 return compiled()(*args, **kwargs)
             return reference(*args, **kwargs)
 
         run.reference = reference
         run.has_twin = cuda is not None
+        run.launches = launches
         if cuda is not None:
             _REGISTRY[label] = reference
         return run

@@ -41,39 +41,13 @@ from typing import TYPE_CHECKING, Any
 from .. import backend
 from .core import kernel
 from .elementwise import FMAD_OFF, uniform_float
+from .reduce import column_sum, column_sum_twin
 
 if TYPE_CHECKING:
     from ..layers.base import Array
 
 __all__ = ["batch_stats", "update_running", "inverse_std", "scale_shift", "center_scale_shift",
            "backward_sums", "backward_dx", "scale", "column_sum"]
-
-_ONES: dict = {}        # (rows, dtype, device) -> a ones vector for column sums by GEMV, built once
-
-
-def _ones(cp: Any, m: int, dtype: Any) -> Any:
-    """A cached device vector of m ones of ``dtype`` (on the current device)."""
-    key = (m, str(dtype), cp.cuda.Device().id)
-    if key not in _ONES:
-        _ONES[key] = cp.ones(m, dtype=dtype)
-    return _ONES[key]
-
-
-# ------------------------------------------------------------------------------------------ column sums
-def _column_sum_twin(cp: Any) -> Callable:
-    """``ones(M) @ a``: one cuBLAS GEMV (CuPy copies a non-contiguous ``a`` first: one more kernel)."""
-    def run(a: Any) -> Any:
-        if a.ndim != 2 or not uniform_float(a):
-            return column_sum.reference(a)
-        return _ones(cp, a.shape[0], a.dtype) @ a
-    return run
-
-
-@kernel(cuda=_column_sum_twin)
-def column_sum(a: Array) -> Array:
-    """(M, C) -> (C,): the sum of each column (a bias gradient, a BatchNorm channel sum)."""
-    return a.sum(axis=0)
-
 
 # ------------------------------------------------------------------------------------------ forward, training
 def _batch_stats_twin(cp: Any) -> Callable:
@@ -90,7 +64,7 @@ def _batch_stats_twin(cp: Any) -> Callable:
     return run
 
 
-@kernel(cuda=_batch_stats_twin)
+@kernel(cuda=_batch_stats_twin, launches=3)
 def batch_stats(x: Array) -> tuple[Array, Array, Array]:
     """x: (M, C) -> (xc, mean, var): the column means, x centred on them, and the (biased) column variances."""
     mean = x.mean(axis=0)
@@ -201,7 +175,7 @@ def _backward_sums_twin(cp: Any) -> Callable:
     before the sum: another rounding than the reference's, within the tolerance), and :func:`column_sum`'s GEMV."""
     dgamma_sum = cp.ReductionKernel("T dy, T xc, T inv_std", "T dgamma", "dy * xc * inv_std", "a + b",
                                     "dgamma = a", "0", "nanosgm_bn_dgamma")
-    sums = _column_sum_twin(cp)
+    sums = column_sum_twin(cp)
 
     def run(dy: Any, xc: Any, inv_std: Any) -> tuple[Any, Any]:
         if not uniform_float(dy, xc, inv_std):
@@ -210,7 +184,7 @@ def _backward_sums_twin(cp: Any) -> Callable:
     return run
 
 
-@kernel(cuda=_backward_sums_twin)
+@kernel(cuda=_backward_sums_twin, launches=2)
 def backward_sums(dy: Array, xc: Array, inv_std: Array) -> tuple[Array, Array]:
     """(dgamma, dbeta) = (sum(dy * xhat), sum(dy)) over the rows, with xhat = xc * inv_std."""
     dgamma = (dy * xc).sum(axis=0) * inv_std                    # sum(dy * xhat)

@@ -21,7 +21,7 @@ convolution is linear in x and in W, so every derivative is one of the three pro
 from __future__ import annotations
 
 from .. import backend
-from ..kernels.conv import conv_bias_grad
+from ..kernels.reduce import column_sum
 from .base import Array, Layer, check_float_dtype, check_ndim, he_normal, zeros
 from .im2col import col2im, col2im_cf, im2col, im2col_cf, output_size, pad
 
@@ -124,7 +124,7 @@ class Conv2D(Layer):
         dy_mat = self._rows(dy)
         if self.param_grads:
             if "b" in self.params:
-                self.grads["b"] = conv_bias_grad(dy_mat)                     # sum over positions
+                self.grads["b"] = column_sum(dy_mat)                     # sum over positions
             self.grads["W"] = self._weight_grad(cols, dy_mat)                # Eq. 12
         return self._input_grad(dy_mat, x_shape)                              # Eq. 13 / Eq. 14
 
@@ -142,7 +142,7 @@ class Conv2D(Layer):
         dy_mat, dy_dot_mat = self._rows(dy), self._rows(dy_dot)
         if self.param_grads:
             if "b" in self.params:
-                self.grads_dot["b"] = conv_bias_grad(dy_dot_mat)
+                self.grads_dot["b"] = column_sum(dy_dot_mat)
             self.grads_dot["W"] = self._weight_grad(cols_dot, dy_mat) + self._weight_grad(cols, dy_dot_mat)
         return self._input_grad(dy_dot_mat, x_shape)
 

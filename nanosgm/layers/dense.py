@@ -11,7 +11,7 @@ Double backpropagation (R-operator along an input direction, W and b constant; s
 """
 from __future__ import annotations
 
-from ..kernels.norm import column_sum
+from ..kernels.reduce import column_sum
 from .base import Array, Layer, check_float_dtype, check_ndim, he_normal, zeros
 
 
