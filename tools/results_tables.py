@@ -11,6 +11,12 @@ paper's claims by the fixed rules of :mod:`nanosgm.experiments.verdicts`. This i
 measured Table 4-5 cell with FGSM accuracy under both conventions of :mod:`nanosgm.attacks.conventions`
 side by side (the inference-mode FGSM and the authors'), beside the paper, and each claim's verdict per
 convention; a folder without ``protocol.json`` yet is listed as pending.
+
+``--decomposition FOLDER ...`` (and a block ``<!-- results_decomposition: FOLDER ... -->``): per protocol, its
+``decomposition.json`` (``python -m nanosgm.decompose``; seal checked) as one table: for each factor of the
+authors' FGSM alone, the authors' reading with and without the clip, and its attack batch sizes, the control's
+FGSM accuracy with its paired difference from the inference-mode FGSM, and each arm's paired gain over the
+control under that reading; a folder without ``decomposition.json`` yet is listed as pending.
 """
 from __future__ import annotations
 
@@ -173,6 +179,51 @@ _BLOCK = re.compile(r"(<!-- results_tables: (?P<folder>\S+) -->).*?(<!-- /result
 _CONV_BLOCK = re.compile(r"(<!-- results_conventions: (?P<folders>[^>]*?) -->).*?(<!-- /results_conventions -->)", re.S)
 
 
+# the readings the results README shows (decomposition.json holds 24): each factor alone, the authors' reading
+# with and without the clip, and the authors' reading at the other attack batch sizes
+DECOMPOSITION_ROWS = ("inference", "dropout", "batch-stats", "no-clip", "keras-ce", "dropout+batch-stats",
+                      "authors-clipped", "authors", "authors@32", "authors@512")
+
+
+def _signed(v) -> str:
+    return "–" if v is None else f"{v:+.2f}"
+
+
+def decomposition_table(folder, label=None) -> str:
+    """The markdown table of FOLDER/decomposition.json (see the module docstring)."""
+    from nanosgm.experiments.decompose import load_decomposition
+    label = label or folder
+    path = os.path.join(folder, "decomposition.json")
+    if not os.path.exists(path):
+        return f"### `{label}/`: decomposition pending"
+    doc = load_decomposition(path)
+    summary, eps = doc["summary"], [repr(float(e)) for e in doc["settings"]["eps"]]
+    arms = [a for a in summary if a != "control"]
+    control = summary["control"]["readings"]
+    cfg = doc["settings"]["protocol_config"]
+    head = (f"### `{label}/`: {cfg['model']}{' (elastic distortions)' if cfg.get('augment') else ''}, "
+            f"{doc['settings']['images']} test images, {summary['control']['networks']} control network(s)"
+            + "".join(f", {summary[a]['pairs']} pair(s) of {a}" for a in arms))
+    cols = ["reading"] + [f"control ε {format_number(float(e))} (vs inference)" for e in eps] + \
+           [f"{a} gain ε {format_number(float(e))}" for a in arms for e in eps] + ["zero grad / saturated (control)"]
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for name in [r for r in DECOMPOSITION_ROWS if r in control]:
+        c = control[name]
+        cells = [f"`{name}`"] + [f"{c['fgsm'][e]['median']:.2f} ({_signed(c['fgsm'][e]['minus_inference'])})"
+                                 for e in eps]
+        cells += [_signed(summary[a]["readings"][name]["fgsm"][e]["minus_control"]) for a in arms for e in eps]
+        cells.append(f"{c['zero_gradient_pct']:.2f} / {c['saturated_pct']:.2f} %")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Medians over networks; gains are median paired differences from the same run's control under "
+                 f"the same reading. Made by `{doc['command']}` at {doc['git_commit'][:7]}.")
+    return "\n".join(lines)
+
+
+_DEC_BLOCK = re.compile(r"(<!-- results_decomposition: (?P<folders>[^>]*?) -->).*?(<!-- /results_decomposition -->)",
+                        re.S)
+
+
 def _conventions_block(base, folders) -> str:
     return "\n\n".join(conventions_tables(os.path.join(base, f), f) for f in folders.split())
 
@@ -189,7 +240,9 @@ def update(markdown_path) -> int:
     new, n = _BLOCK.subn(lambda m: f"{m.group(1)}\n{tables(os.path.join(base, m.group('folder')))}\n{m.group(3)}", text)
     new, n_conv = _CONV_BLOCK.subn(
         lambda m: f"{m.group(1)}\n{_conventions_block(base, m.group('folders'))}\n{m.group(3)}", new)
-    n += n_conv
+    new, n_dec = _DEC_BLOCK.subn(lambda m: f"{m.group(1)}\n" + "\n\n".join(
+        decomposition_table(os.path.join(base, f), f) for f in m.group("folders").split()) + f"\n{m.group(3)}", new)
+    n += n_conv + n_dec
     if n:                                   # atomically: a crash never leaves half a README
         atomic_write(markdown_path, lambda f: f.write(new.encode("utf-8")), suffix=".md")
     return n
@@ -201,12 +254,16 @@ def main(argv=None) -> int:
         n = update(args[1])
         print(f"{args[1]}: {n} table block(s) rewritten")
         return 0 if n else 1
+    if args[:1] == ["--decomposition"] and len(args) > 1:
+        print("\n\n".join(decomposition_table(f) for f in args[1:]))
+        return 0
     if args[:1] == ["--conventions"] and len(args) > 1:
         print("\n\n".join(conventions_tables(f) for f in args[1:]))
         return 0
     if not args or args[0].startswith("-"):
         print("usage: python tools/results_tables.py results/<row> [...]   (print the tables)\n"
               "       python tools/results_tables.py --conventions results/<row> [...]   (both FGSM conventions)\n"
+              "       python tools/results_tables.py --decomposition results/<row> [...]   (the authors' FGSM taken apart)\n"
               "       python tools/results_tables.py --update results/README.md   (rewrite its table blocks)",
               file=sys.stderr)
         return 2
