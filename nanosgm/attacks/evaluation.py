@@ -16,7 +16,7 @@ from .checks import check_clip, check_eps_list, check_inputs, check_label_range,
 from .fgsm import fgsm, fgsm_from_sign, gradient_sign
 from .gradients import input_gradient
 from .pgd import pgd
-from .square import square
+from .square import square, square_each_eps
 
 PAPER_EPS = (0.001, 0.01, 0.1, 0.2)     # the eps of the paper's evaluation (Table 5)
 ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "square": square}
@@ -85,6 +85,17 @@ def _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar, bounds=None):
     return out
 
 
+def _square_batch(model, xb, yb, eps_list, attack_kw, bar, bounds=None):
+    """{eps: (B,) correct} for the Square attack on one batch: every eps in one batched run
+    (`square_each_eps`: B * E rows, one forward pass per query)."""
+    adv = square_each_eps(model, xb, yb, eps_list, **attack_kw)
+    out = {}
+    for e in eps_list:
+        out[e] = _correct(model, adv[e], yb, bounds)
+        bar.update(1)
+    return out
+
+
 def correct_under_attack(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_size=None, *, bar=None,
                          **attack_kw) -> dict:
     """{eps: (n,) bool host array}: which examples of X `model` still classifies as y under `attack`.
@@ -92,6 +103,7 @@ def correct_under_attack(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_s
     For each batch and each eps, the batch is attacked with `attack` (a name in `ATTACKS` or a callable
     `attack(model, x, y, eps, **attack_kw)`) and classified in inference mode; eps = 0 is the clean
     input. `batch_size` None: 500 for FGSM (one gradient per batch), 100 for the iterative attacks.
+    Square attacks a batch at every eps at once (`square_each_eps`), the bar then moving by len(eps_list).
     Refused before any attack runs (ValueError): an eps that is not a finite number >= 0, an eps given
     twice, labels that are not one class index >= 0 per input; then each attack checks its batch
     (`nanosgm.attacks.checks`: inputs inside `clip` and finite, labels below the number of classes).
@@ -114,6 +126,8 @@ def correct_under_attack(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_s
         xb, yb = backend.to_device(X[sl]), backend.to_device(y[sl])
         if attack_fn is fgsm:
             got = _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar, bounds)
+        elif attack_fn is square:
+            got = _square_batch(model, xb, yb, eps_list, attack_kw, bar, bounds)
         else:
             got = {}
             for e in eps_list:
