@@ -189,8 +189,12 @@ def blas_gflops(n: int = 2048, reps: int = 5, asarray: Callable | None = None,
 
 # ----------------------------------------------------------------------------------------------- nanosgm
 def nanosgm_cells(model: Sequential, x: Array, y: Array) -> dict:
-    """{column: zero-argument step function} for the nanosgm network ``model`` on backend arrays x, y."""
-    loss_fn = SoftmaxCrossEntropy()
+    """{column: zero-argument step function} for the nanosgm network ``model`` on backend arrays x, y.
+    The training steps treat the loss as :func:`nanosgm.fit` does: kept on the device, the labels checked
+    from host bounds (found here, once), so a step reads nothing back."""
+    loss_fn = SoftmaxCrossEntropy(loss_on_device=True)
+    y_host = np.asarray(backend.to_host(y))
+    loss_fn.known_labels(y, (int(y_host.min()), int(y_host.max())) if y_host.size else None)
 
     def train_with(opt: Optimizer) -> Callable[[], None]:
         def step() -> None:

@@ -13,38 +13,54 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..kernels.loss import softmax_cross_entropy
 from .base import Array
 
 
 class SoftmaxCrossEntropy:
-    """``loss = f.forward(logits, labels)`` (a float), then ``dlogits = f.backward()``.
+    """``loss = f.forward(logits, labels)``, then ``dlogits = f.backward()``.
 
-    logits: (N, K) float; labels: (N,) integers in [0, K).
+    logits: (N, K) float; labels: (N,) integers in [0, K). The loss is a Python float; with
+    ``loss_on_device=True`` and device logits it stays on the device as a 0-d float64 array holding the
+    same value (the training loop reads many at once instead of one per step). One kernel computes the
+    loss and dE/dz together (:func:`nanosgm.kernels.loss.softmax_cross_entropy`); ``backward`` returns that
+    gradient, the layer's own array until the next forward.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, loss_on_device: bool = False) -> None:
+        self.loss_on_device = loss_on_device
         self._cache = None
+        self._known = None          # (labels array, its (min, max)) from known_labels
 
     def __repr__(self) -> str:
-        return "SoftmaxCrossEntropy()"
+        return "SoftmaxCrossEntropy(loss_on_device=True)" if self.loss_on_device else "SoftmaxCrossEntropy()"
 
-    def forward(self, logits, labels) -> float:
+    def known_labels(self, labels: Array, bounds: tuple[int, int] | None) -> None:
+        """Say that ``labels`` (this very array object) have (min, max) ``bounds``, found by the caller on
+        the host: a forward pass on them then checks ``bounds`` against K instead of reading the labels'
+        min and max back from the device (two host reads a step). The last call wins."""
+        self._known = (labels, bounds)
+
+    def forward(self, logits, labels) -> float | Array:
         xp = backend.array_module(logits)
         if logits.ndim != 2:
             raise ValueError(f"SoftmaxCrossEntropy expects logits shaped (N, K), got {tuple(logits.shape)}")
+        n, k = logits.shape
+        known = self._known is not None and labels is self._known[0]
         labels = xp.asarray(labels)
-        label_bounds(labels, logits.shape[0], logits.shape[1])
-        n = logits.shape[0]
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_p = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        rows = xp.arange(n)
-        self._cache = (log_p, labels, rows)
-        return float(-log_p[rows, labels].mean())
+        if known:
+            label_shape(labels, n)
+            check_label_bounds(self._known[1], k)
+        else:
+            label_bounds(labels, n, k)
+        loss, d, log_p = softmax_cross_entropy(logits, labels)
+        self._cache = (log_p, labels, d)
+        return loss if self.loss_on_device and backend.is_gpu_array(logits) else float(loss)
 
     def losses(self) -> Array:
         """Per-sample losses -log p[n, y_n] from the last forward pass (an (N,) array)."""
-        log_p, labels, rows = self._need_cache()
-        return -log_p[rows, labels]
+        log_p, labels, _ = self._need_cache()
+        return -log_p[backend.array_module(log_p).arange(log_p.shape[0]), labels]
 
     def _need_cache(self) -> Any:
         if self._cache is None:
@@ -52,12 +68,8 @@ class SoftmaxCrossEntropy:
         return self._cache
 
     def backward(self) -> Array:
-        log_p, labels, rows = self._need_cache()
-        xp = backend.array_module(log_p)
-        d = xp.exp(log_p)
-        d[rows, labels] -= 1
-        d /= log_p.shape[0]
-        return d
+        """dE/dz = (p - onehot(y)) / N, computed by the forward pass."""
+        return self._need_cache()[2]
 
     def backward_dot(self, logits_dot: Array) -> Array:
         """R{dE/dz} for the logits' direction ``logits_dot`` (N, K), after forward."""
@@ -82,16 +94,22 @@ def label_bounds(y: Array, n: int, k: int | None = None) -> tuple[int, int] | No
     """(min, max) of the labels `y` of `n` inputs after `label_shape` (None for no labels); refused when
     negative, or when `k` (the number of classes) is given and one is >= k.
 
-    The one check of class labels: the loss makes it on every forward pass, the attacks before they run
-    (they learn `k` only from the logits, then call `check_label_range`)."""
+    The one check of class labels: the loss makes it on every forward pass (from bounds the caller found on
+    the host when it says so: `SoftmaxCrossEntropy.known_labels`), the attacks before they run (they learn
+    `k` only from the logits, then call `check_label_range`)."""
     label_shape(y, n)
     if n == 0:
         return None
     bounds = int(y.min()), int(y.max())
-    if bounds[0] < 0:
+    check_label_bounds(bounds, k)
+    return bounds
+
+
+def check_label_bounds(bounds: tuple[int, int] | None, k: int | None) -> None:
+    """The labels' (min, max) refused when the min is negative or (`k` given) the max is >= k; None: no labels."""
+    if bounds is not None and bounds[0] < 0:
         raise ValueError(f"labels must lie in [0, {'K' if k is None else k}); got values in [{bounds[0]}, {bounds[1]}]")
     check_label_range(bounds, k)
-    return bounds
 
 
 def check_label_range(bounds, k: int | None) -> None:

@@ -34,6 +34,7 @@ from .keeping import FitResult, Interrupted, RunKeeping, Run, end_epoch, epoch_l
 __all__ = ["fit", "FitResult", "RunKeeping", "TrainingDiverged", "Interrupted", "epoch_seed", "EXPLODED"]
 
 EXPLODED = 1000.0           # a batch loss this many times the run's first one counts as divergence
+CHECK_EVERY = 50            # on a device: steps between reads of the batch losses (divergence check, progress)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -59,7 +60,10 @@ def fit(model, optimizer, X_train, y_train, *, epochs: int, method: Method | Non
             error, Figures 5-6 snapshots, a callback, progress and log lines): a :class:`RunKeeping`.
     Returns a :class:`FitResult`. An epoch is logged only once its checkpoint is on disk. Raises
     :class:`TrainingDiverged` when the loss or the weights stop being finite or the loss explodes, and
-    :class:`Interrupted` (a KeyboardInterrupt that says what was saved) on Ctrl-C.
+    :class:`Interrupted` (a KeyboardInterrupt that says what was saved) on Ctrl-C. On a device backend a
+    step reads nothing back: the batch losses are read, checked and summed every ``CHECK_EVERY`` steps
+    and at the epoch's end (so a divergence is reported up to ``CHECK_EVERY`` - 1 steps late, naming the
+    batch where it happened), and each batch's labels are checked on a host copy of ``y_train``.
     When the training set size leaves a last batch of a single sample, that sample sits out the epoch
     (batch normalisation needs two); shuffling differs every epoch, so it is a different sample each time.
 
@@ -79,17 +83,20 @@ def fit(model, optimizer, X_train, y_train, *, epochs: int, method: Method | Non
     keep = run.keeping
     X_val, y_val = validation if validation is not None else (None, None)
     X_test, y_test = keep.test if keep.test is not None else (None, None)
+    y_host = np.asarray(backend.to_host(y_train)).astype(np.int64)   # each batch's labels checked here
     try:
         for epoch in range(run.start_epoch, epochs):
             t0 = time.perf_counter()
             lr = schedule.apply(optimizer, epoch) if schedule is not None else optimizer.lr
-            loss = _train_epoch(run, epoch, epochs, batch_size=batch_size, seed=seed, augment=augment)
+            loss = _train_epoch(run, epoch, epochs, batch_size=batch_size, seed=seed, augment=augment, y_host=y_host)
             record = {"epoch": epoch + 1, "lr": lr, "train_loss": significant(loss),
                       "val_error_pct": error_pct(model, X_val, y_val),
                       "test_error_pct": error_pct(model, X_test, y_test)}
             record.update(run.method.epoch_record())
             record["seconds"] = round(time.perf_counter() - t0, 2)
             _check_weights(model, epoch)
+            if keep.watch is not None:               # measured after the epoch's seconds, before its checkpoint
+                record.update(keep.watch(epoch, model))
             end_epoch(run, epoch, record)
             keep.say(epoch_line(record))
             if keep.callback is not None:
@@ -102,8 +109,10 @@ def fit(model, optimizer, X_train, y_train, *, epochs: int, method: Method | Non
     return run.result
 
 
-def _train_epoch(run: Run, epoch: int, epochs: int, *, batch_size: int, seed: int, augment) -> float:
-    """One pass over the shuffled training set; returns the mean training loss."""
+def _train_epoch(run: Run, epoch: int, epochs: int, *, batch_size: int, seed: int, augment,
+                 y_host: np.ndarray) -> float:
+    """One pass over the shuffled training set; returns the mean training loss. ``y_host``: the labels
+    on the host, where each batch's are checked (no device read)."""
     from tqdm.auto import tqdm
     xp = backend.xp()
     n = int(run.X.shape[0])
@@ -111,40 +120,85 @@ def _train_epoch(run: Run, epoch: int, epochs: int, *, batch_size: int, seed: in
     order = np.random.default_rng(epoch_seed(seed, epoch, 1)).permutation(n)
     aug_rng = np.random.default_rng(epoch_seed(seed, epoch, 2))
     method_rng = np.random.default_rng(epoch_seed(seed, epoch, 3))   # e.g. adversarial training's random starts
-    loss_fn = SoftmaxCrossEntropy()
-    total, count = 0.0, 0
-    progress = run.keeping.progress
+    loss_fn = SoftmaxCrossEntropy(loss_on_device=True)
     bar = tqdm(range(0, n, batch_size), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-               disable=None if progress else True, leave=False, dynamic_ncols=True)   # None: off when not a terminal
-    for start in bar:
-        idx = order[start:start + batch_size]
-        if len(idx) < 2:            # batch normalisation cannot train on one sample: skip this remainder
-            continue
-        idx_dev = xp.asarray(idx)
-        xb = run.X[idx_dev]
-        if augment is not None:
-            xb = augment(xb, aug_rng)
-        loss = _step(run, loss_fn, xb, run.y[idx_dev], idx_dev, method_rng,
-                     where=f"epoch {epoch + 1}, batch {start // batch_size + 1}")
-        total += loss * len(idx)
-        count += len(idx)
-        if progress:                # the running mean so far, shown at the bar's next refresh
-            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+               disable=None if run.keeping.progress else True, leave=False, dynamic_ncols=True)   # None: off when not a terminal
+    losses = LossTally(run, bar if run.keeping.progress else None, every=1 if xp is np else CHECK_EVERY)
+    try:
+        for start in bar:
+            idx = order[start:start + batch_size]
+            if len(idx) < 2:        # batch normalisation cannot train on one sample: skip this remainder
+                continue
+            idx_dev = xp.asarray(idx)
+            xb = run.X[idx_dev]
+            if augment is not None:
+                xb = augment(xb, aug_rng)
+            yb, y_batch = run.y[idx_dev], y_host[idx]
+            loss_fn.known_labels(yb, (int(y_batch.min()), int(y_batch.max())))   # from the host: no read
+            _step(run, loss_fn, xb, yb, idx_dev, method_rng, losses,
+                  where=f"epoch {epoch + 1}, batch {start // batch_size + 1}")
+    except Exception:
+        losses.read()               # a divergence not read yet comes first: it explains what failed after it
+        raise
+    losses.read()
     bar.close()
-    return total / count
+    return losses.total / losses.count
 
 
-def _step(run: Run, loss_fn, xb, yb, idx, rng, *, where: str) -> float:
+def _step(run: Run, loss_fn, xb, yb, idx, rng, losses: LossTally, *, where: str) -> None:
     """One mini-batch: the method's pass (forward, backward to the inputs: Eq. 14), the weight step,
-    then what the method does after it (SGM: Eq. 15 / 21)."""
+    then what the method does after it (SGM: Eq. 15 / 21). The loss goes to ``losses`` (checked there)."""
     loss, dX = run.method.training_pass(run.model, loss_fn, xb, yb, rng)
-    _check_loss(run, loss, where)
+    losses.add(loss, len(idx), where)
     run.optimizer.step(run.model)                                    # Eq. 1-2 (WAME)
     run.method.after_step(run.model, loss_fn, idx, xb, yb, dX)
-    return float(loss)
 
 
-def _check_loss(run: Run, loss, where: str) -> None:
+class LossTally:
+    """The epoch's batch losses, summed on the host in batch order, read from the device ``every`` steps.
+
+    On NumPy (``every`` 1) each loss is checked as it comes, before the weight step, as it always was. On a
+    device the losses stay there (0-d arrays) until ``every`` of them wait, or the epoch ends; then one read
+    brings them back, and each is checked and added in batch order: the same sum, the same error (naming
+    the batch where it happened) as one read a step would give, ``every`` - 1 steps later at most."""
+
+    def __init__(self, run: Run, bar, every: int) -> None:
+        self.run, self.bar, self.every = run, bar, every
+        self.total, self.count = 0.0, 0
+        self.pending: list = []             # (loss, batch size, where) not yet read
+
+    def add(self, loss, count: int, where: str) -> None:
+        """One batch's loss (a float or a 0-d device array) and its size."""
+        self.pending.append((loss, count, where))
+        if len(self.pending) >= self.every:
+            self.read()
+
+    def read(self) -> None:
+        """Bring the waiting losses to the host (one read), check each, add them up, show the running mean."""
+        if not self.pending:
+            return
+        values = host_floats([loss for loss, _, _ in self.pending])
+        pending, self.pending = self.pending, []
+        for value, (_, count, where) in zip(values, pending):
+            _check_loss(self.run, value, where)
+            self.total += value * count
+            self.count += count
+        if self.bar is not None:            # the running mean so far, shown at the bar's next refresh
+            self.bar.set_postfix(loss=f"{self.total / self.count:.4f}", refresh=False)
+
+
+def host_floats(values: list) -> list[float]:
+    """``values`` (floats, NumPy scalars, device 0-d arrays) as Python floats; the device ones are stacked
+    and read back together: one host read, however many there are."""
+    device = [v for v in values if backend.is_gpu_array(v)]
+    if device:
+        xp = backend.array_module(device[0])
+        device = xp.stack([xp.asarray(v, dtype=xp.float64).reshape(()) for v in device]).tolist()
+    read = iter(device)
+    return [next(read) if backend.is_gpu_array(v) else float(v) for v in values]
+
+
+def _check_loss(run: Run, loss: float, where: str) -> None:
     if run.loss_ref is None:
         run.loss_ref = float(loss)
     if not math.isfinite(loss) or loss > EXPLODED * max(run.loss_ref, 1e-3):
