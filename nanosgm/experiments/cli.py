@@ -44,6 +44,9 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--optimizer", type=optimizer_name, default="wame", help="wame (default), wame-printed, adam or sgd")
     p.add_argument("--pgd", type=whole("--pgd", least=0), default=0, metavar="N",
                    help="also PGD-10 on the first N test images (default 0)")
+    p.add_argument("--watch-fgsm", type=whole("--watch-fgsm", least=0), default=0, metavar="K",
+                   help="every K epochs, FGSM on the validation split under both conventions, in each network's "
+                        "history (default 0: never)")
     p.add_argument("--out", default=None, help="protocol folder (default runs/protocol-<dataset>-<model>[-aug])")
     p.add_argument("--seed", type=whole("--seed", least=0), default=0,
                    help="seed of run 0; run i uses seed + i (default 0)")
@@ -66,7 +69,8 @@ def build_parser(prog: str = PROG) -> Parser:
 def _base_spec(args: argparse.Namespace, model_name: str, eps_list: list[float]) -> NetworkSpec:
     return NetworkSpec(dataset=args.dataset, model=model_name, epochs=args.epochs, batch_size=args.batch_size,
                        optimizer=args.optimizer, augment=args.augment, limit=args.limit, eval_limit=args.eval_limit,
-                       eps=tuple(eps_list), pgd=args.pgd, backend=backend.name(), data_dir=args.data_dir)
+                       eps=tuple(eps_list), pgd=args.pgd, watch_every=args.watch_fgsm, backend=backend.name(),
+                       data_dir=args.data_dir)
 
 
 def _check_args(args: argparse.Namespace) -> list[str]:

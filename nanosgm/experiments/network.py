@@ -33,8 +33,10 @@ from . import recipe
 if TYPE_CHECKING:
     from ..data import Dataset
     from ..layers import Sequential
+    from ..layers.base import Array
 
-__all__ = ["NetworkSpec", "train_network", "measure", "weights_digest", "pct", "dataset_for", "RECORD_FORMAT"]
+__all__ = ["NetworkSpec", "train_network", "measure", "fgsm_watch", "weights_digest", "pct", "dataset_for",
+           "RECORD_FORMAT"]
 
 RECORD_FORMAT = "nanosgm-network/2"     # the spec names its method; FGSM both ways; the last epoch too
 # PGD's random starts are drawn batch by batch from one seeded generator, so the batch size is part of the
@@ -51,6 +53,9 @@ class NetworkSpec:
     ``pgd``: PGD on the first N test images (0 = none) with ``pgd_steps`` steps; ``snapshot_rows``: keep
     X_t - X_0 of the first N training images after each of the first nine epochs (Figures 5-6).
     ``method``: the training method's label in the arm grammar (stored as its canonical spelling).
+    ``watch_every``: every N epochs, FGSM accuracy on the validation split under both conventions, in the
+    epoch's history record (:func:`fgsm_watch`; 0 = never, and then not part of :meth:`identity`, so specs
+    from before the field existed keep their identity).
     ``dataset`` and ``model`` are names, or (for tests and experiments of your own) module-level functions
     ``f() -> Dataset`` and ``f(ds) -> Sequential``, which pickle by name into worker processes.
     """
@@ -71,6 +76,7 @@ class NetworkSpec:
     pgd: int = 0
     pgd_steps: int = 10
     snapshot_rows: int = 0
+    watch_every: int = 0
     backend: str = "numpy"
     data_dir: str | None = None
 
@@ -82,6 +88,8 @@ class NetworkSpec:
         """The fields that change the result, as plain JSON-able values."""
         d = dataclasses.asdict(self)
         d.pop("data_dir")
+        if not d["watch_every"]:
+            d.pop("watch_every")
         d["dataset"], d["model"] = _name(self.dataset), _name(self.model)
         d["eps"] = list(d["eps"])
         return d
@@ -152,8 +160,33 @@ def measure(model: Sequential, ds: Dataset, clip: tuple[float, float] | None, ep
     return out
 
 
+def fgsm_watch(every: int, X: Array, y: Array, eps: Iterable[float], clip: tuple[float, float] | None,
+               seed: int) -> Callable:
+    """``watch(epoch, model)`` for :class:`~nanosgm.methods.RunKeeping`: after every ``every``-th epoch, FGSM
+    accuracy (%) on (X, y) at each eps under both conventions (:mod:`nanosgm.attacks.conventions`; the
+    authors' dropout draws seeded by ``seed``), as ``{"val_fgsm_pct": {repr(eps): %}, "val_fgsm_authors_pct":
+    {...}}``; after the other epochs, ``{}``. The conventions leave the weights and the running statistics
+    as they were, so a watched run trains exactly as an unwatched one."""
+    eps = [float(e) for e in eps]
+
+    def watch(epoch: int, model: Sequential) -> dict:
+        if (epoch + 1) % every:
+            return {}
+        return {"val_fgsm_pct": _keyed(attacks.fgsm_accuracy(model, X, y, eps, "inference", clip=clip)),
+                "val_fgsm_authors_pct": _keyed(attacks.fgsm_accuracy(model, X, y, eps, "authors", clip=clip,
+                                                                     seed=seed))}
+    return watch
+
+
 def _keyed(acc: dict) -> dict:
     return {repr(float(e)): pct(a) for e, a in acc.items()}
+
+
+def _watch_for(spec: NetworkSpec, ds: Dataset, clip: tuple[float, float] | None) -> Callable | None:
+    """The spec's FGSM watch on the validation split (None without ``watch_every`` or a validation split)."""
+    if not spec.watch_every or not len(ds.X_val):
+        return None
+    return fgsm_watch(spec.watch_every, ds.X_val, ds.y_val, spec.eps, clip, spec.seed)
 
 
 def train_network(spec: NetworkSpec, *, checkpoint: str | None = None, resume: bool = True,
@@ -180,7 +213,8 @@ def train_network(spec: NetworkSpec, *, checkpoint: str | None = None, resume: b
     config = dict(spec.identity(), data_source=ds.source)
     keeping = RunKeeping(checkpoint=checkpoint, resume=resume, config=config,
                          free_config_keys=tuple(config_free) + ("data_source",), test=(ds.X_test, ds.y_test),
-                         snapshot_rows=spec.snapshot_rows, progress=progress, log=log)
+                         snapshot_rows=spec.snapshot_rows, progress=progress, log=log,
+                         watch=_watch_for(spec, ds, clip))
     res = fit(model, opt, ds.X_train, ds.y_train, epochs=spec.epochs, method=parse_arm(spec.method, clip=clip),
               batch_size=spec.batch_size, seed=spec.seed, schedule=schedule, augment=augment, validation=validation,
               keeping=keeping)

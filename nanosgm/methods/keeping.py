@@ -39,6 +39,10 @@ class RunKeeping:
         (Figures 5-6; only for a method that moves its inputs).
     callback: called after every epoch as ``callback(epoch, model, X, record)`` (X: the training set the
         batches are read from, on the backend: SGM's X_t).
+    watch: called after every epoch as ``watch(epoch, model) -> dict``, before the epoch's checkpoint, and
+        its entries added to the epoch's record (so they are in the history a resumed run continues): a
+        measurement taken while training goes on (e.g. FGSM every ten epochs). It must leave the model's
+        weights and buffers as they were.
     progress: a progress bar per epoch (off when not a terminal); log: one line per epoch (None: silent).
     """
     checkpoint: str | None = None
@@ -48,6 +52,7 @@ class RunKeeping:
     test: tuple | None = None
     snapshot_rows: int = 0
     callback: Callable | None = None
+    watch: Callable | None = None
     progress: bool = True
     log: Callable | None = print
 

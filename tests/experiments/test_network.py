@@ -52,3 +52,35 @@ def test_the_spec_stores_the_canonical_label_and_refuses_unknown_methods():
     assert NetworkSpec(method="pgd-at:0.1").identity()["method"] == "pgd-at:0.1:7"
     with pytest.raises(ValueError, match="unknown arm"):
         NetworkSpec(method="sgd:0.2")
+
+
+# --- the FGSM watch (issue 27: the gain seen growing, or not, with training) ----------------------------------
+def test_a_watched_run_trains_exactly_as_an_unwatched_one_and_records_fgsm_every_k_epochs():
+    """watch_every=2 on 5 epochs: FGSM on the validation split both ways after epochs 2 and 4 only; the
+    weights, the history's other entries and the record's results are those of the run without the watch
+    (the watch draws dropout masks and uses batch statistics but leaves weights, buffers and the next
+    epoch's randomness alone)."""
+    base = NetworkSpec(dataset=noisy, model=net, epochs=5, batch_size=16, eps=(0.05, 0.2), method="sgm:0.5",
+                       optimizer="adam", constant_lr=True)
+    plain, watched = train_network(base), train_network(base.with_(watch_every=2))
+    keys = {"val_fgsm_pct", "val_fgsm_authors_pct"}
+    assert [sorted(keys & set(h)) for h in watched["history"]] == [[], sorted(keys), [], sorted(keys), []]
+    for h in watched["history"]:
+        for k in keys & set(h):
+            assert set(h[k]) == {"0.05", "0.2"} and all(0 <= v <= 100 for v in h[k].values())
+    strip = [{k: v for k, v in h.items() if k not in keys | {"seconds"}} for h in watched["history"]]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in plain["history"]]
+    assert watched["results"] == plain["results"] and watched["best_epoch"] == plain["best_epoch"]
+    assert watched["spec"]["watch_every"] == 2 and "watch_every" not in plain["spec"]
+
+
+def test_the_watch_measures_the_validation_split_at_that_epoch():
+    ds = noisy()
+    model = net(ds)
+    watch = network.fgsm_watch(3, ds.X_val, ds.y_val, [0.1], (0.0, 1.0), seed=7)
+    assert watch(0, model) == {} and watch(1, model) == {}
+    got = watch(2, model)
+    inference = attacks.fgsm_accuracy(model, ds.X_val, ds.y_val, [0.1], "inference", clip=(0.0, 1.0))
+    authors = attacks.fgsm_accuracy(model, ds.X_val, ds.y_val, [0.1], "authors", clip=(0.0, 1.0), seed=7)
+    assert got == {"val_fgsm_pct": {"0.1": network.pct(inference[0.1])},
+                   "val_fgsm_authors_pct": {"0.1": network.pct(authors[0.1])}}
