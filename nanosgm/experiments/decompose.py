@@ -24,6 +24,7 @@ last finished network; other settings are refused. An existing decomposition.jso
 records later are not in this decomposition), but run one decomposition per folder at a time.
 
     python -m nanosgm.decompose results/mnist-cnn --eps 0.1,0.2
+    python -m nanosgm.decompose results/mnist-cnn --figure     # decomposition.png from decomposition.json
 """
 from __future__ import annotations
 
@@ -46,12 +47,13 @@ from ..plumbing.seal import RecordEdited, check_seal, seal
 from .keys import split_key
 from .network import pct, weights_digest
 
-__all__ = ["FORMAT", "OUT_NAME", "PARTIAL_NAME", "DEFAULT_EPS", "decompose_network", "summarize",
+__all__ = ["FORMAT", "OUT_NAME", "FIGURE_NAME", "PARTIAL_NAME", "DEFAULT_EPS", "decompose_network", "summarize",
            "format_tables", "load_decomposition", "main"]
 
 PROG = "python -m nanosgm.decompose"
 FORMAT = "nanosgm-decomposition/1"
 OUT_NAME = "decomposition.json"
+FIGURE_NAME = "decomposition.png"
 PARTIAL_NAME = "decomposition.partial.json"
 DEFAULT_EPS = (0.1, 0.2)
 RECORDED = {CONTROL_READING: "fgsm_pct", "authors": "fgsm_authors_pct"}   # reading -> the record's measure
@@ -182,6 +184,9 @@ def build_parser(prog: str = PROG):
     p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend (default numpy)")
     p.add_argument("--overwrite", action="store_true", help=f"replace an earlier {OUT_NAME}")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per network on stderr)")
+    p.add_argument("--figure", action="store_true", help=f"measure nothing: draw PROTOCOL_DIR/{FIGURE_NAME} from "
+                   f"the existing {OUT_NAME} (one bar group per reading, per eps; "
+                   "nanosgm.experiments.decomposition_figure)")
     return p
 
 
@@ -347,10 +352,23 @@ def _measure_all(nets, config, ds, X, y, clip, eps, readings, partial, progress)
     return out
 
 
+def _draw(folder: str) -> int:
+    """``--figure``: PROTOCOL_DIR/decomposition.png from the existing decomposition.json (nothing measured)."""
+    from .decomposition_figure import decomposition_figure
+    path, out_path = os.path.join(folder, OUT_NAME), os.path.join(folder, FIGURE_NAME)
+    if not os.path.isfile(path):
+        raise DecomposeError(f"{path} does not exist; run the decomposition first: {PROG} {folder}")
+    decomposition_figure(load_decomposition(path)).savefig(out_path, dpi=90, bbox_inches="tight")
+    print(f"wrote {out_path}")
+    return 0
+
+
 def _run(args, argv) -> int:
     from ..plumbing.cli import CliError, interruption, interruption_status
     from . import recipe
     from .protocol import load_protocol
+    if args.figure:
+        return _draw(args.folder)
     started = recipe.provenance("nanosgm.decompose", argv)      # the code in use: read before measuring
     eps, readings = _parse_eps(args.eps), _parse_readings(args.readings)
     if args.images is not None and args.images < 1:
