@@ -28,6 +28,7 @@ from nanosgm.experiments.keys import split_key              # noqa: E402
 from nanosgm.experiments.network import pct                 # noqa: E402
 from nanosgm.experiments.protocol import load_protocol      # noqa: E402
 from nanosgm.methods.arms import slug                       # noqa: E402
+from nanosgm.plumbing.errors import NanosgmError            # noqa: E402
 from nanosgm.plumbing.files import write_json_atomic        # noqa: E402
 
 
@@ -85,5 +86,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli(argv=None) -> int:
+    """main() with the refusals as one line ``error: ...`` and exit status 1."""
+    try:
+        return main(argv)
+    except (OSError, ValueError, KeyError, NanosgmError) as exc:
+        what = f"no network {exc} in the protocol (keys look like run3/control)" if isinstance(exc, KeyError) else exc
+        print(f"error: {what}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
