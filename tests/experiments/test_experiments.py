@@ -326,12 +326,14 @@ def test_sequential_workers_and_a_dask_cluster_give_bit_identical_records(tmp_pa
 
 
 def test_an_interrupted_parallel_protocol_resumes_to_the_same_result(tmp_path):
-    """A worker process is killed in the middle of a network; running again finishes bit-identically."""
+    """A worker process is killed in the middle of a network; running again finishes bit-identically.
+    Three runs (six networks) on two workers: when the first "epoch 2" line arrives at least two networks have
+    not started, so the interrupt lands before the protocol can finish, even on a loaded machine."""
     import signal
     import subprocess
     import sys
     data_dir = require_real_data("mnist")
-    args = [sys.executable, "-m", "nanosgm.experiments", "mnist", "--runs", "2", "--epochs", "3", "--limit", "256",
+    args = [sys.executable, "-m", "nanosgm.experiments", "mnist", "--runs", "3", "--epochs", "3", "--limit", "256",
             "--eval-limit", "40", "--batch-size", "64", "--eps", "0.1", "--pgd", "0", "--threads", "1",
             "--data-dir", str(data_dir), "--no-progress"]
     ref = tmp_path / "ref"
@@ -345,7 +347,7 @@ def test_an_interrupted_parallel_protocol_resumes_to_the_same_result(tmp_path):
     p.send_signal(signal.SIGINT)
     p.wait(timeout=120)
     assert p.returncode == 130
-    assert len(json.loads((out / "protocol.json").read_text())["networks"]) < 4
+    assert len(json.loads((out / "protocol.json").read_text())["networks"]) < 6
     done = subprocess.run(args + ["--out", str(out), "--workers", "2"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "resumed from" in done.stdout
