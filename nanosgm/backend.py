@@ -43,8 +43,9 @@ if TYPE_CHECKING:
     from .layers.base import Array
 
 __all__ = [
-    "BackendError", "use", "name", "xp", "array_module", "is_gpu_array", "to_host", "to_device",
-    "seed", "host_rng", "device_rng", "cupy_available", "synchronize", "check_same_backend", "DEVICE_MODULES",
+    "BackendError", "use", "name", "xp", "array_module", "is_gpu_array", "to_host", "to_device", "min_max",
+    "host_floats", "seed", "host_rng", "device_rng", "cupy_available", "synchronize", "check_same_backend",
+    "DEVICE_MODULES",
 ]
 
 
@@ -199,6 +200,24 @@ def to_host(a) -> np.ndarray:
     if is_gpu_array(a):
         return a.get()
     return np.asarray(a)
+
+
+def min_max(a) -> tuple:
+    """(min, max) of the non-empty array ``a`` as Python numbers (ints for an integer array); from a device
+    array both come back in one read."""
+    lo, hi = array_module(a).stack([a.min(), a.max()]).tolist()
+    return lo, hi
+
+
+def host_floats(values: list) -> list[float]:
+    """``values`` (floats, NumPy scalars, device 0-d arrays) as Python floats; the device ones are stacked
+    and read back together: one host read, however many there are."""
+    device = [v for v in values if is_gpu_array(v)]
+    if device:
+        xp = array_module(device[0])
+        device = xp.stack([xp.asarray(v, dtype=xp.float64).reshape(()) for v in device]).tolist()
+    read = iter(device)
+    return [next(read) if is_gpu_array(v) else float(v) for v in values]
 
 
 def _backend_name(module: ModuleType) -> str:

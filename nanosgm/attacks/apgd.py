@@ -84,17 +84,18 @@ def _apgd_checkpoint(s, w, w_prev):
     s.increases = xp.zeros_like(s.increases)
 
 
-def _loss_on_rows(model, x, y, loss, rows, f_old, g_old):
+def _loss_on_rows(model, x, y, loss, rows, f_old, g_old, y_bounds=None):
     """(per-example loss, misclassified, dE/dx) like `loss_and_input_gradient`, computed for the examples
     where the bool mask `rows` is True only; the others keep `f_old`, `g_old` and count as not
-    misclassified. `rows` None: every example (the plain call, the reference)."""
+    misclassified. `rows` None: every example (the plain call, the reference). `y_bounds`: (min, max) of
+    all of y's labels, checked by the loss instead of reading y."""
     xp = backend.array_module(x)
     if rows is None or bool(rows.all()):
-        f, logits, g = loss_and_input_gradient(model, x, y, loss)
+        f, logits, g = loss_and_input_gradient(model, x, y, loss, y_bounds=y_bounds)
         return f, xp.argmax(logits, axis=1) != y, g
     idx = xp.nonzero(rows)[0]
     f, g, wrong = f_old.copy(), g_old.copy(), xp.zeros(len(x), dtype=bool)
-    f_a, logits, g_a = loss_and_input_gradient(model, x[idx], y[idx], loss)
+    f_a, logits, g_a = loss_and_input_gradient(model, x[idx], y[idx], loss, y_bounds=y_bounds)
     f[idx], g[idx], wrong[idx] = f_a, g_a, xp.argmax(logits, axis=1) != y[idx]
     return f, wrong, g
 
@@ -120,13 +121,13 @@ def apgd(model, x, y, eps: float, *, steps: int = 100, loss: str = "ce", rng=Non
     """
     x = on_backend(x)
     y = on_backend(y, like=x)
-    check_attack("apgd", x, y, eps, clip)
+    y_bounds = check_attack("apgd", x, y, eps, clip)
     check_count(steps, "steps", "apgd")
     xp = backend.array_module(x)
     if eps == 0:
         return x.copy()
     x0 = apgd_start(x, eps, as_rng(rng, backend.device_rng), clip)
-    f, logits, g = loss_and_input_gradient(model, x0, y, loss)
+    f, logits, g = loss_and_input_gradient(model, x0, y, loss, y_bounds=y_bounds)
     s = _ApgdState(x0, f, g, eps)
     fooled = xp.argmax(logits, axis=1) != y
     x_fooled = x0.copy()
@@ -136,7 +137,8 @@ def apgd(model, x, y, eps: float, *, steps: int = 100, loss: str = "ce", rng=Non
         if skip_fooled and bool(fooled.all()):
             break
         x_new = _apgd_step(s, x, eps, clip, first=(k == 0))
-        f_new, wrong, g_new = _loss_on_rows(model, x_new, y, loss, ~fooled if skip_fooled else None, s.f, s.g)
+        rows = ~fooled if skip_fooled else None
+        f_new, wrong, g_new = _loss_on_rows(model, x_new, y, loss, rows, s.f, s.g, y_bounds)
         s.increases += f_new > s.f
         new_fooled = wrong & ~fooled
         x_fooled = xp.where(s.column(new_fooled), x_new, x_fooled)

@@ -5,20 +5,25 @@
     clip      None, or (lo, hi) with finite lo < hi
     inputs    finite, and inside `clip` when there is one: an attack clips its result to the range, so an
               input outside it (normalised to mean 0, 0-255 pixels) would come back far from where it was.
-              One min and one max over the batch.
-    labels    one integer class index per input, in [0, K) when the logits give K (as `SoftmaxCrossEntropy`)
+              One min and one max over the batch (one read for a device batch).
+    labels    one integer class index per input, in [0, K) when the logits give K (as `SoftmaxCrossEntropy`);
+              from the labels' (min, max) when the caller found them on the host (``y_bounds``)
 
 The checks only read: an attack computes with its arguments as it was given them (`check_eps_list`
-returns the list as the floats `evaluate` always used).
+returns the list as the floats `evaluate` always used). Inside `deferred_input_checks` (the training
+loop's steps) a device batch's min and max stay on the device until the loop reads them with its losses.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
-from ..layers.loss import check_label_range, label_bounds, label_shape
+from .. import backend
+from ..layers.loss import check_label_bounds, check_label_range, label_bounds, label_shape
 
 __all__ = ["check_eps", "check_eps_list", "check_count", "check_positive", "check_clip", "check_inputs",
-           "check_attack", "check_labels", "label_shape", "label_bounds", "check_label_range"]
+           "check_input_range", "deferred_input_checks", "check_attack", "check_labels", "label_shape",
+           "label_bounds", "check_label_range"]
 
 ZCA_HINT = "clip=None attacks unbounded inputs (e.g. ZCA-whitened CIFAR)"
 
@@ -80,10 +85,19 @@ def check_clip(clip, who: str) -> None:
 
 
 def check_inputs(x, clip, who: str) -> None:
-    """`x` finite, and inside `clip` = (lo, hi) unless it is None (one min and one max over `x`)."""
+    """`x` finite, and inside `clip` = (lo, hi) unless it is None (one min and one max over `x`). Inside
+    `deferred_input_checks`, a device array's min and max are left on the device for the block's owner."""
     if x.size == 0:
         return
-    lo, hi = float(x.min()), float(x.max())            # NaN anywhere makes both NaN
+    if _DEFERRED and backend.is_gpu_array(x):
+        _DEFERRED[-1].pending.append((x.min(), x.max(), clip, who))
+        return
+    check_input_range(*backend.min_max(x), clip, who)
+
+
+def check_input_range(lo, hi, clip, who: str) -> None:
+    """The refusals of `check_inputs`, from the inputs' min `lo` and max `hi` (NaN anywhere makes both NaN)."""
+    lo, hi = float(lo), float(hi)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{who}: inputs must be finite, got values in [{lo}, {hi}] (NaN or inf pixels); "
                          "fix or drop those images")
@@ -93,14 +107,59 @@ def check_inputs(x, clip, who: str) -> None:
                          f"range as clip=(lo, hi), or {ZCA_HINT}")
 
 
-def check_attack(who: str, x, y, eps, clip) -> None:
-    """The checks every attack makes before it runs: eps, clip, the inputs, and the labels' shape and type."""
+_DEFERRED: list = []        # the open deferred_input_checks blocks, innermost last
+
+
+class deferred_input_checks:
+    """``with deferred_input_checks() as block:`` -- inside it, `check_inputs` of a device array reads
+    nothing back: it appends (min, max, clip, who) to ``block.pending``, the min and max as 0-d device
+    arrays. The block's owner reads ``block.values()`` later, with other values of its own, and calls
+    ``block.settle``, which refuses as `check_inputs` would have. Host arrays are checked at once, as
+    outside a block. Should the block raise, its pending checks are settled first (one read): an input
+    that would have been refused is reported, not what came of attacking it."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+
+    def __enter__(self) -> "deferred_input_checks":
+        _DEFERRED.append(self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        _DEFERRED.remove(self)
+        if exc_type is not None:
+            self.settle(iter(backend.host_floats(self.values())))
+        return False
+
+    def values(self) -> list:
+        """The pending checks' minima and maxima, (min, max) per check in order: what `settle` takes."""
+        return [v for lo, hi, _, _ in self.pending for v in (lo, hi)]
+
+    def settle(self, values: Iterator[float]) -> None:
+        """`check_input_range` of each pending check, its (min, max) taken from ``values`` (read back in the
+        order of `values`; an iterator, so several blocks' values may follow one another)."""
+        for _, _, clip, who in self.pending:
+            check_input_range(next(values), next(values), clip, who)
+
+
+def check_attack(who: str, x, y, eps, clip, y_bounds=None):
+    """The checks every attack makes before it runs: eps, clip, the labels' shape and type, the inputs.
+    Returns the labels' (min, max) for the loss to check against the number of classes: ``y_bounds``
+    when the caller found them on the host, else read from `y` (once per attack, not per step)."""
     check_eps(eps, who)
     check_clip(clip, who)
     label_shape(y, x.shape[0])
     check_inputs(x, clip, who)
+    if y_bounds is not None or x.shape[0] == 0:
+        return y_bounds
+    return backend.min_max(y)
 
 
-def check_labels(logits, y) -> None:
-    """`y` labels for `logits` (N, K), as `SoftmaxCrossEntropy` checks them: (N,) integers in [0, K)."""
-    label_bounds(y, logits.shape[0], logits.shape[1])
+def check_labels(logits, y, y_bounds=None) -> None:
+    """`y` labels for `logits` (N, K), as `SoftmaxCrossEntropy` checks them: (N,) integers in [0, K).
+    ``y_bounds``: the labels' (min, max) found by the caller (on the host), checked instead of reading `y`'s."""
+    if y_bounds is None:
+        label_bounds(y, logits.shape[0], logits.shape[1])
+        return
+    label_shape(y, logits.shape[0])
+    check_label_bounds(y_bounds, logits.shape[1])

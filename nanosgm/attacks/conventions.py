@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import backend
 from .checks import check_clip, check_eps_list, check_inputs
-from .evaluation import PAPER_EPS, _batches, _correct, _labels, correct_under_attack
+from .evaluation import PAPER_EPS, _batch_bounds, _batches, _correct, _labels, correct_under_attack
 from .fgsm import fgsm_from_sign, gradient_sign
 from .gradients import LOSSES, loss_and_input_gradient
 
@@ -130,15 +130,16 @@ def fgsm_batches(model, X, y, eps_list, conv: Convention, clips, *, seed: int = 
     its dE/dx (B, ...), on the backend. One gradient per batch serves every clip and eps. The backend's
     generator is seeded with ``seed`` before the first batch (the dropout masks). ``eps_list`` checked by
     the caller (:func:`~nanosgm.attacks.checks.check_eps_list`); each batch is checked here (finite, and
-    inside the first clip of ``clips`` that is not None: the data's range)."""
+    inside the first clip of ``clips`` that is not None: the data's range), on ``X``, ``y`` where they
+    live: given on the host, a batch's checks read nothing back from the device."""
     y, bounds = _labels(y, int(X.shape[0]))
     bounded = next((c for c in clips if c is not None), None)
     backend.seed(int(seed))                            # the dropout masks of the training-mode gradient
     for sl in _batches(int(X.shape[0]), conv.batch_size):
         xb, yb = backend.to_device(X[sl]), backend.to_device(y[sl])
-        check_inputs(xb, bounded, "fgsm_correct")      # no clip (the authors'): any finite input
+        check_inputs(X[sl], bounded, "fgsm_correct")   # no clip (the authors'): any finite input
         losses, _, g = loss_and_input_gradient(model, xb, yb, conv.loss, dropout=conv.dropout,
-                                               batch_stats=conv.batch_stats)
+                                               batch_stats=conv.batch_stats, y_bounds=_batch_bounds(y[sl]))
         sign = gradient_sign(g, xb)
         correct = [{} for _ in clips]
         for e in eps_list:

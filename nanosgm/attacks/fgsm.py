@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import backend
 from .checks import check_attack
-from .gradients import input_gradient
+from .gradients import loss_and_input_gradient
 from .state import on_backend
 
 
@@ -33,16 +33,19 @@ def fgsm_from_sign(x, sign_grad, eps, clip):
     return clip_to_range(x + x.dtype.type(eps) * sign_grad, clip)
 
 
-def fgsm(model, x, y, eps: float, *, clip=(0.0, 1.0), training: bool = False):
+def fgsm(model, x, y, eps: float, *, clip=(0.0, 1.0), training: bool = False, y_bounds=None):
     """Fast Gradient Sign Method, Eq. 20: `x_adv = clip(x + eps * sign(dE/dx), lo, hi)`.
 
     Uses the true labels `y` and the network in inference mode. `clip=None` skips the range clip;
     `clip=None, training=True` reproduces the authors' evaluation script (see the `nanosgm.attacks` docstring).
     Returns an array on the active backend with x's dtype; `x` is not modified. Refused (ValueError): an
     eps that is not a finite number >= 0, inputs outside `clip` or not finite, labels that are not one
-    class index per input (`nanosgm.attacks.checks`).
+    class index per input (`nanosgm.attacks.checks`). ``y_bounds``: the labels' (min, max) when the caller
+    found them on the host (as the training loop does); None: read from `y`. On a device an attack reads
+    back the inputs' min and max (one read) and, without ``y_bounds``, the labels' (one more).
     """
     x = on_backend(x)
-    check_attack("fgsm", x, on_backend(y, like=x), eps, clip)
-    _, g = input_gradient(model, x, y, training=training)
+    y = on_backend(y, like=x)
+    y_bounds = check_attack("fgsm", x, y, eps, clip, y_bounds)
+    _, _, g = loss_and_input_gradient(model, x, y, training=training, y_bounds=y_bounds)
     return fgsm_from_sign(x, gradient_sign(g, x), eps, clip)

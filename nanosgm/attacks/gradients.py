@@ -19,21 +19,25 @@ from .checks import check_labels
 from .state import frozen_buffers, on_backend
 
 
-def cross_entropy_loss(logits, y):
-    """(per-example softmax cross-entropy (N,), dE/dlogits (N, K)) with E the batch MEAN, as in training."""
-    loss_fn = SoftmaxCrossEntropy()
+def cross_entropy_loss(logits, y, *, y_bounds=None):
+    """(per-example softmax cross-entropy (N,), dE/dlogits (N, K)) with E the batch MEAN, as in training.
+    ``y_bounds``: the labels' (min, max) when the caller found them on the host (checked against K instead
+    of reading `y`'s back); the batch mean stays on the device (unused here: nothing is read back)."""
+    loss_fn = SoftmaxCrossEntropy(loss_on_device=True)
+    if y_bounds is not None:
+        loss_fn.known_labels(y, y_bounds)
     loss_fn.forward(logits, y)
     return loss_fn.losses(), loss_fn.backward()
 
 
-def dlr_loss(logits, y):
+def dlr_loss(logits, y, *, y_bounds=None):
     """Difference of Logits Ratio (Croce & Hein 2020, Eq. 5), per example, and d(sum of DLR)/dlogits:
 
         DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)       (pi sorts z in decreasing order)
 
     positive exactly when the example is misclassified; invariant to shifting and scaling the logits.
     A 1e-12 in the denominator keeps it finite when the three largest logits tie. Needs K >= 3 classes;
-    the labels are checked as `SoftmaxCrossEntropy` checks them.
+    the labels are checked as `SoftmaxCrossEntropy` checks them (from ``y_bounds``, their (min, max), when given).
     Shapes: logits (N, K), y (N,) -> (N,), (N, K).
     """
     xp = backend.array_module(logits)
@@ -42,7 +46,7 @@ def dlr_loss(logits, y):
         raise ValueError(f"the DLR loss needs at least 3 classes (it uses the third-largest logit), got {k}")
     rows = xp.arange(n)
     y = xp.asarray(y)
-    check_labels(logits, y)
+    check_labels(logits, y, y_bounds)
     order = xp.argsort(-logits, axis=1)
     first, third = order[:, 0], order[:, 2]
     others = logits.copy()
@@ -65,18 +69,18 @@ def dlr_loss(logits, y):
 KERAS_EPSILON = 1e-7    # Keras's K.epsilon(): its categorical cross-entropy clips probabilities to [eps, 1 - eps]
 
 
-def keras_cross_entropy_loss(logits, y, prob_clip: float = KERAS_EPSILON):
+def keras_cross_entropy_loss(logits, y, prob_clip: float = KERAS_EPSILON, *, y_bounds=None):
     """The softmax cross-entropy and its batch-mean gradient as Keras 2 computed them (the authors'
     framework): -log(clip(p_y, prob_clip, 1 - prob_clip)). A clipped value has no gradient, so a row whose
     true-class probability lies outside [prob_clip, 1 - prob_clip] gets dE/dlogits = 0; every other row
-    gets the exact (softmax(z) - onehot(y)) / N.
+    gets the exact (softmax(z) - onehot(y)) / N. ``y_bounds``: as for `cross_entropy_loss`.
 
     >>> import numpy as np
     >>> z = np.array([[0.0, 0.0], [40.0, 0.0]], dtype=np.float32)     # row 1: p(class 0) = 1 - 4e-18
     >>> keras_cross_entropy_loss(z, np.array([0, 0]))[1].tolist()
     [[-0.25, 0.25], [0.0, 0.0]]
     """
-    losses, d = cross_entropy_loss(logits, y)
+    losses, d = cross_entropy_loss(logits, y, y_bounds=y_bounds)
     inside = keras_unclipped(losses, prob_clip)
     return losses, d * inside[:, None].astype(d.dtype)
 
@@ -132,7 +136,7 @@ def mixed_forward(model, x, *, dropout: bool, batch_stats: bool):
 
 
 def loss_and_input_gradient(model, x, y, loss: str = "ce", *, training: bool = False, dropout=None,
-                            batch_stats=None):
+                            batch_stats=None, y_bounds=None):
     """(per-example loss (N,), logits (N, K), dE/dx shaped like x) of `model` at inputs `x`, labels `y`.
 
     `loss`: "ce" (softmax cross-entropy; the gradient is that of the batch mean, as in training),
@@ -141,7 +145,9 @@ def loss_and_input_gradient(model, x, y, loss: str = "ce", *, training: bool = F
     unchanged. ``dropout`` / ``batch_stats`` (None: `training`) set the two layer kinds apart
     (`mixed_forward`): e.g. ``dropout=False, batch_stats=True`` is batch normalisation on the batch's
     statistics with dropout off. Parameters, buffers and the layers' weight gradients are never
-    touched (the backward pass computes dE/dx only).
+    touched (the backward pass computes dE/dx only). ``y_bounds``: the labels' (min, max) when the caller
+    found them (on the host, or once per attack): the loss checks them instead of reading `y`'s back.
+    Nothing is read back from a device.
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(sorted(LOSSES))}")
@@ -151,7 +157,7 @@ def loss_and_input_gradient(model, x, y, loss: str = "ce", *, training: bool = F
     y = on_backend(y, like=x)
     with frozen_buffers(model, active=batch_stats):             # only batch statistics move the buffers
         logits = mixed_forward(model, x, dropout=dropout, batch_stats=batch_stats)
-        values, dlogits = LOSSES[loss](logits, y)
+        values, dlogits = LOSSES[loss](logits, y, y_bounds=y_bounds)
         dx = model.backward(dlogits, param_grads=False)   # dE/dx only: weights stay as they are (Eq. 14)
     return values, logits, dx
 
@@ -162,6 +168,8 @@ def input_gradient(model, x, y, *, training: bool = False):
 
     `training=False` (default) runs the network in inference mode; `training=True` runs it in training
     mode (dropout on, batch statistics) while keeping its buffers unchanged. Parameters are never touched.
+    The loss is a Python float (one read from a device): callers that need dE/dx only call
+    `loss_and_input_gradient`, which reads nothing back.
     """
     values, _, dx = loss_and_input_gradient(model, x, y, "ce", training=training)
     return float(values.mean()), dx

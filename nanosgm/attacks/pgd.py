@@ -7,7 +7,7 @@ from __future__ import annotations
 from .. import backend
 from .checks import check_attack, check_count, check_positive
 from .fgsm import clip_to_range, gradient_sign
-from .gradients import cross_entropy_loss, input_gradient
+from .gradients import cross_entropy_loss, loss_and_input_gradient
 from .state import as_rng, on_backend, uniform
 
 
@@ -18,9 +18,10 @@ def project(x_adv, x, eps, clip):
     return clip_to_range(xp.minimum(xp.maximum(x_adv, x - dt(eps)), x + dt(eps)), clip)
 
 
-def _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training, idx=None):
+def _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training, idx=None, y_bounds=None):
     """One PGD run (Madry et al. 2018) from one random start; see `pgd`. `idx`: run it on the examples
-    x[idx] only (the random start is still drawn for all of x, so the draws do not depend on `idx`)."""
+    x[idx] only (the random start is still drawn for all of x, so the draws do not depend on `idx`).
+    `y_bounds`: (min, max) of all of y's labels, checked by every step's loss instead of reading y."""
     dt = x.dtype.type
     noise = uniform(rng, x.shape, x) if random_start and eps > 0 else None
     if idx is not None:
@@ -29,20 +30,21 @@ def _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training, 
     if len(x) == 0:
         return x_adv
     for _ in range(steps):
-        _, g = input_gradient(model, x_adv, y, training=training)
+        _, _, g = loss_and_input_gradient(model, x_adv, y, training=training, y_bounds=y_bounds)
         x_adv = project(x_adv + dt(alpha) * gradient_sign(g, x), x, eps, clip)
     return x_adv
 
 
-def _fooled_and_loss(model, x_adv, y):
+def _fooled_and_loss(model, x_adv, y, y_bounds=None):
     """(misclassified (N,) bool, per-example cross-entropy (N,)) in inference mode."""
     logits = model.forward(x_adv, training=False)
     xp = backend.array_module(logits)
-    return xp.argmax(logits, axis=1) != y, cross_entropy_loss(logits, y)[0]
+    return xp.argmax(logits, axis=1) != y, cross_entropy_loss(logits, y, y_bounds=y_bounds)[0]
 
 
 def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = None, restarts: int = 1,
-        random_start: bool = True, clip=(0.0, 1.0), rng=None, training: bool = False, skip_fooled: bool = True):
+        random_start: bool = True, clip=(0.0, 1.0), rng=None, training: bool = False, skip_fooled: bool = True,
+        y_bounds=None):
     """Projected gradient descent on the loss (Madry et al. 2018), the L-inf iterated form of Eq. 20.
 
     x_0 = x + U(-eps, eps) (if `random_start`), clipped to the range; then `steps` times
@@ -54,6 +56,8 @@ def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = N
     (R = 1 is one plain run). `rng`: None (the backend's seeded device generator), an int seed, or a
     NumPy/CuPy Generator; a fixed seed gives a deterministic attack. Refused (ValueError): what `fgsm`
     refuses, `steps` or `restarts` not a whole number >= 1, a `step_size` that is not a finite number > 0.
+    `y_bounds`: the labels' (min, max) when the caller found them on the host (as `fgsm`); without it they
+    are read once per call, not once per step.
 
     `skip_fooled` (the speed trick, restarts > 1 only): a restart runs on the examples that no earlier
     restart has misclassified, so a fooled example keeps its first misclassified result. Which examples
@@ -63,7 +67,7 @@ def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = N
     """
     x = on_backend(x)
     y = on_backend(y, like=x)
-    check_attack("pgd", x, y, eps, clip)
+    y_bounds = check_attack("pgd", x, y, eps, clip, y_bounds)
     check_count(steps, "steps", "pgd")
     check_count(restarts, "restarts", "pgd")
     if step_size is not None:
@@ -73,17 +77,17 @@ def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = N
         raise ValueError(f"pgd: {restarts} restarts need random_start=True (without it every restart is the same run)")
     alpha = 2.5 * eps / max(steps, 1) if step_size is None else float(step_size)
     rng = as_rng(rng, backend.device_rng) if (random_start and eps > 0) else None
-    best = _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training)
+    best = _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training, y_bounds=y_bounds)
     if restarts == 1:
         return best
     xp = backend.array_module(x)
-    best_fooled, best_loss = _fooled_and_loss(model, best, y)
+    best_fooled, best_loss = _fooled_and_loss(model, best, y, y_bounds)
     for _ in range(restarts - 1):
         idx = xp.nonzero(~best_fooled)[0] if skip_fooled else xp.arange(len(x))
-        cand = _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training, idx)
+        cand = _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training, idx, y_bounds)
         if len(idx) == 0:
             continue
-        fooled, loss = _fooled_and_loss(model, cand, y[idx])
+        fooled, loss = _fooled_and_loss(model, cand, y[idx], y_bounds)
         was_fooled, was_loss = best_fooled[idx], best_loss[idx]
         take = (fooled & ~was_fooled) | ((fooled == was_fooled) & (loss > was_loss))
         best[idx] = xp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), cand, best[idx])

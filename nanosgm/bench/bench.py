@@ -8,6 +8,7 @@ images per second, at one batch size (default 128), of
     train (WAME)   the same with WAME, the paper's optimizer (PyTorch has no WAME: no torch column)
     infer          forward(training=False)
     FGSM           attacks.fgsm at eps = 0.1: an inference forward + backward to the input + the sign step
+                   (the labels' bounds found on the host once, as the training steps' and evaluate's are)
 
 ``--compare-torch`` translates the SAME nanosgm network layer by layer into ``torch.nn`` (the one
 translation, :func:`nanosgm.bench.torch_bridge.to_torch`), copies its weights, and times in the same
@@ -191,10 +192,12 @@ def blas_gflops(n: int = 2048, reps: int = 5, asarray: Callable | None = None,
 def nanosgm_cells(model: Sequential, x: Array, y: Array) -> dict:
     """{column: zero-argument step function} for the nanosgm network ``model`` on backend arrays x, y.
     The training steps treat the loss as :func:`nanosgm.fit` does: kept on the device, the labels checked
-    from host bounds (found here, once), so a step reads nothing back."""
+    from host bounds (found here, once), so a step reads nothing back. FGSM gets the same bounds (as
+    :func:`nanosgm.attacks.evaluate` finds them on the host); it reads back the inputs' min and max."""
     loss_fn = SoftmaxCrossEntropy(loss_on_device=True)
     y_host = np.asarray(backend.to_host(y))
-    loss_fn.known_labels(y, (int(y_host.min()), int(y_host.max())) if y_host.size else None)
+    y_bounds = (int(y_host.min()), int(y_host.max())) if y_host.size else None
+    loss_fn.known_labels(y, y_bounds)
 
     def train_with(opt: Optimizer) -> Callable[[], None]:
         def step() -> None:
@@ -208,7 +211,7 @@ def nanosgm_cells(model: Sequential, x: Array, y: Array) -> dict:
         "train_adam": train_with(build_optimizer("adam", LR)),
         "train_wame": train_with(build_optimizer("wame", LR)),
         "infer": lambda: model.forward(x, training=False),
-        "fgsm": lambda: attacks.fgsm(model, x, y, FGSM_EPS),
+        "fgsm": lambda: attacks.fgsm(model, x, y, FGSM_EPS, y_bounds=y_bounds),
     }
 
 

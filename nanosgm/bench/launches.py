@@ -8,7 +8,7 @@ layers' buffers, as the first step of training does), one more step of each colu
 
     train (Adam), train (WAME)   forward(training=True) + softmax cross-entropy + backward + optimizer step
     infer                        forward(training=False)
-    FGSM                         attacks.fgsm at eps 0.1
+    FGSM                         attacks.fgsm at eps 0.1, the labels' bounds given (found on the host once)
 
 The table gives, per step, the kernel launches, the device -> host reads (each one a synchronisation of
 the GPU) and the host -> device copies, counted as :mod:`nanosgm.standin` says: one launch per array

@@ -38,8 +38,12 @@ class SoftmaxCrossEntropy:
     def known_labels(self, labels: Array, bounds: tuple[int, int] | None) -> None:
         """Say that ``labels`` (this very array object) have (min, max) ``bounds``, found by the caller on
         the host: a forward pass on them then checks ``bounds`` against K instead of reading the labels'
-        min and max back from the device (two host reads a step). The last call wins."""
+        min and max back from the device (a host read a step). The last call wins."""
         self._known = (labels, bounds)
+
+    def known_bounds(self, labels: Array) -> tuple[int, int] | None:
+        """The (min, max) that `known_labels` gave for this very ``labels`` array; None when it gave none."""
+        return self._known[1] if self._known is not None and labels is self._known[0] else None
 
     def forward(self, logits, labels) -> float | Array:
         xp = backend.array_module(logits)
@@ -100,7 +104,8 @@ def label_bounds(y: Array, n: int, k: int | None = None) -> tuple[int, int] | No
     label_shape(y, n)
     if n == 0:
         return None
-    bounds = int(y.min()), int(y.max())
+    lo, hi = backend.min_max(y)                         # one read for device labels
+    bounds = int(lo), int(hi)
     check_label_bounds(bounds, k)
     return bounds
 

@@ -150,25 +150,28 @@ class AdversarialTraining(Method):
             return float(self.alpha)
         return {"fgsm": self.eps, "fgsm-rs": 1.25 * self.eps, "pgd": 2.5 * self.eps / self.steps}[self.mode]
 
-    def adversarial_batch(self, model, xb: Array, yb: Array, rng, clean_dX: Array | None = None) -> Array:
+    def adversarial_batch(self, model, xb: Array, yb: Array, rng, clean_dX: Array | None = None,
+                          y_bounds=None) -> Array:
         """x_adv for this mode: the inner passes in training mode with frozen buffers (module docstring).
-        "fgsm" reuses `clean_dX` (dE/dx of the clean training pass) when it is given."""
+        "fgsm" reuses `clean_dX` (dE/dx of the clean training pass) when it is given. `y_bounds`: the
+        labels' (min, max) found on the host, so the attack does not read them back from a device."""
         if self.mode == "fgsm":
             if clean_dX is None:
-                return fgsm(model, xb, yb, self.eps, clip=self.clip, training=True)
+                return fgsm(model, xb, yb, self.eps, clip=self.clip, training=True, y_bounds=y_bounds)
             return fgsm_from_sign(xb, gradient_sign(clean_dX, xb), self.eps, self.clip)
         if rng is None:
             raise ValueError(f"adversarial training mode {self.mode!r} needs an rng for its random start")
         steps = 1 if self.mode == "fgsm-rs" else self.steps
         return pgd(model, xb, yb, self.eps, steps=steps, step_size=self.step_size, clip=self.clip,
-                   rng=rng, training=True)
+                   rng=rng, training=True, y_bounds=y_bounds)
 
     def training_pass(self, model, loss_fn, xb: Array, yb: Array, rng) -> tuple[float, Array | None]:
         """Forward + backward in training mode that leaves in the layers' grads the gradient of this
         mode's training loss, mix * E(x) + (1 - mix) * E(x_adv) (mix = 0: E(x_adv) alone), and returns
         (that loss, dE/dX at the clean batch -- the gradient of E(x), as the plain pass returns it -- or
         None when this mode runs no clean pass). Then call `optimizer.step(model)` as usual.
-        `loss_fn`: a SoftmaxCrossEntropy; `rng`: a Generator for the random starts."""
+        `loss_fn`: a SoftmaxCrossEntropy (the labels' bounds it knows go to the attack); `rng`: a Generator
+        for the random starts."""
         mix = self.clean_weight
         with _one_dropout_mask(model):
             clean_loss, dX, clean_grads = None, None, None
@@ -176,7 +179,7 @@ class AdversarialTraining(Method):
                 clean_loss = loss_fn.forward(model.forward(xb, training=True), yb)
                 dX = model.backward(loss_fn.backward())
                 clean_grads = _grads_copy(model) if mix > 0 else None
-            x_adv = self.adversarial_batch(model, xb, yb, rng, dX)
+            x_adv = self.adversarial_batch(model, xb, yb, rng, dX, loss_fn.known_bounds(yb))
             adv_loss = loss_fn.forward(model.forward(x_adv, training=True), yb)
             model.backward(loss_fn.backward(), param_grads=True)
             if clean_grads is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 
 from ..attacks.state import frozen_buffers
+from ..backend import host_floats
 from ..layers import Sequential, SoftmaxCrossEntropy
 from ..layers.base import Array
 from .adversarial import _grads_copy, _leaf_layers, _one_dropout_mask
@@ -39,14 +40,21 @@ from .base import Method, format_number, parse_number, significant
 __all__ = ["GradientRegularisation", "regularised_pass", "finite_difference_pass"]
 
 
-def _penalty(mu: float, dX: Array) -> float:
-    """mu * (1/N) sum_n ||G_n||^2 with G = N dE/dX, i.e. mu * N * sum(dE/dX ** 2)."""
-    return float(mu * dX.shape[0] * float((dX.astype("float64") ** 2).sum()))
+def _squares(dX: Array):
+    """sum(dE/dX ** 2) in float64: a NumPy scalar, or a 0-d array left on the device."""
+    return (dX.astype("float64") ** 2).sum()
+
+
+def _penalty(mu: float, n: int, squares):
+    """mu * (1/N) sum_n ||G_n||^2 with G = N dE/dX, i.e. mu * N * sum(dE/dX ** 2), from ``squares`` =
+    sum(dE/dX ** 2) (`_squares`) over ``n`` samples; a 0-d device array stays on the device."""
+    return mu * n * squares
 
 
 def regularised_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array,
-                     mu: float) -> tuple[float, Array, float]:
-    """(E, dE/dX, penalty): the exact pass. Leaves dL/dtheta (module docstring) in the layers' grads."""
+                     mu: float) -> tuple[float | Array, Array, float | Array]:
+    """(E, dE/dX, penalty): the exact pass. Leaves dL/dtheta (module docstring) in the layers' grads.
+    The penalty is a float64 scalar on NumPy and a 0-d array on a device, where nothing is read back."""
     E = loss_fn.forward(model.forward(xb, training=True), yb)
     dX = model.backward(loss_fn.backward(), keep=True)               # dE/dtheta and dE/dX (Eq. 14)
     v = dX * dX.dtype.type(2.0 * mu * xb.shape[0])                     # v = 2 mu N dE/dX
@@ -54,16 +62,19 @@ def regularised_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array,
     for layer in _leaf_layers(model):
         for k, g in layer.grads.items():
             g += layer.grads_dot[k]
-    return E, dX, _penalty(mu, dX)
+    return E, dX, _penalty(mu, xb.shape[0], _squares(dX))
 
 
 def finite_difference_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array, mu: float,
                            h: float) -> tuple[float, Array, float]:
-    """(E, dE/dX, penalty): Finlay & Oberman's two-pass estimate of the same weight gradient."""
+    """(E, dE/dX, penalty): Finlay & Oberman's two-pass estimate of the same weight gradient. On a device
+    it reads one float a step, sum(dE/dX ** 2): |v| decides whether there is a direction at all (|v| = 0)
+    and scales the step to X + H u on the host."""
     with _one_dropout_mask(model):
         E = loss_fn.forward(model.forward(xb, training=True), yb)
         dX = model.backward(loss_fn.backward())
-        norm = 2.0 * mu * xb.shape[0] * math.sqrt(float((dX.astype("float64") ** 2).sum()))   # |v|
+        squares = float(_squares(dX))
+        norm = 2.0 * mu * xb.shape[0] * math.sqrt(squares)                                  # |v|
         if norm == 0.0:
             return E, dX, 0.0
         g0 = _grads_copy(model)
@@ -77,12 +88,13 @@ def finite_difference_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: 
             g -= g0[(i, k)]
             g *= g.dtype.type(scale)                     # |v| (g(X + H u) - g(X)) / H
             g += g0[(i, k)]
-    return E, dX, _penalty(mu, dX)
+    return E, dX, _penalty(mu, xb.shape[0], squares)
 
 
 class GradientRegularisation(Method):
     """Training on E + mu * mean_n ||G_n||^2 (module docstring); ``h`` None for the exact double backward,
-    a step size for the finite-difference estimate. Reports the epoch's mean penalty in its history."""
+    a step size for the finite-difference estimate. Reports the epoch's mean penalty in its history: the
+    batches' penalties, kept on a device until the epoch's end, are read there at once."""
 
     def __init__(self, mu: float, h: float | None = None) -> None:
         if not (math.isfinite(mu) and mu > 0):
@@ -90,7 +102,7 @@ class GradientRegularisation(Method):
         if h is not None and not (math.isfinite(h) and h > 0):
             raise ValueError(f"the finite-difference step H must be a number > 0, got {h!r}")
         self.mu, self.h = float(mu), None if h is None else float(h)
-        self._sum, self._batches = 0.0, 0
+        self._penalties: list = []         # this epoch's, one a batch (floats, or 0-d device arrays)
 
     @property
     def label(self) -> str:
@@ -116,13 +128,17 @@ class GradientRegularisation(Method):
             E, dX, penalty = regularised_pass(model, loss_fn, xb, yb, self.mu)
         else:
             E, dX, penalty = finite_difference_pass(model, loss_fn, xb, yb, self.mu, self.h)
-        self._sum, self._batches = self._sum + penalty, self._batches + 1
+        self._penalties.append(penalty)
         return E, dX
 
     def epoch_record(self) -> dict:
-        """The epoch's mean penalty mu * mean_n ||G_n||^2 (the train loss reported is E alone)."""
-        mean = self._sum / max(self._batches, 1)
-        self._sum, self._batches = 0.0, 0
+        """The epoch's mean penalty mu * mean_n ||G_n||^2 (the train loss reported is E alone): the batches'
+        penalties read back together (one read on a device) and summed on the host in batch order."""
+        total = 0.0
+        for penalty in host_floats(self._penalties):
+            total = total + penalty
+        mean = total / max(len(self._penalties), 1)
+        self._penalties = []
         return {"gradreg_penalty": significant(mean)}
 
     def divergence_hint(self) -> str:

@@ -26,6 +26,8 @@ import time
 import numpy as np
 
 from .. import backend
+from ..attacks.checks import deferred_input_checks
+from ..backend import host_floats
 from ..layers import SoftmaxCrossEntropy
 from ..plumbing.errors import TrainingDiverged
 from .base import Method, significant
@@ -147,9 +149,11 @@ def _train_epoch(run: Run, epoch: int, epochs: int, *, batch_size: int, seed: in
 
 def _step(run: Run, loss_fn, xb, yb, idx, rng, losses: LossTally, *, where: str) -> None:
     """One mini-batch: the method's pass (forward, backward to the inputs: Eq. 14), the weight step,
-    then what the method does after it (SGM: Eq. 15 / 21). The loss goes to ``losses`` (checked there)."""
-    loss, dX = run.method.training_pass(run.model, loss_fn, xb, yb, rng)
-    losses.add(loss, len(idx), where)
+    then what the method does after it (SGM: Eq. 15 / 21). The loss goes to ``losses`` (checked there),
+    and so do the input checks of the attacks an adversarial-training pass runs on device arrays."""
+    with deferred_input_checks() as inputs:
+        loss, dX = run.method.training_pass(run.model, loss_fn, xb, yb, rng)
+    losses.add(loss, len(idx), where, inputs)
     run.optimizer.step(run.model)                                    # Eq. 1-2 (WAME)
     run.method.after_step(run.model, loss_fn, idx, xb, yb, dX)
 
@@ -160,42 +164,38 @@ class LossTally:
     On NumPy (``every`` 1) each loss is checked as it comes, before the weight step, as it always was. On a
     device the losses stay there (0-d arrays) until ``every`` of them wait, or the epoch ends; then one read
     brings them back, and each is checked and added in batch order: the same sum, the same error (naming
-    the batch where it happened) as one read a step would give, ``every`` - 1 steps later at most."""
+    the batch where it happened) as one read a step would give, ``every`` - 1 steps later at most. A batch's
+    deferred input checks (:class:`~nanosgm.attacks.checks.deferred_input_checks`: an attack's inputs
+    finite and inside its clip range) come back in the same read and are settled before its loss is
+    checked, as the attack checked them before it ran."""
 
     def __init__(self, run: Run, bar, every: int) -> None:
         self.run, self.bar, self.every = run, bar, every
         self.total, self.count = 0.0, 0
-        self.pending: list = []             # (loss, batch size, where) not yet read
+        self.pending: list = []             # (loss, batch size, where, deferred input checks) not yet read
 
-    def add(self, loss, count: int, where: str) -> None:
-        """One batch's loss (a float or a 0-d device array) and its size."""
-        self.pending.append((loss, count, where))
+    def add(self, loss, count: int, where: str, inputs: deferred_input_checks | None = None) -> None:
+        """One batch's loss (a float or a 0-d device array), its size and its deferred input checks."""
+        self.pending.append((loss, count, where, inputs or deferred_input_checks()))
         if len(self.pending) >= self.every:
             self.read()
 
     def read(self) -> None:
-        """Bring the waiting losses to the host (one read), check each, add them up, show the running mean."""
+        """Bring the waiting losses and input bounds to the host (one read); per batch, in order, settle the
+        input checks, then check the loss; add the losses up, show the running mean."""
         if not self.pending:
             return
-        values = host_floats([loss for loss, _, _ in self.pending])
         pending, self.pending = self.pending, []
-        for value, (_, count, where) in zip(values, pending):
+        values = host_floats([loss for loss, _, _, _ in pending] +
+                             [v for _, _, _, inputs in pending for v in inputs.values()])
+        bounds = iter(values[len(pending):])
+        for value, (_, count, where, inputs) in zip(values, pending):
+            inputs.settle(bounds)
             _check_loss(self.run, value, where)
             self.total += value * count
             self.count += count
         if self.bar is not None:            # the running mean so far, shown at the bar's next refresh
             self.bar.set_postfix(loss=f"{self.total / self.count:.4f}", refresh=False)
-
-
-def host_floats(values: list) -> list[float]:
-    """``values`` (floats, NumPy scalars, device 0-d arrays) as Python floats; the device ones are stacked
-    and read back together: one host read, however many there are."""
-    device = [v for v in values if backend.is_gpu_array(v)]
-    if device:
-        xp = backend.array_module(device[0])
-        device = xp.stack([xp.asarray(v, dtype=xp.float64).reshape(()) for v in device]).tolist()
-    read = iter(device)
-    return [next(read) if backend.is_gpu_array(v) else float(v) for v in values]
 
 
 def _check_loss(run: Run, loss: float, where: str) -> None:

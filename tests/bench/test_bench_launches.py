@@ -24,3 +24,16 @@ def test_launches_table_for_the_dnn(capsys, tmp_path, numpy_backend):
     assert [[str(counts[c][m]) for m in ("launches", "host_reads", "uploads")]
             for c in ("train_adam", "train_wame", "infer", "fgsm")] == [r[2:] for r in rows]
     assert counts["train_adam"]["launches"] > counts["infer"]["launches"]    # forward + backward + step > forward
+
+
+def test_an_fgsm_step_reads_back_the_inputs_range_only(numpy_backend):
+    """The bench's FGSM is given the labels' bounds found on the host (as evaluate finds them): its one
+    read is the inputs' min and max, which fgsm checks against the clip range before it attacks."""
+    import argparse
+    from nanosgm.bench.launches import count_network
+    backend.use("standin")
+    try:
+        counts = count_network("dnn", argparse.Namespace(batch_size=16, seed=0))
+    finally:
+        backend.use("numpy")
+    assert counts["fgsm"]["host_reads"] == 1 and counts["fgsm"]["reads"] == {"tolist": 1}
