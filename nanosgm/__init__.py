@@ -2,18 +2,18 @@
 Smooth Gradient Method" (Mosca & Magoulas).
 
 The house, in the paper's order (a learner reads the first five; the last two are plumbing):
-    backend      NumPy or CuPy, seeded generators
-    layers/      hand-written forward/backward pairs that backpropagate to the inputs (Eq. 6-14),
-                 ``Sequential``, gradient checking
-    optim/       WAME (Eq. 1-2), Adam, SGD and the authors' learning-rate schedule
-    models       the paper's networks (Tables 1-3)
-    data/        MNIST / Fashion-MNIST / CIFAR loading, preprocessing and augmentation (Eq. 22-35)
-    methods/     how a network is trained: ``fit`` and the methods (control, SGM Eq. 15/21, the authors'
-                 published code path, adversarial training)
-    attacks/     FGSM (Eq. 20), PGD, APGD, Square, accuracy under attack
-    experiments/ the protocol: lock-step runs, statistics, Tables 4-5, verdicts, figures, the audit
-    bench/       speed against PyTorch, per-layer profiles
-    plumbing/    files, locks, state checks, checkpoints, command-line error reporting, threads
+    * ``backend``: NumPy or CuPy, seeded generators
+    * ``layers/``: hand-written forward/backward pairs that backpropagate to the inputs (Eq. 6-14),
+      ``Sequential``, gradient checking
+    * ``optim/``: WAME (Eq. 1-2), Adam, SGD and the authors' learning-rate schedule
+    * ``models``: the paper's networks (Tables 1-3)
+    * ``data/``: MNIST / Fashion-MNIST / CIFAR loading, preprocessing and augmentation (Eq. 22-35)
+    * ``methods/``: how a network is trained: ``fit`` and the methods (control, SGM Eq. 15/21, the
+      authors' published code path, adversarial training)
+    * ``attacks/``: FGSM (Eq. 20), PGD, APGD, Square, accuracy under attack
+    * ``experiments/``: the protocol: lock-step runs, statistics, Tables 4-5, verdicts, figures, the audit
+    * ``bench/``: speed against PyTorch, per-layer profiles
+    * ``plumbing/``: files, locks, state checks, checkpoints, command-line error reporting, threads
 
 The names a learner uses are importable from here, loaded on first use (``import nanosgm`` itself loads
 no NumPy and sets nothing):

@@ -133,6 +133,16 @@ def test_every_command_refuses_an_unknown_flag_in_one_line_with_exit_1(capsys, m
     assert one_line_error(capsys.readouterr().err).startswith(line)
 
 
+@pytest.mark.parametrize("command", list(VALID_BEFORE))
+def test_every_command_takes_debug_and_then_shows_the_traceback(capsys, command):
+    """``--debug`` is one of each command's flags (argparse would refuse it as unknown otherwise): a refusal
+    then shows its traceback above the one ``error:`` line."""
+    assert commands.main([command, *VALID_BEFORE[command], "--debug", "--bogus"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err, err
+    assert err.rstrip().splitlines()[-1].startswith("error: unrecognized arguments: --bogus (see"), err
+
+
 def test_importing_the_command_loads_no_numpy():
     proc = run(sys.executable, "-c", "import sys, nanosgm.commands; sys.exit('numpy' in sys.modules)")
     assert proc.returncode == 0, proc.stderr

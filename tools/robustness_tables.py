@@ -137,7 +137,8 @@ def collect(docs) -> tuple:
         if settings is None:
             settings = these
         elif these != settings:
-            raise TableError(f"{path}: audited with other settings than the first file ({these} against {settings}); "
+            differ = "; ".join(f"{k} {these[k]} against {settings[k]}" for k in these if these[k] != settings[k])
+            raise TableError(f"{path}: audited with other settings than the first file ({differ}); "
                              "pool audits made with the same flags only")
         for name, net in doc["networks"].items():
             row, run, arm = name_of(name)

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     env = kernel_env(quick)
     chosen = notebooks(args.prefixes)
     if not chosen:
-        p.error(f"no notebook in {NB_DIR} starts with {args.prefixes}")
+        p.error(f"no notebook in {NB_DIR} starts with {', '.join(args.prefixes)}")
     for path in chosen:
         start = time.perf_counter()
         nb = execute(path, env, NB_DIR)

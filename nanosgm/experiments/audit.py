@@ -604,6 +604,7 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--out", default=None, help="folder for robustness.json and robustness.png (default: the first "
                    "model's folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier robustness.json in --out")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per finished attack on stderr instead)")
     p.add_argument("--keep-partial", action="store_true", help=f"keep --out/{PARTIAL_NAME} after the audit, so that a "
                    "later audit into the same --out (with --overwrite) that adds networks runs only what is new")

@@ -183,6 +183,7 @@ def build_parser(prog: str = PROG):
     p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, ...)")
     p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend (default numpy)")
     p.add_argument("--overwrite", action="store_true", help=f"replace an earlier {OUT_NAME}")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per network on stderr)")
     p.add_argument("--figure", action="store_true", help=f"measure nothing: draw PROTOCOL_DIR/{FIGURE_NAME} from "
                    f"the existing {OUT_NAME} (one bar group per reading, per eps; "

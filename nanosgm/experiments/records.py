@@ -86,14 +86,19 @@ def _check_config(cfg: object, where: str) -> None:
     eps = cfg.get("eps")
     if not (isinstance(eps, list) and eps and all(_real(e) and e >= 0 for e in eps) and len(set(eps)) == len(eps)):
         raise ProtocolError(f"{where}: config.eps must be a list of finite numbers >= 0, each given once, got "
-                            f"{eps!r}; {RESTORE}")
+                            f"{_listed(eps)}; {RESTORE}")
+
+
+def _listed(value: object) -> str:
+    """``value`` for a message: a list as its items joined by commas (no brackets), anything else as repr."""
+    return ", ".join(repr(v) for v in value) if isinstance(value, list) and value else repr(value)
 
 
 def _check_arms(arms: object, where: str) -> None:
     if not (isinstance(arms, list) and arms and arms[0] == CONTROL and all(isinstance(a, str) for a in arms)
             and len(set(arms)) == len(arms)):
         raise ProtocolError(f"{where}: 'arms' must be a list of arm labels, {CONTROL!r} first, each once, got "
-                            f"{arms!r}; {RESTORE}")
+                            f"{_listed(arms)}; {RESTORE}")
     for a in arms:
         try:
             label = parse_arm(a).label

@@ -4,7 +4,7 @@ Each test saves a small trained network (model.npz) or a checkpoint-like .npz (t
 state under "model.", "optim." and "sgm.", as nanosgm.train writes them) into tmp_path, damages it,
 and asserts the outcome a user needs: a StateError (nanosgm's own ValueError subclass) naming the file
 and, for a bad entry, the key as it is spelled in the file, or the correct result; and that nothing
-was altered: the model, optimiser and SGM state after a refused load equal those before it, and the
+was altered: the model, optimizer and SGM state after a refused load equal those before it, and the
 file on disk is unchanged.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ Y0 = np.arange(16) % 3
 
 
 def train(model, opt, sgm, steps, start=0):
-    """``steps`` mini-batches of 8 with SGM input updates: weights, optimiser slots and X_t all move."""
+    """``steps`` mini-batches of 8 with SGM input updates: weights, optimizer slots and X_t all move."""
     loss = SoftmaxCrossEntropy()
     for k in range(start, start + steps):
         idx = np.arange(8) + 8 * (k % 2)
@@ -320,7 +320,7 @@ def test_non_finite_values_are_refused_naming_the_key(saved, key, bad):
     refused(path, objs, "NaN or infinite", key)
 
 
-# --- the optimiser's state specifically ------------------------------------------------------------------------
+# --- the optimizer's state specifically ------------------------------------------------------------------------
 
 def test_all_slots_of_one_parameter_missing_are_refused_with_the_model(saved):
     path, arrays, objs = saved
@@ -375,7 +375,7 @@ def test_inconsistent_values_are_refused(saved, key, value, match):
 
 @pytest.mark.parametrize("make, hyper", [(lambda: SGD(lr=0.1, momentum=0.9), "momentum"),
                                          (lambda: Adam(), "beta2"), (lambda: WAME(), "eta_minus")])
-def test_every_optimiser_refuses_a_missing_hyperparameter(make, hyper):
+def test_every_optimizer_refuses_a_missing_hyperparameter(make, hyper):
     model, opt = net(), make()
     train(model, opt, SmoothGradient(X0, 0.0), 2)
     d = opt.state_dict()
@@ -388,7 +388,7 @@ def test_every_optimiser_refuses_a_missing_hyperparameter(make, hyper):
 
 
 def test_sgd_without_momentum_resumes_without_slots():
-    """The correct result for an optimiser that keeps no per-parameter state: nothing is missing."""
+    """The correct result for an optimizer that keeps no per-parameter state: nothing is missing."""
     model, opt = net(), SGD(lr=0.1)
     train(model, opt, SmoothGradient(X0, 0.0), 2)
     d = opt.state_dict()

@@ -40,7 +40,7 @@ def one_line_error(capsys) -> str:
 
 
 def stop_at_step(monkeypatch, n, action):
-    """Call ``action()`` at the ``n``-th optimiser step of the run (four steps an epoch with TR)."""
+    """Call ``action()`` at the ``n``-th optimizer step of the run (four steps an epoch with TR)."""
     real, steps = WAME.step, []
 
     def step(self, model):

@@ -103,7 +103,7 @@ def test_load_state_dict_copies_into_the_existing_arrays():
     model = small_net()
     w = model[0].params["W"]
     model.load_state_dict(trained_net().state_dict())
-    assert model[0].params["W"] is w         # optimisers keep references to these arrays
+    assert model[0].params["W"] is w         # optimizers keep references to these arrays
 
 
 def test_load_state_dict_missing_key_is_a_clear_state_error():

@@ -1,4 +1,4 @@
-"""Tests for nanosgm.methods.adaptive: SGM's input step taken by an optimiser's rule (Section 6's future work)."""
+"""Tests for nanosgm.methods.adaptive: SGM's input step taken by an optimizer's rule (Section 6's future work)."""
 import numpy as np
 import pytest
 
@@ -24,7 +24,7 @@ def _started(rule, X0, lam=0.01, **kw):
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_the_input_rule_is_the_weight_rule_on_the_same_array(rule, per_sample):
-    """Three visits of every row: the stored set equals a parameter stepped by the optimiser on -g (x B)."""
+    """Three visits of every row: the stored set equals a parameter stepped by the optimizer on -g (x B)."""
     X0, rng = _data()
     m = _started(rule, X0, per_sample=per_sample)
     param = X0.copy()

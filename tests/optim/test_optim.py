@@ -12,7 +12,7 @@ from nanosgm.optim import SGD, WAME, Adam, build_optimizer
 
 
 class FakeModel:
-    """The smallest object honouring the optimiser contract: parameters() -> (name, param, grad)."""
+    """The smallest object honouring the optimizer contract: parameters() -> (name, param, grad)."""
 
     def __init__(self, shapes, dtype=np.float64, seed=0):
         rng = np.random.default_rng(seed)
@@ -301,7 +301,7 @@ def test_state_dict_round_trip_through_npz(kind):
     buf.seek(0)
     with np.load(buf, allow_pickle=False) as z:
         loaded = {k: z[k] for k in z.files}
-    # a fresh model with the same weights and a fresh optimiser continue exactly like the original
+    # a fresh model with the same weights and a fresh optimizer continue exactly like the original
     b = FakeModel({"0.W": (3, 2), "1.gamma": (2,)})
     for n in b.p:
         b.p[n][...] = a.p[n]
@@ -328,7 +328,7 @@ def test_state_dict_is_flat_host_arrays_and_copies():
     d = opt.state_dict()
     assert all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in d.items())
     assert d["kind"].dtype.kind == "U" and d["lr"].shape == ()
-    d["state.0.W.zeta"][...] = 7.0  # a copy: the optimiser's own state is untouched
+    d["state.0.W.zeta"][...] = 7.0  # a copy: the optimizer's own state is untouched
     assert float(opt.state["0.W"]["zeta"][0, 0]) == 1.0
     opt2 = WAME()
     opt2.load_state_dict(d)
@@ -405,7 +405,7 @@ def test_optimizers_on_cupy_match_numpy(kind, device):
         g_cp[...] = xp.asarray(g)
         a.step([("w", w_np, g_np)])
         b.step([("w", w_cp, g_cp)])
-        if i == 2:  # checkpoint the GPU optimiser and continue from host arrays put back on the GPU
+        if i == 2:  # checkpoint the GPU optimizer and continue from host arrays put back on the GPU
             d = b.state_dict()
             assert all(isinstance(v, np.ndarray) for v in d.values())
             b = build_optimizer(kind)
@@ -425,7 +425,7 @@ def _norm_clipped_sgd(elementwise):
                                                        "update": update})
 
 
-def test_an_optimiser_must_declare_whether_it_is_elementwise():
+def test_an_optimizer_must_declare_whether_it_is_elementwise():
     with pytest.raises(TypeError, match="must declare `elementwise = True`"):
         class Undeclared(optim.Optimizer):
             kind = "undeclared"

@@ -20,7 +20,7 @@ class Params:
 
 
 @pytest.mark.parametrize("name", ["wame", "adam", "sgd"])
-def test_threaded_optimiser_steps_equal_the_serial_loop_bit_for_bit(name, monkeypatch):
+def test_threaded_optimizer_steps_equal_the_serial_loop_bit_for_bit(name, monkeypatch):
     rng = np.random.default_rng(0)
     shapes = [(600, 700), (3, 5), (300_001,)]          # chunked, too small to chunk, an odd length
     results = []
