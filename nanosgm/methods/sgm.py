@@ -193,7 +193,8 @@ class SmoothGradient(CheckedState):
         n_updates = int(check_array(d, "n_updates", where, shape=(), kind="i"))
         clip = check_array(d, "clip", where, kind="f")
         if clip.shape not in ((2,), (0,)) or (clip.size and not clip[0] <= clip[1]):
-            raise where.error(f"{where.key('clip')} is {clip.tolist()}, expected [] or [lo, hi] with lo <= hi")
+            raise where.error(f"{where.key('clip')} is ({', '.join(f'{v:g}' for v in clip.ravel().tolist())}), "
+                              "expected () or (lo, hi) with lo <= hi")
         if n_updates < 0:
             raise where.error(f"{where.key('n_updates')} is {n_updates}, a count must be >= 0")
         if "X" in d:
