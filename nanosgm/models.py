@@ -5,6 +5,11 @@ Order inside a block: weights -> (max-pool) -> BatchNorm -> ReLU (-> Dropout). P
 straight after the convolution, before BatchNorm and ReLU, is a reading, not the paper's words: ReLU
 and max-pool commute, and normalising the pooled map costs a quarter of normalising the full one.
 The output layer has no BatchNorm or ReLU: its outputs are the logits fed to the softmax.
+
+``dnn-keras`` is Table 1 read through the authors' Keras code (nitbix/toupee, their MNIST model files): a
+BatchNorm between the output layer and the softmax, Keras's batch-norm constants (momentum 0.99 there, 0.01 in
+this library's convention; eps 1e-3) and Glorot-uniform initial weights. One of the readings that may explain
+the gap between our DNN's FGSM accuracy and the paper's (issue 21).
 """
 from __future__ import annotations
 
@@ -20,15 +25,29 @@ CIFAR_SHAPE = (3, 32, 32)
 
 
 def mnist_dnn(num_classes: int = 10, *, in_features: int = 784, dropout: float = 0.5, dtype="float32",
-              rng: np.random.Generator | None = None) -> Sequential:
-    """Table 1: fully connected 2500-2000-1500-1000-500, each with BatchNorm, ReLU and 50% dropout; softmax."""
-    layers = [Flatten()]
+              rng: np.random.Generator | None = None, output_bn: bool = False, bn_momentum: float = 0.1,
+              bn_eps: float = 1e-5, init: str = "he") -> Sequential:
+    """Table 1: fully connected 2500-2000-1500-1000-500, each with BatchNorm, ReLU and 50% dropout; softmax.
+    ``output_bn``: a BatchNorm on the logits too; ``bn_momentum``, ``bn_eps``: every BatchNorm's constants;
+    ``init``: the Dense layers' initial weights ("he" or "glorot")."""
+    def bn(n: int) -> BatchNorm:
+        return BatchNorm(n, bn_momentum, bn_eps, dtype=dtype)
+
+    layers: list[Layer] = [Flatten()]
     width = in_features
     for out in (2500, 2000, 1500, 1000, 500):
-        layers += [Dense(width, out, dtype=dtype, rng=rng), BatchNorm(out, dtype=dtype), ReLU(), Dropout(dropout)]
+        layers += [Dense(width, out, dtype=dtype, rng=rng, init=init), bn(out), ReLU(), Dropout(dropout)]
         width = out
-    layers.append(Dense(width, num_classes, dtype=dtype, rng=rng))
+    layers.append(Dense(width, num_classes, dtype=dtype, rng=rng, init=init))
+    if output_bn:
+        layers.append(bn(num_classes))
     return Sequential(layers)
+
+
+def mnist_dnn_keras(num_classes: int = 10, **kw) -> Sequential:
+    """Table 1 as the authors' Keras code builds its MNIST models (module docstring): BatchNorm on the logits,
+    momentum 0.01 (Keras 0.99), eps 1e-3, Glorot-uniform weights."""
+    return mnist_dnn(num_classes, output_bn=True, bn_momentum=0.01, bn_eps=1e-3, init="glorot", **kw)
 
 
 def mnist_cnn(num_classes: int = 10, *, in_channels: int = 1, dropout: float = 0.5, dtype="float32",
@@ -70,12 +89,14 @@ def cifar_cnn(num_classes: int = 10, *, in_channels: int = 3, dtype="float32",
     )
 
 
-MODELS = {"dnn": mnist_dnn, "cnn": mnist_cnn, "cifar_cnn": cifar_cnn}
+MODELS = {"dnn": mnist_dnn, "dnn-keras": mnist_dnn_keras, "cnn": mnist_cnn, "cifar_cnn": cifar_cnn}
+FLAT_INPUTS = ("dnn", "dnn-keras")          # the models that take in_features (the others: in_channels)
 ALIASES = {"mnist_dnn": "dnn", "mnist_cnn": "cnn", "cifar": "cifar_cnn", "allcnn": "cifar_cnn"}
 
 
 def build(name: str, num_classes: int = 10, **kw) -> Sequential:
-    """Build a paper network by name: "dnn" (Table 1), "cnn" (Table 2) or "cifar_cnn" (Table 3)."""
+    """Build a paper network by name: "dnn" (Table 1; "dnn-keras" in the authors' Keras reading), "cnn"
+    (Table 2) or "cifar_cnn" (Table 3)."""
     key = ALIASES.get(name, name)
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))} "

@@ -87,7 +87,7 @@ __all__ = ["main", "parser", "to_torch", "measure", "measure_pair", "summary", "
            "INPUT_SHAPES", "COLUMNS", "TorchMissing", "set_blas_threads", "blas_gflops", "format_table",
            "format_details", "cell_warnings", "ratio_warnings", "load_warnings", "spread"]
 
-INPUT_SHAPES = {"dnn": models.MNIST_SHAPE, "cnn": models.MNIST_SHAPE, "cifar_cnn": models.CIFAR_SHAPE}
+INPUT_SHAPES = {"dnn": models.MNIST_SHAPE, "dnn-keras": models.MNIST_SHAPE, "cnn": models.MNIST_SHAPE, "cifar_cnn": models.CIFAR_SHAPE}
 COLUMNS = ("train_adam", "train_wame", "infer", "fgsm")          # JSON keys, in table order
 HEADERS = {"train_adam": "train img/s (Adam)", "train_wame": "train img/s (WAME)",
            "infer": "infer img/s", "fgsm": "FGSM img/s"}

@@ -37,8 +37,8 @@ def add_common_arguments(p: argparse.ArgumentParser, what: str) -> None:
     the thing trained, for the help texts)."""
     p.add_argument("dataset", type=dataset_name, help="mnist, fashion-mnist, cifar10 or cifar100 (any "
                    "spelling: MNIST, cifar-10, ...)")
-    p.add_argument("--model", default=None, help="dnn (Table 1), cnn (Table 2) or cifar_cnn (Table 3); default: cnn "
-                   "for MNIST-like data, cifar_cnn for CIFAR")
+    p.add_argument("--model", default=None, help="dnn (Table 1; dnn-keras: the authors' Keras reading of it), "
+                   "cnn (Table 2) or cifar_cnn (Table 3); default: cnn for MNIST-like data, cifar_cnn for CIFAR")
     p.add_argument("--epochs", type=whole("--epochs", least=1), default=5,
                    help=f"epochs {what} (default 5; the paper trains 50)")
     p.add_argument("--batch-size", type=whole("--batch-size", least=2), default=128,

@@ -71,7 +71,7 @@ def build_model(model: str | Callable[[Dataset], Sequential], ds: Dataset) -> Se
     ``backend.seed(seed)`` first."""
     if callable(model):
         return model(ds)
-    kw = {"in_features": int(np.prod(ds.input_shape))} if models.ALIASES.get(model, model) == "dnn" \
+    kw = {"in_features": int(np.prod(ds.input_shape))} if models.ALIASES.get(model, model) in models.FLAT_INPUTS \
         else {"in_channels": ds.input_shape[0]}
     return models.build(model, num_classes=ds.num_classes, **kw)
 

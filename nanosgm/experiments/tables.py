@@ -15,7 +15,7 @@ from .stats import min_exact_p, summarize
 __all__ = ["paper_experiment_name", "format_tables"]
 
 _DATASET_TITLES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-_MODEL_TITLES = {"dnn": "DNN", "cnn": "CNN", "cifar_cnn": "CNN"}
+_MODEL_TITLES = {"dnn": "DNN", "dnn-keras": "DNN", "cnn": "CNN", "cifar_cnn": "CNN"}
 
 
 def paper_experiment_name(dataset: str, model: str, augment: bool) -> str | None:

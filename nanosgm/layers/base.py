@@ -91,6 +91,15 @@ def he_normal(shape: tuple, fan_in: int, dtype, rng: np.random.Generator | None 
     return backend.to_device(w.astype(dtype))
 
 
+def glorot_uniform(shape: tuple, fan_in: int, fan_out: int, dtype, rng: np.random.Generator | None = None) -> Array:
+    """Glorot & Bengio (2010) initialisation, Keras's default for its layers: U(-a, a), a = sqrt(6 / (fan_in
+    + fan_out)). Drawn on the host like `he_normal`."""
+    rng = backend.host_rng() if rng is None else rng
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    w = rng.uniform(-limit, limit, shape)
+    return backend.to_device(w.astype(dtype))
+
+
 def zeros(shape: tuple, dtype) -> Array:
     return backend.xp().zeros(shape, dtype=dtype)
 

@@ -12,20 +12,28 @@ Double backpropagation (R-operator along an input direction, W and b constant; s
 from __future__ import annotations
 
 from ..kernels.reduce import column_sum
-from .base import Array, Layer, check_float_dtype, check_ndim, he_normal, zeros
+from .base import Array, Layer, check_float_dtype, check_ndim, glorot_uniform, he_normal, zeros
 
 
 class Dense(Layer):
     """y = x @ W + b.   x: (N, in_features) -> y: (N, out_features).
 
-    Params: ``W`` (in_features, out_features), He-initialised; ``b`` (out_features,), zeros.
+    Params: ``W`` (in_features, out_features), He-initialised (``init="glorot"``: Glorot-uniform, Keras's
+    default); ``b`` (out_features,), zeros.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, dtype="float32", rng=None) -> None:
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, dtype="float32", rng=None,
+                 init: str = "he") -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.dtype = check_float_dtype(dtype)
-        self.params["W"] = he_normal((self.in_features, self.out_features), self.in_features, self.dtype, rng)
+        shape = (self.in_features, self.out_features)
+        if init == "he":
+            self.params["W"] = he_normal(shape, self.in_features, self.dtype, rng)
+        elif init == "glorot":
+            self.params["W"] = glorot_uniform(shape, self.in_features, self.out_features, self.dtype, rng)
+        else:
+            raise ValueError(f"unknown init {init!r} for Dense: choose 'he' or 'glorot'")
         if bias:
             self.params["b"] = zeros((self.out_features,), self.dtype)
 

@@ -115,15 +115,17 @@ def test_mnist_cnn_table2_matches_torch(training):
     close_counterparts(net, "Table 2 CNN")                # running statistics (and the untouched weights)
 
 
-def test_mnist_dnn_table1_adam_training_steps_match_torch():
-    """Training, not just one gradient: the whole Table 1 network (BatchNorm, 50% dropout) takes 8
-    Adam steps in nanosgm and in torch from the same weights, with the same mini-batches and the
-    dropout masks nanosgm drew; every weight, every running statistic and the inference-mode logits
-    must agree afterwards. (A systematic difference in any layer or in Adam would show here.)"""
+@pytest.mark.parametrize("name", ["dnn", "dnn-keras"])
+def test_mnist_dnn_table1_adam_training_steps_match_torch(name):
+    """Training, not just one gradient: the whole Table 1 network (BatchNorm, 50% dropout; "dnn-keras":
+    BatchNorm on the logits too, Keras's constants) takes 8 Adam steps in nanosgm and in torch from the same
+    weights, with the same mini-batches and the dropout masks nanosgm drew; every weight, every running
+    statistic and the inference-mode logits must agree afterwards. (A systematic difference in any layer or
+    in Adam would show here.)"""
     from nanosgm.optim import Adam
 
     backend.seed(5)
-    model = models.mnist_dnn(dtype="float64")
+    model = models.build(name, dtype="float64")
     rng = np.random.default_rng(2)
     X = rng.uniform(0, 1, (8 * 16, 784))
     labels = rng.integers(0, 10, len(X))
