@@ -27,8 +27,8 @@ def test_an_argparse_refusal_is_one_line_and_exit_1(monkeypatch, capsys, flags, 
 
 
 @pytest.mark.parametrize("models, message", [
-    ("cnn,resnet", "--models: unknown model 'resnet'; choose from dnn, cnn, cifar_cnn"),
-    (" , ", "--models is empty; give one or more of dnn, cnn, cifar_cnn"),
+    ("cnn,resnet", "--models: unknown model 'resnet'; choose from dnn, dnn-keras, cnn, cifar_cnn"),
+    (" , ", "--models is empty; give one or more of dnn, dnn-keras, cnn, cifar_cnn"),
 ])
 def test_a_bad_models_list_is_one_line_and_exit_1(capsys, models, message):
     assert bench.main(["--models", models]) == 1
