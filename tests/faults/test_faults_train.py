@@ -201,7 +201,7 @@ def test_the_lock_is_exclusive_between_two_holders(tmp_path):
     (["mnist", "--eps", "a"], "--eps must be comma-separated numbers"),
     (["mnist", "--epochs", "0"], "--epochs must be a whole number >= 1"),
     (["mnist", "--published", "--per-sample"], "--per-sample has no meaning"),
-    (["mnist", "--model", "resnet"], "unknown model 'resnet'; choose one of cifar_cnn, cnn, dnn\n"),
+    (["mnist", "--model", "resnet"], "unknown model 'resnet'; choose one of cifar_cnn, cnn, dnn, dnn-keras\n"),
     (["mnist", "--optimizer", "adamw"], "unknown optimizer 'adamw': choose one of adam, sgd, wame or wame-printed"),
     (["mnist", "--val-size", "-1"], "--val-size must be a whole number >= 0"),
 ])
@@ -214,7 +214,7 @@ def test_bad_flags_are_one_line_errors(tmp_path, capsys, argv, message):
 
 def test_an_unknown_network_name_lists_the_choices_as_words():
     from nanosgm import models
-    with pytest.raises(ValueError, match=r"^unknown model 'resnet'; choose one of cifar_cnn, cnn, dnn \(aliases: "
+    with pytest.raises(ValueError, match=r"^unknown model 'resnet'; choose one of cifar_cnn, cnn, dnn, dnn-keras \(aliases: "
                                          r"allcnn, cifar, mnist_cnn, mnist_dnn\)$"):
         models.build("resnet")
 
