@@ -214,8 +214,8 @@ def test_bad_flags_are_one_line_errors(tmp_path, capsys, argv, message):
 
 def test_an_unknown_network_name_lists_the_choices_as_words():
     from nanosgm import models
-    with pytest.raises(ValueError, match=r"^unknown model 'resnet'; choose one of cifar_cnn, cnn, dnn, dnn-keras \(aliases: "
-                                         r"allcnn, cifar, mnist_cnn, mnist_dnn\)$"):
+    with pytest.raises(ValueError, match=r"^unknown model 'resnet'; choose one of cifar_cnn, cnn, dnn, dnn-keras "
+                                         r"\(aliases: allcnn, cifar, mnist_cnn, mnist_dnn\)$"):
         models.build("resnet")
 
 
