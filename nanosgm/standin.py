@@ -65,10 +65,13 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
 __all__ = ["ndarray", "asarray", "array", "asnumpy", "counting", "Counts", "random", "linalg", "ndimage",
            "cuda", "__version__"]
@@ -233,11 +236,11 @@ class ndarray(NDArrayOperatorsMixin):
         self._a = a
 
     # -- host access: refused implicitly, counted explicitly --------------------------------------------
-    def __array__(self, dtype=None, copy: bool | None = None) -> NoReturn:
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> NoReturn:
         raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct "
                         "a NumPy array explicitly. (nanosgm.standin, as CuPy)")
 
-    def get(self, stream=None, order: str = "C", out: np.ndarray | None = None) -> np.ndarray:
+    def get(self, stream: Any = None, order: str = "C", out: np.ndarray | None = None) -> np.ndarray:
         """A NumPy copy of the array (a device -> host read)."""
         _read("get")
         if out is not None:
@@ -245,7 +248,7 @@ class ndarray(NDArrayOperatorsMixin):
             return out
         return np.array(self._a, order=order)
 
-    def set(self, arr: np.ndarray, stream=None) -> None:
+    def set(self, arr: np.ndarray, stream: Any = None) -> None:
         """Copy the host array ``arr`` into this array (an upload)."""
         _upload()
         self._a[...] = arr
@@ -298,7 +301,7 @@ class ndarray(NDArrayOperatorsMixin):
             raise TypeError("iteration over a 0-d array")
         return (self[i] for i in range(self._a.shape[0]))
 
-    def __getitem__(self, key) -> ndarray:
+    def __getitem__(self, key: Any) -> ndarray:
         key = key if isinstance(key, tuple) else (key,)
         if not _is_advanced(key):
             out = self._a[key]                               # a view: no kernel
@@ -306,7 +309,7 @@ class ndarray(NDArrayOperatorsMixin):
         _launch("getitem")                                   # a gather kernel
         return _wrap(self._a[_host_key(key)])
 
-    def __setitem__(self, key, value) -> None:
+    def __setitem__(self, key: Any, value: Any) -> None:
         key = key if isinstance(key, tuple) else (key,)
         key = _host_key(key) if _is_advanced(key) else key
         if isinstance(value, (np.ndarray, list)):
@@ -315,7 +318,7 @@ class ndarray(NDArrayOperatorsMixin):
         self._a[key] = _unwrap(value)
 
     # -- NumPy's protocols: every ufunc and array function lands here ---------------------------------
-    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs, **kwargs) -> Any:
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         out = kwargs.get("out", ())
         for x in inputs + tuple(out):
             if hasattr(x, "__array_ufunc__") and not isinstance(x, (ndarray, np.ndarray, np.generic)):
@@ -348,7 +351,7 @@ class ndarray(NDArrayOperatorsMixin):
         return functools.partial(_method, name, value)
 
 
-def _method(name: str, bound: Callable, *args, **kwargs) -> Any:
+def _method(name: str, bound: Callable, *args: Any, **kwargs: Any) -> Any:
     """A NumPy array method called on a stand-in array (``a.sum(axis=0)``, ``a.reshape(...)``)."""
     _refuse_host((args, kwargs), name)
     raw_args, raw_kwargs = _unwrap(args), _unwrap(kwargs)
@@ -364,7 +367,8 @@ def _holds_device_arrays(a: object) -> bool:
     return isinstance(a, (list, tuple)) and any(isinstance(x, ndarray) or _holds_device_arrays(x) for x in a)
 
 
-def asarray(a, dtype=None, order: str | None = None, *, blocking: bool = False) -> ndarray:
+def asarray(a: Any, dtype: DTypeLike | None = None, order: str | None = None, *,
+            blocking: bool = False) -> ndarray:
     """``a`` on the device: a stand-in array as it is (cast if ``dtype`` differs: one kernel); host data
     (NumPy arrays, lists, scalars) copied to new device memory: one upload."""
     if isinstance(a, ndarray):
@@ -375,8 +379,8 @@ def asarray(a, dtype=None, order: str | None = None, *, blocking: bool = False) 
     return ndarray(np.array(a, dtype=dtype, order="K" if order is None else order, copy=True))
 
 
-def array(a, dtype=None, copy: bool | None = True, order: str = "K", subok: bool = False, ndmin: int = 0, *,
-          blocking: bool = False) -> ndarray:
+def array(a: Any, dtype: DTypeLike | None = None, copy: bool | None = True, order: str = "K", subok: bool = False,
+          ndmin: int = 0, *, blocking: bool = False) -> ndarray:
     """As :func:`asarray`, but a stand-in array is copied (one kernel) unless ``copy=False`` allows a view."""
     if isinstance(a, ndarray) or _holds_device_arrays(a):
         return _run("array", np.array, (a,), dict(dtype=dtype, copy=copy, order=order, ndmin=ndmin))
@@ -384,7 +388,8 @@ def array(a, dtype=None, copy: bool | None = True, order: str = "K", subok: bool
     return ndarray(np.array(a, dtype=dtype, order=order, ndmin=ndmin, copy=True))
 
 
-def asnumpy(a, stream=None, order: str = "C", out: np.ndarray | None = None, *, blocking: bool = True) -> np.ndarray:
+def asnumpy(a: Any, stream: Any = None, order: str = "C", out: np.ndarray | None = None, *,
+            blocking: bool = True) -> np.ndarray:
     """A NumPy array of ``a``: a device -> host read for a stand-in array; host data is returned as NumPy."""
     if isinstance(a, ndarray):
         return a.get(order=order, out=out)
@@ -412,26 +417,26 @@ class _Ufunc:
             args = (ndarray(np.asarray(args[0])),) + args[1:]     # scalars only: a 0-d device operand
         return getattr(self._ufunc, method)(*args, **kwargs)   # -> ndarray.__array_ufunc__, which counts
 
-    def __call__(self, *args, **kwargs) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._apply("__call__", args, kwargs)
 
-    def reduce(self, *args, **kwargs) -> Any:
+    def reduce(self, *args: Any, **kwargs: Any) -> Any:
         return self._apply("reduce", args, kwargs)
 
-    def accumulate(self, *args, **kwargs) -> Any:
+    def accumulate(self, *args: Any, **kwargs: Any) -> Any:
         return self._apply("accumulate", args, kwargs)
 
-    def outer(self, *args, **kwargs) -> Any:
+    def outer(self, *args: Any, **kwargs: Any) -> Any:
         return self._apply("outer", args, kwargs)
 
-    def at(self, *args, **kwargs) -> None:
+    def at(self, *args: Any, **kwargs: Any) -> None:
         return self._apply("at", args, kwargs)
 
 
 def _function(name: str, func: Callable) -> Callable:
     """A NumPy function as this module's function: host array operands refused, counted, results wrapped."""
     @functools.wraps(func)
-    def call(*args, **kwargs) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
         _refuse_host((args, kwargs), name)
         return _run(name, func, args, kwargs)
     return call
@@ -500,7 +505,7 @@ class Generator:
         if not callable(value):
             return value
 
-        def draw(*args, **kwargs) -> Any:
+        def draw(*args: Any, **kwargs: Any) -> Any:
             _refuse_host((args, kwargs), f"Generator.{name}")
             result = value(*_unwrap(args), **_unwrap(kwargs))
             _launch(f"random.{name}")

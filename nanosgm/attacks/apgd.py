@@ -6,6 +6,7 @@ the cross-entropy or the DLR loss (their Eq. 5).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +16,10 @@ from .fgsm import clip_to_range, gradient_sign
 from .gradients import loss_and_input_gradient
 from .pgd import project
 from .state import as_rng, on_backend, uniform
+
+if TYPE_CHECKING:
+    from ..layers import Sequential
+    from ..layers.base import Array
 
 
 APGD_MOMENTUM = 0.75      # alpha in Croce & Hein's Algorithm 1
@@ -34,7 +39,7 @@ def apgd_checkpoints(steps: int) -> list:
     return sorted({math.ceil(round(pj * int(steps), 9)) for pj in p})
 
 
-def apgd_start(x, eps: float, rng, clip=(0.0, 1.0)):
+def apgd_start(x: Array, eps: float, rng: np.random.Generator, clip: tuple[float, float] | None = (0.0, 1.0)) -> Array:
     """APGD's random start, as in the authors' code: x + eps * t / max|t| with t ~ U(-1, 1) per example
     (a point on the surface of the L-inf ball), clipped to the range. `rng`: a NumPy/CuPy Generator."""
     xp = backend.array_module(x)
@@ -46,7 +51,7 @@ def apgd_start(x, eps: float, rng, clip=(0.0, 1.0)):
 class _ApgdState:
     """Per-example bookkeeping of Algorithm 1: current/previous point, best point, step size, counters."""
 
-    def __init__(self, x0, f0, g0, eps):
+    def __init__(self, x0: Array, f0: Array, g0: Array, eps: float) -> None:
         xp = backend.array_module(x0)
         n = x0.shape[0]
         self.x, self.x_prev, self.f, self.g = x0, x0, f0, g0
@@ -56,11 +61,11 @@ class _ApgdState:
         self.halved_last = xp.zeros(n, dtype=bool)                   # eta^(w_{j-1}) != eta^(w_j)
         self.f_max_last = f0.copy()                                  # f_max^(w_{j-1})
 
-    def column(self, v):
+    def column(self, v: Array) -> Array:
         return v.reshape((-1,) + (1,) * (self.x.ndim - 1))
 
 
-def _apgd_step(s, x, eps, clip, first: bool):
+def _apgd_step(s: _ApgdState, x: Array, eps: float, clip: tuple[float, float] | None, first: bool) -> Array:
     """x^(k+1) from x^(k): z = P(x^(k) + eta sign(grad)); then, after the first step, the momentum
     step x^(k+1) = P(x^(k) + alpha (z - x^(k)) + (1 - alpha)(x^(k) - x^(k-1)))."""
     z = project(s.x + s.column(s.eta) * gradient_sign(s.g, x), x, eps, clip)
@@ -70,7 +75,7 @@ def _apgd_step(s, x, eps, clip, first: bool):
     return project(s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev), x, eps, clip)
 
 
-def _apgd_checkpoint(s, w, w_prev):
+def _apgd_checkpoint(s: _ApgdState, w: int, w_prev: int) -> None:
     """At checkpoint w_j: halve eta and restart from x_max where Condition 1 (too few increases since
     w_{j-1}) or Condition 2 (eta not halved at w_{j-1} and f_max unchanged since) holds."""
     xp = backend.array_module(s.x)
@@ -84,7 +89,8 @@ def _apgd_checkpoint(s, w, w_prev):
     s.increases = xp.zeros_like(s.increases)
 
 
-def _loss_on_rows(model, x, y, loss, rows, f_old, g_old, y_bounds=None):
+def _loss_on_rows(model: Sequential, x: Array, y: Array, loss: str, rows: Array | None, f_old: Array, g_old: Array,
+                  y_bounds: tuple[int, int] | None = None) -> tuple[Array, Array, Array]:
     """(per-example loss, misclassified, dE/dx) like `loss_and_input_gradient`, computed for the examples
     where the bool mask `rows` is True only; the others keep `f_old`, `g_old` and count as not
     misclassified. `rows` None: every example (the plain call, the reference). `y_bounds`: (min, max) of
@@ -100,8 +106,9 @@ def _loss_on_rows(model, x, y, loss, rows, f_old, g_old, y_bounds=None):
     return f, wrong, g
 
 
-def apgd(model, x, y, eps: float, *, steps: int = 100, loss: str = "ce", rng=None, clip=(0.0, 1.0),
-         skip_fooled: bool = True):
+def apgd(model: Sequential, x: Array, y: Array, eps: float, *, steps: int = 100, loss: str = "ce",
+         rng: int | np.random.Generator | None = None, clip: tuple[float, float] | None = (0.0, 1.0),
+         skip_fooled: bool = True) -> Array:
     """Auto-PGD (Croce & Hein 2020, Algorithm 1), L-inf, maximising `loss` ("ce" or "dlr") of `model`.
 
     From `apgd_start`, `steps` steps (`_apgd_step`: a sign step of size eta^(k), then momentum 0.75,

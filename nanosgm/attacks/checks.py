@@ -16,10 +16,15 @@ loop's steps) a device batch's min and max stay on the device until the loop rea
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from .. import backend
 from ..layers.loss import check_label_bounds, check_label_range, label_bounds, label_shape
+
+if TYPE_CHECKING:
+    from ..layers.base import Array
 
 __all__ = ["check_eps", "check_eps_list", "check_count", "check_positive", "check_clip", "check_inputs",
            "check_input_range", "deferred_input_checks", "check_attack", "check_labels", "label_shape",
@@ -28,7 +33,7 @@ __all__ = ["check_eps", "check_eps_list", "check_count", "check_positive", "chec
 ZCA_HINT = "clip=None attacks unbounded inputs (e.g. ZCA-whitened CIFAR)"
 
 
-def _finite(value):
+def _finite(value: Any) -> float | None:
     """`value` as a float if it is a finite real number (a Python or NumPy scalar), else None."""
     if isinstance(value, (bool, str, bytes)) or getattr(value, "ndim", 0) != 0:
         return None
@@ -39,14 +44,14 @@ def _finite(value):
     return v if math.isfinite(v) else None
 
 
-def check_eps(eps, who: str) -> None:
+def check_eps(eps: float, who: str) -> None:
     """An L-inf budget: a finite number >= 0."""
     v = _finite(eps)
     if v is None or v < 0:
         raise ValueError(f"{who}: eps must be a finite number >= 0 (0: the clean input), got {eps!r}")
 
 
-def check_eps_list(eps_list, who: str) -> list:
+def check_eps_list(eps_list: Iterable[float], who: str) -> list:
     """The budgets as floats, each checked by `check_eps` and given once ({eps: result} holds one per eps)."""
     eps_list = list(eps_list)
     for e in eps_list:
@@ -58,21 +63,21 @@ def check_eps_list(eps_list, who: str) -> list:
     return out
 
 
-def check_count(n, name: str, who: str) -> None:
+def check_count(n: int, name: str, who: str) -> None:
     """A number of steps, restarts or queries: a whole number >= 1."""
     v = _finite(n)
     if v is None or v != int(v) or v < 1:
         raise ValueError(f"{who}: {name} must be a whole number >= 1, got {n!r}")
 
 
-def check_positive(value, name: str, who: str) -> None:
+def check_positive(value: float, name: str, who: str) -> None:
     """A step size: a finite number > 0."""
     v = _finite(value)
     if v is None or v <= 0:
         raise ValueError(f"{who}: {name} must be a finite number > 0, got {value!r}")
 
 
-def check_clip(clip, who: str) -> None:
+def check_clip(clip: tuple[float, float] | None, who: str) -> None:
     """None, or (lo, hi) with finite lo < hi."""
     if clip is None:
         return
@@ -84,7 +89,7 @@ def check_clip(clip, who: str) -> None:
         raise ValueError(f"{who}: clip must be None or (lo, hi) with finite lo < hi, got {clip!r}")
 
 
-def check_inputs(x, clip, who: str) -> None:
+def check_inputs(x: Array, clip: tuple[float, float] | None, who: str) -> None:
     """`x` finite, and inside `clip` = (lo, hi) unless it is None (one min and one max over `x`). Inside
     `deferred_input_checks`, a device array's min and max are left on the device for the block's owner."""
     if x.size == 0:
@@ -95,7 +100,7 @@ def check_inputs(x, clip, who: str) -> None:
     check_input_range(*backend.min_max(x), clip, who)
 
 
-def check_input_range(lo, hi, clip, who: str) -> None:
+def check_input_range(lo: float, hi: float, clip: tuple[float, float] | None, who: str) -> None:
     """The refusals of `check_inputs`, from the inputs' min `lo` and max `hi` (NaN anywhere makes both NaN)."""
     lo, hi = float(lo), float(hi)
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -125,7 +130,8 @@ class deferred_input_checks:
         _DEFERRED.append(self)
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
         _DEFERRED.remove(self)
         if exc_type is not None:
             self.settle(iter(backend.host_floats(self.values())))
@@ -142,7 +148,8 @@ class deferred_input_checks:
             check_input_range(next(values), next(values), clip, who)
 
 
-def check_attack(who: str, x, y, eps, clip, y_bounds=None):
+def check_attack(who: str, x: Array, y: Array, eps: float, clip: tuple[float, float] | None,
+                 y_bounds: tuple[int, int] | None = None) -> tuple[int, int] | None:
     """The checks every attack makes before it runs: eps, clip, the labels' shape and type, the inputs.
     Returns the labels' (min, max) for the loss to check against the number of classes: ``y_bounds``
     when the caller found them on the host, else read from `y` (once per attack, not per step)."""
@@ -155,7 +162,7 @@ def check_attack(who: str, x, y, eps, clip, y_bounds=None):
     return backend.min_max(y)
 
 
-def check_labels(logits, y, y_bounds=None) -> None:
+def check_labels(logits: Array, y: Array, y_bounds: tuple[int, int] | None = None) -> None:
     """`y` labels for `logits` (N, K), as `SoftmaxCrossEntropy` checks them: (N,) integers in [0, K).
     ``y_bounds``: the labels' (min, max) found by the caller (on the host), checked instead of reading `y`'s."""
     if y_bounds is None:

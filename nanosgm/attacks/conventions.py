@@ -31,7 +31,9 @@ perturbed at all), so numbers measured that way are not robustness; they are wha
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +42,10 @@ from .checks import check_clip, check_eps_list, check_inputs
 from .evaluation import PAPER_EPS, _batch_bounds, _batches, _correct, _labels, correct_under_attack
 from .fgsm import fgsm_from_sign, gradient_sign
 from .gradients import LOSSES, loss_and_input_gradient
+
+if TYPE_CHECKING:
+    from ..layers import Sequential
+    from ..layers.base import Array
 
 __all__ = ["Convention", "CONVENTIONS", "fgsm_correct", "fgsm_accuracy", "fgsm_batches"]
 
@@ -67,7 +73,7 @@ class Convention:
     batch_size: int
     loss: str = "ce"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"Convention {self.name!r}: unknown loss {self.loss!r}; choose one of "
                              f"{', '.join(sorted(LOSSES))}")
@@ -93,7 +99,7 @@ CONVENTIONS = {
 }
 
 
-def _convention(convention) -> Convention:
+def _convention(convention: str | Convention) -> Convention:
     if isinstance(convention, Convention):
         return convention
     if convention not in CONVENTIONS:
@@ -101,8 +107,9 @@ def _convention(convention) -> Convention:
     return CONVENTIONS[convention]
 
 
-def fgsm_correct(model, X, y, eps_list=PAPER_EPS, convention="inference", *, clip=(0.0, 1.0), seed: int = 0,
-                 bar=None) -> dict:
+def fgsm_correct(model: Sequential, X: Array, y: Array, eps_list: Iterable[float] = PAPER_EPS,
+                 convention: str | Convention = "inference", *, clip: tuple[float, float] | None = (0.0, 1.0),
+                 seed: int = 0, bar: Any = None) -> dict:
     """{eps: (n,) bool host array}: which examples of X the model still classifies as y under FGSM
     measured by ``convention`` (a name in :data:`CONVENTIONS` or a :class:`Convention`). ``clip``: the
     data's valid range (None: no range, e.g. ZCA-whitened CIFAR). ``seed``: the backend generator's seed
@@ -123,7 +130,9 @@ def fgsm_correct(model, X, y, eps_list=PAPER_EPS, convention="inference", *, cli
     return {e: np.concatenate(parts[e]) for e in eps_list}
 
 
-def fgsm_batches(model, X, y, eps_list, conv: Convention, clips, *, seed: int = 0, bar=None):
+def fgsm_batches(model: Sequential, X: Array, y: Array, eps_list: list[float], conv: Convention,
+                 clips: Sequence[tuple[float, float] | None], *, seed: int = 0,
+                 bar: Any = None) -> Iterator[tuple[list[dict], Array, Array]]:
     """FGSM measured by ``conv``, one attack batch at a time (``conv.batch_size`` consecutive images):
     yields (correct, losses, g) per batch, where correct[i] is {eps: (B,) bool host array} with x_adv
     clipped to ``clips[i]`` (None: no clip), losses the per-example loss (B,) of the gradient pass and g
@@ -150,7 +159,8 @@ def fgsm_batches(model, X, y, eps_list, conv: Convention, clips, *, seed: int = 
         yield correct, losses, g
 
 
-def fgsm_accuracy(model, X, y, eps_list=PAPER_EPS, convention="inference", *, clip=(0.0, 1.0),
+def fgsm_accuracy(model: Sequential, X: Array, y: Array, eps_list: Iterable[float] = PAPER_EPS,
+                  convention: str | Convention = "inference", *, clip: tuple[float, float] | None = (0.0, 1.0),
                   seed: int = 0) -> dict:
     """{eps: accuracy (a fraction)} under FGSM measured by ``convention`` (see :func:`fgsm_correct`).
 

@@ -7,6 +7,8 @@ An attack is a name in `ATTACKS` or a callable `attack(model, x, y, eps, **kw)`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,16 +20,20 @@ from .gradients import loss_and_input_gradient
 from .pgd import pgd
 from .square import square, square_each_eps
 
+if TYPE_CHECKING:
+    from ..layers import Sequential
+    from ..layers.base import Array
+
 PAPER_EPS = (0.001, 0.01, 0.1, 0.2)     # the eps of the paper's evaluation (Table 5)
 ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "square": square}
 
 
-def _batches(n, batch_size):
+def _batches(n: int, batch_size: int) -> Iterator[slice]:
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
 
 
-def _correct(model, x, y, bounds=None):
+def _correct(model: Sequential, x: Array, y: Array, bounds: tuple[int, int] | None = None) -> np.ndarray:
     """(N,) bool on the host: which rows `model` classifies as `y` (inference mode). `bounds`: the labels'
     (min, max) from `checks.label_bounds`, refused if the logits have too few classes for them."""
     xp = backend.array_module(x)
@@ -36,19 +42,19 @@ def _correct(model, x, y, bounds=None):
     return np.asarray(backend.to_host(xp.argmax(logits, axis=1) == y))
 
 
-def _labels(y, n):
+def _labels(y: Array, n: int) -> tuple[Array, tuple[int, int] | None]:
     """(`y` as an array, its (min, max)): one integer class index >= 0 per input (`checks.label_bounds`)."""
     y = y if hasattr(y, "shape") else np.asarray(y)
     return y, label_bounds(y, n)
 
 
-def _batch_bounds(y):
+def _batch_bounds(y: Array) -> tuple[int, int] | None:
     """(min, max) of one batch's labels `y` (None: no labels), found where `y` lives: a batch of labels
     given on the host is read there, nothing comes back from the device."""
     return backend.min_max(y) if len(y) else None
 
 
-def accuracy(model, X, y, batch_size: int = 500) -> float:
+def accuracy(model: Sequential, X: Array, y: Array, batch_size: int = 500) -> float:
     """Clean accuracy (the paper's Table 4 measure): the fraction of `X` that `model` classifies as
     `y`, in inference mode, `batch_size` at a time. The labels are checked as `SoftmaxCrossEntropy`
     checks them: (N,) integers in [0, K) for the K classes of the logits (ValueError otherwise).
@@ -63,7 +69,7 @@ def accuracy(model, X, y, batch_size: int = 500) -> float:
     return correct / n
 
 
-def resolve_attack(attack):
+def resolve_attack(attack: str | Callable[..., Array]) -> Callable[..., Array]:
     if callable(attack):
         return attack
     if attack not in ATTACKS:
@@ -71,7 +77,8 @@ def resolve_attack(attack):
     return ATTACKS[attack]
 
 
-def _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar, bounds=None, given=None):
+def _fgsm_batch(model: Sequential, xb: Array, yb: Array, eps_list: list[float], attack_kw: dict, bar: Any,
+                bounds: tuple[int, int] | None = None, given: tuple[Array, Array] | None = None) -> dict:
     """{eps: (B,) correct} for FGSM on one batch: one input gradient shared by every eps (exactly
     `fgsm` per eps in inference mode, with its input check once per batch). `given`: (x, y) of the batch
     as the caller gave it (None: xb, yb): its inputs and labels are checked there, so a batch given on
@@ -95,7 +102,8 @@ def _fgsm_batch(model, xb, yb, eps_list, attack_kw, bar, bounds=None, given=None
     return out
 
 
-def _square_batch(model, xb, yb, eps_list, attack_kw, bar, bounds=None):
+def _square_batch(model: Sequential, xb: Array, yb: Array, eps_list: list[float], attack_kw: dict, bar: Any,
+                  bounds: tuple[int, int] | None = None) -> dict:
     """{eps: (B,) correct} for the Square attack on one batch: every eps in one batched run
     (`square_each_eps`: B * E rows, one forward pass per query)."""
     adv = square_each_eps(model, xb, yb, eps_list, **attack_kw)
@@ -106,8 +114,9 @@ def _square_batch(model, xb, yb, eps_list, attack_kw, bar, bounds=None):
     return out
 
 
-def correct_under_attack(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_size=None, *, bar=None,
-                         **attack_kw) -> dict:
+def correct_under_attack(model: Sequential, X: Array, y: Array, eps_list: Iterable[float] = PAPER_EPS,
+                         attack: str | Callable[..., Array] = "fgsm", batch_size: int | None = None, *, bar: Any = None,
+                         **attack_kw: Any) -> dict:
     """{eps: (n,) bool host array}: which examples of X `model` still classifies as y under `attack`.
 
     For each batch and each eps, the batch is attacked with `attack` (a name in `ATTACKS` or a callable
@@ -149,18 +158,20 @@ def correct_under_attack(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_s
 
 
 class _NoBar:
-    def update(self, k=1):
+    def update(self, k: int = 1) -> None:
         pass
 
 
-def n_steps(n: int, eps_list, attack="fgsm", batch_size=None) -> int:
+def n_steps(n: int, eps_list: Iterable[float], attack: str | Callable[..., Array] = "fgsm",
+            batch_size: int | None = None) -> int:
     """How many (batch, eps) units `correct_under_attack` reports to its bar."""
     bs = int(batch_size or (500 if resolve_attack(attack) is fgsm else 100))
     return math.ceil(int(n) / bs) * len(list(eps_list))
 
 
-def evaluate(model, X, y, eps_list=PAPER_EPS, attack="fgsm", batch_size=None, *,
-             progress: bool = True, **attack_kw) -> dict:
+def evaluate(model: Sequential, X: Array, y: Array, eps_list: Iterable[float] = PAPER_EPS,
+             attack: str | Callable[..., Array] = "fgsm", batch_size: int | None = None, *, progress: bool = True,
+             **attack_kw: Any) -> dict:
     """Accuracy under attack (the paper's Table 5 measure with FGSM, Eq. 20):
     {eps: fraction of the adversarial copy of X classified as y}; see `correct_under_attack`.
 

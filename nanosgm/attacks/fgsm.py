@@ -9,13 +9,19 @@ the pieces of Eq. 20 that PGD, APGD and the Square attack reuse.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import backend
 from .checks import check_attack
 from .gradients import loss_and_input_gradient
 from .state import on_backend
 
+if TYPE_CHECKING:
+    from ..layers import Sequential
+    from ..layers.base import Array
 
-def clip_to_range(x, clip):
+
+def clip_to_range(x: Array, clip: tuple[float, float] | None) -> Array:
     """`x` clipped to the valid range `clip` = (lo, hi) (the clip of Eq. 20); `clip` None: `x` itself."""
     if clip is None:
         return x
@@ -23,17 +29,18 @@ def clip_to_range(x, clip):
     return xp.clip(x, clip[0], clip[1])
 
 
-def gradient_sign(g, like):
+def gradient_sign(g: Array, like: Array) -> Array:
     """sign(g) (the sign of Eq. 20) in `like`'s dtype."""
     return backend.array_module(g).sign(g).astype(like.dtype, copy=False)
 
 
-def fgsm_from_sign(x, sign_grad, eps, clip):
+def fgsm_from_sign(x: Array, sign_grad: Array, eps: float, clip: tuple[float, float] | None) -> Array:
     """Eq. 20 given sign(dE/dx): clip(x + eps * sign, lo, hi), in x's dtype."""
     return clip_to_range(x + x.dtype.type(eps) * sign_grad, clip)
 
 
-def fgsm(model, x, y, eps: float, *, clip=(0.0, 1.0), training: bool = False, y_bounds=None):
+def fgsm(model: Sequential, x: Array, y: Array, eps: float, *, clip: tuple[float, float] | None = (0.0, 1.0),
+         training: bool = False, y_bounds: tuple[int, int] | None = None) -> Array:
     """Fast Gradient Sign Method, Eq. 20: `x_adv = clip(x + eps * sign(dE/dx), lo, hi)`.
 
     Uses the true labels `y` and the network in inference mode. `clip=None` skips the range clip;

@@ -13,13 +13,19 @@ training-mode gradient can be measured one at a time (:mod:`nanosgm.attacks.read
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import backend
 from ..layers import BatchNorm, Dropout, Sequential, SoftmaxCrossEntropy
 from .checks import check_labels
 from .state import frozen_buffers, on_backend
 
+if TYPE_CHECKING:
+    from ..layers import Layer
+    from ..layers.base import Array
 
-def cross_entropy_loss(logits, y, *, y_bounds=None):
+
+def cross_entropy_loss(logits: Array, y: Array, *, y_bounds: tuple[int, int] | None = None) -> tuple[Array, Array]:
     """(per-example softmax cross-entropy (N,), dE/dlogits (N, K)) with E the batch MEAN, as in training.
     ``y_bounds``: the labels' (min, max) when the caller found them on the host (checked against K instead
     of reading `y`'s back); the batch mean stays on the device (unused here: nothing is read back)."""
@@ -30,7 +36,7 @@ def cross_entropy_loss(logits, y, *, y_bounds=None):
     return loss_fn.losses(), loss_fn.backward()
 
 
-def dlr_loss(logits, y, *, y_bounds=None):
+def dlr_loss(logits: Array, y: Array, *, y_bounds: tuple[int, int] | None = None) -> tuple[Array, Array]:
     """Difference of Logits Ratio (Croce & Hein 2020, Eq. 5), per example, and d(sum of DLR)/dlogits:
 
         DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)       (pi sorts z in decreasing order)
@@ -57,7 +63,7 @@ def dlr_loss(logits, y, *, y_bounds=None):
     loss = -gap / spread
     classes = xp.arange(k)[None, :]
 
-    def onehot(idx):
+    def onehot(idx: Array) -> Array:
         return (classes == idx[:, None]).astype(logits.dtype)
 
     # the four terms of the derivative; where two indices coincide (e.g. y = pi1) their terms add
@@ -69,7 +75,8 @@ def dlr_loss(logits, y, *, y_bounds=None):
 KERAS_EPSILON = 1e-7    # Keras's K.epsilon(): its categorical cross-entropy clips probabilities to [eps, 1 - eps]
 
 
-def keras_cross_entropy_loss(logits, y, prob_clip: float = KERAS_EPSILON, *, y_bounds=None):
+def keras_cross_entropy_loss(logits: Array, y: Array, prob_clip: float = KERAS_EPSILON, *,
+                             y_bounds: tuple[int, int] | None = None) -> tuple[Array, Array]:
     """The softmax cross-entropy and its batch-mean gradient as Keras 2 computed them (the authors'
     framework): -log(clip(p_y, prob_clip, 1 - prob_clip)). A clipped value has no gradient, so a row whose
     true-class probability lies outside [prob_clip, 1 - prob_clip] gets dE/dlogits = 0; every other row
@@ -85,7 +92,7 @@ def keras_cross_entropy_loss(logits, y, prob_clip: float = KERAS_EPSILON, *, y_b
     return losses, d * inside[:, None].astype(d.dtype)
 
 
-def keras_unclipped(losses, prob_clip: float = KERAS_EPSILON):
+def keras_unclipped(losses: Array, prob_clip: float = KERAS_EPSILON) -> Array:
     """(N,) bool: the rows whose true-class probability p_y = exp(-loss) lies inside Keras's clip
     [prob_clip, 1 - prob_clip], i.e. whose Keras cross-entropy has a gradient. The others are SATURATED:
     the authors' loss leaves them unperturbed. ``losses``: the per-example cross-entropy (N,)."""
@@ -96,7 +103,7 @@ def keras_unclipped(losses, prob_clip: float = KERAS_EPSILON):
 LOSSES = {"ce": cross_entropy_loss, "dlr": dlr_loss, "keras-ce": keras_cross_entropy_loss}
 
 
-def margin(logits, y):
+def margin(logits: Array, y: Array) -> Array:
     """z_y - max_{k != y} z_k per example (N,): negative exactly when the example is misclassified.
     Labels are checked as `SoftmaxCrossEntropy` checks them ((N,) integers in [0, K))."""
     xp = backend.array_module(logits)
@@ -107,7 +114,7 @@ def margin(logits, y):
     return logits[rows, y] - others.max(axis=1)
 
 
-def _layer_mode(layer, dropout: bool, batch_stats: bool) -> bool:
+def _layer_mode(layer: Layer, dropout: bool, batch_stats: bool) -> bool:
     """The `training` flag `mixed_forward` gives one (non-Sequential) layer."""
     if isinstance(layer, Dropout):
         return dropout
@@ -116,7 +123,7 @@ def _layer_mode(layer, dropout: bool, batch_stats: bool) -> bool:
     return dropout and batch_stats            # no other layer of nanosgm.layers reads the flag
 
 
-def mixed_forward(model, x, *, dropout: bool, batch_stats: bool):
+def mixed_forward(model: Layer, x: Array, *, dropout: bool, batch_stats: bool) -> Array:
     """The logits of `model` at `x` with every Dropout layer in training mode iff ``dropout`` (a mask
     drawn per call) and every BatchNorm layer on the batch's statistics iff ``batch_stats`` (else on its
     running statistics); any other layer gets ``dropout and batch_stats``. Each layer keeps its cache, so
@@ -135,8 +142,9 @@ def mixed_forward(model, x, *, dropout: bool, batch_stats: bool):
     return x
 
 
-def loss_and_input_gradient(model, x, y, loss: str = "ce", *, training: bool = False, dropout=None,
-                            batch_stats=None, y_bounds=None):
+def loss_and_input_gradient(model: Sequential, x: Array, y: Array, loss: str = "ce", *, training: bool = False,
+                            dropout: bool | None = None, batch_stats: bool | None = None,
+                            y_bounds: tuple[int, int] | None = None) -> tuple[Array, Array, Array]:
     """(per-example loss (N,), logits (N, K), dE/dx shaped like x) of `model` at inputs `x`, labels `y`.
 
     `loss`: "ce" (softmax cross-entropy; the gradient is that of the batch mean, as in training),
@@ -162,7 +170,7 @@ def loss_and_input_gradient(model, x, y, loss: str = "ce", *, training: bool = F
     return values, logits, dx
 
 
-def input_gradient(model, x, y, *, training: bool = False):
+def input_gradient(model: Sequential, x: Array, y: Array, *, training: bool = False) -> tuple[float, Array]:
     """(loss, dE/dx): the residual gradient at the inputs (Eq. 14) of the softmax cross-entropy E
     (batch mean) of `model` on inputs `x` with integer labels `y`.
 

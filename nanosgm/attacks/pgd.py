@@ -4,21 +4,31 @@ per example the worst of R random starts.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from .. import backend
 from .checks import check_attack, check_count, check_positive
 from .fgsm import clip_to_range, gradient_sign
 from .gradients import cross_entropy_loss, loss_and_input_gradient
 from .state import as_rng, on_backend, uniform
 
+if TYPE_CHECKING:
+    from ..layers import Sequential
+    from ..layers.base import Array
 
-def project(x_adv, x, eps, clip):
+
+def project(x_adv: Array, x: Array, eps: float, clip: tuple[float, float] | None) -> Array:
     """P: onto the L-inf ball [x - eps, x + eps], then onto the valid range `clip`."""
     xp = backend.array_module(x)
     dt = x.dtype.type
     return clip_to_range(xp.minimum(xp.maximum(x_adv, x - dt(eps)), x + dt(eps)), clip)
 
 
-def _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training, idx=None, y_bounds=None):
+def _pgd_run(model: Sequential, x: Array, y: Array, eps: float, steps: int, alpha: float, random_start: bool,
+             clip: tuple[float, float] | None, rng: np.random.Generator | None, training: bool,
+             idx: Array | None = None, y_bounds: tuple[int, int] | None = None) -> Array:
     """One PGD run (Madry et al. 2018) from one random start; see `pgd`. `idx`: run it on the examples
     x[idx] only (the random start is still drawn for all of x, so the draws do not depend on `idx`).
     `y_bounds`: (min, max) of all of y's labels, checked by every step's loss instead of reading y."""
@@ -35,16 +45,18 @@ def _pgd_run(model, x, y, eps, steps, alpha, random_start, clip, rng, training, 
     return x_adv
 
 
-def _fooled_and_loss(model, x_adv, y, y_bounds=None):
+def _fooled_and_loss(model: Sequential, x_adv: Array, y: Array,
+                     y_bounds: tuple[int, int] | None = None) -> tuple[Array, Array]:
     """(misclassified (N,) bool, per-example cross-entropy (N,)) in inference mode."""
     logits = model.forward(x_adv, training=False)
     xp = backend.array_module(logits)
     return xp.argmax(logits, axis=1) != y, cross_entropy_loss(logits, y, y_bounds=y_bounds)[0]
 
 
-def pgd(model, x, y, eps: float, *, steps: int = 10, step_size: float | None = None, restarts: int = 1,
-        random_start: bool = True, clip=(0.0, 1.0), rng=None, training: bool = False, skip_fooled: bool = True,
-        y_bounds=None):
+def pgd(model: Sequential, x: Array, y: Array, eps: float, *, steps: int = 10, step_size: float | None = None,
+        restarts: int = 1, random_start: bool = True, clip: tuple[float, float] | None = (0.0, 1.0),
+        rng: int | np.random.Generator | None = None, training: bool = False, skip_fooled: bool = True,
+        y_bounds: tuple[int, int] | None = None) -> Array:
     """Projected gradient descent on the loss (Madry et al. 2018), the L-inf iterated form of Eq. 20.
 
     x_0 = x + U(-eps, eps) (if `random_start`), clipped to the range; then `steps` times

@@ -43,6 +43,8 @@ The masking check (:func:`masking_shares`, and :func:`fgsm_readings` beside the 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +52,10 @@ from .. import backend
 from .checks import check_clip, check_eps_list
 from .conventions import CONVENTIONS, Convention, fgsm_batches
 from .gradients import keras_unclipped
+
+if TYPE_CHECKING:
+    from ..layers import Sequential
+    from ..layers.base import Array
 
 __all__ = ["FACTORS", "READINGS", "CONTROL_READING", "reading", "parse_reading", "gradient_groups",
            "fgsm_readings", "masking_shares"]
@@ -63,7 +69,7 @@ _ALIASES = {frozenset(): "inference", frozenset(FACTORS): "authors",
             frozenset(FACTORS) - {"no-clip"}: "authors-clipped"}
 
 
-def _default_batch(factors) -> int:
+def _default_batch(factors: Iterable[str]) -> int:
     return AUTHORS_BATCH if {"dropout", "batch-stats"} & set(factors) else INFERENCE_BATCH
 
 
@@ -100,7 +106,7 @@ def _named_readings() -> dict:
 READINGS = _named_readings()
 
 
-def parse_reading(text) -> Convention:
+def parse_reading(text: str | Convention) -> Convention:
     """A reading from its name: one of :data:`READINGS`, or factors joined with "+" (any order; "authors",
     "authors-clipped", "inference" as above) with an optional "@<batch size>". A :class:`Convention`
     is returned as it is. ValueError (one line) for anything else."""
@@ -120,7 +126,7 @@ def parse_reading(text) -> Convention:
                          f"(or inference, authors, authors-clipped), optionally '@<batch size>'") from None
 
 
-def gradient_groups(readings) -> list:
+def gradient_groups(readings: Iterable[Convention]) -> list:
     """``readings`` (Conventions) grouped by what their gradient depends on (dropout, batch statistics,
     loss, batch size), in order of first appearance: readings that differ only in the clip share one
     gradient pass."""
@@ -130,8 +136,9 @@ def gradient_groups(readings) -> list:
     return list(groups.values())
 
 
-def fgsm_readings(model, X, y, eps_list, readings=tuple(READINGS), *, clip=(0.0, 1.0), seed: int = 0,
-                  bar=None) -> dict:
+def fgsm_readings(model: Sequential, X: Array, y: Array, eps_list: Iterable[float],
+                  readings: Iterable[str | Convention] = tuple(READINGS), *,
+                  clip: tuple[float, float] | None = (0.0, 1.0), seed: int = 0, bar: Any = None) -> dict:
     """{reading name: {"correct": {eps: (n,) bool}, "zero_gradient": (n,) bool, "saturated": (n,) bool}}
     for FGSM on X (n, ...) with labels y (n,) under each of ``readings`` (names or Conventions;
     :func:`parse_reading`). ``correct[eps]`` is exactly what :func:`~.conventions.fgsm_correct` gives for
@@ -164,7 +171,8 @@ def fgsm_readings(model, X, y, eps_list, readings=tuple(READINGS), *, clip=(0.0,
     return {n: out[n] for n in names}
 
 
-def masking_shares(model, X, y, readings=(CONTROL_READING,), *, seed: int = 0) -> dict:
+def masking_shares(model: Sequential, X: Array, y: Array, readings: Iterable[str | Convention] = (CONTROL_READING,),
+                   *, seed: int = 0) -> dict:
     """{reading name: {"zero_gradient": share, "saturated": share}} (fractions of X's n images): the
     gradient-masking check of the module docstring under each of ``readings`` (default: the
     inference-mode gradient alone, float32 as evaluated when the model is float32)."""

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +35,9 @@ from .checks import check_clip, check_count, check_eps_list, check_inputs, label
 from .fgsm import clip_to_range
 from .gradients import margin
 from .state import as_rng, on_backend
+
+if TYPE_CHECKING:
+    from ..layers import Sequential
 
 
 SQUARE_P_INIT = 0.8       # the fraction of pixels the first squares cover (AutoAttack's L-inf setting)
@@ -98,14 +103,14 @@ def _grid(x: Array) -> _Grid:
                  dev(sign.astype(bool)), dev(np.arange(c)))
 
 
-def _colour_images(x: Array, eps_col: Array, clip) -> Array:
+def _colour_images(x: Array, eps_col: Array, clip: tuple[float, float] | None) -> Array:
     """(R, 2, C, H, W): clip(x - eps) and clip(x + eps) for x (R, C, H, W) and eps_col (R, 1, 1, 1) in
     x's dtype -- every pixel of the attack is one of the two (Algorithm 2's colours, L-inf)."""
     xp = backend.array_module(x)
     return xp.stack([clip_to_range(x - eps_col, clip), clip_to_range(x + eps_col, clip)], axis=1)
 
 
-def _stripes(xpm: Array, rng) -> Array:
+def _stripes(xpm: Array, rng: np.random.Generator) -> Array:
     """Algorithm 1's start: vertical stripes, x + eps * (+-1 per column and channel), clipped; -eps where
     the host draw u (R, C, 1, W) is < 0.5. Returns x_best (R, C, H, W)."""
     r, _, c, _, w = xpm.shape
@@ -121,7 +126,8 @@ def _margin(logits: Array, y: Array, onehot: Array) -> Array:
     return xp.take_along_axis(logits, y[:, None], axis=1)[:, 0] - others.max(axis=1)
 
 
-def _start(model, x: Array, y: Array, eps: list[float], rng, clip) -> _Rows:
+def _start(model: Sequential, x: Array, y: Array, eps: list[float], rng: np.random.Generator,
+           clip: tuple[float, float] | None) -> _Rows:
     """The E * N rows (eps-major) of x (N, C, H, W) at the E budgets `eps`, at their stripes (`_stripes`)
     with their margins; the labels are checked here, once, by `gradients.margin`."""
     xp = backend.array_module(x)
@@ -146,7 +152,7 @@ def _window_draws(u: np.ndarray, sides: np.ndarray, h: int, w: int) -> np.ndarra
     return u
 
 
-def _draw_chunk(rng, its: range, queries: int, p_init: float, shape: tuple, n_rows: int,
+def _draw_chunk(rng: np.random.Generator, its: range, queries: int, p_init: float, shape: tuple, n_rows: int,
                 ids: np.ndarray) -> tuple[np.ndarray, list[float]]:
     """The draws of queries `its` on the host, before they run: ((q, 3, len(ids)) float64 from
     `_window_draws`, the half-sides (s - 1) / 2 per query as floats). Drawn for all `n_rows` rows, then
@@ -201,7 +207,7 @@ def _accept(rows: _Rows, x_new: Array, loss_new: Array) -> None:
     rows.loss = xp.where(better, loss_new, rows.loss)
 
 
-def _run_queries(model, rows: _Rows, grid: _Grid, draws: Array, halves: list[float]) -> None:
+def _run_queries(model: Sequential, rows: _Rows, grid: _Grid, draws: Array, halves: list[float]) -> None:
     """One query per entry of `halves` on every row, in place: draws (q, 3, R) on the device from
     `_draw_chunk`. No host read and no copy to the device: acceptance is a mask (`_accept`)."""
     for j, half in enumerate(halves):
@@ -223,7 +229,8 @@ def _drop_fooled(rows: _Rows, out: Array) -> _Rows:
     return rows.take(np.flatnonzero(alive))
 
 
-def _attack(model, x: Array, y: Array, eps: list[float], queries: int, p_init: float, rng, clip) -> Array:
+def _attack(model: Sequential, x: Array, y: Array, eps: list[float], queries: int, p_init: float,
+            rng: np.random.Generator, clip: tuple[float, float] | None) -> Array:
     """(E, N, C, H, W): x (N, C, H, W) under the Square attack at each of the E budgets `eps` (> 0), as
     one batch of E * N rows: the stripes, then `queries - 1` queries in chunks of `CHUNK_QUERIES`."""
     n, c, h, w = x.shape
@@ -240,7 +247,8 @@ def _attack(model, x: Array, y: Array, eps: list[float], queries: int, p_init: f
     return out.reshape(len(eps), n, c, h, w)
 
 
-def _check(x: Array, y: Array, eps_list, queries, p_init, clip) -> list[float]:
+def _check(x: Array, y: Array, eps_list: Iterable[float], queries: int, p_init: float,
+           clip: tuple[float, float] | None) -> list[float]:
     """What `square` refuses, in its order (ValueError, one line); returns the eps as floats."""
     if x.ndim != 4 or min(x.shape[2:]) < 2:
         raise ValueError(f"square needs images shaped (N, C, H, W) with H, W >= 2, got {tuple(x.shape)}")
@@ -258,8 +266,9 @@ def _check(x: Array, y: Array, eps_list, queries, p_init, clip) -> list[float]:
     return eps_list
 
 
-def square_each_eps(model, x, y, eps_list, *, queries: int = 1000, p_init: float = SQUARE_P_INIT, rng=None,
-                    clip=(0.0, 1.0)) -> dict:
+def square_each_eps(model: Sequential, x: Array, y: Array, eps_list: Iterable[float], *, queries: int = 1000,
+                    p_init: float = SQUARE_P_INIT, rng: int | np.random.Generator | None = None,
+                    clip: tuple[float, float] | None = (0.0, 1.0)) -> dict:
     """{eps: x_best (N, C, H, W)}: the Square attack (`square`) at every eps of `eps_list`, all E eps and
     N images as one batch of E * N rows (eps-major); eps 0 gives a copy of x. Draws: the stripes
     (E * N, C, 1, W), then per chunk of queries (q, 3, E * N) uniforms, from `rng` (see `square`)."""
@@ -274,8 +283,9 @@ def square_each_eps(model, x, y, eps_list, *, queries: int = 1000, p_init: float
     return {e: out[e] if e != 0 else x.copy() for e in eps_list}
 
 
-def square(model, x, y, eps: float, *, queries: int = 1000, p_init: float = SQUARE_P_INIT, rng=None,
-           clip=(0.0, 1.0)):
+def square(model: Sequential, x: Array, y: Array, eps: float, *, queries: int = 1000,
+           p_init: float = SQUARE_P_INIT, rng: int | np.random.Generator | None = None,
+           clip: tuple[float, float] | None = (0.0, 1.0)) -> Array:
     """The Square attack (Andriushchenko et al. 2020), L-inf, untargeted, gradient-free.
 
     Start: vertical stripes, x + eps * (+-1 per column and channel), clipped. Then `queries - 1` times,
@@ -292,7 +302,8 @@ def square(model, x, y, eps: float, *, queries: int = 1000, p_init: float = SQUA
                                      clip=clip).values()))
 
 
-def _square_proposal(x: Array, x_best: Array, eps: float, s: int, rng, clip) -> Array:
+def _square_proposal(x: Array, x_best: Array, eps: float, s: int, rng: np.random.Generator,
+                     clip: tuple[float, float] | None) -> Array:
     """One query's proposal for every row of x (N, C, H, W) with square side s: x_best with one random
     s x s window (the same position in every channel) set to clip(x + eps * colour), the colour +-eps
     per channel and uniform over those that change x_best (`_pick_colour`); drawn from `rng` (3 uniforms

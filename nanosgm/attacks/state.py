@@ -7,12 +7,18 @@ generator, and `uniform` draws the random starts of PGD and APGD in the inputs' 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
 import numpy as np
 
 from .. import backend
 
+if TYPE_CHECKING:
+    from ..layers.base import Array
 
-def _buffer_dicts(model):
+
+def _buffer_dicts(model: Any) -> Iterator[dict]:
     """Every `buffers` dict (e.g. batch norm's running statistics) in `model` and its sub-layers."""
     seen = set()
     stack = [model]
@@ -29,30 +35,30 @@ def _buffer_dicts(model):
 class frozen_buffers:
     """Context manager: copy every buffer on entry and write the copies back (in place) on exit."""
 
-    def __init__(self, model, active=True):
+    def __init__(self, model: Any, active: bool = True) -> None:
         self.model, self.active, self.saved = model, active, []
 
-    def __enter__(self):
+    def __enter__(self) -> "frozen_buffers":
         if self.active:
             for d in _buffer_dicts(self.model):
                 self.saved.append((d, {k: v.copy() for k, v in d.items()}))
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         for d, copies in self.saved:
             for k, v in copies.items():
                 d[k][...] = v
         return False
 
 
-def on_backend(a, like=None):
+def on_backend(a: Any, like: Array | None = None) -> Array:
     """`a` on the active backend (or on `like`'s backend when given)."""
     if like is not None and backend.array_module(a) is backend.array_module(like):
         return a
     return backend.to_device(a)
 
 
-def as_rng(rng, default):
+def as_rng(rng: int | np.random.Generator | None, default: Callable[[], Any]) -> np.random.Generator:
     """A generator: `rng` itself, a NumPy generator seeded with the int `rng`, or `default()` for None."""
     if rng is None:
         return default()
@@ -61,7 +67,7 @@ def as_rng(rng, default):
     return rng
 
 
-def uniform(rng, shape, like):
+def uniform(rng: Any, shape: tuple, like: Array) -> Array:
     """U[0, 1) of `shape` drawn from `rng` (NumPy or CuPy), in `like`'s dtype, on `like`'s backend."""
     u = rng.random(shape, dtype=np.float64 if like.dtype == np.float64 else np.float32)
     return on_backend(u, like=like).astype(like.dtype, copy=False)

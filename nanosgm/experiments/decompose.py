@@ -34,6 +34,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,6 +48,17 @@ from ..plumbing.errors import NanosgmError
 from ..plumbing.seal import RecordEdited, check_seal, seal
 from .keys import split_key
 from .network import pct, weights_digest
+
+if TYPE_CHECKING:
+    import argparse
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from ..attacks.conventions import Convention
+    from ..data import Dataset
+    from ..layers import Sequential
+    from ..layers.base import Array
 
 __all__ = ["FORMAT", "OUT_NAME", "FIGURE_NAME", "PARTIAL_NAME", "DEFAULT_EPS", "decompose_network", "summarize",
            "format_tables", "load_decomposition", "main"]
@@ -64,7 +77,9 @@ class DecomposeError(NanosgmError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------ one network
-def decompose_network(model, X, y, eps, readings, *, clip=(0.0, 1.0), seed: int = 0, bar=None) -> dict:
+def decompose_network(model: Sequential, X: Array, y: Array, eps: Iterable[float],
+                      readings: Iterable[str | Convention], *, clip: tuple[float, float] | None = (0.0, 1.0),
+                      seed: int = 0, bar: tqdm | None = None) -> dict:
     """{reading name: {"fgsm_pct": {repr(eps): %}, "zero_gradient_pct": %, "saturated_pct": %}} for one
     network on X (n, ...), y (n,): :func:`~nanosgm.attacks.readings.fgsm_readings` in percent."""
     got = attacks.fgsm_readings(model, X, y, eps, readings, clip=clip, seed=seed, bar=bar)
@@ -73,7 +88,7 @@ def decompose_network(model, X, y, eps, readings, *, clip=(0.0, 1.0), seed: int 
             for name, r in got.items()}
 
 
-def _record_check(record, entry, eps, n_images) -> dict | None:
+def _record_check(record: dict, entry: dict, eps: Sequence[float], n_images: int) -> dict | None:
     """{reading: {"recorded": {eps: %}, "agrees": bool}} for the readings the protocol's record measured
     too (inference: fgsm_pct, authors: fgsm_authors_pct), when these are the record's test images."""
     results = record.get("results") or {}
@@ -91,11 +106,11 @@ def _record_check(record, entry, eps, n_images) -> dict | None:
 
 
 # -------------------------------------------------------------------------------------------- summary
-def _median(values):
+def _median(values: Sequence[float]) -> float | None:
     return round(float(np.median(values)), 4) if values else None
 
 
-def summarize(networks: dict, arms, reading_names, eps) -> dict:
+def summarize(networks: dict, arms: Iterable[str], reading_names: Sequence[str], eps: Sequence[float]) -> dict:
     """{arm: {"networks": n, "pairs": n, "readings": {reading: {"fgsm": {eps: {"median", "minus_inference",
     "minus_control"}}, "zero_gradient_pct", "saturated_pct"}}}}: medians over the arm's networks of the
     accuracy, of the paired difference from the inference reading on the same network, and (arms beside
@@ -127,7 +142,7 @@ def summarize(networks: dict, arms, reading_names, eps) -> dict:
     return out
 
 
-def _signed(v) -> str:
+def _signed(v: float | None) -> str:
     return "     -" if v is None else f"{v:+6.2f}"
 
 
@@ -154,7 +169,7 @@ def format_tables(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def load_decomposition(path) -> dict:
+def load_decomposition(path: str | Path) -> dict:
     """The dict in a decomposition.json, its seal checked (RecordEdited, one line, if it was edited)."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -168,7 +183,7 @@ def load_decomposition(path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def build_parser(prog: str = PROG):
+def build_parser(prog: str = PROG) -> Parser:
     p = Parser(prog=prog, description="FGSM accuracy of every network a protocol saved under each reading of the "
                "authors' evaluation taken apart (dropout, batch statistics, clip, Keras's loss, batch size), with "
                "the gradient-masking check; writes PROTOCOL_DIR/decomposition.json and prints a table per arm.")
@@ -191,7 +206,7 @@ def build_parser(prog: str = PROG):
     return p
 
 
-def _parse_eps(text) -> list:
+def _parse_eps(text: str) -> list:
     try:
         eps = [float(e) for e in text.split(",") if e.strip()]
     except ValueError:
@@ -201,7 +216,7 @@ def _parse_eps(text) -> list:
     return eps
 
 
-def _parse_readings(text) -> list:
+def _parse_readings(text: str) -> list:
     """The readings (Conventions) to measure, the inference reading first."""
     names = list(READINGS) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
     try:
@@ -215,7 +230,7 @@ def _parse_readings(text) -> list:
     return out
 
 
-def _check_batches(readings, n: int) -> None:
+def _check_batches(readings: Iterable[Convention], n: int) -> None:
     """Batch statistics need two images in every attack batch: refuse an image count that leaves one."""
     for r in readings:
         if r.batch_stats and n % r.batch_size == 1:
@@ -223,7 +238,7 @@ def _check_batches(readings, n: int) -> None:
                                  f"(batches of {r.batch_size}), and batch statistics need two; choose another --images")
 
 
-def _saved_networks(folder, result) -> list:
+def _saved_networks(folder: str, result: dict) -> list:
     """[(key, record, model path)] of the protocol's recorded networks whose weights are saved, in its order;
     a note on stderr names the recorded networks without weights."""
     found, missing = [], []
@@ -240,7 +255,8 @@ def _saved_networks(folder, result) -> list:
     return found
 
 
-def _images(config, args):
+def _images(config: dict,
+            args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, tuple[float, float] | None, Dataset]:
     """(X, y, clip, dataset): the protocol's test images on the host (the first --images of them), their
     valid range and the dataset they come from (to build the networks for)."""
     from ..data import DataError
@@ -255,7 +271,7 @@ def _images(config, args):
     return np.asarray(ds.X_test[:n]), np.asarray(ds.y_test[:n]), clip, ds
 
 
-def _load_model(config, ds, path):
+def _load_model(config: dict, ds: Dataset, path: str) -> Sequential:
     from . import recipe
     backend.seed(0)
     try:
@@ -266,7 +282,7 @@ def _load_model(config, ds, path):
     return model
 
 
-def _record_seed(record) -> int:
+def _record_seed(record: dict) -> int:
     """The seed of a network's authors-convention draws: its record's, else its spec's."""
     seed = (record.get("results") or {}).get("fgsm_authors_seed")
     return int(seed if seed is not None else record["spec"]["seed"])
@@ -276,7 +292,7 @@ class _Partial:
     """The finished networks of an unfinished decomposition (``PARTIAL_NAME``): sealed entries and the
     settings they were measured with; rewritten atomically after each network."""
 
-    def __init__(self, path, settings: dict):
+    def __init__(self, path: str, settings: dict) -> None:
         self.path, self.settings, self.entries = path, settings, {}
         if not os.path.exists(path):
             return
@@ -299,7 +315,7 @@ class _Partial:
         except RecordEdited as exc:
             raise DecomposeError(str(exc)) from None
 
-    def keep(self, key, entry) -> None:
+    def keep(self, key: str, entry: dict) -> None:
         from ..plumbing.files import write_json_atomic
         self.entries[key] = entry
         write_json_atomic(self.path, {"format": FORMAT + "/partial", "settings": self.settings,
@@ -310,7 +326,8 @@ class _Partial:
             os.remove(self.path)
 
 
-def _settings(config, readings, eps, n, clip) -> dict:
+def _settings(config: dict, readings: Iterable[Convention], eps: list[float], n: int,
+              clip: tuple[float, float] | None) -> dict:
     """What every number of a decomposition depends on besides the weights (as JSON reads it back)."""
     s = {"protocol_config": config, "eps": eps, "images": n, "clip": clip, "backend": backend.name(),
          "control_reading": CONTROL_READING,
@@ -319,12 +336,14 @@ def _settings(config, readings, eps, n, clip) -> dict:
     return json.loads(json.dumps(s))
 
 
-def _units(readings, n: int, eps) -> int:
+def _units(readings: Iterable[Convention], n: int, eps: Sequence[float]) -> int:
     """The progress bar's (batch, eps) units for one network: per gradient pass, batches x eps."""
     return sum(math.ceil(n / g[0].batch_size) * len(eps) for g in gradient_groups(readings))
 
 
-def _measure_all(nets, config, ds, X, y, clip, eps, readings, partial, progress) -> dict:
+def _measure_all(nets: list[tuple[str, dict, str]], config: dict, ds: Dataset, X: np.ndarray, y: np.ndarray,
+                 clip: tuple[float, float] | None, eps: list[float], readings: Sequence[Convention], partial: _Partial,
+                 progress: bool) -> dict:
     """{key: entry} for every saved network, reusing the partial file's entries for the same weights."""
     from tqdm.auto import tqdm
     out = {}
@@ -364,7 +383,7 @@ def _draw(folder: str) -> int:
     return 0
 
 
-def _run(args, argv) -> int:
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from ..plumbing.cli import CliError, interruption, interruption_status
     from . import recipe
     from .protocol import load_protocol
@@ -410,7 +429,7 @@ def _run(args, argv) -> int:
     return 0
 
 
-def main(argv=None, prog: str = PROG) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """``python -m nanosgm.decompose`` (``prog`` names the command in its help and messages); the exit status."""
     from ..plumbing.cli import run_cli
     return run_cli(lambda a: _run(build_parser(prog).parse_args(a), a), argv)

@@ -29,14 +29,21 @@ Options, each off by default, in a label after L (any order; the label prints th
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import backend
 from ..layers.base import Array
 from ..optim import SGD, Adam, SignSGD
-from ..plumbing.state import check_array
+from ..plumbing.state import Where, check_array
 from .base import format_number, parse_number
 from .sgm import SGM, _as_index
+
+if TYPE_CHECKING:
+    from ..layers import Sequential, SoftmaxCrossEntropy
 
 __all__ = ["AdaptiveSGM", "INPUT_RULES"]
 
@@ -55,7 +62,7 @@ class AdaptiveSGM(SGM):
     and the per-sample step counts, and saves them in the checkpoint."""
 
     def __init__(self, rule: str, input_lr: float, *, per_sample: bool = False, ball: float | None = None,
-                 clip=None) -> None:
+                 clip: tuple[float, float] | None = None) -> None:
         if rule not in INPUT_RULES:
             raise ValueError(f"unknown input rule {rule!r}: choose one of {', '.join(INPUT_RULES)}")
         if ball is not None and not ball > 0:
@@ -73,9 +80,9 @@ class AdaptiveSGM(SGM):
         return ":".join([f"sgm-{self.rule}", format_number(self.input_lr)] + options)
 
     @classmethod
-    def parser(cls, rule: str):
+    def parser(cls, rule: str) -> Callable[..., "AdaptiveSGM"]:
         """The arm grammar's parser of ``sgm-<rule>:L[:per-sample][:ball=R][:clip]``."""
-        def parse(args: list, clip=None) -> "AdaptiveSGM":
+        def parse(args: list, clip: tuple[float, float] | None = None) -> "AdaptiveSGM":
             if not args:
                 raise ValueError(f"sgm-{rule} takes a step size")
             lam = parse_number(args[0], "the step size")
@@ -99,10 +106,11 @@ class AdaptiveSGM(SGM):
         self.count = np.zeros(X.shape[0], dtype=np.int64)             # visits per sample (host)
         return X
 
-    def after_step(self, model, loss_fn, idx, xb, yb, dX) -> None:
+    def after_step(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, idx: Array | slice, xb: Array, yb: Array,
+                   dX: Array | None) -> None:
         self.update(idx, dX)
 
-    def update(self, idx, dX) -> None:
+    def update(self, idx: Array | slice, dX: Array) -> None:
         """The rule's step on the rows ``idx`` of X_t from dE/dX at them, then the projections."""
         X = self.sgm.X
         xp = backend.array_module(X)
@@ -118,7 +126,7 @@ class AdaptiveSGM(SGM):
         self.count[host_idx] += 1
         self.sgm.n_updates += 1
 
-    def _step_count(self, host_idx: np.ndarray, dtype, xp, ndim: int) -> int | Array:
+    def _step_count(self, host_idx: np.ndarray, dtype: np.dtype, xp: ModuleType, ndim: int) -> int | Array:
         """The rule's step number for these rows: their visits + 1, one Python int when the rows share it
         (a permutation's batches always do), else an array broadcast over each row."""
         t = self.count[host_idx] + 1
@@ -126,7 +134,7 @@ class AdaptiveSGM(SGM):
             return int(t[0])
         return xp.asarray(t.astype(dtype).reshape((-1,) + (1,) * (ndim - 1)))
 
-    def _project(self, rows: Array, idx, xp) -> Array:
+    def _project(self, rows: Array, idx: Array | slice, xp: ModuleType) -> Array:
         if self.ball is not None:
             x0 = self.X0[idx]
             rows = xp.minimum(xp.maximum(rows, x0 - self.ball), x0 + self.ball)
@@ -146,7 +154,7 @@ class AdaptiveSGM(SGM):
             state |= {f"slot_{k}": np.array(backend.to_host(s)) for k, s in self.slots.items()}
         return state
 
-    def _checked_state(self, d, where) -> dict:
+    def _checked_state(self, d: Mapping, where: Where) -> dict:
         slot_keys = {f"slot_{k}" for k in self.slots}
         base = super()._checked_state({k: v for k, v in d.items() if k != "count" and k not in slot_keys}, where)
         count = check_array(d, "count", where, shape=(int(self.sgm.X.shape[0]),), kind="i")
@@ -160,7 +168,7 @@ class AdaptiveSGM(SGM):
             raise where.error(f"{where.key('slot_*')} present although no update was applied")
         return base | {"count": count, "slots": slots}
 
-    def _assign_state(self, checked) -> None:
+    def _assign_state(self, checked: dict) -> None:
         super()._assign_state(checked)
         self.count[...] = checked["count"]
         for k, host in checked["slots"].items():

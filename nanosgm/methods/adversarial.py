@@ -33,14 +33,20 @@ How SGM relates to adversarial training:
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..attacks.fgsm import fgsm, fgsm_from_sign, gradient_sign
 from ..attacks.pgd import pgd
 from ..layers import Dropout
 from ..layers.base import Array
 from .base import Method, format_number, parse_number
+
+if TYPE_CHECKING:
+    from ..layers import Layer, Sequential, SoftmaxCrossEntropy
 
 __all__ = ["AdversarialTraining", "MODES"]
 
@@ -49,7 +55,7 @@ ARM_NAMES = {"fgsm": "fgsm-at", "fgsm-rs": "fgsm-rs", "pgd": "pgd-at"}      # mo
 DEFAULT_STEPS = 7
 
 
-def _leaf_layers(model) -> Iterator:
+def _leaf_layers(model: Layer) -> Iterator:
     """The layers of `model` (nested Sequentials flattened)."""
     for layer in getattr(model, "layers", ()):
         if getattr(layer, "layers", None) is not None:
@@ -62,7 +68,7 @@ class _one_dropout_mask:
     """Context manager: every Dropout layer draws a fresh mask at its next forward pass and holds it
     (same shape) for the rest of the block; `hold_mask` is put back afterwards."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model: Layer) -> None:
         self.layers = [layer for layer in _leaf_layers(model) if isinstance(layer, Dropout)]
 
     def __enter__(self) -> "_one_dropout_mask":
@@ -71,18 +77,18 @@ class _one_dropout_mask:
             layer.hold_mask, layer.mask = True, None
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> bool:
         for layer, hold in zip(self.layers, self.saved):
             layer.hold_mask = hold
         return False
 
 
-def _grads_copy(model) -> dict:
+def _grads_copy(model: Layer) -> dict:
     """{(layer index, name): a copy of that weight gradient}."""
     return {(i, k): g.copy() for i, layer in enumerate(_leaf_layers(model)) for k, g in layer.grads.items()}
 
 
-def _mix_into(model, clean_grads: dict, mix: float) -> None:
+def _mix_into(model: Layer, clean_grads: dict, mix: float) -> None:
     """grads <- mix * clean_grads + (1 - mix) * grads, in place (the gradient of the mixed loss)."""
     for i, layer in enumerate(_leaf_layers(model)):
         for k, g in layer.grads.items():
@@ -124,9 +130,9 @@ class AdversarialTraining(Method):
         return f"{ARM_NAMES[self.mode]}:{format_number(self.eps)}" + (f":{self.steps}" if self.mode == "pgd" else "")
 
     @classmethod
-    def parser(cls, mode: str):
+    def parser(cls, mode: str) -> Callable[..., "AdversarialTraining"]:
         """The arm-grammar parser of one mode: ``args`` [EPS] (and [STEPS] for "pgd", default 7) -> an instance."""
-        def parse(args: list, clip=(0.0, 1.0)) -> "AdversarialTraining":
+        def parse(args: list, clip: tuple[float, float] | None = (0.0, 1.0)) -> "AdversarialTraining":
             if len(args) not in ((1, 2) if mode == "pgd" else (1,)):
                 raise ValueError(f"{ARM_NAMES[mode]} takes an eps" + (" and optionally a step count" if mode == "pgd" else ""))
             eps = parse_number(args[0], "eps")
@@ -150,8 +156,8 @@ class AdversarialTraining(Method):
             return float(self.alpha)
         return {"fgsm": self.eps, "fgsm-rs": 1.25 * self.eps, "pgd": 2.5 * self.eps / self.steps}[self.mode]
 
-    def adversarial_batch(self, model, xb: Array, yb: Array, rng, clean_dX: Array | None = None,
-                          y_bounds=None) -> Array:
+    def adversarial_batch(self, model: Sequential, xb: Array, yb: Array, rng: np.random.Generator | None,
+                          clean_dX: Array | None = None, y_bounds: tuple[int, int] | None = None) -> Array:
         """x_adv for this mode: the inner passes in training mode with frozen buffers (module docstring).
         "fgsm" reuses `clean_dX` (dE/dx of the clean training pass) when it is given. `y_bounds`: the
         labels' (min, max) found on the host, so the attack does not read them back from a device."""
@@ -165,7 +171,8 @@ class AdversarialTraining(Method):
         return pgd(model, xb, yb, self.eps, steps=steps, step_size=self.step_size, clip=self.clip,
                    rng=rng, training=True, y_bounds=y_bounds)
 
-    def training_pass(self, model, loss_fn, xb: Array, yb: Array, rng) -> tuple[float, Array | None]:
+    def training_pass(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array,
+                      rng: np.random.Generator) -> tuple[float, Array | None]:
         """Forward + backward in training mode that leaves in the layers' grads the gradient of this
         mode's training loss, mix * E(x) + (1 - mix) * E(x_adv) (mix = 0: E(x_adv) alone), and returns
         (that loss, dE/dX at the clean batch -- the gradient of E(x), as the plain pass returns it -- or

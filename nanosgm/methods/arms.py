@@ -52,7 +52,7 @@ _USAGE = ("use control, published, sgm:LAMBDA, sgm:LAMBDA:per-sample (LAMBDA a n
           "fgsm-at:EPS, fgsm-rs:EPS, pgd-at:EPS[:STEPS], gradreg:MU or gradreg-fd:MU:H")
 
 
-def parse_arm(text: str, *, clip=(0.0, 1.0)) -> Method:
+def parse_arm(text: str, *, clip: tuple[float, float] | None = (0.0, 1.0)) -> Method:
     """The training method a label names (a new instance each call); ValueError for anything else.
     ``clip``: the valid input range, for the methods that craft inputs (adversarial training)."""
     name, *args = str(text).strip().lower().split(":")

@@ -26,13 +26,15 @@ per-epoch figures through ``epoch_record``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from .. import backend
 from ..layers import Sequential, SoftmaxCrossEntropy
 from ..layers.base import Array
-from ..plumbing.state import CheckedState, check_keys
+from ..plumbing.state import CheckedState, Where, check_keys
 
 __all__ = ["Method", "Control", "plain_pass", "parse_number", "format_number", "significant"]
 
@@ -88,7 +90,7 @@ class Method(CheckedState):
         (E, dE/dX at xb or None). ``rng``: a Generator for the method's own random draws."""
         return plain_pass(model, loss_fn, xb, yb)
 
-    def after_step(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, idx, xb: Array, yb: Array,
+    def after_step(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, idx: Array | slice, xb: Array, yb: Array,
                    dX: Array | None) -> None:
         """Called after the weight step with the batch's indices, inputs, labels and dE/dX."""
 
@@ -105,15 +107,15 @@ class Method(CheckedState):
         """The method's own state as host NumPy arrays (nothing for a stateless method)."""
         return {}
 
-    def _checked_state(self, d, where) -> None:
+    def _checked_state(self, d: Mapping, where: Where) -> None:
         """For ``load_state_dict`` (nanosgm/plumbing/state.py): a stateless method's state has no key."""
         check_keys(d, (), where, what=f"the state of method {self.label!r}")
 
-    def _assign_state(self, values) -> None:
+    def _assign_state(self, values: Any) -> None:
         """Nothing to install."""
 
     @classmethod
-    def parse(cls, args: list, clip=None) -> "Method":
+    def parse(cls, args: list, clip: tuple[float, float] | None = None) -> "Method":
         """The method from the fields of its label after the name (the arm grammar, nanosgm.methods.arms);
         here: a method without parameters."""
         if args:

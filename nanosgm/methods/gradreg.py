@@ -29,6 +29,9 @@ because (d(dE/dX)/dtheta)^T u = d<dE/dX, u>/dtheta = R_u{dE/dtheta}. Two ways to
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+
+import numpy as np
 
 from ..attacks.state import frozen_buffers
 from ..backend import host_floats
@@ -40,12 +43,12 @@ from .base import Method, format_number, parse_number, significant
 __all__ = ["GradientRegularisation", "regularised_pass", "finite_difference_pass"]
 
 
-def _squares(dX: Array):
+def _squares(dX: Array) -> float | Array:
     """sum(dE/dX ** 2) in float64: a NumPy scalar, or a 0-d array left on the device."""
     return (dX.astype("float64") ** 2).sum()
 
 
-def _penalty(mu: float, n: int, squares):
+def _penalty(mu: float, n: int, squares: float | Array) -> float | Array:
     """mu * (1/N) sum_n ||G_n||^2 with G = N dE/dX, i.e. mu * N * sum(dE/dX ** 2), from ``squares`` =
     sum(dE/dX ** 2) (`_squares`) over ``n`` samples; a 0-d device array stays on the device."""
     return mu * n * squares
@@ -111,9 +114,9 @@ class GradientRegularisation(Method):
         return f"gradreg-fd:{format_number(self.mu)}:{format_number(self.h)}"
 
     @classmethod
-    def parser(cls, finite_difference: bool):
+    def parser(cls, finite_difference: bool) -> Callable[..., "GradientRegularisation"]:
         """The arm grammar's parser of ``gradreg:MU`` or ``gradreg-fd:MU:H``."""
-        def parse(args: list, clip=None) -> "GradientRegularisation":
+        def parse(args: list, clip: tuple[float, float] | None = None) -> "GradientRegularisation":
             want = 2 if finite_difference else 1
             if len(args) != want:
                 raise ValueError("gradreg-fd takes MU and H" if finite_difference else "gradreg takes MU")
@@ -123,7 +126,7 @@ class GradientRegularisation(Method):
         return parse
 
     def training_pass(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array,
-                      rng) -> tuple[float, Array]:
+                      rng: np.random.Generator) -> tuple[float, Array]:
         if self.h is None:
             E, dX, penalty = regularised_pass(model, loss_fn, xb, yb, self.mu)
         else:

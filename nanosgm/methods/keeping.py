@@ -14,7 +14,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -22,6 +22,12 @@ from .. import backend
 from ..attacks import accuracy
 from ..plumbing import checkpoint as ckpt
 from ..plumbing.blas import blas_threads
+
+if TYPE_CHECKING:
+    from ..layers import Sequential
+    from ..layers.base import Array
+    from ..optim import Optimizer
+    from .base import Method
 
 __all__ = ["RunKeeping", "FitResult", "Interrupted", "SNAPSHOT_EPOCHS"]
 
@@ -88,7 +94,7 @@ class Interrupted(KeyboardInterrupt):
         self.checkpoint, self.saved_epoch = checkpoint, saved_epoch
 
     @classmethod
-    def after(cls, checkpoint) -> "Interrupted":
+    def after(cls, checkpoint: str | None) -> "Interrupted":
         return cls(checkpoint, ckpt.saved_epoch(checkpoint) if checkpoint else 0)
 
 
@@ -107,7 +113,8 @@ class Run:
     start_epoch: int = 0
 
 
-def start_run(model, optimizer, method, X_train, y_train, keeping: RunKeeping, epochs: int) -> Run:
+def start_run(model: Sequential, optimizer: Optimizer, method: Method, X_train: Array, y_train: Array,
+              keeping: RunKeeping, epochs: int) -> Run:
     """A Run for fit: the method started on the training set, snapshots prepared, resumed if asked."""
     n = int(X_train.shape[0])
     if int(y_train.shape[0]) != n:
@@ -125,7 +132,7 @@ def start_run(model, optimizer, method, X_train, y_train, keeping: RunKeeping, e
     return run
 
 
-def error_pct(model, X, y) -> float | None:
+def error_pct(model: Sequential, X: Array | None, y: Array | None) -> float | None:
     """The error (%) of ``model`` on (X, y), or None without X."""
     return None if X is None else round(100.0 - 100.0 * accuracy(model, X, y, batch_size=500), 4)
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +34,13 @@ from ..layers import SoftmaxCrossEntropy
 from ..plumbing.errors import TrainingDiverged
 from .base import Method, significant
 from .keeping import FitResult, Interrupted, RunKeeping, Run, end_epoch, epoch_line, error_pct, start_run
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
+
+    from ..layers import Sequential
+    from ..layers.base import Array
+    from ..optim import Optimizer, StepSchedule
 
 __all__ = ["fit", "FitResult", "RunKeeping", "TrainingDiverged", "Interrupted", "epoch_seed", "EXPLODED"]
 
@@ -44,8 +53,10 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(1)[0])
 
 
-def fit(model, optimizer, X_train, y_train, *, epochs: int, method: Method | None = None, batch_size: int = 128,
-        seed: int = 0, schedule=None, augment=None, validation=None, keeping: RunKeeping | None = None) -> FitResult:
+def fit(model: Sequential, optimizer: Optimizer, X_train: Array, y_train: Array, *, epochs: int,
+        method: Method | None = None, batch_size: int = 128, seed: int = 0, schedule: StepSchedule | None = None,
+        augment: Callable[[Array, np.random.Generator], Array] | None = None,
+        validation: tuple[Array, Array] | None = None, keeping: RunKeeping | None = None) -> FitResult:
     """Train ``model`` with ``optimizer`` for ``epochs`` epochs by ``method`` (default: the control).
 
     Args:
@@ -111,8 +122,8 @@ def fit(model, optimizer, X_train, y_train, *, epochs: int, method: Method | Non
     return run.result
 
 
-def _train_epoch(run: Run, epoch: int, epochs: int, *, batch_size: int, seed: int, augment,
-                 y_host: np.ndarray) -> float:
+def _train_epoch(run: Run, epoch: int, epochs: int, *, batch_size: int, seed: int,
+                 augment: Callable[[Array, np.random.Generator], Array] | None, y_host: np.ndarray) -> float:
     """One pass over the shuffled training set; returns the mean training loss. ``y_host``: the labels
     on the host, where each batch's are checked (no device read)."""
     from tqdm.auto import tqdm
@@ -147,7 +158,8 @@ def _train_epoch(run: Run, epoch: int, epochs: int, *, batch_size: int, seed: in
     return losses.total / losses.count
 
 
-def _step(run: Run, loss_fn, xb, yb, idx, rng, losses: LossTally, *, where: str) -> None:
+def _step(run: Run, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array, idx: Array, rng: np.random.Generator,
+          losses: LossTally, *, where: str) -> None:
     """One mini-batch: the method's pass (forward, backward to the inputs: Eq. 14), the weight step,
     then what the method does after it (SGM: Eq. 15 / 21). The loss goes to ``losses`` (checked there),
     and so do the input checks of the attacks an adversarial-training pass runs on device arrays."""
@@ -169,12 +181,12 @@ class LossTally:
     finite and inside its clip range) come back in the same read and are settled before its loss is
     checked, as the attack checked them before it ran."""
 
-    def __init__(self, run: Run, bar, every: int) -> None:
+    def __init__(self, run: Run, bar: tqdm | None, every: int) -> None:
         self.run, self.bar, self.every = run, bar, every
         self.total, self.count = 0.0, 0
         self.pending: list = []             # (loss, batch size, where, deferred input checks) not yet read
 
-    def add(self, loss, count: int, where: str, inputs: deferred_input_checks | None = None) -> None:
+    def add(self, loss: float | Array, count: int, where: str, inputs: deferred_input_checks | None = None) -> None:
         """One batch's loss (a float or a 0-d device array), its size and its deferred input checks."""
         self.pending.append((loss, count, where, inputs or deferred_input_checks()))
         if len(self.pending) >= self.every:
@@ -208,7 +220,7 @@ def _check_loss(run: Run, loss: float, where: str) -> None:
                                f"{run.optimizer.lr:g}){run.method.divergence_hint()}")
 
 
-def _check_weights(model, epoch: int) -> None:
+def _check_weights(model: Sequential, epoch: int) -> None:
     xp = backend.xp()
     for name, param, _ in model.parameters():
         if not bool(xp.isfinite(param).all()):

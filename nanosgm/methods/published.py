@@ -7,8 +7,14 @@ and reads nothing back from a device (the labels are checked from the bounds the
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..attacks import loss_and_input_gradient
 from .base import Method
+
+if TYPE_CHECKING:
+    from ..layers import Sequential, SoftmaxCrossEntropy
+    from ..layers.base import Array
 
 __all__ = ["Published"]
 
@@ -17,6 +23,7 @@ class Published(Method):
     """The authors' published code path as a training method (label ``published``)."""
     label = "published"
 
-    def after_step(self, model, loss_fn, idx, xb, yb, dX) -> None:
+    def after_step(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, idx: Array | slice, xb: Array, yb: Array,
+                   dX: Array | None) -> None:
         loss_and_input_gradient(model, xb, yb, training=True,   # computed at the new weights, then discarded
                                 y_bounds=loss_fn.known_bounds(yb))

@@ -49,20 +49,26 @@ step independent of the batch size.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import backend
 from ..layers.base import Array
-from ..plumbing.state import CheckedState, check_array, check_keys
+from ..plumbing.state import CheckedState, Where, check_array, check_keys
 from .base import Method, format_number, parse_number, significant
+
+if TYPE_CHECKING:
+    from ..layers import Sequential, SoftmaxCrossEntropy
 
 __all__ = ["input_update", "SmoothGradient", "SGM", "PAPER_INPUT_LR"]
 
 PAPER_INPUT_LR = 0.2
 
 
-def _as_index(idx, xp) -> slice | Array:
+def _as_index(idx: Array | slice, xp: ModuleType) -> slice | Array:
     """A slice stays a slice; anything else becomes a 1-D integer index array on the backend `xp`."""
     if isinstance(idx, slice):
         return idx
@@ -72,13 +78,13 @@ def _as_index(idx, xp) -> slice | Array:
     return idx
 
 
-def _n_rows(X, idx) -> int:
+def _n_rows(X: Array, idx: Array | slice) -> int:
     if isinstance(idx, slice):
         return len(range(*idx.indices(X.shape[0])))
     return int(idx.shape[0])
 
 
-def input_update(X: Array, idx, dX: Array, input_lr: float) -> Array:
+def input_update(X: Array, idx: Array | slice, dX: Array, input_lr: float) -> Array:
     """Eq. 15 / 21 in place: `X[idx] += input_lr * dX`; returns X.
 
     `X` holds the whole training set's current representation, `idx` the rows of the batch (an integer
@@ -114,7 +120,8 @@ class SmoothGradient(CheckedState):
     (all or nothing, :class:`~nanosgm.plumbing.state.CheckedState`).
     """
 
-    def __init__(self, X0: Array, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False, clip=None) -> None:
+    def __init__(self, X0: Array, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False,
+                 clip: tuple[float, float] | None = None) -> None:
         if backend.name() == "numpy":
             X0 = backend.to_host(X0)
         dtype = np.dtype(X0.dtype)
@@ -146,11 +153,11 @@ class SmoothGradient(CheckedState):
     def __len__(self) -> int:
         return int(self.X.shape[0])
 
-    def batch(self, idx) -> Array:
+    def batch(self, idx: Array | slice) -> Array:
         """The current representation of the samples `idx`: X_t[idx] (a copy, on the backend)."""
         return self.X[_as_index(idx, backend.array_module(self.X))]
 
-    def update(self, idx, dX) -> None:
+    def update(self, idx: Array | slice, dX: Array) -> None:
         """Eq. 15 / 21 on the batch's rows: X[idx] += input_lr * dX (see the class docstring).
 
         `dX` is dE/dX from the same forward/backward pass that produced the weight gradients, E being
@@ -181,7 +188,7 @@ class SmoothGradient(CheckedState):
             "n_updates": np.array(self.n_updates, dtype=np.int64),
         }
 
-    def _checked_state(self, d, where) -> dict:
+    def _checked_state(self, d: Mapping, where: Where) -> dict:
         """For ``load_state_dict`` (nanosgm/plumbing/state.py): "input_lr", "per_sample", "clip" ((2,) or
         (0,)) and "n_updates" present, with their dtypes and finite values, and "X" (when present)
         floating, finite and shaped like this training set. A state without "X" (no update applied yet)
@@ -208,7 +215,7 @@ class SmoothGradient(CheckedState):
         return {"input_lr": input_lr, "per_sample": per_sample, "n_updates": n_updates, "X": X,
                 "clip": None if clip.size == 0 else (float(clip[0]), float(clip[1]))}
 
-    def _assign_state(self, checked) -> None:
+    def _assign_state(self, checked: dict) -> None:
         """X goes into this instance's array (its backend, its dtype); the rest are attributes."""
         if checked["X"] is not None:
             self.X[...] = backend.array_module(self.X).asarray(checked["X"], dtype=self.X.dtype)
@@ -230,7 +237,8 @@ class SGM(Method):
     control, bit for bit. Label: ``sgm:L`` or ``sgm:L:per-sample``.
     """
 
-    def __init__(self, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False, clip=None) -> None:
+    def __init__(self, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False,
+                 clip: tuple[float, float] | None = None) -> None:
         self.input_lr, self.per_sample, self.clip = float(input_lr), bool(per_sample), clip
         self.sgm = self.X0 = None
 
@@ -243,7 +251,7 @@ class SGM(Method):
         return self.input_lr != 0
 
     @classmethod
-    def parse(cls, args: list, clip=None) -> "SGM":
+    def parse(cls, args: list, clip: tuple[float, float] | None = None) -> "SGM":
         """``sgm:L`` / ``sgm:L:per-sample`` (L a finite, non-zero number)."""
         if len(args) not in (1, 2) or (len(args) == 2 and args[1] != "per-sample"):
             raise ValueError("sgm takes a lambda-bar and optionally per-sample")
@@ -257,7 +265,8 @@ class SGM(Method):
         self.X0 = backend.to_device(X_train) if self.moves_inputs else None
         return self.sgm.X
 
-    def after_step(self, model, loss_fn, idx, xb, yb, dX) -> None:
+    def after_step(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, idx: Array | slice, xb: Array, yb: Array,
+                   dX: Array | None) -> None:
         self.sgm.update(idx, dX)                                     # Eq. 15 / 21
 
     def epoch_record(self) -> dict:
@@ -273,8 +282,8 @@ class SGM(Method):
     def state_dict(self) -> dict:
         return self.sgm.state_dict()
 
-    def _checked_state(self, d, where) -> dict:
+    def _checked_state(self, d: Mapping, where: Where) -> dict:
         return self.sgm._checked_state(d, where)                     # the state is X_t's (SmoothGradient)
 
-    def _assign_state(self, checked) -> None:
+    def _assign_state(self, checked: dict) -> None:
         self.sgm._assign_state(checked)
