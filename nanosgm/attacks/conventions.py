@@ -109,9 +109,11 @@ def _convention(convention: str | Convention) -> Convention:
 
 def fgsm_correct(model: Sequential, X: Array, y: Array, eps_list: Iterable[float] = PAPER_EPS,
                  convention: str | Convention = "inference", *, clip: tuple[float, float] | None = (0.0, 1.0),
-                 seed: int = 0, bar: Any = None) -> dict:
+                 seed: int = 0, bar: Any = None, target: Sequential | None = None) -> dict:
     """{eps: (n,) bool host array}: which examples of X the model still classifies as y under FGSM
-    measured by ``convention`` (a name in :data:`CONVENTIONS` or a :class:`Convention`). ``clip``: the
+    measured by ``convention`` (a name in :data:`CONVENTIONS` or a :class:`Convention`). ``target``: the
+    network that classifies the examples crafted on ``model`` (a transfer attack, each batch's examples
+    made as the convention makes them; classified in inference mode); None: ``model`` itself. ``clip``: the
     data's valid range (None: no range, e.g. ZCA-whitened CIFAR). ``seed``: the backend generator's seed
     for the dropout masks of a training-mode gradient. eps = 0 is the clean input. Refused (ValueError):
     what :func:`~nanosgm.attacks.evaluation.correct_under_attack` refuses; inputs that are not finite, and
@@ -121,10 +123,10 @@ def fgsm_correct(model: Sequential, X: Array, y: Array, eps_list: Iterable[float
     eps_list = check_eps_list(eps_list, "fgsm_correct")
     check_clip(clip, "fgsm_correct")
     x_clip = clip if conv.clip_to_data else None
-    if conv.inference and conv.loss == "ce":
+    if conv.inference and conv.loss == "ce" and target is None:
         return correct_under_attack(model, X, y, eps_list, "fgsm", conv.batch_size, bar=bar, clip=x_clip)
-    parts = {e: [] for e in eps_list}
-    for got, _, _ in fgsm_batches(model, X, y, eps_list, conv, [x_clip], seed=seed, bar=bar):
+    parts: dict = {e: [] for e in eps_list}
+    for got, _, _ in fgsm_batches(model, X, y, eps_list, conv, [x_clip], seed=seed, bar=bar, target=target):
         for e in eps_list:
             parts[e].append(got[0][e])
     return {e: np.concatenate(parts[e]) for e in eps_list}
@@ -132,7 +134,7 @@ def fgsm_correct(model: Sequential, X: Array, y: Array, eps_list: Iterable[float
 
 def fgsm_batches(model: Sequential, X: Array, y: Array, eps_list: list[float], conv: Convention,
                  clips: Sequence[tuple[float, float] | None], *, seed: int = 0,
-                 bar: Any = None) -> Iterator[tuple[list[dict], Array, Array]]:
+                 bar: Any = None, target: Sequential | None = None) -> Iterator[tuple[list[dict], Array, Array]]:
     """FGSM measured by ``conv``, one attack batch at a time (``conv.batch_size`` consecutive images):
     yields (correct, losses, g) per batch, where correct[i] is {eps: (B,) bool host array} with x_adv
     clipped to ``clips[i]`` (None: no clip), losses the per-example loss (B,) of the gradient pass and g
@@ -140,7 +142,8 @@ def fgsm_batches(model: Sequential, X: Array, y: Array, eps_list: list[float], c
     generator is seeded with ``seed`` before the first batch (the dropout masks). ``eps_list`` checked by
     the caller (:func:`~nanosgm.attacks.checks.check_eps_list`); each batch is checked here (finite, and
     inside the first clip of ``clips`` that is not None: the data's range), on ``X``, ``y`` where they
-    live: given on the host, a batch's checks read nothing back from the device."""
+    live: given on the host, a batch's checks read nothing back from the device. ``target``: the network
+    that classifies x_adv (None: ``model``; see :func:`fgsm_correct`)."""
     y, bounds = _labels(y, int(X.shape[0]))
     bounded = next((c for c in clips if c is not None), None)
     backend.seed(int(seed))                            # the dropout masks of the training-mode gradient
@@ -153,7 +156,8 @@ def fgsm_batches(model: Sequential, X: Array, y: Array, eps_list: list[float], c
         correct = [{} for _ in clips]
         for e in eps_list:
             for i, c in enumerate(clips):
-                correct[i][e] = _correct(model, xb if e == 0 else fgsm_from_sign(xb, sign, e, c), yb, bounds)
+                x_adv = xb if e == 0 else fgsm_from_sign(xb, sign, e, c)
+                correct[i][e] = _correct(model if target is None else target, x_adv, yb, bounds)
             if bar is not None:
                 bar.update(1)
         yield correct, losses, g
@@ -161,8 +165,9 @@ def fgsm_batches(model: Sequential, X: Array, y: Array, eps_list: list[float], c
 
 def fgsm_accuracy(model: Sequential, X: Array, y: Array, eps_list: Iterable[float] = PAPER_EPS,
                   convention: str | Convention = "inference", *, clip: tuple[float, float] | None = (0.0, 1.0),
-                  seed: int = 0) -> dict:
-    """{eps: accuracy (a fraction)} under FGSM measured by ``convention`` (see :func:`fgsm_correct`).
+                  seed: int = 0, target: Sequential | None = None) -> dict:
+    """{eps: accuracy (a fraction)} under FGSM measured by ``convention`` (see :func:`fgsm_correct`; with
+    ``target``, of that network on the examples crafted on ``model``).
 
     >>> import numpy as np, nanosgm
     >>> from nanosgm.attacks import fgsm_accuracy
@@ -174,5 +179,5 @@ def fgsm_accuracy(model: Sequential, X: Array, y: Array, eps_list: Iterable[floa
     >>> a == fgsm_accuracy(model, X, y, [0.0, 0.1], "authors", seed=1), a[0.0] == nanosgm.accuracy(model, X, y)
     (True, True)
     """
-    correct = fgsm_correct(model, X, y, eps_list, convention, clip=clip, seed=seed)
+    correct = fgsm_correct(model, X, y, eps_list, convention, clip=clip, seed=seed, target=target)
     return {e: float(c.mean()) for e, c in correct.items()}

@@ -98,3 +98,25 @@ def test_the_authors_draws_are_seeded_and_the_inference_convention_is_todays_fgs
     assert CONVENTIONS["authors"].batch_size == 128 and not CONVENTIONS["authors"].clip_to_data
     with pytest.raises(ValueError, match="unknown FGSM convention"):
         fgsm_accuracy(model, x, y, [0.1], "keras")
+
+
+def test_a_transfer_fgsm_crafts_on_one_network_and_asks_another():
+    """``target=``: the examples the authors' FGSM makes on the tiny network (the hand computation's x_adv)
+    are classified by another network, in inference mode; the inference convention through ``target``
+    equals evaluate with a transfer attack crafted on the source; the source as its own target is the
+    white-box number."""
+    from nanosgm.attacks.transfer import crafted_on
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(0, 1, (9, 4)), rng.integers(0, 3, 9)
+    backend.seed(9)
+    other = Sequential([Dense(4, 5, dtype="float64"), ReLU(), Dense(5, 3, dtype="float64")])
+    got = fgsm_correct(tiny(), x, y, [0.3], "authors", target=other)[0.3]
+    _, x_adv = by_hand(tiny(), x, y, 0.3, np.random.default_rng(5).random((9, 6)))
+    np.testing.assert_array_equal(got, np.argmax(other.forward(x_adv, training=False), axis=1) == y)
+    assert fgsm_correct(tiny(), x, y, [0.3], "authors", target=tiny())[0.3].tolist() == \
+        fgsm_correct(tiny(), x, y, [0.3], "authors")[0.3].tolist()
+    x, y = rng.uniform(0, 1, (300, 4)), rng.integers(0, 3, 300)
+    source = tiny()
+    want = evaluate(other, x, y, [0.1, 0.5], crafted_on(source, "fgsm"), progress=False)
+    assert fgsm_accuracy(source, x, y, [0.1, 0.5], "inference", target=other) == want
+    assert want != fgsm_accuracy(other, x, y, [0.1, 0.5], "inference")          # not other's white-box number

@@ -1,0 +1,42 @@
+"""tools/fgsm_transfer.py: FGSM crafted on one saved network, classified by another, under both conventions;
+its white-box column is the number the target's own training run recorded on the same images."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+spec = importlib.util.spec_from_file_location("fgsm_transfer", os.path.join(ROOT, "tools", "fgsm_transfer.py"))
+fgsm_transfer = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fgsm_transfer)
+
+
+@pytest.mark.slow
+def test_transfer_from_a_cnn_to_a_dnn_beside_their_white_box_numbers(tmp_path, capsys):
+    from conftest import require_real_data
+    from nanosgm.experiments import train_cli as train
+    data_dir = str(require_real_data("mnist"))
+    quick = ["--limit", "600", "--eval-limit", "60", "--epochs", "1", "--pgd", "0", "--eps", "0.1,0.2",
+             "--no-progress", "--data-dir", data_dir]
+    for model in ("cnn", "dnn-keras"):
+        assert train.main(["mnist", "--model", model, "--out", str(tmp_path / model)] + quick) == 0
+    cnn, dnn = (str(tmp_path / m / "model.npz") for m in ("cnn", "dnn-keras"))
+    out = tmp_path / "transfer.json"
+    capsys.readouterr()
+    assert fgsm_transfer.cli([cnn, dnn, "--images", "60", "--data-dir", data_dir, "--json", str(out)]) == 0
+    assert "% on examples crafted on cnn" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    record = json.loads((tmp_path / "dnn-keras" / "results.json").read_text())["results"]
+    got = doc["pct"]
+    assert got["inference"]["white-box"] == {e: record["fgsm_pct"][e] for e in ("0.1", "0.2")}
+    assert got["authors"]["white-box"] == {e: record["fgsm_authors_pct"][e] for e in ("0.1", "0.2")}
+    assert got["inference"]["transfer"] != got["inference"]["white-box"]
+    assert doc["images"] == 60 and doc["source"]["model"] == "cnn" and doc["target"]["model"] == "dnn-keras"
+    assert len(doc["target"]["weights_sha256"]) == 64 and doc["command"].startswith("python tools/fgsm_transfer.py")
+
+
+def test_a_missing_model_is_one_line(tmp_path, capsys):
+    assert fgsm_transfer.cli([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no such model file" in err
