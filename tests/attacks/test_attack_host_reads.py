@@ -12,28 +12,9 @@ import pytest
 from nanosgm import backend, standin
 from nanosgm.attacks import apgd, correct_under_attack, fgsm, fgsm_correct, pgd
 from nanosgm.attacks.checks import check_inputs, deferred_input_checks
-from nanosgm.layers import BatchNorm, Dense, Dropout, Flatten, ReLU, Sequential
+from standinkit import on, tiny_data, tiny_model  # noqa: F401  (on: a fixture)
 
 EPS = [0.0, 0.05, 0.1]
-
-
-@pytest.fixture
-def on():
-    """on("standin") makes the stand-in the backend for the rest of the test; NumPy is restored after."""
-    yield backend.use
-    backend.use("numpy")
-
-
-def tiny_model(seed=0):
-    """The same weights on every backend (initialised from the seeded host generator)."""
-    backend.seed(seed)
-    return Sequential([Flatten(), Dense(12, 8, dtype="float64"), BatchNorm(8, dtype="float64"), ReLU(),
-                       Dropout(0.25), Dense(8, 3, dtype="float64")])
-
-
-def tiny_data(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(0, 1, (n, 1, 3, 4)), rng.integers(0, 3, n)
 
 
 def on_standin(on, X, y):

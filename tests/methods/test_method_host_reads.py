@@ -12,31 +12,14 @@ import pytest
 
 from nanosgm import backend, standin
 from nanosgm.backend import host_floats
-from nanosgm.layers import BatchNorm, Dense, Dropout, Flatten, ReLU, Sequential, SoftmaxCrossEntropy
+from nanosgm.layers import SoftmaxCrossEntropy
 from nanosgm.methods import GradientRegularisation, RunKeeping, fit, loop, parse_arm
 from nanosgm.optim import build_optimizer
+from standinkit import on, tiny_data, tiny_model  # noqa: F401  (on: a fixture)
 
 QUIET = RunKeeping(progress=False, log=None)
 BATCH = 5
 NO_READ_ARMS = ["published", "fgsm-at:0.1", "fgsm-rs:0.1", "pgd-at:0.1:3", "gradreg:0.01"]
-
-
-@pytest.fixture
-def on():
-    """on("standin") makes the stand-in the backend for the rest of the test; NumPy is restored after."""
-    yield backend.use
-    backend.use("numpy")
-
-
-def tiny_model(seed=0):
-    backend.seed(seed)
-    return Sequential([Flatten(), Dense(12, 8, dtype="float64"), BatchNorm(8, dtype="float64"), ReLU(),
-                       Dropout(0.25), Dense(8, 3, dtype="float64")])
-
-
-def tiny_data(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(0, 1, (n, 1, 3, 4)), rng.integers(0, 3, n)
 
 
 def train(arm, n, epochs=1, X=None, y=None, steps=None):

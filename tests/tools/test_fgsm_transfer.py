@@ -1,15 +1,11 @@
 """tools/fgsm_transfer.py: FGSM crafted on one saved network, classified by another, under both conventions;
 its white-box column is the number the target's own training run recorded on the same images."""
-import importlib.util
 import json
-import os
 
 import pytest
+from conftest import load_tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-spec = importlib.util.spec_from_file_location("fgsm_transfer", os.path.join(ROOT, "tools", "fgsm_transfer.py"))
-fgsm_transfer = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fgsm_transfer)
+fgsm_transfer = load_tool("fgsm_transfer")
 
 
 @pytest.mark.slow
