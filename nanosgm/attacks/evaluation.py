@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..layers.base import Array
 
 PAPER_EPS = (0.001, 0.01, 0.1, 0.2)     # the eps of the paper's evaluation (Table 5)
-ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "square": square}
+ATTACKS: dict[str, Callable[..., Array]] = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "square": square}
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:

@@ -36,7 +36,8 @@ class frozen_buffers:
     """Context manager: copy every buffer on entry and write the copies back (in place) on exit."""
 
     def __init__(self, model: Any, active: bool = True) -> None:
-        self.model, self.active, self.saved = model, active, []
+        self.model, self.active = model, active
+        self.saved: list[tuple[dict, dict]] = []
 
     def __enter__(self) -> "frozen_buffers":
         if self.active:

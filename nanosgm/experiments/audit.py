@@ -61,6 +61,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from tqdm.auto import tqdm
 
+    from ..layers import Sequential
+
 __all__ = ["Suite", "Network", "attack_plan", "attack_cost", "audit_network", "audit", "plan_lines",
            "sanity_checks", "format_report", "accuracy_figure", "report_json", "main", "DEFAULT_EPS", "CHECK_EPS"]
 
@@ -86,7 +88,7 @@ class Suite:
 class Network:
     """One network to audit and the images to audit it on: X (N, ...) and y (N,) on the host."""
     name: str
-    model: object
+    model: Sequential
     X: np.ndarray
     y: np.ndarray
     clip: tuple | None = (0.0, 1.0)
