@@ -5,8 +5,9 @@ The authors' scripts write one adversarial set per dataset (generate_adversarial
 it (test_adversarial_set.py); if the DNN of Table 5 was tested on a set crafted on the CNN, its FGSM accuracy
 is a transfer (black-box) number. For each eps this prints the TARGET's accuracy on FGSM examples crafted on
 itself (white-box) and on examples crafted on SOURCE (transfer), each measured by the inference convention
-and by the authors' (:mod:`nanosgm.attacks.conventions`; the same dropout seed as the records, 0 unless a
-record says otherwise), and writes them with the command, the commit and both networks' weight digests:
+and by the authors' (:mod:`nanosgm.attacks.conventions`; the dropout draws of the network whose gradient is
+taken seeded as its training record seeded them: ``fgsm_authors_seed``, else the spec's seed), and writes them
+with the command, the commit, both networks' weight digests and draw seeds:
 
     python tools/fgsm_transfer.py runs/cnn/model.npz runs/dnn/model.npz --json results/x/transfer.json
 
@@ -16,6 +17,7 @@ whose loader this is: ``nanosgm.experiments.audit``); both must be trained on th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -23,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from nanosgm import attacks                                 # noqa: E402
 from nanosgm.experiments.audit import _load_networks        # noqa: E402
+from nanosgm.experiments.decompose import _record_seed      # noqa: E402
 from nanosgm.experiments.network import pct                 # noqa: E402
 from nanosgm.experiments.recipe import git_commit           # noqa: E402
 from nanosgm.plumbing.errors import NanosgmError            # noqa: E402
@@ -31,13 +34,21 @@ from nanosgm.plumbing.files import write_json_atomic        # noqa: E402
 CONVENTIONS = ("inference", "authors")
 
 
-def measure(source, target, eps: list[float], seed: int = 0) -> dict:
-    """{convention: {"white-box": {eps: %}, "transfer": {eps: %}}} of the target network (audit Networks)."""
+def draw_seed(model_path: str) -> int:
+    """The seed of the authors' FGSM dropout draws that the network's training record used (results.json
+    beside ``model_path``, read by the audit's loader first, so it exists and its seal was checked)."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(model_path)), "results.json")) as f:
+        return _record_seed(json.load(f))
+
+
+def measure(source, target, eps: list[float], seeds: tuple[int, int] = (0, 0)) -> dict:
+    """{convention: {"white-box": {eps: %}, "transfer": {eps: %}}} of the target network (audit Networks);
+    ``seeds``: the (source's, target's) dropout-draw seeds, each used where its gradient is taken."""
     out = {}
     for conv in CONVENTIONS:
-        kw = {"clip": target.clip, "seed": seed}
-        white = attacks.fgsm_accuracy(target.model, target.X, target.y, eps, conv, **kw)
-        moved = attacks.fgsm_accuracy(source.model, target.X, target.y, eps, conv, target=target.model, **kw)
+        white = attacks.fgsm_accuracy(target.model, target.X, target.y, eps, conv, clip=target.clip, seed=seeds[1])
+        moved = attacks.fgsm_accuracy(source.model, target.X, target.y, eps, conv, clip=target.clip, seed=seeds[0],
+                                      target=target.model)
         out[conv] = {"white-box": {repr(e): pct(a) for e, a in white.items()},
                      "transfer": {repr(e): pct(a) for e, a in moved.items()}}
     return out
@@ -58,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if source.dataset != target.dataset:
         raise ValueError(f"{args.source} was trained on {source.dataset}, {args.target} on {target.dataset}: "
                          "give two networks of one dataset")
-    got = measure(source, target, eps)
+    seeds = (draw_seed(args.source), draw_seed(args.target))
+    got = measure(source, target, eps, seeds)
     for conv, rows in got.items():
         for e in rows["white-box"]:
             print(f"{conv:9s} eps {e}: {target.name} {rows['white-box'][e]:.2f} % white-box, "
@@ -67,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(args.json, {
             "command": " ".join(["python tools/fgsm_transfer.py"] + (sys.argv[1:] if argv is None else argv)),
             "git_commit": git_commit(), "images": int(len(target.y)),
-            "source": source.info, "target": target.info, "pct": got})
+            "source": source.info | {"draw_seed": seeds[0]}, "target": target.info | {"draw_seed": seeds[1]},
+            "pct": got})
         print(f"wrote {args.json}")
     return 0
 
@@ -76,7 +89,7 @@ def cli(argv: list[str] | None = None) -> int:
     """main() with the refusals as one line ``error: ...`` and exit status 1."""
     try:
         return main(argv)
-    except (OSError, ValueError, NanosgmError) as exc:
+    except (OSError, ValueError, KeyError, NanosgmError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -15,8 +15,8 @@ def test_transfer_from_a_cnn_to_a_dnn_beside_their_white_box_numbers(tmp_path, c
     data_dir = str(require_real_data("mnist"))
     quick = ["--limit", "600", "--eval-limit", "60", "--epochs", "1", "--pgd", "0", "--eps", "0.1,0.2",
              "--no-progress", "--data-dir", data_dir]
-    for model in ("cnn", "dnn-keras"):
-        assert train.main(["mnist", "--model", model, "--out", str(tmp_path / model)] + quick) == 0
+    for model, seed in (("cnn", "1"), ("dnn-keras", "0")):
+        assert train.main(["mnist", "--model", model, "--seed", seed, "--out", str(tmp_path / model)] + quick) == 0
     cnn, dnn = (str(tmp_path / m / "model.npz") for m in ("cnn", "dnn-keras"))
     out = tmp_path / "transfer.json"
     capsys.readouterr()
@@ -29,6 +29,7 @@ def test_transfer_from_a_cnn_to_a_dnn_beside_their_white_box_numbers(tmp_path, c
     assert got["authors"]["white-box"] == {e: record["fgsm_authors_pct"][e] for e in ("0.1", "0.2")}
     assert got["inference"]["transfer"] != got["inference"]["white-box"]
     assert doc["images"] == 60 and doc["source"]["model"] == "cnn" and doc["target"]["model"] == "dnn-keras"
+    assert (doc["source"]["draw_seed"], doc["target"]["draw_seed"]) == (1, 0)      # each record's own draws
     assert len(doc["target"]["weights_sha256"]) == 64 and doc["command"].startswith("python tools/fgsm_transfer.py")
 
 
