@@ -9,7 +9,7 @@ from nanosgm import standin
 from nanosgm.layers import SoftmaxCrossEntropy
 from nanosgm.methods import SGM, RunKeeping, TrainingDiverged, epoch_seed, fit, loop
 from nanosgm.optim import build_optimizer
-from standinkit import on, tiny_data, tiny_model  # noqa: F401  (on: a fixture)
+from standinkit import counted_steps, on, tiny_data, tiny_model  # noqa: F401  (on: a fixture)
 
 QUIET = RunKeeping(progress=False, log=None)
 BATCH = 5
@@ -20,18 +20,9 @@ def train(n, epochs=1, X=None, y=None, steps=None, **kw):
     of each step (loop._step) when given."""
     if X is None:
         X, y = tiny_data(n)
-    real = loop._step
-
-    def counted(*a, **k):
-        with standin.counting() as c:
-            real(*a, **k)
-        steps.append(c.host_reads)
-    loop._step = counted if steps is not None else real
-    try:
+    with counted_steps(steps, lambda c: c.host_reads):
         return fit(tiny_model(), build_optimizer("wame", lr=1e-2), X, y, epochs=epochs, method=SGM(0.2),
                    batch_size=BATCH, keeping=QUIET, **kw)
-    finally:
-        loop._step = real
 
 
 def batch_holding(sample, n, seed=0, epoch=0):

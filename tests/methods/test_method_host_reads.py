@@ -10,12 +10,12 @@ import re
 import numpy as np
 import pytest
 
-from nanosgm import backend, standin
+from nanosgm import backend
 from nanosgm.backend import host_floats
 from nanosgm.layers import SoftmaxCrossEntropy
 from nanosgm.methods import GradientRegularisation, RunKeeping, fit, loop, parse_arm
 from nanosgm.optim import build_optimizer
-from standinkit import on, tiny_data, tiny_model  # noqa: F401  (on: a fixture)
+from standinkit import counted_steps, on, tiny_data, tiny_model  # noqa: F401  (on: a fixture)
 
 QUIET = RunKeeping(progress=False, log=None)
 BATCH = 5
@@ -27,20 +27,11 @@ def train(arm, n, epochs=1, X=None, y=None, steps=None):
     ``steps`` collects each step's host reads (loop._step) by kind when given."""
     if X is None:
         X, y = tiny_data(n)
-    real = loop._step
-
-    def counted(*a, **k):
-        with standin.counting() as c:
-            real(*a, **k)
-        steps.append(dict(c.reads))
-    loop._step = counted if steps is not None else real
-    try:
+    with counted_steps(steps, lambda c: dict(c.reads)):
         model = tiny_model()
         result = fit(model, build_optimizer("wame", lr=1e-2), X, y, epochs=epochs, method=parse_arm(arm),
                      batch_size=BATCH, keeping=QUIET)
-        return result, model
-    finally:
-        loop._step = real
+    return result, model
 
 
 @pytest.mark.parametrize("arm", NO_READ_ARMS)
