@@ -33,19 +33,19 @@ import os
 import sys
 from collections.abc import Iterable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .plumbing.errors import NanosgmError
 
-if TYPE_CHECKING:
-    from .layers.base import Array
+#: An array of the active backend: a ``numpy.ndarray``, or a ``cupy.ndarray`` (the same interface) on the GPU.
+Array = np.ndarray
 
 __all__ = [
     "BackendError", "use", "name", "xp", "array_module", "is_gpu_array", "to_host", "to_device", "min_max",
     "host_floats", "seed", "host_rng", "device_rng", "cupy_available", "synchronize", "check_same_backend",
-    "DEVICE_MODULES",
+    "DEVICE_MODULES", "Array",
 ]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_MODULES = ("bench", "launches", "profile", "torch_bridge")
+_MODULES = ("bench", "cells", "launches", "profile", "torch_bridge")
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ images per second, at one batch size (default 128), of
 ``--compare-torch`` translates the SAME nanosgm network layer by layer into ``torch.nn`` (the one
 translation, :func:`nanosgm.bench.torch_bridge.to_torch`), copies its weights, and times in the same
 process, on the same inputs, batch and thread count, both in float32 (torch's TF32 is turned off on the
-GPU: :func:`full_precision`):
+GPU: :func:`nanosgm.bench.cells.full_precision`):
 
     train (Adam)   model.train(); x.requires_grad_(True); cross-entropy; backward (fills x.grad too); Adam
     infer          model.eval() under torch.no_grad()
@@ -61,13 +61,11 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import attacks, backend, models
+from .. import backend, models
 from . import profile
-from ..layers import Sequential, SoftmaxCrossEntropy
 from ..plumbing.argparser import Parser
 from ..plumbing.blas import set_blas_threads
 from ..plumbing.cli import CliError, run_cli
@@ -75,41 +73,13 @@ from ..plumbing.threads import set_threads
 from ..plumbing.files import write_json_atomic
 from ..plumbing.flags import number, whole
 from ..optim import build_optimizer
-from .torch_bridge import TorchMissing, import_torch, to_torch   # to_torch: re-exported, other code uses it
-
-if TYPE_CHECKING:
-    import torch as _torch
-
-    from ..layers.base import Array
-    from ..optim import Optimizer
+from .cells import (COLUMNS, FGSM_EPS, HEADERS, INPUT_SHAPES, LR, TORCH_COLUMNS, full_precision, grid,  # noqa: F401
+                    import_full_precision, make_batch, nanosgm_cells, torch_cells)
+from .torch_bridge import TorchMissing, to_torch   # to_torch: re-exported, other code uses it
 
 __all__ = ["main", "parser", "to_torch", "measure", "measure_pair", "summary", "nanosgm_cells", "torch_cells",
            "INPUT_SHAPES", "COLUMNS", "TorchMissing", "set_blas_threads", "blas_gflops", "format_table",
            "format_details", "cell_warnings", "ratio_warnings", "load_warnings", "spread"]
-
-INPUT_SHAPES = {"dnn": models.MNIST_SHAPE, "dnn-keras": models.MNIST_SHAPE, "cnn": models.MNIST_SHAPE, "cifar_cnn": models.CIFAR_SHAPE}
-COLUMNS = ("train_adam", "train_wame", "infer", "fgsm")          # JSON keys, in table order
-HEADERS = {"train_adam": "train img/s (Adam)", "train_wame": "train img/s (WAME)",
-           "infer": "infer img/s", "fgsm": "FGSM img/s"}
-TORCH_COLUMNS = ("train_adam", "infer", "fgsm")                    # torch has no WAME
-FGSM_EPS = 0.1
-LR = 1e-3
-
-
-def _import_torch() -> ModuleType:
-    """torch, imported on demand (TorchMissing, saying what to do, when it is not installed), with TF32
-    off (:func:`full_precision`)."""
-    return full_precision(import_torch("--compare-torch"))
-
-
-def full_precision(torch: ModuleType) -> ModuleType:
-    """``torch`` with TF32 turned off for matrix products and cuDNN convolutions, so that on an Ampere or
-    newer GPU torch computes in float32 as nanosgm does (TF32 keeps 10 mantissa bits: a faster, less
-    precise comparison). No effect on the CPU."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    return torch
-
 
 # ----------------------------------------------------------------------------------------------- timing
 def _sync() -> None:
@@ -186,64 +156,6 @@ def blas_gflops(n: int = 2048, reps: int = 5, asarray: Callable | None = None,
         best = min(best, time.perf_counter() - t0)
     del c
     return 2.0 * n ** 3 / best / 1e9
-
-
-# ----------------------------------------------------------------------------------------------- nanosgm
-def nanosgm_cells(model: Sequential, x: Array, y: Array) -> dict:
-    """{column: zero-argument step function} for the nanosgm network ``model`` on backend arrays x, y.
-    The training steps treat the loss as :func:`nanosgm.fit` does: kept on the device, the labels checked
-    from host bounds (found here, once), so a step reads nothing back. FGSM gets the same bounds (as
-    :func:`nanosgm.attacks.evaluate` finds them on the host); it reads back the inputs' min and max."""
-    loss_fn = SoftmaxCrossEntropy(loss_on_device=True)
-    y_host = np.asarray(backend.to_host(y))
-    y_bounds = (int(y_host.min()), int(y_host.max())) if y_host.size else None
-    loss_fn.known_labels(y, y_bounds)
-
-    def train_with(opt: Optimizer) -> Callable[[], None]:
-        def step() -> None:
-            logits = model.forward(x, training=True)
-            loss_fn.forward(logits, y)
-            model.backward(loss_fn.backward())         # dE/dX at the inputs + every weight gradient
-            opt.step(model)
-        return step
-
-    return {
-        "train_adam": train_with(build_optimizer("adam", LR)),
-        "train_wame": train_with(build_optimizer("wame", LR)),
-        "infer": lambda: model.forward(x, training=False),
-        "fgsm": lambda: attacks.fgsm(model, x, y, FGSM_EPS, y_bounds=y_bounds),
-    }
-
-
-# ----------------------------------------------------------------------------------------------- torch
-def torch_cells(tmodel: _torch.nn.Module, x: _torch.Tensor, y: _torch.Tensor) -> dict:
-    """{column: zero-argument step function} for the torch network ``tmodel`` on tensors x, y."""
-    torch = _import_torch()
-    F = torch.nn.functional
-    opt = torch.optim.Adam(tmodel.parameters(), lr=LR)
-
-    def train_adam() -> _torch.Tensor:
-        tmodel.train()
-        opt.zero_grad(set_to_none=True)
-        xi = x.detach().requires_grad_(True)          # so backward also computes dE/dX, as nanosgm
-        loss = F.cross_entropy(tmodel(xi), y)
-        loss.backward()
-        opt.step()
-        return xi.grad
-
-    def infer() -> _torch.Tensor:
-        tmodel.eval()
-        with torch.no_grad():
-            return tmodel(x)
-
-    def fgsm() -> _torch.Tensor:
-        tmodel.eval()
-        xi = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(tmodel(xi), y)
-        (g,) = torch.autograd.grad(loss, xi)
-        return torch.clamp(x + FGSM_EPS * torch.sign(g), 0.0, 1.0)
-
-    return {"train_adam": train_adam, "infer": infer, "fgsm": fgsm}
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -329,14 +241,6 @@ def _fmt(v: float | None, ratio: bool = False, doubtful: bool = False) -> str:
     return (f"{v:.2f}x" + ("?" if doubtful else "")) if ratio else f"{v:,.0f}"
 
 
-def _grid(head: list[str], rows: list[list[str]], left: int = 2) -> str:
-    widths = [max(len(str(row[i])) for row in rows + [head]) for i in range(len(head))]
-
-    def line(row: list[str]) -> str:
-        return " | ".join(str(v).ljust(w) if i < left else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
-    return "\n".join([line(head), "-+-".join("-" * w for w in widths)] + [line(r) for r in rows])
-
-
 def format_table(results: dict, compare: bool) -> str:
     """The throughput table (img/s per column; with ``compare`` the torch rows and the ratios, a ratio
     marked '?' when :func:`ratio_warnings` found it unreliable)."""
@@ -348,7 +252,7 @@ def format_table(results: dict, compare: bool) -> str:
                         + [_fmt(r["torch"][c]["img_per_s"]) if c in r["torch"] else "-" for c in COLUMNS])
             rows.append([name, "nanosgm/torch"] + [_fmt(r["ratio"].get(c), True, bool(r.get("ratio_warnings", {}).get(c)))
                                                    for c in COLUMNS])
-    return _grid(["model", "run"] + [HEADERS[c] for c in COLUMNS], rows)
+    return grid(["model", "run"] + [HEADERS[c] for c in COLUMNS], rows)
 
 
 def format_details(results: dict, peak_gflops: float | None) -> str:
@@ -362,7 +266,7 @@ def format_details(results: dict, peak_gflops: float | None) -> str:
                              f"{m['max_s'] * 1e3:.2f}", f"{100 * spread(m):.0f}%", str(m["reps"]),
                              "-" if rate is None else f"{rate:.1f}",
                              "-" if rate is None or not peak_gflops else f"{100 * rate / peak_gflops:.0f}%"])
-    return _grid(["model", "run", "column", "median ms", "min ms", "max ms", "IQR/median", "steps", "GEMM GFLOP/s",
+    return grid(["model", "run", "column", "median ms", "min ms", "max ms", "IQR/median", "steps", "GEMM GFLOP/s",
                   "of peak"], rows, left=3)
 
 
@@ -447,7 +351,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     torch = None
     if args.compare_torch and not args.profile:
         try:
-            torch = _import_torch()
+            torch = import_full_precision()
         except TorchMissing as exc:
             raise CliError(str(exc)) from None
 
@@ -463,22 +367,11 @@ def _main(argv: list[str], prog: str = PROG) -> int:
             torch.set_num_threads(torch_threads_before)
 
 
-def _batch(name: str, args: argparse.Namespace) -> tuple[Sequential, Array, Array, np.ndarray, np.ndarray]:
-    """(model, x, y, x_host, y_host): a fresh float32 paper network and a random batch on the backend."""
-    shape = INPUT_SHAPES[name]
-    g = np.random.default_rng(args.seed)
-    x_host = g.random((args.batch_size,) + tuple(shape), dtype=np.float32)
-    y_host = g.integers(0, 10, args.batch_size).astype(np.int64)
-    backend.seed(args.seed)
-    model = models.build(name, dtype="float32")
-    return model, backend.to_device(x_host), backend.to_device(y_host), x_host, y_host
-
-
 def _profile(args: argparse.Namespace, name: str, threads: int, blas_desc: str) -> int:
     """--profile: per-layer times of one network's training step, and each optimizer's step."""
     load = loadavg()
     peak = blas_gflops()
-    model, x, y, _, _ = _batch(name, args)
+    model, x, y, _, _ = make_batch(name, args.batch_size, args.seed)
     print(f"nanosgm profile | {name} | backend {backend.name()} | device {device_name()} | threads {threads} "
           f"(BLAS: {blas_desc}) | batch {args.batch_size} | float32 | load average {load if load is None else f'{load:.2f}'} | "
           f"GEMM peak {peak:.1f} GFLOP/s")
@@ -583,7 +476,7 @@ def _fmt_load(v: float | None) -> str:
 def _bench_network(name: str, args: argparse.Namespace, torch: ModuleType | None, tdev: str,
                    tsync: Callable[[], None], warnings: list[str]) -> dict:
     """Time every column of one network (and its torch twin); appends warnings; returns its results."""
-    model, x, y, x_host, y_host = _batch(name, args)
+    model, x, y, x_host, y_host = make_batch(name, args.batch_size, args.seed)
     flops = profile.step_flops(model, INPUT_SHAPES[name], args.batch_size)
     r = {"input_shape": list(INPUT_SHAPES[name]), "params": model.num_params(), "nanosgm": {},
          "gemm_gflop_per_step": {c: f / 1e9 for c, f in flops.items()}}

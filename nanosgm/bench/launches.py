@@ -1,7 +1,7 @@
 """``python -m nanosgm.bench --launches``: what one step of each bench column asks of a GPU, counted on the CPU.
 
 For each network of ``--models`` (float32, batch ``--batch-size``, seed ``--seed``) the bench's own step
-functions (:func:`nanosgm.bench.bench.nanosgm_cells`) run on the CPU stand-in for CuPy
+functions (:func:`nanosgm.bench.cells.nanosgm_cells`) run on the CPU stand-in for CuPy
 (:mod:`nanosgm.standin`); after one untimed warm-up step (which allocates the optimizer slots and the
 layers' buffers, as the first step of training does), one more step of each column runs inside
 :func:`nanosgm.standin.counting`:
@@ -21,7 +21,7 @@ import argparse
 
 from .. import backend, standin
 from ..plumbing.files import write_json_atomic
-from .bench import COLUMNS, _batch, _grid, nanosgm_cells
+from .cells import COLUMNS, grid, make_batch, nanosgm_cells
 
 __all__ = ["count_network", "format_launches", "run"]
 
@@ -33,7 +33,7 @@ def count_network(name: str, args: argparse.Namespace) -> dict:
     """{column: {"launches", "host_reads", "uploads": ints, "reads": {kind: count}}} for one step of each
     column of network ``name``, on the stand-in (which must be the active backend); ``args`` gives
     ``batch_size`` and ``seed``."""
-    model, x, y, _, _ = _batch(name, args)
+    model, x, y, _, _ = make_batch(name, args.batch_size, args.seed)
     counts = {}
     for column, step in nanosgm_cells(model, x, y).items():
         step()                                   # warm-up: optimizer slots, buffers
@@ -50,7 +50,7 @@ def format_launches(results: dict) -> str:
     for name, counts in results.items():
         for column in COLUMNS:
             rows.append([name, STEPS.get(column, column)] + [str(counts[column][m]) for m in MEASURES])
-    return _grid(["model", "step", "launches", "host reads", "uploads"], rows, left=2)
+    return grid(["model", "step", "launches", "host reads", "uploads"], rows, left=2)
 
 
 def run(args: argparse.Namespace, names: list) -> int:

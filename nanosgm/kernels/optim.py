@@ -3,8 +3,8 @@
 Each kernel updates ``param`` and the rule's slot arrays in place from ``grad`` (all of one shape; on a
 GPU the optimizer hands it flat buffers holding every parameter, nanosgm/optim/flat.py), and returns None.
 
-Reference: the in-place arithmetic of the optimizers' fast paths (nanosgm/optim/fused.py calls these
-kernels), plain ``xp`` passes over one or two scratch arrays, the same operations on the same values in
+Reference: the in-place arithmetic of the optimizers' fast paths (`Adam.update_fused` and
+`WAME.update_fused` call these kernels), plain ``xp`` passes over one or two scratch arrays, the same operations on the same values in
 the same order as the readable rules (``Adam.update``, ``WAME.update``), so NumPy gives their bits;
 tests/optim/test_optim.py compares them. Scalars (learning rate, betas, bias corrections) are Python
 floats computed on the host from the integer step count ``t``: no device value is read back.

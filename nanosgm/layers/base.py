@@ -28,9 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend
-
-#: An array of the active backend: a ``numpy.ndarray``, or a ``cupy.ndarray`` (the same interface) on the GPU.
-Array = np.ndarray
+from ..backend import Array        # the annotation type of every layer; defined beside the backends
 
 
 class Layer:

@@ -3,8 +3,8 @@ and the authors' learning-rate schedule.
 
 The paper trains every network with WAME (its Ref. [18], nanosgm/optim/wame.py); SGD and Adam are here
 as baselines. One module each: base.py (the Optimizer: parameter walk, lr, state, checkpoints), sgd.py,
-adam.py, wame.py, sign.py (sign descent, used as an input rule), fused.py (the fast paths of Adam and
-WAME, bit for bit their readable updates: one kernel each, nanosgm/kernels/optim.py), flat.py (on a GPU:
+adam.py, wame.py (each with its fast path, bit for bit its readable update: one kernel of
+nanosgm/kernels/optim.py), sign.py (sign descent, used as an input rule), flat.py (on a GPU:
 parameters, gradients and slots in flat buffers, so that a step is one kernel), registry.py
 (`build_optimizer`), schedules.py.
 

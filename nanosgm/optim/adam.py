@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import backend
-from . import fused
+from ..kernels import optim as optim_kernels
 from .base import Optimizer
 
 if TYPE_CHECKING:
@@ -46,5 +46,7 @@ class Adam(Optimizer):
         param -= m / (xp.sqrt(v_hat) + self.eps) * (self.lr / (1 - b1 ** self.t))
 
     def update_fused(self, param: Array, grad: Array, state: dict[str, Array]) -> None:
-        """:meth:`update` in place over one scratch buffer (nanosgm/optim/fused.py), the same bits."""
-        fused.adam_update(self, param, grad, state)
+        """:meth:`update` in place: :func:`nanosgm.kernels.optim.adam_step` at this step count, the same bits
+        (its NumPy reference makes the same passes over one scratch buffer)."""
+        optim_kernels.adam_step(param, grad, state["m"], state["v"], lr=self.lr, beta1=self.beta1,
+                                beta2=self.beta2, eps=self.eps, t=self.t)

@@ -3,7 +3,7 @@ per-parameter state, and the optimizer's checkpoints.
 
 A weight update rule (Eq. 1-2, `W_{t+1} = W_t - lambda * grad E_t(W_t)`, or a refinement of it) is a
 subclass that writes its rule for one parameter, `update(param, grad, state)`, as its equations, and
-optionally `update_fused`, the same arithmetic with speed tricks (nanosgm/optim/fused.py); `step` runs
+optionally `update_fused`, the same arithmetic with speed tricks (nanosgm/kernels/optim.py); `step` runs
 the fused one, tests/optim/test_optim.py checks that both give the same bits. On a GPU, `step` runs
 an element-wise rule once over flat buffers of all the parameters (nanosgm/optim/flat.py).
 """

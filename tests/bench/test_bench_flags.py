@@ -36,11 +36,11 @@ def test_good_numbers_still_run(monkeypatch):
 def test_the_torch_comparison_runs_in_full_float32_precision():
     """TF32 off for matrix products and cuDNN: the GPU comparison is float32 against float32."""
     torch = pytest.importorskip("torch")
-    from nanosgm.bench import bench
+    from nanosgm.bench import cells
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        assert bench._import_torch() is torch
+        assert cells.import_full_precision() is torch
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -576,7 +576,7 @@ def test_wame_checkpoint_with_the_old_float_previous_gradient_still_loads():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("eta_plus, eta_minus", [(1.2, 0.1), (2.0, 0.5), (1.0001, 0.9999), (50.0, 1e-6)])
 def test_zeta_factor_on_bit_patterns_is_exactly_the_where_version(dtype, eta_plus, eta_minus):
-    from nanosgm.optim.fused import zeta_factor, zeta_factor_reference
+    from nanosgm.kernels.optim import zeta_factor, zeta_factor_reference
     agree = np.array([-1, 0, 1, 1, -1, 0, 0, 1], dtype=np.int8)
     out, scratch = np.empty(8, dtype), np.empty(8, dtype)
     fast = zeta_factor(agree, eta_plus, eta_minus, out, scratch)
