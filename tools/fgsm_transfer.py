@@ -24,10 +24,10 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from nanosgm import attacks                                 # noqa: E402
-from nanosgm.experiments.audit import _load_networks        # noqa: E402
-from nanosgm.experiments.decompose import _record_seed      # noqa: E402
+from nanosgm.experiments.audit import load_networks         # noqa: E402
 from nanosgm.experiments.network import pct                 # noqa: E402
 from nanosgm.experiments.recipe import git_commit           # noqa: E402
+from nanosgm.experiments.records import authors_draw_seed   # noqa: E402
 from nanosgm.plumbing.errors import NanosgmError            # noqa: E402
 from nanosgm.plumbing.files import write_json_atomic        # noqa: E402
 
@@ -38,7 +38,7 @@ def draw_seed(model_path: str) -> int:
     """The seed of the authors' FGSM dropout draws that the network's training record used (results.json
     beside ``model_path``, read by the audit's loader first, so it exists and its seal was checked)."""
     with open(os.path.join(os.path.dirname(os.path.abspath(model_path)), "results.json")) as f:
-        return _record_seed(json.load(f))
+        return authors_draw_seed(json.load(f))
 
 
 def measure(source, target, eps: list[float], seeds: tuple[int, int] = (0, 0)) -> dict:
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the numbers here")
     args = p.parse_args(argv)
     eps = [float(e) for e in args.eps.split(",")]
-    loader = argparse.Namespace(models=[args.source, args.target], dataset=None, model=None, data_dir=args.data_dir)
-    source, target = _load_networks(loader, args.images)
+    source, target = load_networks([args.source, args.target], args.images, data_dir=args.data_dir)
     if source.dataset != target.dataset:
         raise ValueError(f"{args.source} was trained on {source.dataset}, {args.target} on {target.dataset}: "
                          "give two networks of one dataset")

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
     from ..layers import Sequential
 
-__all__ = ["Suite", "Network", "attack_plan", "attack_cost", "audit_network", "audit", "plan_lines",
+__all__ = ["Suite", "Network", "load_networks", "attack_plan", "attack_cost", "audit_network", "audit", "plan_lines",
            "sanity_checks", "format_report", "accuracy_figure", "report_json", "main", "DEFAULT_EPS", "CHECK_EPS"]
 
 DEFAULT_EPS = (0.001, 0.01, 0.1, 0.2, 0.3)    # the paper's four and the usual MNIST budget
@@ -678,6 +678,15 @@ def _config_for(path: str, args: argparse.Namespace) -> dict:
     if args.dataset is None or args.model is None:
         raise AuditError(f"{path} has no results.json beside it; give --dataset and --model")
     return {"dataset": args.dataset, "model": args.model, "limit": None, "val_size": None}
+
+
+def load_networks(paths: list[str], n_images: int | None = None, *, data_dir: str | None = None,
+                  dataset: str | None = None, model: str | None = None) -> list[Network]:
+    """[Network] for every saved model in ``paths``, each with the first ``n_images`` test images of its
+    dataset (all when None), read as the audit reads them: the results.json beside each model gives its
+    dataset and network (``dataset`` and ``model`` when there is none) and its seal is checked."""
+    args = argparse.Namespace(models=list(paths), data_dir=data_dir, dataset=dataset, model=model)
+    return _load_networks(args, n_images)
 
 
 def _load_networks(args: argparse.Namespace, n_images: int | None) -> list[Network]:

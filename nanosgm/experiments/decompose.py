@@ -48,6 +48,7 @@ from ..plumbing.errors import NanosgmError
 from ..plumbing.seal import RecordEdited, check_seal, seal
 from .keys import split_key
 from .network import pct, weights_digest
+from .records import authors_draw_seed
 
 if TYPE_CHECKING:
     import argparse
@@ -282,12 +283,6 @@ def _load_model(config: dict, ds: Dataset, path: str) -> Sequential:
     return model
 
 
-def _record_seed(record: dict) -> int:
-    """The seed of a network's authors-convention draws: its record's, else its spec's."""
-    seed = (record.get("results") or {}).get("fgsm_authors_seed")
-    return int(seed if seed is not None else record["spec"]["seed"])
-
-
 class _Partial:
     """The finished networks of an unfinished decomposition (``PARTIAL_NAME``): sealed entries and the
     settings they were measured with; rewritten atomically after each network."""
@@ -355,7 +350,7 @@ def _measure_all(nets: list[tuple[str, dict, str]], config: dict, ds: Dataset, X
             out[key] = kept
             continue
         run, arm = split_key(key)
-        t0, seed = time.perf_counter(), _record_seed(record)
+        t0, seed = time.perf_counter(), authors_draw_seed(record)
         with tqdm(total=_units(readings, len(X), eps), desc=key, unit="batch x eps", leave=False,
                   disable=None if progress else True) as bar:
             got = decompose_network(model, X, y, eps, readings, clip=clip, seed=seed, bar=bar)

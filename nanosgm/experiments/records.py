@@ -30,7 +30,7 @@ from .keys import split_key
 from .network import pct
 
 __all__ = ["ProtocolError", "LockstepBroken", "check_protocol", "check_record", "check_lockstep", "eps_keys",
-           "record_threads"]
+           "record_threads", "authors_draw_seed"]
 
 RESTORE = "restore the file (e.g. git checkout)"
 FIX = f"{RESTORE} or delete the record to recompute it"
@@ -73,6 +73,13 @@ def record_threads(record: dict) -> int | None:
     """The BLAS thread count a record says it was made with (None: not recorded)."""
     versions = record.get("versions")
     return versions.get("blas_threads") if isinstance(versions, dict) else None
+
+
+def authors_draw_seed(record: dict) -> int:
+    """The seed of a network's dropout draws under the authors' FGSM convention: the one its record was
+    measured with (``results.fgsm_authors_seed``), else its spec's seed."""
+    seed = (record.get("results") or {}).get("fgsm_authors_seed")
+    return int(seed if seed is not None else record["spec"]["seed"])
 
 
 # ---------------------------------------------------------------------------------------- the file

@@ -148,3 +148,12 @@ def test_a_network_without_saved_weights_is_left_out_with_a_note(folder, capsys)
     assert code == 0 and "note: 1 recorded network(s) have no saved weights" in err and "run1/fgsm-at:0.1" in err
     doc = decompose.load_decomposition(folder / "decomposition.json")
     assert "run1/fgsm-at:0.1" not in doc["networks"] and doc["summary"]["fgsm-at:0.1"]["pairs"] == 1
+
+
+def test_the_authors_draw_seed_is_the_records_own_then_the_specs():
+    """A record measured with a draw seed gives it back; one without (older records) gives its spec's seed."""
+    from nanosgm.experiments.records import authors_draw_seed
+    assert authors_draw_seed({"results": {"fgsm_authors_seed": 7}, "spec": {"seed": 3}}) == 7
+    assert authors_draw_seed({"results": {"fgsm_authors_seed": 0}, "spec": {"seed": 3}}) == 0
+    assert authors_draw_seed({"results": {}, "spec": {"seed": 3}}) == 3
+    assert authors_draw_seed({"spec": {"seed": 4}}) == 4
