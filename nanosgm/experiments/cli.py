@@ -58,6 +58,10 @@ def build_parser(prog: str = PROG) -> Parser:
                    "with the count it was made with (protocol.json's blas_threads)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="send the networks to this Dask scheduler "
                    "(tcp://host:8786) instead of local workers; needs pip install -e \".[cluster]\"")
+    p.add_argument("--refill-weights", action="store_true", help="train nothing new: train again the recorded "
+                   "networks (of --runs and --arms) whose weights are missing from --out/models, keeping each one's "
+                   "weights only when its new record equals the stored one (the weights are not committed; an audit "
+                   "needs them)")
     p.add_argument("--figures", action="store_true", help="also write Figures 1-6 as PNGs into --out")
     p.add_argument("--tables-only", action="store_true", help="train nothing: print the tables (and --figures) "
                    "from --out/protocol.json (its own configuration; the training flags are ignored)")
@@ -114,6 +118,9 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         result = load_protocol(out)
         result["summary"] = summarize(result)
         return _finish(args, result, out)
+    if args.refill_weights and not os.path.isfile(os.path.join(out, "protocol.json")):
+        raise CliError(f"--refill-weights: {out} holds no protocol.json, so no network is recorded there; give the "
+                       f"protocol's folder with --out")
     check_out_folder(out)
     base = _base_spec(args, model_name, eps_list)
     t0 = time.perf_counter()
@@ -121,7 +128,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         try:
             result = run_protocol(base, runs=args.runs, seed0=args.seed, arms=arm_list, out=out, workers=args.workers,
                                   scheduler=args.scheduler, threads=args.threads, progress=True,
-                                  bars=not args.no_progress, argv=argv)
+                                  bars=not args.no_progress, argv=argv, refill=args.refill_weights)
         except KeyboardInterrupt:
             raise CliError(f"interrupted: finished networks are in {out}/protocol.json and those in progress resume "
                            f"from their last saved epoch; run the same command again to continue", code=130) from None

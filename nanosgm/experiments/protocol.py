@@ -45,7 +45,7 @@ import glob
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,7 +62,8 @@ from ..plumbing.seal import seal
 from . import recipe
 from .keys import network_key, split_key
 from .network import NetworkSpec
-from .records import FIX, LockstepBroken, ProtocolError, check_lockstep, check_protocol, check_record
+from .records import (FIX, LockstepBroken, ProtocolError, check_lockstep, check_protocol, check_record,
+                      record_differences)
 from .stats import summarize
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ def _open(out: str | Path | None, config: dict, threads: int, why: str) -> dict:
 def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms: str | list[str] = "sgm:0.2",
                  out: str | Path | None = None, workers: int = 1, scheduler: str | Client | None = None,
                  threads: int | None = None, progress: bool = True, bars: bool = True,
-                 argv: Sequence[str] = ()) -> dict:
+                 argv: Sequence[str] = (), refill: bool = False) -> dict:
     """Run the protocol (module docstring) and return the result dict.
 
     ``base``: the NetworkSpec every network shares (its seed, method and snapshot_rows are set per network);
@@ -197,23 +198,27 @@ def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms: str 
     ``{"format", "config", "blas_threads", "arms", "networks": {"run<i>/<arm>": record}, "sessions", "snapshots",
     "summary"}``; ``threads``: BLAS threads per network (default cores // workers), which every record's
     numbers depend on. ``scheduler``: a Dask address (connected before anything is written, so an unreachable
-    one leaves ``out`` as it was) or a connected client.
+    one leaves ``out`` as it was) or a connected client. ``refill``: train nothing new; train again the
+    recorded networks (of these runs and arms) whose weights are missing from ``out``/models and keep their
+    weights when the new record measures exactly what the stored one did (:func:`_refilled`).
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
+    if refill and out is None:
+        raise ValueError("refill needs the protocol folder (out)")
     if not isinstance(scheduler, str):
-        return _protocol(base, runs, seed0, arms, out, workers, scheduler, threads, progress, bars, argv)
+        return _protocol(base, runs, seed0, arms, out, workers, scheduler, threads, progress, bars, argv, refill)
     from .parallel import connect_scheduler
     client = connect_scheduler(scheduler)
     try:
-        return _protocol(base, runs, seed0, arms, out, workers, client, threads, progress, bars, argv)
+        return _protocol(base, runs, seed0, arms, out, workers, client, threads, progress, bars, argv, refill)
     finally:
         client.close()
 
 
 def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], out: str | Path | None, workers: int,
               scheduler: Client | None, threads: int | None, progress: bool, bars: bool,
-              argv: Sequence[str]) -> dict:
+              argv: Sequence[str], refill: bool = False) -> dict:
     """:func:`run_protocol` once its scheduler (if any) is connected."""
     from .parallel import default_threads
     arm_list = parse_arms(arms if isinstance(arms, str) else ",".join(arms))
@@ -225,15 +230,20 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
         if a not in result["arms"]:
             result["arms"].append(a)
     result["sessions"].append(dict(recipe.provenance("nanosgm.experiments", argv), runs=runs,
-                                   arms=arm_list, workers=workers, blas_threads=blas))
-    tasks = _tasks(base, arm_list, runs, seed0, out, result["networks"])
+                                   arms=arm_list, workers=workers, blas_threads=blas, **({"refill": True} if refill else {})))
+    if refill:
+        tasks = [t for t in _tasks(base, arm_list, runs, seed0, out, {})
+                 if t[0] in result["networks"] and not os.path.exists(t[3])]
+    else:
+        tasks = _tasks(base, arm_list, runs, seed0, out, result["networks"])
     if out is not None:
         for sub in ("models", "ckpt"):
             os.makedirs(os.path.join(out, sub), exist_ok=True)
             for tmp in glob.glob(os.path.join(out, sub, ".tmp-*")):     # saves cut short by a kill
                 os.remove(tmp)
         write_json_atomic(os.path.join(out, "protocol.json"), _json_result(result))
-    _run(result, tasks, out, workers=workers, scheduler=scheduler, threads=blas, progress=progress, bars=bars)
+    _run(result, tasks, out, workers=workers, scheduler=scheduler, threads=blas, progress=progress, bars=bars,
+         keep=_refilled if refill else _record)
     if out is not None:
         result["snapshots"] = _load_snapshots(out, result["arms"])
     result["summary"] = summarize(result)
@@ -256,18 +266,21 @@ def _tasks(base: NetworkSpec, arm_list: list[str], runs: int, seed0: int, out: s
 
 
 def _run(result: dict, tasks: list[tuple[str, NetworkSpec, str | None, str | None]], out: str | Path | None, *,
-         workers: int, scheduler: Client | None, threads: int, progress: bool, bars: bool) -> None:
-    """Run ``tasks``, recording each network in ``result`` (and protocol.json) as it finishes."""
+         workers: int, scheduler: Client | None, threads: int, progress: bool, bars: bool,
+         keep: Callable[[dict, str, dict, str | Path | None], None] | None = None) -> None:
+    """Run ``tasks``, handing each network to ``keep`` as it finishes (default :func:`_record`: into ``result``
+    and protocol.json)."""
+    keep = keep or _record
     from tqdm.auto import tqdm
     from .parallel import run_tasks
     say = tqdm.write if progress else (lambda line: None)
     n_done = len(result["networks"])
-    if progress and n_done:
+    if progress and n_done and keep is _record:
         say(f"{n_done} network(s) already in {out}/protocol.json: skipped")
     bar = tqdm(total=len(tasks), desc="networks", unit="net", disable=None if bars else True, dynamic_ncols=True)
     try:
         for key, record in run_tasks(tasks, workers=workers, scheduler=scheduler, threads=threads, verbose=progress):
-            _record(result, key, record, out)
+            keep(result, key, record, out)
             bar.update(1)
             say(_network_line(key, record))
     finally:
@@ -294,6 +307,31 @@ def _record(result: dict, key: str, record: dict, out: str | Path | None) -> Non
     ck = os.path.join(out, "ckpt", f"run{run}-{slug(arm)}.npz")
     if os.path.exists(ck):
         os.remove(ck)
+
+
+def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> None:
+    """A recorded network trained again for its weights (``refill``): keep them (and the stored record) when
+    the new record measures exactly what the stored one did (:func:`.records.record_differences`); otherwise
+    move the weights and the new record to ``<out>/rejected/`` and refuse, since the weights would not be
+    those of the recorded network."""
+    run, arm = split_key(key)
+    name = f"run{run}-{slug(arm)}"
+    ck = os.path.join(str(out), "ckpt", f"{name}.npz")
+    if os.path.exists(ck):
+        os.remove(ck)
+    differ = record_differences(result["networks"][key], record)
+    if not differ:
+        return
+    rejected = os.path.join(str(out), "rejected")
+    os.makedirs(rejected, exist_ok=True)
+    model = os.path.join(str(out), "models", f"{name}.npz")
+    if os.path.exists(model):
+        os.replace(model, os.path.join(rejected, f"{name}.npz"))
+    record.pop("snapshots", None)
+    write_json_atomic(os.path.join(rejected, f"{name}.json"), record)
+    raise ProtocolError(f"{key} trained again differs from its record in {', '.join(differ)}: its weights would not "
+                        f"be the recorded network's; the new record and weights are in {rejected}; refill with the "
+                        f"code, BLAS thread count and CPU kernels of the sessions that trained it")
 
 
 def _check_new(result: dict, key: str, record: dict, out: str | Path | None) -> None:

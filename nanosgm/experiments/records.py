@@ -30,7 +30,7 @@ from .keys import split_key
 from .network import pct
 
 __all__ = ["ProtocolError", "LockstepBroken", "check_protocol", "check_record", "check_lockstep", "eps_keys",
-           "record_threads", "authors_draw_seed"]
+           "record_threads", "authors_draw_seed", "record_differences"]
 
 RESTORE = "restore the file (e.g. git checkout)"
 FIX = f"{RESTORE} or delete the record to recompute it"
@@ -80,6 +80,22 @@ def authors_draw_seed(record: dict) -> int:
     measured with (``results.fgsm_authors_seed``), else its spec's seed."""
     seed = (record.get("results") or {}).get("fgsm_authors_seed")
     return int(seed if seed is not None else record["spec"]["seed"])
+
+
+#: What a network's record measured: equal in two records when their networks are the same (the rest is
+#: when, how long, on which commit and with which versions, and the seal).
+NUMBERS = ("init_sha256", "n_train", "n_test", "best_epoch", "results", "results_last_epoch", "history")
+TIMING = ("seconds",)       # per-epoch history keys that are times
+
+
+def record_differences(stored: dict, new: dict) -> list[str]:
+    """The fields (of :data:`NUMBERS`) in which two records of one network differ: [] when the new run
+    measured exactly what the stored one did (the per-epoch times aside)."""
+    def numbers(r: dict, k: str) -> object:
+        if k == "history" and isinstance(r.get(k), list):
+            return [{hk: hv for hk, hv in h.items() if hk not in TIMING} for h in r[k]]
+        return r.get(k)
+    return [k for k in NUMBERS if numbers(stored, k) != numbers(new, k)]
 
 
 # ---------------------------------------------------------------------------------------- the file

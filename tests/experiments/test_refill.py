@@ -1,0 +1,73 @@
+"""Refilling a protocol's weights (``--refill-weights``): a recorded network whose weights are gone is trained
+again and its weights kept only when its new record equals the stored one."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nanosgm.experiments import protocol
+from nanosgm.experiments.records import ProtocolError, record_differences
+from nanosgm.plumbing.seal import seal
+
+from test_experiments import run
+
+pytestmark = pytest.mark.usefixtures("numpy_backend")
+
+
+def weights(path):
+    with np.load(path) as z:
+        return {k: z[k].copy() for k in z.files}
+
+
+def test_a_lost_network_is_trained_again_to_the_same_weights_and_the_record_is_untouched(tmp_path):
+    out = tmp_path / "p"
+    run(arms="sgm:0.2", runs=2, out=out)
+    lost = out / "models" / "run1-sgm_0.2.npz"
+    before, record = weights(lost), json.loads((out / "protocol.json").read_text())["networks"]
+    os.remove(lost)
+    run(arms="sgm:0.2", runs=2, out=out, refill=True)
+    after = weights(lost)
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    doc = json.loads((out / "protocol.json").read_text())
+    assert doc["networks"] == record                       # the stored records, not the new ones
+    assert doc["sessions"][-1]["refill"] is True and not (out / "rejected").exists()
+
+
+def test_a_network_that_trains_to_other_numbers_is_refused_and_its_weights_set_aside(tmp_path):
+    out = tmp_path / "p"
+    run(arms="sgm:0.2", runs=1, out=out)
+    doc = json.loads((out / "protocol.json").read_text())
+    edited = dict(doc["networks"]["run0/sgm:0.2"])
+    edited.pop("sha256")
+    edited["best_epoch"] = edited["best_epoch"] + 1          # as if another machine had trained it
+    doc["networks"]["run0/sgm:0.2"] = seal(edited)
+    (out / "protocol.json").write_text(json.dumps(doc))
+    os.remove(out / "models" / "run0-sgm_0.2.npz")
+    with pytest.raises(ProtocolError, match=r"run0/sgm:0.2 trained again differs from its record in best_epoch"):
+        run(arms="sgm:0.2", runs=1, out=out, refill=True)
+    assert not (out / "models" / "run0-sgm_0.2.npz").exists()
+    assert (out / "rejected" / "run0-sgm_0.2.npz").exists() and (out / "rejected" / "run0-sgm_0.2.json").exists()
+
+
+def test_refilling_trains_nothing_when_every_network_has_its_weights(tmp_path, monkeypatch):
+    out = tmp_path / "p"
+    run(arms="sgm:0.2", runs=1, out=out)
+    monkeypatch.setattr(protocol, "_refilled", lambda *a: pytest.fail("a network was trained"))
+    run(arms="sgm:0.2", runs=1, out=out, refill=True)
+
+
+def test_record_differences_ignore_times_and_name_every_measured_field():
+    a = {"init_sha256": "x", "best_epoch": 2, "results": {"clean_pct": 90.0}, "train_seconds": 5.0,
+         "history": [{"epoch": 1, "train_loss": 0.5, "seconds": 3.0}]}
+    b = dict(a, train_seconds=9.0, history=[{"epoch": 1, "train_loss": 0.5, "seconds": 4.0}])
+    assert record_differences(a, b) == []
+    assert record_differences(a, dict(b, results={"clean_pct": 90.1})) == ["results"]
+    assert record_differences(a, dict(b, history=[{"epoch": 1, "train_loss": 0.6, "seconds": 4.0}])) == ["history"]
+
+
+def test_the_command_refuses_a_folder_without_a_protocol_in_one_line(tmp_path, capsys):
+    from nanosgm.experiments import cli
+    assert cli.main(["mnist", "--refill-weights", "--out", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--refill-weights" in err and "holds no protocol.json" in err
