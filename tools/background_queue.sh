@@ -1,0 +1,86 @@
+#!/bin/bash
+# The long runs of issues 21, 24 and 27, one after another, on a 2-core CPU (two networks or audits at a time,
+# one BLAS thread each). Every step resumes where it stopped (protocols from their epoch checkpoints, audits from
+# their partial files) and skips what is finished, so after a session's end the same command goes on:
+#
+#   tools/background_queue.sh WORKTREE [STEP ...]     (steps: the names below; default all, in this order)
+#
+# WORKTREE: a frozen checkout (git worktree add ../run <commit>) whose results/ holds the protocol folders,
+# with the committed protocol.json files copied in; the runs import the code of that checkout, so later edits
+# of the main checkout cannot reach them. CODE: the checkout that refills weights, audits, decomposes and runs
+# the tools (default WORKTREE; a later commit that reproduces the training bit for bit, which --refill-weights
+# checks network by network). NANOSGM_DATA must name the folder with mnist/. PY: the python to use (default:
+# python). Weights (models/) stay in WORKTREE/results and are never committed; copy each protocol.json back
+# into the main checkout as networks finish.
+set -u
+W=$(cd "${1:?usage: tools/background_queue.sh WORKTREE [STEP ...]}" && pwd); shift
+R=$W/results
+C=$(cd "${CODE:-$W}" && pwd)
+PY=${PY:-python}
+export OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" MPLBACKEND=Agg
+: "${NANOSGM_DATA:?set NANOSGM_DATA to the folder with mnist/}"
+
+train() { (cd "$W" && PYTHONPATH=$W $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers 2 \
+            --threads 1 --no-progress); }
+refill() { (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers 2 \
+            --threads 1 --no-progress --refill-weights); }
+FUTURE_ARMS=sgm-sign:0.01,sgm-adam:0.01,gradreg:0.01,gradreg:0.1
+
+future_work() {     # issue 24: five pairs of the four future-work arms (results/future-work/README.md)
+  train cnn --runs 5 --epochs 10 --arms $FUTURE_ARMS --out "$R/future-work"
+}
+
+ten_pairs() {       # issue 21: MNIST-CNN seeds 0-9 of the control and both SGM arms (results/mnist-cnn-ten/README.md)
+  train cnn --runs 10 --epochs 10 --arms sgm:0.2,sgm:0.2:per-sample --out "$R/mnist-cnn-ten"
+}
+
+dnn_again() {       # issue 21: the MNIST-DNN control and sgm:0.2 again (their weights), then the transfer table
+  train dnn --runs 5 --epochs 10 --arms sgm:0.2 --out "$R/mnist-dnn-again" || return 1
+  (cd "$C" && OPENBLAS_NUM_THREADS=1 PYTHONPATH=$C $PY tools/transfer_table.py "$R/future-work" "$R/mnist-dnn-again" \
+     --json "$R/mnist-dnn-again/transfer-cnn-to-dnn-table.json")
+}
+
+decomposition() {   # issue 27: the authors' FGSM taken apart on the ten-pair networks
+  (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.decompose "$R/mnist-cnn-ten" -n 1000 --no-progress)
+}
+
+audit_seed() {      # one seed of one protocol: every saved network of the run, as results/robustness/README.md
+  local P=$1 i=$2 arms out nets=""
+  case $P in
+    future-work) arms="control sgm-sign_0.01 sgm-adam_0.01 gradreg_0.01 gradreg_0.1" ;;
+    *) arms="control sgm_0.2 sgm_0.2_per-sample" ;;
+  esac
+  out=$R/$P/robustness/seed$i
+  [ -f "$out/robustness.json" ] && return 0
+  mkdir -p "$out"
+  # a control shared with future-work: its finished attacks are reused where the weight digests agree
+  [ -f "$out/robustness.partial.json" ] || [ ! -f "$R/future-work/robustness/seed$i/robustness.partial.json" ] \
+    || cp "$R/future-work/robustness/seed$i/robustness.partial.json" "$out/"
+  for a in $arms; do [ -f "$R/$P/models/run$i-$a.npz" ] && nets="$nets $R/$P/models/run$i-$a.npz"; done
+  [ -n "$nets" ] || { echo "$P seed $i: no saved networks"; return 1; }
+  echo "== audit $P seed $i $(date -u +%FT%TZ)"
+  (cd "$C" && OPENBLAS_NUM_THREADS=1 NANOSGM_THREADS=1 PYTHONPATH=$C $PY -m nanosgm.robustness $nets \
+     --eps 0.1,0.2,0.3 --images 1000 --out "$out" --keep-partial --no-progress) > "$out.log" 2>&1
+}
+
+weights() {         # the weights an audit needs, trained again where a session or a machine lost them
+  refill cnn --runs 5 --epochs 10 --arms $FUTURE_ARMS --out "$R/future-work" || return 1
+  refill cnn --runs 10 --epochs 10 --arms sgm:0.2,sgm:0.2:per-sample --out "$R/mnist-cnn-ten"
+}
+
+audits() {          # both protocols' seeds, two at a time
+  export -f audit_seed; export R C PY
+  printf "%s\n" "future-work 0" "future-work 1" "future-work 2" "future-work 3" "future-work 4" \
+      "mnist-cnn-ten "{0..9} | xargs -P 2 -L 1 bash -c 'audit_seed $0 $1'
+}
+
+fifty_epochs() {    # issue 27: MNIST-CNN at the paper's length (results/mnist-cnn-50/README.md)
+  train cnn --runs 3 --epochs 50 --arms sgm:0.2,sgm:0.2:per-sample --watch-fgsm 10 --out "$R/mnist-cnn-50"
+}
+
+steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(future_work ten_pairs weights dnn_again decomposition audits fifty_epochs)
+for s in "${steps[@]}"; do
+  echo "== $s $(date -u +%FT%TZ)"
+  "$s" || { echo "== $s failed"; exit 1; }
+done
+echo "== done $(date -u +%FT%TZ)"
