@@ -13,9 +13,10 @@
 # python). Weights (models/) stay in WORKTREE/results and are never committed; copy each protocol.json back
 # into the main checkout as networks finish.
 set -u
-W=$(cd "${1:?usage: tools/background_queue.sh WORKTREE [STEP ...]}" && pwd); shift
+[ $# -ge 1 ] || { echo "usage: tools/background_queue.sh WORKTREE [STEP ...]" >&2; exit 2; }
+W=$(cd "$1" && pwd) || { echo "error: no folder $1" >&2; exit 2; }; shift
 R=$W/results
-C=$(cd "${CODE:-$W}" && pwd)
+C=$(cd "${CODE:-$W}" && pwd) || { echo "error: CODE=${CODE:-} is no folder" >&2; exit 2; }
 PY=${PY:-python}
 export OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" MPLBACKEND=Agg
 : "${NANOSGM_DATA:?set NANOSGM_DATA to the folder with mnist/}"
@@ -34,13 +35,16 @@ ten_pairs() {       # issue 21: MNIST-CNN seeds 0-9 of the control and both SGM 
   train cnn --runs 10 --epochs 10 --arms sgm:0.2,sgm:0.2:per-sample --out "$R/mnist-cnn-ten"
 }
 
-dnn_again() {       # issue 21: the MNIST-DNN control and sgm:0.2 again (their weights), then the transfer table
-  train dnn --runs 5 --epochs 10 --arms sgm:0.2 --out "$R/mnist-dnn-again" || return 1
-  (cd "$C" && OPENBLAS_NUM_THREADS=1 PYTHONPATH=$C $PY tools/transfer_table.py "$R/future-work" "$R/mnist-dnn-again" \
-     --json "$R/mnist-dnn-again/transfer-cnn-to-dnn-table.json")
+dnn_again() {       # issue 21: the MNIST-DNN control and sgm:0.2 weights again, then the transfer table
+  # the weights of the committed records, each checked against its record (--refill-weights)
+  refill dnn --runs 5 --epochs 10 --arms sgm:0.2 --out "$R/mnist-dnn-conventions" || return 1
+  [ -f "$R/mnist-dnn-conventions/transfer-cnn-to-dnn-table.json" ] || \
+  (cd "$C" && OPENBLAS_NUM_THREADS=1 PYTHONPATH=$C $PY tools/transfer_table.py "$R/future-work" \
+     "$R/mnist-dnn-conventions" --json "$R/mnist-dnn-conventions/transfer-cnn-to-dnn-table.json")
 }
 
 decomposition() {   # issue 27: the authors' FGSM taken apart on the ten-pair networks
+  [ -f "$R/mnist-cnn-ten/decomposition.json" ] || \
   (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.decompose "$R/mnist-cnn-ten" -n 1000 --no-progress)
 }
 
@@ -56,8 +60,10 @@ audit_seed() {      # one seed of one protocol: every saved network of the run, 
   # a control shared with future-work: its finished attacks are reused where the weight digests agree
   [ -f "$out/robustness.partial.json" ] || [ ! -f "$R/future-work/robustness/seed$i/robustness.partial.json" ] \
     || cp "$R/future-work/robustness/seed$i/robustness.partial.json" "$out/"
-  for a in $arms; do [ -f "$R/$P/models/run$i-$a.npz" ] && nets="$nets $R/$P/models/run$i-$a.npz"; done
-  [ -n "$nets" ] || { echo "$P seed $i: no saved networks"; return 1; }
+  for a in $arms; do
+    [ -f "$R/$P/models/run$i-$a.npz" ] || { echo "$P seed $i: no weights of $a (run the weights step)"; return 1; }
+    nets="$nets $R/$P/models/run$i-$a.npz"
+  done
   echo "== audit $P seed $i $(date -u +%FT%TZ)"
   (cd "$C" && OPENBLAS_NUM_THREADS=1 NANOSGM_THREADS=1 PYTHONPATH=$C $PY -m nanosgm.robustness $nets \
      --eps 0.1,0.2,0.3 --images 1000 --out "$out" --keep-partial --no-progress) > "$out.log" 2>&1
@@ -80,6 +86,9 @@ fifty_epochs() {    # issue 27: MNIST-CNN at the paper's length (results/mnist-c
 
 steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(future_work ten_pairs weights dnn_again decomposition audits fifty_epochs)
 for s in "${steps[@]}"; do
+  case " future_work ten_pairs weights dnn_again decomposition audits fifty_epochs " in
+    *" $s "*) ;; *) echo "error: no step $s" >&2; exit 2 ;;
+  esac
   echo "== $s $(date -u +%FT%TZ)"
   "$s" || { echo "== $s failed"; exit 1; }
 done

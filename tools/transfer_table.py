@@ -9,7 +9,7 @@ tools/fgsm_transfer.py measures one pair (white-box beside transfer, both FGSM c
 dropout draws seeded as its record was), and the table gives per arm the median [range] over runs and the
 median paired difference from the same run's control:
 
-    python tools/transfer_table.py results/future-work results/mnist-dnn-again --json transfer-table.json
+    python tools/transfer_table.py results/future-work results/mnist-dnn-conventions --json transfer-table.json
 
 Weights are not committed: run it where the protocols were trained (``--images`` for fewer test images).
 """
@@ -108,6 +108,11 @@ def run(source_dir: str, target_dir: str, eps: list[float], images: int | None, 
     networks: dict = {}
     for r, arms in todo.items():
         src_path, src_record = source[(r, source_arm)]
+        for a in arms:
+            if target[(r, a)][1]["spec"]["seed"] != src_record["spec"]["seed"] or \
+                    target[(r, a)][1]["spec"]["dataset"] != src_record["spec"]["dataset"]:
+                raise ValueError(f"run {r}: {source_dir}'s {source_arm} and {target_dir}'s {a} differ in seed or "
+                                 f"dataset; pair protocols made with the same --seed on one dataset")
         paths = [src_path] + [target[(r, a)][0] for a in arms]
         src, *nets = load_networks(paths, images, data_dir=data_dir)
         for arm, net in zip(arms, nets):

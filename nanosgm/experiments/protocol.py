@@ -231,9 +231,13 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
             result["arms"].append(a)
     result["sessions"].append(dict(recipe.provenance("nanosgm.experiments", argv), runs=runs,
                                    arms=arm_list, workers=workers, blas_threads=blas, **({"refill": True} if refill else {})))
-    if refill:
-        tasks = [t for t in _tasks(base, arm_list, runs, seed0, out, {})
-                 if t[0] in result["networks"] and not os.path.exists(t[3])]
+    if refill:       # weights are staged (.tmp-*, removed at start) until the new record is compared
+        tasks = [(k, spec, ck, os.path.join(os.path.dirname(mp), f".tmp-refill-{os.path.basename(mp)}"))
+                 for k, spec, ck, mp in _tasks(base, arm_list, runs, seed0, out, {})
+                 if k in result["networks"] and not os.path.exists(mp)]
+        if progress:
+            print(f"{len(tasks)} recorded network(s) of these runs and arms to train again for their weights",
+                  file=sys.stderr)
     else:
         tasks = _tasks(base, arm_list, runs, seed0, out, result["networks"])
     if out is not None:
@@ -320,13 +324,14 @@ def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> N
     if os.path.exists(ck):
         os.remove(ck)
     differ = record_differences(result["networks"][key], record)
+    staged = os.path.join(str(out), "models", f".tmp-refill-{name}.npz")
     if not differ:
+        os.replace(staged, os.path.join(str(out), "models", f"{name}.npz"))
         return
     rejected = os.path.join(str(out), "rejected")
     os.makedirs(rejected, exist_ok=True)
-    model = os.path.join(str(out), "models", f"{name}.npz")
-    if os.path.exists(model):
-        os.replace(model, os.path.join(rejected, f"{name}.npz"))
+    if os.path.exists(staged):
+        os.replace(staged, os.path.join(rejected, f"{name}.npz"))
     record.pop("snapshots", None)
     write_json_atomic(os.path.join(rejected, f"{name}.json"), record)
     raise ProtocolError(f"{key} trained again differs from its record in {', '.join(differ)}: its weights would not "

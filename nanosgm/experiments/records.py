@@ -95,7 +95,12 @@ def record_differences(stored: dict, new: dict) -> list[str]:
         if k == "history" and isinstance(r.get(k), list):
             return [{hk: hv for hk, hv in h.items() if hk not in TIMING} for h in r[k]]
         return r.get(k)
-    return [k for k in NUMBERS if numbers(stored, k) != numbers(new, k)]
+
+    def seen(k: str) -> object:          # an older record measured less: compare what it has
+        got = numbers(new, k)
+        have = numbers(stored, k)
+        return {f: got.get(f) for f in have} if isinstance(have, dict) and isinstance(got, dict) else got
+    return [k for k in NUMBERS if k in stored and numbers(stored, k) != seen(k)]
 
 
 # ---------------------------------------------------------------------------------------- the file

@@ -71,3 +71,11 @@ def test_the_command_refuses_a_folder_without_a_protocol_in_one_line(tmp_path, c
     assert cli.main(["mnist", "--refill-weights", "--out", str(tmp_path / "none")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--refill-weights" in err and "holds no protocol.json" in err
+
+
+def test_an_older_record_is_compared_on_what_it_measured():
+    old = {"init_sha256": "x", "results": {"clean_pct": 90.0}}
+    new = {"init_sha256": "x", "results": {"clean_pct": 90.0, "fgsm_authors_pct": {"0.1": 50.0}},
+           "results_last_epoch": {"clean_pct": 89.0}}
+    assert record_differences(old, new) == []
+    assert record_differences(old, dict(new, results={"clean_pct": 91.0})) == ["results"]
