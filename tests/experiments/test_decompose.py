@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from nanosgm.attacks import READINGS
-from nanosgm.experiments import decompose, recipe
+from nanosgm.experiments import decompose
 from nanosgm.methods.arms import slug
 from nanosgm.plumbing.seal import RecordEdited, check_seal
 
-from test_experiments import run, syn, tiny_net
+from test_experiments import copy_findable, run
 
 pytestmark = pytest.mark.usefixtures("numpy_backend")
 
@@ -31,12 +31,7 @@ def made(tmp_path_factory):
 def folder(made, tmp_path, monkeypatch):
     """A copy of the protocol; the command finds its dataset and model by the names protocol.json gives
     ("syn", "tiny_net": the test's own functions)."""
-    copy = tmp_path / "p"
-    shutil.copytree(made, copy)
-    load, build = recipe.load_data, recipe.build_model
-    monkeypatch.setattr(recipe, "load_data", lambda name, **kw: load(syn() if name == "syn" else name, **kw))
-    monkeypatch.setattr(recipe, "build_model", lambda m, ds: build(tiny_net if m == "tiny_net" else m, ds))
-    return copy
+    return copy_findable(made, tmp_path, monkeypatch)
 
 
 def command(argv, capsys):

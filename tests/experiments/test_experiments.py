@@ -56,6 +56,19 @@ def base(**kw):
     return NetworkSpec(**args)
 
 
+def copy_findable(made, tmp_path, monkeypatch):
+    """A copy of the protocol folder ``made`` whose dataset and model the loaders (``recipe.load_data``,
+    ``recipe.build_model``) find by the names protocol.json gives ("syn", "tiny_net": this file's functions)."""
+    import shutil
+    from nanosgm.experiments import recipe
+    copy = tmp_path / "p"
+    shutil.copytree(made, copy)
+    load, build = recipe.load_data, recipe.build_model
+    monkeypatch.setattr(recipe, "load_data", lambda name, **kw: load(syn() if name == "syn" else name, **kw))
+    monkeypatch.setattr(recipe, "build_model", lambda m, ds: build(tiny_net if m == "tiny_net" else m, ds))
+    return copy
+
+
 def run(arms="sgm:0.2", runs=2, spec=None, **kw):
     return experiments.run_protocol(spec or base(), runs=runs, arms=arms, progress=False, bars=False, **kw)
 

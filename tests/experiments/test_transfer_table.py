@@ -7,9 +7,8 @@ import statistics
 import pytest
 from conftest import load_tool
 
-from nanosgm.experiments import recipe
 
-from test_experiments import run, syn, tiny_net
+from test_experiments import copy_findable, run
 
 transfer_table = load_tool("transfer_table")
 pytestmark = pytest.mark.usefixtures("numpy_backend")
@@ -25,12 +24,7 @@ def made(tmp_path_factory):
 @pytest.fixture
 def folder(made, tmp_path, monkeypatch):
     """A copy of the protocol, whose dataset and model ("syn", "tiny_net") the loader finds by name."""
-    copy = tmp_path / "p"
-    shutil.copytree(made, copy)
-    load, build = recipe.load_data, recipe.build_model
-    monkeypatch.setattr(recipe, "load_data", lambda name, **kw: load(syn() if name == "syn" else name, **kw))
-    monkeypatch.setattr(recipe, "build_model", lambda m, ds: build(tiny_net if m == "tiny_net" else m, ds))
-    return copy
+    return copy_findable(made, tmp_path, monkeypatch)
 
 
 def test_every_arm_classifies_the_controls_examples_beside_its_own_white_box_numbers(folder, tmp_path, capsys):
