@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -84,13 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """main() with the refusals as one line ``error: ...`` and exit status 1."""
+def one_line_errors(body: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """``body(argv)`` with its refusals as one line ``error: ...`` and exit status 1 (this tool's and
+    tools/transfer_table.py's)."""
     try:
-        return main(argv)
+        return body(argv)
     except (OSError, ValueError, KeyError, NanosgmError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """main() with the refusals as one line ``error: ...`` and exit status 1."""
+    return one_line_errors(main, argv)
 
 
 if __name__ == "__main__":

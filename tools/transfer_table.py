@@ -25,12 +25,11 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fgsm_transfer import CONVENTIONS, measure               # noqa: E402
+from fgsm_transfer import CONVENTIONS, measure, one_line_errors   # noqa: E402
 from nanosgm.experiments.audit import load_networks         # noqa: E402
 from nanosgm.experiments.recipe import git_commit           # noqa: E402
 from nanosgm.experiments.records import authors_draw_seed   # noqa: E402
 from nanosgm.methods.arms import CONTROL, slug              # noqa: E402
-from nanosgm.plumbing.errors import NanosgmError            # noqa: E402
 from nanosgm.plumbing.files import write_json_atomic        # noqa: E402
 
 MODEL_NAME = re.compile(r"run(\d+)-(.+)\.npz$")
@@ -108,21 +107,22 @@ def run(source_dir: str, target_dir: str, eps: list[float], images: int | None, 
     networks: dict = {}
     for r, arms in todo.items():
         src_path, src_record = source[(r, source_arm)]
-        for a in arms:
-            if target[(r, a)][1]["spec"]["seed"] != src_record["spec"]["seed"] or \
-                    target[(r, a)][1]["spec"]["dataset"] != src_record["spec"]["dataset"]:
+        records = {a: target[(r, a)][1] for a in arms}
+        for a, record in records.items():
+            if (record["spec"]["seed"], record["spec"]["dataset"]) != (src_record["spec"]["seed"],
+                                                                       src_record["spec"]["dataset"]):
                 raise ValueError(f"run {r}: {source_dir}'s {source_arm} and {target_dir}'s {a} differ in seed or "
                                  f"dataset; pair protocols made with the same --seed on one dataset")
-        paths = [src_path] + [target[(r, a)][0] for a in arms]
-        src, *nets = load_networks(paths, images, data_dir=data_dir)
+        src, *nets = load_networks([src_path] + [target[(r, a)][0] for a in arms], images, data_dir=data_dir)
+        src_seed = authors_draw_seed(src_record)
         for arm, net in zip(arms, nets):
-            seeds = (authors_draw_seed(src_record), authors_draw_seed(target[(r, arm)][1]))
+            seeds = (src_seed, authors_draw_seed(records[arm]))
             cells.setdefault(r, {})[arm] = measure(src, net, eps, seeds)
             networks[f"run{r}/{arm}"] = net.info | {"draw_seed": seeds[1]}
             print(f"run {r} {arm}: " + "; ".join(
                 f"{conv} {kind} {e}: {cells[r][arm][conv][kind][e]:.2f}"
                 for conv in CONVENTIONS for kind in KINDS for e in cells[r][arm][conv][kind]), flush=True)
-        networks[f"source run{r}/{source_arm}"] = src.info | {"draw_seed": authors_draw_seed(src_record)}
+        networks[f"source run{r}/{source_arm}"] = src.info | {"draw_seed": src_seed}
     return {"cells": {str(r): v for r, v in cells.items()}, "networks": networks,
             "summary": summarize(cells)}
 
@@ -151,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     """main() with the refusals as one line ``error: ...`` and exit status 1."""
-    try:
-        return main(argv)
-    except (OSError, ValueError, KeyError, NanosgmError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return one_line_errors(main, argv)
 
 
 if __name__ == "__main__":
