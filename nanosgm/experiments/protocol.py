@@ -232,7 +232,7 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
     result["sessions"].append(dict(recipe.provenance("nanosgm.experiments", argv), runs=runs,
                                    arms=arm_list, workers=workers, blas_threads=blas, **({"refill": True} if refill else {})))
     if refill:       # weights are staged (.tmp-*, removed at start) until the new record is compared
-        tasks = [(k, spec, ck, os.path.join(os.path.dirname(mp), f".tmp-refill-{os.path.basename(mp)}"))
+        tasks = [(k, spec, ck, _staged(mp))
                  for k, spec, ck, mp in _tasks(base, arm_list, runs, seed0, out, {})
                  if k in result["networks"] and not os.path.exists(mp)]
         if progress:
@@ -308,9 +308,20 @@ def _record(result: dict, key: str, record: dict, out: str | Path | None) -> Non
     if snaps is not None:
         _save_snapshots(out, arm, snaps)
     write_json_atomic(os.path.join(out, "protocol.json"), _json_result(result))
+    _drop_checkpoint(out, run, arm)
+
+
+def _drop_checkpoint(out: str | Path, run: int, arm: str) -> None:
+    """Remove the epoch checkpoint of a finished network (if any)."""
     ck = os.path.join(out, "ckpt", f"run{run}-{slug(arm)}.npz")
     if os.path.exists(ck):
         os.remove(ck)
+
+
+def _staged(model_path: str) -> str:
+    """Where a refilled network's weights wait until its record is compared (a ``.tmp-*`` name: removed
+    when a protocol starts, so weights cut short by a kill are never taken for checked ones)."""
+    return os.path.join(os.path.dirname(model_path), f".tmp-refill-{os.path.basename(model_path)}")
 
 
 def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> None:
@@ -320,13 +331,12 @@ def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> N
     those of the recorded network."""
     run, arm = split_key(key)
     name = f"run{run}-{slug(arm)}"
-    ck = os.path.join(str(out), "ckpt", f"{name}.npz")
-    if os.path.exists(ck):
-        os.remove(ck)
+    _drop_checkpoint(str(out), run, arm)
     differ = record_differences(result["networks"][key], record)
-    staged = os.path.join(str(out), "models", f".tmp-refill-{name}.npz")
+    model = os.path.join(str(out), "models", f"{name}.npz")
+    staged = _staged(model)
     if not differ:
-        os.replace(staged, os.path.join(str(out), "models", f"{name}.npz"))
+        os.replace(staged, model)
         return
     rejected = os.path.join(str(out), "rejected")
     os.makedirs(rejected, exist_ok=True)

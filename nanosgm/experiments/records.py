@@ -96,11 +96,14 @@ def record_differences(stored: dict, new: dict) -> list[str]:
             return [{hk: hv for hk, hv in h.items() if hk not in TIMING} for h in r[k]]
         return r.get(k)
 
-    def seen(k: str) -> object:          # an older record measured less: compare what it has
-        got = numbers(new, k)
-        have = numbers(stored, k)
-        return {f: got.get(f) for f in have} if isinstance(have, dict) and isinstance(got, dict) else got
-    return [k for k in NUMBERS if k in stored and numbers(stored, k) != seen(k)]
+    differ = []
+    for k in (k for k in NUMBERS if k in stored):
+        have, got = numbers(stored, k), numbers(new, k)
+        if isinstance(have, dict) and isinstance(got, dict):
+            got = {f: got.get(f) for f in have}          # an older record measured less: compare what it has
+        if have != got:
+            differ.append(k)
+    return differ
 
 
 # ---------------------------------------------------------------------------------------- the file
