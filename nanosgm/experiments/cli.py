@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from .. import backend
 from ..plumbing.argparser import Parser
 from ..plumbing.cli import CliError, check_out_folder, run_cli
-from ..plumbing.flags import whole
+from ..plumbing.flags import whole, wholes
 from . import recipe
 from .cli_args import add_common_arguments, common_setup, optimizer_name
 from .figures import write_figures
@@ -62,6 +62,9 @@ def build_parser(prog: str = PROG) -> Parser:
                    "networks (of --runs and --arms) whose weights are missing from --out/models, keeping each one's "
                    "weights only when its new record equals the stored one (the weights are not committed; an audit "
                    "needs them)")
+    p.add_argument("--only-runs", type=wholes("--only-runs", least=0), default=None, metavar="I[,J...]",
+                   help="train (or --refill-weights) only these runs of --runs, e.g. 4 (default: every run); the "
+                        "others stay as they are")
     p.add_argument("--figures", action="store_true", help="also write Figures 1-6 as PNGs into --out")
     p.add_argument("--tables-only", action="store_true", help="train nothing: print the tables (and --figures) "
                    "from --out/protocol.json (its own configuration; the training flags are ignored)")
@@ -118,6 +121,9 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         result = load_protocol(out)
         result["summary"] = summarize(result)
         return _finish(args, result, out)
+    if args.only_runs is not None and max(args.only_runs) >= args.runs:
+        raise CliError(f"--only-runs {','.join(map(str, args.only_runs))}: the protocol has --runs {args.runs}, "
+                       f"runs 0-{args.runs - 1}")
     if args.refill_weights and not os.path.isfile(os.path.join(out, "protocol.json")):
         raise CliError(f"--refill-weights: {out} holds no protocol.json, so no network is recorded there; give the "
                        f"protocol's folder with --out")
@@ -128,7 +134,8 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         try:
             result = run_protocol(base, runs=args.runs, seed0=args.seed, arms=arm_list, out=out, workers=args.workers,
                                   scheduler=args.scheduler, threads=args.threads, progress=True,
-                                  bars=not args.no_progress, argv=argv, refill=args.refill_weights)
+                                  bars=not args.no_progress, argv=argv, refill=args.refill_weights,
+                                  only_runs=args.only_runs)
         except KeyboardInterrupt:
             raise CliError(f"interrupted: finished networks are in {out}/protocol.json and those in progress resume "
                            f"from their last saved epoch; run the same command again to continue", code=130) from None

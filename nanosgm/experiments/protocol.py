@@ -188,7 +188,7 @@ def _open(out: str | Path | None, config: dict, threads: int, why: str) -> dict:
 def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms: str | list[str] = "sgm:0.2",
                  out: str | Path | None = None, workers: int = 1, scheduler: str | Client | None = None,
                  threads: int | None = None, progress: bool = True, bars: bool = True,
-                 argv: Sequence[str] = (), refill: bool = False) -> dict:
+                 argv: Sequence[str] = (), refill: bool = False, only_runs: Sequence[int] | None = None) -> dict:
     """Run the protocol (module docstring) and return the result dict.
 
     ``base``: the NetworkSpec every network shares (its seed, method and snapshot_rows are set per network);
@@ -200,25 +200,30 @@ def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms: str 
     numbers depend on. ``scheduler``: a Dask address (connected before anything is written, so an unreachable
     one leaves ``out`` as it was) or a connected client. ``refill``: train nothing new; train again the
     recorded networks (of these runs and arms) whose weights are missing from ``out``/models and keep their
-    weights when the new record measures exactly what the stored one did (:func:`_refilled`).
+    weights when the new record measures exactly what the stored one did (:func:`_refilled`). ``only_runs``:
+    train (or refill) only these runs of ``range(runs)`` (None: all), e.g. one seed whose networks an audit needs.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
+    if only_runs is not None and (not only_runs or any(not 0 <= i < runs for i in only_runs)):
+        raise ValueError(f"only_runs must name runs 0-{runs - 1} (of runs={runs}), got {list(only_runs)}")
     if refill and out is None:
         raise ValueError("refill needs the protocol folder (out)")
     if not isinstance(scheduler, str):
-        return _protocol(base, runs, seed0, arms, out, workers, scheduler, threads, progress, bars, argv, refill)
+        return _protocol(base, runs, seed0, arms, out, workers, scheduler, threads, progress, bars, argv, refill,
+                         only_runs)
     from .parallel import connect_scheduler
     client = connect_scheduler(scheduler)
     try:
-        return _protocol(base, runs, seed0, arms, out, workers, client, threads, progress, bars, argv, refill)
+        return _protocol(base, runs, seed0, arms, out, workers, client, threads, progress, bars, argv, refill,
+                         only_runs)
     finally:
         client.close()
 
 
 def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], out: str | Path | None, workers: int,
               scheduler: Client | None, threads: int | None, progress: bool, bars: bool,
-              argv: Sequence[str], refill: bool = False) -> dict:
+              argv: Sequence[str], refill: bool = False, only_runs: Sequence[int] | None = None) -> dict:
     """:func:`run_protocol` once its scheduler (if any) is connected."""
     from .parallel import default_threads
     arm_list = parse_arms(arms if isinstance(arms, str) else ",".join(arms))
@@ -230,16 +235,17 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
         if a not in result["arms"]:
             result["arms"].append(a)
     result["sessions"].append(dict(recipe.provenance("nanosgm.experiments", argv), runs=runs,
-                                   arms=arm_list, workers=workers, blas_threads=blas, **({"refill": True} if refill else {})))
+                                   arms=arm_list, workers=workers, blas_threads=blas, **({"refill": True} if refill else {}),
+                                   **({"only_runs": sorted(only_runs)} if only_runs is not None else {})))
     if refill:       # weights are staged (.tmp-*, removed at start) until the new record is compared
         tasks = [(k, spec, ck, _staged(mp))
-                 for k, spec, ck, mp in _tasks(base, arm_list, runs, seed0, out, {})
+                 for k, spec, ck, mp in _tasks(base, arm_list, runs, seed0, out, {}, only_runs)
                  if k in result["networks"] and not os.path.exists(mp)]
         if progress:
             print(f"{len(tasks)} recorded network(s) of these runs and arms to train again for their weights",
                   file=sys.stderr)
     else:
-        tasks = _tasks(base, arm_list, runs, seed0, out, result["networks"])
+        tasks = _tasks(base, arm_list, runs, seed0, out, result["networks"], only_runs)
     if out is not None:
         for sub in ("models", "ckpt"):
             os.makedirs(os.path.join(out, sub), exist_ok=True)
@@ -255,10 +261,11 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
 
 
 def _tasks(base: NetworkSpec, arm_list: list[str], runs: int, seed0: int, out: str | Path | None,
-           done: dict) -> list[tuple[str, NetworkSpec, str | None, str | None]]:
-    """(key, spec, checkpoint path, model path) of every network not ``done`` yet, run by run."""
+           done: dict, only_runs: Sequence[int] | None = None) -> list[tuple[str, NetworkSpec, str | None, str | None]]:
+    """(key, spec, checkpoint path, model path) of every network not ``done`` yet, run by run (``only_runs``:
+    of these runs only)."""
     tasks = []
-    for i in range(runs):
+    for i in (sorted(set(only_runs)) if only_runs is not None else range(runs)):
         for a in arm_list:
             key = network_key(i, a)
             if key in done:

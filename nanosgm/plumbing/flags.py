@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from .errors import CliError
 
-__all__ = ["number", "whole"]
+__all__ = ["number", "whole", "wholes"]
 
 
 def _bound_text(least: float | None, above: float | None) -> str:
@@ -49,4 +49,21 @@ def whole(flag: str, *, least: int | None = None) -> Callable[[str], int]:
             raise CliError(f"{flag} must be a whole number{_bound_text(least, None)}, got {text!r}")
         return n
     parse.__name__ = "whole"
+    return parse
+
+
+def wholes(flag: str, *, least: int | None = None) -> Callable[[str], list[int]]:
+    """A ``type=`` for a comma-separated list of whole numbers ("4", "0,3"), each >= ``least`` when given.
+
+    >>> wholes("--only-runs", least=0)("3,0")
+    [3, 0]
+    """
+    one = whole(flag, least=least)
+
+    def parse(text: str) -> list[int]:
+        parts = text.split(",")
+        if any(not p.strip() for p in parts):
+            raise CliError(f"{flag} must be comma-separated whole numbers{_bound_text(least, None)}, got {text!r}")
+        return [one(p.strip()) for p in parts]
+    parse.__name__ = "wholes"
     return parse

@@ -79,3 +79,33 @@ def test_an_older_record_is_compared_on_what_it_measured():
            "results_last_epoch": {"clean_pct": 89.0}}
     assert record_differences(old, new) == []
     assert record_differences(old, dict(new, results={"clean_pct": 91.0})) == ["results"]
+
+
+def test_only_runs_trains_and_refills_just_the_runs_it_names(tmp_path):
+    out = tmp_path / "p"
+    run(arms="sgm:0.2", runs=3, out=out, only_runs=[1])
+    assert sorted(json.loads((out / "protocol.json").read_text())["networks"]) == ["run1/control", "run1/sgm:0.2"]
+    run(arms="sgm:0.2", runs=3, out=out)                     # the others later, to the same protocol
+    for f in ("run0-control.npz", "run1-sgm_0.2.npz", "run2-sgm_0.2.npz"):
+        os.remove(out / "models" / f)
+    run(arms="sgm:0.2", runs=3, out=out, refill=True, only_runs=[1])
+    models = sorted(os.listdir(out / "models"))
+    assert "run1-sgm_0.2.npz" in models and "run0-control.npz" not in models and "run2-sgm_0.2.npz" not in models
+    assert json.loads((out / "protocol.json").read_text())["sessions"][-1]["only_runs"] == [1]
+
+
+@pytest.mark.parametrize("only", [[3], [], [-1]])
+def test_only_runs_outside_the_protocol_are_refused(tmp_path, only):
+    with pytest.raises(ValueError, match="only_runs must name runs 0-2"):
+        run(arms="sgm:0.2", runs=3, out=tmp_path / "p", only_runs=only)
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("text,why", [("5", "--runs 5, runs 0-4"), ("1,,2", "comma-separated whole numbers"),
+                                      ("x", "must be a whole number")])
+def test_the_command_refuses_a_bad_only_runs_in_one_line(tmp_path, capsys, text, why):
+    from nanosgm.experiments import cli
+    assert cli.main(["mnist", "--only-runs", text, "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and why in err
+    assert not (tmp_path / "p").exists()
