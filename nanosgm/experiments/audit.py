@@ -55,6 +55,7 @@ from .. import attacks, backend
 from ..methods.base import format_number
 from ..plumbing.argparser import Parser
 from ..plumbing.audit_resume import PARTIAL_NAME, FinishedAttacks, PartialFileError, digest
+from ..plumbing.flags import whole
 from ..plumbing.seal import RecordEdited, check_seal, is_sealed, unsealed_note
 
 if TYPE_CHECKING:
@@ -195,6 +196,22 @@ def _check_within_clean(got: dict, clean: np.ndarray, label: str, source: str | 
                              f"the attack but are misclassified clean, which cannot be; {where}")
 
 
+def attack_compute(net: Network, attack: str, kw: dict, eps_list: list[float], suite: Suite,
+                   bar: tqdm | None = None) -> Callable[[], dict]:
+    """The computation of one attack column on `net`: a callable returning {eps: per-example bool}."""
+    return lambda: attacks.correct_under_attack(net.model, net.X, net.y, eps_list, attack, suite.batch_size, bar=bar,
+                                                clip=net.clip, **kw)
+
+
+def transfer_compute(source: Network, target: Network, eps_list: list[float], suite: Suite,
+                     bar: tqdm | None = None) -> Callable[[], dict]:
+    """The computation of a transfer pair: target under the PGD of `attack_plan` crafted on source."""
+    _, attack, kw = attack_plan(suite, 3)[1]
+    return lambda: attacks.correct_under_attack(target.model, target.X, target.y, eps_list,
+                                                attacks.crafted_on(source.model, attack, **kw), suite.batch_size,
+                                                bar=bar, clip=target.clip)
+
+
 def _clean_correct(net: Network, suite: Suite, bar: tqdm | None = None) -> np.ndarray:
     return attacks.correct_under_attack(net.model, net.X, net.y, (0.0,), "fgsm", suite.batch_size, bar=bar)[0.0]
 
@@ -223,8 +240,7 @@ def audit_network(net: Network, eps_list: Iterable[float], suite: Suite, bar: tq
         got, ran = _attack_once(
             finished, _attack_key(net_key, name, attack, kw, eps_list, suite), f"{net.name}: {name}", clean,
             eps_list, bar, attacks.n_steps(len(net.X), eps_list, attack, suite.batch_size),
-            lambda: attacks.correct_under_attack(net.model, net.X, net.y, eps_list, attack, suite.batch_size,
-                                                 bar=bar, clip=net.clip, **kw))
+            attack_compute(net, attack, kw, eps_list, suite, bar))
         seconds = time.perf_counter() - t0
         accuracy[name] = {e: float(got[e].mean()) for e in eps_list}
         if log is not None:
@@ -246,7 +262,6 @@ def transfer_pgd(source: Network, target: Network, eps_list: Iterable[float], su
     """{eps: accuracy of target on PGD examples crafted on source} (the same images, the same PGD), an
     example counting only if target classifies it correctly clean too (``clean``: target's per-example
     result, computed if None)."""
-    _, attack, kw = attack_plan(suite, 3)[1]
     eps_list = [float(e) for e in eps_list]
     clean = _clean_correct(target, suite) if clean is None else clean
     label = f"transfer {source.name} -> {target.name}"
@@ -255,9 +270,7 @@ def transfer_pgd(source: Network, target: Network, eps_list: Iterable[float], su
         finished if finished is not None else FinishedAttacks(),
         _transfer_key(_network_digest(source), _network_digest(target), eps_list, suite), label, clean,
         eps_list, bar, attacks.n_steps(len(target.X), eps_list, "pgd", suite.batch_size),
-        lambda: attacks.correct_under_attack(target.model, target.X, target.y, eps_list,
-                                             attacks.crafted_on(source.model, attack, **kw), suite.batch_size,
-                                             bar=bar, clip=target.clip))
+        transfer_compute(source, target, eps_list, suite, bar))
     if eta is not None:
         eta.done(label, time.perf_counter() - t0, ran)
     return {float(e): float(v.mean()) for e, v in got.items()}
@@ -301,23 +314,29 @@ class _Step:
     gradients: int
     forwards: int
     held: bool = False
+    key: str = ""         # the partial file's key ("": the clean pass, which is not stored)
+    job: tuple = ()       # ("attack", network index, column, attack, kw) or ("transfer", source, target index)
 
 
 def _steps(nets: list[Network], eps_all: list[float], suite: Suite, transfer: str, finished: FinishedAttacks) -> list:
     """[_Step] in the order `audit` takes them: per network its clean pass and `attack_plan`, then transfer."""
-    steps, keys = [], {}
-    for net in nets:
-        n, keys[id(net)] = len(net.X), _network_digest(net)
+    steps, keys = [], [_network_digest(net) for net in nets]
+    for i, net in enumerate(nets):
+        n = len(net.X)
         steps.append(_Step(f"{net.name}: clean", 0, n))
         for name, attack, kw in attack_plan(suite, _num_classes(net)):
             g, f = attack_cost(attack, kw, len(eps_all))
-            steps.append(_Step(f"{net.name}: {name}", n * g, n * f,
-                               finished.holds(_attack_key(keys[id(net)], name, attack, kw, eps_all, suite))))
+            key = _attack_key(keys[i], name, attack, kw, eps_all, suite)
+            steps.append(_Step(f"{net.name}: {name}", n * g, n * f, finished.holds(key), key,
+                               ("attack", i, name, attack, kw)))
     _, attack, kw = attack_plan(suite, 3)[1]
+    index = {id(net): i for i, net in enumerate(nets)}
     for source, target in _transfer_pairs(nets, transfer):
         g, f = attack_cost(attack, kw, len(eps_all))
+        s, t = index[id(source)], index[id(target)]
+        key = _transfer_key(keys[s], keys[t], eps_all, suite)
         steps.append(_Step(f"transfer {source.name} -> {target.name}", len(target.X) * g, len(target.X) * f,
-                           finished.holds(_transfer_key(keys[id(source)], keys[id(target)], eps_all, suite))))
+                           finished.holds(key), key, ("transfer", s, t)))
     return steps
 
 
@@ -386,6 +405,11 @@ class _Estimate:
             self.said = True
 
 
+def evaluated_eps(eps_list: Iterable[float], check_eps: float | None) -> list[float]:
+    """Every eps an audit evaluates, ascending: `eps_list` and the check's eps."""
+    return sorted({float(e) for e in eps_list} | ({float(check_eps)} if check_eps is not None else set()))
+
+
 def audit(nets: list[Network], eps_list: Iterable[float] = DEFAULT_EPS, suite: Suite = Suite(), *,
           check_eps: float | None = CHECK_EPS, progress: bool = True, log: Callable[[str], None] | None = None,
           finished: FinishedAttacks | None = None, transfer: str = "first",
@@ -398,7 +422,7 @@ def audit(nets: list[Network], eps_list: Iterable[float] = DEFAULT_EPS, suite: S
     first attack that takes gradients, or None."""
     from tqdm.auto import tqdm
 
-    eps_all = sorted({float(e) for e in eps_list} | ({float(check_eps)} if check_eps is not None else set()))
+    eps_all = evaluated_eps(eps_list, check_eps)
     report = {"eps": [float(e) for e in eps_list], "check_eps": check_eps, "eps_evaluated": eps_all,
               "networks": {}, "transfer": [], "transfer_pairs": transfer}
     finished = finished if finished is not None else FinishedAttacks()
@@ -608,6 +632,9 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier robustness.json in --out")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per finished attack on stderr instead)")
+    p.add_argument("--workers", type=whole("--workers", least=1), default=1, help="run the attacks in this many "
+                   "worker processes, cores // workers BLAS threads each (default 1: in this process); the numbers "
+                   "are the same as in one process with that many BLAS threads")
     p.add_argument("--keep-partial", action="store_true", help=f"keep --out/{PARTIAL_NAME} after the audit, so that a "
                    "later audit into the same --out (with --overwrite) that adds networks runs only what is new")
     return p
@@ -796,6 +823,8 @@ def _audit_locked(args: argparse.Namespace, argv: list[str], out: str, nets: lis
         say(f"resuming from {out}/{PARTIAL_NAME}: finished attacks on the same networks, images and settings are "
             "not run again")
     try:
+        if args.workers > 1:
+            _prefill(args, nets, eps, suite, finished, say)
         report = audit(nets, eps, suite, check_eps=args.check_eps, progress=not args.no_progress, log=log,
                        finished=finished, transfer=args.transfer, say=say)
     except KeyboardInterrupt:                  # Ctrl-C, and SIGTERM / SIGHUP through run_cli
@@ -806,6 +835,17 @@ def _audit_locked(args: argparse.Namespace, argv: list[str], out: str, nets: lis
     if finished.loaded:
         print(f"{finished.reused} attack result(s) came from the partial file", file=sys.stderr)
     return 0
+
+
+def _prefill(args: argparse.Namespace, nets: list[Network], eps: list[float], suite: Suite,
+             finished: FinishedAttacks, say: Callable[[str], None]) -> None:
+    """--workers: the attacks not in the partial file yet, computed in worker processes into it."""
+    from .audit_workers import prefill
+    from .parallel import default_threads
+    load_kw = dict(n_images=None if args.all else args.images, data_dir=args.data_dir, dataset=args.dataset,
+                   model=args.model)
+    prefill(args.models, load_kw, nets, evaluated_eps(eps, args.check_eps), suite, args.transfer, finished,
+            args.workers, default_threads(args.workers), say)
 
 
 def _kept(finished: FinishedAttacks) -> str:

@@ -1,0 +1,64 @@
+"""An audit with ``--workers N`` gives the numbers of an audit in one process (nanosgm.experiments.audit_workers)."""
+import json
+
+import pytest
+
+from nanosgm.experiments import audit as robustness
+from nanosgm.experiments import parallel
+from nanosgm.plumbing.threads import set_threads
+
+pytestmark = pytest.mark.usefixtures("numpy_backend")
+
+SMALL = ["--images", "12", "--eps", "0.1,0.2", "--pgd-steps", "2", "--restarts", "2", "--apgd-steps", "3",
+         "--queries", "15", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    """Two tiny MNIST CNNs written by python -m nanosgm.train (other seeds, so other weights)."""
+    from conftest import require_real_data
+    from nanosgm.experiments import train_cli as train
+    data_dir = str(require_real_data("mnist"))
+    top = tmp_path_factory.mktemp("nets")
+    for seed in (0, 1):
+        assert train.main(["mnist", "--limit", "600", "--eval-limit", "40", "--epochs", "1", "--pgd", "0",
+                           "--seed", str(seed), "--no-progress", "--data-dir", data_dir,
+                           "--out", str(top / f"s{seed}")]) == 0
+    return data_dir, [str(top / "s0" / "model.npz"), str(top / "s1" / "model.npz")]
+
+
+def audit_doc(models, data_dir, out, capsys, *extra):
+    code = robustness.main(models + SMALL + ["--data-dir", data_dir, "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    return json.loads((out / "robustness.json").read_text()), err
+
+
+def test_an_audit_in_worker_processes_gives_the_numbers_of_one_process(two_models, tmp_path, capsys, monkeypatch):
+    data_dir, models = two_models
+    monkeypatch.setattr(parallel, "default_threads", lambda workers: 1)
+    restore, _ = set_threads(1)                     # the same BLAS thread count in this process as in the workers
+    try:
+        alone, _ = audit_doc(models, data_dir, tmp_path / "one", capsys)
+        spread, err = audit_doc(models, data_dir, tmp_path / "two", capsys, "--workers", "2", "--keep-partial")
+    finally:
+        restore()
+    n_steps = 2 * len(robustness.attack_plan(robustness.Suite(), 10)) + 2          # attacks and both transfers
+    assert f"{n_steps} attack step(s) in 2 worker processes" in err
+    assert err.count(", in a worker)") == n_steps
+    assert err.count("(from the partial file)") == n_steps - 2                     # the audit read them all back
+    for name in alone["networks"]:
+        a, b = alone["networks"][name], spread["networks"][name]
+        assert (a["clean"], a["accuracy"], a["robust"]) == (b["clean"], b["accuracy"], b["robust"])
+    assert alone["transfer"] == spread["transfer"] and alone["checks"] == spread["checks"]
+    code = robustness.main(models + SMALL + ["--data-dir", data_dir, "--out", str(tmp_path / "two"), "--workers", "2",
+                                             "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 0 and "worker processes" not in err                            # nothing left for the workers
+
+
+def test_workers_must_be_a_whole_number_of_one_or_more(two_models, tmp_path, capsys):
+    data_dir, models = two_models
+    code = robustness.main(models + SMALL + ["--data-dir", data_dir, "--out", str(tmp_path / "x"), "--workers", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "--workers must be a whole number >= 1" in err
