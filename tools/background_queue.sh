@@ -1,17 +1,19 @@
 #!/bin/bash
-# The long runs of issues 21, 24 and 27, one after another, on a 2-core CPU (two networks or audits at a time,
-# one BLAS thread each). Every step resumes where it stopped (protocols from their epoch checkpoints, audits from
-# their partial files) and skips what is finished, so after a session's end the same command goes on:
+# The long runs of issues 21, 24 and 27, one after another, on a 2-core CPU (two networks or two audit workers at
+# a time, one BLAS thread each). Every step resumes where it stopped (protocols from their epoch checkpoints, audits
+# from their partial files) and skips what is finished, so after a session's end the same command goes on. A seed
+# is audited as soon as its networks exist (trained, or refilled with --only-runs when a session or a machine lost
+# their weights), so that each finished seed's robustness.json can be committed before the weights are lost again:
 #
 #   tools/background_queue.sh WORKTREE [STEP ...]     (steps: the names below; default all, in this order)
 #
-# WORKTREE: a frozen checkout (git worktree add ../run <commit>) whose results/ holds the protocol folders,
-# with the committed protocol.json files copied in; the runs import the code of that checkout, so later edits
-# of the main checkout cannot reach them. CODE: the checkout that refills weights, audits, decomposes and runs
-# the tools (default WORKTREE; a later commit that reproduces the training bit for bit, which --refill-weights
-# checks network by network). NANOSGM_DATA must name the folder with mnist/. PY: the python to use (default:
-# python). Weights (models/) stay in WORKTREE/results and are never committed; copy each protocol.json back
-# into the main checkout as networks finish.
+# WORKTREE: a checkout (git worktree add ../run <commit>) whose results/ holds the protocol folders, with the
+# committed protocol.json files copied in. CODE: the frozen checkout whose code trains, refills weights, audits,
+# decomposes and runs the tools (default WORKTREE), so that later edits of the main checkout cannot reach the
+# runs; a later commit must reproduce the training bit for bit, which --refill-weights checks network by network.
+# NANOSGM_DATA must name the folder with mnist/. PY: the python to use (default: python). Weights (models/) stay
+# in WORKTREE/results and are never committed; copy each protocol.json and finished robustness/seed* back into
+# the main checkout as they finish.
 set -u
 [ $# -ge 1 ] || { echo "usage: tools/background_queue.sh WORKTREE [STEP ...]" >&2; exit 2; }
 W=$(cd "$1" && pwd) || { echo "error: no folder $1" >&2; exit 2; }; shift
@@ -21,31 +23,15 @@ PY=${PY:-python}
 export OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" MPLBACKEND=Agg
 : "${NANOSGM_DATA:?set NANOSGM_DATA to the folder with mnist/}"
 
-train() { (cd "$W" && PYTHONPATH=$W $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers 2 \
+train() { (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers 2 \
             --threads 1 --no-progress); }
 refill() { (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers 2 \
             --threads 1 --no-progress --refill-weights); }
 FUTURE_ARMS=sgm-sign:0.01,sgm-adam:0.01,gradreg:0.01,gradreg:0.1
+TEN_ARMS=sgm:0.2,sgm:0.2:per-sample
 
 future_work() {     # issue 24: five pairs of the four future-work arms (results/future-work/README.md)
   train cnn --runs 5 --epochs 10 --arms $FUTURE_ARMS --out "$R/future-work"
-}
-
-ten_pairs() {       # issue 21: MNIST-CNN seeds 0-9 of the control and both SGM arms (results/mnist-cnn-ten/README.md)
-  train cnn --runs 10 --epochs 10 --arms sgm:0.2,sgm:0.2:per-sample --out "$R/mnist-cnn-ten"
-}
-
-dnn_again() {       # issue 21: the MNIST-DNN control and sgm:0.2 weights again, then the transfer table
-  # the weights of the committed records, each checked against its record (--refill-weights)
-  refill dnn --runs 5 --epochs 10 --arms sgm:0.2 --out "$R/mnist-dnn-conventions" || return 1
-  [ -f "$R/mnist-dnn-conventions/transfer-cnn-to-dnn-table.json" ] || \
-  (cd "$C" && OPENBLAS_NUM_THREADS=1 PYTHONPATH=$C $PY tools/transfer_table.py "$R/future-work" \
-     "$R/mnist-dnn-conventions" --json "$R/mnist-dnn-conventions/transfer-cnn-to-dnn-table.json")
-}
-
-decomposition() {   # issue 27: the authors' FGSM taken apart on the ten-pair networks
-  [ -f "$R/mnist-cnn-ten/decomposition.json" ] || \
-  (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.decompose "$R/mnist-cnn-ten" -n 1000 --no-progress)
 }
 
 audit_seed() {      # one seed of one protocol: every saved network of the run, as results/robustness/README.md
@@ -61,32 +47,54 @@ audit_seed() {      # one seed of one protocol: every saved network of the run, 
   [ -f "$out/robustness.partial.json" ] || [ ! -f "$R/future-work/robustness/seed$i/robustness.partial.json" ] \
     || cp "$R/future-work/robustness/seed$i/robustness.partial.json" "$out/"
   for a in $arms; do
-    [ -f "$R/$P/models/run$i-$a.npz" ] || { echo "$P seed $i: no weights of $a (run the weights step)"; return 1; }
+    [ -f "$R/$P/models/run$i-$a.npz" ] || { echo "$P seed $i: no weights of $a"; return 1; }
     nets="$nets $R/$P/models/run$i-$a.npz"
   done
   echo "== audit $P seed $i $(date -u +%FT%TZ)"
-  (cd "$C" && OPENBLAS_NUM_THREADS=1 NANOSGM_THREADS=1 PYTHONPATH=$C $PY -m nanosgm.robustness $nets \
-     --eps 0.1,0.2,0.3 --images 1000 --out "$out" --keep-partial --no-progress) > "$out.log" 2>&1
+  (cd "$C" && OPENBLAS_NUM_THREADS=1 NANOSGM_THREADS=1 PYTHONPATH=$C $PY -m nanosgm.robustness $nets --eps 0.1,0.2,0.3 --images 1000 --out "$out" \
+     --keep-partial --no-progress --workers 2) >> "$out.log" 2>&1
 }
 
-weights() {         # the weights an audit needs, trained again where a session or a machine lost them
+future_audits() {   # issue 24: each seed's weights again where lost (run 4 first: its gradreg networks are new), audited
+  for i in 4 3 2 1 0; do
+    [ -f "$R/future-work/robustness/seed$i/robustness.json" ] && continue
+    refill cnn --runs 5 --epochs 10 --arms $FUTURE_ARMS --only-runs $i --out "$R/future-work" || return 1
+    audit_seed future-work $i || return 1
+  done
+}
+
+ten_pairs() {       # issue 21: MNIST-CNN seeds 0-9 of the control and both SGM arms (results/mnist-cnn-ten/README.md),
+  local i           # each seed trained (or its lost weights refilled) and then audited
+  for i in 0 1 2 3 4 5 6 7 8 9; do
+    [ -f "$R/mnist-cnn-ten/robustness/seed$i/robustness.json" ] && continue
+    train cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $i --out "$R/mnist-cnn-ten" || return 1
+    refill cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $i --out "$R/mnist-cnn-ten" || return 1
+    audit_seed mnist-cnn-ten $i || return 1
+  done
+}
+
+dnn_again() {       # issue 21: the MNIST-DNN control and sgm:0.2 weights again, then the transfer table
+  # the weights of the committed records, each checked against its record (--refill-weights)
+  [ -f "$R/mnist-dnn-conventions/transfer-cnn-to-dnn-table.json" ] && return 0
+  refill dnn --runs 5 --epochs 10 --arms sgm:0.2 --out "$R/mnist-dnn-conventions" || return 1
   refill cnn --runs 5 --epochs 10 --arms $FUTURE_ARMS --out "$R/future-work" || return 1
-  refill cnn --runs 10 --epochs 10 --arms sgm:0.2,sgm:0.2:per-sample --out "$R/mnist-cnn-ten"
+  (cd "$C" && OPENBLAS_NUM_THREADS=1 PYTHONPATH=$C $PY tools/transfer_table.py "$R/future-work" \
+     "$R/mnist-dnn-conventions" --json "$R/mnist-dnn-conventions/transfer-cnn-to-dnn-table.json")
 }
 
-audits() {          # both protocols' seeds, two at a time
-  export -f audit_seed; export R C PY
-  printf "%s\n" "future-work 0" "future-work 1" "future-work 2" "future-work 3" "future-work 4" \
-      "mnist-cnn-ten "{0..9} | xargs -P 2 -L 1 bash -c 'audit_seed $0 $1'
+decomposition() {   # issue 27: the authors' FGSM taken apart on the ten-pair networks
+  [ -f "$R/mnist-cnn-ten/decomposition.json" ] && return 0
+  refill cnn --runs 10 --epochs 10 --arms $TEN_ARMS --out "$R/mnist-cnn-ten" || return 1
+  (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.decompose "$R/mnist-cnn-ten" -n 1000 --no-progress)
 }
 
 fifty_epochs() {    # issue 27: MNIST-CNN at the paper's length (results/mnist-cnn-50/README.md)
-  train cnn --runs 3 --epochs 50 --arms sgm:0.2,sgm:0.2:per-sample --watch-fgsm 10 --out "$R/mnist-cnn-50"
+  train cnn --runs 3 --epochs 50 --arms $TEN_ARMS --watch-fgsm 10 --out "$R/mnist-cnn-50"
 }
 
-steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(future_work ten_pairs weights dnn_again decomposition audits fifty_epochs)
+steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(future_work future_audits ten_pairs dnn_again decomposition fifty_epochs)
 for s in "${steps[@]}"; do
-  case " future_work ten_pairs weights dnn_again decomposition audits fifty_epochs " in
+  case " future_work future_audits ten_pairs dnn_again decomposition fifty_epochs " in
     *" $s "*) ;; *) echo "error: no step $s" >&2; exit 2 ;;
   esac
   echo "== $s $(date -u +%FT%TZ)"
