@@ -64,8 +64,8 @@ future_audits() {   # issue 24: each seed's weights again where lost (run 4 firs
 }
 
 ten_pairs() {       # issue 21: MNIST-CNN seeds 0-9 of the control and both SGM arms (results/mnist-cnn-ten/README.md),
-  local i           # each seed trained (or its lost weights refilled) and then audited
-  for i in 0 1 2 3 4 5 6 7 8 9; do
+  local i           # each seed trained (or its lost weights refilled) and then audited; the five new seeds first
+  for i in 5 6 7 8 9 0 1 2 3 4; do
     [ -f "$R/mnist-cnn-ten/robustness/seed$i/robustness.json" ] && continue
     train cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $i --out "$R/mnist-cnn-ten" || return 1
     refill cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $i --out "$R/mnist-cnn-ten" || return 1
