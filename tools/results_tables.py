@@ -225,7 +225,8 @@ _DEC_BLOCK = re.compile(r"(<!-- results_decomposition: (?P<folders>[^>]*?) -->).
 
 
 def _conventions_block(base, folders) -> str:
-    return "\n\n".join(conventions_tables(os.path.join(base, f), f) for f in folders.split())
+    paths = [os.path.normpath(os.path.join(base, f)) for f in folders.split()]
+    return "\n\n".join(conventions_tables(p, os.path.basename(p)) for p in paths)
 
 
 def update(markdown_path) -> int:
