@@ -633,7 +633,7 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per finished attack on stderr instead)")
     p.add_argument("--workers", type=whole("--workers", least=1), default=1, help="run the attacks in this many "
-                   "worker processes, cores // workers BLAS threads each (default 1: in this process); the numbers "
+                   "worker processes, NANOSGM_THREADS or else cores // workers BLAS threads each (default 1: in this process); the numbers "
                    "are the same as in one process with that many BLAS threads")
     p.add_argument("--keep-partial", action="store_true", help=f"keep --out/{PARTIAL_NAME} after the audit, so that a "
                    "later audit into the same --out (with --overwrite) that adds networks runs only what is new")
@@ -844,8 +844,9 @@ def _prefill(args: argparse.Namespace, nets: list[Network], eps: list[float], su
     from .parallel import default_threads
     load_kw = dict(n_images=None if args.all else args.images, data_dir=args.data_dir, dataset=args.dataset,
                    model=args.model)
+    threads = int(os.environ.get("NANOSGM_THREADS") or default_threads(args.workers))
     prefill(args.models, load_kw, nets, evaluated_eps(eps, args.check_eps), suite, args.transfer, finished,
-            args.workers, default_threads(args.workers), say)
+            args.workers, threads, say)
 
 
 def _kept(finished: FinishedAttacks) -> str:

@@ -45,9 +45,11 @@ PARENT_CHECK_SECONDS = 1.0      # how often a worker looks whether its coordinat
 SCHEDULER_TIMEOUT_SECONDS = 10.0    # how long --scheduler waits for the Dask scheduler to answer
 
 
-def _failed(key: str, exc: BaseException) -> TaskFailed:
-    return TaskFailed(f"{key}: {exc} (the networks recorded so far are kept; fix this and run the same command "
-                      f"again to continue)")
+KEPT = "the networks recorded so far are kept"
+
+
+def _failed(key: str, exc: BaseException, kept: str = KEPT) -> TaskFailed:
+    return TaskFailed(f"{key}: {exc} ({kept}; fix this and run the same command again to continue)")
 
 
 def default_threads(workers: int) -> int:
@@ -178,17 +180,18 @@ class _Watch:
         self._reader.close()
 
 
-def _worker_died(watch: _Watch) -> TaskFailed:
+def _worker_died(watch: _Watch, doing: str = "training", kept: str = KEPT) -> TaskFailed:
     keys = watch.dead_keys()
-    what = f"while training {', '.join(keys)}" if keys else "before it started a network"
-    return TaskFailed(f"a worker process died {what} (killed, or out of memory); the networks recorded so far are "
-                      f"kept: run the same command again to resume")
+    what = f"while {doing} {', '.join(keys)}" if keys else "before it started its first call"
+    return TaskFailed(f"a worker process died {what} (killed, or out of memory); {kept}: run the same command again "
+                      f"to resume")
 
 
-def run_in_pool(calls: Iterable[tuple[str, Callable, tuple]], workers: int) -> Iterator[tuple[str, Any]]:
+def run_in_pool(calls: Iterable[tuple[str, Callable, tuple]], workers: int, *, doing: str = "training",
+                kept: str = KEPT) -> Iterator[tuple[str, Any]]:
     """Yield (key, result) of every call ``(key, function, args)`` as it finishes in a :func:`worker_pool` of
     ``workers`` processes. A call that raises is a TaskFailed naming its key; so is a worker process that
-    dies, naming the call that worker was running."""
+    dies, naming the call that worker was running (``doing`` it). Both messages say what is ``kept``."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -206,9 +209,9 @@ def run_in_pool(calls: Iterable[tuple[str, Callable, tuple]], workers: int) -> I
                 try:
                     result = f.result()
                 except BrokenProcessPool:
-                    raise _worker_died(watch) from None
+                    raise _worker_died(watch, doing, kept) from None
                 except Exception as exc:
-                    raise _failed(futures[f], exc) from exc
+                    raise _failed(futures[f], exc, kept) from exc
                 yield futures[f], result
     except BaseException:          # Ctrl-C, or a failed task: stop the others now (their checkpoints are kept)
         for child in mp.active_children():

@@ -234,9 +234,6 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
     for a in arm_list:
         if a not in result["arms"]:
             result["arms"].append(a)
-    result["sessions"].append(dict(recipe.provenance("nanosgm.experiments", argv), runs=runs,
-                                   arms=arm_list, workers=workers, blas_threads=blas, **({"refill": True} if refill else {}),
-                                   **({"only_runs": sorted(only_runs)} if only_runs is not None else {})))
     if refill:       # weights are staged (.tmp-*, removed at start) until the new record is compared
         tasks = [(k, spec, ck, _staged(mp))
                  for k, spec, ck, mp in _tasks(base, arm_list, runs, seed0, out, {}, only_runs)
@@ -246,6 +243,10 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
                   file=sys.stderr)
     else:
         tasks = _tasks(base, arm_list, runs, seed0, out, result["networks"], only_runs)
+    if tasks:        # a session that trains nothing leaves no entry
+        result["sessions"].append(dict(recipe.provenance("nanosgm.experiments", argv), runs=runs, arms=arm_list,
+                                       workers=workers, blas_threads=blas, **({"refill": True} if refill else {}),
+                                       **({"only_runs": sorted(set(only_runs))} if only_runs is not None else {})))
     if out is not None:
         for sub in ("models", "ckpt"):
             os.makedirs(os.path.join(out, sub), exist_ok=True)

@@ -62,3 +62,21 @@ def test_workers_must_be_a_whole_number_of_one_or_more(two_models, tmp_path, cap
     code = robustness.main(models + SMALL + ["--data-dir", data_dir, "--out", str(tmp_path / "x"), "--workers", "0"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "--workers must be a whole number >= 1" in err
+
+
+def test_a_step_that_fails_in_a_worker_is_named_with_what_is_kept(two_models, tmp_path):
+    from nanosgm.experiments.audit_workers import prefill
+    from nanosgm.plumbing.audit_resume import FinishedAttacks
+    from nanosgm.plumbing.errors import TaskFailed
+    data_dir, models = two_models
+    nets = robustness.load_networks(models[:1], 12, data_dir=data_dir)
+    broken = tmp_path / "s0" / "model.npz"                  # the worker reads this copy, cut short
+    broken.parent.mkdir()
+    (broken.parent / "results.json").write_bytes(open(models[0].replace("model.npz", "results.json"), "rb").read())
+    broken.write_bytes(open(models[0], "rb").read()[:100])
+    finished = FinishedAttacks(tmp_path / "partial.json")
+    suite = robustness.Suite(pgd_steps=2, restarts=1, apgd_steps=3, queries=5)
+    with pytest.raises(TaskFailed, match=r"s0: [^:]+: .*not a readable .npz.*the finished attack results are kept in .*partial.json"):
+        prefill([str(broken)], dict(n_images=12, data_dir=data_dir, dataset=None, model=None), nets, [0.1], suite,
+                "none", finished, 2, 1, lambda line: None)
+    assert finished.entries == {}

@@ -109,3 +109,24 @@ def test_the_command_refuses_a_bad_only_runs_in_one_line(tmp_path, capsys, text,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and why in err
     assert not (tmp_path / "p").exists()
+
+
+def test_the_command_hands_only_runs_to_the_protocol(tmp_path, monkeypatch, capsys):
+    from nanosgm.experiments import cli
+    seen = {}
+
+    def stop(base, **kw):
+        seen.update(kw)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "run_protocol", stop)
+    assert cli.main(["mnist", "--runs", "3", "--only-runs", "2,0", "--out", str(tmp_path / "p")]) == 130
+    assert seen["only_runs"] == [2, 0] and seen["runs"] == 3
+    capsys.readouterr()
+
+
+def test_a_run_that_trains_nothing_leaves_no_session_entry(tmp_path):
+    out = tmp_path / "p"
+    run(arms="sgm:0.2", runs=1, out=out)
+    run(arms="sgm:0.2", runs=1, out=out)                     # everything is recorded: nothing to train
+    run(arms="sgm:0.2", runs=1, out=out, refill=True)        # every network has its weights
+    assert len(json.loads((out / "protocol.json").read_text())["sessions"]) == 1
