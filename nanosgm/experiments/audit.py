@@ -31,7 +31,8 @@ SIGHUP say so.
 Before the first attack the audit prints its plan (networks x attacks x eps x images, and how many gradient
 evaluations and forward passes each attack costs per image and eps, at most), and after the first attack
 that takes gradients one line estimating the time left from the measured cost of a forward pass (the clean
-pass) and of a gradient evaluation (that attack). It notes when the audited images are not the test
+pass) and of a gradient evaluation (that attack). With ``--workers N`` the attacks run in N processes first
+(:func:`prefill`), with the same numbers. It notes when the audited images are not the test
 images the network's training run evaluated.
 """
 from __future__ import annotations
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from ..layers import Sequential
 
 __all__ = ["Suite", "Network", "load_networks", "attack_plan", "attack_cost", "audit_network", "audit", "plan_lines",
-           "sanity_checks", "format_report", "accuracy_figure", "report_json", "main", "DEFAULT_EPS", "CHECK_EPS"]
+           "sanity_checks", "format_report", "accuracy_figure", "report_json", "main", "prefill", "DEFAULT_EPS", "CHECK_EPS"]
 
 DEFAULT_EPS = (0.001, 0.01, 0.1, 0.2, 0.3)    # the paper's four and the usual MNIST budget
 CHECK_EPS = 0.5                                # "accuracy falls to about 0 as eps grows large"
@@ -443,6 +444,79 @@ def audit(nets: list[Network], eps_list: Iterable[float] = DEFAULT_EPS, suite: S
                 source, target, eps_all, suite, bar, finished, clean, eta)})
     report["checks"] = sanity_checks(report, suite)
     return report
+
+
+# ------------------------------------------------------------------------------------ --workers
+# Every attack draws from its own generator and is stored in the partial file under a key of everything it
+# depends on, so the attacks can run in any order and in any process: `prefill` hands the steps the partial file
+# lacks to worker processes (each loads the networks from their files once) and stores each result, and'ed with
+# this process's clean pass by `_attack_once`; this process is the file's only writer. `audit` then reads every
+# result back. The numbers are those of one process (tests/experiments/test_audit_workers.py) provided every
+# process uses the same number of BLAS threads (NANOSGM_THREADS when set, else cores // workers): float32
+# products can round differently with another count. A worker re-derives each step's key from the networks it
+# loaded: a key that differs from this process's (a model file replaced meanwhile) stops the audit.
+
+_LOADED: dict = {}          # in a worker: (paths, load arguments) -> [Network]
+
+
+def _networks(paths: tuple, load_kw: tuple) -> list:
+    """The networks of `paths`, loaded once per worker process."""
+    key = (paths, load_kw)
+    if key not in _LOADED:
+        kw = dict(load_kw)
+        _LOADED.clear()
+        _LOADED[key] = load_networks(list(paths), kw.pop("n_images"), **kw)
+    return _LOADED[key]
+
+
+def compute_step(paths: tuple, load_kw: tuple, job: tuple, eps_all: list[float], suite: Suite,
+                 threads: int) -> tuple[str, dict, float]:
+    """In a worker: (partial-file key, {eps: per-example bool} as the attack computed it, seconds) of one
+    step's `job` (see `_Step`)."""
+    from ..plumbing.threads import set_threads
+    set_threads(threads)
+    nets = _networks(paths, load_kw)
+    digests = [_network_digest(net) for net in nets]
+    if job[0] == "attack":
+        _, i, name, attack, kw = job
+        key = _attack_key(digests[i], name, attack, kw, eps_all, suite)
+        compute = attack_compute(nets[i], attack, kw, eps_all, suite)
+    else:
+        _, s, t = job
+        key = _transfer_key(digests[s], digests[t], eps_all, suite)
+        compute = transfer_compute(nets[s], nets[t], eps_all, suite)
+    t0 = time.perf_counter()
+    got = compute()
+    return key, got, time.perf_counter() - t0
+
+
+def prefill(paths: list[str], load_kw: dict, nets: list, eps_all: list[float], suite: Suite, transfer: str,
+            finished: FinishedAttacks, workers: int, threads: int, log: Callable[[str], None]) -> int:
+    """Compute, in `workers` processes, every step of the audit of `nets` (loaded from `paths` with
+    `load_kw`: n_images, data_dir, dataset, model) that `finished` does not hold, storing each result in it;
+    ``log`` gets one line per finished step and one before the first. Returns how many steps ran."""
+    from .parallel import run_in_pool
+    if backend.name() != "numpy":
+        raise AuditError("--workers runs the attacks in CPU processes; with --backend cupy use one (--workers 1)")
+    todo = [s for s in _steps(nets, eps_all, suite, transfer, finished) if s.job and not s.held]
+    if not todo:
+        return 0
+    log(f"{len(todo)} attack step(s) in {workers} worker processes, {threads} BLAS thread(s) each")
+    clean = [_clean_correct(net, suite) for net in nets]        # this process's, as the audit's own
+    frozen = (tuple(paths), tuple(sorted(load_kw.items())))
+    calls = [(s.label, compute_step, (*frozen, s.job, eps_all, suite, threads)) for s in todo]
+    by_label = {s.label: s for s in todo}
+    kept = f"the finished attack results are kept in {finished.path}"
+    for label, (key, raw, seconds) in run_in_pool(calls, workers, doing="computing", kept=kept):
+        step = by_label[label]
+        if key != step.key:
+            raise AuditError(f"{label}: a worker loaded other networks than this audit (was a model file "
+                               f"replaced during the audit?); run the same command again")
+        target = step.job[1] if step.job[0] == "attack" else step.job[2]
+        got, _ = _attack_once(finished, key, label, clean[target], eps_all, None, 0, lambda: raw)
+        log(f"{label} " + ", ".join(f"eps {format_number(e)}: {_pct(float(np.mean(v)))}" for e, v in got.items())
+            + f" ({seconds:.0f} s, in a worker)")
+    return len(todo)
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -839,8 +913,7 @@ def _audit_locked(args: argparse.Namespace, argv: list[str], out: str, nets: lis
 
 def _prefill(args: argparse.Namespace, nets: list[Network], eps: list[float], suite: Suite,
              finished: FinishedAttacks, say: Callable[[str], None]) -> None:
-    """--workers: the attacks not in the partial file yet, computed in worker processes into it."""
-    from .audit_workers import prefill
+    """--workers: the attacks not in the partial file yet, computed in worker processes into it (`prefill`)."""
     from .parallel import default_threads
     load_kw = dict(n_images=None if args.all else args.images, data_dir=args.data_dir, dataset=args.dataset,
                    model=args.model)

@@ -1,4 +1,4 @@
-"""An audit with ``--workers N`` gives the numbers of an audit in one process (nanosgm.experiments.audit_workers)."""
+"""An audit with ``--workers N`` gives the numbers of an audit in one process (nanosgm.experiments.audit.prefill)."""
 import json
 
 import pytest
@@ -65,7 +65,7 @@ def test_workers_must_be_a_whole_number_of_one_or_more(two_models, tmp_path, cap
 
 
 def test_a_step_that_fails_in_a_worker_is_named_with_what_is_kept(two_models, tmp_path):
-    from nanosgm.experiments.audit_workers import prefill
+    from nanosgm.experiments.audit import prefill
     from nanosgm.plumbing.audit_resume import FinishedAttacks
     from nanosgm.plumbing.errors import TaskFailed
     data_dir, models = two_models
