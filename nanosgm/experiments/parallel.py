@@ -43,6 +43,7 @@ __all__ = ["run_tasks", "default_threads", "run_task", "run_in_pool", "worker_po
 
 PARENT_CHECK_SECONDS = 1.0      # how often a worker looks whether its coordinator is still there
 SCHEDULER_TIMEOUT_SECONDS = 10.0    # how long --scheduler waits for the Dask scheduler to answer
+EXIT_STATUS_SECONDS = 5.0       # how long a dead worker's exit status is waited for (its sentinel comes first)
 
 
 KEPT = "the networks recorded so far are kept"
@@ -170,7 +171,7 @@ class _Watch:
         if self._thread is not None:
             self._thread.join(timeout=10)
         dead = self._first_dead
-        killed = [p for p in dead if p.exitcode != -signal.SIGTERM]      # not the pool's own terminate()
+        killed = [p for p in dead if _exit_status(p) != -signal.SIGTERM]     # not the pool's own terminate()
         return [self._running[p.pid] for p in (killed or dead) if p.pid in self._running]
 
     def close(self) -> None:
@@ -178,6 +179,15 @@ class _Watch:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._reader.close()
+
+
+def _exit_status(process: BaseProcess, wait_s: float = EXIT_STATUS_SECONDS) -> int | None:
+    """``process.exitcode`` once the system has it. A process's sentinel is ready when its files close, a moment
+    before its exit status can be read; meanwhile ``exitcode`` is None, which would pass for "not terminated"."""
+    deadline = time.monotonic() + wait_s
+    while process.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process.exitcode
 
 
 def _worker_died(watch: _Watch, doing: str = "training", kept: str = KEPT) -> TaskFailed:

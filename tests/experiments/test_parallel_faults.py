@@ -72,6 +72,32 @@ def test_a_killed_worker_is_reported_with_the_network_it_was_training(tmp_path):
     assert "run the same command again" in line and "\n" not in line
 
 
+class _Ending:
+    """Stands for a worker process whose sentinel is ready but whose exit status the system gives only after
+    ``late`` reads (the moment between a process closing its files and becoming reapable)."""
+
+    def __init__(self, pid, status, late):
+        self.pid, self._status, self._late = pid, status, late
+
+    @property
+    def exitcode(self):
+        self._late -= 1
+        return None if self._late >= 0 else self._status
+
+
+def test_the_killed_worker_is_told_from_the_terminated_one_whose_status_comes_late():
+    """The flake of the test above under load: both sentinels ready at once, the pool's terminated worker not yet
+    reapable (exitcode None), so it passed for a killed one and the message named both calls."""
+    import multiprocessing as mp
+    watch = parallel._Watch(mp.get_context("spawn"))
+    try:
+        watch._running = {11: "net0", 12: "net1"}
+        watch._first_dead = [_Ending(11, -signal.SIGTERM, late=3), _Ending(12, -signal.SIGKILL, late=2)]
+        assert watch.dead_keys() == ["net1"]
+    finally:
+        watch.close()
+
+
 def test_a_pool_reports_each_result_under_its_key():
     got = dict(parallel.run_in_pool([("a", abs, (-3,)), ("b", max, (1, 5))], workers=2))
     assert got == {"a": 3, "b": 5}
