@@ -54,7 +54,7 @@ class BackendError(NanosgmError, RuntimeError):
 
 
 _NAME = "numpy"
-_XP = np
+_XP: ModuleType = np           # numpy, cupy or nanosgm.standin
 _ENV = "NANOSGM_BACKEND"
 _FROM_ENV = os.environ.get(_ENV) or None    # applied at the first use (see _apply_env); None once applied
 _SEED = 0
@@ -202,7 +202,7 @@ def to_host(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def min_max(a) -> tuple:
+def min_max(a) -> tuple[Any, Any]:
     """(min, max) of the non-empty array ``a`` as Python numbers (ints for an integer array); from a device
     array both come back in one read."""
     lo, hi = array_module(a).stack([a.min(), a.max()]).tolist()

@@ -13,6 +13,7 @@ the gap between our DNN's FGSM accuracy and the paper's (issue 21).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D, ReLU, Sequential
@@ -89,7 +90,8 @@ def cifar_cnn(num_classes: int = 10, *, in_channels: int = 3, dtype="float32",
     )
 
 
-MODELS = {"dnn": mnist_dnn, "dnn-keras": mnist_dnn_keras, "cnn": mnist_cnn, "cifar_cnn": cifar_cnn}
+MODELS: dict[str, Callable[..., Sequential]] = {
+    "dnn": mnist_dnn, "dnn-keras": mnist_dnn_keras, "cnn": mnist_cnn, "cifar_cnn": cifar_cnn}
 FLAT_INPUTS = ("dnn", "dnn-keras")          # the models that take in_features (the others: in_channels)
 ALIASES = {"mnist_dnn": "dnn", "mnist_cnn": "cnn", "cifar": "cifar_cnn", "allcnn": "cifar_cnn"}
 

@@ -65,7 +65,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, Protocol, TypeAlias
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
@@ -77,6 +77,8 @@ __all__ = ["ndarray", "asarray", "array", "asnumpy", "counting", "Counts", "rand
            "cuda", "__version__"]
 
 __version__ = f"0.0+standin.numpy{np.__version__}"
+
+_Order = Literal["K", "A", "C", "F"]        # the memory layouts NumPy's ``order=`` takes
 
 _COMPARISONS = frozenset({"less", "less_equal", "equal", "not_equal", "greater", "greater_equal"})
 # NumPy functions and methods that only read metadata or allocate without writing: no kernel.
@@ -230,7 +232,7 @@ class ndarray(NDArrayOperatorsMixin):
 
     __slots__ = ("_a",)
     __array_priority__ = 100
-    __hash__ = None
+    __hash__: ClassVar[None] = None     # type: ignore[assignment]  # unhashable, as numpy.ndarray (typeshed's idiom)
 
     def __init__(self, a: np.ndarray) -> None:
         self._a = a
@@ -240,7 +242,7 @@ class ndarray(NDArrayOperatorsMixin):
         raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct "
                         "a NumPy array explicitly. (nanosgm.standin, as CuPy)")
 
-    def get(self, stream: Any = None, order: str = "C", out: np.ndarray | None = None) -> np.ndarray:
+    def get(self, stream: Any = None, order: _Order = "C", out: np.ndarray | None = None) -> np.ndarray:
         """A NumPy copy of the array (a device -> host read)."""
         _read("get")
         if out is not None:
@@ -351,7 +353,14 @@ class ndarray(NDArrayOperatorsMixin):
         return functools.partial(_method, name, value)
 
 
-def _method(name: str, bound: Callable, *args: Any, **kwargs: Any) -> Any:
+class _BoundMethod(Protocol):
+    """A NumPy array's bound method (``a.sum``): callable, and ``__self__`` is the array."""
+    __self__: np.ndarray
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def _method(name: str, bound: _BoundMethod, *args: Any, **kwargs: Any) -> Any:
     """A NumPy array method called on a stand-in array (``a.sum(axis=0)``, ``a.reshape(...)``)."""
     _refuse_host((args, kwargs), name)
     raw_args, raw_kwargs = _unwrap(args), _unwrap(kwargs)
@@ -367,7 +376,7 @@ def _holds_device_arrays(a: object) -> bool:
     return isinstance(a, (list, tuple)) and any(isinstance(x, ndarray) or _holds_device_arrays(x) for x in a)
 
 
-def asarray(a: Any, dtype: DTypeLike | None = None, order: str | None = None, *,
+def asarray(a: Any, dtype: DTypeLike | None = None, order: _Order | None = None, *,
             blocking: bool = False) -> ndarray:
     """``a`` on the device: a stand-in array as it is (cast if ``dtype`` differs: one kernel); host data
     (NumPy arrays, lists, scalars) copied to new device memory: one upload."""
@@ -379,7 +388,7 @@ def asarray(a: Any, dtype: DTypeLike | None = None, order: str | None = None, *,
     return ndarray(np.array(a, dtype=dtype, order="K" if order is None else order, copy=True))
 
 
-def array(a: Any, dtype: DTypeLike | None = None, copy: bool | None = True, order: str = "K", subok: bool = False,
+def array(a: Any, dtype: DTypeLike | None = None, copy: bool | None = True, order: _Order = "K", subok: bool = False,
           ndmin: int = 0, *, blocking: bool = False) -> ndarray:
     """As :func:`asarray`, but a stand-in array is copied (one kernel) unless ``copy=False`` allows a view."""
     if isinstance(a, ndarray) or _holds_device_arrays(a):
@@ -388,7 +397,7 @@ def array(a: Any, dtype: DTypeLike | None = None, copy: bool | None = True, orde
     return ndarray(np.array(a, dtype=dtype, order=order, ndmin=ndmin, copy=True))
 
 
-def asnumpy(a: Any, stream: Any = None, order: str = "C", out: np.ndarray | None = None, *,
+def asnumpy(a: Any, stream: Any = None, order: _Order = "C", out: np.ndarray | None = None, *,
             blocking: bool = True) -> np.ndarray:
     """A NumPy array of ``a``: a device -> host read for a stand-in array; host data is returned as NumPy."""
     if isinstance(a, ndarray):
@@ -516,7 +525,7 @@ class Generator:
 class _Random:
     """``standin.random``: what nanosgm uses of ``cupy.random``."""
     __name__ = "nanosgm.standin.random"
-    Generator = Generator
+    Generator: TypeAlias = Generator
 
     @staticmethod
     def default_rng(seed: int | None = None) -> Generator:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import backend
 from ..layers.loss import check_label_bounds, check_label_range, label_bounds, label_shape
@@ -131,7 +131,7 @@ class deferred_input_checks:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:
         _DEFERRED.remove(self)
         if exc_type is not None:
             self.settle(iter(backend.host_floats(self.values())))

@@ -153,7 +153,7 @@ def fgsm_batches(model: Sequential, X: Array, y: Array, eps_list: list[float], c
         losses, _, g = loss_and_input_gradient(model, xb, yb, conv.loss, dropout=conv.dropout,
                                                batch_stats=conv.batch_stats, y_bounds=_batch_bounds(y[sl]))
         sign = gradient_sign(g, xb)
-        correct = [{} for _ in clips]
+        correct: list[dict[float, np.ndarray]] = [{} for _ in clips]
         for e in eps_list:
             for i, c in enumerate(clips):
                 x_adv = xb if e == 0 else fgsm_from_sign(xb, sign, e, c)

@@ -140,7 +140,7 @@ def correct_under_attack(model: Sequential, X: Array, y: Array, eps_list: Iterab
     y, bounds = _labels(y, n)
     batch_size = int(batch_size or (500 if attack_fn is fgsm else 100))
     bar = bar if bar is not None else _NoBar()
-    parts = {e: [] for e in eps_list}
+    parts: dict[float, list[np.ndarray]] = {e: [] for e in eps_list}
     for sl in _batches(n, batch_size):
         xb, yb = backend.to_device(X[sl]), backend.to_device(y[sl])
         if attack_fn is fgsm:

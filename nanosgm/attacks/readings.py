@@ -130,7 +130,7 @@ def gradient_groups(readings: Iterable[Convention]) -> list:
     """``readings`` (Conventions) grouped by what their gradient depends on (dropout, batch statistics,
     loss, batch size), in order of first appearance: readings that differ only in the clip share one
     gradient pass."""
-    groups = {}
+    groups: dict[tuple[bool, bool, str, int], list[Convention]] = {}
     for r in readings:
         groups.setdefault((r.dropout, r.batch_stats, r.loss, r.batch_size), []).append(r)
     return list(groups.values())
@@ -156,7 +156,7 @@ def fgsm_readings(model: Sequential, X: Array, y: Array, eps_list: Iterable[floa
     out = {}
     for group in gradient_groups(chosen):
         clips = [clip if r.clip_to_data else None for r in group]
-        parts = [{e: [] for e in eps_list} for _ in group]
+        parts: list[dict[float, list[np.ndarray]]] = [{e: [] for e in eps_list} for _ in group]
         zero, saturated = [], []
         for correct, losses, g in fgsm_batches(model, X, y, eps_list, group[0], clips, seed=seed, bar=bar):
             for i in range(len(group)):

@@ -61,6 +61,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -122,7 +123,8 @@ def measure_pair(fn_a: Callable[[], object], fn_b: Callable[[], object], seconds
     and a step that follows the *other* library's step would pay for them. Each block starts with one
     untimed step; the medians are over all timed steps of a side. ``seconds`` is per side.
     """
-    times, done = ([], []), [0, 0]
+    times: tuple[list[float], list[float]] = ([], [])
+    done = [0, 0]
     for r in range(max(int(rounds), 1)):
         for k, (fn, sync) in enumerate(((fn_a, sync_a), (fn_b, sync_b))):
             m = measure(fn, seconds / rounds, warmup if r == 0 else 1, sync)
@@ -438,10 +440,11 @@ def _run(args: argparse.Namespace, names: list[str], threads: int, blas_desc: st
 
     def tsync() -> None:
         if tdev == "cuda":
+            assert torch is not None            # tdev is "cuda" only with torch
             torch.cuda.synchronize()
 
     meta = _header(args, threads, blas_desc, torch, tdev, tsync, on_gpu)
-    warnings = []
+    warnings: list[str] = []
     results = {}
     for name in names:
         results[name] = _bench_network(name, args, torch, tdev, tsync, warnings)
@@ -478,8 +481,8 @@ def _bench_network(name: str, args: argparse.Namespace, torch: ModuleType | None
     """Time every column of one network (and its torch twin); appends warnings; returns its results."""
     model, x, y, x_host, y_host = make_batch(name, args.batch_size, args.seed)
     flops = profile.step_flops(model, INPUT_SHAPES[name], args.batch_size)
-    r = {"input_shape": list(INPUT_SHAPES[name]), "params": model.num_params(), "nanosgm": {},
-         "gemm_gflop_per_step": {c: f / 1e9 for c, f in flops.items()}}
+    r: dict[str, Any] = {"input_shape": list(INPUT_SHAPES[name]), "params": model.num_params(), "nanosgm": {},
+                         "gemm_gflop_per_step": {c: f / 1e9 for c, f in flops.items()}}
     tcells = {}
     if torch is not None:
         tmodel = to_torch(model, INPUT_SHAPES[name], device=tdev)   # before any step: the same initial weights

@@ -84,7 +84,7 @@ def torch_cells(tmodel: _torch.nn.Module, x: _torch.Tensor, y: _torch.Tensor) ->
     F = torch.nn.functional
     opt = torch.optim.Adam(tmodel.parameters(), lr=LR)
 
-    def train_adam() -> _torch.Tensor:
+    def train_adam() -> _torch.Tensor | None:
         tmodel.train()
         opt.zero_grad(set_to_none=True)
         xi = x.detach().requires_grad_(True)          # so backward also computes dE/dX, as nanosgm

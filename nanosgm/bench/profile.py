@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .. import backend
 from ..layers import Conv2D, Dense, Layer, Sequential, SoftmaxCrossEntropy
@@ -96,7 +96,7 @@ def profile_layers(model: Layer, x: Array, y: Array, reps: int = 5) -> list:
         h = layer.forward(h, training=True)
     loss_fn = SoftmaxCrossEntropy()
     loss_fn.forward(h, y)
-    grads, g = [None] * len(layers), loss_fn.backward()
+    grads, g = cast("list[Array]", [None] * len(layers)), loss_fn.backward()   # every slot set just below
     for i in reversed(range(len(layers))):                 # and every layer's output gradient
         grads[i] = g
         g = layers[i].backward(g)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def _mask_dropout(nn: ModuleType, layer: Dropout) -> torch.nn.Module:
     (so both frameworks drop the same units); the identity in eval mode."""
     import torch
 
-    class NanosgmMaskDropout(nn.Module):
+    class NanosgmMaskDropout(torch.nn.Module):        # torch.nn is the ``nn`` torch_modules passes
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if not self.training or layer.p == 0.0:
                 return x
@@ -128,8 +128,9 @@ def counterparts(net: torch.nn.Sequential) -> list[tuple[Layer, str, torch.Tenso
     """[(nanosgm layer, slot, torch tensor)] for every parameter and buffer of a net built by
     :func:`to_torch`: the slot is the nanosgm name ("W", "b", "gamma", "beta", "running_mean",
     "running_var"), the tensor its torch counterpart (convert with :func:`as_nanosgm`)."""
-    out = []
-    for layer, module in net.nanosgm_pairs:
+    out: list[tuple[Layer, str, torch.Tensor]] = []
+    pairs = cast("list[tuple[Layer, torch.nn.Module]]", net.nanosgm_pairs)       # set by to_torch
+    for layer, module in pairs:
         for cls, slots in _SLOTS.items():
             if isinstance(layer, cls):
                 out += [(layer, slot, getattr(module, attr)) for slot, attr in slots.items()

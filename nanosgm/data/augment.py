@@ -177,11 +177,11 @@ class ZCA:
 
     def __init__(self, eps: float = 1e-2) -> None:
         self.eps = float(eps)
-        self.mean = None
-        self.W = None
-        self.W_inv = None
-        self.eigenvalues = None
-        self._device = {}
+        self.mean: np.ndarray | None = None           # host arrays, set by fit
+        self.W: np.ndarray | None = None
+        self.W_inv: np.ndarray | None = None
+        self.eigenvalues: np.ndarray | None = None
+        self._device: dict[tuple[str, str], tuple[Array, Array, Array]] = {}  # (module, dtype) -> (mean, W, W_inv)
 
     def fit(self, X: Array, eps: float | None = None) -> "ZCA":
         if eps is not None:
@@ -229,7 +229,8 @@ class ZCA:
             raise RuntimeError("ZCA.transform called before fit")
         key = (xp.__name__, np.dtype(dtype).str)
         if key not in self._device:
-            self._device[key] = tuple(xp.asarray(a, dtype=dtype) for a in (self.mean, self.W, self.W_inv))
+            mean, W, W_inv = (xp.asarray(a, dtype=dtype) for a in (self.mean, self.W, self.W_inv))
+            self._device[key] = (mean, W, W_inv)
         return self._device[key]
 
     def transform(self, X: Array) -> Array:

@@ -24,7 +24,7 @@ import pickle
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn, cast
 
 import numpy as np
 
@@ -221,7 +221,7 @@ def read_archive_members(archive: str | Path, folder: str, names: Iterable[str])
                     raise DataError(f"{archive} has no member {member_name}; not the expected CIFAR archive") from None
                 if not member.isfile():
                     raise DataError(f"{archive}: member {member_name} is not a regular file; refused")
-                f = tar.extractfile(member)
+                f = cast("IO[bytes]", tar.extractfile(member))      # a regular file: not None
                 out[name] = f.read()
     except DataError:
         raise

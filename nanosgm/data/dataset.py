@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -81,7 +82,7 @@ def _read_idx_set(found: Found, spec: DatasetSpec, names: tuple[str, ...]) -> tu
 def _cifar_members(found: Found, spec: DatasetSpec) -> tuple[dict[str, bytes], str]:
     """Verified bytes of every CIFAR member (from the archive or the extracted folder)."""
     if found.archive is not None:
-        archive_name, digest, folder = spec.archive
+        archive_name, digest, folder = cast("tuple[str, str, str]", spec.archive)     # found in an archive
         check_file_digest(found.archive, digest)
         members = read_archive_members(found.archive, folder, spec.files)
         for name, data in members.items():
@@ -107,7 +108,8 @@ def _read_cifar(found: Found, spec: DatasetSpec,
 
     Xtr, ytr = batches(spec.train_files)
     Xte, yte = batches(spec.test_files)
-    meta = parse_meta(members[spec.meta_file], f"{source}:{spec.meta_file}")
+    meta_file = cast(str, spec.meta_file)       # every CIFAR spec names its meta file
+    meta = parse_meta(members[meta_file], f"{source}:{meta_file}")
     class_names = tuple(meta.get(names_key, ()))
     return Xtr, ytr, Xte, yte, class_names, source
 

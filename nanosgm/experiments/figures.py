@@ -258,4 +258,5 @@ def write_figures(result: dict, out: str, ds: Dataset | None = None, clip: tuple
     return paths
 
 
-test_error_curves.__test__ = False     # a figure, not a pytest test (in case a test module imports it by name)
+# a figure, not a pytest test (in case a test module imports it by name); mypy knows no function attributes
+test_error_curves.__test__ = False  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -116,7 +116,7 @@ def weights_digest(model: Sequential) -> str:
     return h.hexdigest()
 
 
-_DATA = {}
+_DATA: dict[tuple[object, ...], tuple[Dataset, tuple[float, float] | None]] = {}
 
 
 def dataset_for(spec: NetworkSpec, progress: bool = False) -> tuple[Dataset, tuple[float, float] | None]:
@@ -219,13 +219,13 @@ def train_network(spec: NetworkSpec, *, checkpoint: str | None = None, resume: b
               batch_size=spec.batch_size, seed=spec.seed, schedule=schedule, augment=augment, validation=validation,
               keeping=keeping)
     t0 = time.perf_counter()
-    measured = dict(pgd=spec.pgd, pgd_steps=spec.pgd_steps, seed=spec.seed, progress=progress)
+    measured: dict[str, Any] = dict(pgd=spec.pgd, pgd_steps=spec.pgd_steps, seed=spec.seed, progress=progress)
     results = measure(model, ds, clip, spec.eps, **measured)                  # the best epoch's weights
     if model_path:
         model.save(model_path)
     last = res.history[-1]["epoch"]
     if last != res.best_epoch:
-        model.load_state_dict(res.last_state)
+        model.load_state_dict(cast(dict, res.last_state))       # set by every finished epoch
         results_last = measure(model, ds, clip, spec.eps, **measured)
     else:
         results_last = results

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 __all__ = ["CITATION", "TABLE4", "TABLE5", "PAPER_TABLES", "read_paper_tables", "lookup"]
 
@@ -41,7 +42,7 @@ _T5 = {   # experiment: (control at the four eps, updates at the four eps)
 }
 # Table 5: experiment -> {"control": {eps: %}, "updates": {eps: %}}
 TABLE5 = {name: {"control": dict(zip(_EPS, c)), "updates": dict(zip(_EPS, u))} for name, (c, u) in _T5.items()}
-PAPER_TABLES = {"table4": TABLE4, "table5": TABLE5, "source": CITATION}
+PAPER_TABLES: dict[str, Any] = {"table4": TABLE4, "table5": TABLE5, "source": CITATION}
 
 
 def _csv_name(name: str) -> str:
@@ -53,7 +54,8 @@ def read_paper_tables(paper_dir: str | Path) -> dict:
     """The same layout as :data:`PAPER_TABLES`, read from ``table4_clean_accuracy.csv`` and
     ``table5_fgsm_accuracy.csv`` in ``paper_dir`` (a missing file gives an empty table)."""
     paper_dir = Path(paper_dir)
-    t4, t5 = {}, {}
+    t4: dict[str, dict[str, float]] = {}
+    t5: dict[str, dict[str, dict[float, float]]] = {}
     p4, p5 = paper_dir / "table4_clean_accuracy.csv", paper_dir / "table5_fgsm_accuracy.csv"
     if p4.exists():
         with open(p4, newline="") as f:

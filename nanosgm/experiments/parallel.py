@@ -135,9 +135,9 @@ class _Watch:
 
     def __init__(self, ctx: BaseContext) -> None:
         self._reader, self.announce = ctx.Pipe(duplex=False)
-        self._running = {}            # pid -> key of the call it announced last
-        self._first_dead = []         # the processes whose end was seen first
-        self._thread = None
+        self._running: dict[int, str] = {}            # pid -> key of the call it announced last
+        self._first_dead: list[BaseProcess] = []      # the processes whose end was seen first
+        self._thread: threading.Thread | None = None
 
     def start(self, processes: Iterable[BaseProcess]) -> None:
         self._thread = threading.Thread(target=self._watch, args=(list(processes),), daemon=True,
@@ -283,7 +283,7 @@ def _probe_scheduler(address: str, timeout: float) -> str | ValueError | None:
         comm = await asyncio.wait_for(connect(address, timeout=0.9 * timeout), timeout)
         await comm.close()
 
-    outcome = []
+    outcome: list[str | ValueError | None] = []
 
     def run() -> None:
         try:

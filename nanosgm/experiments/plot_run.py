@@ -89,12 +89,12 @@ def load_run(path: str | Path, say: Callable[[str], None] | None = None) -> dict
         raise CliError(f"{path} is not the results.json of a nanosgm run: {why}")
     sealed = is_sealed(record)
     if sealed:
-        record = check_seal(record, path, fix="restore it (e.g. from a copy), or train the run again")
+        record = check_seal(record, str(path), fix="restore it (e.g. from a copy), or train the run again")
     for i, row in enumerate(record["history"]):
         for key in ("train_loss",) + tuple(k for k, _ in ERRORS + SHIFTS):
             _check_number(path, i, row, key)
     if not sealed:
-        (say or _note)(unsealed_note(path, "plotted as it is"))
+        (say or _note)(unsealed_note(str(path), "plotted as it is"))
     return record
 
 
@@ -108,7 +108,9 @@ def _series(record: dict, key: str) -> list:
 
 
 def _title(record: dict) -> str:
-    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
+    spec = record.get("spec")
+    if not isinstance(spec, dict):
+        spec = {}
     parts = [str(spec[k]) for k in ("dataset", "model", "method") if spec.get(k) is not None]
     if spec.get("seed") is not None:
         parts.append(f"seed {spec['seed']}")

@@ -162,8 +162,10 @@ def _open(out: str | Path | None, config: dict, threads: int, why: str) -> dict:
     which ``why`` explains), or a new one."""
     result = {"format": PROTOCOL_FORMAT, "config": config, "blas_threads": threads, "arms": [CONTROL],
               "networks": {}, "sessions": []}
-    path = None if out is None else Path(out) / "protocol.json"
-    if path is None or not path.exists():
+    if out is None:
+        return result
+    path = Path(out) / "protocol.json"
+    if not path.exists():
         return result
     saved = load_protocol(out)
     if saved["config"] != config:
@@ -234,10 +236,11 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
     for a in arm_list:
         if a not in result["arms"]:
             result["arms"].append(a)
+    tasks: list[tuple[str, NetworkSpec, str | None, str | None]]
     if refill:       # weights are staged (.tmp-*, removed at start) until the new record is compared
         tasks = [(k, spec, ck, _staged(mp))
                  for k, spec, ck, mp in _tasks(base, arm_list, runs, seed0, out, {}, only_runs)
-                 if k in result["networks"] and not os.path.exists(mp)]
+                 if k in result["networks"] and mp is not None and not os.path.exists(mp)]   # mp: refill has an out
         if progress:
             print(f"{len(tasks)} recorded network(s) of these runs and arms to train again for their weights",
                   file=sys.stderr)

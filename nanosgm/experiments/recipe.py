@@ -56,7 +56,7 @@ def load_data(dataset: str | Dataset, *, data_dir: str | Path | None = None, lim
         tr, ev = slice(None, limit), slice(None, eval_limit)
         ds = dataset.replace(X_train=dataset.X_train[tr], y_train=dataset.y_train[tr], X_val=dataset.X_val[ev],
                              y_val=dataset.y_val[ev], X_test=dataset.X_test[ev], y_test=dataset.y_test[ev])
-    clip = (0.0, 1.0)
+    clip: tuple[float, float] | None = (0.0, 1.0)
     if ds.name.startswith("cifar"):
         if progress:
             print("ZCA whitening (fitted on the training split) ...", flush=True)
@@ -125,7 +125,7 @@ def versions() -> dict:
     return v
 
 
-_COMMIT = []          # the commit this process read first (its code was imported by then)
+_COMMIT: list[str | None] = []          # the commit this process read first (its code was imported by then)
 
 
 def git_commit() -> str | None:

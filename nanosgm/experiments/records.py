@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TypeGuard
 
 from ..methods.arms import CONTROL, parse_arm
 from ..plumbing.errors import NanosgmError
@@ -51,7 +52,7 @@ def _whole(v: object, least: int | None = None) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and (least is None or v >= least)
 
 
-def _real(v: object) -> bool:
+def _real(v: object) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 

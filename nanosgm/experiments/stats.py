@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -91,7 +92,10 @@ def _attack_blocks(result: dict, arm: str, runs: list[int], kind: str, eps: list
                         for i in runs for v in (CONTROL, arm))
     if not have:
         return {}
-    return {float(e): _block(result, arm, runs, lambda r, e=e: r[part][f"{kind}_pct"][e]) for e in eps}
+    # the cast: mypy cannot infer a lambda with a default argument (e=e binds each eps)
+    return {float(e): _block(result, arm, runs,
+                             cast("Callable[[dict], float]", lambda r, e=e: r[part][f"{kind}_pct"][e]))
+            for e in eps}
 
 
 def _pooled(blocks: dict) -> dict | None:
@@ -130,7 +134,7 @@ def summarize(result: dict) -> dict:
 
 def _part(result: dict, arm: str, runs: list[int], eps: list[str], part: str) -> dict:
     """The blocks of one part of the records ("results" or "results_last_epoch")."""
-    s = {"clean": _block(result, arm, runs, lambda r: r[part]["clean_pct"])}
+    s: dict[str, Any] = {"clean": _block(result, arm, runs, lambda r: r[part]["clean_pct"])}
     for kind in KINDS:
         s[kind] = _attack_blocks(result, arm, runs, kind, eps, part)
         s[f"pooled_{kind}"] = _pooled(s[kind])

@@ -123,7 +123,7 @@ def format_tables(result: dict, paper: bool = True, paper_dir: str | Path | None
     lines += ["", f"Wilcoxon signed-rank test, two-sided, arm vs. control paired by seed (same initial weights). "
                   f"With n pairs the smallest possible exact p-value is 2/2^n: {min_exact_p(n):.4g} for n = {n} "
                   f"(0.0625 for the paper's 5 runs); p < 0.05 needs at least 6 pairs."]
-    if paper:
+    if ref is not None:                        # paper=True
         lines.append(f"paper's numbers: {ref['source']}" if (p4 or p5) else f"paper's numbers: the paper has no "
                      f"{label} experiment")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ The claims are the paper's claims about SGM, so they are judged for the SGM arms
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -134,8 +135,10 @@ def _gain_rows(arm: str, blocks: dict, p5: dict | None, convention: str) -> list
     for e, block in blocks.items():
         D = p5["updates"][e] - p5["control"][e] if p5 and e in p5["control"] else None
         if D is not None and D >= GAIN_CLAIM:
+            # the cast: mypy cannot infer a lambda with a default argument (D=D binds this eps's difference)
+            rule = cast("Callable[[np.ndarray], tuple]", lambda d, D=D: verdict_gain(d, D))
             rows.append(_row(arm, f"FGSM accuracy rises at ε = {format_number(e)} (Table 5{CLAIM_SUFFIX[convention]})",
-                             D, block, lambda d, D=D: verdict_gain(d, D)) | {"convention": convention})
+                             D, block, rule) | {"convention": convention})
     return rows
 
 

@@ -37,11 +37,11 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol, cast
 
 from .. import backend
 
-__all__ = ["kernel", "use_reference", "compiled_twins"]
+__all__ = ["kernel", "Kernel", "use_reference", "compiled_twins"]
 
 _REFERENCE_ONLY = [os.environ.get("NANOSGM_KERNELS", "") == "reference"]
 _REGISTRY: dict[str, Callable] = {}
@@ -63,6 +63,16 @@ def compiled_twins() -> dict[str, Callable]:
     return dict(_REGISTRY)
 
 
+class Kernel(Protocol):
+    """What :func:`kernel` makes of a reference function: callable as the reference is, with ``reference`` (the
+    plain version), ``has_twin`` (whether a compiled CuPy twin exists) and ``launches`` (the twin's per call)."""
+    reference: Callable[..., Any]
+    has_twin: bool
+    launches: int
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
 def _first_array(args: tuple, kwargs: dict) -> Any:
     for v in (*args, *kwargs.values()):
         if hasattr(v, "shape") and hasattr(v, "dtype"):
@@ -71,18 +81,18 @@ def _first_array(args: tuple, kwargs: dict) -> Any:
 
 
 def kernel(cuda: Callable[[Any], Callable] | None = None, name: str | None = None,
-           launches: int = 1) -> Callable[[Callable], Callable]:
+           launches: int = 1) -> Callable[[Callable], Kernel]:
     """Mark a reference function as one device kernel (see the module docstring); ``cuda(cupy)`` builds the
     compiled twin; ``name`` defaults to the function's name; ``launches``: the CUDA kernels the twin launches
     per call (a twin made of several CuPy calls says so), what the stand-in counts for it."""
-    def mark(reference: Callable) -> Callable:
+    def mark(reference: Callable) -> Kernel:
         label = name or reference.__name__
         built: list = []
 
-        def compiled() -> Callable:
+        def compiled(factory: Callable[[Any], Callable]) -> Callable:
             if not built:
                 import cupy
-                built.append(cuda(cupy))
+                built.append(factory(cupy))
             return built[0]
 
         @functools.wraps(reference)
@@ -93,13 +103,14 @@ def kernel(cuda: Callable[[Any], Callable] | None = None, name: str | None = Non
             if module.__name__ == "nanosgm.standin":
                 return module.one_kernel(label, reference, args, kwargs, launches=launches)
             if module.__name__ == "cupy" and not _REFERENCE_ONLY[0]:
-                return compiled()(*args, **kwargs)
+                return compiled(cuda)(*args, **kwargs)
             return reference(*args, **kwargs)
 
-        run.reference = reference
-        run.has_twin = cuda is not None
-        run.launches = launches
+        marked = cast(Kernel, run)          # the attributes Kernel declares are set here
+        marked.reference = reference
+        marked.has_twin = cuda is not None
+        marked.launches = launches
         if cuda is not None:
             _REGISTRY[label] = reference
-        return run
+        return marked
     return mark

@@ -39,8 +39,8 @@ class Layer:
         self.grads: dict = {}
         self.buffers: dict = {}
         self.grads_dot: dict = {}       # R{grads} after backward_dot (double backpropagation)
-        self._cache = None
-        self._dot_cache = None
+        self._cache: Any = None          # what backward needs, each layer its own (None: no forward pass yet)
+        self._dot_cache: Any = None      # what backward_dot needs (None: no forward_dot pass yet)
         # False: backward returns dE/dx only and leaves ``grads`` alone (attacks need no weight gradients)
         self.param_grads = True
 

@@ -29,8 +29,8 @@ class SoftmaxCrossEntropy:
 
     def __init__(self, *, loss_on_device: bool = False) -> None:
         self.loss_on_device = loss_on_device
-        self._cache = None
-        self._known = None          # (labels array, its (min, max)) from known_labels
+        self._cache: tuple[Array, Array, Array] | None = None     # (log p, labels, dE/dz) of the last forward
+        self._known: tuple[Array, tuple[int, int] | None] | None = None  # (labels array, its (min, max)): known_labels
 
     def __repr__(self) -> str:
         return "SoftmaxCrossEntropy(loss_on_device=True)" if self.loss_on_device else "SoftmaxCrossEntropy()"
@@ -50,11 +50,11 @@ class SoftmaxCrossEntropy:
         if logits.ndim != 2:
             raise ValueError(f"SoftmaxCrossEntropy expects logits shaped (N, K), got {tuple(logits.shape)}")
         n, k = logits.shape
-        known = self._known is not None and labels is self._known[0]
+        known = self._known if self._known is not None and labels is self._known[0] else None
         labels = xp.asarray(labels)
-        if known:
+        if known is not None:
             label_shape(labels, n)
-            check_label_bounds(self._known[1], k)
+            check_label_bounds(known[1], k)
         else:
             label_bounds(labels, n, k)
         loss, d, log_p = softmax_cross_entropy(logits, labels)

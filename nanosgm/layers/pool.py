@@ -80,7 +80,7 @@ def maxpool2d_reference(x: Array, k: int, stride: int | None = None, dy: Array |
         for j in range(wo):
             window = x[:, :, i * s:i * s + k, j * s:j * s + k].reshape(n, c, k * k)
             y[:, :, i, j] = window.max(axis=2)
-            if dy is not None:
+            if dy is not None and dx is not None:          # (dx exists exactly when dy does)
                 a, b = xp.divmod(window.argmax(axis=2), k)
                 dx[nn, cc, i * s + a, j * s + b] += dy[:, :, i, j]
     return y if dy is None else (y, dx)

@@ -73,7 +73,7 @@ class Sequential(Layer, CheckedState):
         layers' ``grads`` as they were): what an attack needs, at a fraction of the cost.
         ``keep=True`` also keeps the gradient that reached each layer, for :meth:`backward_dot`.
         """
-        dys = [None] * len(self.layers)
+        dys: list[Array | None] = [None] * len(self.layers)
         try:
             for layer in self.layers:
                 layer.param_grads = param_grads
@@ -92,7 +92,8 @@ class Sequential(Layer, CheckedState):
             x_dot = layer.forward_dot(x_dot)
         return x_dot
 
-    def backward_dot(self, dy_dot: Array) -> Array:
+    # A network keeps each layer's dy itself (backward(keep=True)), so it takes only dy_dot, unlike a layer
+    def backward_dot(self, dy_dot: Array) -> Array:  # type: ignore[override]
         """R{dE/dX} along the direction of :meth:`forward_dot`, from ``dy_dot`` = R{dE/dlogits}; fills every
         layer's ``grads_dot`` = R{dE/dparam} (double backpropagation). Needs ``backward(..., keep=True)``."""
         dys = getattr(self, "_dys", None)

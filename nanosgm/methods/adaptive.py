@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -60,6 +60,8 @@ class AdaptiveSGM(SGM):
     ``input_lr``; ``per_sample``, ``ball`` (a radius or None) and ``clip`` (the input range or None) as
     in the module docstring. X_t, X_0 and the shift records are SGM's; this class adds the rule's slots
     and the per-sample step counts, and saves them in the checkpoint."""
+    slots: dict[str, Array]             # the rule's slots, one row per sample (made by start())
+    count: np.ndarray | None            # visits per sample, on the host (made by start())
 
     def __init__(self, rule: str, input_lr: float, *, per_sample: bool = False, ball: float | None = None,
                  clip: tuple[float, float] | None = None) -> None:
@@ -100,6 +102,11 @@ class AdaptiveSGM(SGM):
                        clip=clip if "clip" in options else None)
         return parse
 
+    @property
+    def _visits(self) -> np.ndarray:
+        """``self.count`` for the methods fit calls after :meth:`start` made it (before, it is None)."""
+        return cast(np.ndarray, self.count)
+
     def start(self, X_train: Array) -> Array:
         X = super().start(X_train)
         self.slots = self.optimizer.init_state(X)                     # the rule's slots, one row per sample
@@ -108,35 +115,36 @@ class AdaptiveSGM(SGM):
 
     def after_step(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, idx: Array | slice, xb: Array, yb: Array,
                    dX: Array | None) -> None:
-        self.update(idx, dX)
+        self.update(idx, cast(Array, dX))                             # dX: plain_pass's, never None
 
     def update(self, idx: Array | slice, dX: Array) -> None:
         """The rule's step on the rows ``idx`` of X_t from dE/dX at them, then the projections."""
-        X = self.sgm.X
+        X = self._x_t.X
         xp = backend.array_module(X)
         host_idx = np.asarray(backend.to_host(idx)) if not isinstance(idx, slice) else np.arange(X.shape[0])[idx]
         idx = _as_index(idx, xp)
         g = xp.asarray(dX, dtype=X.dtype) * (dX.shape[0] if self.per_sample else 1)
         rows, state = X[idx], {k: s[idx] for k, s in self.slots.items()}
-        self.optimizer.t = self._step_count(host_idx, X.dtype, xp, X.ndim)
+        # the rule's maths broadcasts a per-row array t as well as the int that Optimizer.step keeps
+        self.optimizer.t = self._step_count(host_idx, X.dtype, xp, X.ndim)  # type: ignore[assignment]
         self.optimizer.update(rows, -g, state)                        # descent on -E: X moves up E (Eq. 15)
         X[idx] = self._project(rows, idx, xp)
         for k, s in self.slots.items():
             s[idx] = state[k]
-        self.count[host_idx] += 1
-        self.sgm.n_updates += 1
+        self._visits[host_idx] += 1
+        self._x_t.n_updates += 1
 
     def _step_count(self, host_idx: np.ndarray, dtype: np.dtype, xp: ModuleType, ndim: int) -> int | Array:
         """The rule's step number for these rows: their visits + 1, one Python int when the rows share it
         (a permutation's batches always do), else an array broadcast over each row."""
-        t = self.count[host_idx] + 1
+        t = self._visits[host_idx] + 1
         if t.size and (t == t[0]).all():
             return int(t[0])
         return xp.asarray(t.astype(dtype).reshape((-1,) + (1,) * (ndim - 1)))
 
     def _project(self, rows: Array, idx: Array | slice, xp: ModuleType) -> Array:
         if self.ball is not None:
-            x0 = self.X0[idx]
+            x0 = cast(Array, self.X0)[idx]                                # start() keeps X_0 when input_lr != 0
             rows = xp.minimum(xp.maximum(rows, x0 - self.ball), x0 + self.ball)
         if self.project_clip is not None:
             rows = xp.clip(rows, self.project_clip[0], self.project_clip[1])
@@ -149,27 +157,27 @@ class AdaptiveSGM(SGM):
     def state_dict(self) -> dict:
         """SGM's state, plus "count" (visits per sample) and "slot_<name>" for each of the rule's slots
         (left out, like X, while nothing has moved)."""
-        state = super().state_dict() | {"count": self.count.copy()}
-        if self.sgm.n_updates:
+        state = super().state_dict() | {"count": self._visits.copy()}
+        if self._x_t.n_updates:
             state |= {f"slot_{k}": np.array(backend.to_host(s)) for k, s in self.slots.items()}
         return state
 
     def _checked_state(self, d: Mapping, where: Where) -> dict:
         slot_keys = {f"slot_{k}" for k in self.slots}
         base = super()._checked_state({k: v for k, v in d.items() if k != "count" and k not in slot_keys}, where)
-        count = check_array(d, "count", where, shape=(int(self.sgm.X.shape[0]),), kind="i")
+        count = check_array(d, "count", where, shape=(int(self._x_t.X.shape[0]),), kind="i")
         if (count < 0).any():
             raise where.error(f"{where.key('count')} has negative visit counts")
         slots = {}
         if base["n_updates"]:
             for k in self.slots:
-                slots[k] = check_array(d, f"slot_{k}", where, shape=tuple(self.sgm.X.shape), kind="f")
+                slots[k] = check_array(d, f"slot_{k}", where, shape=tuple(self._x_t.X.shape), kind="f")
         elif slot_keys & set(d):
             raise where.error(f"{where.key('slot_*')} present although no update was applied")
         return base | {"count": count, "slots": slots}
 
     def _assign_state(self, checked: dict) -> None:
         super()._assign_state(checked)
-        self.count[...] = checked["count"]
+        self._visits[...] = checked["count"]
         for k, host in checked["slots"].items():
             self.slots[k][...] = backend.array_module(self.slots[k]).asarray(host, dtype=self.slots[k].dtype)

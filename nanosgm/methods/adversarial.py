@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class _one_dropout_mask:
             layer.hold_mask, layer.mask = True, None
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         for layer, hold in zip(self.layers, self.saved):
             layer.hold_mask = hold
         return False
@@ -172,7 +172,7 @@ class AdversarialTraining(Method):
                    rng=rng, training=True, y_bounds=y_bounds)
 
     def training_pass(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array,
-                      rng: np.random.Generator) -> tuple[float, Array | None]:
+                      rng: np.random.Generator) -> tuple[float | Array, Array | None]:
         """Forward + backward in training mode that leaves in the layers' grads the gradient of this
         mode's training loss, mix * E(x) + (1 - mix) * E(x_adv) (mix = 0: E(x_adv) alone), and returns
         (that loss, dE/dX at the clean batch -- the gradient of E(x), as the plain pass returns it -- or
@@ -191,7 +191,8 @@ class AdversarialTraining(Method):
             model.backward(loss_fn.backward(), param_grads=True)
             if clean_grads is not None:
                 _mix_into(model, clean_grads, mix)
-        loss = adv_loss if clean_grads is None else mix * clean_loss + (1 - mix) * adv_loss
+        # clean_loss is set whenever clean_grads is
+        loss = adv_loss if clean_grads is None else mix * cast("float | Array", clean_loss) + (1 - mix) * adv_loss
         return loss, dX
 
     def describe(self) -> str:

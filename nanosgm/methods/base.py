@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,9 +61,9 @@ def significant(x: float, digits: int = 6) -> float:
     return float(f"{float(x):.{digits}g}")
 
 
-def plain_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array) -> tuple[float, Array]:
+def plain_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array) -> tuple[float | Array, Array]:
     """(E, dE/dX): one training-mode forward pass and the backward pass to the inputs (Eq. 14), which
-    also fills every weight gradient."""
+    also fills every weight gradient. E is a float, or a 0-d array left on a device."""
     loss = loss_fn.forward(model.forward(xb, training=True), yb)
     return loss, model.backward(loss_fn.backward())
 
@@ -76,8 +76,15 @@ class Method(CheckedState):
     Checkpoints: ``state_dict()``, and ``check_state_dict`` / ``load_state_dict`` from
     :class:`~nanosgm.plumbing.state.CheckedState` (a method with state writes its two hooks).
     """
-    label = "control"
-    moves_inputs = False
+    if TYPE_CHECKING:       # read-only to callers: a subclass sets them (Control) or computes them (SGM's label)
+        @property
+        def label(self) -> str: ...
+
+        @property
+        def moves_inputs(self) -> bool: ...
+    else:
+        label = "control"
+        moves_inputs = False
 
     def start(self, X_train: Array) -> Array:
         """Called once by fit before the first epoch; returns the array the batches are read from
@@ -85,9 +92,10 @@ class Method(CheckedState):
         return backend.to_device(X_train)
 
     def training_pass(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array,
-                      rng: np.random.Generator) -> tuple[float, Array | None]:
+                      rng: np.random.Generator) -> tuple[float | Array, Array | None]:
         """Forward + backward in training mode; leaves the weight gradients in the layers and returns
-        (E, dE/dX at xb or None). ``rng``: a Generator for the method's own random draws."""
+        (E, dE/dX at xb or None); E is a float, or a 0-d array left on a device. ``rng``: a Generator for
+        the method's own random draws."""
         return plain_pass(model, loss_fn, xb, yb)
 
     def after_step(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, idx: Array | slice, xb: Array, yb: Array,
@@ -107,9 +115,10 @@ class Method(CheckedState):
         """The method's own state as host NumPy arrays (nothing for a stateless method)."""
         return {}
 
-    def _checked_state(self, d: Mapping, where: Where) -> None:
+    def _checked_state(self, d: Mapping, where: Where) -> dict | None:
         """For ``load_state_dict`` (nanosgm/plumbing/state.py): a stateless method's state has no key."""
         check_keys(d, (), where, what=f"the state of method {self.label!r}")
+        return None                                     # nothing to install
 
     def _assign_state(self, values: Any) -> None:
         """Nothing to install."""

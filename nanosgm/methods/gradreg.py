@@ -69,7 +69,7 @@ def regularised_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array,
 
 
 def finite_difference_pass(model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array, mu: float,
-                           h: float) -> tuple[float, Array, float]:
+                           h: float) -> tuple[float | Array, Array, float | Array]:
     """(E, dE/dX, penalty): Finlay & Oberman's two-pass estimate of the same weight gradient. On a device
     it reads one float a step, sum(dE/dX ** 2): |v| decides whether there is a direction at all (|v| = 0)
     and scales the step to X + H u on the host."""
@@ -126,7 +126,7 @@ class GradientRegularisation(Method):
         return parse
 
     def training_pass(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, xb: Array, yb: Array,
-                      rng: np.random.Generator) -> tuple[float, Array]:
+                      rng: np.random.Generator) -> tuple[float | Array, Array]:
         if self.h is None:
             E, dX, penalty = regularised_pass(model, loss_fn, xb, yb, self.mu)
         else:

@@ -14,7 +14,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..layers import Sequential
     from ..layers.base import Array
     from ..optim import Optimizer
+    from ..plumbing.state import CheckedState
     from .base import Method
 
 __all__ = ["RunKeeping", "FitResult", "Interrupted", "SNAPSHOT_EPOCHS"]
@@ -101,11 +102,11 @@ class Interrupted(KeyboardInterrupt):
 @dataclass
 class Run:
     """The state of one fit() call that the loop and the keeping share."""
-    model: object
-    optimizer: object
-    method: object
-    X: object                       # the training set the batches are read from (SGM: X_t), on the backend
-    y: object
+    model: Sequential
+    optimizer: Optimizer
+    method: Method
+    X: Array                        # the training set the batches are read from (SGM: X_t), on the backend
+    y: Array
     keeping: RunKeeping
     result: FitResult
     best_state: dict | None = None
@@ -133,8 +134,8 @@ def start_run(model: Sequential, optimizer: Optimizer, method: Method, X_train: 
 
 
 def error_pct(model: Sequential, X: Array | None, y: Array | None) -> float | None:
-    """The error (%) of ``model`` on (X, y), or None without X."""
-    return None if X is None else round(100.0 - 100.0 * accuracy(model, X, y, batch_size=500), 4)
+    """The error (%) of ``model`` on (X, y), or None without X (y always comes with X)."""
+    return None if X is None else round(100.0 - 100.0 * accuracy(model, X, cast("Array", y), batch_size=500), 4)
 
 
 def end_epoch(run: Run, epoch: int, record: dict) -> None:
@@ -183,7 +184,8 @@ def _resume(run: Run, path: str, epochs: int) -> None:
                                   f"resume it with --epochs {meta['epoch']} or more, or use another --out folder")
     note = _check_threads(path, meta)
     parts.setdefault("method", {})                # a method without state saves no arrays
-    checks = ((run.model, "model", {}), (run.optimizer, "optim", {"model": run.model}), (run.method, "method", {}))
+    checks: tuple[tuple[CheckedState, str, dict[str, Any]], ...] = (
+        (run.model, "model", {}), (run.optimizer, "optim", {"model": run.model}), (run.method, "method", {}))
     for obj, part, kw in checks:          # every part is checked before any is loaded: all or nothing
         obj.check_state_dict(parts[part], source=path, prefix=f"{part}.", **kw)
     if parts.get("best"):

@@ -51,7 +51,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -236,11 +236,18 @@ class SGM(Method):
     docstring); ``clip`` optionally keeps X_t in a range (off in the paper). ``input_lr = 0`` is the
     control, bit for bit. Label: ``sgm:L`` or ``sgm:L:per-sample``.
     """
+    sgm: SmoothGradient | None          # X_t, made by start()
+    X0: Array | None                    # X_0 on the backend, kept by start() when the inputs move
 
     def __init__(self, input_lr: float = PAPER_INPUT_LR, *, per_sample: bool = False,
                  clip: tuple[float, float] | None = None) -> None:
         self.input_lr, self.per_sample, self.clip = float(input_lr), bool(per_sample), clip
         self.sgm = self.X0 = None
+
+    @property
+    def _x_t(self) -> SmoothGradient:
+        """``self.sgm`` for the methods fit calls after :meth:`start` made it (before, it is None)."""
+        return cast(SmoothGradient, self.sgm)
 
     @property
     def label(self) -> str:
@@ -267,23 +274,23 @@ class SGM(Method):
 
     def after_step(self, model: Sequential, loss_fn: SoftmaxCrossEntropy, idx: Array | slice, xb: Array, yb: Array,
                    dX: Array | None) -> None:
-        self.sgm.update(idx, dX)                                     # Eq. 15 / 21
+        self._x_t.update(idx, cast(Array, dX))       # Eq. 15 / 21 (dX: plain_pass's, never None)
 
     def epoch_record(self) -> dict:
         """How far SGM has moved the stored training set: max and mean |X_t - X_0|."""
         if self.X0 is None:
             return {}
-        d = backend.array_module(self.sgm.X).abs(self.sgm.X - self.X0)
+        d = backend.array_module(self._x_t.X).abs(self._x_t.X - self.X0)
         return {"input_shift_max": significant(float(d.max()), 4), "input_shift_mean": significant(float(d.mean()), 4)}
 
     def divergence_hint(self) -> str:
         return f" or the input learning rate (--input-lr, now {self.input_lr:g})"
 
     def state_dict(self) -> dict:
-        return self.sgm.state_dict()
+        return self._x_t.state_dict()
 
     def _checked_state(self, d: Mapping, where: Where) -> dict:
-        return self.sgm._checked_state(d, where)                     # the state is X_t's (SmoothGradient)
+        return self._x_t._checked_state(d, where)                    # the state is X_t's (SmoothGradient)
 
     def _assign_state(self, checked: dict) -> None:
-        self.sgm._assign_state(checked)
+        self._x_t._assign_state(checked)

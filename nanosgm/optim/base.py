@@ -188,7 +188,8 @@ class Optimizer(CheckedState):
         t = int(check_array(d, "t", where, shape=(), kind="i"))
         if t < 0:
             raise where.error(f"{where.key('t')} is {t}, a step count must be >= 0")
-        settings = {h: float(check_array(d, h, where, shape=(), kind="f")) for h in ("lr",) + self.hyper}
+        settings: dict[str, float | str] = {h: float(check_array(d, h, where, shape=(), kind="f"))
+                                            for h in ("lr",) + self.hyper}
         settings |= {c: str(check_array(d, c, where, shape=(), kind="U")) for c in self.choices}
         settings = self._checked_settings(settings, where)
         init = self._probe(settings).init_state(np.zeros(1))

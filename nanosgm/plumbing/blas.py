@@ -90,7 +90,7 @@ def set_blas_threads(n: int) -> tuple[Callable[[], None], str]:
                 if d.get("user_api") == "blas"]
         return limiter.restore_original_limits, f"{', '.join(info) or n} (threadpoolctl)"
     setter, getter = _openblas_handles()
-    if setter is not None:
+    if setter is not None and getter is not None:      # both or neither
         before = getter()
         setter(n)
         return (lambda: setter(before)), f"openblas={getter()} (set via ctypes; threadpoolctl not installed)"

@@ -31,7 +31,7 @@ __all__ = ["CliError", "Stopped", "run_cli", "check_out_folder", "interruption",
 
 _REPORTED = (NanosgmError, ValueError, OSError)
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
-_RECEIVED = []              # the stop signal received while run_cli's body runs (at most the first)
+_RECEIVED: list[int] = []           # the stop signal received while run_cli's body runs (at most the first)
 
 
 class Stopped(KeyboardInterrupt):

@@ -44,4 +44,8 @@ def atomic_write(path: str | Path, write: Callable[[IO], object], *, binary: boo
 
 def write_json_atomic(path: str | Path, obj) -> None:
     """``obj`` as indented JSON at ``path``, atomically."""
-    atomic_write(path, lambda f: (json.dump(obj, f, indent=2), f.write("\n")), binary=False, suffix=".json")
+    def write(f: IO[str]) -> None:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+    atomic_write(path, write, binary=False, suffix=".json")

@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from types import ModuleType
+from typing import Literal, TextIO
 
+fcntl: ModuleType | None        # None where the module does not exist (Windows)
 try:
     import fcntl
 except ImportError:            # pragma: no cover - Windows
@@ -33,7 +35,7 @@ class RunLock:
     def __init__(self, folder: str | Path) -> None:
         self.folder = os.fspath(folder)
         self.path = os.path.join(self.folder, LOCK_NAME)
-        self._f = None
+        self._f: TextIO | None = None
 
     def acquire(self) -> "RunLock":
         os.makedirs(self.folder, exist_ok=True)

@@ -94,8 +94,9 @@ class CheckedState:
         """
         self._assign_state(self._checked_state(d, Where(source, prefix), **context))
 
-    def _checked_state(self, d: Mapping, where: "Where",
-                       **context) -> Any:  # pragma: no cover - every user writes its own
+    # ``*args: Any, **context: Any``: each class takes the context it needs (mypy accepts any such override)
+    def _checked_state(self, d: Mapping, where: "Where", *args: Any,
+                       **context: Any) -> Any:  # pragma: no cover - every user writes its own
         raise NotImplementedError
 
     def _assign_state(self, values) -> None:  # pragma: no cover - every user writes its own
