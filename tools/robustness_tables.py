@@ -7,7 +7,8 @@ accuracy and the robust accuracy (the worst case per example); a second table gi
 minus its own run's control's (the lock-step pairs), run by run, and a third the transfer pairs (PGD examples
 crafted on one network of a run, classified by another), median [range] over seeds. With ``--protocol`` (the protocol's folder)
 a fourth table gives each arm's training time per epoch against its own run's control (median and range of
-the paired ratios; wall times, so they also carry the machine's load). ``--figure PNG`` also draws robust
+the paired ratios; wall times, so they also carry the machine's load), and an audited network whose protocol
+record names its weights' digest must have been audited with those weights (else an error). ``--figure PNG`` also draws robust
 accuracy against eps per arm (median over seeds, the range as a band), ``--gain-figure PNG`` each arm's
 gain over its own run's control, a dot per run. Audits made with different attack
 settings are not pooled: that is an error. No training, no data, no attacks: it reads JSON only.
@@ -319,9 +320,25 @@ def _save(fig, path, flag) -> None:
         plt.close(fig)
 
 
+def check_weights(docs, protocol: dict, row: str) -> None:
+    """Refuse an audited network of protocol row ``row`` whose weights (the audit's ``info.weights_sha256``) are
+    not those its protocol record names (``weights_sha256``; records made before the field existed name none)."""
+    for path, doc in docs:
+        for name, net in doc["networks"].items():
+            net_row, run, arm = _arm_of(name)
+            record = protocol["networks"].get(f"run{run}/{arm}") if net_row == row and run is not None else None
+            want = record.get("weights_sha256") if isinstance(record, dict) else None
+            got = (net.get("info") or {}).get("weights_sha256")
+            if want is not None and got != want:
+                raise TableError(f"{path}: the audited {name} has weights {str(got)[:12]}, not the recorded network's "
+                                 f"{want[:12]} (protocol.json of {row}): audit the weights that protocol saved")
+
+
 def tables(paths, protocol_dir=None, figure=None, gain_png=None) -> str:
     docs = [(p, _load(p)) for p in paths]
     protocol = _load_protocol(protocol_dir) if protocol_dir is not None else None
+    if protocol is not None:
+        check_weights(docs, protocol, os.path.basename(os.path.normpath(protocol_dir)))
     arms, settings = collect(docs)
     gains = paired_gains(arms, settings)
     if figure is not None:

@@ -14,7 +14,8 @@ What a spec trains is its ``method``, a label of the arm grammar (:mod:`nanosgm.
 "sgm:0.2", "sgm:0.2:per-sample", "published", "fgsm-at:0.1", "fgsm-rs:0.1", "pgd-at:0.1:7".
 Accuracies in a record are percentages (as the terminal prints them), rounded to 4 decimals. ``results``
 measures the weights of the best validation epoch (the weights saved), ``results_last_epoch`` those of the
-last epoch (the same numbers when the last epoch is the best).
+last epoch (the same numbers when the last epoch is the best); ``weights_sha256`` and ``weights_sha256_last``
+are the digests of those two sets of weights (:func:`weights_digest`; records made before the field existed lack them).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from ..data import Dataset
     from ..layers import Sequential
     from ..layers.base import Array
+    from ..methods import FitResult
 
 __all__ = ["NetworkSpec", "train_network", "measure", "fgsm_watch", "weights_digest", "pct", "dataset_for",
            "RECORD_FORMAT"]
@@ -56,6 +58,8 @@ class NetworkSpec:
     ``watch_every``: every N epochs, FGSM accuracy on the validation split under both conventions, in the
     epoch's history record (:func:`fgsm_watch`; 0 = never, and then not part of :meth:`identity`, so specs
     from before the field existed keep their identity).
+    ``evaluate``: measure the trained network (:func:`measure`); False trains it for its weights alone (a
+    refill whose record names the weights' digests), and is then part of :meth:`identity`.
     ``dataset`` and ``model`` are names, or (for tests and experiments of your own) module-level functions
     ``f() -> Dataset`` and ``f(ds) -> Sequential``, which pickle by name into worker processes.
     """
@@ -77,6 +81,7 @@ class NetworkSpec:
     pgd_steps: int = 10
     snapshot_rows: int = 0
     watch_every: int = 0
+    evaluate: bool = True
     backend: str = "numpy"
     data_dir: str | None = None
 
@@ -90,6 +95,8 @@ class NetworkSpec:
         d.pop("data_dir")
         if not d["watch_every"]:
             d.pop("watch_every")
+        if d["evaluate"]:
+            d.pop("evaluate")
         d["dataset"], d["model"] = _name(self.dataset), _name(self.model)
         d["eps"] = list(d["eps"])
         return d
@@ -211,32 +218,45 @@ def train_network(spec: NetworkSpec, *, checkpoint: str | None = None, resume: b
     augment = data.augmenter_for(ds.name) if spec.augment else None
     validation = (ds.X_val, ds.y_val) if len(ds.X_val) else None      # val_size 0: no validation
     config = dict(spec.identity(), data_source=ds.source)
-    keeping = RunKeeping(checkpoint=checkpoint, resume=resume, config=config,
-                         free_config_keys=tuple(config_free) + ("data_source",), test=(ds.X_test, ds.y_test),
+    free = tuple(config_free) + ("data_source", "evaluate")      # neither changes the training
+    keeping = RunKeeping(checkpoint=checkpoint, resume=resume, config=config, free_config_keys=free,
+                         test=(ds.X_test, ds.y_test),
                          snapshot_rows=spec.snapshot_rows, progress=progress, log=log,
                          watch=_watch_for(spec, ds, clip))
     res = fit(model, opt, ds.X_train, ds.y_train, epochs=spec.epochs, method=parse_arm(spec.method, clip=clip),
               batch_size=spec.batch_size, seed=spec.seed, schedule=schedule, augment=augment, validation=validation,
               keeping=keeping)
     t0 = time.perf_counter()
-    measured: dict[str, Any] = dict(pgd=spec.pgd, pgd_steps=spec.pgd_steps, seed=spec.seed, progress=progress)
-    results = measure(model, ds, clip, spec.eps, **measured)                  # the best epoch's weights
-    if model_path:
-        model.save(model_path)
     last = res.history[-1]["epoch"]
-    if last != res.best_epoch:
-        model.load_state_dict(cast(dict, res.last_state))       # set by every finished epoch
-        results_last = measure(model, ds, clip, spec.eps, **measured)
-    else:
-        results_last = results
+    results, results_last, digests = _best_and_last(model, res, ds, clip, spec, model_path, progress)
     eval_seconds = time.perf_counter() - t0
     record = {"format": RECORD_FORMAT, "spec": spec.identity(), "data_source": ds.source,
               "n_train": int(len(ds.X_train)), "n_test": int(len(ds.X_test)), "init_sha256": init_digest,
               "schedule": schedule.describe(spec.epochs), "history": res.history, "best_epoch": res.best_epoch,
-              "results": results, "results_last_epoch": dict(results_last, epoch=last),
+              **digests, "results": results, "results_last_epoch": dict(results_last, epoch=last),
               "train_seconds": round(sum(h["seconds"] for h in res.history), 1),
               "eval_seconds": round(eval_seconds, 1), "started": started, "finished": recipe.now(),
               "git_commit": commit, "versions": recipe.versions()}
     if res.snapshots:
         record["snapshots"] = res.snapshots
     return record
+
+
+def _best_and_last(model: Sequential, res: FitResult, ds: Dataset, clip: tuple[float, float] | None,
+                   spec: NetworkSpec, model_path: str | None, progress: bool) -> tuple[dict, dict, dict]:
+    """Measure and save the best epoch's weights (those fit leaves in ``model``), then measure the last
+    epoch's: (results, the last epoch's results, {"weights_sha256": digest of the saved weights,
+    "weights_sha256_last": of the last epoch's}). Without ``spec.evaluate`` the results are {}."""
+    measured: dict[str, Any] = dict(pgd=spec.pgd, pgd_steps=spec.pgd_steps, seed=spec.seed, progress=progress)
+
+    def results_now() -> dict:
+        return measure(model, ds, clip, spec.eps, **measured) if spec.evaluate else {}
+
+    results = results_now()
+    best = weights_digest(model)
+    if model_path:
+        model.save(model_path)
+    if res.history[-1]["epoch"] == res.best_epoch:
+        return results, results, {"weights_sha256": best, "weights_sha256_last": best}
+    model.load_state_dict(cast(dict, res.last_state))       # set by every finished epoch
+    return results, results_now(), {"weights_sha256": best, "weights_sha256_last": weights_digest(model)}

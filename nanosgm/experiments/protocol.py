@@ -238,7 +238,7 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
             result["arms"].append(a)
     tasks: list[tuple[str, NetworkSpec, str | None, str | None]]
     if refill:       # weights are staged (.tmp-*, removed at start) until the new record is compared
-        tasks = [(k, spec, ck, _staged(mp))
+        tasks = [(k, _refill_spec(spec, result["networks"][k]), ck, _staged(mp))
                  for k, spec, ck, mp in _tasks(base, arm_list, runs, seed0, out, {}, only_runs)
                  if k in result["networks"] and mp is not None and not os.path.exists(mp)]   # mp: refill has an out
         if progress:
@@ -335,15 +335,23 @@ def _staged(model_path: str) -> str:
     return os.path.join(os.path.dirname(model_path), f".tmp-refill-{os.path.basename(model_path)}")
 
 
+def _refill_spec(spec: NetworkSpec, stored: dict) -> NetworkSpec:
+    """What a refill trains for the recorded network ``stored``: ``spec`` itself, or, when the record names
+    its weights' digests, ``spec`` without the evaluation (the digests then say whether the weights are the
+    recorded ones, and measuring them again would only repeat the record)."""
+    return spec.with_(evaluate=False) if "weights_sha256" in stored else spec
+
+
 def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> None:
     """A recorded network trained again for its weights (``refill``): keep them (and the stored record) when
-    the new record measures exactly what the stored one did (:func:`.records.record_differences`); otherwise
-    move the weights and the new record to ``<out>/rejected/`` and refuse, since the weights would not be
-    those of the recorded network."""
+    the new record measures exactly what the stored one did (:func:`.records.record_differences`: the
+    weights' digests, the history and, when the network was evaluated, every accuracy); otherwise move the
+    weights and the new record to ``<out>/rejected/`` and refuse, since the weights would not be those of the
+    recorded network."""
     run, arm = split_key(key)
     name = f"run{run}-{slug(arm)}"
     _drop_checkpoint(str(out), run, arm)
-    differ = record_differences(result["networks"][key], record)
+    differ = record_differences(result["networks"][key], record, measured=record["spec"].get("evaluate", True))
     model = os.path.join(str(out), "models", f"{name}.npz")
     staged = _staged(model)
     if not differ:
@@ -386,8 +394,10 @@ def _check_new(result: dict, key: str, record: dict, out: str | Path | None) -> 
 
 def _network_line(key: str, r: dict) -> str:
     res = r["results"]
-    parts = [f"{key} done ({r['train_seconds']:.0f}s training, {r['eval_seconds']:.0f}s evaluation)",
-             f"clean {res['clean_pct']:.2f}%"]
+    parts = [f"{key} done ({r['train_seconds']:.0f}s training, {r['eval_seconds']:.0f}s evaluation)"]
+    if not res:                    # trained for its weights alone (a refill)
+        return f"{parts[0]} | weights {r['weights_sha256'][:12]}"
+    parts.append(f"clean {res['clean_pct']:.2f}%")
     parts += [f"FGSM {format_number(float(e))}: {a:.2f}%" for e, a in res["fgsm_pct"].items()]
     parts += [f"PGD {format_number(float(e))}: {a:.2f}%" for e, a in res.get("pgd_pct", {}).items()]
     return " | ".join(parts)

@@ -85,20 +85,28 @@ def authors_draw_seed(record: dict) -> int:
 
 #: What a network's record measured: equal in two records when their networks are the same (the rest is
 #: when, how long, on which commit and with which versions, and the seal).
-NUMBERS = ("init_sha256", "n_train", "n_test", "best_epoch", "results", "results_last_epoch", "history")
+NUMBERS = ("init_sha256", "n_train", "n_test", "best_epoch", "weights_sha256", "weights_sha256_last", "results",
+           "results_last_epoch", "history")
+MEASURES = ("results", "results_last_epoch")        # what a network trained without evaluating lacks
 TIMING = ("seconds",)       # per-epoch history keys that are times
 
 
-def record_differences(stored: dict, new: dict) -> list[str]:
+def record_differences(stored: dict, new: dict, measured: bool = True) -> list[str]:
     """The fields (of :data:`NUMBERS`) in which two records of one network differ: [] when the new run
-    measured exactly what the stored one did (the per-epoch times aside)."""
+    measured exactly what the stored one did (the per-epoch times aside). ``measured`` False: the new
+    network was trained without evaluating it (its spec's ``evaluate``), so its :data:`MEASURES` are not
+    compared; the weights' digests must then be in the stored record (a ValueError otherwise)."""
+    if not measured and "weights_sha256" not in stored:
+        raise ValueError("a network trained without evaluating it compares with its record by the weights' "
+                         "digests, which this record lacks")
+
     def numbers(r: dict, k: str) -> object:
         if k == "history" and isinstance(r.get(k), list):
             return [{hk: hv for hk, hv in h.items() if hk not in TIMING} for h in r[k]]
         return r.get(k)
 
     differ = []
-    for k in (k for k in NUMBERS if k in stored):
+    for k in (k for k in NUMBERS if k in stored and (measured or k not in MEASURES)):
         have, got = numbers(stored, k), numbers(new, k)
         if isinstance(have, dict) and isinstance(got, dict):
             got = {f: got.get(f) for f in have}          # an older record measured less: compare what it has

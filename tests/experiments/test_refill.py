@@ -57,6 +57,74 @@ def test_refilling_trains_nothing_when_every_network_has_its_weights(tmp_path, m
     run(arms="sgm:0.2", runs=1, out=out, refill=True)
 
 
+def file_digest(path):
+    from test_records_unchanged import file_digest as digest
+    return digest(path)
+
+
+def test_a_record_names_the_digests_of_its_saved_and_its_last_weights(tmp_path):
+    from nanosgm.experiments.network import train_network
+    from test_experiments import base
+    record = train_network(base(), model_path=str(tmp_path / "m.npz"))
+    assert record["weights_sha256"] == file_digest(tmp_path / "m.npz") != record["init_sha256"]
+    if record["best_epoch"] == record["history"][-1]["epoch"]:
+        assert record["weights_sha256_last"] == record["weights_sha256"]
+    else:
+        assert record["weights_sha256_last"] != record["weights_sha256"]
+
+
+def _edit(out, key, change):
+    """Change the stored record ``key`` of the protocol in ``out`` (``change(record)``), sealed again."""
+    doc = json.loads((out / "protocol.json").read_text())
+    edited = dict(doc["networks"][key])
+    edited.pop("sha256")
+    change(edited)
+    doc["networks"][key] = seal(edited)
+    (out / "protocol.json").write_text(json.dumps(doc))
+
+
+def test_a_record_with_digests_is_refilled_without_evaluating_and_checked_by_them(tmp_path, monkeypatch):
+    out = tmp_path / "p"
+    run(arms="sgm:0.2", runs=1, out=out)
+    before = file_digest(out / "models" / "run0-sgm_0.2.npz")
+    os.remove(out / "models" / "run0-sgm_0.2.npz")
+    from nanosgm.experiments import network
+    monkeypatch.setattr(network, "measure", lambda *a, **k: pytest.fail("a refill with digests evaluated"))
+    run(arms="sgm:0.2", runs=1, out=out, refill=True)
+    assert file_digest(out / "models" / "run0-sgm_0.2.npz") == before
+    os.remove(out / "models" / "run0-sgm_0.2.npz")
+    _edit(out, "run0/sgm:0.2", lambda r: r.update(weights_sha256="0" * 64))     # as if other weights were saved
+    with pytest.raises(ProtocolError, match=r"run0/sgm:0.2 trained again differs from its record in weights_sha256:"):
+        run(arms="sgm:0.2", runs=1, out=out, refill=True)
+    assert not (out / "models" / "run0-sgm_0.2.npz").exists()
+
+
+def test_a_record_without_digests_is_refilled_by_evaluating_and_comparing_every_accuracy(tmp_path, monkeypatch):
+    out = tmp_path / "p"
+    run(arms="sgm:0.2", runs=1, out=out)
+    _edit(out, "run0/sgm:0.2", lambda r: [r.pop(k) for k in ("weights_sha256", "weights_sha256_last")])
+    os.remove(out / "models" / "run0-sgm_0.2.npz")
+    from nanosgm.experiments import network
+    calls = []
+    real = network.measure
+    monkeypatch.setattr(network, "measure", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run(arms="sgm:0.2", runs=1, out=out, refill=True)
+    assert calls and (out / "models" / "run0-sgm_0.2.npz").exists()
+
+
+def test_an_unevaluated_network_is_compared_by_digests_and_history_alone():
+    stored = {"init_sha256": "x", "weights_sha256": "w", "weights_sha256_last": "v", "best_epoch": 1,
+              "results": {"clean_pct": 90.0}, "results_last_epoch": {"clean_pct": 89.0, "epoch": 2},
+              "history": [{"epoch": 1, "train_loss": 0.5}]}
+    new = dict(stored, results={}, results_last_epoch={"epoch": 2})
+    assert record_differences(stored, new, measured=False) == []
+    assert record_differences(stored, new) == ["results", "results_last_epoch"]
+    assert record_differences(stored, dict(new, weights_sha256_last="u"), measured=False) == ["weights_sha256_last"]
+    without = {k: v for k, v in stored.items() if not k.startswith("weights_")}
+    with pytest.raises(ValueError, match="lacks"):
+        record_differences(without, new, measured=False)
+
+
 def test_record_differences_ignore_times_and_name_every_measured_field():
     a = {"init_sha256": "x", "best_epoch": 2, "results": {"clean_pct": 90.0}, "train_seconds": 5.0,
          "history": [{"epoch": 1, "train_loss": 0.5, "seconds": 3.0}]}

@@ -508,3 +508,26 @@ def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path,
     (tmp_path / "a0.json").write_text(json.dumps(alone))
     assert tool.main([str(tmp_path / "a0.json"), "--gain-figure", str(tmp_path / "g.png")]) == 1
     assert "--gain-figure: no arm has a control" in capsys.readouterr().err
+
+
+def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_ones(tmp_path, capsys):
+    from conftest import load_tool
+    tool = load_tool("robustness_tables")
+    doc = _audit_doc(0, (50.0, 70.0))
+    doc["networks"]["mnist-cnn/run0-control"]["info"] = {"weights_sha256": "a" * 64}
+    doc["networks"]["mnist-cnn/run0-sgm_0.2_per-sample"]["info"] = {"weights_sha256": "b" * 64}
+    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    row = tmp_path / "mnist-cnn"                  # the protocol's folder is the audited networks' row
+    row.mkdir()
+    history = [{}] * 10
+    nets = {"run0/control": {"train_seconds": 10.0, "history": history, "weights_sha256": "a" * 64},
+            "run0/sgm:0.2:per-sample": {"train_seconds": 15.0, "history": history}}      # an older record: no digest
+    (row / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"], "networks": nets}))
+    assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 0
+    capsys.readouterr()
+    nets["run0/control"]["weights_sha256"] = "c" * 64
+    (row / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"], "networks": nets}))
+    assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the audited mnist-cnn/run0-control has weights aaaaaaaaaaaa, not the " \
+                                    "recorded network's cccccccccccc" in err
