@@ -320,25 +320,38 @@ def _save(fig, path, flag) -> None:
         plt.close(fig)
 
 
-def check_weights(docs, protocol: dict, row: str) -> None:
+def check_weights(docs, protocol: dict, row: str) -> int:
     """Refuse an audited network of protocol row ``row`` whose weights (the audit's ``info.weights_sha256``) are
-    not those its protocol record names (``weights_sha256``; records made before the field existed name none)."""
+    not those its protocol record names (``weights_sha256``; records made before the field existed name none).
+    Returns how many audited networks are of that row (0: nothing could be checked)."""
+    seen = 0
     for path, doc in docs:
         for name, net in doc["networks"].items():
             net_row, run, arm = _arm_of(name)
-            record = protocol["networks"].get(f"run{run}/{arm}") if net_row == row and run is not None else None
+            if net_row != row or run is None:
+                continue
+            seen += 1
+            record = protocol["networks"].get(f"run{run}/{arm}")
             want = record.get("weights_sha256") if isinstance(record, dict) else None
             got = (net.get("info") or {}).get("weights_sha256")
-            if want is not None and got != want:
-                raise TableError(f"{path}: the audited {name} has weights {str(got)[:12]}, not the recorded network's "
-                                 f"{want[:12]} (protocol.json of {row}): audit the weights that protocol saved")
+            if want is None or got == want:
+                continue
+            if not isinstance(got, str):
+                raise TableError(f"{path}: the audited {name} names no weights digest, so it cannot be matched with "
+                                 f"its record in {row}/protocol.json, which names one: audit it again")
+            raise TableError(f"{path}: the audited {name} has weights {got[:12]}, not the recorded network's "
+                             f"{str(want)[:12]} ({row}/protocol.json): audit the weights that protocol saved")
+    return seen
 
 
 def tables(paths, protocol_dir=None, figure=None, gain_png=None) -> str:
     docs = [(p, _load(p)) for p in paths]
     protocol = _load_protocol(protocol_dir) if protocol_dir is not None else None
     if protocol is not None:
-        check_weights(docs, protocol, os.path.basename(os.path.normpath(protocol_dir)))
+        row = os.path.basename(os.path.abspath(protocol_dir))
+        if not check_weights(docs, protocol, row):
+            print(f"note: no audited network is of the protocol row {row!r} (the --protocol folder's name), so none "
+                  f"was matched with its record's weights", file=sys.stderr)
     arms, settings = collect(docs)
     gains = paired_gains(arms, settings)
     if figure is not None:

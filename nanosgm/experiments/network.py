@@ -15,7 +15,8 @@ What a spec trains is its ``method``, a label of the arm grammar (:mod:`nanosgm.
 Accuracies in a record are percentages (as the terminal prints them), rounded to 4 decimals. ``results``
 measures the weights of the best validation epoch (the weights saved), ``results_last_epoch`` those of the
 last epoch (the same numbers when the last epoch is the best); ``weights_sha256`` and ``weights_sha256_last``
-are the digests of those two sets of weights (:func:`weights_digest`; records made before the field existed lack them).
+are the digests of those two sets of weights (:func:`weights_digest`; records made before the field existed
+lack them). A spec with ``evaluate=False`` (a refill checked by those digests) measures nothing.
 """
 from __future__ import annotations
 
@@ -199,7 +200,8 @@ def _watch_for(spec: NetworkSpec, ds: Dataset, clip: tuple[float, float] | None)
 def train_network(spec: NetworkSpec, *, checkpoint: str | None = None, resume: bool = True,
                   model_path: str | None = None, progress: bool = False, log: Callable[[str], None] | None = None,
                   config_free: Iterable[str] = ("epochs",)) -> dict:
-    """Train the network ``spec`` describes, measure it, and return its record (a JSON-able dict, plus
+    """Train the network ``spec`` describes, measure it (unless ``spec.evaluate`` is False: then ``results``
+    is {} and ``results_last_epoch`` names only the epoch), and return its record (a JSON-able dict, plus
     ``"snapshots"`` with arrays when ``spec.snapshot_rows``).
 
     ``checkpoint``: fit's end-of-epoch checkpoint (resumed from when ``resume`` and it exists);

@@ -60,7 +60,8 @@ def default_threads(workers: int) -> int:
 
 def run_task(spec: NetworkSpec, checkpoint: str | None, model_path: str | None, threads: int,
              verbose_key: str | None = None) -> dict:
-    """Train and measure one network (what a worker runs); returns its record."""
+    """Train and measure one network (what a worker runs; ``spec.evaluate`` False: train it only); returns its
+    record."""
     from .network import train_network
     set_threads(threads)
 

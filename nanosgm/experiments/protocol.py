@@ -344,10 +344,10 @@ def _refill_spec(spec: NetworkSpec, stored: dict) -> NetworkSpec:
 
 def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> None:
     """A recorded network trained again for its weights (``refill``): keep them (and the stored record) when
-    the new record measures exactly what the stored one did (:func:`.records.record_differences`: the
-    weights' digests, the history and, when the network was evaluated, every accuracy); otherwise move the
-    weights and the new record to ``<out>/rejected/`` and refuse, since the weights would not be those of the
-    recorded network."""
+    the new record measures exactly what the stored one did (:func:`.records.record_differences`: the history
+    and the weights' digests, or, for a stored record without digests, the history and every accuracy);
+    otherwise move the weights and the new record to ``<out>/rejected/`` and refuse, since the weights would
+    not be those of the recorded network."""
     run, arm = split_key(key)
     name = f"run{run}-{slug(arm)}"
     _drop_checkpoint(str(out), run, arm)

@@ -531,3 +531,13 @@ def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_on
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the audited mnist-cnn/run0-control has weights aaaaaaaaaaaa, not the " \
                                     "recorded network's cccccccccccc" in err
+    doc["networks"]["mnist-cnn/run0-control"]["info"] = {}              # an audit from before the digest
+    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the audited mnist-cnn/run0-control names no weights digest" in err
+    other = tmp_path / "renamed"                  # a copy under another name: nothing matched, and it says so
+    other.mkdir()
+    (other / "protocol.json").write_text((row / "protocol.json").read_text())
+    assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(other)]) == 0
+    assert "note: no audited network is of the protocol row 'renamed'" in capsys.readouterr().err
