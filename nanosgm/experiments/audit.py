@@ -781,6 +781,38 @@ def _config_for(path: str, args: argparse.Namespace) -> dict:
     return {"dataset": args.dataset, "model": args.model, "limit": None, "val_size": None}
 
 
+def _recorded_weights(path: str) -> tuple[str, str] | None:
+    """(digest, where it is written) of the weights the record of the saved model `path` names: the
+    ``weights_sha256`` of the results.json beside it, or of its network's record in the protocol.json above
+    ``models/run<i>-<arm>.npz``; None where no record names one (records made before the field existed)."""
+    here = os.path.dirname(os.path.abspath(path))
+    results = os.path.join(here, "results.json")
+    if os.path.isfile(results):
+        record, where = _read_record(results, True), results
+    else:
+        where = os.path.join(os.path.dirname(here), "protocol.json")
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if os.path.basename(here) != "models" or not os.path.isfile(where):
+            return None
+        doc = _read_record(where, False)
+        networks = doc.get("networks") if isinstance(doc, dict) else None
+        record = next((r for k, r in (networks.items() if isinstance(networks, dict) else ())
+                       if _file_stem(k) == stem), None)
+    digest = record.get("weights_sha256") if isinstance(record, dict) else None
+    return (digest, where) if isinstance(digest, str) else None
+
+
+def _file_stem(key: str) -> str | None:
+    """The file name (no extension) a protocol saves network `key`'s weights under: run<i>-<slug of the arm>."""
+    from ..methods.arms import slug
+    from .keys import split_key
+    try:
+        run, arm = split_key(key)
+    except ValueError:
+        return None
+    return f"run{run}-{slug(arm)}"
+
+
 def load_networks(paths: list[str], n_images: int | None = None, *, data_dir: str | None = None,
                   dataset: str | None = None, model: str | None = None) -> list[Network]:
     """[Network] for every saved model in ``paths``, each with the first ``n_images`` test images of its
@@ -816,8 +848,14 @@ def _load_networks(args: argparse.Namespace, n_images: int | None) -> list[Netwo
             name = f"{os.path.basename(os.path.dirname(folder))}/{os.path.splitext(os.path.basename(path))[0]}"
         if any(n.name == name for n in nets):
             name = path
+        weights = weights_digest(model)
+        recorded = _recorded_weights(path)
+        if recorded is not None and recorded[0] != weights:
+            raise AuditError(f"{path}: these weights ({weights[:12]}) are not the ones its record in {recorded[1]} "
+                             f"names ({recorded[0][:12]}); audit the weights that run saved (a protocol's lost or "
+                             f"replaced weights: --refill-weights)")
         nets.append(Network(name, model, np.asarray(ds.X_test), np.asarray(ds.y_test), clip, ds.name,
-                            info={"path": path, **cfg, "weights_sha256": weights_digest(model)}))
+                            info={"path": path, **cfg, "weights_sha256": weights}))
     return nets
 
 

@@ -80,3 +80,30 @@ def test_a_step_that_fails_in_a_worker_is_named_with_what_is_kept(two_models, tm
         prefill([str(broken)], dict(n_images=12, data_dir=data_dir, dataset=None, model=None), nets, [0.1], suite,
                 "none", finished, 2, 1, lambda line: None)
     assert finished.entries == {}
+
+
+def test_weights_that_are_not_the_ones_their_record_names_are_refused(two_models, tmp_path):
+    """A run's results.json, or a protocol's record, names its saved weights' digest: the audit loads no others."""
+    import shutil
+    data_dir, models = two_models
+    record = json.loads(open(models[0].replace("model.npz", "results.json")).read())
+    swapped = tmp_path / "s0" / "model.npz"                  # s1's weights beside s0's results.json
+    swapped.parent.mkdir()
+    shutil.copy(models[0].replace("model.npz", "results.json"), swapped.parent / "results.json")
+    shutil.copy(models[1], swapped)
+    with pytest.raises(robustness.AuditError, match=r"model.npz: these weights \(\w{12}\) are not the ones its record "
+                                                    r"in .*results.json names \(\w{12}\)"):
+        robustness.load_networks([str(swapped)], 12, data_dir=data_dir)
+    row = tmp_path / "row"                                   # a protocol's network, models/run<i>-<arm>.npz
+    (row / "models").mkdir(parents=True)
+    config = {"dataset": "mnist", "model": "cnn", "limit": 600, "val_size": None, "eval_limit": 40}
+    (row / "protocol.json").write_text(json.dumps({"config": config, "networks": {
+        "run0/sgm:0.2": {"weights_sha256": record["weights_sha256"]}}}))
+    shutil.copy(models[1], row / "models" / "run0-sgm_0.2.npz")
+    with pytest.raises(robustness.AuditError, match=r"record in .*protocol.json names"):
+        robustness.load_networks([str(row / "models" / "run0-sgm_0.2.npz")], 12, data_dir=data_dir)
+    shutil.copy(models[0], row / "models" / "run0-sgm_0.2.npz")
+    nets = robustness.load_networks([str(row / "models" / "run0-sgm_0.2.npz")], 12, data_dir=data_dir)
+    assert nets[0].info["weights_sha256"] == record["weights_sha256"]
+    shutil.copy(models[1], row / "models" / "run0-control.npz")      # no record names its weights: audited as before
+    assert robustness.load_networks([str(row / "models" / "run0-control.npz")], 12, data_dir=data_dir)
