@@ -803,14 +803,12 @@ def _recorded_weights(path: str) -> tuple[str, str] | None:
 
 
 def _file_stem(key: str) -> str | None:
-    """The file name (no extension) a protocol saves network `key`'s weights under: run<i>-<slug of the arm>."""
-    from ..methods.arms import slug
-    from .keys import split_key
+    """The file name (no extension) a protocol saves network `key`'s weights under (None: not a network key)."""
+    from .keys import file_stem, split_key
     try:
-        run, arm = split_key(key)
+        return file_stem(*split_key(key))
     except ValueError:
         return None
-    return f"run{run}-{slug(arm)}"
 
 
 def load_networks(paths: list[str], n_images: int | None = None, *, data_dir: str | None = None,

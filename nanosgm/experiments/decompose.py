@@ -41,12 +41,12 @@ import numpy as np
 
 from .. import attacks, backend
 from ..attacks.readings import CONTROL_READING, READINGS, gradient_groups, parse_reading
-from ..methods.arms import CONTROL, slug
+from ..methods.arms import CONTROL
 from ..methods.base import format_number
 from ..plumbing.argparser import Parser
 from ..plumbing.errors import NanosgmError
 from ..plumbing.seal import RecordEdited, check_seal, seal
-from .keys import split_key
+from .keys import file_stem, split_key
 from .network import pct, weights_digest
 from .records import authors_draw_seed
 
@@ -246,7 +246,7 @@ def _saved_networks(folder: str, result: dict) -> list:
     missing: list[tuple[str, dict, str]] = []
     for key, record in result["networks"].items():
         run, arm = split_key(key)
-        path = os.path.join(folder, "models", f"run{run}-{slug(arm)}.npz")
+        path = os.path.join(folder, "models", f"{file_stem(run, arm)}.npz")
         (found if os.path.isfile(path) else missing).append((key, record, path))
     if missing:
         print(f"note: {len(missing)} recorded network(s) have no saved weights under {folder}/models and are left "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["network_key", "split_key"]
+__all__ = ["network_key", "split_key", "file_stem"]
 
 
 def network_key(run: int, arm_label: str) -> str:
@@ -29,3 +29,10 @@ def split_key(key: str) -> tuple:
     if m is None:
         raise ValueError(f"{key!r} is not a network key (run<i>/<arm label>, e.g. 'run0/control')")
     return int(m[1]), m[2]
+
+
+def file_stem(run: int, arm_label: str) -> str:
+    """The name (no extension) a protocol gives network (``run``, ``arm_label``)'s files: its weights in
+    ``models/``, its checkpoint in ``ckpt/``, a rejected record in ``rejected/`` ("run1-sgm_0.2_per-sample")."""
+    from ..methods.arms import slug
+    return f"run{run}-{slug(arm_label)}"

@@ -60,7 +60,7 @@ from ..plumbing.files import write_json_atomic
 from ..plumbing.npz import load_npz, save_npz_atomic
 from ..plumbing.seal import seal
 from . import recipe
-from .keys import network_key, split_key
+from .keys import file_stem, network_key, split_key
 from .network import NetworkSpec
 from .records import (FIX, LockstepBroken, ProtocolError, check_lockstep, check_protocol, check_record,
                       record_differences)
@@ -274,8 +274,8 @@ def _tasks(base: NetworkSpec, arm_list: list[str], runs: int, seed0: int, out: s
             key = network_key(i, a)
             if key in done:
                 continue
-            ck = os.path.join(out, "ckpt", f"run{i}-{slug(a)}.npz") if out else None
-            mp = os.path.join(out, "models", f"run{i}-{slug(a)}.npz") if out else None
+            ck = os.path.join(out, "ckpt", f"{file_stem(i, a)}.npz") if out else None
+            mp = os.path.join(out, "models", f"{file_stem(i, a)}.npz") if out else None
             tasks.append((key, arm_spec(base, a, seed0 + i, i), ck, mp))
     return tasks
 
@@ -324,7 +324,7 @@ def _record(result: dict, key: str, record: dict, out: str | Path | None) -> Non
 
 def _drop_checkpoint(out: str | Path, run: int, arm: str) -> None:
     """Remove the epoch checkpoint of a finished network (if any)."""
-    ck = os.path.join(out, "ckpt", f"run{run}-{slug(arm)}.npz")
+    ck = os.path.join(out, "ckpt", f"{file_stem(run, arm)}.npz")
     if os.path.exists(ck):
         os.remove(ck)
 
@@ -349,7 +349,7 @@ def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> N
     otherwise move the weights and the new record to ``<out>/rejected/`` and refuse, since the weights would
     not be those of the recorded network."""
     run, arm = split_key(key)
-    name = f"run{run}-{slug(arm)}"
+    name = file_stem(run, arm)
     _drop_checkpoint(str(out), run, arm)
     differ = record_differences(result["networks"][key], record, measured=record["spec"].get("evaluate", True))
     model = os.path.join(str(out), "models", f"{name}.npz")
@@ -385,7 +385,7 @@ def _check_new(result: dict, key: str, record: dict, out: str | Path | None) -> 
             advice = "; this run made the record, so nanosgm or the BLAS did not do what it should: please report it"
         kept = ""
         if out is not None:
-            path = os.path.join(out, "rejected", f"run{run}-{slug(arm)}.json")
+            path = os.path.join(out, "rejected", f"{file_stem(run, arm)}.json")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             write_json_atomic(path, record)
             kept = f"; the new record of {key} is kept in {path}, not in protocol.json"
