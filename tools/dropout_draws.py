@@ -24,10 +24,9 @@ import numpy as np                                          # noqa: E402
 
 from nanosgm import attacks, backend                        # noqa: E402
 from nanosgm.experiments import recipe                      # noqa: E402
-from nanosgm.experiments.keys import split_key              # noqa: E402
+from nanosgm.experiments.keys import file_stem, split_key   # noqa: E402
 from nanosgm.experiments.network import pct                 # noqa: E402
 from nanosgm.experiments.protocol import load_protocol      # noqa: E402
-from nanosgm.methods.arms import slug                       # noqa: E402
 from nanosgm.plumbing.errors import NanosgmError            # noqa: E402
 from nanosgm.plumbing.files import write_json_atomic        # noqa: E402
 
@@ -69,7 +68,7 @@ def main(argv=None) -> int:
         run, arm = split_key(key)
         backend.seed(0)
         model = recipe.build_model(config["model"], ds)
-        model.load(os.path.join(args.folder, "models", f"run{run}-{slug(arm)}.npz"))
+        model.load(os.path.join(args.folder, "models", file_stem(run, arm) + ".npz"))
         seed0 = int(record["results"].get("fgsm_authors_seed", record["spec"]["seed"]))
         got = draws(model, X, y, eps, list(range(seed0, seed0 + args.draws)))
         recorded = record["results"].get("fgsm_authors_pct") if n == record.get("n_test") else None

@@ -748,19 +748,27 @@ def _read_record(path: str, run: bool) -> Any:
     return saved
 
 
-def _config_for(path: str, args: argparse.Namespace) -> dict:
-    """dataset / model / limit / val_size of the run that wrote `path`: its results.json, else the flags;
-    with a results.json or protocol.json also "eval_images": the first how many test images the run
-    evaluated (None: the whole test set)."""
+def _record_beside(path: str) -> tuple[str, bool, Any] | None:
+    """(file, whether it is a run's results.json, its JSON) of the record of saved model `path`: the
+    results.json beside it (its seal checked), else the protocol.json one folder up (``models/run<i>-<arm>.npz``
+    of a protocol); None where there is neither. Read once and given to :func:`_config_for` and
+    :func:`_recorded_weights`."""
     if not os.path.isfile(path):
         raise AuditError(f"{path}: no such model file (give the model.npz that python -m nanosgm.train wrote)")
     here = os.path.dirname(os.path.abspath(path))
-    results = os.path.join(here, "results.json")
-    protocol = os.path.join(os.path.dirname(here), "protocol.json")      # models/run<i>-<arm>.npz of a protocol
-    if os.path.isfile(results) or os.path.isfile(protocol):
-        run = os.path.isfile(results)
-        results = results if run else protocol
-        saved = _read_record(results, run)
+    for where, run in ((os.path.join(here, "results.json"), True),
+                       (os.path.join(os.path.dirname(here), "protocol.json"), False)):
+        if os.path.isfile(where):
+            return where, run, _read_record(where, run)
+    return None
+
+
+def _config_for(path: str, args: argparse.Namespace, found: tuple[str, bool, Any] | None) -> dict:
+    """dataset / model / limit / val_size of the run that wrote `path`: its record (`found`, from
+    :func:`_record_beside`), else the flags; with a record also "eval_images": the first how many test images
+    the run evaluated (None: the whole test set)."""
+    if found is not None:
+        results, run, saved = found
         try:
             cfg = saved.get("spec") or saved["config"]       # a network's record, or a protocol's config
             evaluated = saved.get("n_test", cfg.get("eval_limit"))
@@ -781,20 +789,20 @@ def _config_for(path: str, args: argparse.Namespace) -> dict:
     return {"dataset": args.dataset, "model": args.model, "limit": None, "val_size": None}
 
 
-def _recorded_weights(path: str) -> tuple[str, str] | None:
-    """(digest, where it is written) of the weights the record of the saved model `path` names: the
-    ``weights_sha256`` of the results.json beside it, or of its network's record in the protocol.json above
-    ``models/run<i>-<arm>.npz``; None where no record names one (records made before the field existed)."""
-    here = os.path.dirname(os.path.abspath(path))
-    results = os.path.join(here, "results.json")
-    if os.path.isfile(results):
-        record, where = _read_record(results, True), results
+def _recorded_weights(path: str, found: tuple[str, bool, Any] | None) -> tuple[str, str] | None:
+    """(digest, where it is written) of the weights the record of the saved model `path` names (`found`, from
+    :func:`_record_beside`): the ``weights_sha256`` of the results.json beside it, or of its network's record
+    in the protocol.json above ``models/run<i>-<arm>.npz``; None where no record names one (records made
+    before the field existed)."""
+    if found is None:
+        return None
+    where, run, doc = found
+    if run:
+        record = doc
     else:
-        where = os.path.join(os.path.dirname(here), "protocol.json")
         stem = os.path.splitext(os.path.basename(path))[0]
-        if os.path.basename(here) != "models" or not os.path.isfile(where):
+        if os.path.basename(os.path.dirname(os.path.abspath(path))) != "models":
             return None
-        doc = _read_record(where, False)
         networks = doc.get("networks") if isinstance(doc, dict) else None
         record = next((r for k, r in (networks.items() if isinstance(networks, dict) else ())
                        if _file_stem(k) == stem), None)
@@ -828,7 +836,8 @@ def _load_networks(args: argparse.Namespace, n_images: int | None) -> list[Netwo
     nets: list[Network] = []
     data_cache = {}
     for path in args.models:
-        cfg = _config_for(path, args)
+        found = _record_beside(path)
+        cfg = _config_for(path, args, found)
         key = (cfg["dataset"], cfg["limit"], cfg["val_size"])
         try:
             if key not in data_cache:
@@ -847,7 +856,7 @@ def _load_networks(args: argparse.Namespace, n_images: int | None) -> list[Netwo
         if any(n.name == name for n in nets):
             name = path
         weights = weights_digest(model)
-        recorded = _recorded_weights(path)
+        recorded = _recorded_weights(path, found)
         if recorded is not None and recorded[0] != weights:
             raise AuditError(f"{path}: these weights ({weights[:12]}) are not the ones its record in {recorded[1]} "
                              f"names ({recorded[0][:12]}); audit the weights that run saved (a protocol's lost or "

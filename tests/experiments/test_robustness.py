@@ -185,13 +185,13 @@ def test_the_results_json_beside_a_model_is_checked_against_its_seal(tmp_path, c
                                                       "val_size": None}, "n_test": 40}
     results.write_text(json.dumps(seal(record)))
     want = {"dataset": "mnist", "model": "dnn", "limit": 600, "val_size": None, "eval_images": 40}
-    assert robustness._config_for(str(model), flags) == want and capsys.readouterr().err == ""
+    assert robustness._config_for(str(model), flags, robustness._record_beside(str(model))) == want and capsys.readouterr().err == ""
     results.write_text(json.dumps(dict(seal(record), n_test=10000)))
     code, _, err = run_cli([str(model)], capsys)
     assert code == 1 and err == (f"error: {results} was changed after it was written (its content no longer matches "
                                  "its sha256); restore it (e.g. from a copy), or train the run again\n")
     results.write_text(json.dumps(record))
-    assert robustness._config_for(str(model), flags) == want
+    assert robustness._config_for(str(model), flags, robustness._record_beside(str(model))) == want
     assert capsys.readouterr().err == (f"note: {results} carries no content digest (written before results were "
                                        "sealed), so an edit to it cannot be detected; read as it is\n")
 
