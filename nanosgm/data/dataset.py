@@ -108,7 +108,7 @@ def _read_cifar(found: Found, spec: DatasetSpec,
 
     Xtr, ytr = batches(spec.train_files)
     Xte, yte = batches(spec.test_files)
-    meta_file = cast(str, spec.meta_file)       # every CIFAR spec names its meta file
+    meta_file = cast(str, spec.meta_file)       # every CIFAR spec names its meta file (DatasetSpec checks)
     meta = parse_meta(members[meta_file], f"{source}:{meta_file}")
     class_names = tuple(meta.get(names_key, ()))
     return Xtr, ytr, Xte, yte, class_names, source

@@ -149,7 +149,7 @@ def present_dir(path: Path) -> bool:
 
 
 def _archive(spec: DatasetSpec) -> tuple[str, str, str]:
-    """``spec.archive``, which every CIFAR spec (``kind != "idx"``) has."""
+    """``spec.archive``, which every CIFAR spec (``kind != "idx"``) has (DatasetSpec checks it)."""
     return cast("tuple[str, str, str]", spec.archive)
 
 

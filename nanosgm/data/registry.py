@@ -62,6 +62,15 @@ class DatasetSpec:
     coarse_classes: int | None = None
     class_names: tuple[str, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        """Refuse a spec the loaders cannot read, in one line: an unknown kind, or a CIFAR spec without
+        the archive or the meta file every CIFAR loader needs."""
+        if self.kind not in ("idx", "cifar"):
+            raise ValueError(f"DatasetSpec {self.name!r}: kind must be 'idx' or 'cifar', got {self.kind!r}")
+        if self.kind == "cifar" and (self.archive is None or self.meta_file is None):
+            raise ValueError(f"DatasetSpec {self.name!r}: a CIFAR spec needs archive=(file name, digest, folder) "
+                             f"and meta_file= (e.g. 'batches.meta'), as registry.get_spec('cifar10') has")
+
     @property
     def paper_sizes(self) -> tuple[int, int, int]:
         """(train, validation, test) sizes as the paper uses them (Section 5)."""

@@ -118,7 +118,10 @@ class AdaptiveSGM(SGM):
         self.update(idx, cast(Array, dX))                             # dX: plain_pass's, never None
 
     def update(self, idx: Array | slice, dX: Array) -> None:
-        """The rule's step on the rows ``idx`` of X_t from dE/dX at them, then the projections."""
+        """The rule's step on the rows ``idx`` of X_t from dE/dX at them, then the projections; with
+        ``input_lr == 0`` nothing at all (X_t, slots and counts bit for bit as they were: the control)."""
+        if not self.moves_inputs:
+            return
         X = self._x_t.X
         xp = backend.array_module(X)
         host_idx = np.asarray(backend.to_host(idx)) if not isinstance(idx, slice) else np.arange(X.shape[0])[idx]

@@ -137,3 +137,17 @@ def test_protocol_variants_and_wrong_content():
         cifar.safe_loads(b"\x80\x02}q\x00(", "trunc")
     with pytest.raises(data.DataError, match="does not hold a dict"):
         cifar.parse_batch(pickle.dumps([1, 2], protocol=2), "b")
+
+
+def test_a_hand_built_spec_the_loaders_cannot_read_is_refused_in_one_line():
+    """A CIFAR spec without its archive or meta file, or a spec of an unknown kind, is refused when it is
+    built (a ValueError naming what is missing), not later inside a loader as a TypeError."""
+    import dataclasses
+    from nanosgm.data import registry
+    cifar10 = registry.get_spec("cifar10")
+    for missing in ("archive", "meta_file"):
+        with pytest.raises(ValueError, match=r"^DatasetSpec 'cifar10': a CIFAR spec needs archive=.*meta_file="):
+            dataclasses.replace(cifar10, **{missing: None})
+    with pytest.raises(ValueError, match=r"kind must be 'idx' or 'cifar', got 'png'"):
+        dataclasses.replace(registry.get_spec("mnist"), kind="png")
+    assert dataclasses.replace(cifar10, name="copy").archive == cifar10.archive       # a whole spec still builds

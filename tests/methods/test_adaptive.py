@@ -94,6 +94,17 @@ def test_ball_and_clip_bound_the_stored_set(rule):
 
 
 @pytest.mark.parametrize("rule", RULES)
+def test_a_zero_step_is_the_control_even_with_a_ball_and_a_clip(rule):
+    """input_lr = 0 moves nothing and keeps no state, as sgm:0 does; the ball (whose X_0 is not kept when
+    nothing moves) is never reached."""
+    X0, rng = _data()
+    m = _started(rule, X0, lam=0.0, ball=0.05, clip=(0.0, 1.0))
+    m.update(np.arange(8), rng.standard_normal(X0.shape).astype(np.float32))
+    np.testing.assert_array_equal(m.sgm.X, X0)
+    assert m.sgm.n_updates == 0 and not m.count.any() and m.epoch_record() == {}
+
+
+@pytest.mark.parametrize("rule", RULES)
 def test_checkpoint_round_trip_continues_bit_for_bit(rule):
     X0, rng = _data()
     gs = [rng.standard_normal(X0.shape).astype(np.float32) for _ in range(3)]
