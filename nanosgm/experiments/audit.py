@@ -791,22 +791,22 @@ def _config_for(path: str, args: argparse.Namespace, found: tuple[str, bool, Any
 
 def _recorded_weights(path: str, found: tuple[str, bool, Any] | None) -> tuple[str, str] | None:
     """(digest, where it is written) of the weights the record of the saved model `path` names (`found`, from
-    :func:`_record_beside`): the ``weights_sha256`` of the results.json beside it, or of its network's record
-    in the protocol.json above ``models/run<i>-<arm>.npz``; None where no record names one (records made
-    before the field existed)."""
+    :func:`_record_beside`): the ``weights_sha256`` of the results.json beside it, or the digest the
+    protocol.json above ``models/run<i>-<arm>.npz`` knows for its network (its record's, or a refill's:
+    :func:`.records.recorded_weights`); None where none is named (records made before the field existed)."""
     if found is None:
         return None
+    from .records import recorded_weights
     where, run, doc = found
     if run:
-        record = doc
+        digest = doc.get("weights_sha256") if isinstance(doc, dict) else None
     else:
         stem = os.path.splitext(os.path.basename(path))[0]
-        if os.path.basename(os.path.dirname(os.path.abspath(path))) != "models":
-            return None
         networks = doc.get("networks") if isinstance(doc, dict) else None
-        record = next((r for k, r in (networks.items() if isinstance(networks, dict) else ())
-                       if _file_stem(k) == stem), None)
-    digest = record.get("weights_sha256") if isinstance(record, dict) else None
+        if os.path.basename(os.path.dirname(os.path.abspath(path))) != "models" or not isinstance(networks, dict):
+            return None
+        key = next((k for k in networks if _file_stem(k) == stem), None)
+        digest = recorded_weights(doc, key) if key is not None else None
     return (digest, where) if isinstance(digest, str) else None
 
 

@@ -62,7 +62,7 @@ def build_parser(prog: str = PROG) -> Parser:
                    "networks (of --runs and --arms) whose weights are missing from --out/models, keeping each one's "
                    "weights only when its new record equals the stored one (the weights are not committed; an audit "
                    "needs them); a record that names its weights' digests is checked by them, without evaluating "
-                   "the network again")
+                   "the network again; the session entry names the digests of the weights kept (\"refilled\")")
     p.add_argument("--only-runs", type=wholes("--only-runs", least=0), default=None, metavar="I[,J...]",
                    help="train (or --refill-weights) only these runs of --runs, e.g. 4 (default: every run); the "
                         "others stay as they are")

@@ -345,8 +345,8 @@ def _refill_spec(spec: NetworkSpec, stored: dict) -> NetworkSpec:
 def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> None:
     """A recorded network trained again for its weights (``refill``): keep them (and the stored record) when
     the new record measures exactly what the stored one did (:func:`.records.record_differences`: the history
-    and the weights' digests, or, for a stored record without digests, the history and every accuracy);
-    otherwise move the weights and the new record to ``<out>/rejected/`` and refuse, since the weights would
+    and the weights' digests, or, for a stored record without digests, the history and every accuracy), and
+    name their digest in this session's ``"refilled"`` (:func:`.records.recorded_weights`); otherwise move the weights and the new record to ``<out>/rejected/`` and refuse, since the weights would
     not be those of the recorded network."""
     run, arm = split_key(key)
     name = file_stem(run, arm)
@@ -356,6 +356,9 @@ def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> N
     staged = _staged(model)
     if not differ:
         os.replace(staged, model)
+        # the session's trace of the check: these weights reproduce the record (records.recorded_weights)
+        result["sessions"][-1].setdefault("refilled", {})[key] = record["weights_sha256"]
+        write_json_atomic(os.path.join(str(out), "protocol.json"), _json_result(result))
         return
     rejected = os.path.join(str(out), "rejected")
     os.makedirs(rejected, exist_ok=True)

@@ -12,6 +12,8 @@ unchecked. :func:`check_protocol` refuses, in one line that names the file and t
                     config, each a percentage in [0, 100] of a whole number of the images measured, and
                     FGSM at eps 0 equal to the clean accuracy
     the lock-step   every network of a run started from the same weights (:func:`check_lockstep`)
+    the refills     each session's ``refilled`` digests: of recorded networks, 64 hex digits, equal to the
+                    record's own ``weights_sha256`` where it has one (:func:`recorded_weights` reads them)
 
 Records written before seals existed carry none: they are accepted, and :func:`check_protocol` returns
 how many there are so that the caller can say so. Records of format ``nanosgm-network/1`` name their
@@ -31,7 +33,7 @@ from .keys import split_key
 from .network import pct
 
 __all__ = ["ProtocolError", "LockstepBroken", "check_protocol", "check_record", "check_lockstep", "eps_keys",
-           "record_threads", "authors_draw_seed", "record_differences"]
+           "record_threads", "authors_draw_seed", "record_differences", "recorded_weights"]
 
 RESTORE = "restore the file (e.g. git checkout)"
 FIX = f"{RESTORE} or delete the record to recompute it"
@@ -115,6 +117,41 @@ def record_differences(stored: dict, new: dict, measured: bool = True) -> list[s
     return differ
 
 
+def recorded_weights(doc: dict, key: str) -> str | None:
+    """The sha256 of network ``key``'s saved weights as protocol.json ``doc`` knows it: its record's
+    ``weights_sha256``, else the digest the last refill of it recorded (a session's ``"refilled"``: a refill
+    keeps weights only when they reproduce the record, so theirs are the recorded network's); None where
+    neither names one (a record made before digests existed and not refilled since)."""
+    networks = doc.get("networks")
+    record = networks.get(key) if isinstance(networks, dict) else None
+    if isinstance(record, dict) and isinstance(record.get("weights_sha256"), str):
+        return record["weights_sha256"]
+    sessions = doc.get("sessions")
+    refilled = [s["refilled"][key] for s in (sessions if isinstance(sessions, list) else [])
+                if isinstance(s, dict) and isinstance(s.get("refilled"), dict) and key in s["refilled"]]
+    return refilled[-1] if refilled else None
+
+
+def _check_refilled(doc: dict, where: str) -> None:
+    """A session's ``"refilled"`` ({network key: sha256 of the weights its refill kept}) names recorded
+    networks only, each with a 64-hex digest, equal to the record's own digest where it has one."""
+    for i, session in enumerate(doc.get("sessions", [])):
+        refilled = session.get("refilled") if isinstance(session, dict) else None
+        if refilled is None:
+            continue
+        if not isinstance(refilled, dict):
+            raise ProtocolError(f"{where}: sessions[{i}].refilled must be an object {{network key: sha256}}; {RESTORE}")
+        for key, digest in refilled.items():
+            record = doc["networks"].get(key)
+            ok = isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+            if not ok or not isinstance(record, dict):
+                raise ProtocolError(f"{where}: sessions[{i}].refilled[{key!r}] must be the sha256 (64 hex digits) of "
+                                    f"a recorded network's weights, got {digest!r}; {RESTORE}")
+            if record.get("weights_sha256", digest) != digest:
+                raise ProtocolError(f"{where}: sessions[{i}].refilled[{key!r}] is not the digest its record names; "
+                                    f"{RESTORE}")
+
+
 # ---------------------------------------------------------------------------------------- the file
 def _check_config(cfg: object, where: str) -> None:
     if not isinstance(cfg, dict):
@@ -170,6 +207,7 @@ def check_protocol(doc: dict, where: str, expected_spec: Callable[[int, str], di
     for key, record in nets.items():
         check_record(doc, key, record, where, expected_spec)
         unsealed += not is_sealed(record)
+    _check_refilled(doc, where)
     for run in sorted({split_key(k)[0] for k in nets}):
         try:
             check_lockstep(doc, run)

@@ -102,6 +102,11 @@ def test_weights_that_are_not_the_ones_their_record_names_are_refused(two_models
     shutil.copy(models[1], row / "models" / "run0-sgm_0.2.npz")
     with pytest.raises(robustness.AuditError, match=r"record in .*protocol.json names"):
         robustness.load_networks([str(row / "models" / "run0-sgm_0.2.npz")], 12, data_dir=data_dir)
+    refilled = [{"refill": True, "refilled": {"run0/sgm:0.2": record["weights_sha256"]}}]   # an older record, refilled
+    (row / "protocol.json").write_text(json.dumps({"config": config, "networks": {"run0/sgm:0.2": {}},
+                                                   "sessions": refilled}))
+    with pytest.raises(robustness.AuditError, match=r"record in .*protocol.json names"):
+        robustness.load_networks([str(row / "models" / "run0-sgm_0.2.npz")], 12, data_dir=data_dir)
     shutil.copy(models[0], row / "models" / "run0-sgm_0.2.npz")
     nets = robustness.load_networks([str(row / "models" / "run0-sgm_0.2.npz")], 12, data_dir=data_dir)
     assert nets[0].info["weights_sha256"] == record["weights_sha256"]

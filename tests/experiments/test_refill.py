@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nanosgm.experiments import protocol
-from nanosgm.experiments.records import ProtocolError, record_differences
+from nanosgm.experiments.records import ProtocolError, record_differences, recorded_weights
 from nanosgm.plumbing.seal import seal
 
 from test_experiments import run
@@ -32,6 +32,7 @@ def test_a_lost_network_is_trained_again_to_the_same_weights_and_the_record_is_u
     doc = json.loads((out / "protocol.json").read_text())
     assert doc["networks"] == record                       # the stored records, not the new ones
     assert doc["sessions"][-1]["refill"] is True and not (out / "rejected").exists()
+    assert doc["sessions"][-1]["refilled"] == {"run1/sgm:0.2": record["run1/sgm:0.2"]["weights_sha256"]}
 
 
 def test_a_network_that_trains_to_other_numbers_is_refused_and_its_weights_set_aside(tmp_path):
@@ -94,6 +95,9 @@ def test_a_record_with_digests_is_refilled_without_evaluating_and_checked_by_the
     assert file_digest(out / "models" / "run0-sgm_0.2.npz") == before
     os.remove(out / "models" / "run0-sgm_0.2.npz")
     _edit(out, "run0/sgm:0.2", lambda r: r.update(weights_sha256="0" * 64))     # as if other weights were saved
+    doc = json.loads((out / "protocol.json").read_text())          # (and the refill's trace of the old digest gone)
+    doc["sessions"] = [{k: v for k, v in s.items() if k != "refilled"} for s in doc["sessions"]]
+    (out / "protocol.json").write_text(json.dumps(doc))
     with pytest.raises(ProtocolError, match=r"run0/sgm:0.2 trained again differs from its record in weights_sha256:"):
         run(arms="sgm:0.2", runs=1, out=out, refill=True)
     assert not (out / "models" / "run0-sgm_0.2.npz").exists()
@@ -110,6 +114,24 @@ def test_a_record_without_digests_is_refilled_by_evaluating_and_comparing_every_
     monkeypatch.setattr(network, "measure", lambda *a, **k: calls.append(1) or real(*a, **k))
     run(arms="sgm:0.2", runs=1, out=out, refill=True)
     assert calls and (out / "models" / "run0-sgm_0.2.npz").exists()
+    doc = json.loads((out / "protocol.json").read_text())          # the refill names the digest the record lacks
+    digest = doc["sessions"][-1]["refilled"]["run0/sgm:0.2"]
+    assert recorded_weights(doc, "run0/sgm:0.2") == digest and "weights_sha256" not in doc["networks"]["run0/sgm:0.2"]
+
+
+@pytest.mark.parametrize("refilled, why", [
+    ({"run0/sgm:0.2": "f" * 63}, r"refilled\['run0/sgm:0.2'\] must be the sha256 \(64 hex digits\)"),
+    ({"run7/sgm:0.2": "f" * 64}, r"refilled\['run7/sgm:0.2'\] must be the sha256 .* of a recorded network"),
+    ({"run0/sgm:0.2": "f" * 64}, r"refilled\['run0/sgm:0.2'\] is not the digest its record names"),
+    (["run0/sgm:0.2"], r"sessions\[0\]\.refilled must be an object")])
+def test_a_damaged_refill_digest_is_refused_when_the_protocol_is_read(tmp_path, refilled, why):
+    out = tmp_path / "p"
+    run(arms="sgm:0.2", runs=1, out=out)
+    doc = json.loads((out / "protocol.json").read_text())
+    doc["sessions"][0]["refilled"] = refilled
+    (out / "protocol.json").write_text(json.dumps(doc))
+    with pytest.raises(ProtocolError, match=why):
+        run(arms="sgm:0.2", runs=1, out=out, refill=True)
 
 
 def test_an_unevaluated_network_is_compared_by_digests_and_history_alone():

@@ -524,7 +524,18 @@ def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_on
             "run0/sgm:0.2:per-sample": {"train_seconds": 15.0, "history": history}}      # an older record: no digest
     (row / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"], "networks": nets}))
     assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 0
-    capsys.readouterr()
+    assert ("note: mnist-cnn/protocol.json names no weights digest for 1 audited network(s) (records made before "
+            "digests, not refilled since), so they were not matched with their records: "
+            "mnist-cnn/run0-sgm_0.2_per-sample\n") in capsys.readouterr().err
+    for refilled, code in (("b" * 64, 0), ("d" * 64, 1)):       # a refill's digest stands in for the record's
+        sessions = [{"refill": True, "refilled": {"run0/sgm:0.2:per-sample": refilled}}]
+        (row / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"], "networks": nets,
+                                                       "sessions": sessions}))
+        assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == code
+        err = capsys.readouterr().err
+        assert "names no weights digest" not in err
+        assert code == 0 or "the audited mnist-cnn/run0-sgm_0.2_per-sample has weights bbbbbbbbbbbb, not the " \
+                            "recorded network's dddddddddddd" in err
     nets["run0/control"]["weights_sha256"] = "c" * 64
     (row / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"], "networks": nets}))
     assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 1
