@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from nanosgm import experiments
 from nanosgm.experiments import paper_tables, verdicts  # noqa: E402
 from nanosgm.methods.base import format_number  # noqa: E402
+from nanosgm.plumbing.cli import CliError, run_cli  # noqa: E402
 from nanosgm.plumbing.files import atomic_write  # noqa: E402
 
 
@@ -59,6 +60,8 @@ def _shift(result, arm) -> str:
 
 
 def tables(folder) -> str:
+    if not os.path.isfile(os.path.join(_folder(folder), "protocol.json")):
+        raise CliError(f"{folder} holds no protocol.json; give a folder that python -m nanosgm.experiments wrote")
     result = experiments.load_protocol(folder)
     cfg = result["config"]
     summary = experiments.summarize(result)
@@ -150,7 +153,7 @@ def conventions_tables(folder, label=None) -> str:
     convention (median [range] of the control and of the arm, median paired Δ), then the verdict of each
     claim per convention. A folder without protocol.json gives one line: pending."""
     label = label or os.path.basename(os.path.normpath(str(folder)))
-    if not os.path.isfile(os.path.join(folder, "protocol.json")):
+    if not os.path.isfile(os.path.join(_folder(folder), "protocol.json")):
         return f"### `{label}/`: pending (no protocol.json yet)"
     result = experiments.load_protocol(folder)
     cfg, summary = result["config"], experiments.summarize(result)
@@ -193,7 +196,7 @@ def decomposition_table(folder, label=None) -> str:
     """The markdown table of FOLDER/decomposition.json (see the module docstring)."""
     from nanosgm.experiments.decompose import load_decomposition
     label = label or folder
-    path = os.path.join(folder, "decomposition.json")
+    path = os.path.join(_folder(folder), "decomposition.json")
     if not os.path.exists(path):
         return f"### `{label}/`: decomposition pending"
     doc = load_decomposition(path)
@@ -249,12 +252,26 @@ def update(markdown_path) -> int:
     return n
 
 
+def _folder(folder) -> str:
+    """``folder``, refused in one line when it is not a folder (a mistyped name is not a pending protocol)."""
+    if not os.path.isdir(folder):
+        raise CliError(f"{folder}: no such folder; give a protocol folder, e.g. results/mnist-cnn")
+    return folder
+
+
 def main(argv=None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    """The command line (module docstring); every user error is one line on stderr and exit status 1."""
+    return run_cli(_main, argv)
+
+
+def _main(args: list) -> int:
     if args[:1] == ["--update"] and len(args) == 2:
         n = update(args[1])
+        if not n:
+            raise CliError(f"{args[1]} has no <!-- results_tables: FOLDER --> (or results_conventions / "
+                           f"results_decomposition) block to rewrite")
         print(f"{args[1]}: {n} table block(s) rewritten")
-        return 0 if n else 1
+        return 0
     if args[:1] == ["--decomposition"] and len(args) > 1:
         print("\n\n".join(decomposition_table(f) for f in args[1:]))
         return 0

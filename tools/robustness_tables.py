@@ -92,6 +92,13 @@ def _load_protocol(folder) -> dict:
                                                and isinstance(r.get("history"), list) for r in nets.values())):
         raise TableError(f"{path}: not a protocol.json written by python -m nanosgm.experiments "
                          "(needs 'arms' and 'networks' with train_seconds and history)")
+    from nanosgm.plumbing.seal import RecordEdited, check_seal, is_sealed
+    for key, record in nets.items():             # a sealed record edited by hand never reaches the cost table
+        if is_sealed(record):
+            try:
+                check_seal(record, f"{path}: networks[{key!r}]", fix="restore the file (e.g. git checkout)")
+            except RecordEdited as exc:
+                raise TableError(str(exc)) from None
     return doc
 
 
@@ -359,8 +366,9 @@ def tables(paths, protocol_dir=None, figure=None, gain_png=None) -> str:
     if protocol is not None:
         row = os.path.basename(os.path.abspath(protocol_dir))
         if not check_weights(docs, protocol, row):
-            print(f"note: no audited network is of the protocol row {row!r} (the --protocol folder's name), so none "
-                  f"was matched with its record's weights", file=sys.stderr)
+            raise TableError(f"--protocol {protocol_dir}: no audited network is of its row {row!r} (the folder's name), "
+                             f"so its records and costs are not these networks'; give the protocol folder the audited "
+                             f"networks were saved in")
     arms, settings = collect(docs)
     gains = paired_gains(arms, settings)
     if figure is not None:

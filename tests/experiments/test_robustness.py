@@ -429,13 +429,13 @@ def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_pat
     for run, values in enumerate([(50.0, 70.0), (52.0, 74.0), (48.0, 71.0)]):
         paths.append(tmp_path / f"seed{run}.json")
         paths[-1].write_text(json.dumps(_audit_doc(run, values)))
-    (tmp_path / "row").mkdir()
+    (tmp_path / "mnist-cnn").mkdir()                 # the row the audited networks were saved in
     history = [{}] * 10
     nets = {f"run{r}/{arm}": {"train_seconds": s, "history": history} for r in range(3)
             for arm, s in (("control", 1000.0 + 100 * r), ("sgm:0.2:per-sample", 1500.0 + 100 * r))}
-    (tmp_path / "row" / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"],
-                                                                  "networks": nets}))
-    assert tool.main([str(p) for p in paths] + ["--protocol", str(tmp_path / "row"), "--figure", str(tmp_path / "r.png"),
+    (tmp_path / "mnist-cnn" / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"],
+                                                                        "networks": nets}))
+    assert tool.main([str(p) for p in paths] + ["--protocol", str(tmp_path / "mnist-cnn"), "--figure", str(tmp_path / "r.png"),
                                                 "--gain-figure", str(tmp_path / "g.png")]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
@@ -547,8 +547,30 @@ def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_on
     assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the audited mnist-cnn/run0-control names no weights digest" in err
-    other = tmp_path / "renamed"                  # a copy under another name: nothing matched, and it says so
+    other = tmp_path / "renamed"                  # another row's protocol: its records and costs are not these
     other.mkdir()
     (other / "protocol.json").write_text((row / "protocol.json").read_text())
-    assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(other)]) == 0
-    assert "note: no audited network is of the protocol row 'renamed'" in capsys.readouterr().err
+    assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: --protocol {other}: no audited network is of its row 'renamed'" in err
+
+
+def test_robustness_tables_refuse_a_protocol_whose_sealed_record_was_edited(tmp_path, capsys):
+    """The cost table reads train_seconds from the protocol: a sealed record changed by hand is refused."""
+    from conftest import load_tool
+    from nanosgm.plumbing.seal import seal
+    tool = load_tool("robustness_tables")
+    (tmp_path / "s0.json").write_text(json.dumps(_audit_doc(0, (50.0, 70.0))))
+    row = tmp_path / "mnist-cnn"
+    row.mkdir()
+    nets = {key: seal({"train_seconds": t, "history": [{}] * 10})
+            for key, t in (("run0/control", 10.0), ("run0/sgm:0.2:per-sample", 15.0))}
+    doc = {"arms": ["control", "sgm:0.2:per-sample"], "networks": nets}
+    (row / "protocol.json").write_text(json.dumps(doc))
+    assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 0
+    capsys.readouterr()
+    nets["run0/control"]["train_seconds"] = 1.0
+    (row / "protocol.json").write_text(json.dumps(doc))
+    assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "networks['run0/control'] was changed after it was written" in err

@@ -45,4 +45,26 @@ def test_an_edited_decomposition_is_refused(tmp_path):
     (folder / "decomposition.json").write_text(json.dumps(doc), encoding="utf-8")
     with pytest.raises(Exception, match="sha256|edited|seal"):
         results_tables.decomposition_table(str(folder))
-    assert "pending" in results_tables.decomposition_table(str(tmp_path / "absent"))
+    (tmp_path / "later").mkdir()                           # a protocol folder whose decomposition is yet to come
+    assert "pending" in results_tables.decomposition_table(str(tmp_path / "later"))
+
+
+@pytest.mark.parametrize("args, why", [
+    (["{tmp}/absent"], "{tmp}/absent: no such folder; give a protocol folder, e.g. results/mnist-cnn"),
+    (["--conventions", "{tmp}/absent"], "{tmp}/absent: no such folder"),          # a typo is not "pending"
+    (["--decomposition", "{tmp}/absent"], "{tmp}/absent: no such folder"),
+    (["{tmp}/empty"], "{tmp}/empty holds no protocol.json; give a folder that python -m nanosgm.experiments wrote"),
+    (["{tmp}/edited"], "{tmp}/edited/protocol.json: networks['run0/control'] was changed after it was written"),
+    (["{tmp}/cut"], "{tmp}/cut/protocol.json is not valid JSON"),
+    (["--update", "{tmp}/plain.md"], "{tmp}/plain.md has no <!-- results_tables: FOLDER -->")])
+def test_a_bad_input_is_refused_in_one_line_with_exit_status_1(tmp_path, capsys, args, why):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "plain.md").write_text("# no blocks\n")
+    committed = open(os.path.join(ROOT, "results", "future-work", "protocol.json"), encoding="utf-8").read()
+    for name, text in (("edited", committed.replace('"train_seconds": ', '"train_seconds": 1', 1)),
+                       ("cut", committed[:5000])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "protocol.json").write_text(text, encoding="utf-8")
+    assert results_tables.main([a.format(tmp=tmp_path) for a in args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + why.format(tmp=tmp_path)) and err.count("\n") == 1
