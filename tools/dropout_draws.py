@@ -29,6 +29,7 @@ from nanosgm.experiments.network import pct                 # noqa: E402
 from nanosgm.experiments.protocol import load_protocol      # noqa: E402
 from nanosgm.plumbing.errors import NanosgmError            # noqa: E402
 from nanosgm.plumbing.files import write_json_atomic        # noqa: E402
+from nanosgm.plumbing.flags import numbers, whole           # noqa: E402
 
 
 def draws(model, X, y, eps: list, seeds: list) -> dict:
@@ -50,13 +51,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", help="a protocol folder with protocol.json and models/")
     p.add_argument("--networks", required=True, help="comma-separated keys, e.g. run3/control,run3/sgm:0.2")
-    p.add_argument("--draws", type=int, default=10, help="dropout seeds per network (default 10)")
-    p.add_argument("--eps", default="0.1,0.2")
-    p.add_argument("--images", type=int, default=None, help="the first N test images (default all)")
+    p.add_argument("--draws", type=whole("--draws", least=1), default=10, help="dropout seeds per network (default 10)")
+    p.add_argument("--eps", type=numbers("--eps", least=0), default=[0.1, 0.2],
+                   help="comma-separated budgets (default 0.1,0.2)")
+    p.add_argument("--images", type=whole("--images", least=1), default=None,
+                   help="the first N test images (default all)")
     p.add_argument("--json", default=None, help="write the draws and their summary here")
     args = p.parse_args(argv)
     result = load_protocol(args.folder)
-    config, eps = result["config"], [float(e) for e in args.eps.split(",")]
+    config, eps = result["config"], args.eps
     ds, _ = recipe.load_data(config["dataset"], limit=config.get("limit"), eval_limit=config.get("eval_limit"),
                              val_size=config.get("val_size"), progress=False)
     n = len(ds.X_test) if args.images is None else min(args.images, len(ds.X_test))

@@ -31,6 +31,7 @@ from nanosgm.experiments.recipe import git_commit           # noqa: E402
 from nanosgm.experiments.records import authors_draw_seed   # noqa: E402
 from nanosgm.plumbing.errors import NanosgmError            # noqa: E402
 from nanosgm.plumbing.files import write_json_atomic        # noqa: E402
+from nanosgm.plumbing.flags import numbers, whole           # noqa: E402
 
 CONVENTIONS = ("inference", "authors")
 
@@ -59,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("source", metavar="SOURCE.npz", help="the network the examples are crafted on")
     p.add_argument("target", metavar="TARGET.npz", help="the network that classifies them")
-    p.add_argument("--eps", default="0.1,0.2", help="comma-separated budgets (default 0.1,0.2)")
-    p.add_argument("--images", type=int, default=None, help="the first N test images (default all)")
+    p.add_argument("--eps", type=numbers("--eps", least=0), default=[0.1, 0.2],
+                   help="comma-separated budgets (default 0.1,0.2)")
+    p.add_argument("--images", type=whole("--images", least=1), default=None,
+                   help="the first N test images (default all)")
     p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, ...)")
     p.add_argument("--json", default=None, help="write the numbers here")
     args = p.parse_args(argv)
-    eps = [float(e) for e in args.eps.split(",")]
+    eps = args.eps
     source, target = load_networks([args.source, args.target], args.images, data_dir=args.data_dir)
     if source.dataset != target.dataset:
         raise ValueError(f"{args.source} was trained on {source.dataset}, {args.target} on {target.dataset}: "

@@ -16,7 +16,6 @@ Weights are not committed: run it where the protocols were trained (``--images``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -26,11 +25,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fgsm_transfer import CONVENTIONS, measure, one_line_errors   # noqa: E402
+from nanosgm.experiments import load_protocol              # noqa: E402
 from nanosgm.experiments.audit import load_networks         # noqa: E402
 from nanosgm.experiments.recipe import git_commit           # noqa: E402
 from nanosgm.experiments.records import authors_draw_seed   # noqa: E402
 from nanosgm.methods.arms import CONTROL, slug              # noqa: E402
 from nanosgm.plumbing.files import write_json_atomic        # noqa: E402
+from nanosgm.plumbing.flags import numbers, whole           # noqa: E402
 
 MODEL_NAME = re.compile(r"run(\d+)-(.+)\.npz$")
 KINDS = ("white-box", "transfer")
@@ -39,8 +40,7 @@ KINDS = ("white-box", "transfer")
 def saved_networks(folder: str) -> dict:
     """{(run, arm label): (model path, record)} of a protocol folder: every models/run<i>-<slug>.npz whose
     record is in its protocol.json (the arm named by its slug)."""
-    with open(os.path.join(folder, "protocol.json"), encoding="utf-8") as f:
-        doc = json.load(f)
+    doc = load_protocol(folder)                   # checked: format, seals, lock-step (one line if not)
     labels = {slug(arm): arm for arm in doc["arms"]}
     models = os.path.join(folder, "models")
     found = {}
@@ -132,12 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", metavar="SOURCE_DIR", help="the protocol whose networks craft the examples")
     p.add_argument("target", metavar="TARGET_DIR", help="the protocol whose networks classify them")
     p.add_argument("--source-arm", default=CONTROL, help="which of SOURCE's arms crafts them (default: control)")
-    p.add_argument("--eps", default="0.1,0.2", help="comma-separated budgets (default 0.1,0.2)")
-    p.add_argument("--images", type=int, default=None, help="the first N test images (default all)")
+    p.add_argument("--eps", type=numbers("--eps", least=0), default=[0.1, 0.2],
+                   help="comma-separated budgets (default 0.1,0.2)")
+    p.add_argument("--images", type=whole("--images", least=1), default=None,
+                   help="the first N test images (default all)")
     p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, ...)")
     p.add_argument("--json", default=None, help="write the cells, the networks and the summary here")
     args = p.parse_args(argv)
-    eps = [float(e) for e in args.eps.split(",")]
+    eps = args.eps
     got = run(args.source, args.target, eps, args.images, args.source_arm, args.data_dir)
     print(format_table(got["summary"]))
     if args.json:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from .errors import CliError
 
-__all__ = ["number", "whole", "wholes"]
+__all__ = ["number", "numbers", "whole", "wholes"]
 
 
 def _bound_text(least: float | None, above: float | None) -> str:
@@ -35,6 +35,27 @@ def number(flag: str, *, least: float | None = None, above: float | None = None)
             raise CliError(f"{flag} must be a finite number{_bound_text(least, above)}, got {text!r}")
         return x
     parse.__name__ = "number"
+    return parse
+
+
+def numbers(flag: str, *, least: float | None = None, above: float | None = None) -> Callable[[str], list[float]]:
+    """A ``type=`` for a comma-separated list of finite floats ("0.1,0.2"), each >= ``least`` or > ``above``
+    when given, none twice.
+
+    >>> numbers("--eps", above=0)("0.1,0.2")
+    [0.1, 0.2]
+    """
+    one = number(flag, least=least, above=above)
+
+    def parse(text: str) -> list[float]:
+        parts = text.split(",")
+        if any(not p.strip() for p in parts):
+            raise CliError(f"{flag} must be comma-separated numbers{_bound_text(least, above)}, got {text!r}")
+        values = [one(p.strip()) for p in parts]
+        if len(set(values)) != len(values):
+            raise CliError(f"{flag} names a value twice in {text!r}; give each once")
+        return values
+    parse.__name__ = "numbers"
     return parse
 
 

@@ -37,3 +37,37 @@ def test_a_missing_model_is_one_line(tmp_path, capsys):
     assert fgsm_transfer.cli([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "no such model file" in err
+
+
+@pytest.mark.parametrize("tool, args", [
+    ("fgsm_transfer", ["a.npz", "b.npz"]), ("transfer_table", ["src", "dst"]),
+    ("dropout_draws", ["row", "--networks", "run0/control"])])
+@pytest.mark.parametrize("flag, value, why", [
+    ("--eps", "abc", "--eps must be a finite number >= 0, got 'abc'"),
+    ("--eps", "0.1,,0.2", "--eps must be comma-separated numbers >= 0, got '0.1,,0.2'"),
+    ("--eps", "0.1,0.1", "--eps names a value twice in '0.1,0.1'; give each once"),
+    ("--images", "-5", "--images must be a whole number >= 1, got '-5'"),     # not "all but the last 5"
+    ("--images", "0", "--images must be a whole number >= 1, got '0'")])
+def test_the_transfer_and_draw_tools_refuse_a_bad_number_before_reading_anything(tmp_path, capsys, tool, args,
+                                                                              flag, value, why):
+    module = load_tool(tool)
+    entry = getattr(module, "cli", module.main)
+    assert entry([str(tmp_path / a) if not a.startswith(("-", "run")) else a for a in args] + [flag, value]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {why}\n"
+
+
+def test_a_transfer_table_refuses_an_edited_protocol_in_one_line(tmp_path, capsys):
+    """The table reads its records (the dropout draws' seeds) through the protocol's checks: a sealed record
+    changed by hand is refused before any network is loaded."""
+    import os
+    import shutil
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    row = tmp_path / "future-work"
+    row.mkdir()
+    text = open(os.path.join(root, "results", "future-work", "protocol.json"), encoding="utf-8").read()
+    (row / "protocol.json").write_text(text.replace('"train_seconds": ', '"train_seconds": 1', 1), encoding="utf-8")
+    shutil.copytree(row, tmp_path / "other")
+    assert load_tool("transfer_table").cli([str(row), str(tmp_path / "other")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "networks['run0/control'] was changed after it was written" in err
