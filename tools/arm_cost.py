@@ -11,7 +11,6 @@ time divided by the same round's control, as a Markdown table, with the load ave
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -22,7 +21,12 @@ from nanosgm.bench.bench import load_warnings, loadavg          # noqa: E402
 from nanosgm.experiments.network import NetworkSpec, train_network     # noqa: E402
 from nanosgm.experiments.protocol import arm_spec          # noqa: E402
 from nanosgm.methods.arms import CONTROL, parse_arms       # noqa: E402
+from nanosgm import models                                 # noqa: E402
+from nanosgm.experiments.cli_args import dataset_name      # noqa: E402
 from nanosgm.plumbing import threads                      # noqa: E402
+from nanosgm.plumbing.argparser import Parser             # noqa: E402
+from nanosgm.plumbing.cli import CliError, run_cli        # noqa: E402
+from nanosgm.plumbing.flags import whole                  # noqa: E402
 
 
 def epoch_seconds(spec: NetworkSpec) -> float:
@@ -58,22 +62,31 @@ def table(times: dict, steps: int) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python tools/arm_cost.py", description=__doc__.split("\n\n")[0])
+    """The command line; a bad flag, dataset or model is one line ``error: ...`` with exit status 1."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: list) -> int:
+    p = Parser(prog="python tools/arm_cost.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", required=True, help="the arms beside the control, as python -m nanosgm.experiments takes them")
-    p.add_argument("--dataset", default="mnist", help="default mnist")
+    p.add_argument("--dataset", type=dataset_name, default="mnist", help="default mnist")
     p.add_argument("--model", default="cnn", help="default cnn")
-    p.add_argument("--images", type=int, default=2560, help="training images per epoch (default 2560: 20 steps)")
-    p.add_argument("--batch-size", type=int, default=128, help="default 128, as the protocol")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1, as each protocol worker)")
+    p.add_argument("--images", type=whole("--images", least=2), default=2560,
+                   help="training images per epoch (default 2560: 20 steps)")
+    p.add_argument("--batch-size", type=whole("--batch-size", least=1), default=128, help="default 128, as the protocol")
+    p.add_argument("--rounds", type=whole("--rounds", least=1), default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--threads", type=whole("--threads", least=1), default=1,
+                   help="BLAS threads (default 1, as each protocol worker)")
     p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA)")
     args = p.parse_args(argv)
-    if args.images < 2 * args.batch_size or args.rounds < 1 or args.threads < 1:
-        p.error("--images must hold two batches or more, --rounds and --threads must be >= 1")
+    if args.images < 2 * args.batch_size:
+        raise CliError(f"--images {args.images} must hold two batches of --batch-size {args.batch_size} or more")
+    if models.ALIASES.get(args.model, args.model) not in models.MODELS:
+        raise CliError(f"--model: unknown model {args.model!r}; choose one of {', '.join(sorted(models.MODELS))}")
     try:
         arms = parse_arms(args.arms)
     except ValueError as exc:
-        p.error(str(exc))
+        raise CliError(f"--arms: {exc}") from None
     threads.set_threads(args.threads)
     base = NetworkSpec(dataset=args.dataset, model=args.model, epochs=1, batch_size=args.batch_size,
                        limit=args.images, eval_limit=2, eps=(), pgd=0, data_dir=args.data_dir)

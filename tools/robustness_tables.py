@@ -58,11 +58,39 @@ def _check_audit(doc) -> str | None:
         if not (isinstance(net, dict) and _number(net.get("clean")) and isinstance(net.get("accuracy"), dict)
                 and all(isinstance(d, dict) and all(_number(v) for v in d.values()) for d in per_eps)):
             return f"network {name!r} lacks a numeric 'clean', 'accuracy' or 'robust'"
+        problem = _impossible(net)
+        if problem:
+            return f"network {name!r}: {problem}"
     for t in doc.get("transfer", []) if isinstance(doc.get("transfer", []), list) else [None]:
         if not (isinstance(t, dict) and isinstance(t.get("source"), str) and isinstance(t.get("target"), str)
                 and isinstance(t.get("accuracy"), dict) and all(_number(v) for v in t["accuracy"].values())):
             return "its 'transfer' is not a list of {source, target, accuracy} records"
     return None
+
+
+def _impossible(net: dict) -> str | None:
+    """What no audit can measure in a network's numbers, or None: a percentage outside [0, 100], an attack
+    column above clean accuracy (it counts only examples correct clean), or a worst case ("robust", each
+    example under every attack) above an attack's column at the same eps."""
+    values = [net["clean"], *net["robust"].values()] + [v for d in net["accuracy"].values() for v in d.values()]
+    if not all(0 <= v <= 100 for v in values):
+        return "a percentage outside [0, 100]"
+    for attack, per_eps in net["accuracy"].items():
+        for e, v in per_eps.items():
+            if v > net["clean"] + 1e-9:
+                return f"{attack} at eps {e} ({v}) is above its clean accuracy ({net['clean']})"
+            if e in net["robust"] and net["robust"][e] > v + 1e-9:
+                return f"the worst case at eps {e} ({net['robust'][e]}) is above {attack}'s ({v})"
+    return None
+
+
+def _unpassed(path, doc) -> str | None:
+    """A note naming the sanity checks of a robustness.json that did not pass, or None."""
+    bad = [c for c in doc.get("checks", []) if isinstance(c, dict) and c.get("status") != "pass"]
+    if not bad:
+        return None
+    return (f"note: {path}: {len(bad)} sanity check(s) did not pass (pooled anyway; read them before the tables): "
+            + "; ".join(f"{c.get('check')} ({c.get('network')}): {c.get('status')}" for c in bad))
 
 
 def _load(path) -> dict:
@@ -76,6 +104,9 @@ def _load(path) -> dict:
     problem = _check_audit(doc)
     if problem:
         raise TableError(f"{path}: not a robustness.json written by python -m nanosgm.robustness: {problem}")
+    note = _unpassed(path, doc)
+    if note:
+        print(note, file=sys.stderr)
     return doc
 
 
@@ -323,6 +354,8 @@ def _save(fig, path, flag) -> None:
         fig.savefig(path, dpi=90)
     except OSError as exc:
         raise TableError(f"{flag} {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:                       # matplotlib: a file type it cannot write (e.g. .txt)
+        raise TableError(f"{flag} {path}: {exc}; name a .png, .pdf or .svg file") from None
     finally:
         plt.close(fig)
 
@@ -391,6 +424,7 @@ def tables(paths, protocol_dir=None, figure=None, gain_png=None) -> str:
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    args = [part for a in args for part in (a.split("=", 1) if a.startswith("--") and "=" in a else [a])]
     opts = {"--protocol": None, "--figure": None, "--gain-figure": None}
     for flag in opts:
         if flag in args:
@@ -400,7 +434,11 @@ def main(argv=None) -> int:
                 return 2
             opts[flag] = args[i + 1]
             del args[i:i + 2]
-    if not args or any(a.startswith("-") for a in args):
+    unknown = [a for a in args if a.startswith("-")]
+    if unknown:
+        print(f"error: unknown flag {unknown[0]} (the flags: {', '.join(opts)})", file=sys.stderr)
+        return 2
+    if not args:
         print("usage: python tools/robustness_tables.py results/robustness/<audit>/robustness.json [...] "
               "[--protocol results/mnist-cnn] [--figure robust.png] [--gain-figure gain.png]", file=sys.stderr)
         return 2

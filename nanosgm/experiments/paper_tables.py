@@ -51,22 +51,51 @@ def _csv_name(name: str) -> str:
 
 
 def read_paper_tables(paper_dir: str | Path) -> dict:
-    """The same layout as :data:`PAPER_TABLES`, read from ``table4_clean_accuracy.csv`` and
-    ``table5_fgsm_accuracy.csv`` in ``paper_dir`` (a missing file gives an empty table)."""
+    """The same layout as :data:`PAPER_TABLES`, read from ``table4_clean_accuracy.csv`` (columns experiment,
+    control, with_updates) and ``table5_fgsm_accuracy.csv`` (experiment, variant control|updates, eps_<e>...)
+    in ``paper_dir``. A missing file, a missing column, a value that is not a percentage or a Table 5
+    experiment without both variants is a ValueError naming the file and the row."""
     paper_dir = Path(paper_dir)
     t4: dict[str, dict[str, float]] = {}
     t5: dict[str, dict[str, dict[float, float]]] = {}
-    p4, p5 = paper_dir / "table4_clean_accuracy.csv", paper_dir / "table5_fgsm_accuracy.csv"
-    if p4.exists():
-        with open(p4, newline="") as f:
-            for row in csv.DictReader(f):
-                t4[row["experiment"]] = {"control": float(row["control"]), "updates": float(row["with_updates"])}
-    if p5.exists():
-        with open(p5, newline="") as f:
-            for row in csv.DictReader(f):
-                accs = {float(k[len("eps_"):]): float(v) for k, v in row.items() if k.startswith("eps_") and v}
-                t5.setdefault(row["experiment"], {})[row["variant"]] = accs
+    for row, where in _csv_rows(paper_dir / "table4_clean_accuracy.csv", ("experiment", "control", "with_updates")):
+        t4[row["experiment"]] = {"control": _pct(row["control"], where), "updates": _pct(row["with_updates"], where)}
+    for row, where in _csv_rows(paper_dir / "table5_fgsm_accuracy.csv", ("experiment", "variant")):
+        if row["variant"] not in ("control", "updates"):
+            raise ValueError(f"{where}: variant must be control or updates, got {row['variant']!r}")
+        accs = {float(k[len("eps_"):]): _pct(v, where) for k, v in row.items() if k.startswith("eps_") and v}
+        t5.setdefault(row["experiment"], {})[row["variant"]] = accs
+    for name, variants in t5.items():
+        if set(variants) != {"control", "updates"}:
+            raise ValueError(f"{paper_dir / 'table5_fgsm_accuracy.csv'}: {name} needs a control and an updates row")
     return {"table4": t4, "table5": t5, "source": str(paper_dir)}
+
+
+def _csv_rows(path: Path, columns: tuple[str, ...]):
+    """(row dict, "file line N") of each row of the CSV ``path``, after checking that it has ``columns``."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path}: no column {', '.join(missing)} (its header: {reader.fieldnames}); "
+                                 f"the paper's tables are transcribed with columns {', '.join(columns)}")
+            rows = [(row, f"{path} line {reader.line_num}") for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"--paper-dir: cannot read {path} ({exc}); it needs table4_clean_accuracy.csv and "
+                         f"table5_fgsm_accuracy.csv") from None
+    return rows
+
+
+def _pct(text: str | None, where: str) -> float:
+    """A percentage from a CSV cell, or a ValueError naming the row."""
+    try:
+        x = float(text or "")
+    except ValueError:
+        x = float("nan")
+    if not 0 <= x <= 100:
+        raise ValueError(f"{where}: {text!r} is not a percentage in [0, 100]")
+    return x
 
 
 def lookup(table: dict, name: str | None) -> dict | None:

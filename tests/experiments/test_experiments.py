@@ -645,6 +645,23 @@ def test_arm_cost_trains_every_arm_each_round_and_divides_by_the_same_rounds_con
     assert [tool.steps_per_epoch(n, 128) for n in (2560, 300, 257)] == [20, 3, 2]   # 257: the last sample sits out
 
 
+@pytest.mark.parametrize("args, why", [
+    (["--batch-size", "0"], "--batch-size must be a whole number >= 1, got '0'"),
+    (["--batch-size", "-1"], "--batch-size must be a whole number >= 1, got '-1'"),
+    (["--images", "100"], "--images 100 must hold two batches of --batch-size 128 or more"),
+    (["--model", "bogus"], "--model: unknown model 'bogus'; choose one of"),
+    (["--arms", "sgm:zero"], "--arms: "),
+    (["--dataset", "bogus"], "argument --dataset: unknown dataset")])
+def test_arm_cost_refuses_a_bad_flag_in_one_line_before_training(monkeypatch, capsys, args, why):
+    from conftest import load_tool
+    tool = load_tool("arm_cost")
+    monkeypatch.setattr(tool, "measure", lambda *a, **k: pytest.fail("it started measuring"))
+    flags = {"--arms": "sgm:0.2"} | dict(zip(args[::2], args[1::2]))
+    code = tool.main([x for kv in flags.items() for x in kv])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and why in err and err.count("\n") == 1
+
+
 def test_tables_give_fgsm_both_ways_and_the_last_epoch():
     result = run(arms="sgm:0.2", runs=2, spec=base(epochs=3))
     s = result["summary"]["sgm:0.2"]

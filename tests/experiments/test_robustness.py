@@ -451,6 +451,9 @@ def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_pat
     assert err.startswith("error: ") and "other settings" in err and err.count("\n") == 1
     (tmp_path / "bad.json").write_text("[]")
     assert tool.main([str(tmp_path / "bad.json")]) == 1 and "not a robustness.json" in capsys.readouterr().err
+    assert tool.main([str(p) for p in paths[:3]] + ["--figure", str(tmp_path / "r.txt")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: --figure {tmp_path / 'r.txt'}: Format 'txt' is not supported" in err
 
 
 def test_transfer_pairs_first_all_none_and_grouped_check_lines(nets):
@@ -508,6 +511,45 @@ def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path,
     (tmp_path / "a0.json").write_text(json.dumps(alone))
     assert tool.main([str(tmp_path / "a0.json"), "--gain-figure", str(tmp_path / "g.png")]) == 1
     assert "--gain-figure: no arm has a control" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda n: n.update(clean=150.0), "a percentage outside [0, 100]"),
+    (lambda n: n["robust"].update({"0.1": -7.0}), "a percentage outside [0, 100]"),
+    (lambda n: n["accuracy"]["FGSM"].update({"0.1": 99.9}), "FGSM at eps 0.1 (99.9) is above its clean accuracy"),
+    (lambda n: n["robust"].update({"0.1": 60.0}), "the worst case at eps 0.1 (60.0) is above PGD-10x1's (55.0)")])
+def test_robustness_tables_refuse_numbers_no_audit_can_measure(tmp_path, capsys, change, why):
+    from conftest import load_tool
+    tool = load_tool("robustness_tables")
+    doc = _audit_doc(0, (50.0, 70.0))
+    change(doc["networks"]["mnist-cnn/run0-control"])
+    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    assert tool.main([str(tmp_path / "s0.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"network 'mnist-cnn/run0-control': {why}" in err
+
+
+def test_robustness_tables_read_flag_equals_value_and_name_an_unknown_flag(tmp_path, capsys):
+    from conftest import load_tool
+    tool = load_tool("robustness_tables")
+    (tmp_path / "s0.json").write_text(json.dumps(_audit_doc(0, (50.0, 70.0))))
+    assert tool.main([str(tmp_path / "s0.json"), f"--figure={tmp_path / 'r.png'}"]) == 0
+    assert (tmp_path / "r.png").exists()
+    capsys.readouterr()
+    assert tool.main([str(tmp_path / "s0.json"), "--figures", "x.png"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown flag --figures (the flags: --protocol, --figure, ")
+
+
+def test_robustness_tables_name_the_sanity_checks_that_did_not_pass(tmp_path, capsys):
+    from conftest import load_tool
+    tool = load_tool("robustness_tables")
+    doc = _audit_doc(0, (50.0, 70.0))
+    doc["checks"] = [{"check": "eps 0.5 -> ~0", "network": "mnist-cnn/run0-control", "status": "pass", "detail": ""},
+                     {"check": "more PGD steps", "network": "mnist-cnn/run0-control", "status": "warn", "detail": ""}]
+    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    assert tool.main([str(tmp_path / "s0.json")]) == 0
+    assert capsys.readouterr().err == (f"note: {tmp_path / 's0.json'}: 1 sanity check(s) did not pass (pooled anyway; "
+                                       "read them before the tables): more PGD steps (mnist-cnn/run0-control): warn\n")
 
 
 def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_ones(tmp_path, capsys):
