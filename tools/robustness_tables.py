@@ -12,6 +12,11 @@ record names its weights' digest must have been audited with those weights (else
 accuracy against eps per arm (median over seeds, the range as a band), ``--gain-figure PNG`` each arm's
 gain over its own run's control, a dot per run. Audits made with different attack
 settings are not pooled: that is an error. No training, no data, no attacks: it reads JSON only.
+
+Nothing reaches a table unchecked: an audit's seal (audits written since the seal existed; older ones are read
+as they are) and its structure, numbers no audit can measure (a percentage outside [0, 100], an attack above
+clean accuracy, a worst case above an attack), and, with ``--protocol``, the protocol records' seals; the
+sanity checks an audit did not pass are named in a note.
 """
 from __future__ import annotations
 
@@ -49,6 +54,8 @@ def _check_audit(doc) -> str | None:
     """What is wrong with a robustness.json's structure, or None."""
     if not isinstance(doc, dict) or not isinstance(doc.get("networks"), dict) or not isinstance(doc.get("settings"), dict):
         return "no 'networks' and 'settings' objects"
+    if not doc["networks"]:
+        return "its 'networks' is empty (an audit names at least one network)"
     st = doc["settings"]
     if not (isinstance(st.get("eps"), list) and all(_number(e) for e in st["eps"]) and _number(st.get("pgd_steps"))
             and isinstance(st.get("images", {}), dict)):
@@ -94,6 +101,7 @@ def _unpassed(path, doc) -> str | None:
 
 
 def _load(path) -> dict:
+    from nanosgm.plumbing.seal import RecordEdited, check_seal, is_sealed
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -101,6 +109,11 @@ def _load(path) -> dict:
         raise TableError(f"{path}: no such file") from None
     except (OSError, ValueError, RecursionError) as exc:
         raise TableError(f"{path}: not readable JSON ({exc})") from None
+    if isinstance(doc, dict) and is_sealed(doc):           # audits written before seals are read as they are
+        try:
+            doc = check_seal(doc, str(path), fix="restore it (e.g. git checkout), or audit again")
+        except RecordEdited as exc:
+            raise TableError(str(exc)) from None
     problem = _check_audit(doc)
     if problem:
         raise TableError(f"{path}: not a robustness.json written by python -m nanosgm.robustness: {problem}")

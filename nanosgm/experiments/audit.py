@@ -57,7 +57,7 @@ from ..methods.base import format_number
 from ..plumbing.argparser import Parser
 from ..plumbing.audit_resume import PARTIAL_NAME, FinishedAttacks, PartialFileError, digest
 from ..plumbing.flags import whole
-from ..plumbing.seal import RecordEdited, check_seal, is_sealed, unsealed_note
+from ..plumbing.seal import RecordEdited, check_seal, is_sealed, seal, unsealed_note
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -980,7 +980,8 @@ def _kept(finished: FinishedAttacks) -> str:
 def _write_outputs(out: str, report: dict, nets: list[Network], suite: Suite, argv: list[str]) -> None:
     print(format_report(report))
     from ..plumbing.files import write_json_atomic
-    write_json_atomic(os.path.join(out, "robustness.json"), report_json(report, nets, suite, argv))
+    # sealed (plumbing.seal): tools/robustness_tables.py refuses the file once it is edited by hand
+    write_json_atomic(os.path.join(out, "robustness.json"), seal(report_json(report, nets, suite, argv)))
     accuracy_figure(report).savefig(os.path.join(out, "robustness.png"), dpi=100)
     print(f"wrote {out}/robustness.json and {out}/robustness.png")
 

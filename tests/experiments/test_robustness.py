@@ -215,6 +215,8 @@ def test_cli_audits_networks_written_by_train(mnist_real, tmp_path, capsys, monk
     assert "run: clean accuracy" in out and "APGD-DLR" in out and "(check)" in out and "sanity checks" in out
     assert "run: Square eps 0.1: " in err and "run: APGD-CE eps 0.1: " in err        # a line per attack in a log
     doc = json.loads((run / "robustness.json").read_text())
+    from nanosgm.plumbing.seal import check_seal
+    check_seal(doc, "robustness.json")                                 # sealed: an edit by hand is detectable
     net = doc["networks"]["run"]
     assert net["info"]["dataset"] == "mnist" and net["info"]["model"] == "cnn"
     assert set(net["accuracy"]) == {"FGSM", "PGD-2x1", "PGD-4x1", "APGD-CE", "APGD-DLR", "Square"}
@@ -527,6 +529,10 @@ def test_robustness_tables_refuse_numbers_no_audit_can_measure(tmp_path, capsys,
     assert tool.main([str(tmp_path / "s0.json")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"network 'mnist-cnn/run0-control': {why}" in err
+    doc["networks"] = {}
+    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    assert tool.main([str(tmp_path / "s0.json")]) == 1
+    assert "its 'networks' is empty" in capsys.readouterr().err
 
 
 def test_robustness_tables_read_flag_equals_value_and_name_an_unknown_flag(tmp_path, capsys):
@@ -538,6 +544,22 @@ def test_robustness_tables_read_flag_equals_value_and_name_an_unknown_flag(tmp_p
     capsys.readouterr()
     assert tool.main([str(tmp_path / "s0.json"), "--figures", "x.png"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown flag --figures (the flags: --protocol, --figure, ")
+
+
+def test_robustness_tables_refuse_a_sealed_audit_edited_by_hand(tmp_path, capsys):
+    """The audit seals its robustness.json; the tables check the seal (and read an older, unsealed one as is)."""
+    from conftest import load_tool
+    from nanosgm.plumbing.seal import seal
+    tool = load_tool("robustness_tables")
+    doc = seal(_audit_doc(0, (50.0, 70.0)))
+    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    assert tool.main([str(tmp_path / "s0.json")]) == 0
+    capsys.readouterr()
+    doc["networks"]["mnist-cnn/run0-control"]["robust"]["0.1"] = 40.0
+    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    assert tool.main([str(tmp_path / "s0.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "s0.json was changed after it was written" in err
 
 
 def test_robustness_tables_name_the_sanity_checks_that_did_not_pass(tmp_path, capsys):
