@@ -719,16 +719,9 @@ class AuditError(ValueError):
 
 
 def _parse_eps(text: str) -> list[float]:
-    try:
-        eps = [float(e) for e in text.split(",") if e.strip()]
-    except ValueError:
-        raise AuditError(f"--eps must be comma-separated numbers, got {text!r}") from None
-    if not eps or not all(math.isfinite(e) and e > 0 for e in eps):
-        raise AuditError(f"--eps needs one or more finite values > 0, got {text!r}")
-    for i, e in enumerate(eps):
-        if e in eps[:i]:
-            raise AuditError(f"--eps: {format_number(e)} is given twice in {text!r}; give each budget once")
-    return eps
+    """``--eps``: finite budgets > 0, none twice (CliError, :func:`nanosgm.plumbing.flags.numbers`)."""
+    from ..plumbing.flags import numbers
+    return numbers("--eps", above=0)(text)
 
 
 def _read_record(path: str, run: bool) -> Any:

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from .. import backend, models
-from ..methods.base import format_number
 from ..plumbing.errors import CliError
-from ..plumbing.flags import number, whole
+from ..plumbing.flags import number, numbers, whole
 
 __all__ = ["dataset_name", "optimizer_name", "add_common_arguments", "parse_eps", "check_common_args", "common_setup"]
 
@@ -60,19 +58,9 @@ def add_common_arguments(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def parse_eps(text: str) -> list:
-    """The budgets of ``--eps`` ("0.001,0.01"): finite numbers >= 0, no float given twice (CliError)."""
-    try:
-        eps_list = [float(e) for e in text.split(",") if e.strip()]
-    except ValueError:
-        raise CliError(f"--eps must be comma-separated numbers, got {text!r}") from None
-    if not eps_list:
-        raise CliError("--eps needs at least one value")
-    if not all(math.isfinite(e) and e >= 0 for e in eps_list):
-        raise CliError(f"--eps values must be finite numbers >= 0 (0 gives the clean accuracy), got {text!r}")
-    for i, e in enumerate(eps_list):
-        if e in eps_list[:i]:
-            raise CliError(f"--eps: {format_number(e)} is given twice in {text!r}; give each budget once")
-    return eps_list
+    """The budgets of ``--eps`` ("0.001,0.01"): finite numbers >= 0 (0 gives the clean accuracy), none given
+    twice (CliError, :func:`nanosgm.plumbing.flags.numbers`)."""
+    return numbers("--eps", least=0)(text)
 
 
 def check_common_args(args: argparse.Namespace) -> list:

@@ -208,13 +208,9 @@ def build_parser(prog: str = PROG) -> Parser:
 
 
 def _parse_eps(text: str) -> list:
-    try:
-        eps = [float(e) for e in text.split(",") if e.strip()]
-    except ValueError:
-        raise DecomposeError(f"--eps must be comma-separated numbers, got {text!r}") from None
-    if not eps or not all(math.isfinite(e) and e > 0 for e in eps) or len(set(eps)) < len(eps):
-        raise DecomposeError(f"--eps needs one or more distinct finite values > 0, got {text!r}")
-    return eps
+    """``--eps``: finite budgets > 0, none twice (CliError, :func:`nanosgm.plumbing.flags.numbers`)."""
+    from ..plumbing.flags import numbers
+    return numbers("--eps", above=0)(text)
 
 
 def _parse_readings(text: str) -> list:

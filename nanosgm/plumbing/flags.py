@@ -39,21 +39,23 @@ def number(flag: str, *, least: float | None = None, above: float | None = None)
 
 
 def numbers(flag: str, *, least: float | None = None, above: float | None = None) -> Callable[[str], list[float]]:
-    """A ``type=`` for a comma-separated list of finite floats ("0.1,0.2"), each >= ``least`` or > ``above``
-    when given, none twice.
+    """A ``type=`` (or a parser) for a comma-separated list of finite floats ("0.1,0.2"), each >= ``least``
+    or > ``above`` when given, none twice (0.1 and 0.10 are one value): every command's ``--eps``.
 
     >>> numbers("--eps", above=0)("0.1,0.2")
     [0.1, 0.2]
     """
-    one = number(flag, least=least, above=above)
-
     def parse(text: str) -> list[float]:
-        parts = text.split(",")
-        if any(not p.strip() for p in parts):
-            raise CliError(f"{flag} must be comma-separated numbers{_bound_text(least, above)}, got {text!r}")
-        values = [one(p.strip()) for p in parts]
-        if len(set(values)) != len(values):
-            raise CliError(f"{flag} names a value twice in {text!r}; give each once")
+        try:
+            values = [float(p) for p in text.split(",")]
+        except ValueError:
+            raise CliError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+        if not all(math.isfinite(x) and (least is None or x >= least) and (above is None or x > above)
+                   for x in values):
+            raise CliError(f"{flag} values must be finite numbers{_bound_text(least, above)}, got {text!r}")
+        for i, x in enumerate(values):
+            if x in values[:i]:
+                raise CliError(f"{flag}: {x!r} is given twice in {text!r}; give each once")
         return values
     parse.__name__ = "numbers"
     return parse

@@ -121,7 +121,7 @@ def test_an_interrupted_decomposition_resumes_after_its_finished_networks(folder
 def test_the_command_refuses_in_one_line(folder, tmp_path, capsys):
     cases = [([tmp_path / "nothing"], "holds no protocol.json"),
              ([folder, "--eps", "0.1,x"], "--eps must be comma-separated numbers"),
-             ([folder, "--eps", "0.1,0.1"], "distinct finite values > 0"),
+             ([folder, "--eps", "0.1,0.1"], "--eps: 0.1 is given twice in '0.1,0.1'; give each once"),
              ([folder, "--readings", "dropout,keras"], "--readings: unknown reading 'keras'"),
              ([folder, "--images", "33", "--readings", "batch-stats@32"], "a last attack batch of one image"),
              ([folder, "--bogus"], "unrecognized arguments: --bogus (see python -m nanosgm.decompose --help)")]

@@ -158,7 +158,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert code == 1 and "--eps must be comma-separated numbers" in err
     for bad in ("nan", "0.1,inf", "-0.1"):
         code, _, err = run_cli([str(tmp_path / "m.npz"), "--eps", bad], capsys)
-        assert code == 1 and "finite values > 0" in err
+        assert code == 1 and "--eps values must be finite numbers > 0" in err
     code, _, err = run_cli([str(tmp_path / "m.npz"), "--check-eps", "-1"], capsys)
     assert code == 1 and "--check-eps must be a finite value > 0" in err
     code, _, err = run_cli([str(tmp_path / "m.npz"), "--restarts", "0"], capsys)

@@ -43,9 +43,10 @@ def test_a_missing_model_is_one_line(tmp_path, capsys):
     ("fgsm_transfer", ["a.npz", "b.npz"]), ("transfer_table", ["src", "dst"]),
     ("dropout_draws", ["row", "--networks", "run0/control"])])
 @pytest.mark.parametrize("flag, value, why", [
-    ("--eps", "abc", "--eps must be a finite number >= 0, got 'abc'"),
-    ("--eps", "0.1,,0.2", "--eps must be comma-separated numbers >= 0, got '0.1,,0.2'"),
-    ("--eps", "0.1,0.1", "--eps names a value twice in '0.1,0.1'; give each once"),
+    ("--eps", "abc", "--eps must be comma-separated numbers, got 'abc'"),
+    ("--eps", "0.1,,0.2", "--eps must be comma-separated numbers, got '0.1,,0.2'"),
+    ("--eps", "0.1,-1", "--eps values must be finite numbers >= 0, got '0.1,-1'"),
+    ("--eps", "0.1,0.10", "--eps: 0.1 is given twice in '0.1,0.10'; give each once"),
     ("--images", "-5", "--images must be a whole number >= 1, got '-5'"),     # not "all but the last 5"
     ("--images", "0", "--images must be a whole number >= 1, got '0'")])
 def test_the_transfer_and_draw_tools_refuse_a_bad_number_before_reading_anything(tmp_path, capsys, tool, args,
