@@ -153,7 +153,7 @@ def conventions_tables(folder, label=None) -> str:
     convention (median [range] of the control and of the arm, median paired Δ), then the verdict of each
     claim per convention. A folder without protocol.json gives one line: pending."""
     label = label or os.path.basename(os.path.normpath(str(folder)))
-    if not os.path.isfile(os.path.join(_folder(folder), "protocol.json")):
+    if not os.path.isfile(os.path.join(folder, "protocol.json")):
         return f"### `{label}/`: pending (no protocol.json yet)"
     result = experiments.load_protocol(folder)
     cfg, summary = result["config"], experiments.summarize(result)
@@ -196,7 +196,7 @@ def decomposition_table(folder, label=None) -> str:
     """The markdown table of FOLDER/decomposition.json (see the module docstring)."""
     from nanosgm.experiments.decompose import load_decomposition
     label = label or folder
-    path = os.path.join(_folder(folder), "decomposition.json")
+    path = os.path.join(folder, "decomposition.json")
     if not os.path.exists(path):
         return f"### `{label}/`: decomposition pending"
     doc = load_decomposition(path)
@@ -272,11 +272,11 @@ def _main(args: list) -> int:
                            f"results_decomposition) block to rewrite")
         print(f"{args[1]}: {n} table block(s) rewritten")
         return 0
-    if args[:1] == ["--decomposition"] and len(args) > 1:
-        print("\n\n".join(decomposition_table(f) for f in args[1:]))
+    if args[:1] == ["--decomposition"] and len(args) > 1:     # on the command line a missing folder is a typo;
+        print("\n\n".join(decomposition_table(_folder(f)) for f in args[1:]))   # in a README block, pending
         return 0
     if args[:1] == ["--conventions"] and len(args) > 1:
-        print("\n\n".join(conventions_tables(f) for f in args[1:]))
+        print("\n\n".join(conventions_tables(_folder(f)) for f in args[1:]))
         return 0
     if not args or args[0].startswith("-"):
         print("usage: python tools/results_tables.py results/<row> [...]   (print the tables)\n"

@@ -38,7 +38,7 @@ from .base import Array, Layer
 
 
 class Sequential(Layer, CheckedState):
-    """Layers applied in order. ``.layers`` is the list it was given (layers, not other Sequentials).
+    """Layers applied in order. ``.layers`` is the list it was given.
 
     ``state_dict()`` / ``load_state_dict(state, source=, prefix=)``: every parameter and buffer, loaded
     all or nothing (:class:`~nanosgm.plumbing.state.CheckedState`)."""
@@ -49,9 +49,6 @@ class Sequential(Layer, CheckedState):
         for i, layer in enumerate(self.layers):
             if not hasattr(layer, "forward") or not hasattr(layer, "backward"):
                 raise TypeError(f"layer {i} ({layer!r}) has no forward/backward; Sequential takes layers only")
-            if isinstance(layer, Sequential):     # its parameters, state and double backward would be missed
-                raise TypeError(f"layer {i} is a Sequential, which cannot be nested; give its layers instead, "
-                                f"e.g. Sequential(first.layers + second.layers)")
 
     def __repr__(self) -> str:
         body = "\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))

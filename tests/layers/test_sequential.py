@@ -42,16 +42,6 @@ def test_construction_rejects_non_layers():
         Sequential([np.zeros(3)])
 
 
-def test_a_nested_sequential_is_refused_with_what_to_do_instead():
-    """A Sequential inside a Sequential would hide its parameters, state and double backward from the
-    outer one, so it is refused in one line that says how to write it; its layers are accepted."""
-    inner = Sequential([Dense(4, 3), ReLU()])
-    with pytest.raises(TypeError, match=r"layer 1 is a Sequential, which cannot be nested; give its layers"):
-        Sequential([Flatten(), inner])
-    flat = Sequential([Flatten()] + inner.layers)
-    assert [name for name, _, _ in flat.parameters()] == ["1.W", "1.b"]
-
-
 def test_parameters_are_named_index_dot_key_in_order():
     model = small_net()
     assert [name for name, _, _ in model.parameters()] == EXPECTED_KEYS
