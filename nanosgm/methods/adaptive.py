@@ -129,7 +129,7 @@ class AdaptiveSGM(SGM):
         g = xp.asarray(dX, dtype=X.dtype) * (dX.shape[0] if self.per_sample else 1)
         rows, state = X[idx], {k: s[idx] for k, s in self.slots.items()}
         # the rule's maths broadcasts a per-row array t as well as the int that Optimizer.step keeps
-        self.optimizer.t = self._step_count(host_idx, X.dtype, xp, X.ndim)  # type: ignore[assignment]
+        self.optimizer.t = self._step_count(host_idx, X.dtype, xp, X.ndim)
         self.optimizer.update(rows, -g, state)                        # descent on -E: X moves up E (Eq. 15)
         X[idx] = self._project(rows, idx, xp)
         for k, s in self.slots.items():

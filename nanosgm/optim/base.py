@@ -81,7 +81,7 @@ class Optimizer(CheckedState):
 
     def __init__(self, lr: float) -> None:
         self.lr = float(lr)
-        self.t = 0                       # number of steps taken
+        self.t: int | np.ndarray = 0     # steps taken (the adaptive input rules: a per-row array of them)
         self.state: dict[str, dict] = {}    # parameter name -> {slot name: array on the param's backend}
         self._pending: dict[str, dict] = {}  # loaded host state not yet moved to its parameter
         self._expect_loaded_state = False   # True after loading a state with slots: a parameter without one is an error

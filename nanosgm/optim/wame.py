@@ -107,10 +107,12 @@ class WAME(Optimizer):
                 "g_sign": xp.zeros(param.shape, dtype=xp.int8)}
 
     def step_size(self) -> float:
-        """The step's learning rate: lr (printed form); lr * sqrt(1 - beta2^t) / (1 - beta1^t) (authors')."""
+        """The step's learning rate: lr (printed form); lr * sqrt(1 - beta2^t) / (1 - beta1^t) (authors').
+        WAME is a weight rule only (not one of the input rules that keep a per-row ``t``), so t is an int."""
         if self.form == "printed":
             return self.lr
-        return self.lr * (1.0 - self.beta2 ** self.t) ** 0.5 / (1.0 - self.beta1 ** self.t)
+        t = int(self.t)
+        return self.lr * (1.0 - self.beta2 ** t) ** 0.5 / (1.0 - self.beta1 ** t)
 
     def update(self, param: Array, grad: Array, state: dict[str, Array]) -> None:
         """One WAME step for one parameter, written as the rule (module docstring), on whole arrays."""
