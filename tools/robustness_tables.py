@@ -56,6 +56,8 @@ def _check_audit(doc) -> str | None:
         return "no 'networks' and 'settings' objects"
     if not doc["networks"]:
         return "its 'networks' is empty (an audit names at least one network)"
+    if not (isinstance(doc.get("checks", []), list) and all(isinstance(c, dict) for c in doc.get("checks", []))):
+        return "its 'checks' is not a list of {check, network, status} objects"
     st = doc["settings"]
     if not (isinstance(st.get("eps"), list) and all(_number(e) for e in st["eps"]) and _number(st.get("pgd_steps"))
             and isinstance(st.get("images", {}), dict)):
@@ -401,7 +403,7 @@ def check_weights(docs, protocol: dict, row: str) -> int:
                              f"{str(want)[:12]} ({row}/protocol.json): audit the weights that protocol saved")
     if unnamed:
         print(f"note: {row}/protocol.json names no weights digest for {len(unnamed)} audited network(s) (records "
-              f"made before digests, not refilled since), so they were not matched with their records: "
+              f"made before digests, and no refill since recorded one), so they were not matched with their records: "
               f"{', '.join(unnamed)}", file=sys.stderr)
     return seen
 

@@ -56,7 +56,7 @@ from .. import attacks, backend
 from ..methods.base import format_number
 from ..plumbing.argparser import Parser
 from ..plumbing.audit_resume import PARTIAL_NAME, FinishedAttacks, PartialFileError, digest
-from ..plumbing.flags import whole
+from ..plumbing.flags import numbers, whole
 from ..plumbing.seal import RecordEdited, check_seal, is_sealed, seal, unsealed_note
 
 if TYPE_CHECKING:
@@ -685,7 +685,8 @@ def build_parser(prog: str = PROG) -> Parser:
                    "nanosgm.experiments) names its dataset and model")
     p.add_argument("--dataset", default=None, help="the dataset, for a model without results.json")
     p.add_argument("--model", default=None, help="dnn, cnn or cifar_cnn, for a model without results.json")
-    p.add_argument("--eps", default=",".join(f"{e:g}" for e in DEFAULT_EPS), help="comma-separated L-inf budgets "
+    p.add_argument("--eps", type=numbers("--eps", above=0), default=",".join(f"{e:g}" for e in DEFAULT_EPS),
+                   help="comma-separated L-inf budgets "
                    "(default: the paper's 0.001,0.01,0.1,0.2 and 0.3)")
     p.add_argument("--check-eps", type=float, default=CHECK_EPS, help="the large eps at which accuracy should be ~0 "
                    "(default 0.5; evaluated too)")
@@ -716,12 +717,6 @@ def build_parser(prog: str = PROG) -> Parser:
 
 class AuditError(ValueError):
     """A bad file or flag: the message is printed as one `error: ...` line."""
-
-
-def _parse_eps(text: str) -> list[float]:
-    """``--eps``: finite budgets > 0, none twice (CliError, :func:`nanosgm.plumbing.flags.numbers`)."""
-    from ..plumbing.flags import numbers
-    return numbers("--eps", above=0)(text)
 
 
 def _read_record(path: str, run: bool) -> Any:
@@ -888,7 +883,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from ..plumbing.cli import check_out_folder
     from .recipe import git_commit
     git_commit()                               # read now, while the code it names is the code in use
-    eps = _parse_eps(args.eps)
+    eps = list(args.eps)                 # checked where parsed (plumbing.flags.numbers)
     if args.check_eps is not None and not (math.isfinite(args.check_eps) and args.check_eps > 0):
         raise AuditError(f"--check-eps must be a finite value > 0, got {args.check_eps}")
     for flag in ("images", "pgd_steps", "restarts", "apgd_steps", "queries", "batch_size"):

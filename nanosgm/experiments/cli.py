@@ -11,7 +11,7 @@ from .. import backend
 from ..plumbing.argparser import Parser
 from ..plumbing.cli import CliError, check_out_folder, run_cli
 from ..plumbing.flags import whole, wholes
-from . import recipe
+from . import paper_tables, recipe
 from .cli_args import add_common_arguments, common_setup, optimizer_name
 from .figures import write_figures
 from .network import NetworkSpec
@@ -84,6 +84,11 @@ def _base_spec(args: argparse.Namespace, model_name: str, eps_list: list[float])
 def _check_args(args: argparse.Namespace) -> list[str]:
     if args.paper_dir is not None and not os.path.isdir(args.paper_dir):
         raise CliError(f"--paper-dir {args.paper_dir!r} is not a folder")
+    if args.paper_dir is not None:        # its tables are checked now, not after hours of training
+        try:
+            paper_tables.read_paper_tables(args.paper_dir)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     if args.arms is None and args.input_lr == 0:
         raise CliError("--input-lr 0 would train two control networks; the control is always part of the protocol")
     try:

@@ -7,7 +7,7 @@ from .. import backend, models
 from ..plumbing.errors import CliError
 from ..plumbing.flags import number, numbers, whole
 
-__all__ = ["dataset_name", "optimizer_name", "add_common_arguments", "parse_eps", "check_common_args", "common_setup"]
+__all__ = ["dataset_name", "optimizer_name", "add_common_arguments", "check_common_args", "common_setup"]
 
 
 def dataset_name(name: str) -> str:
@@ -44,7 +44,7 @@ def add_common_arguments(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--input-lr", type=number("--input-lr"), default=0.2, help="SGM's lambda-bar (default 0.2, the "
                    "paper's; 0 = the control)")
     p.add_argument("--augment", action="store_true", help="elastic distortions (MNIST) or rotation/zoom/flip (CIFAR)")
-    p.add_argument("--eps", default="0.001,0.01,0.1,0.2", help="comma-separated FGSM/PGD epsilons (Eq. 20; default: "
+    p.add_argument("--eps", type=numbers("--eps", least=0), default="0.001,0.01,0.1,0.2", help="comma-separated FGSM/PGD epsilons (Eq. 20; default: "
                    "the paper's 0.001,0.01,0.1,0.2)")
     p.add_argument("--limit", type=whole("--limit", least=2), default=None,
                    help="use only the first N training images (quick runs)")
@@ -57,16 +57,11 @@ def add_common_arguments(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
 
 
-def parse_eps(text: str) -> list:
-    """The budgets of ``--eps`` ("0.001,0.01"): finite numbers >= 0 (0 gives the clean accuracy), none given
-    twice (CliError, :func:`nanosgm.plumbing.flags.numbers`)."""
-    return numbers("--eps", least=0)(text)
-
-
 def check_common_args(args: argparse.Namespace) -> list:
     """The eps list, after checking the flags ``train`` and ``experiments`` share (CliError if one is bad;
-    the numbers were checked where they were parsed, by the ``type=`` of each flag)."""
-    return parse_eps(args.eps)
+    the numbers were checked where they were parsed, by the ``type=`` of each flag: ``--eps`` by
+    :func:`nanosgm.plumbing.flags.numbers`, finite budgets >= 0, none twice)."""
+    return list(args.eps)
 
 
 def common_setup(args: argparse.Namespace) -> tuple[list[float], str]:

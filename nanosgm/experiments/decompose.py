@@ -46,6 +46,7 @@ from ..methods.base import format_number
 from ..plumbing.argparser import Parser
 from ..plumbing.errors import NanosgmError
 from ..plumbing.seal import RecordEdited, check_seal, seal
+from ..plumbing.flags import numbers
 from .keys import file_stem, split_key
 from .network import pct, weights_digest
 from .records import authors_draw_seed
@@ -190,7 +191,7 @@ def build_parser(prog: str = PROG) -> Parser:
                "the gradient-masking check; writes PROTOCOL_DIR/decomposition.json and prints a table per arm.")
     p.add_argument("folder", metavar="PROTOCOL_DIR", help="a protocol's folder: protocol.json and "
                    "models/run<i>-<arm>.npz (python -m nanosgm.experiments ... --out PROTOCOL_DIR)")
-    p.add_argument("--eps", default=",".join(format_number(e) for e in DEFAULT_EPS),
+    p.add_argument("--eps", type=numbers("--eps", above=0), default=",".join(format_number(e) for e in DEFAULT_EPS),
                    help="comma-separated L-inf budgets (default 0.1,0.2)")
     p.add_argument("-n", "--images", type=int, default=None, help="the first N of the protocol's test images "
                    "(default: all it measured, so that the inference and authors readings meet the records)")
@@ -205,12 +206,6 @@ def build_parser(prog: str = PROG) -> Parser:
                    f"the existing {OUT_NAME} (one bar group per reading, per eps; "
                    "nanosgm.experiments.decomposition_figure)")
     return p
-
-
-def _parse_eps(text: str) -> list:
-    """``--eps``: finite budgets > 0, none twice (CliError, :func:`nanosgm.plumbing.flags.numbers`)."""
-    from ..plumbing.flags import numbers
-    return numbers("--eps", above=0)(text)
 
 
 def _parse_readings(text: str) -> list:
@@ -382,7 +377,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.figure:
         return _draw(args.folder)
     started = recipe.provenance("nanosgm.decompose", argv)      # the code in use: read before measuring
-    eps, readings = _parse_eps(args.eps), _parse_readings(args.readings)
+    eps, readings = list(args.eps), _parse_readings(args.readings)     # --eps: checked where parsed
     if args.images is not None and args.images < 1:
         raise DecomposeError(f"--images must be >= 1, got {args.images}")
     folder = args.folder

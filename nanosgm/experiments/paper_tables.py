@@ -63,7 +63,9 @@ def read_paper_tables(paper_dir: str | Path) -> dict:
     for row, where in _csv_rows(paper_dir / "table5_fgsm_accuracy.csv", ("experiment", "variant")):
         if row["variant"] not in ("control", "updates"):
             raise ValueError(f"{where}: variant must be control or updates, got {row['variant']!r}")
-        accs = {float(k[len("eps_"):]): _pct(v, where) for k, v in row.items() if k.startswith("eps_") and v}
+        if None in row:                       # csv.DictReader keeps the cells beyond the header under None
+            raise ValueError(f"{where}: more cells than the header has columns")
+        accs = {_eps_of(k, where): _pct(v, where) for k, v in row.items() if k.startswith("eps_") and v}
         t5.setdefault(row["experiment"], {})[row["variant"]] = accs
     for name, variants in t5.items():
         if set(variants) != {"control", "updates"}:
@@ -85,6 +87,17 @@ def _csv_rows(path: Path, columns: tuple[str, ...]):
         raise ValueError(f"--paper-dir: cannot read {path} ({exc}); it needs table4_clean_accuracy.csv and "
                          f"table5_fgsm_accuracy.csv") from None
     return rows
+
+
+def _eps_of(column: str, where: str) -> float:
+    """The budget of a Table 5 column "eps_<e>", or a ValueError naming the row."""
+    try:
+        e = float(column[len("eps_"):])
+    except ValueError:
+        e = float("nan")
+    if not 0 <= e < float("inf"):
+        raise ValueError(f"{where}: column {column!r} is not eps_<a budget>, e.g. eps_0.1")
+    return e
 
 
 def _pct(text: str | None, where: str) -> float:

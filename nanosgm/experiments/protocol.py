@@ -63,7 +63,7 @@ from . import recipe
 from .keys import file_stem, network_key, split_key
 from .network import NetworkSpec
 from .records import (FIX, LockstepBroken, ProtocolError, check_lockstep, check_protocol, check_record,
-                      record_differences)
+                      record_differences, refill_entry)
 from .stats import summarize
 
 if TYPE_CHECKING:
@@ -346,7 +346,8 @@ def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> N
     """A recorded network trained again for its weights (``refill``): keep them (and the stored record) when
     the new record measures exactly what the stored one did (:func:`.records.record_differences`: the history
     and the weights' digests, or, for a stored record without digests, the history and every accuracy), and
-    name their digest in this session's ``"refilled"`` (:func:`.records.recorded_weights`); otherwise move the weights and the new record to ``<out>/rejected/`` and refuse, since the weights would
+    name their digest, bound to the record's, in this session's ``"refilled"`` (:func:`.records.refill_entry`);
+    otherwise move the weights and the new record to ``<out>/rejected/`` and refuse, since the weights would
     not be those of the recorded network."""
     run, arm = split_key(key)
     name = file_stem(run, arm)
@@ -355,10 +356,12 @@ def _refilled(result: dict, key: str, record: dict, out: str | Path | None) -> N
     model = os.path.join(str(out), "models", f"{name}.npz")
     staged = _staged(model)
     if not differ:
-        os.replace(staged, model)
-        # the session's trace of the check: these weights reproduce the record (records.recorded_weights)
-        result["sessions"][-1].setdefault("refilled", {})[key] = record["weights_sha256"]
+        # the session's trace of the check, written before the weights are put in place: a kill between the
+        # two leaves the weights missing (refilled again), never weights without their digest
+        entry = refill_entry(result["networks"][key], record["weights_sha256"])
+        result["sessions"][-1].setdefault("refilled", {})[key] = entry
         write_json_atomic(os.path.join(str(out), "protocol.json"), _json_result(result))
+        os.replace(staged, model)
         return
     rejected = os.path.join(str(out), "rejected")
     os.makedirs(rejected, exist_ok=True)

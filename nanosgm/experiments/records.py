@@ -12,8 +12,9 @@ unchecked. :func:`check_protocol` refuses, in one line that names the file and t
                     config, each a percentage in [0, 100] of a whole number of the images measured, and
                     FGSM at eps 0 equal to the clean accuracy
     the lock-step   every network of a run started from the same weights (:func:`check_lockstep`)
-    the refills     each session's ``refilled`` digests: of recorded networks, 64 hex digits, equal to the
-                    record's own ``weights_sha256`` where it has one (:func:`recorded_weights` reads them)
+    the refills     each session's ``refilled`` entries: sealed, each binding a kept weights digest to the
+                    digest of the record it reproduced; one version of a record is never given two weights
+                    (:func:`recorded_weights` reads them)
 
 Records written before seals existed carry none: they are accepted, and :func:`check_protocol` returns
 how many there are so that the caller can say so. Records of format ``nanosgm-network/1`` name their
@@ -24,16 +25,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from ..methods.arms import CONTROL, parse_arm
 from ..plumbing.errors import NanosgmError
-from ..plumbing.seal import check_seal, is_sealed
+from ..plumbing.seal import SEAL_KEY, RecordEdited, check_seal, content_digest, is_sealed, seal
 from .keys import split_key
 from .network import pct
 
 __all__ = ["ProtocolError", "LockstepBroken", "check_protocol", "check_record", "check_lockstep", "eps_keys",
-           "record_threads", "authors_draw_seed", "record_differences", "recorded_weights"]
+           "record_threads", "authors_draw_seed", "record_differences", "recorded_weights", "record_digest", "refill_entry"]
 
 RESTORE = "restore the file (e.g. git checkout)"
 FIX = f"{RESTORE} or delete the record to recompute it"
@@ -117,39 +118,76 @@ def record_differences(stored: dict, new: dict, measured: bool = True) -> list[s
     return differ
 
 
+def record_digest(record: dict) -> str:
+    """The content digest of a network's record without its seal (:mod:`nanosgm.plumbing.seal`): the
+    record's own ``sha256`` where it is sealed, computed alike for an older, unsealed one."""
+    return content_digest({k: v for k, v in record.items() if k != SEAL_KEY})
+
+
+def refill_entry(stored: dict, weights_sha256: str) -> dict:
+    """What a refill writes in its session's ``"refilled"`` for a network whose new weights reproduced the
+    stored record: the weights' digest bound to the record's (:func:`record_digest`), sealed."""
+    return seal({"weights_sha256": weights_sha256, "record_sha256": record_digest(stored)})
+
+
+def _refills(doc: dict, key: str) -> list[tuple[int, Any]]:
+    """(session index, entry) of every refill of network ``key`` named in ``doc``'s sessions, in order."""
+    sessions = doc.get("sessions")
+    return [(i, s["refilled"][key]) for i, s in enumerate(sessions if isinstance(sessions, list) else [])
+            if isinstance(s, dict) and isinstance(s.get("refilled"), dict) and key in s["refilled"]]
+
+
+def _entry_problem(entry: object) -> str | None:
+    """What is wrong with a ``"refilled"`` entry (not a sealed {weights_sha256, record_sha256}), or None."""
+    if not (isinstance(entry, dict) and is_sealed(entry)
+            and set(entry) == {SEAL_KEY, "weights_sha256", "record_sha256"}
+            and all(isinstance(entry[k], str) and len(entry[k]) == 64 and all(c in "0123456789abcdef" for c in entry[k])
+                    for k in ("weights_sha256", "record_sha256"))):
+        return "is not a sealed {weights_sha256, record_sha256} pair of 64-hex digests"
+    try:
+        check_seal(entry, "")
+    except RecordEdited:
+        return "was changed after it was written"
+    return None
+
+
 def recorded_weights(doc: dict, key: str) -> str | None:
     """The sha256 of network ``key``'s saved weights as protocol.json ``doc`` knows it: its record's
-    ``weights_sha256``, else the digest the last refill of it recorded (a session's ``"refilled"``: a refill
-    keeps weights only when they reproduce the record, so theirs are the recorded network's); None where
-    neither names one (a record made before digests existed and not refilled since)."""
+    ``weights_sha256``, else the digest the last refill of this very record kept (a session's ``"refilled"``
+    entry whose seal holds and whose ``record_sha256`` is the record's: a refill keeps weights only when they
+    reproduce the record); None where neither names one (a record made before digests, and no refill since
+    recorded one). An entry of another version of the record, or a damaged one, is never trusted."""
     networks = doc.get("networks")
     record = networks.get(key) if isinstance(networks, dict) else None
-    if isinstance(record, dict) and isinstance(record.get("weights_sha256"), str):
+    if not isinstance(record, dict):
+        return None
+    if isinstance(record.get("weights_sha256"), str):
         return record["weights_sha256"]
-    sessions = doc.get("sessions")
-    refilled = [s["refilled"][key] for s in (sessions if isinstance(sessions, list) else [])
-                if isinstance(s, dict) and isinstance(s.get("refilled"), dict) and key in s["refilled"]]
-    return refilled[-1] if refilled else None
+    mine = record_digest(record)
+    kept = [e["weights_sha256"] for _, e in _refills(doc, key)
+            if _entry_problem(e) is None and e["record_sha256"] == mine]
+    return kept[-1] if kept else None
 
 
 def _check_refilled(doc: dict, where: str) -> None:
-    """A session's ``"refilled"`` ({network key: sha256 of the weights its refill kept}) names recorded
-    networks only, each with a 64-hex digest, equal to the record's own digest where it has one."""
+    """Each session's ``"refilled"``: an object of sealed entries (:func:`refill_entry`); refills of one
+    version of a record that kept different weights, or a digest other than the record's own, are refused.
+    An entry of a record since deleted or recomputed is stale, not damaged: it is left as it is."""
     for i, session in enumerate(doc.get("sessions", [])):
         refilled = session.get("refilled") if isinstance(session, dict) else None
-        if refilled is None:
-            continue
-        if not isinstance(refilled, dict):
-            raise ProtocolError(f"{where}: sessions[{i}].refilled must be an object {{network key: sha256}}; {RESTORE}")
-        for key, digest in refilled.items():
-            record = doc["networks"].get(key)
-            ok = isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
-            if not ok or not isinstance(record, dict):
-                raise ProtocolError(f"{where}: sessions[{i}].refilled[{key!r}] must be the sha256 (64 hex digits) of "
-                                    f"a recorded network's weights, got {digest!r}; {RESTORE}")
-            if record.get("weights_sha256", digest) != digest:
-                raise ProtocolError(f"{where}: sessions[{i}].refilled[{key!r}] is not the digest its record names; "
-                                    f"{RESTORE}")
+        if refilled is not None and not isinstance(refilled, dict):
+            raise ProtocolError(f"{where}: sessions[{i}].refilled must be an object {{network key: entry}}; {RESTORE}")
+    for key, record in doc["networks"].items():
+        kept = set()
+        for i, entry in _refills(doc, key):
+            problem = _entry_problem(entry)
+            if problem:
+                raise ProtocolError(f"{where}: sessions[{i}].refilled[{key!r}] {problem}; {RESTORE}")
+            if entry["record_sha256"] == record_digest(record):
+                kept.add(entry["weights_sha256"])
+        if len(kept | ({record["weights_sha256"]} if "weights_sha256" in record and kept else set())) > 1:
+            raise ProtocolError(f"{where}: refills of {key} name other weights than its record or each other "
+                                f"({', '.join(sorted(d[:12] for d in kept))}); {RESTORE}")
 
 
 # ---------------------------------------------------------------------------------------- the file

@@ -46,8 +46,11 @@ def numbers(flag: str, *, least: float | None = None, above: float | None = None
     [0.1, 0.2]
     """
     def parse(text: str) -> list[float]:
+        parts = text.split(",")
+        if any(not p.strip() for p in parts):
+            raise CliError(f"{flag} has an empty part in {text!r}; give comma-separated numbers, e.g. 0.1,0.2")
         try:
-            values = [float(p) for p in text.split(",")]
+            values = [float(p) + 0.0 for p in parts]        # + 0.0: -0 is 0
         except ValueError:
             raise CliError(f"{flag} must be comma-separated numbers, got {text!r}") from None
         if not all(math.isfinite(x) and (least is None or x >= least) and (above is None or x > above)

@@ -102,7 +102,8 @@ def test_weights_that_are_not_the_ones_their_record_names_are_refused(two_models
     shutil.copy(models[1], row / "models" / "run0-sgm_0.2.npz")
     with pytest.raises(robustness.AuditError, match=r"record in .*protocol.json names"):
         robustness.load_networks([str(row / "models" / "run0-sgm_0.2.npz")], 12, data_dir=data_dir)
-    refilled = [{"refill": True, "refilled": {"run0/sgm:0.2": record["weights_sha256"]}}]   # an older record, refilled
+    from nanosgm.experiments.records import refill_entry               # an older record, refilled
+    refilled = [{"refill": True, "refilled": {"run0/sgm:0.2": refill_entry({}, record["weights_sha256"])}}]
     (row / "protocol.json").write_text(json.dumps({"config": config, "networks": {"run0/sgm:0.2": {}},
                                                    "sessions": refilled}))
     with pytest.raises(robustness.AuditError, match=r"record in .*protocol.json names"):

@@ -30,7 +30,9 @@ T4_HEAD, T5_HEAD = "experiment,control,with_updates\n", "experiment,variant,eps_
     (T4_HEAD + "MNIST-CNN,abc,99\n", T5_HEAD, r"table4_clean_accuracy.csv line 2: 'abc' is not a percentage"),
     (T4_HEAD, T5_HEAD + "MNIST-CNN,control,101\n", r"table5_fgsm_accuracy.csv line 2: '101' is not a percentage"),
     (T4_HEAD, T5_HEAD + "MNIST-CNN,arm,50\n", r"line 2: variant must be control or updates, got 'arm'"),
-    (T4_HEAD, T5_HEAD + "MNIST-CNN,control,50\n", r"MNIST-CNN needs a control and an updates row")])
+    (T4_HEAD, T5_HEAD + "MNIST-CNN,control,50\n", r"MNIST-CNN needs a control and an updates row"),
+    (T4_HEAD, T5_HEAD + "MNIST-CNN,control,50,60\n", r"line 2: more cells than the header has columns"),
+    (T4_HEAD, "experiment,variant,eps_x\nMNIST-CNN,control,50\n", r"line 2: column 'eps_x' is not eps_<a budget>")])
 def test_a_bad_transcription_is_refused_naming_the_file_and_row(tmp_path, t4, t5, why):
     for name, text in (("table4_clean_accuracy.csv", t4), ("table5_fgsm_accuracy.csv", t5)):
         if text is not None:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from nanosgm.experiments import protocol
-from nanosgm.experiments.records import ProtocolError, record_differences, recorded_weights
+from nanosgm.experiments.records import (ProtocolError, record_differences, record_digest, recorded_weights,
+                                         refill_entry)
 from nanosgm.plumbing.seal import seal
 
 from test_experiments import run
@@ -32,7 +33,8 @@ def test_a_lost_network_is_trained_again_to_the_same_weights_and_the_record_is_u
     doc = json.loads((out / "protocol.json").read_text())
     assert doc["networks"] == record                       # the stored records, not the new ones
     assert doc["sessions"][-1]["refill"] is True and not (out / "rejected").exists()
-    assert doc["sessions"][-1]["refilled"] == {"run1/sgm:0.2": record["run1/sgm:0.2"]["weights_sha256"]}
+    assert doc["sessions"][-1]["refilled"] == {"run1/sgm:0.2": refill_entry(record["run1/sgm:0.2"],
+                                                                            record["run1/sgm:0.2"]["weights_sha256"])}
 
 
 def test_a_network_that_trains_to_other_numbers_is_refused_and_its_weights_set_aside(tmp_path):
@@ -115,20 +117,66 @@ def test_a_record_without_digests_is_refilled_by_evaluating_and_comparing_every_
     run(arms="sgm:0.2", runs=1, out=out, refill=True)
     assert calls and (out / "models" / "run0-sgm_0.2.npz").exists()
     doc = json.loads((out / "protocol.json").read_text())          # the refill names the digest the record lacks
-    digest = doc["sessions"][-1]["refilled"]["run0/sgm:0.2"]
-    assert recorded_weights(doc, "run0/sgm:0.2") == digest and "weights_sha256" not in doc["networks"]["run0/sgm:0.2"]
+    entry = doc["sessions"][-1]["refilled"]["run0/sgm:0.2"]
+    assert entry["record_sha256"] == record_digest(doc["networks"]["run0/sgm:0.2"])
+    assert recorded_weights(doc, "run0/sgm:0.2") == entry["weights_sha256"]
+    assert "weights_sha256" not in doc["networks"]["run0/sgm:0.2"]
 
 
-@pytest.mark.parametrize("refilled, why", [
-    ({"run0/sgm:0.2": "f" * 63}, r"refilled\['run0/sgm:0.2'\] must be the sha256 \(64 hex digits\)"),
-    ({"run7/sgm:0.2": "f" * 64}, r"refilled\['run7/sgm:0.2'\] must be the sha256 .* of a recorded network"),
-    ({"run0/sgm:0.2": "f" * 64}, r"refilled\['run0/sgm:0.2'\] is not the digest its record names"),
-    (["run0/sgm:0.2"], r"sessions\[0\]\.refilled must be an object")])
-def test_a_damaged_refill_digest_is_refused_when_the_protocol_is_read(tmp_path, refilled, why):
+def _refilled_protocol(tmp_path):
+    """A one-run protocol whose run0/sgm:0.2 record has no digest and was refilled once: (folder, its JSON)."""
     out = tmp_path / "p"
     run(arms="sgm:0.2", runs=1, out=out)
+    _edit(out, "run0/sgm:0.2", lambda r: [r.pop(k) for k in ("weights_sha256", "weights_sha256_last")])
+    os.remove(out / "models" / "run0-sgm_0.2.npz")
+    run(arms="sgm:0.2", runs=1, out=out, refill=True)
+    return out, json.loads((out / "protocol.json").read_text())
+
+
+def test_a_refill_entry_is_trusted_only_for_the_record_it_reproduced(tmp_path):
+    """An entry is bound to its record's digest and sealed: after the record is recomputed, or when the
+    entry is edited, recorded_weights names no digest rather than a wrong one."""
+    out, doc = _refilled_protocol(tmp_path)
+    entry = doc["sessions"][-1]["refilled"]["run0/sgm:0.2"]
+    assert recorded_weights(doc, "run0/sgm:0.2") == entry["weights_sha256"]
+    other = json.loads(json.dumps(doc))
+    other["networks"]["run0/sgm:0.2"]["best_epoch"] += 1            # another version of the record
+    assert recorded_weights(other, "run0/sgm:0.2") is None
+    edited = json.loads(json.dumps(doc))
+    edited["sessions"][-1]["refilled"]["run0/sgm:0.2"]["weights_sha256"] = "a" * 64
+    assert recorded_weights(edited, "run0/sgm:0.2") is None
+    with pytest.raises(ProtocolError, match=r"refilled\['run0/sgm:0.2'\] was changed after it was written"):
+        (out / "protocol.json").write_text(json.dumps(edited))
+        run(arms="sgm:0.2", runs=1, out=out, refill=True)
+
+
+def test_a_refill_entry_of_a_deleted_record_leaves_the_protocol_readable(tmp_path):
+    """Deleting a record to recompute it (what a refused record's message advises) keeps working."""
+    out, doc = _refilled_protocol(tmp_path)
+    del doc["networks"]["run0/sgm:0.2"]
+    (out / "protocol.json").write_text(json.dumps(doc))
+    run(arms="sgm:0.2", runs=1, out=out)                            # trains the record again
     doc = json.loads((out / "protocol.json").read_text())
-    doc["sessions"][0]["refilled"] = refilled
+    assert recorded_weights(doc, "run0/sgm:0.2") == doc["networks"]["run0/sgm:0.2"]["weights_sha256"]
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda e: "f" * 64, r"refilled\['run0/sgm:0.2'\] is not a sealed \{weights_sha256, record_sha256\} pair"),
+    (lambda e: dict(e, weights_sha256="f" * 63), r"is not a sealed \{weights_sha256, record_sha256\} pair"),
+    (lambda e: seal({"weights_sha256": "f" * 64, "record_sha256": e["record_sha256"]}),
+     r"refills of run0/sgm:0.2 name other weights than its record or each other"),
+    (lambda e: ["run0/sgm:0.2"], None)])
+def test_a_damaged_refill_entry_is_refused_when_the_protocol_is_read(tmp_path, change, why):
+    out, doc = _refilled_protocol(tmp_path)
+    if why is None:                                 # "refilled" itself not an object
+        doc["sessions"][-1]["refilled"], why = ["run0/sgm:0.2"], r"sessions\[\d+\]\.refilled must be an object"
+    else:
+        entry = doc["sessions"][-1]["refilled"]["run0/sgm:0.2"]
+        new = change(entry)
+        if "other weights" in why:                  # a second refill of the same record that kept other weights
+            doc["sessions"].append({"refill": True, "refilled": {"run0/sgm:0.2": new}})
+        else:
+            doc["sessions"][-1]["refilled"]["run0/sgm:0.2"] = new
     (out / "protocol.json").write_text(json.dumps(doc))
     with pytest.raises(ProtocolError, match=why):
         run(arms="sgm:0.2", runs=1, out=out, refill=True)

@@ -589,10 +589,12 @@ def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_on
     (row / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"], "networks": nets}))
     assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 0
     assert ("note: mnist-cnn/protocol.json names no weights digest for 1 audited network(s) (records made before "
-            "digests, not refilled since), so they were not matched with their records: "
+            "digests, and no refill since recorded one), so they were not matched with their records: "
             "mnist-cnn/run0-sgm_0.2_per-sample\n") in capsys.readouterr().err
+    from nanosgm.experiments.records import refill_entry
     for refilled, code in (("b" * 64, 0), ("d" * 64, 1)):       # a refill's digest stands in for the record's
-        sessions = [{"refill": True, "refilled": {"run0/sgm:0.2:per-sample": refilled}}]
+        entry = refill_entry(nets["run0/sgm:0.2:per-sample"], refilled)
+        sessions = [{"refill": True, "refilled": {"run0/sgm:0.2:per-sample": entry}}]
         (row / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"], "networks": nets,
                                                        "sessions": sessions}))
         assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == code

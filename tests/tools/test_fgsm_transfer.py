@@ -44,7 +44,7 @@ def test_a_missing_model_is_one_line(tmp_path, capsys):
     ("dropout_draws", ["row", "--networks", "run0/control"])])
 @pytest.mark.parametrize("flag, value, why", [
     ("--eps", "abc", "--eps must be comma-separated numbers, got 'abc'"),
-    ("--eps", "0.1,,0.2", "--eps must be comma-separated numbers, got '0.1,,0.2'"),
+    ("--eps", "0.1,,0.2", "--eps has an empty part in '0.1,,0.2'; give comma-separated numbers, e.g. 0.1,0.2"),
     ("--eps", "0.1,-1", "--eps values must be finite numbers >= 0, got '0.1,-1'"),
     ("--eps", "0.1,0.10", "--eps: 0.1 is given twice in '0.1,0.10'; give each once"),
     ("--images", "-5", "--images must be a whole number >= 1, got '-5'"),     # not "all but the last 5"
