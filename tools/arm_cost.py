@@ -67,6 +67,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv: list) -> int:
+    """Parse and check the flags (CliError), time the arms round by round, print the table; exit status 0."""
     p = Parser(prog="python tools/arm_cost.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", required=True, help="the arms beside the control, as python -m nanosgm.experiments takes them")
     p.add_argument("--dataset", type=dataset_name, default="mnist", help="default mnist")

@@ -265,6 +265,7 @@ def main(argv=None) -> int:
 
 
 def _main(args: list) -> int:
+    """--update FILE, --decomposition / --conventions FOLDER..., or FOLDER...: print or rewrite the tables."""
     if args[:1] == ["--update"] and len(args) == 2:
         n = update(args[1])
         if not n:
