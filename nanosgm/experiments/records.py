@@ -178,14 +178,15 @@ def _check_refilled(doc: dict, where: str) -> None:
         if refilled is not None and not isinstance(refilled, dict):
             raise ProtocolError(f"{where}: sessions[{i}].refilled must be an object {{network key: entry}}; {RESTORE}")
     for key, record in doc["networks"].items():
-        kept = set()
+        mine, kept = record_digest(record), set()
         for i, entry in _refills(doc, key):
             problem = _entry_problem(entry)
             if problem:
                 raise ProtocolError(f"{where}: sessions[{i}].refilled[{key!r}] {problem}; {RESTORE}")
-            if entry["record_sha256"] == record_digest(record):
+            if entry["record_sha256"] == mine:
                 kept.add(entry["weights_sha256"])
-        if len(kept | ({record["weights_sha256"]} if "weights_sha256" in record and kept else set())) > 1:
+        own = {record["weights_sha256"]} if kept and "weights_sha256" in record else set()
+        if len(kept | own) > 1:
             raise ProtocolError(f"{where}: refills of {key} name other weights than its record or each other "
                                 f"({', '.join(sorted(d[:12] for d in kept))}); {RESTORE}")
 
