@@ -33,7 +33,7 @@ def build_parser(prog: str = PROG) -> Parser:
         description="The paper's protocol (Sections 5-6): N lock-step runs of the control and of each arm "
                     "(SGM, SGM per-sample, the authors' published code path), medians of clean and FGSM "
                     "accuracy (Tables 4-5), Wilcoxon tests. Resumable; networks can train in parallel.")
-    add_common_arguments(p, "per network")
+    add_common_arguments(p, "per network", dataset_optional=True)
     p.add_argument("--runs", type=whole("--runs", least=1), default=5,
                    help="lock-step runs (seeds) per arm (default 5, the paper's)")
     p.add_argument("--arms", default=None, help="comma-separated arms beside the control: sgm:LAMBDA, "
@@ -81,7 +81,7 @@ def _base_spec(args: argparse.Namespace, model_name: str, eps_list: list[float])
                        data_dir=args.data_dir)
 
 
-def _check_args(args: argparse.Namespace) -> list[str]:
+def _check_paper_dir(args: argparse.Namespace) -> None:
     if args.paper_dir is not None and not os.path.isdir(args.paper_dir):
         raise CliError(f"--paper-dir {args.paper_dir!r} is not a folder")
     if args.paper_dir is not None:        # its tables are checked now, not after hours of training
@@ -89,6 +89,10 @@ def _check_args(args: argparse.Namespace) -> list[str]:
             paper_tables.read_paper_tables(args.paper_dir)
         except ValueError as exc:
             raise CliError(str(exc)) from None
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    _check_paper_dir(args)
     if args.arms is None and args.input_lr == 0:
         raise CliError("--input-lr 0 would train two control networks; the control is always part of the protocol")
     try:
@@ -114,19 +118,30 @@ def _finish(args: argparse.Namespace, result: dict, out: str) -> int:
     return 0
 
 
+def _tables_only(args: argparse.Namespace, out: str) -> int:
+    """``--tables-only``: the tables (and ``--figures``) of the protocol in ``out``, from its own record."""
+    _check_paper_dir(args)
+    if not os.path.isfile(os.path.join(out, "protocol.json")):
+        raise CliError(f"{out} holds no protocol.json; run the protocol first (the same command without "
+                       f"--tables-only), or give its folder with --out")
+    result = load_protocol(out)
+    result["summary"] = summarize(result)
+    return _finish(args, result, out)
+
+
 def _main(argv: list[str], prog: str = PROG) -> int:
     from ..plumbing.runlock import RunLock
     args = build_parser(prog).parse_args(argv)
+    if args.tables_only and args.out is not None:     # the protocol's own configuration names its dataset
+        return _tables_only(args, args.out)
+    if args.dataset is None:
+        raise CliError("the dataset is missing: name it first (mnist, fashion-mnist, cifar10 or cifar100); only "
+                       "--tables-only --out FOLDER does without it")
     eps_list, model_name = common_setup(args)
     arm_list = _check_args(args)
     out = args.out or os.path.join("runs", f"protocol-{args.dataset}-{model_name}{'-aug' if args.augment else ''}")
     if args.tables_only:
-        if not os.path.isfile(os.path.join(out, "protocol.json")):
-            raise CliError(f"{out} holds no protocol.json; run the protocol first (the same command without "
-                           f"--tables-only), or give its folder with --out")
-        result = load_protocol(out)
-        result["summary"] = summarize(result)
-        return _finish(args, result, out)
+        return _tables_only(args, out)
     if args.only_runs is not None and max(args.only_runs) >= args.runs:
         raise CliError(f"--only-runs {','.join(map(str, args.only_runs))}: the protocol has --runs {args.runs}, "
                        f"runs 0-{args.runs - 1}")

@@ -30,11 +30,13 @@ def optimizer_name(name: str) -> str:
     return name
 
 
-def add_common_arguments(p: argparse.ArgumentParser, what: str) -> None:
+def add_common_arguments(p: argparse.ArgumentParser, what: str, dataset_optional: bool = False) -> None:
     """The flags ``python -m nanosgm.train`` and ``python -m nanosgm.experiments`` share (``what`` names
-    the thing trained, for the help texts)."""
-    p.add_argument("dataset", type=dataset_name, help="mnist, fashion-mnist, cifar10 or cifar100 (any "
-                   "spelling: MNIST, cifar-10, ...)")
+    the thing trained, for the help texts; ``dataset_optional``: the dataset positional may be left out, and is
+    then None, for a command that can do without it)."""
+    p.add_argument("dataset", type=dataset_name, nargs="?" if dataset_optional else None,
+                   help="mnist, fashion-mnist, cifar10 or cifar100 (any spelling: MNIST, cifar-10, ...)"
+                        + ("; not needed with --tables-only --out FOLDER" if dataset_optional else ""))
     p.add_argument("--model", default=None, help="dnn (Table 1; dnn-keras: the authors' Keras reading of it), "
                    "cnn (Table 2) or cifar_cnn (Table 3); default: cnn for MNIST-like data, cifar_cnn for CIFAR")
     p.add_argument("--epochs", type=whole("--epochs", least=1), default=5,

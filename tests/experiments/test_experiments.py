@@ -475,6 +475,9 @@ def test_cli_end_to_end_on_real_mnist_then_tables_only(tmp_path, capsys):
     again = capsys.readouterr().out
     rows = [line for line in text.splitlines() if line.startswith(("clean ", "eps "))]
     assert rows and rows == [line for line in again.splitlines() if line.startswith(("clean ", "eps "))]
+    assert experiments.main(["--tables-only", "--out", str(out), "--paper-dir", str(pdir)]) == 0   # no dataset named
+    bare = capsys.readouterr().out
+    assert rows == [line for line in bare.splitlines() if line.startswith(("clean ", "eps "))]
 
 
 def test_cli_errors(capsys, tmp_path):
@@ -489,6 +492,12 @@ def test_cli_errors(capsys, tmp_path):
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert experiments.main(["mnist", "--tables-only", "--out", str(tmp_path / "none")]) == 1
     assert "protocol.json" in capsys.readouterr().err
+    assert experiments.main(["--tables-only", "--out", str(tmp_path / "none"), "--paper-dir", str(tmp_path / "n")]) == 1
+    assert "--paper-dir" in capsys.readouterr().err                       # checked before the protocol is read
+    for argv in ([], ["--runs", "2"], ["--tables-only"]):                 # no folder to read the dataset from
+        assert experiments.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: the dataset is missing") and err.count("\n") == 1
 
 
 def results_tables_tool():
