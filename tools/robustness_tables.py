@@ -15,7 +15,8 @@ settings are not pooled: that is an error. No training, no data, no attacks: it 
 
 Nothing reaches a table unchecked: an audit's seal (audits written since the seal existed; older ones are read
 as they are) and its structure, numbers no audit can measure (a percentage outside [0, 100], an attack above
-clean accuracy, a worst case above an attack), and, with ``--protocol``, the protocol records' seals; the
+clean accuracy, a worst case above an attack), and, with ``--protocol``, the protocol itself, read and checked
+as ``python -m nanosgm.experiments`` reads it (records' seals and fields, refill entries, the lock-step); the
 sanity checks an audit did not pass are named in a note.
 """
 from __future__ import annotations
@@ -126,26 +127,17 @@ def _load(path) -> dict:
 
 
 def _load_protocol(folder) -> dict:
-    path = os.path.join(folder, "protocol.json")
+    """The protocol in ``folder`` as ``python -m nanosgm.experiments`` reads it (every record checked, a sealed
+    record edited by hand refused: its costs and weights digests are trusted only then), else TableError."""
+    from nanosgm.experiments.protocol import load_protocol
+    from nanosgm.plumbing.errors import NanosgmError
+    if not os.path.isfile(os.path.join(folder, "protocol.json")):
+        raise TableError(f"--protocol {folder}: no protocol.json there; give the folder "
+                         f"python -m nanosgm.experiments wrote")
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError, RecursionError) as exc:
-        raise TableError(f"{folder}: no readable protocol.json ({exc})") from None
-    nets = doc.get("networks") if isinstance(doc, dict) else None
-    if not (isinstance(doc, dict) and isinstance(doc.get("arms"), list) and all(isinstance(a, str) for a in doc["arms"])
-            and isinstance(nets, dict) and all(isinstance(r, dict) and _number(r.get("train_seconds"))
-                                               and isinstance(r.get("history"), list) for r in nets.values())):
-        raise TableError(f"{path}: not a protocol.json written by python -m nanosgm.experiments "
-                         "(needs 'arms' and 'networks' with train_seconds and history)")
-    from nanosgm.plumbing.seal import RecordEdited, check_seal, is_sealed
-    for key, record in nets.items():             # a sealed record edited by hand never reaches the cost table
-        if is_sealed(record):
-            try:
-                check_seal(record, f"{path}: networks[{key!r}]", fix="restore the file (e.g. git checkout)")
-            except RecordEdited as exc:
-                raise TableError(str(exc)) from None
-    return doc
+        return load_protocol(folder)
+    except (NanosgmError, OSError) as exc:
+        raise TableError(str(exc)) from None
 
 
 def _label_of(slug: str) -> str:

@@ -1,7 +1,6 @@
 """Tests for nanosgm.robustness: the audit, its sanity checks (which must fire on a masked network),
 the JSON/PNG/table outputs and the CLI on a network written by python -m nanosgm.train."""
 import json
-import os
 import shutil
 
 import numpy as np
@@ -409,6 +408,69 @@ def test_a_note_says_when_the_audited_images_are_not_the_ones_training_evaluated
         "differs from the run's")
 
 
+# -------------------------------------------------------------------- a real protocol for --protocol
+def _syn_data():
+    """Learnable 3-class 1x4x4 data in [0, 1], named like MNIST."""
+    from nanosgm.data import Dataset
+    g = np.random.default_rng(0)
+
+    def make(n):
+        y = g.integers(0, 3, n)
+        X = (g.random((n, 1, 4, 4)) * 0.5).astype(np.float32)
+        X[np.arange(n), 0, y, y] += 0.5
+        return X, y.astype(np.int64)
+    (Xtr, ytr), (Xv, yv), (Xt, yt) = make(64), make(20), make(20)
+    return Dataset("mnist", Xtr, ytr, Xv, yv, Xt, yt, 3, (1, 4, 4))
+
+
+def _syn_net(ds):
+    return Sequential([Flatten(), Dense(16, 8), ReLU(), Dense(8, ds.num_classes)])
+
+
+@pytest.fixture(scope="module")
+def made_protocol(tmp_path_factory):
+    """A protocol.json of three lock-step runs of the control and sgm:0.2:per-sample (one epoch each on tiny
+    synthetic data), written by nanosgm.experiments.run_protocol."""
+    from nanosgm import experiments
+    from nanosgm.experiments.network import NetworkSpec
+    backend.use("numpy")
+    out = tmp_path_factory.mktemp("made") / "p"
+    spec = NetworkSpec(dataset=_syn_data, model=_syn_net, epochs=1, batch_size=32, eps=(0.1,))
+    experiments.run_protocol(spec, runs=3, arms="sgm:0.2:per-sample", out=out, threads=1, progress=False, bars=False)
+    return json.loads((out / "protocol.json").read_text())
+
+
+def with_recorded_weights(audit_doc, protocol):
+    """``audit_doc`` with each audited network's weights digest set to its record's in ``protocol``."""
+    for name, net in audit_doc["networks"].items():
+        run, arm = name.split("/run")[1].split("-", 1)
+        key = f"run{run}/{'sgm:0.2:per-sample' if arm != 'control' else 'control'}"
+        net["info"] = {"weights_sha256": protocol["networks"][key]["weights_sha256"]}
+    return audit_doc
+
+
+def protocol_row(made, folder, seconds=None, digests=None, sessions=()):
+    """``made`` written to ``folder``/protocol.json (the folder's name is the audited networks' row) with each
+    named record's ``train_seconds`` from ``seconds`` and ``weights_sha256`` from ``digests`` (None: removed, as
+    in a record made before digests), sealed again as the protocol would have written it; ``sessions`` appended.
+    Returns the document written."""
+    from nanosgm.plumbing.seal import seal
+    doc = json.loads(json.dumps(made))
+    nets = doc["networks"]
+    for key, t in (seconds or {}).items():
+        nets[key]["train_seconds"] = t
+    for key, d in (digests or {}).items():
+        nets[key].pop("weights_sha256", None)
+        if d is not None:
+            nets[key]["weights_sha256"] = d
+    for key in nets:
+        nets[key] = seal(nets[key])
+    doc["sessions"] += [s(doc) if callable(s) else s for s in sessions]
+    folder.mkdir(exist_ok=True)
+    (folder / "protocol.json").write_text(json.dumps(doc))
+    return doc
+
+
 # ---------------------------------------------------------------------------- tables over seeds
 def _audit_doc(run, values, restarts=1):
     """A robustness.json of one seed's control and per-sample networks; `values` = (control, arm) robust %."""
@@ -424,19 +486,16 @@ def _audit_doc(run, values, restarts=1):
                           "attack": "PGD", "accuracy": {"0.1": 90.0 + run, "0.5": 0.0}}], "checks": []}
 
 
-def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_path, capsys):
+def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_path, capsys, made_protocol):
     from conftest import load_tool
     tool = load_tool("robustness_tables")
     paths = []
     for run, values in enumerate([(50.0, 70.0), (52.0, 74.0), (48.0, 71.0)]):
         paths.append(tmp_path / f"seed{run}.json")
-        paths[-1].write_text(json.dumps(_audit_doc(run, values)))
-    (tmp_path / "mnist-cnn").mkdir()                 # the row the audited networks were saved in
-    history = [{}] * 10
-    nets = {f"run{r}/{arm}": {"train_seconds": s, "history": history} for r in range(3)
-            for arm, s in (("control", 1000.0 + 100 * r), ("sgm:0.2:per-sample", 1500.0 + 100 * r))}
-    (tmp_path / "mnist-cnn" / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"],
-                                                                        "networks": nets}))
+        paths[-1].write_text(json.dumps(with_recorded_weights(_audit_doc(run, values), made_protocol)))
+    seconds = {f"run{r}/{arm}": s for r in range(3)           # one epoch each: seconds per epoch
+               for arm, s in (("control", 100.0 + 10 * r), ("sgm:0.2:per-sample", 150.0 + 10 * r))}
+    protocol_row(made_protocol, tmp_path / "mnist-cnn", seconds=seconds)      # the audited networks' row
     assert tool.main([str(p) for p in paths] + ["--protocol", str(tmp_path / "mnist-cnn"), "--figure", str(tmp_path / "r.png"),
                                                 "--gain-figure", str(tmp_path / "g.png")]) == 0
     out = capsys.readouterr().out
@@ -492,11 +551,16 @@ def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path,
     assert tool.main([str(tmp_path / "s0.json"), str(tmp_path / "s0.json")]) == 1       # the same audit twice
     assert "give each audit once" in capsys.readouterr().err
     assert tool.main([str(tmp_path / "none.json")]) == 1 and "no such file" in capsys.readouterr().err
-    for protocol in ({"arms": "control"}, [1], {"arms": ["control"], "networks": {"run0/control": {"history": []}}}):
-        (tmp_path / "row").mkdir(exist_ok=True)
-        (tmp_path / "row" / "protocol.json").write_text(json.dumps(protocol))
+    from nanosgm.experiments.protocol import PROTOCOL_FORMAT
+    (tmp_path / "row").mkdir()
+    assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(tmp_path / "row")]) == 1
+    assert "no protocol.json there" in capsys.readouterr().err
+    for protocol, why in (({"arms": "control"}, "format"), ([1], "format"), ("{", "not valid JSON"),
+                          ({"format": PROTOCOL_FORMAT, "arms": ["control"], "networks": {}}, "config")):
+        (tmp_path / "row" / "protocol.json").write_text(protocol if isinstance(protocol, str) else json.dumps(protocol))
         assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(tmp_path / "row")]) == 1
-        assert "not a protocol.json" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and why in err, err
     assert tool.main([str(tmp_path / "s0.json"), "--figure", str(tmp_path / "no" / "dir.png")]) == 1
     assert capsys.readouterr().err.startswith("error: --figure")
     other = json.loads(json.dumps(good).replace("mnist-cnn/", "fashion-cnn/"))          # another protocol row
@@ -574,36 +638,32 @@ def test_robustness_tables_name_the_sanity_checks_that_did_not_pass(tmp_path, ca
                                        "read them before the tables): more PGD steps (mnist-cnn/run0-control): warn\n")
 
 
-def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_ones(tmp_path, capsys):
+def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_ones(tmp_path, capsys, made_protocol):
     from conftest import load_tool
+    from nanosgm.experiments.records import refill_entry
     tool = load_tool("robustness_tables")
     doc = _audit_doc(0, (50.0, 70.0))
     doc["networks"]["mnist-cnn/run0-control"]["info"] = {"weights_sha256": "a" * 64}
     doc["networks"]["mnist-cnn/run0-sgm_0.2_per-sample"]["info"] = {"weights_sha256": "b" * 64}
     (tmp_path / "s0.json").write_text(json.dumps(doc))
     row = tmp_path / "mnist-cnn"                  # the protocol's folder is the audited networks' row
-    row.mkdir()
-    history = [{}] * 10
-    nets = {"run0/control": {"train_seconds": 10.0, "history": history, "weights_sha256": "a" * 64},
-            "run0/sgm:0.2:per-sample": {"train_seconds": 15.0, "history": history}}      # an older record: no digest
-    (row / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"], "networks": nets}))
+    digests = {"run0/control": "a" * 64, "run0/sgm:0.2:per-sample": None}     # an older record: no digest
+    protocol_row(made_protocol, row, digests=digests)
     assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 0
     assert ("note: mnist-cnn/protocol.json names no weights digest for 1 audited network(s) (records made before "
             "digests, and no refill since recorded one), so they were not matched with their records: "
             "mnist-cnn/run0-sgm_0.2_per-sample\n") in capsys.readouterr().err
-    from nanosgm.experiments.records import refill_entry
     for refilled, code in (("b" * 64, 0), ("d" * 64, 1)):       # a refill's digest stands in for the record's
-        entry = refill_entry(nets["run0/sgm:0.2:per-sample"], refilled)
-        sessions = [{"refill": True, "refilled": {"run0/sgm:0.2:per-sample": entry}}]
-        (row / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"], "networks": nets,
-                                                       "sessions": sessions}))
+        def session(doc, refilled=refilled):
+            return {"refill": True, "refilled": {"run0/sgm:0.2:per-sample": refill_entry(
+                doc["networks"]["run0/sgm:0.2:per-sample"], refilled)}}
+        protocol_row(made_protocol, row, digests=digests, sessions=[session])
         assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == code
         err = capsys.readouterr().err
         assert "names no weights digest" not in err
         assert code == 0 or "the audited mnist-cnn/run0-sgm_0.2_per-sample has weights bbbbbbbbbbbb, not the " \
                             "recorded network's dddddddddddd" in err
-    nets["run0/control"]["weights_sha256"] = "c" * 64
-    (row / "protocol.json").write_text(json.dumps({"arms": ["control", "sgm:0.2:per-sample"], "networks": nets}))
+    protocol_row(made_protocol, row, digests={**digests, "run0/control": "c" * 64})
     assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the audited mnist-cnn/run0-control has weights aaaaaaaaaaaa, not the " \
@@ -621,22 +681,27 @@ def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_on
     assert err.count("\n") == 1 and f"error: --protocol {other}: no audited network is of its row 'renamed'" in err
 
 
-def test_robustness_tables_refuse_a_protocol_whose_sealed_record_was_edited(tmp_path, capsys):
-    """The cost table reads train_seconds from the protocol: a sealed record changed by hand is refused."""
+def test_robustness_tables_refuse_a_protocol_whose_records_do_not_hold(tmp_path, capsys, made_protocol):
+    """The cost table reads train_seconds and the weights check reads digests from the protocol: a sealed record
+    changed by hand, a damaged refill entry or a broken lock-step is refused, as python -m nanosgm.experiments
+    refuses it."""
     from conftest import load_tool
     from nanosgm.plumbing.seal import seal
     tool = load_tool("robustness_tables")
-    (tmp_path / "s0.json").write_text(json.dumps(_audit_doc(0, (50.0, 70.0))))
+    (tmp_path / "s0.json").write_text(json.dumps(with_recorded_weights(_audit_doc(0, (50.0, 70.0)), made_protocol)))
     row = tmp_path / "mnist-cnn"
-    row.mkdir()
-    nets = {key: seal({"train_seconds": t, "history": [{}] * 10})
-            for key, t in (("run0/control", 10.0), ("run0/sgm:0.2:per-sample", 15.0))}
-    doc = {"arms": ["control", "sgm:0.2:per-sample"], "networks": nets}
-    (row / "protocol.json").write_text(json.dumps(doc))
+    doc = protocol_row(made_protocol, row)
     assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 0
     capsys.readouterr()
-    nets["run0/control"]["train_seconds"] = 1.0
-    (row / "protocol.json").write_text(json.dumps(doc))
-    assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "networks['run0/control'] was changed after it was written" in err
+    edits = {"was changed after it was written": lambda d: d["networks"]["run0/control"].update(train_seconds=1.0),
+             "refilled['run0/control'] is not a sealed": lambda d: d["sessions"].append(
+                 {"refilled": {"run0/control": {"weights_sha256": "a" * 64}}}),
+             "lock-step broken": lambda d: d["networks"].update({"run1/sgm:0.2:per-sample": seal(   # sealed again
+                 {**d["networks"]["run1/sgm:0.2:per-sample"], "init_sha256": "0" * 64})})}
+    for why, edit in edits.items():
+        bad = json.loads(json.dumps(doc))
+        edit(bad)
+        (row / "protocol.json").write_text(json.dumps(bad))
+        assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and why in err, err
