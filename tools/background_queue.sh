@@ -64,12 +64,14 @@ future_audits() {   # issue 24: each seed's weights again where lost (run 4 firs
 }
 
 ten_pairs() {       # issue 21: MNIST-CNN seeds 0-9 of the control and both SGM arms (results/mnist-cnn-ten/README.md),
-  local i           # each seed trained (or its lost weights refilled) and then audited; the five new seeds first
-  for i in 5 6 7 8 9 0 1 2 3 4; do
-    [ -f "$R/mnist-cnn-ten/robustness/seed$i/robustness.json" ] && continue
-    train cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $i --out "$R/mnist-cnn-ten" || return 1
-    refill cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $i --out "$R/mnist-cnn-ten" || return 1
-    audit_seed mnist-cnn-ten $i || return 1
+  local pair a b i  # two seeds at a time (six networks: three full rounds of two workers, where one seed's three
+  for pair in 5,6 7,8 9,0 1,2 3,4; do   # would leave a core idle for its third), each trained (or its lost weights
+    a=${pair%,*} b=${pair#*,}           # refilled) and then audited; the five new seeds first
+    [ -f "$R/mnist-cnn-ten/robustness/seed$a/robustness.json" ] \
+      && [ -f "$R/mnist-cnn-ten/robustness/seed$b/robustness.json" ] && continue
+    train cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $pair --out "$R/mnist-cnn-ten" || return 1
+    refill cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $pair --out "$R/mnist-cnn-ten" || return 1
+    for i in $a $b; do audit_seed mnist-cnn-ten $i || return 1; done
   done
 }
 
