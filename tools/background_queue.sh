@@ -12,8 +12,8 @@
 # decomposes and runs the tools (default WORKTREE), so that later edits of the main checkout cannot reach the
 # runs; a later commit must reproduce the training bit for bit, which --refill-weights checks network by network.
 # NANOSGM_DATA must name the folder with mnist/. PY: the python to use (default: python). Weights (models/) stay
-# in WORKTREE/results and are never committed; copy each protocol.json and finished robustness/seed* back into
-# the main checkout as they finish.
+# in WORKTREE/results and are never committed; python tools/collect_results.py WORKTREE (run in the main
+# checkout) brings each finished protocol.json, robustness/seed* and table back into it, each checked first.
 set -u
 [ $# -ge 1 ] || { echo "usage: tools/background_queue.sh WORKTREE [STEP ...]" >&2; exit 2; }
 W=$(cd "$1" && pwd) || { echo "error: no folder $1" >&2; exit 2; }; shift

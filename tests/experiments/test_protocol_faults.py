@@ -7,45 +7,17 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from nanosgm import backend, experiments
-from nanosgm.data import Dataset
 from nanosgm.experiments import network, protocol
 from nanosgm.experiments.network import NetworkSpec
-from nanosgm.layers import Dense, Flatten, ReLU, Sequential
 from nanosgm.plumbing.blas import blas_threads
 from nanosgm.plumbing.errors import NanosgmError
 from nanosgm.plumbing.seal import RecordEdited, seal
 
 from conftest import load_tool, require_real_data
-
-
-def tiny_net(ds):
-    return Sequential([Flatten(), Dense(int(np.prod(ds.input_shape)), 8), ReLU(), Dense(8, ds.num_classes)])
-
-
-def syn():
-    """Learnable 3-class 1x4x4 data in [0, 1], named like MNIST."""
-    g = np.random.default_rng(0)
-
-    def make(n):
-        y = g.integers(0, 3, n)
-        X = (g.random((n, 1, 4, 4)) * 0.5).astype(np.float32)
-        X[np.arange(n), 0, y, y] += 0.5
-        return X, y.astype(np.int64)
-
-    (Xtr, ytr), (Xv, yv), (Xt, yt) = make(64), make(20), make(20)
-    return Dataset("mnist", Xtr, ytr, Xv, yv, Xt, yt, 3, (1, 4, 4))
-
-
-BASE = NetworkSpec(dataset=syn, model=tiny_net, epochs=1, batch_size=32, eps=(0.01, 0.1))
-
-
-def run(out, runs=1, threads=1, **kw):
-    return experiments.run_protocol(BASE, runs=runs, arms="sgm:0.2", out=out, threads=threads, progress=False,
-                                    bars=False, **kw)
+from protokit import BASE, run
 
 
 @pytest.fixture(scope="module")

@@ -409,35 +409,12 @@ def test_a_note_says_when_the_audited_images_are_not_the_ones_training_evaluated
 
 
 # -------------------------------------------------------------------- a real protocol for --protocol
-def _syn_data():
-    """Learnable 3-class 1x4x4 data in [0, 1], named like MNIST."""
-    from nanosgm.data import Dataset
-    g = np.random.default_rng(0)
-
-    def make(n):
-        y = g.integers(0, 3, n)
-        X = (g.random((n, 1, 4, 4)) * 0.5).astype(np.float32)
-        X[np.arange(n), 0, y, y] += 0.5
-        return X, y.astype(np.int64)
-    (Xtr, ytr), (Xv, yv), (Xt, yt) = make(64), make(20), make(20)
-    return Dataset("mnist", Xtr, ytr, Xv, yv, Xt, yt, 3, (1, 4, 4))
-
-
-def _syn_net(ds):
-    return Sequential([Flatten(), Dense(16, 8), ReLU(), Dense(8, ds.num_classes)])
-
-
 @pytest.fixture(scope="module")
 def made_protocol(tmp_path_factory):
-    """A protocol.json of three lock-step runs of the control and sgm:0.2:per-sample (one epoch each on tiny
+    """The protocol.json of three lock-step runs of the control and sgm:0.2:per-sample (one epoch each on tiny
     synthetic data), written by nanosgm.experiments.run_protocol."""
-    from nanosgm import experiments
-    from nanosgm.experiments.network import NetworkSpec
-    backend.use("numpy")
-    out = tmp_path_factory.mktemp("made") / "p"
-    spec = NetworkSpec(dataset=_syn_data, model=_syn_net, epochs=1, batch_size=32, eps=(0.1,))
-    experiments.run_protocol(spec, runs=3, arms="sgm:0.2:per-sample", out=out, threads=1, progress=False, bars=False)
-    return json.loads((out / "protocol.json").read_text())
+    from protokit import write_protocol
+    return write_protocol(tmp_path_factory.mktemp("made") / "p", runs=3, arms="sgm:0.2:per-sample")
 
 
 def with_recorded_weights(audit_doc, protocol):
