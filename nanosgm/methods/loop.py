@@ -31,6 +31,7 @@ from .. import backend
 from ..attacks.checks import deferred_input_checks
 from ..backend import host_floats
 from ..layers import SoftmaxCrossEntropy
+from ..optim.base import refuse_nested
 from ..plumbing.errors import TrainingDiverged
 from .base import Method, significant
 from .keeping import FitResult, Interrupted, RunKeeping, Run, end_epoch, epoch_line, error_pct, start_run
@@ -92,6 +93,7 @@ def fit(model: Sequential, optimizer: Optimizer, X_train: Array, y_train: Array,
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    refuse_nested(model)                 # before any work: the optimizer would refuse it at the first step
     run = start_run(model, optimizer, method or Method(), X_train, y_train, keeping or RunKeeping(), epochs)
     keep = run.keeping
     X_val, y_val = validation if validation is not None else (None, None)

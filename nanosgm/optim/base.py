@@ -26,8 +26,20 @@ if TYPE_CHECKING:
 __all__ = ["Optimizer"]
 
 
+def refuse_nested(model) -> None:
+    """ValueError if a layer of `model` is itself a network with layers of its own (a Sequential in a
+    Sequential): `parameters()` and `state_dict()` list a network's own layers only, so an optimizer would
+    never update the inner weights, nor a checkpoint keep them."""
+    for i, layer in enumerate(getattr(model, "layers", ())):
+        if hasattr(layer, "layers"):
+            raise ValueError(f"layer {i} of the model is itself a {type(layer).__name__}, whose weights no optimizer "
+                             f"would update (nor a checkpoint keep); give the outer network its layers instead: "
+                             f"Sequential([..., *inner.layers, ...])")
+
+
 def _triples(model) -> Iterator[tuple[str, Array, Array]]:
     """The `(name, param, grad)` triples of `model` (an object with `parameters()`, or an iterable)."""
+    refuse_nested(model)
     params = model.parameters() if hasattr(model, "parameters") else model
     for name, param, grad in params:
         if grad is None:

@@ -232,3 +232,22 @@ def test_the_recorded_commit_is_read_once_per_process(monkeypatch):
     reads = iter(["a" * 40, "b" * 40])
     monkeypatch.setattr(recipe, "_read_git_commit", lambda: next(reads))
     assert recipe.git_commit() == "a" * 40 and recipe.git_commit() == "a" * 40
+
+
+def test_a_network_nested_in_a_network_is_refused_before_training():
+    """parameters() lists a network's own layers, so the inner weights would silently never train: refused by
+    fit before any work, and by an optimizer's step for a loop written by hand; the flat network trains."""
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(0, 1, (32, 6)).astype(np.float32), rng.integers(0, 2, 32)
+    inner = Sequential([Dense(6, 8, rng=rng), ReLU()])
+    nested = Sequential([inner, Dense(8, 2, rng=rng)])
+    before = inner.layers[0].params["W"].copy()
+    with pytest.raises(ValueError, match=r"^layer 0 of the model is itself a Sequential, .* \*inner\.layers"):
+        fit(nested, build_optimizer("adam"), X, y, epochs=1, keeping=RunKeeping(progress=False, log=None))
+    opt = build_optimizer("adam")
+    with pytest.raises(ValueError, match="layer 0 of the model is itself a Sequential"):
+        opt.step(nested)
+    assert np.array_equal(inner.layers[0].params["W"], before)
+    flat = Sequential([*inner.layers, nested.layers[1]])
+    fit(flat, build_optimizer("adam"), X, y, epochs=1, batch_size=16, keeping=RunKeeping(progress=False, log=None))
+    assert not np.array_equal(inner.layers[0].params["W"], before)          # the same layers, now trained
