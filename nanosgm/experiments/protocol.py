@@ -113,7 +113,7 @@ def load_protocol(out: str | Path) -> dict:
             result = json.load(f)
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"{path} is not UTF-8 text (byte {exc.start}); restore it (e.g. git checkout)") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:      # bad JSON, or a number Python will not read (4300+ digits)
         raise ProtocolError(f"{path} is not valid JSON ({exc}); restore it (e.g. git checkout)") from None
     if not isinstance(result, dict) or result.get("format") != PROTOCOL_FORMAT:
         raise ProtocolError(f"{path} is not a {PROTOCOL_FORMAT} file (format "
@@ -121,7 +121,8 @@ def load_protocol(out: str | Path) -> dict:
     unsealed = check_protocol(result, str(path), lambda run, label: expected_spec(result["config"], run, label))
     if unsealed:
         _note(f"{path}: {unsealed} of its {len(result['networks'])} network record(s) carry no content digest "
-              f"(written before records were sealed): a hand edit of those would not be detected")
+              f"(written before records were sealed): a hand edit of those would not be detected; "
+              f"python tools/seal_results.py seals a committed file")
     result["snapshots"] = _load_snapshots(out, result["arms"])
     return result
 

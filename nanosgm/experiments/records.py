@@ -17,7 +17,9 @@ unchecked. :func:`check_protocol` refuses, in one line that names the file and t
                     (:func:`recorded_weights` reads them)
 
 Records written before seals existed carry none: they are accepted, and :func:`check_protocol` returns
-how many there are so that the caller can say so. Records of format ``nanosgm-network/1`` name their
+how many there are so that the caller can say so; but not a record without a digest that finished after a
+sealed record of the same file (the code that wrote it sealed: its digest was removed), nor one whose
+finishing time is not known in a file that has sealed records (:func:`_check_unsealed`). Records of format ``nanosgm-network/1`` name their
 method by ``input_lr``, ``per_sample``, ``published`` and ``adversarial`` instead of ``method``; their
 spec is read as the label those fields give.
 """
@@ -246,6 +248,7 @@ def check_protocol(doc: dict, where: str, expected_spec: Callable[[int, str], di
     for key, record in nets.items():
         check_record(doc, key, record, where, expected_spec)
         unsealed += not is_sealed(record)
+    _check_unsealed(nets, where)
     _check_refilled(doc, where)
     for run in sorted({split_key(k)[0] for k in nets}):
         try:
@@ -253,6 +256,21 @@ def check_protocol(doc: dict, where: str, expected_spec: Callable[[int, str], di
         except LockstepBroken as exc:
             raise LockstepBroken(f"{where}: {exc}; {RESTORE} or delete the run's records to recompute them") from None
     return unsealed
+
+
+def _check_unsealed(nets: dict, where: str) -> None:
+    """A record without a digest is one written before records were sealed only where no sealed record of the
+    file finished before it (ISO times to the second, of one clock, compare as text); otherwise its digest was
+    removed, and it is refused like an edited one."""
+    sealed = [r.get("finished") for r in nets.values() if is_sealed(r)]
+    if not sealed:
+        return
+    first = min(str(t) for t in sealed)
+    for key, record in nets.items():
+        finished = record.get("finished")
+        if not is_sealed(record) and not (isinstance(finished, str) and finished <= first):
+            raise RecordEdited(f"{where}: networks[{key!r}] carries no content digest, yet records of this file "
+                               f"sealed before it finished ({first}) do: its digest was removed; {FIX}")
 
 
 # -------------------------------------------------------------------------------------- one record

@@ -53,8 +53,8 @@ def unseal(doc) -> None:
 
 
 def tables_only(out, capsys) -> tuple:
-    """(exit status, stderr) of ``python -m nanosgm.experiments mnist --tables-only --out OUT``."""
-    rc = experiments.main(["mnist", "--tables-only", "--out", str(out)])
+    """(exit status, stderr) of ``python -m nanosgm.experiments --tables-only --out OUT``."""
+    rc = experiments.main(["--tables-only", "--out", str(out)])
     return rc, capsys.readouterr().err
 
 
@@ -130,6 +130,25 @@ def test_an_edited_accuracy_is_refused_by_tables_only_and_by_a_resume(folder, ca
     assert rc == 1 and "networks['run1/sgm:0.2'] was changed after it was written" in line and "protocol.json" in line
     with pytest.raises(RecordEdited):
         run(folder, runs=2)
+
+
+def test_a_record_whose_seal_was_removed_is_refused_where_earlier_records_are_sealed(folder, capsys):
+    """A record without a digest reads as one written before seals only if no sealed record finished before it."""
+    doc = json.loads((folder / "protocol.json").read_text())
+    last = max(doc["networks"], key=lambda k: doc["networks"][k]["finished"])
+
+    def strip_and_edit(d):                  # (the tiny networks all finished within the same second)
+        d["networks"][last].pop("sha256")
+        d["networks"][last]["finished"] = "2099-01-01T00:00:00+00:00"
+        d["networks"][last]["train_seconds"] = 1.0
+    edit(folder, strip_and_edit)
+    rc, err = tables_only(folder, capsys)
+    line = one_error_line(err)
+    assert rc == 1 and f"networks[{last!r}] carries no content digest, yet records of this file sealed" in line
+    assert "its digest was removed" in line
+    edit(folder, lambda d: d["networks"][last].pop("finished"))          # no finishing time: no better
+    rc, err = tables_only(folder, capsys)
+    assert rc == 1 and "its digest was removed" in one_error_line(err)
 
 
 def test_a_mismatched_init_digest_is_refused(folder, capsys):
