@@ -4,24 +4,31 @@
 The long runs (``tools/background_queue.sh RUN``) write into another checkout's ``results/``: a protocol's
 ``protocol.json`` as its networks finish, ``robustness/seed<i>/robustness.json`` (and ``robustness.png``) as a
 seed's audit finishes, ``decomposition.json`` / ``decomposition.png`` and ``transfer-*.json`` tables. This tool
-copies exactly those into ``results/`` here (never weights, checkpoints, partial audits or logs) and refuses,
-with one line and before copying anything:
+copies exactly those into ``results/`` here (never weights, checkpoints, partial audits or logs; never through
+a symbolic link) and refuses, with one line and before copying anything:
 
 - a ``protocol.json`` that ``python -m nanosgm.experiments`` would not read (``load_protocol``: records, seals,
   refill entries, the lock-step), or one that is neither the one here grown nor held by it: a protocol only
-  adds networks and sessions (RUN's is copied when it holds every network and session here unchanged, and
-  left alone when the one here holds it: RUN may be a checkout of an older commit);
-- a ``robustness.json`` that ``tools/robustness_tables.py`` would not read (its seal and structure), a
-  ``decomposition.json`` whose seal does not hold, or any file that differs from a committed one of that name
-  (a finished audit is never replaced; delete it here first to take the new one).
+  adds networks and sessions (RUN's is copied when it holds every network and session here unchanged, every
+  record sealed; it is left alone when the one here holds it: RUN may be a checkout of an older commit);
+- an audit (``robustness.json``) without its seal, or one that ``tools/robustness_tables.py`` would not
+  tabulate with the other audits of its folder and, where there is one, its protocol (``--protocol``: the
+  audited weights are the recorded ones); a ``decomposition.json`` whose seal does not hold; a
+  ``transfer-*.json`` that is not a JSON object; a ``.png`` that is not a PNG, or an audit's figure without
+  its audit;
+- any file that differs from one of its name here (a finished result is never replaced: delete it here first
+  to take RUN's), or one whose place here is taken by a file where a folder belongs.
 
-It prints each file it copied (or would copy, ``--dry-run``) and then the commands that regenerate the tables
-and figures from them; the READMEs' prose is for a person to update.
+Each file is written whole or not at all (a temporary file, then a rename). It prints each file it copied (or
+would copy, ``--dry-run``) and then the commands that regenerate the tables and figures from them; the
+READMEs' prose is for a person to update.
 """
 from __future__ import annotations
 
 import filecmp
+import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -32,14 +39,34 @@ from nanosgm.plumbing.argparser import Parser             # noqa: E402
 from nanosgm.plumbing.cli import CliError, run_cli        # noqa: E402
 
 HERE = Path(__file__).resolve().parents[1]
-PATTERNS = ("protocol.json", "robustness/seed*/robustness.json", "robustness/seed*/robustness.png",
-            "decomposition.json", "decomposition.png", "transfer-*.json")
+FINISHED = re.compile(r"[^/]+/(protocol\.json|robustness/seed\d+/robustness\.(json|png)|decomposition\.(json|png)"
+                      r"|transfer-[^/]+\.json)")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _holds_results(rel: Path) -> bool:
+    """Whether the folder at ``rel`` (relative to results/) is one finished files lie in: a protocol's folder,
+    its robustness/ and each robustness/seed<i>/."""
+    parts = rel.parts
+    return len(parts) == 1 or (parts[1] == "robustness" and (len(parts) == 2 or (
+        len(parts) == 3 and re.fullmatch(r"seed\d+", parts[2]) is not None)))
 
 
 def finished_files(results: Path) -> list[Path]:
-    """The result files under ``results`` (one folder per protocol) this tool copies, relative to it."""
-    found = {p.relative_to(results) for folder in sorted(results.iterdir()) if folder.is_dir()
-             for pattern in PATTERNS for p in folder.glob(pattern) if p.is_file()}
+    """The result files under ``results`` (one folder per protocol) this tool copies, relative to it;
+    CliError for one reached through a symbolic link (links elsewhere, such as a models/ folder on another
+    disk, are left alone)."""
+    found = []
+    for folder, dirs, files in os.walk(results, followlinks=False):
+        for name in dirs + files:
+            path = Path(folder, name)
+            rel = path.relative_to(results)
+            finished = name in files and FINISHED.fullmatch(rel.as_posix()) is not None
+            if path.is_symlink() and (finished or (name in dirs and _holds_results(rel))):
+                raise CliError(f"{path} is a symbolic link: results are copied from the run checkout's own files "
+                               f"only; replace it with the file or folder itself")
+            if finished:
+                found.append(rel)
     return sorted(found)
 
 
@@ -51,47 +78,77 @@ def _robustness_tables():
     return tool
 
 
-def _holds(new: dict, old: dict) -> bool:
-    """Whether protocol ``new`` is protocol ``old`` grown: the same configuration, and every arm, network and
-    session of ``old`` in ``new`` unchanged."""
+# ------------------------------------------------------------------------------------------ protocols
+def _unsealed(record: dict) -> dict:
+    from nanosgm.plumbing.seal import SEAL_KEY
+    return {k: v for k, v in record.items() if k != SEAL_KEY}
+
+
+def _differences(new: dict, old: dict) -> list[str]:
+    """What of protocol ``old`` protocol ``new`` does not hold unchanged (records compared without their
+    seals, which a committed file may have gained since: tools/seal_results.py); [] if it is ``old`` grown."""
     sessions = old.get("sessions", [])
-    return (new.get("config") == old.get("config") and new["arms"][:len(old["arms"])] == old["arms"]
-            and all(new["networks"].get(k) == r for k, r in old["networks"].items())
-            and new.get("sessions", [])[:len(sessions)] == sessions)
+    changed = sorted(k for k, r in old["networks"].items()
+                     if k not in new["networks"] or _unsealed(new["networks"][k]) != _unsealed(r))
+    return ((["the configuration"] if new.get("config") != old.get("config") else [])
+            + (["the arms"] if new["arms"][:len(old["arms"])] != old["arms"] else [])
+            + (["the record(s) of " + ", ".join(changed)] if changed else [])
+            + (["the earlier sessions"] if new.get("sessions", [])[:len(sessions)] != sessions else []))
 
 
 def protocol_to_copy(new_folder: Path, old_folder: Path) -> bool:
-    """Whether ``new_folder``'s protocol.json is to be copied over ``old_folder``'s: it reads and is the one
-    there grown (or there is none there); False where they are equal or the one there is ahead (it holds
-    the other: RUN is a checkout of an older commit); CliError where neither holds the other."""
+    """Whether ``new_folder``'s protocol.json is to be copied over ``old_folder``'s: it reads, every record is
+    sealed, and it is the one there grown (or there is none there); False where the one there holds it
+    (RUN is a checkout of an older commit); CliError where neither holds the other."""
     from nanosgm.experiments.protocol import load_protocol
     from nanosgm.plumbing.errors import NanosgmError
+    from nanosgm.plumbing.seal import is_sealed
     try:
         new = load_protocol(new_folder)
         old = load_protocol(old_folder) if (old_folder / "protocol.json").is_file() else None
     except (NanosgmError, OSError) as exc:
         raise CliError(str(exc)) from None
-    if old is None:
-        return True
-    if _holds(old, new):
+    if old is not None and not _differences(old, new):
         return False
-    if not _holds(new, old):
-        raise CliError(f"{new_folder / 'protocol.json'} and {old_folder / 'protocol.json'} differ in networks, "
-                       f"sessions or configuration that both hold; a protocol only grows: find out which is right")
+    if old is not None and _differences(new, old):
+        raise CliError(f"{new_folder / 'protocol.json'} and {old_folder / 'protocol.json'} differ in "
+                       f"{' and '.join(_differences(new, old))}; a protocol only grows: find out which is right")
+    bare = sorted(k for k, r in new["networks"].items() if not is_sealed(r))
+    if bare:
+        raise CliError(f"{new_folder / 'protocol.json'}: the record(s) of {', '.join(bare)} carry no content digest; "
+                       f"a run of this code seals every record: restore them in RUN, or train them again")
     return True
 
 
-def check_file(rel: Path, run: Path, here: Path) -> bool:
-    """Check RUN's ``rel`` (CliError if it is not to be copied); True if it differs from the file here."""
-    src, dst = run / rel, here / rel
-    if rel.name == "protocol.json":
-        return protocol_to_copy(src.parent, dst.parent)
-    if rel.name == "robustness.json":
-        tables = _robustness_tables()
+# ------------------------------------------------------------------------------------------ other files
+def check_audits(folder: str, run: Path, here: Path, todo: list[Path]) -> None:
+    """CliError unless each audit of protocol folder ``folder`` to be copied is sealed, and all its audits as
+    they will be here (those here, and those copied) tabulate together with the protocol that will be here
+    (``tools/robustness_tables.py ... --protocol``: the audited weights are the recorded ones; without one
+    where the folder has none)."""
+    from nanosgm.plumbing.seal import is_sealed
+    tables = _robustness_tables()
+    new = [run / rel for rel in todo if rel.parts[0] == folder and rel.name == "robustness.json"]
+    for path in new:
         try:
-            tables._load(src)
-        except tables.TableError as exc:
-            raise CliError(str(exc)) from None
+            with open(path, encoding="utf-8") as f:
+                sealed = is_sealed(json.load(f))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise CliError(f"{path}: not readable JSON ({exc})") from None
+        if not sealed:
+            raise CliError(f"{path} carries no content digest; an audit of this code is sealed: audit again")
+    kept = sorted((here / folder / "robustness").glob("seed*/robustness.json"))
+    protocol = (run / folder if Path(folder, "protocol.json") in todo
+                else here / folder if (here / folder / "protocol.json").is_file() else None)
+    try:
+        tables.tables([str(p) for p in kept + new], str(protocol) if protocol else None)
+    except (tables.TableError, OSError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def check_other(rel: Path, src: Path) -> None:
+    """CliError unless RUN's ``src`` (at ``rel``) is what its name says: a sealed decomposition, a transfer
+    table (a JSON object), a PNG; an audit's figure beside its audit."""
     if rel.name == "decomposition.json":
         from nanosgm.experiments.decompose import load_decomposition
         from nanosgm.plumbing.errors import NanosgmError
@@ -99,10 +156,66 @@ def check_file(rel: Path, run: Path, here: Path) -> bool:
             load_decomposition(src)
         except NanosgmError as exc:
             raise CliError(str(exc)) from None
-    if dst.exists() and not filecmp.cmp(src, dst, shallow=False):
+    elif rel.name.startswith("transfer-"):
+        try:
+            with open(src, encoding="utf-8") as f:
+                ok = isinstance(json.load(f), dict)
+        except (OSError, ValueError, RecursionError):
+            ok = False
+        if not ok:
+            raise CliError(f"{src} is not a JSON object (a table tools/transfer_table.py --json writes)")
+    elif rel.suffix == ".png":
+        with open(src, "rb") as f:
+            if f.read(len(PNG)) != PNG:
+                raise CliError(f"{src} is not a PNG image")
+        if rel.name == "robustness.png" and not src.with_suffix(".json").is_file():
+            raise CliError(f"{src} has no robustness.json beside it: the figure of which audit?")
+
+
+def check_place(rel: Path, here: Path) -> None:
+    """CliError where a file here stands where ``rel`` needs a folder."""
+    for parent in reversed((here / rel).parents):
+        if parent.exists() and not parent.is_dir() and here in parent.parents:
+            raise CliError(f"{parent} is a file where {rel} needs a folder; move it away first")
+
+
+def _same_audit(src: Path, dst: Path) -> bool:
+    """Whether the audit ``dst`` (here, sealed) is the unsealed ``src`` sealed: the same content but its seal."""
+    from nanosgm.plumbing.seal import is_sealed
+    try:
+        with open(src, encoding="utf-8") as f, open(dst, encoding="utf-8") as g:
+            a, b = json.load(f), json.load(g)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(a, dict) and not is_sealed(a) and is_sealed(b) and _unsealed(b) == a
+
+
+def is_new(rel: Path, run: Path, here: Path) -> bool:
+    """Check RUN's ``rel`` (CliError if it is not to be copied); True if it is to be copied here."""
+    src, dst = run / rel, here / rel
+    check_place(rel, here)
+    if rel.name == "protocol.json":
+        return protocol_to_copy(src.parent, dst.parent)
+    check_other(rel, src)
+    if dst.exists() and rel.name == "robustness.json" and _same_audit(src, dst):
+        return False                       # the one here holds it, sealed since (tools/seal_results.py)
+    if dst.exists() and not (dst.is_file() and filecmp.cmp(src, dst, shallow=False)):
         raise CliError(f"{src} differs from the committed {dst}; a finished result is never replaced: "
                        f"delete {dst} first if RUN's is the right one")
     return not dst.exists()
+
+
+# ------------------------------------------------------------------------------------------ the command
+def copy_whole(src: Path, dst: Path) -> None:
+    """``src`` to ``dst`` whole or not at all: a temporary file beside ``dst``, then a rename."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.collecting")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def collect(run: Path, here: Path, dry_run: bool = False) -> list[Path]:
@@ -112,11 +225,12 @@ def collect(run: Path, here: Path, dry_run: bool = False) -> list[Path]:
         raise CliError(f"{run} has no results/ folder; give the checkout tools/background_queue.sh wrote into")
     if (run / "results").resolve() == (here / "results").resolve():
         raise CliError(f"{run} is this checkout; give the run checkout (the WORKTREE of tools/background_queue.sh)")
-    todo = [rel for rel in finished_files(run / "results") if check_file(rel, run / "results", here / "results")]
+    todo = [rel for rel in finished_files(run / "results") if is_new(rel, run / "results", here / "results")]
+    for folder in sorted({rel.parts[0] for rel in todo if rel.name == "robustness.json"}):
+        check_audits(folder, run / "results", here / "results", todo)
     for rel in todo:
         if not dry_run:
-            (here / "results" / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run / "results" / rel, here / "results" / rel)
+            copy_whole(run / "results" / rel, here / "results" / rel)
         print(f"{'would copy' if dry_run else 'copied'} results/{rel}")
     return todo
 

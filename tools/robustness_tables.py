@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-_NAME = re.compile(r"run(?P<run>\d+)-(?P<slug>.+)$")
+_NAME = re.compile(r"run(?P<run>\d{1,9})-(?P<slug>.+)$")
 _POOLED = ("pgd_steps", "restarts", "apgd_steps", "queries", "seed", "batch_size", "eps", "check_eps")
 
 
@@ -61,13 +61,14 @@ def _check_audit(doc) -> str | None:
         return "its 'checks' is not a list of {check, network, status} objects"
     st = doc["settings"]
     if not (isinstance(st.get("eps"), list) and all(_number(e) for e in st["eps"]) and _number(st.get("pgd_steps"))
-            and isinstance(st.get("images", {}), dict)):
-        return "its 'settings' lack the eps list, pgd_steps or the images per network"
+            and isinstance(st.get("images", {}), dict) and all(_number(n) for n in st.get("images", {}).values())):
+        return "its 'settings' lack the eps list, pgd_steps or the images per network (numbers)"
     for name, net in doc["networks"].items():
         per_eps = [net.get("robust")] + list(net.get("accuracy", {}).values()) if isinstance(net, dict) else [None]
         if not (isinstance(net, dict) and _number(net.get("clean")) and isinstance(net.get("accuracy"), dict)
+                and isinstance(net.get("info", {}), dict)
                 and all(isinstance(d, dict) and all(_number(v) for v in d.values()) for d in per_eps)):
-            return f"network {name!r} lacks a numeric 'clean', 'accuracy' or 'robust'"
+            return f"network {name!r} lacks a numeric 'clean', 'accuracy' or 'robust' (or its 'info' is no object)"
         problem = _impossible(net)
         if problem:
             return f"network {name!r}: {problem}"
@@ -112,7 +113,8 @@ def _load(path) -> dict:
         raise TableError(f"{path}: no such file") from None
     except (OSError, ValueError, RecursionError) as exc:
         raise TableError(f"{path}: not readable JSON ({exc})") from None
-    if isinstance(doc, dict) and is_sealed(doc):           # audits written before seals are read as they are
+    unsealed = isinstance(doc, dict) and not is_sealed(doc)     # written before audits were sealed: read as it is
+    if isinstance(doc, dict) and not unsealed:
         try:
             doc = check_seal(doc, str(path), fix="restore it (e.g. git checkout), or audit again")
         except RecordEdited as exc:
@@ -120,6 +122,9 @@ def _load(path) -> dict:
     problem = _check_audit(doc)
     if problem:
         raise TableError(f"{path}: not a robustness.json written by python -m nanosgm.robustness: {problem}")
+    if unsealed:
+        print(f"note: {path} carries no content digest (written before audits were sealed), so an edit to it would "
+              f"not be detected; python tools/seal_results.py seals a committed one", file=sys.stderr)
     note = _unpassed(path, doc)
     if note:
         print(note, file=sys.stderr)
@@ -381,6 +386,9 @@ def check_weights(docs, protocol: dict, row: str) -> int:
             if net_row != row or run is None:
                 continue
             seen += 1
+            if f"run{run}/{arm}" not in protocol["networks"]:
+                raise TableError(f"{path}: the audited {name} has no record run{run}/{arm} in {row}/protocol.json, so "
+                                 f"it is not a network of that protocol; give the protocol folder it was saved in")
             want = recorded_weights(protocol, f"run{run}/{arm}")
             got = (net.get("info") or {}).get("weights_sha256")
             if want is None:
@@ -411,11 +419,11 @@ def tables(paths, protocol_dir=None, figure=None, gain_png=None) -> str:
                              f"networks were saved in")
     arms, settings = collect(docs)
     gains = paired_gains(arms, settings)
+    if gain_png is not None and not gains:          # refused before any figure is written
+        raise TableError("--gain-figure: no arm has a control of the same run to be compared with")
     if figure is not None:
         _save(robust_figure(arms, settings), figure, "--figure")
     if gain_png is not None:
-        if not gains:
-            raise TableError("--gain-figure: no arm has a control of the same run to be compared with")
         _save(gain_figure(gains), gain_png, "--gain-figure")
     head = (f"Audited: {', '.join(str(n) for n in settings['images'])} test images; PGD {settings['pgd_steps']} and "
             f"{2 * settings['pgd_steps']} steps × {settings['restarts']} start(s), APGD {settings['apgd_steps']} steps, "
@@ -429,32 +437,24 @@ def tables(paths, protocol_dir=None, figure=None, gain_png=None) -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
-    args = [part for a in args for part in (a.split("=", 1) if a.startswith("--") and "=" in a else [a])]
-    opts = {"--protocol": None, "--figure": None, "--gain-figure": None}
-    for flag in opts:
-        if flag in args:
-            i = args.index(flag)
-            if i + 1 >= len(args):
-                print(f"error: {flag} needs a value", file=sys.stderr)
-                return 2
-            opts[flag] = args[i + 1]
-            del args[i:i + 2]
-    unknown = [a for a in args if a.startswith("-")]
-    if unknown:
-        print(f"error: unknown flag {unknown[0]} (the flags: {', '.join(opts)})", file=sys.stderr)
-        return 2
-    if not args:
-        print("usage: python tools/robustness_tables.py results/robustness/<audit>/robustness.json [...] "
-              "[--protocol results/mnist-cnn] [--figure robust.png] [--gain-figure gain.png]", file=sys.stderr)
-        return 2
-    try:
-        print(tables(args, opts["--protocol"], opts["--figure"], opts["--gain-figure"]))
-    except TableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+def _main(argv: list) -> int:
+    from nanosgm.plumbing.argparser import Parser
+    p = Parser(prog="python tools/robustness_tables.py", allow_abbrev=False,
+               description="Markdown tables of robustness audits over seeds (the module docstring says what).")
+    p.add_argument("audits", nargs="+", metavar="AUDIT.json", help="robustness.json files of python -m nanosgm.robustness")
+    p.add_argument("--protocol", default=None, metavar="DIR", help="the protocol folder the audited networks were "
+                   "saved in: their weights checked against its records, and the training cost table")
+    p.add_argument("--figure", default=None, metavar="PNG", help="robust accuracy against eps per arm")
+    p.add_argument("--gain-figure", default=None, metavar="PNG", help="each arm's gain over its own run's control")
+    args = p.parse_args(argv)
+    print(tables(args.audits, args.protocol, args.figure, args.gain_figure))
     return 0
+
+
+def main(argv=None) -> int:
+    """The command; its exit status (errors: one line, status 1)."""
+    from nanosgm.plumbing.cli import run_cli
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -122,9 +122,14 @@ def _tables_only(args: argparse.Namespace, out: str) -> int:
     """``--tables-only``: the tables (and ``--figures``) of the protocol in ``out``, from its own record."""
     _check_paper_dir(args)
     if not os.path.isfile(os.path.join(out, "protocol.json")):
-        raise CliError(f"{out} holds no protocol.json; run the protocol first (the same command without "
-                       f"--tables-only), or give its folder with --out")
+        what = "is a file, not a protocol's folder" if os.path.isfile(out) else "holds no protocol.json"
+        raise CliError(f"{out!r} {what}; run the protocol first (the same command without --tables-only), "
+                       f"or give its folder with --out")
     result = load_protocol(out)
+    made = result["config"].get("dataset")
+    if args.dataset is not None and args.dataset != made:
+        raise CliError(f"--tables-only: the protocol in {out} is of {made}, not {args.dataset}; name its dataset "
+                       f"or none")
     result["summary"] = summarize(result)
     return _finish(args, result, out)
 

@@ -176,7 +176,7 @@ def load_decomposition(path: str | Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DecomposeError(f"{path} is not a decomposition.json ({exc})") from None
     body = check_seal(doc, str(path), fix="restore it (e.g. git checkout) or run python -m nanosgm.decompose again")
     if body.get("format") != FORMAT:

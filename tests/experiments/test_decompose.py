@@ -84,6 +84,9 @@ def test_the_command_writes_a_sealed_decomposition_and_a_table_per_arm(folder, c
     (folder / "decomposition.json").write_text(json.dumps(edited))
     with pytest.raises(RecordEdited, match="was changed after it was written"):
         decompose.load_decomposition(folder / "decomposition.json")
+    (folder / "decomposition.json").write_text("[" * 100000)                # absurdly nested: one line too
+    with pytest.raises(decompose.DecomposeError, match="is not a decomposition.json"):
+        decompose.load_decomposition(folder / "decomposition.json")
 
 
 def test_an_interrupted_decomposition_resumes_after_its_finished_networks(folder, capsys, monkeypatch):

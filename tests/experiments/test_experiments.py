@@ -478,6 +478,9 @@ def test_cli_end_to_end_on_real_mnist_then_tables_only(tmp_path, capsys):
     assert experiments.main(["--tables-only", "--out", str(out), "--paper-dir", str(pdir)]) == 0   # no dataset named
     bare = capsys.readouterr().out
     assert rows == [line for line in bare.splitlines() if line.startswith(("clean ", "eps "))]
+    assert experiments.main(["cifar10", "--tables-only", "--out", str(out)]) == 1       # not the protocol's dataset
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the protocol in {out} is of mnist, not cifar10" in err
 
 
 def test_cli_errors(capsys, tmp_path):
@@ -492,6 +495,9 @@ def test_cli_errors(capsys, tmp_path):
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert experiments.main(["mnist", "--tables-only", "--out", str(tmp_path / "none")]) == 1
     assert "protocol.json" in capsys.readouterr().err
+    (tmp_path / "a.txt").write_text("x")
+    assert experiments.main(["--tables-only", "--out", str(tmp_path / "a.txt")]) == 1
+    assert "is a file, not a protocol's folder" in capsys.readouterr().err
     assert experiments.main(["--tables-only", "--out", str(tmp_path / "none"), "--paper-dir", str(tmp_path / "n")]) == 1
     assert "--paper-dir" in capsys.readouterr().err                       # checked before the protocol is read
     for argv in ([], ["--runs", "2"], ["--tables-only"]):                 # no folder to read the dataset from

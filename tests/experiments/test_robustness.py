@@ -417,6 +417,12 @@ def made_protocol(tmp_path_factory):
     return write_protocol(tmp_path_factory.mktemp("made") / "p", runs=3, arms="sgm:0.2:per-sample")
 
 
+def write_audit(path, doc) -> None:
+    """``doc`` at ``path`` sealed, as python -m nanosgm.robustness writes a robustness.json."""
+    from nanosgm.plumbing.seal import seal
+    path.write_text(json.dumps(seal(doc)))
+
+
 def with_recorded_weights(audit_doc, protocol):
     """``audit_doc`` with each audited network's weights digest set to its record's in ``protocol``."""
     for name, net in audit_doc["networks"].items():
@@ -469,7 +475,7 @@ def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_pat
     paths = []
     for run, values in enumerate([(50.0, 70.0), (52.0, 74.0), (48.0, 71.0)]):
         paths.append(tmp_path / f"seed{run}.json")
-        paths[-1].write_text(json.dumps(with_recorded_weights(_audit_doc(run, values), made_protocol)))
+        write_audit(paths[-1], with_recorded_weights(_audit_doc(run, values), made_protocol))
     seconds = {f"run{r}/{arm}": s for r in range(3)           # one epoch each: seconds per epoch
                for arm, s in (("control", 100.0 + 10 * r), ("sgm:0.2:per-sample", 150.0 + 10 * r))}
     protocol_row(made_protocol, tmp_path / "mnist-cnn", seconds=seconds)      # the audited networks' row
@@ -483,7 +489,7 @@ def test_robustness_tables_give_median_and_range_over_seeds_and_the_cost(tmp_pat
     assert "| control | sgm:0.2:per-sample | 3 | 91.0 [90.0–92.0] |" in out                   # transfer, pooled
     assert "| sgm:0.2:per-sample | 3 | 160.0 [150.0–170.0] | 1.45 [1.42–1.50] |" in out
     paths.append(tmp_path / "other.json")
-    paths[-1].write_text(json.dumps(_audit_doc(3, (1.0, 2.0), restarts=3)))
+    write_audit(paths[-1], _audit_doc(3, (1.0, 2.0), restarts=3))
     assert tool.main([str(p) for p in paths]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "other settings" in err and err.count("\n") == 1
@@ -520,11 +526,11 @@ def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path,
                 "transfer_text": {**good, "transfer": [{"source": "a", "target": "b", "accuracy": {"0.1": "x"}}]},
                 "transfer_dict": {**good, "transfer": {"a": 1}}}
     for name, doc in bad_docs.items():
-        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+        write_audit((tmp_path / f"{name}.json"), doc)
         assert tool.main([str(tmp_path / f"{name}.json")]) == 1, name
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and "not a robustness.json" in err, (name, err)
-    (tmp_path / "s0.json").write_text(json.dumps(good))
+    write_audit((tmp_path / "s0.json"), good)
     assert tool.main([str(tmp_path / "s0.json"), str(tmp_path / "s0.json")]) == 1       # the same audit twice
     assert "give each audit once" in capsys.readouterr().err
     assert tool.main([str(tmp_path / "none.json")]) == 1 and "no such file" in capsys.readouterr().err
@@ -533,6 +539,7 @@ def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path,
     assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(tmp_path / "row")]) == 1
     assert "no protocol.json there" in capsys.readouterr().err
     for protocol, why in (({"arms": "control"}, "format"), ([1], "format"), ("{", "not valid JSON"),
+                          ("[" * 100000, "not valid JSON"), ('{"format": ' + "9" * 5000 + "}", "not valid JSON"),
                           ({"format": PROTOCOL_FORMAT, "arms": ["control"], "networks": {}}, "config")):
         (tmp_path / "row" / "protocol.json").write_text(protocol if isinstance(protocol, str) else json.dumps(protocol))
         assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(tmp_path / "row")]) == 1
@@ -541,17 +548,17 @@ def test_robustness_tables_refuse_malformed_duplicate_and_mixed_inputs(tmp_path,
     assert tool.main([str(tmp_path / "s0.json"), "--figure", str(tmp_path / "no" / "dir.png")]) == 1
     assert capsys.readouterr().err.startswith("error: --figure")
     other = json.loads(json.dumps(good).replace("mnist-cnn/", "fashion-cnn/"))          # another protocol row
-    (tmp_path / "f0.json").write_text(json.dumps(other))
+    write_audit((tmp_path / "f0.json"), other)
     assert tool.main([str(tmp_path / "s0.json"), str(tmp_path / "f0.json")]) == 0
     out = capsys.readouterr().out
     assert "| mnist-cnn: control | 0.1 | 1 |" in out and "| fashion-cnn: control | 0.1 | 1 |" in out
     assert "| fashion-cnn: control | fashion-cnn: sgm:0.2:per-sample | 1 | 90.0 |" in out     # rows kept apart
     assert "| mnist-cnn: sgm:0.2:per-sample | 0.1 | 1 |" in out        # the arm's label, from its file name alone
     odd = json.loads(json.dumps(good).replace("sgm_0.2_per-sample", "my_net"))          # no arm's slug: kept
-    (tmp_path / "o0.json").write_text(json.dumps(odd))
+    write_audit((tmp_path / "o0.json"), odd)
     assert tool.main([str(tmp_path / "o0.json")]) == 0 and "| my_net | 0.1 | 1 |" in capsys.readouterr().out
     alone = json.loads(json.dumps(good).replace("run0-control", "run0-other"))           # no control: no gains
-    (tmp_path / "a0.json").write_text(json.dumps(alone))
+    write_audit((tmp_path / "a0.json"), alone)
     assert tool.main([str(tmp_path / "a0.json"), "--gain-figure", str(tmp_path / "g.png")]) == 1
     assert "--gain-figure: no arm has a control" in capsys.readouterr().err
 
@@ -566,12 +573,12 @@ def test_robustness_tables_refuse_numbers_no_audit_can_measure(tmp_path, capsys,
     tool = load_tool("robustness_tables")
     doc = _audit_doc(0, (50.0, 70.0))
     change(doc["networks"]["mnist-cnn/run0-control"])
-    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    write_audit((tmp_path / "s0.json"), doc)
     assert tool.main([str(tmp_path / "s0.json")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"network 'mnist-cnn/run0-control': {why}" in err
     doc["networks"] = {}
-    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    write_audit((tmp_path / "s0.json"), doc)
     assert tool.main([str(tmp_path / "s0.json")]) == 1
     assert "its 'networks' is empty" in capsys.readouterr().err
 
@@ -579,12 +586,14 @@ def test_robustness_tables_refuse_numbers_no_audit_can_measure(tmp_path, capsys,
 def test_robustness_tables_read_flag_equals_value_and_name_an_unknown_flag(tmp_path, capsys):
     from conftest import load_tool
     tool = load_tool("robustness_tables")
-    (tmp_path / "s0.json").write_text(json.dumps(_audit_doc(0, (50.0, 70.0))))
+    write_audit((tmp_path / "s0.json"), _audit_doc(0, (50.0, 70.0)))
     assert tool.main([str(tmp_path / "s0.json"), f"--figure={tmp_path / 'r.png'}"]) == 0
     assert (tmp_path / "r.png").exists()
     capsys.readouterr()
-    assert tool.main([str(tmp_path / "s0.json"), "--figures", "x.png"]) == 2
-    assert capsys.readouterr().err.startswith("error: unknown flag --figures (the flags: --protocol, --figure, ")
+    assert tool.main([str(tmp_path / "s0.json"), "--figures", "x.png"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: unrecognized arguments: --figures") and err.count("\n") == 1
+    assert tool.main([]) == 1 and "required: AUDIT.json" in capsys.readouterr().err
 
 
 def test_robustness_tables_refuse_a_sealed_audit_edited_by_hand(tmp_path, capsys):
@@ -603,13 +612,24 @@ def test_robustness_tables_refuse_a_sealed_audit_edited_by_hand(tmp_path, capsys
     assert err.count("\n") == 1 and "s0.json was changed after it was written" in err
 
 
+def test_an_audit_written_before_seals_is_read_with_a_note(tmp_path, capsys):
+    from conftest import load_tool
+    tool = load_tool("robustness_tables")
+    (tmp_path / "s0.json").write_text(json.dumps(_audit_doc(0, (50.0, 70.0))))          # no seal
+    assert tool.main([str(tmp_path / "s0.json")]) == 0
+    out, err = capsys.readouterr()
+    assert "| control | 0.1 | 1 |" in out
+    assert err == (f"note: {tmp_path / 's0.json'} carries no content digest (written before audits were sealed), so an "
+                   f"edit to it would not be detected; python tools/seal_results.py seals a committed one\n")
+
+
 def test_robustness_tables_name_the_sanity_checks_that_did_not_pass(tmp_path, capsys):
     from conftest import load_tool
     tool = load_tool("robustness_tables")
     doc = _audit_doc(0, (50.0, 70.0))
     doc["checks"] = [{"check": "eps 0.5 -> ~0", "network": "mnist-cnn/run0-control", "status": "pass", "detail": ""},
                      {"check": "more PGD steps", "network": "mnist-cnn/run0-control", "status": "warn", "detail": ""}]
-    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    write_audit((tmp_path / "s0.json"), doc)
     assert tool.main([str(tmp_path / "s0.json")]) == 0
     assert capsys.readouterr().err == (f"note: {tmp_path / 's0.json'}: 1 sanity check(s) did not pass (pooled anyway; "
                                        "read them before the tables): more PGD steps (mnist-cnn/run0-control): warn\n")
@@ -622,7 +642,7 @@ def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_on
     doc = _audit_doc(0, (50.0, 70.0))
     doc["networks"]["mnist-cnn/run0-control"]["info"] = {"weights_sha256": "a" * 64}
     doc["networks"]["mnist-cnn/run0-sgm_0.2_per-sample"]["info"] = {"weights_sha256": "b" * 64}
-    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    write_audit((tmp_path / "s0.json"), doc)
     row = tmp_path / "mnist-cnn"                  # the protocol's folder is the audited networks' row
     digests = {"run0/control": "a" * 64, "run0/sgm:0.2:per-sample": None}     # an older record: no digest
     protocol_row(made_protocol, row, digests=digests)
@@ -646,7 +666,7 @@ def test_robustness_tables_refuse_an_audit_of_other_weights_than_the_recorded_on
     assert err.count("\n") == 1 and "the audited mnist-cnn/run0-control has weights aaaaaaaaaaaa, not the " \
                                     "recorded network's cccccccccccc" in err
     doc["networks"]["mnist-cnn/run0-control"]["info"] = {}              # an audit from before the digest
-    (tmp_path / "s0.json").write_text(json.dumps(doc))
+    write_audit((tmp_path / "s0.json"), doc)
     assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the audited mnist-cnn/run0-control names no weights digest" in err
@@ -665,7 +685,7 @@ def test_robustness_tables_refuse_a_protocol_whose_records_do_not_hold(tmp_path,
     from conftest import load_tool
     from nanosgm.plumbing.seal import seal
     tool = load_tool("robustness_tables")
-    (tmp_path / "s0.json").write_text(json.dumps(with_recorded_weights(_audit_doc(0, (50.0, 70.0)), made_protocol)))
+    write_audit((tmp_path / "s0.json"), with_recorded_weights(_audit_doc(0, (50.0, 70.0)), made_protocol))
     row = tmp_path / "mnist-cnn"
     doc = protocol_row(made_protocol, row)
     assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 0
@@ -682,3 +702,37 @@ def test_robustness_tables_refuse_a_protocol_whose_records_do_not_hold(tmp_path,
         assert tool.main([str(tmp_path / "s0.json"), "--protocol", str(row)]) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and why in err, err
+
+
+def test_robustness_tables_refuse_odd_audits_in_one_line_and_write_no_figure_before_a_refusal(tmp_path, capsys,
+                                                                                             made_protocol):
+    from conftest import load_tool
+    tool = load_tool("robustness_tables")
+    good = _audit_doc(0, (50.0, 70.0))
+    odd = {"images_list": lambda d: d["settings"].update(images={"a": [1]}),
+           "info_list": lambda d: d["networks"]["mnist-cnn/run0-control"].update(info=[1])}
+    for name, change in odd.items():
+        doc = json.loads(json.dumps(good))
+        change(doc)
+        write_audit(tmp_path / f"{name}.json", doc)
+        assert tool.main([str(tmp_path / f"{name}.json")]) == 1, name
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "not a robustness.json" in err, err
+    huge = json.loads(json.dumps(good).replace("run0-", "run" + "7" * 5000 + "-"))    # no run of a protocol
+    write_audit(tmp_path / "huge.json", huge)
+    assert tool.main([str(tmp_path / "huge.json")]) == 0
+    assert f"| mnist-cnn/run{'7' * 5000}-control | 0.1 | 1 |" in capsys.readouterr().out     # kept as a name
+    alone = json.loads(json.dumps(good).replace("run0-control", "run0-other"))           # no control: no gains
+    write_audit(tmp_path / "a0.json", alone)
+    figure = tmp_path / "r.png"
+    assert tool.main([str(tmp_path / "a0.json"), "--figure", str(figure), "--gain-figure", str(tmp_path / "g.png")]) == 1
+    assert "no arm has a control" in capsys.readouterr().err and not figure.exists()   # nothing written
+    row = tmp_path / "mnist-cnn"
+    protocol_row(made_protocol, row)
+    other_run = with_recorded_weights(_audit_doc(0, (50.0, 70.0)), made_protocol)
+    other_run = json.loads(json.dumps(other_run).replace("run0-", "run7-"))             # a run the protocol lacks
+    write_audit(tmp_path / "s7.json", other_run)
+    assert tool.main([str(tmp_path / "s7.json"), "--protocol", str(row)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the audited mnist-cnn/run7-control has no record run7/control in " \
+                                    "mnist-cnn/protocol.json" in err

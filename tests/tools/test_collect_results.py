@@ -19,12 +19,15 @@ def made(tmp_path_factory):
     return out
 
 
-def audit_doc(accuracy=70.0):
-    """A sealed robustness.json of one network, as python -m nanosgm.robustness writes it."""
-    net = {"info": {}, "clean": 99.0, "accuracy": {"FGSM": {"0.1": accuracy + 10}}, "robust": {"0.1": accuracy}}
+def audit_doc(made, accuracy=70.0, run=0):
+    """A sealed robustness.json of run ``run``'s control of the protocol ``made``, as python -m
+    nanosgm.robustness writes it (the weights digest its record names)."""
+    record = json.loads((made / "protocol.json").read_text())["networks"][f"run{run}/control"]
+    net = {"info": {"weights_sha256": record["weights_sha256"]}, "clean": 99.0,
+           "accuracy": {"FGSM": {"0.1": accuracy + 10}}, "robust": {"0.1": accuracy}}
     return seal({"settings": {"pgd_steps": 10, "restarts": 1, "apgd_steps": 100, "queries": 1000, "seed": 0,
-                              "batch_size": 100, "eps": [0.1], "images": {"p/run0-control": 100}},
-                 "networks": {"p/run0-control": net}, "checks": [], "transfer": []})
+                              "batch_size": 100, "eps": [0.1], "images": {f"p/run{run}-control": 100}},
+                 "networks": {f"p/run{run}-control": net}, "checks": [], "transfer": []})
 
 
 @pytest.fixture
@@ -37,8 +40,8 @@ def trees(made, tmp_path):
     shutil.copytree(made / "models", run / "results" / "p" / "models")
     seed = run / "results" / "p" / "robustness" / "seed0"
     seed.mkdir(parents=True)
-    (seed / "robustness.json").write_text(json.dumps(audit_doc()))
-    (seed / "robustness.png").write_bytes(b"\x89PNG fake")
+    (seed / "robustness.json").write_text(json.dumps(audit_doc(made)))
+    (seed / "robustness.png").write_bytes(b"\x89PNG\r\n\x1a\n a figure")
     (seed / "robustness.partial.json").write_text("{}")
     (run / "results" / "p" / "ckpt").mkdir()
     (run / "results" / "p" / "ckpt" / "run0-control.npz").write_bytes(b"weights")
@@ -83,38 +86,118 @@ def test_a_grown_protocol_is_copied_and_an_older_one_left_alone(trees, capsys):
     assert (here / "results" / "p" / "protocol.json").read_text() == kept
 
 
-@pytest.mark.parametrize("break_it, why", [
-    ("record", "differ in networks, sessions or configuration that both hold"),
-    ("seal", "was changed after it was written"),
-    ("audit", "robustness.json was changed after it was written"),
-    ("committed audit", "differs from the committed"),
-    ("decomposition", "decomposition.json"),
-])
-def test_results_that_do_not_hold_are_refused_and_nothing_is_copied(trees, capsys, break_it, why):
+def _edit_record(rp, reseal):
+    doc = json.loads((rp / "protocol.json").read_text())
+    record = doc["networks"]["run0/control"]
+    record["train_seconds"] += 1.0
+    doc["networks"]["run0/control"] = seal(record) if reseal else record
+    (rp / "protocol.json").write_text(json.dumps(doc))
+
+
+def _strip_seal(rp):
+    doc = json.loads((rp / "protocol.json").read_text())
+    doc["networks"]["run1/control"].pop("sha256")
+    (rp / "protocol.json").write_text(json.dumps(doc))
+
+
+def _write_audit(rp, doc, seed=0):
+    (rp / "robustness" / f"seed{seed}").mkdir(parents=True, exist_ok=True)
+    (rp / "robustness" / f"seed{seed}" / "robustness.json").write_text(json.dumps(doc))
+
+
+def _edited_audit(rp, made):
+    doc = audit_doc(made)
+    doc["networks"]["p/run0-control"]["clean"] = 100.0
+    _write_audit(rp, doc)
+
+
+def _unsealed_audit(rp, made):
+    doc = audit_doc(made)
+    doc.pop("sha256")
+    _write_audit(rp, doc)
+
+
+def _other_weights(rp, made):
+    doc = audit_doc(made)
+    doc["networks"]["p/run0-control"]["info"]["weights_sha256"] = "d" * 64
+    _write_audit(rp, seal(doc))
+
+
+def _linked_seed(rp, made, tmp_path):
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(rp / "robustness" / "seed0", outside)
+    (outside / "robustness.json").write_text(json.dumps(audit_doc(made, run=1)))
+    (rp / "robustness" / "seed1").symlink_to(outside)
+
+
+BREAKS = {   # how RUN's results are damaged -> what the one-line refusal says
+    "record": (lambda rp, made, tmp: _edit_record(rp, True), "differ in the record(s) of run0/control"),
+    "seal": (lambda rp, made, tmp: _edit_record(rp, False), "was changed after it was written"),
+    "stripped seal": (lambda rp, made, tmp: _strip_seal(rp), "carries no content digest"),
+    "audit": (lambda rp, made, tmp: _edited_audit(rp, made), "robustness.json was changed after it was written"),
+    "unsealed audit": (lambda rp, made, tmp: _unsealed_audit(rp, made), "carries no content digest; an audit"),
+    "other weights": (lambda rp, made, tmp: _other_weights(rp, made), "has weights dddddddddddd, not the recorded"),
+    "the same audit twice": (lambda rp, made, tmp: shutil.copytree(rp / "robustness" / "seed0",
+                                                                   rp / "robustness" / "seed1"), "give each audit once"),
+    "linked seed": (lambda rp, made, tmp: _linked_seed(rp, made, tmp), "is a symbolic link"),
+    "committed audit": (lambda rp, made, tmp: _write_audit(tmp / "here" / "results" / "p", audit_doc(made, 60.0)),
+                        "differs from the committed"),
+    "decomposition": (lambda rp, made, tmp: (rp / "decomposition.json").write_text('{"sha256": "0"}'),
+                      "decomposition.json"),
+    "deep decomposition": (lambda rp, made, tmp: (rp / "decomposition.json").write_text("[" * 100000),
+                           "is not a decomposition.json"),
+    "transfer": (lambda rp, made, tmp: (rp / "transfer-x.json").write_text("not json"), "is not a JSON object"),
+    "figure": (lambda rp, made, tmp: (rp / "decomposition.png").write_text("<svg/>"), "is not a PNG image"),
+    "lone figure": (lambda rp, made, tmp: shutil.copytree(rp / "robustness" / "seed0", rp / "robustness" / "seed3",
+                                                          ignore=shutil.ignore_patterns("*.json")), "no robustness.json"),
+    "file for a folder": (lambda rp, made, tmp: (tmp / "here" / "results" / "p" / "robustness").write_text("x"),
+                          "is a file where"),
+}
+
+
+@pytest.mark.parametrize("break_it", sorted(BREAKS))
+def test_results_that_do_not_hold_are_refused_and_nothing_is_copied(made, trees, tmp_path, capsys, break_it):
     tool = load_tool("collect_results")
     run, here = trees
     rp = run / "results" / "p"
     grow(rp, command="a refill")                                     # something that would otherwise be copied
-    doc = json.loads((rp / "protocol.json").read_text())
-    if break_it in ("record", "seal"):                               # a record rewritten (sealed again) or edited
-        record = doc["networks"]["run0/control"]
-        record["train_seconds"] += 1.0
-        doc["networks"]["run0/control"] = seal(record) if break_it == "record" else record
-        (rp / "protocol.json").write_text(json.dumps(doc))
-    elif break_it == "audit":
-        audit = audit_doc()
-        audit["networks"]["p/run0-control"]["clean"] = 100.0
-        (rp / "robustness" / "seed0" / "robustness.json").write_text(json.dumps(audit))
-    elif break_it == "committed audit":
-        (here / "results" / "p" / "robustness" / "seed0").mkdir(parents=True)
-        (here / "results" / "p" / "robustness" / "seed0" / "robustness.json").write_text(json.dumps(audit_doc(60.0)))
-    else:
-        (rp / "decomposition.json").write_text(json.dumps({"format": "x", "sha256": "0" * 64}))
-    before = sorted(p for p in (here / "results").rglob("*"))
+    damage, why = BREAKS[break_it]
+    damage(rp, made, tmp_path)
+    before = {p: p.read_bytes() if p.is_file() else None for p in (here / "results").rglob("*")}
     assert tool.main([str(run)], here=here) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and why in err, err
-    assert sorted(p for p in (here / "results").rglob("*")) == before                 # checked first, then copied
+    assert {p: p.read_bytes() if p.is_file() else None for p in (here / "results").rglob("*")} == before
+
+
+def test_lookalike_folders_and_links_elsewhere_are_left_alone(made, trees, capsys):
+    """seed2.old/ is not a seed's folder; a models/ folder linked to another disk is not a result."""
+    tool = load_tool("collect_results")
+    run, here = trees
+    rp = run / "results" / "p"
+    shutil.copytree(rp / "robustness" / "seed0", rp / "robustness" / "seed2.old")
+    shutil.move(rp / "models", run / "models-on-another-disk")
+    (rp / "models").symlink_to(run / "models-on-another-disk")
+    assert tool.main([str(run)], here=here) == 0
+    assert not (here / "results" / "p" / "robustness" / "seed2.old").exists()
+    assert (here / "results" / "p" / "robustness" / "seed0" / "robustness.json").is_file()
+
+
+def test_a_copy_cut_short_leaves_nothing_behind(made, trees, monkeypatch, capsys):
+    tool = load_tool("collect_results")
+    run, here = trees
+    real = shutil.copyfile
+
+    def cut(src, dst):                                   # half the file written, then the copy dies
+        data = open(src, "rb").read()
+        open(dst, "wb").write(data[:len(data) // 2])
+        raise KeyboardInterrupt
+    monkeypatch.setattr(tool.shutil, "copyfile", cut)
+    assert tool.main([str(run)], here=here) == 130
+    seed = here / "results" / "p" / "robustness" / "seed0"
+    assert not any(seed.iterdir()) if seed.exists() else True              # no half file, no temporary one
+    monkeypatch.setattr(tool.shutil, "copyfile", real)
+    assert tool.main([str(run)], here=here) == 0 and (seed / "robustness.json").is_file()
 
 
 def test_the_command_line_refuses_what_is_not_a_run_checkout(tmp_path, capsys):
@@ -126,3 +209,21 @@ def test_the_command_line_refuses_what_is_not_a_run_checkout(tmp_path, capsys):
     assert "is this checkout" in capsys.readouterr().err
     assert tool.main([], here=tmp_path) == 1
     assert "required: run" in capsys.readouterr().err
+
+
+def test_files_sealed_here_since_hold_their_unsealed_copies_in_run(made, trees, capsys):
+    """A checkout of an older commit holds, unsealed, files this one has sealed since (tools/seal_results.py):
+    they are the same results, left alone."""
+    tool = load_tool("collect_results")
+    run, here = trees
+    assert tool.main([str(run)], here=here) == 0                   # seed 0's audit is here now, sealed
+    capsys.readouterr()
+    audit = json.loads((run / "results" / "p" / "robustness" / "seed0" / "robustness.json").read_text())
+    audit.pop("sha256")                                            # RUN's copies from before the seals
+    (run / "results" / "p" / "robustness" / "seed0" / "robustness.json").write_text(json.dumps(audit))
+    doc = json.loads((run / "results" / "p" / "protocol.json").read_text())
+    for record in doc["networks"].values():
+        record.pop("sha256")
+    (run / "results" / "p" / "protocol.json").write_text(json.dumps(doc))
+    assert tool.main([str(run)], here=here) == 0
+    assert "nothing new" in capsys.readouterr().out
