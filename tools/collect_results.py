@@ -115,8 +115,10 @@ def protocol_to_copy(new_folder: Path, old_folder: Path) -> bool:
                        f"{' and '.join(_differences(new, old))}; a protocol only grows: find out which is right")
     bare = sorted(k for k, r in new["networks"].items() if not is_sealed(r))
     if bare:
-        raise CliError(f"{new_folder / 'protocol.json'}: the record(s) of {', '.join(bare)} carry no content digest; "
-                       f"a run of this code seals every record: restore them in RUN, or train them again")
+        raise CliError(f"{new_folder / 'protocol.json'}: the record(s) of {', '.join(bare)} carry no content digest "
+                       f"(RUN's file is from before results were sealed): copy the sealed protocol.json of this "
+                       f"checkout into RUN before the runs go on, or seal RUN's where it is committed "
+                       f"(tools/seal_results.py)")
     return True
 
 
@@ -137,7 +139,8 @@ def check_audits(folder: str, run: Path, here: Path, todo: list[Path]) -> None:
             raise CliError(f"{path}: not readable JSON ({exc})") from None
         if not sealed:
             raise CliError(f"{path} carries no content digest; an audit of this code is sealed: audit again")
-    kept = sorted((here / folder / "robustness").glob("seed*/robustness.json"))
+    kept = sorted(p for p in (here / folder / "robustness").glob("seed*/robustness.json")
+                  if re.fullmatch(r"seed\d+", p.parent.name))
     protocol = (run / folder if Path(folder, "protocol.json") in todo
                 else here / folder if (here / folder / "protocol.json").is_file() else None)
     try:
@@ -173,10 +176,15 @@ def check_other(rel: Path, src: Path) -> None:
 
 
 def check_place(rel: Path, here: Path) -> None:
-    """CliError where a file here stands where ``rel`` needs a folder."""
-    for parent in reversed((here / rel).parents):
-        if parent.exists() and not parent.is_dir() and here in parent.parents:
-            raise CliError(f"{parent} is a file where {rel} needs a folder; move it away first")
+    """CliError unless ``rel``'s place here is free or a plain file, and each folder on its way a plain
+    folder (not a file, not a symbolic link, dangling or not)."""
+    dst = here / rel
+    for parent in reversed(dst.parents):
+        if here in parent.parents and os.path.lexists(parent) and (parent.is_symlink() or not parent.is_dir()):
+            raise CliError(f"{parent} is not a plain folder (a file or a link) where {rel} needs one; "
+                           f"move it away first")
+    if os.path.lexists(dst) and (dst.is_symlink() or not dst.is_file()):
+        raise CliError(f"{dst} is not a plain file (a folder or a link); move it away first")
 
 
 def _same_audit(src: Path, dst: Path) -> bool:

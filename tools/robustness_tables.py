@@ -360,6 +360,21 @@ def robust_figure(arms, settings):
     return fig
 
 
+def _check_output(path, flag) -> None:
+    """TableError unless a figure can be written at ``path``: its folder exists and matplotlib writes its type."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise TableError(f"{flag} {path}: no folder {folder}")
+    if os.path.isdir(path):
+        raise TableError(f"{flag} {path}: a folder, not a file name")
+    kind = os.path.splitext(path)[1].lstrip(".").lower()
+    plt = _pyplot()
+    if kind not in plt.gcf().canvas.get_supported_filetypes():
+        plt.close("all")
+        raise TableError(f"{flag} {path}: Format {kind!r} is not supported; name a .png, .pdf or .svg file")
+    plt.close("all")
+
+
 def _save(fig, path, flag) -> None:
     plt = _pyplot()
     try:
@@ -421,6 +436,9 @@ def tables(paths, protocol_dir=None, figure=None, gain_png=None) -> str:
     gains = paired_gains(arms, settings)
     if gain_png is not None and not gains:          # refused before any figure is written
         raise TableError("--gain-figure: no arm has a control of the same run to be compared with")
+    for path, flag in ((figure, "--figure"), (gain_png, "--gain-figure")):
+        if path is not None:
+            _check_output(path, flag)
     if figure is not None:
         _save(robust_figure(arms, settings), figure, "--figure")
     if gain_png is not None:

@@ -6,8 +6,9 @@ existed carry the sha256 of their content (:mod:`nanosgm.plumbing.seal`) and eve
 ones are read as they are, with a note that an edit would go unseen. This tool gives such a file its seals
 (each unsealed network record of a protocol; an unsealed audit as a whole), and only when:
 
-- the file is tracked by git and identical to its committed version (``git diff --quiet HEAD``): the seal
-  then vouches for exactly what the history holds, and ``git log -p`` shows where that came from;
+- the file lies in this checkout (not through a symbolic link) and its bytes are those of its committed
+  version (``git show HEAD:<path>``): the seal then vouches for exactly what the history holds, and
+  ``git log -p`` shows where that came from;
 - the file reads as its reader reads it (``load_protocol``; ``tools/robustness_tables.py``'s checks).
 
 Nothing else changes: sealing adds one ``"sha256"`` key to each record sealed (a protocol's own checks, its
@@ -34,13 +35,20 @@ from nanosgm.plumbing.seal import is_sealed, seal         # noqa: E402
 HERE = Path(__file__).resolve().parents[1]
 
 
-def as_committed(path: Path) -> None:
-    """CliError unless ``path`` is tracked by git and unchanged from HEAD."""
-    folder = path.resolve().parent
-    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=folder, capture_output=True)
-    if tracked.returncode != 0:
-        raise CliError(f"{path} is not tracked by git: only a committed file is sealed (git vouches for it)")
-    if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", path.name], cwd=folder).returncode != 0:
+def as_committed(path: Path, repo: Path) -> None:
+    """CliError unless ``path`` is a file (not a link) inside the git checkout ``repo`` whose bytes are those
+    of its committed version (``git show HEAD:<path>``: what git's history holds, whatever the index says)."""
+    if path.is_symlink():
+        raise CliError(f"{path} is a symbolic link; name the file itself")
+    top, real = repo.resolve(), path.resolve()
+    if top not in real.parents:
+        raise CliError(f"{path} is not inside the checkout {top}; seal the results of this repository only")
+    rel = real.relative_to(top).as_posix()
+    shown = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=top, capture_output=True)
+    if shown.returncode != 0:
+        raise CliError(f"{path} is not committed (git show HEAD:{rel} has nothing): only a committed file is "
+                       f"sealed (git vouches for it)")
+    if shown.stdout != real.read_bytes():
         raise CliError(f"{path} differs from its committed version; commit it or restore it (git checkout) first")
 
 
@@ -89,7 +97,8 @@ def seal_audit(path: Path) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, repo: Path = HERE) -> int:
+    """The command (on files of the git checkout ``repo``, this one by default); its exit status."""
     def body(args_list: list[str]) -> int:
         p = Parser(prog="python tools/seal_results.py", description=__doc__.split("\n\n")[0])
         p.add_argument("files", nargs="+", help="protocol.json or robustness.json files, committed")
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError(f"{path}: not a protocol.json or robustness.json")
             if not path.is_file():
                 raise CliError(f"{path}: no such file")
-            as_committed(path)
+            as_committed(path, repo)
         for path in paths:
             check_reads(path)                     # every file checked before any is changed
         for path in paths:

@@ -63,7 +63,7 @@ from . import recipe
 from .keys import file_stem, network_key, split_key
 from .network import NetworkSpec
 from .records import (FIX, LockstepBroken, ProtocolError, check_lockstep, check_protocol, check_record,
-                      record_differences, refill_entry)
+                      record_differences, refill_entry, seal_all)
 from .stats import summarize
 
 if TYPE_CHECKING:
@@ -146,7 +146,10 @@ def _save_snapshots(out: str | Path, arm_label: str, s: dict) -> None:
 
 
 def _json_result(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k not in ("snapshots", "summary")}
+    """What protocol.json holds of ``result``: every record sealed (those of a protocol written before seals
+    too, checked when it was read: :func:`~.records.seal_all`)."""
+    doc = {k: v for k, v in result.items() if k not in ("snapshots", "summary")}
+    return {**doc, "networks": seal_all(doc["networks"])} if isinstance(doc.get("networks"), dict) else doc
 
 
 def protocol_config(base: NetworkSpec, seed0: int) -> dict:

@@ -17,9 +17,9 @@ unchecked. :func:`check_protocol` refuses, in one line that names the file and t
                     (:func:`recorded_weights` reads them)
 
 Records written before seals existed carry none: they are accepted, and :func:`check_protocol` returns
-how many there are so that the caller can say so; but not a record without a digest that finished after a
-sealed record of the same file (the code that wrote it sealed: its digest was removed), nor one whose
-finishing time is not known in a file that has sealed records (:func:`_check_unsealed`). Records of format ``nanosgm-network/1`` name their
+how many there are so that the caller can say so, in a file none of whose records is sealed; a file that is
+written again gets every record sealed (:func:`seal_all`), so in a file with sealed records a record without
+its digest had it removed, and is refused (:func:`_check_unsealed`). Records of format ``nanosgm-network/1`` name their
 method by ``input_lr``, ``per_sample``, ``published`` and ``adversarial`` instead of ``method``; their
 spec is read as the label those fields give.
 """
@@ -36,7 +36,8 @@ from .keys import split_key
 from .network import pct
 
 __all__ = ["ProtocolError", "LockstepBroken", "check_protocol", "check_record", "check_lockstep", "eps_keys",
-           "record_threads", "authors_draw_seed", "record_differences", "recorded_weights", "record_digest", "refill_entry"]
+           "record_threads", "authors_draw_seed", "record_differences", "recorded_weights", "record_digest", "refill_entry",
+           "seal_all"]
 
 RESTORE = "restore the file (e.g. git checkout)"
 FIX = f"{RESTORE} or delete the record to recompute it"
@@ -259,18 +260,20 @@ def check_protocol(doc: dict, where: str, expected_spec: Callable[[int, str], di
 
 
 def _check_unsealed(nets: dict, where: str) -> None:
-    """A record without a digest is one written before records were sealed only where no sealed record of the
-    file finished before it (ISO times to the second, of one clock, compare as text); otherwise its digest was
-    removed, and it is refused like an edited one."""
-    sealed = [r.get("finished") for r in nets.values() if is_sealed(r)]
-    if not sealed:
-        return
-    first = min(str(t) for t in sealed)
-    for key, record in nets.items():
-        finished = record.get("finished")
-        if not is_sealed(record) and not (isinstance(finished, str) and finished <= first):
-            raise RecordEdited(f"{where}: networks[{key!r}] carries no content digest, yet records of this file "
-                               f"sealed before it finished ({first}) do: its digest was removed; {FIX}")
+    """Records without a digest are ones written before records were sealed only in a file none of whose
+    records has one (a protocol resumed since is written back with every record sealed: :func:`seal_all`);
+    in a file with sealed records, a record without its digest had it removed, and is refused like an
+    edited one."""
+    if any(is_sealed(r) for r in nets.values()):
+        bare = [k for k, r in nets.items() if not is_sealed(r)]
+        if bare:
+            raise RecordEdited(f"{where}: networks[{bare[0]!r}] carries no content digest while other records of "
+                               f"this file do: its digest was removed; {FIX}")
+
+
+def seal_all(nets: dict) -> dict:
+    """``nets`` with every record sealed: how a protocol is written, its records checked when it was read."""
+    return {k: r if is_sealed(r) else seal(r) for k, r in nets.items()}
 
 
 # -------------------------------------------------------------------------------------- one record

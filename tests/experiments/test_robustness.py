@@ -727,6 +727,9 @@ def test_robustness_tables_refuse_odd_audits_in_one_line_and_write_no_figure_bef
     figure = tmp_path / "r.png"
     assert tool.main([str(tmp_path / "a0.json"), "--figure", str(figure), "--gain-figure", str(tmp_path / "g.png")]) == 1
     assert "no arm has a control" in capsys.readouterr().err and not figure.exists()   # nothing written
+    write_audit(tmp_path / "s0.json", good)
+    assert tool.main([str(tmp_path / "s0.json"), "--figure", str(figure), "--gain-figure", str(tmp_path / "g.txt")]) == 1
+    assert "--gain-figure" in capsys.readouterr().err and not figure.exists()         # both checked first
     row = tmp_path / "mnist-cnn"
     protocol_row(made_protocol, row)
     other_run = with_recorded_weights(_audit_doc(0, (50.0, 70.0)), made_protocol)

@@ -151,7 +151,12 @@ BREAKS = {   # how RUN's results are damaged -> what the one-line refusal says
     "lone figure": (lambda rp, made, tmp: shutil.copytree(rp / "robustness" / "seed0", rp / "robustness" / "seed3",
                                                           ignore=shutil.ignore_patterns("*.json")), "no robustness.json"),
     "file for a folder": (lambda rp, made, tmp: (tmp / "here" / "results" / "p" / "robustness").write_text("x"),
-                          "is a file where"),
+                          "is not a plain folder"),
+    "dangling link for a folder": (lambda rp, made, tmp: (tmp / "here" / "results" / "p" / "robustness").symlink_to(
+        tmp / "nowhere"), "is not a plain folder"),
+    "folder for a file": (lambda rp, made, tmp: ((tmp / "here" / "results" / "p" / "protocol.json").unlink(),
+                                                 (tmp / "here" / "results" / "p" / "protocol.json").mkdir()),
+                          "is not a plain file"),
 }
 
 

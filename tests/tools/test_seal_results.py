@@ -49,7 +49,7 @@ def test_committed_files_are_sealed_with_nothing_else_changed(repo, capsys):
     tool = load_tool("seal_results")
     protocol, audit = repo / "results" / "p" / "protocol.json", repo / "results" / "p" / "robustness.json"
     before = json.loads(protocol.read_text()), json.loads(audit.read_text())
-    assert tool.main([str(protocol), str(audit)]) == 0
+    assert tool.main([str(protocol), str(audit)], repo=repo) == 0
     out = capsys.readouterr().out
     assert f"{protocol}: sealed 4 network record(s)" in out and f"{audit}: sealed 1 audit" in out
     doc = json.loads(protocol.read_text())
@@ -59,7 +59,7 @@ def test_committed_files_are_sealed_with_nothing_else_changed(repo, capsys):
     load_protocol(protocol.parent)                                   # reads, no note needed
     assert "carry no content digest" not in capsys.readouterr().err
     git(repo, "commit", "-qam", "sealed")
-    assert tool.main([str(protocol)]) == 0 and "sealed already" in capsys.readouterr().out
+    assert tool.main([str(protocol)], repo=repo) == 0 and "sealed already" in capsys.readouterr().out
 
 
 def test_an_uncommitted_or_edited_file_is_refused_and_nothing_is_sealed(repo, capsys):
@@ -67,16 +67,16 @@ def test_an_uncommitted_or_edited_file_is_refused_and_nothing_is_sealed(repo, ca
     protocol, audit = repo / "results" / "p" / "protocol.json", repo / "results" / "p" / "robustness.json"
     text = audit.read_text()
     audit.write_text(text.replace("70.0", "71.0"))                   # edited since its commit
-    assert tool.main([str(protocol), str(audit)]) == 1
+    assert tool.main([str(protocol), str(audit)], repo=repo) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "differs from its committed version" in err
     assert not any(is_sealed(r) for r in json.loads(protocol.read_text())["networks"].values())
     audit.write_text(text)
     (repo / "results" / "p" / "new").mkdir()
     shutil.copy(protocol, repo / "results" / "p" / "new" / "protocol.json")
-    assert tool.main([str(repo / "results" / "p" / "new" / "protocol.json")]) == 1
-    assert "is not tracked by git" in capsys.readouterr().err
-    assert tool.main([str(repo / "results" / "p" / "fig.png")]) == 1
+    assert tool.main([str(repo / "results" / "p" / "new" / "protocol.json")], repo=repo) == 1
+    assert "is not committed" in capsys.readouterr().err
+    assert tool.main([str(repo / "results" / "p" / "fig.png")], repo=repo) == 1
     assert "not a protocol.json or robustness.json" in capsys.readouterr().err
 
 
@@ -87,6 +87,26 @@ def test_a_committed_file_that_does_not_read_is_not_sealed(repo, capsys):
     doc["networks"]["run0/control"]["init_sha256"] = "0" * 64        # the lock-step broken, committed
     protocol.write_text(json.dumps(doc, indent=2) + "\n")
     git(repo, "commit", "-qam", "broken")
-    assert tool.main([str(protocol)]) == 1
+    assert tool.main([str(protocol)], repo=repo) == 1
     assert "lock-step broken" in capsys.readouterr().err
     assert not any(is_sealed(r) for r in json.loads(protocol.read_text())["networks"].values())
+
+
+def test_links_other_repositories_and_hidden_edits_are_refused(repo, tmp_path, capsys):
+    """The bytes sealed must be the committed ones of this checkout: not through a link, not another
+    repository's, not an edit git was told to overlook (assume-unchanged)."""
+    tool = load_tool("seal_results")
+    audit = repo / "results" / "p" / "robustness.json"
+    (repo / "results" / "q").mkdir()
+    (repo / "results" / "q" / "robustness.json").symlink_to(audit)
+    assert tool.main([str(repo / "results" / "q" / "robustness.json")], repo=repo) == 1
+    assert "is a symbolic link" in capsys.readouterr().err
+    other = tmp_path / "other"
+    shutil.copytree(repo, other)
+    assert tool.main([str(other / "results" / "p" / "robustness.json")], repo=repo) == 1
+    assert "is not inside the checkout" in capsys.readouterr().err
+    git(repo, "update-index", "--assume-unchanged", "results/p/robustness.json")
+    audit.write_text(audit.read_text().replace("70.0", "71.0"))
+    assert tool.main([str(audit)], repo=repo) == 1
+    assert "differs from its committed version" in capsys.readouterr().err
+    assert not is_sealed(json.loads(audit.read_text()))
