@@ -8,6 +8,7 @@ network, trained by :func:`nanosgm.experiments.run_protocol` exactly as the comm
 import json
 
 import numpy as np
+import pytest
 
 from nanosgm import backend, experiments
 from nanosgm.data import Dataset
@@ -48,3 +49,12 @@ def write_protocol(out, runs=1, arms="sgm:0.2") -> dict:
     run(out, runs=runs, arms=arms)
     with open(f"{out}/protocol.json", encoding="utf-8") as f:
         return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A finished two-run protocol folder of the control and sgm:0.2 (copy it before changing it); a test
+    module takes it with ``from protokit import made``."""
+    out = tmp_path_factory.mktemp("made") / "p"
+    write_protocol(out, runs=2)
+    return out

@@ -34,7 +34,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))       # the other tools
 
+import robustness_tables as tables                        # noqa: E402
 from nanosgm.plumbing.argparser import Parser             # noqa: E402
 from nanosgm.plumbing.cli import CliError, run_cli        # noqa: E402
 
@@ -68,14 +70,6 @@ def finished_files(results: Path) -> list[Path]:
             if finished:
                 found.append(rel)
     return sorted(found)
-
-
-def _robustness_tables():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("robustness_tables", HERE / "tools" / "robustness_tables.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
 
 
 # ------------------------------------------------------------------------------------------ protocols
@@ -129,7 +123,6 @@ def check_audits(folder: str, run: Path, here: Path, todo: list[Path]) -> None:
     (``tools/robustness_tables.py ... --protocol``: the audited weights are the recorded ones; without one
     where the folder has none)."""
     from nanosgm.plumbing.seal import is_sealed
-    tables = _robustness_tables()
     new = [run / rel for rel in todo if rel.parts[0] == folder and rel.name == "robustness.json"]
     for path in new:
         try:

@@ -17,7 +17,6 @@ is left as it is.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -25,7 +24,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))       # the other tools
 
+import robustness_tables as tables                        # noqa: E402
 from nanosgm.plumbing.argparser import Parser             # noqa: E402
 from nanosgm.plumbing.cli import CliError, run_cli        # noqa: E402
 from nanosgm.plumbing.errors import NanosgmError          # noqa: E402
@@ -52,13 +53,6 @@ def as_committed(path: Path, repo: Path) -> None:
         raise CliError(f"{path} differs from its committed version; commit it or restore it (git checkout) first")
 
 
-def _robustness_tables():
-    spec = importlib.util.spec_from_file_location("robustness_tables", HERE / "tools" / "robustness_tables.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def check_reads(path: Path) -> None:
     """CliError unless ``path`` reads as its reader reads it (a protocol.json or a robustness.json)."""
     if path.name == "protocol.json":
@@ -68,7 +62,6 @@ def check_reads(path: Path) -> None:
         except (NanosgmError, OSError) as exc:
             raise CliError(str(exc)) from None
     else:
-        tables = _robustness_tables()
         try:
             tables._load(path)
         except tables.TableError as exc:

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from nanosgm import backend, experiments
+from nanosgm import experiments
 from nanosgm.experiments import network, protocol
 from nanosgm.experiments.network import NetworkSpec
 from nanosgm.plumbing.blas import blas_threads
@@ -17,16 +17,7 @@ from nanosgm.plumbing.errors import NanosgmError
 from nanosgm.plumbing.seal import RecordEdited, seal
 
 from conftest import load_tool, require_real_data
-from protokit import BASE, run
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """A finished two-run protocol folder (copy it before changing it)."""
-    backend.use("numpy")
-    out = tmp_path_factory.mktemp("made") / "p"
-    run(out, runs=2)
-    return out
+from protokit import BASE, made, run  # noqa: F401  (made: a fixture)
 
 
 @pytest.fixture

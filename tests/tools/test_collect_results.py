@@ -8,15 +8,7 @@ import pytest
 from nanosgm.plumbing.seal import seal
 
 from conftest import load_tool
-from protokit import write_protocol
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """A finished two-run protocol folder (copy it before changing it)."""
-    out = tmp_path_factory.mktemp("made") / "p"
-    write_protocol(out, runs=2)
-    return out
+from protokit import made  # noqa: F401  (a fixture)
 
 
 def audit_doc(made, accuracy=70.0, run=0):

@@ -9,20 +9,13 @@ from nanosgm.experiments.protocol import load_protocol
 from nanosgm.plumbing.seal import check_seal, is_sealed
 
 from conftest import load_tool
-from protokit import write_protocol
+from protokit import made  # noqa: F401  (a fixture)
 
 
 def git(repo, *args):
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
                    env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
                         "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    out = tmp_path_factory.mktemp("made") / "p"
-    write_protocol(out, runs=2)
-    return out
 
 
 @pytest.fixture
