@@ -235,6 +235,8 @@ def write_figures(result: dict, out: str, ds: Dataset | None = None, clip: tuple
 
     def save(fig: Figure, name: str) -> None:
         p = os.path.join(out, name)
+        if os.path.isdir(p):
+            raise ValueError(f"cannot write the figure {p}: a folder has that name; move it away and run again")
         fig.savefig(p, dpi=dpi, bbox_inches="tight")
         paths.append(p)
 

@@ -506,6 +506,18 @@ def test_cli_errors(capsys, tmp_path):
         assert err.startswith("error: the dataset is missing") and err.count("\n") == 1
 
 
+def test_tables_only_figures_refuse_a_folder_where_a_figure_goes_in_one_line(tmp_path, capsys):
+    import shutil
+    shutil.copy(Path(__file__).resolve().parents[2] / "results" / "mnist-dnn" / "protocol.json", tmp_path)
+    (tmp_path / "fig1-2_test_error.png").mkdir()
+    assert experiments.main(["--tables-only", "--out", str(tmp_path), "--figures"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a folder has that name; move it away" in err
+    (tmp_path / "fig1-2_test_error.png").rmdir()
+    assert experiments.main(["--tables-only", "--out", str(tmp_path), "--figures"]) == 0
+    assert (tmp_path / "fig1-2_test_error.png").stat().st_size > 1000
+
+
 def results_tables_tool():
     from conftest import load_tool
     return load_tool("results_tables")
