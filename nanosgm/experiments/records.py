@@ -3,9 +3,10 @@
 A protocol's records are plain JSON that a person can open and edit, so nothing in one reaches a table
 unchecked. :func:`check_protocol` refuses, in one line that names the file and the field:
 
-    the file        a ``config`` with the fields the tables read (eps: finite numbers >= 0, each once),
-                    ``arms`` (canonical labels, the control first, each once), ``networks`` (an object
-                    keyed ``run<i>/<arm>``, :mod:`.keys`), ``blas_threads`` (when recorded: a whole number >= 1)
+    the file        no top-level field but those a protocol writes (:data:`TOP_LEVEL`), a ``config``
+                    with the fields the tables read (eps: finite numbers >= 0, each once), ``arms``
+                    (canonical labels, the control first, each once), ``networks`` (an object keyed
+                    ``run<i>/<arm>``, :mod:`.keys`), ``blas_threads`` (when recorded: a whole number >= 1)
     each record     (:func:`check_record`) its seal (:mod:`nanosgm.plumbing.seal`), its spec against the
                     protocol's config and its key (what the protocol would train for that run and arm),
                     its BLAS thread count against the protocol's, and its accuracies: one per eps of the
@@ -228,11 +229,19 @@ def _check_arms(arms: object, where: str) -> None:
                                 f"{RESTORE}")
 
 
+# what protocol.json holds (:func:`~.protocol._json_result` writes no more)
+TOP_LEVEL = frozenset({"format", "config", "arms", "blas_threads", "sessions", "networks"})
+
+
 def check_protocol(doc: dict, where: str, expected_spec: Callable[[int, str], dict]) -> int:
     """Check a protocol's content (module docstring); ``where`` names its file in the messages and
     ``expected_spec(run, arm)`` gives the spec the protocol trains for a network. Returns how many records
     carry no seal; raises :class:`ProtocolError`, :class:`~nanosgm.plumbing.seal.RecordEdited` or
     :class:`LockstepBroken`."""
+    odd = sorted(set(doc) - TOP_LEVEL)
+    if odd:
+        raise ProtocolError(f"{where}: unknown top-level field(s) {', '.join(map(repr, odd))} (a protocol holds "
+                            f"{', '.join(sorted(TOP_LEVEL))}); {RESTORE}")
     _check_config(doc.get("config"), where)
     _check_arms(doc.get("arms"), where)
     threads = doc.get("blas_threads")

@@ -214,6 +214,8 @@ def test_eps_nan_is_refused_before_anything_is_trained(tmp_path, capsys):
     (lambda d: d["networks"].update({"control": d["networks"].pop("run0/control")}), "'control' is not a network key"),
     (lambda d: d["config"].update(eps=[0.01, float("nan")]), "config.eps must be a list of finite numbers"),
     (lambda d: d["config"].update(epochs="ten"), "config.epochs must be a whole number"),
+    (lambda d: d.update(note="hand-added"), "unknown top-level field(s) 'note'"),
+    (lambda d: d.update(summary={}), "unknown top-level field(s) 'summary'"),
     (lambda d: d.update(arms=["sgm:0.2"]), "'arms' must be a list"),
     (lambda d: d["networks"].update({"run0/sgm:0.5": d["networks"]["run0/sgm:0.2"]}),
      "its arm 'sgm:0.5' is not among the protocol's arms (control, sgm:0.2);"),
