@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))       # the other
 
 import robustness_tables as tables                        # noqa: E402
 from nanosgm.plumbing.argparser import Parser             # noqa: E402
+from nanosgm.plumbing.seal import unsealed                # noqa: E402
 from nanosgm.plumbing.cli import CliError, run_cli        # noqa: E402
 
 HERE = Path(__file__).resolve().parents[1]
@@ -73,17 +74,12 @@ def finished_files(results: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------ protocols
-def _unsealed(record: dict) -> dict:
-    from nanosgm.plumbing.seal import SEAL_KEY
-    return {k: v for k, v in record.items() if k != SEAL_KEY}
-
-
 def _differences(new: dict, old: dict) -> list[str]:
     """What of protocol ``old`` protocol ``new`` does not hold unchanged (records compared without their
     seals, which a committed file may have gained since: tools/seal_results.py); [] if it is ``old`` grown."""
     sessions = old.get("sessions", [])
     changed = sorted(k for k, r in old["networks"].items()
-                     if k not in new["networks"] or _unsealed(new["networks"][k]) != _unsealed(r))
+                     if k not in new["networks"] or unsealed(new["networks"][k]) != unsealed(r))
     return ((["the configuration"] if new.get("config") != old.get("config") else [])
             + (["the arms"] if new["arms"][:len(old["arms"])] != old["arms"] else [])
             + (["the record(s) of " + ", ".join(changed)] if changed else [])
@@ -188,7 +184,7 @@ def _same_audit(src: Path, dst: Path) -> bool:
             a, b = json.load(f), json.load(g)
     except (OSError, ValueError, RecursionError):
         return False
-    return isinstance(a, dict) and not is_sealed(a) and is_sealed(b) and _unsealed(b) == a
+    return isinstance(a, dict) and not is_sealed(a) and is_sealed(b) and unsealed(b) == a
 
 
 def is_new(rel: Path, run: Path, here: Path) -> bool:

@@ -32,7 +32,7 @@ from typing import Any, TypeGuard
 
 from ..methods.arms import CONTROL, parse_arm
 from ..plumbing.errors import NanosgmError
-from ..plumbing.seal import SEAL_KEY, RecordEdited, check_seal, content_digest, is_sealed, seal
+from ..plumbing.seal import SEAL_KEY, RecordEdited, check_seal, content_digest, is_sealed, seal, unsealed
 from .keys import split_key
 from .network import pct
 
@@ -125,7 +125,7 @@ def record_differences(stored: dict, new: dict, measured: bool = True) -> list[s
 def record_digest(record: dict) -> str:
     """The content digest of a network's record without its seal (:mod:`nanosgm.plumbing.seal`): the
     record's own ``sha256`` where it is sealed, computed alike for an older, unsealed one."""
-    return content_digest({k: v for k, v in record.items() if k != SEAL_KEY})
+    return content_digest(unsealed(record))
 
 
 def refill_entry(stored: dict, weights_sha256: str) -> dict:

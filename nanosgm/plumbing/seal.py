@@ -23,7 +23,7 @@ import json
 
 from .errors import NanosgmError
 
-__all__ = ["SEAL_KEY", "RecordEdited", "content_digest", "seal", "check_seal", "is_sealed", "unsealed_note"]
+__all__ = ["SEAL_KEY", "RecordEdited", "content_digest", "seal", "check_seal", "is_sealed", "unsealed", "unsealed_note"]
 
 SEAL_KEY = "sha256"
 
@@ -41,9 +41,14 @@ def content_digest(body: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def unsealed(record: dict) -> dict:
+    """A copy of ``record`` without its digest: what the digest is computed over."""
+    return {k: v for k, v in record.items() if k != SEAL_KEY}
+
+
 def seal(record: dict) -> dict:
     """A copy of ``record`` with its content digest under ``"sha256"`` (an old digest is replaced)."""
-    body = {k: v for k, v in record.items() if k != SEAL_KEY}
+    body = unsealed(record)
     return {**body, SEAL_KEY: content_digest(body)}
 
 
@@ -65,7 +70,7 @@ def check_seal(record: dict, where: str, fix: str | None = None) -> dict:
     if SEAL_KEY not in record:
         raise RecordEdited(f"{where} carries no content digest ({SEAL_KEY!r}); "
                            f"{fix or 'restore the file or delete the record'}")
-    body = {k: v for k, v in record.items() if k != SEAL_KEY}
+    body = unsealed(record)
     if record[SEAL_KEY] != content_digest(body):
         fix = fix or "restore the file (e.g. git checkout) or delete the record to recompute it"
         raise RecordEdited(f"{where} was changed after it was written (its content no longer matches its "
