@@ -42,7 +42,11 @@ def content_digest(body: dict) -> str:
 
 
 def unsealed(record: dict) -> dict:
-    """A copy of ``record`` without its digest: what the digest is computed over."""
+    """A copy of ``record`` without its digest: what the digest is computed over.
+
+    >>> unsealed(seal({"epochs": 10})) == {"epochs": 10}
+    True
+    """
     return {k: v for k, v in record.items() if k != SEAL_KEY}
 
 
