@@ -128,8 +128,7 @@ def check_audits(folder: str, run: Path, here: Path, todo: list[Path]) -> None:
             raise CliError(f"{path}: not readable JSON ({exc})") from None
         if not sealed:
             raise CliError(f"{path} carries no content digest; an audit of this code is sealed: audit again")
-    kept = sorted(p for p in (here / folder / "robustness").glob("seed*/robustness.json")
-                  if re.fullmatch(r"seed\d+", p.parent.name))
+    kept = seed_audits(here / folder)
     protocol = (run / folder if Path(folder, "protocol.json") in todo
                 else here / folder if (here / folder / "protocol.json").is_file() else None)
     try:
@@ -232,12 +231,22 @@ def collect(run: Path, here: Path, dry_run: bool = False) -> list[Path]:
     return todo
 
 
-def next_commands(copied: list[Path]) -> list[str]:
-    """The commands that regenerate the tables and figures of the folders ``copied`` touched."""
+def seed_audits(folder: Path) -> list[Path]:
+    """The audits of a protocol folder, one per ``robustness/seed<i>/`` (no other folder), by seed."""
+    found = (p for p in folder.glob("robustness/seed*/robustness.json") if re.fullmatch(r"seed\d+", p.parent.name))
+    return sorted(found, key=lambda p: int(p.parent.name[4:]))
+
+
+def next_commands(copied: list[Path], results: Path) -> list[str]:
+    """The commands that regenerate the tables and figures of the folders ``copied`` touched (``results``:
+    the folder they were copied into, whose audits the tables read)."""
     out = []
     for folder in sorted({rel.parts[0] for rel in copied}):
-        if any(rel.parts[0] == folder and rel.parts[1] == "robustness" for rel in copied if len(rel.parts) > 2):
-            out.append(f"python tools/robustness_tables.py results/{folder}/robustness/seed*/robustness.json "
+        new = [rel for rel in copied if rel.parts[0] == folder and rel.name == "robustness.json"]
+        if new or any(rel.parts[0] == folder and rel.parts[1] == "robustness" for rel in copied if len(rel.parts) > 2):
+            seeds = sorted({p.relative_to(results) for p in seed_audits(results / folder)} | set(new),
+                           key=lambda rel: int(rel.parent.name[4:]))
+            out.append(f"python tools/robustness_tables.py {' '.join(f'results/{rel}' for rel in seeds)} "
                        f"--protocol results/{folder} --figure results/{folder}/robustness/robust.png "
                        f"--gain-figure results/{folder}/robustness/gain.png")
         if Path(folder, "protocol.json") in copied:
@@ -253,7 +262,7 @@ def _main(argv: list[str], here: Path) -> int:
     copied = collect(Path(args.run), Path(here), dry_run=args.dry_run)
     if not copied:
         print("nothing new: every finished file is here already")
-    for command in next_commands(copied):
+    for command in next_commands(copied, Path(here) / "results"):
         print(f"then: {command}")
     return 0
 

@@ -60,10 +60,22 @@ def test_the_finished_audit_comes_over_and_nothing_else(trees, capsys):
     assert [g for g in got if "robustness" in g] == ["p/robustness/seed0/robustness.json",
                                                       "p/robustness/seed0/robustness.png"]
     assert not any(g.startswith(("p/models", "p/ckpt")) for g in got)                   # weights stay behind
-    assert "then: python tools/robustness_tables.py results/p/robustness/seed*/robustness.json --protocol results/p" in out
+    assert "then: python tools/robustness_tables.py results/p/robustness/seed0/robustness.json --protocol results/p" in out
     assert tool.main([str(run)], here=here) == 0                                       # the second time: nothing
     assert "nothing new" in capsys.readouterr().out
 
+
+def test_the_next_command_names_every_seed_audit_here_by_seed_and_no_other_folder(trees, made, capsys):
+    tool = load_tool("collect_results")
+    run, here = trees
+    for name, doc in (("seed1", audit_doc(made, run=1)), ("seed0-preliminary", {"not": "an audit of a seed"})):
+        (here / "results" / "p" / "robustness" / name).mkdir(parents=True)
+        (here / "results" / "p" / "robustness" / name / "robustness.json").write_text(json.dumps(doc))
+    assert tool.main([str(run)], here=here) == 0
+    then = [line for line in capsys.readouterr().out.splitlines() if "robustness_tables" in line]
+    assert then == ["then: python tools/robustness_tables.py results/p/robustness/seed0/robustness.json "
+                    "results/p/robustness/seed1/robustness.json --protocol results/p --figure "
+                    "results/p/robustness/robust.png --gain-figure results/p/robustness/gain.png"]
 
 def test_a_grown_protocol_is_copied_and_an_older_one_left_alone(trees, capsys):
     tool = load_tool("collect_results")
