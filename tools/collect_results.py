@@ -74,16 +74,29 @@ def finished_files(results: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------ protocols
+def _session_grown(new: object, old: object) -> bool:
+    """Whether session ``new`` is ``old``, or ``old`` with more networks in its ``"refilled"`` (a refill's session
+    names each network's kept weights as it finishes, so a copy taken mid-session holds fewer)."""
+    if not (isinstance(new, dict) and isinstance(old, dict)):
+        return new == old
+    rest_new, rest_old = ({k: v for k, v in s.items() if k != "refilled"} for s in (new, old))
+    got, had = new.get("refilled", {}), old.get("refilled", {})
+    return (rest_new == rest_old and isinstance(got, dict) and isinstance(had, dict)
+            and all(k in got and got[k] == v for k, v in had.items()))
+
+
 def _differences(new: dict, old: dict) -> list[str]:
     """What of protocol ``old`` protocol ``new`` does not hold unchanged (records compared without their
-    seals, which a committed file may have gained since: tools/seal_results.py); [] if it is ``old`` grown."""
-    sessions = old.get("sessions", [])
+    seals, which a committed file may have gained since: tools/seal_results.py; sessions by
+    :func:`_session_grown`); [] if it is ``old`` grown."""
+    sessions, later = old.get("sessions", []), new.get("sessions", [])
     changed = sorted(k for k, r in old["networks"].items()
                      if k not in new["networks"] or unsealed(new["networks"][k]) != unsealed(r))
+    grown = len(later) >= len(sessions) and all(map(_session_grown, later, sessions))
     return ((["the configuration"] if new.get("config") != old.get("config") else [])
             + (["the arms"] if new["arms"][:len(old["arms"])] != old["arms"] else [])
             + (["the record(s) of " + ", ".join(changed)] if changed else [])
-            + (["the earlier sessions"] if new.get("sessions", [])[:len(sessions)] != sessions else []))
+            + ([] if grown else ["the earlier sessions"]))
 
 
 def protocol_to_copy(new_folder: Path, old_folder: Path) -> bool:

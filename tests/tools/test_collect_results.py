@@ -77,6 +77,37 @@ def test_the_next_command_names_every_seed_audit_here_by_seed_and_no_other_folde
                     "results/p/robustness/seed1/robustness.json --protocol results/p --figure "
                     "results/p/robustness/robust.png --gain-figure results/p/robustness/gain.png"]
 
+def add_refill_session(tree, keys: list) -> None:
+    """Append to tree's results/p/protocol.json a refill's session that kept the weights of networks ``keys``."""
+    from nanosgm.experiments.records import refill_entry
+    path = tree / "results" / "p" / "protocol.json"
+    doc = json.loads(path.read_text())
+    nets = doc["networks"]
+    doc["sessions"].append({"command": "a refill", "refilled": {k: refill_entry(nets[k], nets[k]["weights_sha256"])
+                                                                for k in keys}})
+    path.write_text(json.dumps(doc))
+
+
+def test_a_refill_session_that_named_more_weights_since_it_was_collected_comes_over(trees, capsys):
+    tool = load_tool("collect_results")
+    run, here = trees
+    add_refill_session(here, ["run0/control"])                                # collected mid-session
+    add_refill_session(run, ["run0/control", "run1/control"])                 # the session went on
+    assert tool.main([str(run)], here=here) == 0
+    assert "copied results/p/protocol.json" in capsys.readouterr().out
+    assert (here / "results" / "p" / "protocol.json").read_text() == (run / "results" / "p" / "protocol.json").read_text()
+
+
+def test_a_refill_session_that_lost_a_named_network_is_refused(trees, capsys):
+    tool = load_tool("collect_results")
+    run, here = trees
+    add_refill_session(here, ["run0/control"])
+    add_refill_session(run, ["run1/control"])                                 # neither holds the other
+    before = (here / "results" / "p" / "protocol.json").read_text()
+    assert tool.main([str(run)], here=here) == 1
+    assert "differ in the earlier sessions" in capsys.readouterr().err
+    assert (here / "results" / "p" / "protocol.json").read_text() == before
+
 def test_a_grown_protocol_is_copied_and_an_older_one_left_alone(trees, capsys):
     tool = load_tool("collect_results")
     run, here = trees
