@@ -341,8 +341,9 @@ def test_sequential_workers_and_a_dask_cluster_give_bit_identical_records(tmp_pa
 def test_an_interrupted_parallel_protocol_resumes_to_the_same_result(tmp_path):
     """A worker process is killed in the middle of a network; running again finishes bit-identically.
     Three runs (six networks) on two workers: the interrupt follows the first "epoch 1" line (its checkpoint is
-    written before the line), when no network has finished and four have not started, so it lands before the
-    protocol can finish even on a loaded machine (waiting for "epoch 2" once let a CI run under load finish first)."""
+    written before the line), when no network has finished and four have not started. The child starts with
+    Ctrl-C's default action whatever this process inherited: a test run launched in the background by a
+    non-interactive shell ignores SIGINT, and so would the protocol (it then finished with exit 0)."""
     import signal
     import subprocess
     import sys
@@ -354,7 +355,7 @@ def test_an_interrupted_parallel_protocol_resumes_to_the_same_result(tmp_path):
     assert subprocess.run(args + ["--out", str(ref)], capture_output=True, timeout=600).returncode == 0
     out = tmp_path / "par"
     p = subprocess.Popen(args + ["--out", str(out), "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in p.stdout:                            # wait until some network has a checkpoint on disk
         if "epoch   1" in line:
             break
