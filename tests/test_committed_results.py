@@ -38,5 +38,16 @@ def test_each_committed_decomposition_is_sealed_and_reads(path):
     assert load_decomposition(path)["networks"]
 
 
+@pytest.mark.parametrize("path", committed("decomposition.partial.json"), ids=lambda p: str(p.relative_to(RESULTS)))
+def test_each_committed_partial_decomposition_measured_the_recorded_weights(path):
+    """A partial decomposition (--partial-only) is committed so that the final one need not train its networks
+    again: each entry's seal holds and it measured the weights its protocol recorded for that network."""
+    from nanosgm.experiments.decompose import read_partial
+    from nanosgm.experiments.records import recorded_weights
+    protocol = load_protocol(path.parent)
+    _, entries = read_partial(str(path))
+    assert entries and all(e["weights_sha256"] == recorded_weights(protocol, k) for k, e in entries.items())
+
+
 def test_the_committed_results_were_found():
     assert len(committed("protocol.json")) >= 8 and len(committed("robustness.json")) >= 10

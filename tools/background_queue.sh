@@ -11,6 +11,10 @@
 # committed protocol.json files copied in. CODE: the frozen checkout whose code trains, refills weights, audits,
 # decomposes and runs the tools (default WORKTREE), so that later edits of the main checkout cannot reach the
 # runs; a later commit must reproduce the training bit for bit, which --refill-weights checks network by network.
+# DCODE: the checkout whose code decomposes the authors' FGSM (default CODE; one whose python -m nanosgm.decompose
+# has --partial-only and --require-all): each ten-pair seed pair is decomposed while its weights exist,
+# into results/mnist-cnn-ten/decomposition.partial.json, which collect_results brings back to be committed, so
+# that the final decomposition needs no weights trained again.
 # NANOSGM_DATA must name the folder with mnist/. PY: the python to use (default: python). Weights (models/) stay
 # in WORKTREE/results and are never committed; python tools/collect_results.py WORKTREE (run in the main
 # checkout) brings each finished protocol.json, robustness/seed* and table back into it, each checked first.
@@ -19,6 +23,7 @@ set -u
 W=$(cd "$1" && pwd) || { echo "error: no folder $1" >&2; exit 2; }; shift
 R=$W/results
 C=$(cd "${CODE:-$W}" && pwd) || { echo "error: CODE=${CODE:-} is no folder" >&2; exit 2; }
+D=$(cd "${DCODE:-$C}" && pwd) || { echo "error: DCODE=${DCODE:-} is no folder" >&2; exit 2; }
 PY=${PY:-python}
 export OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" MPLBACKEND=Agg
 : "${NANOSGM_DATA:?set NANOSGM_DATA to the folder with mnist/}"
@@ -27,6 +32,10 @@ train() { (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.experiments mnist --model "$@
             --threads 1 --no-progress); }
 refill() { (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers 2 \
             --threads 1 --no-progress --refill-weights); }
+decompose_ten() {  # the ten pairs' saved networks, one BLAS thread as they were trained (the same numbers each session)
+  (cd "$D" && OPENBLAS_NUM_THREADS=1 NANOSGM_THREADS=1 PYTHONPATH=$D $PY -m nanosgm.decompose "$R/mnist-cnn-ten" \
+     -n 1000 --no-progress "$@")
+}
 FUTURE_ARMS=sgm-sign:0.01,sgm-adam:0.01,gradreg:0.01,gradreg:0.1
 TEN_ARMS=sgm:0.2,sgm:0.2:per-sample
 
@@ -71,6 +80,7 @@ ten_pairs() {       # issue 21: MNIST-CNN seeds 0-9 of the control and both SGM 
       && [ -f "$R/mnist-cnn-ten/robustness/seed$b/robustness.json" ] && continue
     train cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $pair --out "$R/mnist-cnn-ten" || return 1
     refill cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $pair --out "$R/mnist-cnn-ten" || return 1
+    [ -f "$R/mnist-cnn-ten/decomposition.json" ] || decompose_ten --partial-only || return 1
     for i in $a $b; do audit_seed mnist-cnn-ten $i || return 1; done
   done
 }
@@ -84,10 +94,11 @@ dnn_again() {       # issue 21: the MNIST-DNN control and sgm:0.2 weights again,
      "$R/mnist-dnn-conventions" --json "$R/mnist-dnn-conventions/transfer-cnn-to-dnn-table.json")
 }
 
-decomposition() {   # issue 27: the authors' FGSM taken apart on the ten-pair networks
-  [ -f "$R/mnist-cnn-ten/decomposition.json" ] && return 0
+decomposition() {   # issue 27: the authors' FGSM taken apart on the ten-pair networks, from the partial file
+  [ -f "$R/mnist-cnn-ten/decomposition.json" ] && return 0      # ten_pairs filled; weights refilled only if it lacks some
+  decompose_ten --require-all && return 0
   refill cnn --runs 10 --epochs 10 --arms $TEN_ARMS --out "$R/mnist-cnn-ten" || return 1
-  (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.decompose "$R/mnist-cnn-ten" -n 1000 --no-progress)
+  decompose_ten
 }
 
 fifty_epochs() {    # issue 27: MNIST-CNN at the paper's length (results/mnist-cnn-50/README.md)

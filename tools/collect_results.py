@@ -3,9 +3,10 @@
 
 The long runs (``tools/background_queue.sh RUN``) write into another checkout's ``results/``: a protocol's
 ``protocol.json`` as its networks finish, ``robustness/seed<i>/robustness.json`` (and ``robustness.png``) as a
-seed's audit finishes, ``decomposition.json`` / ``decomposition.png`` and ``transfer-*.json`` tables. This tool
-copies exactly those into ``results/`` here (never weights, checkpoints, partial audits or logs; never through
-a symbolic link) and refuses, with one line and before copying anything:
+seed's audit finishes, ``decomposition.json`` / ``decomposition.png``, ``decomposition.partial.json`` (the
+networks decomposed so far, ``--partial-only``, whose weights a later machine will not have) and
+``transfer-*.json`` tables. This tool copies exactly those into ``results/`` here (never weights, checkpoints,
+partial audits or logs; never through a symbolic link) and refuses, with one line and before copying anything:
 
 - a ``protocol.json`` that ``python -m nanosgm.experiments`` would not read (``load_protocol``: records, seals,
   refill entries, the lock-step), or one that is neither the one here grown nor held by it: a protocol only
@@ -13,7 +14,10 @@ a symbolic link) and refuses, with one line and before copying anything:
   record sealed; it is left alone when the one here holds it: RUN may be a checkout of an older commit);
 - an audit (``robustness.json``) without its seal, or one that ``tools/robustness_tables.py`` would not
   tabulate with the other audits of its folder and, where there is one, its protocol (``--protocol``: the
-  audited weights are the recorded ones); a ``decomposition.json`` whose seal does not hold; a
+  audited weights are the recorded ones); a ``decomposition.json`` whose seal does not hold; a partial
+  decomposition with an entry whose seal does not hold, or one that is not the one here grown (the same
+  settings, every entry here unchanged; it is left alone when the one here holds it, or beside a
+  ``decomposition.json`` here); a
   ``transfer-*.json`` that is not a JSON object; a ``.png`` that is not a PNG, or an audit's figure without
   its audit;
 - any file that differs from one of its name here (a finished result is never replaced: delete it here first
@@ -42,8 +46,8 @@ from nanosgm.plumbing.seal import unsealed                # noqa: E402
 from nanosgm.plumbing.cli import CliError, run_cli        # noqa: E402
 
 HERE = Path(__file__).resolve().parents[1]
-FINISHED = re.compile(r"[^/]+/(protocol\.json|robustness/seed\d+/robustness\.(json|png)|decomposition\.(json|png)"
-                      r"|transfer-[^/]+\.json)")
+FINISHED = re.compile(r"[^/]+/(protocol\.json|robustness/seed\d+/robustness\.(json|png)"
+                      r"|decomposition\.(json|png|partial\.json)|transfer-[^/]+\.json)")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -122,6 +126,32 @@ def protocol_to_copy(new_folder: Path, old_folder: Path) -> bool:
                        f"(RUN's file is from before results were sealed): copy the sealed protocol.json of this "
                        f"checkout into RUN before the runs go on, or seal RUN's where it is committed "
                        f"(tools/seal_results.py)")
+    return True
+
+
+# ------------------------------------------------------------------------------ partial decompositions
+def partial_to_copy(src: Path, dst: Path) -> bool:
+    """Whether RUN's partial decomposition ``src`` is to be copied over ``dst``: every entry sealed, and the
+    one there grown (the same settings, each of its entries unchanged, more of them) or none there; False
+    where the one there holds it, or a finished decomposition.json lies there; CliError otherwise."""
+    from nanosgm.experiments.decompose import read_partial
+    from nanosgm.plumbing.errors import NanosgmError
+    try:
+        settings, entries = read_partial(str(src))
+        old = read_partial(str(dst)) if dst.is_file() else None
+    except NanosgmError as exc:
+        raise CliError(str(exc)) from None
+    if (dst.parent / "decomposition.json").is_file():
+        return False                        # the decomposition is finished here: its partial file is history
+    if old is None:
+        return True
+    if old[0] == settings and all(old[1].get(k) == e for k, e in entries.items()):
+        return False                        # the one here holds RUN's (RUN is a checkout of an older commit)
+    changed = sorted(k for k, e in old[1].items() if entries.get(k) != e)
+    if old[0] != settings or changed:
+        what = "the settings" if old[0] != settings else "the entries of " + ", ".join(changed)
+        raise CliError(f"{src} and {dst} differ in {what}; a partial decomposition only grows: find out which is "
+                       f"right")
     return True
 
 
@@ -205,6 +235,8 @@ def is_new(rel: Path, run: Path, here: Path) -> bool:
     check_place(rel, here)
     if rel.name == "protocol.json":
         return protocol_to_copy(src.parent, dst.parent)
+    if rel.name == "decomposition.partial.json":
+        return partial_to_copy(src, dst)
     check_other(rel, src)
     if dst.exists() and rel.name == "robustness.json" and _same_audit(src, dst):
         return False                       # the one here holds it, sealed since (tools/seal_results.py)

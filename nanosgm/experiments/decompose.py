@@ -23,6 +23,12 @@ last finished network; other settings are refused. An existing decomposition.jso
 ``--overwrite``. Nothing locks the folder: a protocol may go on training there meanwhile (networks it
 records later are not in this decomposition), but run one decomposition per folder at a time.
 
+A protocol trained a few networks at a time on machines that lose their weights is decomposed the same way:
+``--partial-only`` measures the networks saved now into the partial file and stops there (no
+decomposition.json); a later run takes, for a network whose weights are gone, the partial file's entry when
+it measured the weights the protocol recorded for that network (:func:`~.records.recorded_weights`), and
+``--require-all`` refuses, before measuring, while some recorded network has neither.
+
     python -m nanosgm.decompose results/mnist-cnn --eps 0.1,0.2
     python -m nanosgm.decompose results/mnist-cnn --figure     # decomposition.png from decomposition.json
 """
@@ -49,7 +55,7 @@ from ..plumbing.seal import RecordEdited, check_seal, seal
 from ..plumbing.flags import numbers
 from .keys import file_stem, split_key
 from .network import pct, weights_digest
-from .records import authors_draw_seed
+from .records import authors_draw_seed, recorded_weights
 
 if TYPE_CHECKING:
     import argparse
@@ -63,7 +69,7 @@ if TYPE_CHECKING:
     from ..layers.base import Array
 
 __all__ = ["FORMAT", "OUT_NAME", "FIGURE_NAME", "PARTIAL_NAME", "DEFAULT_EPS", "decompose_network", "summarize",
-           "format_tables", "load_decomposition", "main"]
+           "format_tables", "load_decomposition", "read_partial", "main"]
 
 PROG = "python -m nanosgm.decompose"
 FORMAT = "nanosgm-decomposition/1"
@@ -200,6 +206,11 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, ...)")
     p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend (default numpy)")
     p.add_argument("--overwrite", action="store_true", help=f"replace an earlier {OUT_NAME}")
+    p.add_argument("--partial-only", action="store_true", help=f"measure the saved networks into {PARTIAL_NAME} "
+                   f"and stop there, writing no {OUT_NAME} (a later run takes each entry of the weights the "
+                   "protocol recorded, saved or not)")
+    p.add_argument("--require-all", action="store_true", help="refuse, before measuring, while a recorded network "
+                   f"has neither its weights saved nor its entry in {PARTIAL_NAME}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per network on stderr)")
     p.add_argument("--figure", action="store_true", help=f"measure nothing: draw PROTOCOL_DIR/{FIGURE_NAME} from "
@@ -230,22 +241,39 @@ def _check_batches(readings: Iterable[Convention], n: int) -> None:
                                  f"(batches of {r.batch_size}), and batch statistics need two; choose another --images")
 
 
-def _saved_networks(folder: str, result: dict) -> list:
-    """[(key, record, model path)] of the protocol's recorded networks whose weights are saved, in its order;
-    a note on stderr names the recorded networks without weights."""
+def _networks(folder: str, result: dict, kept: dict,
+              require_all: bool) -> tuple[list[tuple[str, dict, str]], dict]:
+    """([(key, record, model path)] of the recorded networks whose weights are saved, in the protocol's order;
+    {key: entry} of the others whose entry in the partial file (``kept``) measured the weights the protocol
+    recorded for them). A note on stderr names the rest (a DecomposeError with ``require_all``)."""
     found: list[tuple[str, dict, str]] = []
-    missing: list[tuple[str, dict, str]] = []
+    from_partial, missing = {}, []
     for key, record in result["networks"].items():
         run, arm = split_key(key)
         path = os.path.join(folder, "models", f"{file_stem(run, arm)}.npz")
-        (found if os.path.isfile(path) else missing).append((key, record, path))
+        entry = kept.get(key)
+        if os.path.isfile(path):
+            found.append((key, record, path))
+        elif entry is not None and entry.get("weights_sha256") == recorded_weights(result, key):
+            from_partial[key] = entry
+        else:
+            missing.append(key)
+    if missing and require_all:
+        runs = sorted({split_key(k)[0] for k in missing})
+        raise DecomposeError(f"--require-all: {len(missing)} recorded network(s) have neither saved weights nor "
+                             f"an entry of their recorded weights in {PARTIAL_NAME}: {', '.join(missing)}; "
+                             f"refill them (python -m nanosgm.experiments ... --refill-weights --only-runs "
+                             f"{','.join(str(r) for r in runs)}) and run again")
     if missing:
         print(f"note: {len(missing)} recorded network(s) have no saved weights under {folder}/models and are left "
-              f"out: {', '.join(k for k, _, _ in missing)}", file=sys.stderr)
-    if not found:
+              f"out: {', '.join(missing)}", file=sys.stderr)
+    if from_partial:
+        print(f"{len(from_partial)} network(s) without saved weights are taken from {PARTIAL_NAME}, which measured "
+              f"their recorded weights: {', '.join(from_partial)}", file=sys.stderr)
+    if not found and not from_partial:
         raise DecomposeError(f"{folder}/models holds none of the protocol's networks (the weights are never "
                              "committed): decompose the folder the protocol was run in")
-    return found
+    return found, from_partial
 
 
 def _images(config: dict,
@@ -275,6 +303,26 @@ def _load_model(config: dict, ds: Dataset, path: str) -> Sequential:
     return model
 
 
+def read_partial(path: str) -> tuple[dict, dict]:
+    """(settings, {network key: entry}) of a partial decomposition file, every entry's seal checked; a
+    DecomposeError (one line) for a file that is not one or was edited."""
+    fix = f"delete {path} to start again"
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved["format"] != FORMAT + "/partial":
+            raise KeyError("format")
+        settings, stored = saved["settings"], saved["networks"].items()
+        if not isinstance(settings, dict):
+            raise TypeError("settings")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise DecomposeError(f"{path} is not a partial decomposition ({exc!r}); {fix}") from None
+    try:
+        return settings, {k: check_seal(v, f"{path} ({k})", fix=fix) for k, v in stored}
+    except RecordEdited as exc:
+        raise DecomposeError(str(exc)) from None
+
+
 class _Partial:
     """The finished networks of an unfinished decomposition (``PARTIAL_NAME``): sealed entries and the
     settings they were measured with; rewritten atomically after each network."""
@@ -283,24 +331,12 @@ class _Partial:
         self.path, self.settings, self.entries = path, settings, {}
         if not os.path.exists(path):
             return
-        fix = f"delete {path} to start again"
-        try:
-            with open(path, encoding="utf-8") as f:
-                saved = json.load(f)
-            if saved["format"] != FORMAT + "/partial":
-                raise KeyError("format")
-            same, stored = saved["settings"] == settings, saved["networks"].items()
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise DecomposeError(f"{path} is not a partial decomposition ({exc!r}); {fix}") from None
-        if not same:
-            differ = sorted(k for k in set(settings) | set(saved["settings"])
-                            if settings.get(k) != saved["settings"].get(k))
+        saved, entries = read_partial(path)
+        if saved != settings:
+            differ = sorted(k for k in set(settings) | set(saved) if settings.get(k) != saved.get(k))
             raise DecomposeError(f"{path} was measured with other settings ({', '.join(differ)}); run the command "
-                                 f"that wrote it again, or {fix}")
-        try:
-            self.entries = {k: check_seal(v, f"{path} ({k})", fix=fix) for k, v in stored}
-        except RecordEdited as exc:
-            raise DecomposeError(str(exc)) from None
+                                 f"that wrote it again, or delete {path} to start again")
+        self.entries = entries
 
     def keep(self, key: str, entry: dict) -> None:
         from ..plumbing.files import write_json_atomic
@@ -390,22 +426,27 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.backend:
         backend.use(args.backend)              # a BackendError is a NanosgmError: run_cli prints it in one line
     result = load_protocol(folder)
-    nets = _saved_networks(folder, result)
     X, y, clip, ds = _images(result["config"], args)
     _check_batches(readings, len(X))
     settings = _settings(result["config"], readings, eps, len(X), clip)
     partial = _Partial(os.path.join(folder, PARTIAL_NAME), settings)
+    nets, from_partial = _networks(folder, result, partial.entries, args.require_all)
     if partial.entries:
         print(f"resuming from {partial.path}: {len(partial.entries)} finished network(s) are not measured again",
               file=sys.stderr)
     try:
-        networks = _measure_all(nets, result["config"], ds, X, y, clip, eps, readings, partial,
+        measured = _measure_all(nets, result["config"], ds, X, y, clip, eps, readings, partial,
                                 not args.no_progress)
     except KeyboardInterrupt:
         n = len(partial.entries)
         kept = (f"the {n} finished network(s) are kept in {partial.path}; run the same command to resume after them"
                 if n else "no network had finished, so nothing is kept; run the same command to start again")
         raise CliError(f"{interruption()}: {kept}", code=interruption_status()) from None
+    if args.partial_only:
+        print(f"{len(partial.entries)} network(s) are in {partial.path} ({len(result['networks'])} recorded); "
+              f"no {OUT_NAME} written (--partial-only): run without it to write one")
+        return 0
+    networks = {k: {**measured, **from_partial}[k] for k in result["networks"] if k in measured or k in from_partial}
     doc = {"format": FORMAT, **started, "finished": recipe.now(), "settings": settings, "arms": result["arms"],
            "networks": networks, "summary": summarize(networks, result["arms"], [r.name for r in readings], eps)}
     from ..plumbing.files import write_json_atomic

@@ -155,3 +155,66 @@ def test_the_authors_draw_seed_is_the_records_own_then_the_specs():
     assert authors_draw_seed({"results": {"fgsm_authors_seed": 0}, "spec": {"seed": 3}}) == 0
     assert authors_draw_seed({"results": {}, "spec": {"seed": 3}}) == 3
     assert authors_draw_seed({"spec": {"seed": 4}}) == 4
+
+
+def _perturbed(path):
+    """Rewrite the saved weights at ``path`` with one value changed: weights other than the recorded ones."""
+    with np.load(path) as z:
+        arrays = dict(z)
+    first = sorted(arrays)[0]
+    arrays[first] = arrays[first] + np.float32(1e-3)
+    np.savez(path, **arrays)
+
+
+def test_networks_measured_a_few_at_a_time_on_machines_that_lose_them(folder, tmp_path, capsys):
+    """--partial-only keeps entries and writes no decomposition.json; a later run takes the entry of a network
+    whose weights are gone when it measured the recorded weights (numbers as one run over all four), never one
+    of other weights; --require-all refuses in one line, naming the runs to refill."""
+    argv = [folder, "--eps", "0.1", "--readings", "authors,batch-stats@32", "--no-progress"]
+    code, _, err = command(argv, capsys)                                     # the reference: every network at once
+    assert code == 0, err
+    whole = decompose.load_decomposition(folder / "decomposition.json")["networks"]
+    (folder / "decomposition.json").unlink()
+    models, aside = folder / "models", tmp_path / "aside"
+    aside.mkdir()
+    for key in ("run1-control", f"run1-{slug('fgsm-at:0.1')}"):             # machine 1 has run 0's weights
+        (models / f"{key}.npz").rename(aside / f"{key}.npz")
+    shutil.copy(models / "run0-control.npz", aside / "run0-control.npz")
+    _perturbed(models / "run0-control.npz")                                  # ... one of them not the recorded
+    code, out, err = command(argv + ["--partial-only"], capsys)
+    assert code == 0 and not (folder / "decomposition.json").exists(), err
+    assert "2 network(s) are in" in out and "(4 recorded); no decomposition.json written" in out
+    assert "note: 2 recorded network(s) have no saved weights" in err
+    _, kept = decompose.read_partial(str(folder / decompose.PARTIAL_NAME))
+    assert list(kept) == ["run0/control", "run0/fgsm-at:0.1"]
+    for key in ("run0-control", f"run0-{slug('fgsm-at:0.1')}"):             # machine 2 has run 1's
+        (models / f"{key}.npz").unlink()
+    for key in ("run1-control", f"run1-{slug('fgsm-at:0.1')}"):
+        (aside / f"{key}.npz").rename(models / f"{key}.npz")
+    code, _, err = command(argv + ["--require-all"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "--require-all: 1 recorded network(s)" in err
+    assert "run0/control; refill them" in err and "--only-runs 0)" in err
+    assert not (folder / "decomposition.json").exists()
+    code, _, err = command(argv, capsys)                                     # the perturbed one is left out
+    assert code == 0 and "taken from decomposition.partial.json, which measured their recorded weights: " \
+        "run0/fgsm-at:0.1" in err and "note: 1 recorded network(s) have no saved weights" in err
+    doc = decompose.load_decomposition(folder / "decomposition.json")
+    assert list(doc["networks"]) == ["run0/fgsm-at:0.1", "run1/control", "run1/fgsm-at:0.1"]
+    assert {k: v["readings"] for k, v in doc["networks"].items()} == \
+        {k: whole[k]["readings"] for k in doc["networks"]}
+    assert not (folder / decompose.PARTIAL_NAME).exists()
+
+
+def test_a_partial_file_that_is_not_one_is_refused_in_one_line(tmp_path):
+    bad = tmp_path / decompose.PARTIAL_NAME
+    for text in ("[", json.dumps({"format": "other"}), json.dumps({"format": decompose.FORMAT + "/partial",
+                                                                    "settings": [], "networks": {}})):
+        bad.write_text(text)
+        with pytest.raises(decompose.DecomposeError, match="is not a partial decomposition"):
+            decompose.read_partial(str(bad))
+    from nanosgm.plumbing.seal import seal
+    entry = seal({"weights_sha256": "0" * 64, "readings": {}})
+    entry["readings"] = {"inference": {}}                                     # edited after it was sealed
+    bad.write_text(json.dumps({"format": decompose.FORMAT + "/partial", "settings": {}, "networks": {"run0/control": entry}}))
+    with pytest.raises(decompose.DecomposeError, match="was changed after it was written"):
+        decompose.read_partial(str(bad))

@@ -182,6 +182,14 @@ BREAKS = {   # how RUN's results are damaged -> what the one-line refusal says
     "deep decomposition": (lambda rp, made, tmp: (rp / "decomposition.json").write_text("[" * 100000),
                            "is not a decomposition.json"),
     "transfer": (lambda rp, made, tmp: (rp / "transfer-x.json").write_text("not json"), "is not a JSON object"),
+    "edited partial decomposition": (lambda rp, made, tmp: _partial(rp, {"run0/control": 1}, edit=True),
+                                     "was changed after it was written"),
+    "partial decomposition that shrank": (lambda rp, made, tmp: (
+        _partial(tmp / "here" / "results" / "p", {"run0/control": 1, "run1/control": 2}),
+        _partial(rp, {"run0/control": 1, "run1/sgm:0.2": 3})), "differ in the entries of run1/control; a partial"),
+    "partial decomposition of other settings": (lambda rp, made, tmp: (
+        _partial(tmp / "here" / "results" / "p", {"run0/control": 1}),
+        _partial(rp, {"run0/control": 1, "run1/control": 2}, eps=0.2)), "differ in the settings; a partial"),
     "figure": (lambda rp, made, tmp: (rp / "decomposition.png").write_text("<svg/>"), "is not a PNG image"),
     "lone figure": (lambda rp, made, tmp: shutil.copytree(rp / "robustness" / "seed0", rp / "robustness" / "seed3",
                                                           ignore=shutil.ignore_patterns("*.json")), "no robustness.json"),
@@ -193,6 +201,36 @@ BREAKS = {   # how RUN's results are damaged -> what the one-line refusal says
                                                  (tmp / "here" / "results" / "p" / "protocol.json").mkdir()),
                           "is not a plain file"),
 }
+
+
+def _partial(folder, entries: dict, eps=0.1, edit=False) -> None:
+    """Write folder/decomposition.partial.json as python -m nanosgm.decompose --partial-only does: the settings
+    and a sealed entry per network (``entries``: key -> a number standing for its readings)."""
+    networks = {k: seal({"weights_sha256": f"{v:064x}", "readings": {"inference": v}}) for k, v in entries.items()}
+    if edit:
+        next(iter(networks.values()))["readings"] = {"inference": 100}
+    (folder / "decomposition.partial.json").write_text(json.dumps(
+        {"format": "nanosgm-decomposition/1/partial", "settings": {"eps": [eps]}, "networks": networks}))
+
+
+def test_a_partial_decomposition_comes_over_as_it_grows_and_not_beside_a_finished_one(trees, capsys):
+    tool = load_tool("collect_results")
+    run, here = trees
+    rp, hp = run / "results" / "p", here / "results" / "p"
+    name = "decomposition.partial.json"
+    _partial(rp, {"run0/control": 1})
+    assert tool.main([str(run)], here=here) == 0 and f"copied results/p/{name}" in capsys.readouterr().out
+    assert (hp / name).read_bytes() == (rp / name).read_bytes()
+    _partial(rp, {"run0/control": 1, "run1/control": 2})                       # grown: comes over again
+    assert tool.main([str(run)], here=here) == 0 and f"copied results/p/{name}" in capsys.readouterr().out
+    assert (hp / name).read_bytes() == (rp / name).read_bytes()
+    _partial(rp, {"run0/control": 1})                                          # older than the one here: left alone
+    assert tool.main([str(run)], here=here) == 0 and name not in capsys.readouterr().out
+    assert len(json.loads((hp / name).read_text())["networks"]) == 2
+    _partial(rp, {"run0/control": 1, "run1/control": 2, "run0/sgm:0.2": 3})
+    (hp / "decomposition.json").write_text("{}")                               # finished here: the partial is history
+    assert tool.main([str(run)], here=here) == 0 and name not in capsys.readouterr().out
+    assert len(json.loads((hp / name).read_text())["networks"]) == 2
 
 
 @pytest.mark.parametrize("break_it", sorted(BREAKS))
