@@ -11,10 +11,11 @@
 # committed protocol.json files copied in. CODE: the frozen checkout whose code trains, refills weights, audits,
 # decomposes and runs the tools (default WORKTREE), so that later edits of the main checkout cannot reach the
 # runs; a later commit must reproduce the training bit for bit, which --refill-weights checks network by network.
-# DCODE: the checkout whose code decomposes the authors' FGSM (default CODE; one whose python -m nanosgm.decompose
-# has --partial-only and --require-all): each ten-pair seed pair is decomposed while its weights exist,
-# into results/mnist-cnn-ten/decomposition.partial.json, which collect_results brings back to be committed, so
-# that the final decomposition needs no weights trained again.
+# DCODE: the checkout whose code decomposes the authors' FGSM and refills future-work's controls alone (default
+# CODE; one whose nanosgm.decompose has --partial-only and --require-all, and nanosgm.experiments --only-arms; a
+# refill keeps weights only where they are the recorded ones). Each ten-pair seed pair is decomposed while its
+# weights exist, into results/mnist-cnn-ten/decomposition.partial.json, which collect_results brings back to be
+# committed, so that the final decomposition needs no weights trained again.
 # NANOSGM_DATA must name the folder with mnist/. PY: the python to use (default: python). Weights (models/) stay
 # in WORKTREE/results and are never committed; python tools/collect_results.py WORKTREE (run in the main
 # checkout) brings each finished protocol.json, robustness/seed* and table back into it, each checked first.
@@ -28,10 +29,11 @@ PY=${PY:-python}
 export OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" MPLBACKEND=Agg
 : "${NANOSGM_DATA:?set NANOSGM_DATA to the folder with mnist/}"
 
-train() { (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers 2 \
-            --threads 1 --no-progress); }
-refill() { (cd "$C" && PYTHONPATH=$C $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers 2 \
-            --threads 1 --no-progress --refill-weights); }
+experiments_in() { local code=$1; shift        # python -m nanosgm.experiments mnist from the checkout $1
+  (cd "$code" && PYTHONPATH=$code $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers 2 --threads 1 \
+     --no-progress); }
+train() { experiments_in "$C" "$@"; }
+refill() { experiments_in "$C" "$@" --refill-weights; }
 decompose_ten() {  # the ten pairs' saved networks, one BLAS thread as they were trained (the same numbers each session)
   (cd "$D" && OPENBLAS_NUM_THREADS=1 NANOSGM_THREADS=1 PYTHONPATH=$D $PY -m nanosgm.decompose "$R/mnist-cnn-ten" \
      -n 1000 --no-progress "$@")
@@ -86,10 +88,12 @@ ten_pairs() {       # issue 21: MNIST-CNN seeds 0-9 of the control and both SGM 
 }
 
 dnn_again() {       # issue 21: the MNIST-DNN control and sgm:0.2 weights again, then the transfer table
-  # the weights of the committed records, each checked against its record (--refill-weights)
+  # the weights of the committed records, each checked against its record (--refill-weights); of future-work only
+  # the controls, which craft the examples (--only-arms: DCODE; its 20 other networks would cost about 6 hours)
   [ -f "$R/mnist-dnn-conventions/transfer-cnn-to-dnn-table.json" ] && return 0
   refill dnn --runs 5 --epochs 10 --arms sgm:0.2 --out "$R/mnist-dnn-conventions" || return 1
-  refill cnn --runs 5 --epochs 10 --arms $FUTURE_ARMS --out "$R/future-work" || return 1
+  experiments_in "$D" cnn --runs 5 --epochs 10 --arms $FUTURE_ARMS --out "$R/future-work" --refill-weights \
+    --only-arms control || return 1
   (cd "$C" && OPENBLAS_NUM_THREADS=1 PYTHONPATH=$C $PY tools/transfer_table.py "$R/future-work" \
      "$R/mnist-dnn-conventions" --json "$R/mnist-dnn-conventions/transfer-cnn-to-dnn-table.json")
 }

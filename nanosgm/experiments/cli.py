@@ -66,6 +66,9 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--only-runs", type=wholes("--only-runs", least=0), default=None, metavar="I[,J...]",
                    help="train (or --refill-weights) only these runs of --runs, e.g. 4 (default: every run); the "
                         "others stay as they are")
+    p.add_argument("--only-arms", default=None, metavar="ARM[,ARM...]",
+                   help="train (or --refill-weights) only these of the arms, the control included, e.g. control "
+                        "(default: every arm); the others stay as they are")
     p.add_argument("--figures", action="store_true", help="also write Figures 1-6 as PNGs into --out")
     p.add_argument("--tables-only", action="store_true", help="train nothing: print the tables (and --figures) "
                    "from --out/protocol.json (its own configuration; the training flags are ignored)")
@@ -99,6 +102,18 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         return parse_arms(args.arms or f"sgm:{args.input_lr!r}")
     except ValueError as exc:
         raise CliError(str(exc)) from None
+
+
+def _only_arms(args: argparse.Namespace, arm_list: list[str]) -> list[str] | None:
+    """``--only-arms``: the arms named, each one of the protocol's (``arm_list``, the control first); None if not given."""
+    if args.only_arms is None:
+        return None
+    named = [a.strip() for a in args.only_arms.split(",") if a.strip()]
+    foreign = [a for a in named if a not in arm_list]
+    if not named or foreign:
+        raise CliError(f"--only-arms {args.only_arms!r}: name arms of this protocol, comma-separated: "
+                       f"{', '.join(arm_list)}")
+    return named
 
 
 def _finish(args: argparse.Namespace, result: dict, out: str) -> int:
@@ -150,6 +165,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
     if args.only_runs is not None and max(args.only_runs) >= args.runs:
         raise CliError(f"--only-runs {','.join(map(str, args.only_runs))}: the protocol has --runs {args.runs}, "
                        f"runs 0-{args.runs - 1}")
+    only_arms = _only_arms(args, arm_list)
     if args.refill_weights and not os.path.isfile(os.path.join(out, "protocol.json")):
         raise CliError(f"--refill-weights: {out} holds no protocol.json, so no network is recorded there; give the "
                        f"protocol's folder with --out")
@@ -161,7 +177,7 @@ def _main(argv: list[str], prog: str = PROG) -> int:
             result = run_protocol(base, runs=args.runs, seed0=args.seed, arms=arm_list, out=out, workers=args.workers,
                                   scheduler=args.scheduler, threads=args.threads, progress=True,
                                   bars=not args.no_progress, argv=argv, refill=args.refill_weights,
-                                  only_runs=args.only_runs)
+                                  only_runs=args.only_runs, only_arms=only_arms)
         except KeyboardInterrupt:
             raise CliError(f"interrupted: finished networks are in {out}/protocol.json and those in progress resume "
                            f"from their last saved epoch; run the same command again to continue", code=130) from None

@@ -194,7 +194,8 @@ def _open(out: str | Path | None, config: dict, threads: int, why: str) -> dict:
 def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms: str | list[str] = "sgm:0.2",
                  out: str | Path | None = None, workers: int = 1, scheduler: str | Client | None = None,
                  threads: int | None = None, progress: bool = True, bars: bool = True,
-                 argv: Sequence[str] = (), refill: bool = False, only_runs: Sequence[int] | None = None) -> dict:
+                 argv: Sequence[str] = (), refill: bool = False, only_runs: Sequence[int] | None = None,
+                 only_arms: Sequence[str] | None = None) -> dict:
     """Run the protocol (module docstring) and return the result dict.
 
     ``base``: the NetworkSpec every network shares (its seed, method and snapshot_rows are set per network);
@@ -207,32 +208,39 @@ def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms: str 
     one leaves ``out`` as it was) or a connected client. ``refill``: train nothing new; train again the
     recorded networks (of these runs and arms) whose weights are missing from ``out``/models and keep their
     weights when the new record measures exactly what the stored one did (:func:`_refilled`). ``only_runs``:
-    train (or refill) only these runs of ``range(runs)`` (None: all), e.g. one seed whose networks an audit needs.
+    train (or refill) only these runs of ``range(runs)`` (None: all), e.g. one seed whose networks an audit needs;
+    ``only_arms``: only these of the arms (control included; None: all), e.g. the controls another tool needs.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     if only_runs is not None and (not only_runs or any(not 0 <= i < runs for i in only_runs)):
         raise ValueError(f"only_runs must name runs 0-{runs - 1} (of runs={runs}), got {list(only_runs)}")
+    if only_arms is not None and not only_arms:
+        raise ValueError("only_arms must name at least one arm")
     if refill and out is None:
         raise ValueError("refill needs the protocol folder (out)")
     if not isinstance(scheduler, str):
         return _protocol(base, runs, seed0, arms, out, workers, scheduler, threads, progress, bars, argv, refill,
-                         only_runs)
+                         only_runs, only_arms)
     from .parallel import connect_scheduler
     client = connect_scheduler(scheduler)
     try:
         return _protocol(base, runs, seed0, arms, out, workers, client, threads, progress, bars, argv, refill,
-                         only_runs)
+                         only_runs, only_arms)
     finally:
         client.close()
 
 
 def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], out: str | Path | None, workers: int,
               scheduler: Client | None, threads: int | None, progress: bool, bars: bool,
-              argv: Sequence[str], refill: bool = False, only_runs: Sequence[int] | None = None) -> dict:
+              argv: Sequence[str], refill: bool = False, only_runs: Sequence[int] | None = None,
+              only_arms: Sequence[str] | None = None) -> dict:
     """:func:`run_protocol` once its scheduler (if any) is connected."""
     from .parallel import default_threads
     arm_list = parse_arms(arms if isinstance(arms, str) else ",".join(arms))
+    foreign = [a for a in only_arms or () if a not in arm_list]
+    if foreign:
+        raise ValueError(f"only_arms names {', '.join(foreign)}, not among the arms {', '.join(arm_list)}")
     blas = int(threads or default_threads(workers))
     why = (f"--threads {blas}" if threads else
            f"--threads not given: cores // --workers = {os.cpu_count()} // {workers}")
@@ -243,17 +251,19 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
     tasks: list[tuple[str, NetworkSpec, str | None, str | None]]
     if refill:       # weights are staged (.tmp-*, removed at start) until the new record is compared
         tasks = [(k, _refill_spec(spec, result["networks"][k]), ck, _staged(mp))
-                 for k, spec, ck, mp in _tasks(base, arm_list, runs, seed0, out, {}, only_runs)
+                 for k, spec, ck, mp in _tasks(base, arm_list, runs, seed0, out, {}, only_runs, only_arms)
                  if k in result["networks"] and mp is not None and not os.path.exists(mp)]   # mp: refill has an out
         if progress:
             print(f"{len(tasks)} recorded network(s) of these runs and arms to train again for their weights",
                   file=sys.stderr)
     else:
-        tasks = _tasks(base, arm_list, runs, seed0, out, result["networks"], only_runs)
+        tasks = _tasks(base, arm_list, runs, seed0, out, result["networks"], only_runs, only_arms)
     if tasks:        # a session that trains nothing leaves no entry
         result["sessions"].append(dict(recipe.provenance("nanosgm.experiments", argv), runs=runs, arms=arm_list,
                                        workers=workers, blas_threads=blas, **({"refill": True} if refill else {}),
-                                       **({"only_runs": sorted(set(only_runs))} if only_runs is not None else {})))
+                                       **({"only_runs": sorted(set(only_runs))} if only_runs is not None else {}),
+                                       **({"only_arms": [a for a in arm_list if a in only_arms]}
+                                          if only_arms is not None else {})))
     if out is not None:
         for sub in ("models", "ckpt"):
             os.makedirs(os.path.join(out, sub), exist_ok=True)
@@ -269,14 +279,15 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
 
 
 def _tasks(base: NetworkSpec, arm_list: list[str], runs: int, seed0: int, out: str | Path | None,
-           done: dict, only_runs: Sequence[int] | None = None) -> list[tuple[str, NetworkSpec, str | None, str | None]]:
-    """(key, spec, checkpoint path, model path) of every network not ``done`` yet, run by run (``only_runs``:
-    of these runs only)."""
+           done: dict, only_runs: Sequence[int] | None = None,
+           only_arms: Sequence[str] | None = None) -> list[tuple[str, NetworkSpec, str | None, str | None]]:
+    """(key, spec, checkpoint path, model path) of every network not ``done`` yet, run by run (``only_runs``,
+    ``only_arms``: of these runs, these arms only)."""
     tasks = []
     for i in (sorted(set(only_runs)) if only_runs is not None else range(runs)):
         for a in arm_list:
             key = network_key(i, a)
-            if key in done:
+            if key in done or (only_arms is not None and a not in only_arms):
                 continue
             ck = os.path.join(out, "ckpt", f"{file_stem(i, a)}.npz") if out else None
             mp = os.path.join(out, "models", f"{file_stem(i, a)}.npz") if out else None

@@ -262,6 +262,48 @@ def test_the_command_hands_only_runs_to_the_protocol(tmp_path, monkeypatch, caps
     capsys.readouterr()
 
 
+def test_only_arms_refills_just_the_arms_it_names_the_control_alone_included(tmp_path):
+    """What a tool that needs only the controls asks for (tools/transfer_table.py's source networks)."""
+    out = tmp_path / "p"
+    run(arms="sgm:0.2,fgsm-at:0.1", runs=2, out=out)
+    kept = weights(out / "models" / "run1-control.npz")
+    for f in os.listdir(out / "models"):
+        os.remove(out / "models" / f)
+    run(arms="sgm:0.2,fgsm-at:0.1", runs=2, out=out, refill=True, only_arms=["control"])
+    assert sorted(os.listdir(out / "models")) == ["run0-control.npz", "run1-control.npz"]
+    again = weights(out / "models" / "run1-control.npz")
+    assert all(np.array_equal(kept[k], again[k]) for k in kept)
+    session = json.loads((out / "protocol.json").read_text())["sessions"][-1]
+    assert session["only_arms"] == ["control"] and sorted(session["refilled"]) == ["run0/control", "run1/control"]
+    run(arms="sgm:0.2,fgsm-at:0.1", runs=2, out=out, refill=True, only_arms=["fgsm-at:0.1"], only_runs=[1])
+    assert sorted(os.listdir(out / "models")) == ["run0-control.npz", "run1-control.npz", "run1-fgsm-at_0.1.npz"]
+    with pytest.raises(ValueError, match="only_arms names sgm:0.3, not among the arms control, sgm:0.2"):
+        run(arms="sgm:0.2,fgsm-at:0.1", runs=2, out=out, refill=True, only_arms=["sgm:0.3"])
+
+
+@pytest.mark.parametrize("text", ["sgm:0.3", ",", "control,bogus"])
+def test_the_command_refuses_an_arm_not_of_the_protocol_in_one_line(tmp_path, capsys, text):
+    from nanosgm.experiments import cli
+    assert cli.main(["mnist", "--arms", "sgm:0.2", "--only-arms", text, "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--only-arms" in err and "name arms of this protocol, comma-separated: " \
+        "control, sgm:0.2" in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_the_command_hands_only_arms_to_the_protocol(tmp_path, monkeypatch, capsys):
+    from nanosgm.experiments import cli
+    seen = {}
+
+    def stop(base, **kw):
+        seen.update(kw)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "run_protocol", stop)
+    assert cli.main(["mnist", "--arms", "sgm:0.2", "--only-arms", " control ", "--out", str(tmp_path / "p")]) == 130
+    assert seen["only_arms"] == ["control"]
+    capsys.readouterr()
+
+
 def test_a_run_that_trains_nothing_leaves_no_session_entry(tmp_path):
     out = tmp_path / "p"
     run(arms="sgm:0.2", runs=1, out=out)
