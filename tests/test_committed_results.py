@@ -42,11 +42,11 @@ def test_each_committed_decomposition_is_sealed_and_reads(path):
 def test_each_committed_partial_decomposition_measured_the_recorded_weights(path):
     """A partial decomposition (--partial-only) is committed so that the final one need not train its networks
     again: each entry's seal holds and it measured the weights its protocol recorded for that network."""
-    from nanosgm.experiments.decompose import read_partial
-    from nanosgm.experiments.records import recorded_weights
+    from nanosgm.experiments.decompose import measured_recorded, read_partial
     protocol = load_protocol(path.parent)
-    _, entries = read_partial(str(path))
-    assert entries and all(e["weights_sha256"] == recorded_weights(protocol, k) for k, e in entries.items())
+    settings, entries = read_partial(str(path))
+    assert settings["protocol_config"] == protocol["config"]
+    assert entries and all(measured_recorded(protocol, k, e) for k, e in entries.items())
 
 
 def test_the_committed_results_were_found():

@@ -15,9 +15,9 @@ partial audits or logs; never through a symbolic link) and refuses, with one lin
 - an audit (``robustness.json``) without its seal, or one that ``tools/robustness_tables.py`` would not
   tabulate with the other audits of its folder and, where there is one, its protocol (``--protocol``: the
   audited weights are the recorded ones); a ``decomposition.json`` whose seal does not hold; a partial
-  decomposition with an entry whose seal does not hold, or one that is not the one here grown (the same
-  settings, every entry here unchanged; it is left alone when the one here holds it, or beside a
-  ``decomposition.json`` here); a
+  decomposition with an entry whose seal does not hold or that did not measure the weights RUN's protocol
+  recorded, one of another configuration, or one that is not the one here grown (the same settings, every
+  entry here unchanged; it is left alone when the one here holds it, or beside a ``decomposition.json``); a
   ``transfer-*.json`` that is not a JSON object; a ``.png`` that is not a PNG, or an audit's figure without
   its audit;
 - any file that differs from one of its name here (a finished result is never replaced: delete it here first
@@ -131,27 +131,40 @@ def protocol_to_copy(new_folder: Path, old_folder: Path) -> bool:
 
 # ------------------------------------------------------------------------------ partial decompositions
 def partial_to_copy(src: Path, dst: Path) -> bool:
-    """Whether RUN's partial decomposition ``src`` is to be copied over ``dst``: every entry sealed, and the
-    one there grown (the same settings, each of its entries unchanged, more of them) or none there; False
-    where the one there holds it, or a finished decomposition.json lies there; CliError otherwise."""
-    from nanosgm.experiments.decompose import read_partial
+    """Whether RUN's partial decomposition ``src`` is to be copied over ``dst``: every entry sealed and of the
+    weights RUN's protocol recorded for its network, measured on that protocol's configuration; the one there
+    grown (the same settings, each of its entries unchanged) or none there. False where the one there holds
+    it, or a finished decomposition.json lies on either side; CliError otherwise."""
+    from nanosgm.experiments.decompose import measured_recorded, read_partial
+    from nanosgm.experiments.protocol import load_protocol
     from nanosgm.plumbing.errors import NanosgmError
+    if (dst.parent / "decomposition.json").is_file() or (src.parent / "decomposition.json").is_file():
+        return False                        # the decomposition is finished: its partial file is history
     try:
         settings, entries = read_partial(str(src))
+        protocol = load_protocol(src.parent)
         old = read_partial(str(dst)) if dst.is_file() else None
     except NanosgmError as exc:
         raise CliError(str(exc)) from None
-    if (dst.parent / "decomposition.json").is_file():
-        return False                        # the decomposition is finished here: its partial file is history
+    if settings.get("protocol_config") != protocol["config"]:
+        raise CliError(f"{src} was measured on another configuration than {src.parent / 'protocol.json'}'s")
+    foreign = [k for k, e in entries.items() if not measured_recorded(protocol, k, e)]
+    if foreign:
+        raise CliError(f"{src}: the entries of {', '.join(foreign)} did not measure the weights "
+                       f"{src.parent / 'protocol.json'} records for them")
     if old is None:
         return True
     if old[0] == settings and all(old[1].get(k) == e for k, e in entries.items()):
         return False                        # the one here holds RUN's (RUN is a checkout of an older commit)
-    changed = sorted(k for k, e in old[1].items() if entries.get(k) != e)
+    changed = sorted(k for k, e in old[1].items() if k in entries and entries[k] != e)
     if old[0] != settings or changed:
         what = "the settings" if old[0] != settings else "the entries of " + ", ".join(changed)
         raise CliError(f"{src} and {dst} differ in {what}; a partial decomposition only grows: find out which is "
                        f"right")
+    lacking = sorted(k for k in old[1] if k not in entries)
+    if lacking:
+        raise CliError(f"{src} lacks the entries of {', '.join(lacking)} that {dst} holds: copy {dst} into RUN "
+                       f"before its next session (the queue adds to it), then collect again")
     return True
 
 

@@ -27,7 +27,9 @@ A protocol trained a few networks at a time on machines that lose their weights 
 ``--partial-only`` measures the networks saved now into the partial file and stops there (no
 decomposition.json); a later run takes, for a network whose weights are gone, the partial file's entry when
 it measured the weights the protocol recorded for that network (:func:`~.records.recorded_weights`), and
-``--require-all`` refuses, before measuring, while some recorded network has neither.
+``--require-all`` refuses, before measuring, while some recorded network has neither (exit status 3). Saved
+weights other than those recorded are refused, never measured; each entry names the code that measured it
+(``measured_by``).
 
     python -m nanosgm.decompose results/mnist-cnn --eps 0.1,0.2
     python -m nanosgm.decompose results/mnist-cnn --figure     # decomposition.png from decomposition.json
@@ -69,7 +71,7 @@ if TYPE_CHECKING:
     from ..layers.base import Array
 
 __all__ = ["FORMAT", "OUT_NAME", "FIGURE_NAME", "PARTIAL_NAME", "DEFAULT_EPS", "decompose_network", "summarize",
-           "format_tables", "load_decomposition", "read_partial", "main"]
+           "format_tables", "load_decomposition", "read_partial", "measured_recorded", "main"]
 
 PROG = "python -m nanosgm.decompose"
 FORMAT = "nanosgm-decomposition/1"
@@ -82,6 +84,12 @@ RECORDED = {CONTROL_READING: "fgsm_pct", "authors": "fgsm_authors_pct"}   # read
 
 class DecomposeError(NanosgmError, ValueError):
     """A bad folder, file or flag: printed as one line ``error: ...``."""
+
+
+class NetworksMissing(DecomposeError):
+    """``--require-all``: recorded networks with neither saved weights nor an entry; exit status 3, so that a
+    script can tell it from any other refusal and refill the runs the line names."""
+    code = 3
 
 
 # ------------------------------------------------------------------------------------------ one network
@@ -207,10 +215,11 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend (default numpy)")
     p.add_argument("--overwrite", action="store_true", help=f"replace an earlier {OUT_NAME}")
     p.add_argument("--partial-only", action="store_true", help=f"measure the saved networks into {PARTIAL_NAME} "
-                   f"and stop there, writing no {OUT_NAME} (a later run takes each entry of the weights the "
-                   "protocol recorded, saved or not)")
+                   f"and stop there, writing no {OUT_NAME} (a later run takes the entry of a network whose weights "
+                   "are gone where it measured the weights the protocol recorded)")
     p.add_argument("--require-all", action="store_true", help="refuse, before measuring, while a recorded network "
-                   f"has neither its weights saved nor its entry in {PARTIAL_NAME}")
+                   f"has neither its weights saved nor its entry in {PARTIAL_NAME} (exit status 3; the line names "
+                   "the runs to refill)")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per network on stderr)")
     p.add_argument("--figure", action="store_true", help=f"measure nothing: draw PROTOCOL_DIR/{FIGURE_NAME} from "
@@ -254,13 +263,13 @@ def _networks(folder: str, result: dict, kept: dict,
         entry = kept.get(key)
         if os.path.isfile(path):
             found.append((key, record, path))
-        elif entry is not None and entry.get("weights_sha256") == recorded_weights(result, key):
+        elif entry is not None and measured_recorded(result, key, entry):
             from_partial[key] = entry
         else:
             missing.append(key)
     if missing and require_all:
         runs = sorted({split_key(k)[0] for k in missing})
-        raise DecomposeError(f"--require-all: {len(missing)} recorded network(s) have neither saved weights nor "
+        raise NetworksMissing(f"--require-all: {len(missing)} recorded network(s) have neither saved weights nor "
                              f"an entry of their recorded weights in {PARTIAL_NAME}: {', '.join(missing)}; "
                              f"refill them (python -m nanosgm.experiments ... --refill-weights --only-runs "
                              f"{','.join(str(r) for r in runs)}) and run again")
@@ -301,6 +310,13 @@ def _load_model(config: dict, ds: Dataset, path: str) -> Sequential:
     except (ValueError, FileNotFoundError) as exc:
         raise DecomposeError(f"{path}: {exc}") from None
     return model
+
+
+def measured_recorded(result: dict, key: str, entry: dict) -> bool:
+    """Whether ``entry`` measured the weights protocol ``result`` recorded for network ``key`` (False where the
+    protocol names no digest for them: such an entry is never taken without the weights themselves)."""
+    want = recorded_weights(result, key)
+    return want is not None and entry.get("weights_sha256") == want and entry.get("run") == split_key(key)[0]
 
 
 def read_partial(path: str) -> tuple[dict, dict]:
@@ -364,15 +380,20 @@ def _units(readings: Iterable[Convention], n: int, eps: Sequence[float]) -> int:
     return sum(math.ceil(n / g[0].batch_size) * len(eps) for g in gradient_groups(readings))
 
 
-def _measure_all(nets: list[tuple[str, dict, str]], config: dict, ds: Dataset, X: np.ndarray, y: np.ndarray,
+def _measure_all(nets: list[tuple[str, dict, str]], result: dict, ds: Dataset, X: np.ndarray, y: np.ndarray,
                  clip: tuple[float, float] | None, eps: list[float], readings: Sequence[Convention], partial: _Partial,
-                 progress: bool) -> dict:
-    """{key: entry} for every saved network, reusing the partial file's entries for the same weights."""
+                 progress: bool, measured_by: dict) -> dict:
+    """{key: entry} for every saved network, reusing the partial file's entries for the same weights; a
+    DecomposeError for saved weights other than those the protocol recorded (never measured, nor kept)."""
     from tqdm.auto import tqdm
     out = {}
     for i, (key, record, path) in enumerate(nets, 1):
-        model = _load_model(config, ds, path)
-        digest = weights_digest(model)
+        model = _load_model(result["config"], ds, path)
+        digest, want = weights_digest(model), recorded_weights(result, key)
+        if want is not None and digest != want:
+            raise DecomposeError(f"{path} holds weights ({digest[:12]}) other than those the protocol recorded for "
+                                 f"{key} ({want[:12]}); delete it and train them again (python -m nanosgm.experiments "
+                                 f"... --refill-weights --only-runs {split_key(key)[0]})")
         kept = partial.entries.get(key)
         if kept is not None and kept["weights_sha256"] == digest:
             out[key] = kept
@@ -384,7 +405,7 @@ def _measure_all(nets: list[tuple[str, dict, str]], config: dict, ds: Dataset, X
             got = decompose_network(model, X, y, eps, readings, clip=clip, seed=seed, bar=bar)
         entry = {"run": run, "arm": arm, "model": os.path.relpath(path, os.path.dirname(os.path.dirname(path))),
                  "weights_sha256": digest, "seed": seed, "readings": got,
-                 "record_check": _record_check(record, got, eps, len(X))}
+                 "record_check": _record_check(record, got, eps, len(X)), "measured_by": measured_by}
         partial.keep(key, entry)
         out[key] = entry
         print(f"{key}: {len(readings)} readings in {time.perf_counter() - t0:.0f}s ({i}/{len(nets)})", file=sys.stderr)
@@ -393,6 +414,14 @@ def _measure_all(nets: list[tuple[str, dict, str]], config: dict, ds: Dataset, X
                 print(f"note: {key}: the {name!r} reading differs from the record's {RECORDED[name]} "
                       f"{check['recorded']} (another backend or BLAS thread count?)", file=sys.stderr)
     return out
+
+
+def _note_mixed_code(networks: dict) -> None:
+    """A note on stderr when the entries were measured by more than one code commit (each entry names its own)."""
+    commits = sorted({str((e.get("measured_by") or {}).get("git_commit")) for e in networks.values()})
+    if len(commits) > 1:
+        print(f"note: the entries were measured by {len(commits)} code commits ({', '.join(commits)}); each "
+              f"entry's measured_by names its own", file=sys.stderr)
 
 
 def _draw(folder: str) -> int:
@@ -421,6 +450,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if not os.path.isfile(os.path.join(folder, "protocol.json")):
         raise DecomposeError(f"{folder} holds no protocol.json; give a protocol's folder (python -m "
                              "nanosgm.experiments ... --out FOLDER)")
+    if os.path.exists(out_path) and args.partial_only:
+        raise DecomposeError(f"{out_path} already exists: the decomposition is finished, --partial-only has nothing "
+                             f"to add (--overwrite without --partial-only measures it again)")
     if os.path.exists(out_path) and not args.overwrite:
         raise DecomposeError(f"{out_path} already exists; use --overwrite to replace it")
     if args.backend:
@@ -435,8 +467,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"resuming from {partial.path}: {len(partial.entries)} finished network(s) are not measured again",
               file=sys.stderr)
     try:
-        measured = _measure_all(nets, result["config"], ds, X, y, clip, eps, readings, partial,
-                                not args.no_progress)
+        measured = _measure_all(nets, result, ds, X, y, clip, eps, readings, partial, not args.no_progress,
+                                {"git_commit": started["git_commit"], "versions": started["versions"]})
     except KeyboardInterrupt:
         n = len(partial.entries)
         kept = (f"the {n} finished network(s) are kept in {partial.path}; run the same command to resume after them"
@@ -447,6 +479,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
               f"no {OUT_NAME} written (--partial-only): run without it to write one")
         return 0
     networks = {k: {**measured, **from_partial}[k] for k in result["networks"] if k in measured or k in from_partial}
+    _note_mixed_code(networks)
     doc = {"format": FORMAT, **started, "finished": recipe.now(), "settings": settings, "arms": result["arms"],
            "networks": networks, "summary": summarize(networks, result["arms"], [r.name for r in readings], eps)}
     from ..plumbing.files import write_json_atomic

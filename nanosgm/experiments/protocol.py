@@ -238,6 +238,7 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
     """:func:`run_protocol` once its scheduler (if any) is connected."""
     from .parallel import default_threads
     arm_list = parse_arms(arms if isinstance(arms, str) else ",".join(arms))
+    only_arms = None if only_arms is None else [parse_arm(a).label for a in only_arms]   # canonical labels
     foreign = [a for a in only_arms or () if a not in arm_list]
     if foreign:
         raise ValueError(f"only_arms names {', '.join(foreign)}, not among the arms {', '.join(arm_list)}")

@@ -169,40 +169,67 @@ def _perturbed(path):
 def test_networks_measured_a_few_at_a_time_on_machines_that_lose_them(folder, tmp_path, capsys):
     """--partial-only keeps entries and writes no decomposition.json; a later run takes the entry of a network
     whose weights are gone when it measured the recorded weights (numbers as one run over all four), never one
-    of other weights; --require-all refuses in one line, naming the runs to refill."""
+    of other weights; saved weights other than the recorded are refused; --require-all refuses in one line
+    (exit 3), naming the runs to refill."""
+    from nanosgm.plumbing.seal import seal, unsealed
     argv = [folder, "--eps", "0.1", "--readings", "authors,batch-stats@32", "--no-progress"]
     code, _, err = command(argv, capsys)                                     # the reference: every network at once
     assert code == 0, err
     whole = decompose.load_decomposition(folder / "decomposition.json")["networks"]
+    code, _, err = command(argv + ["--partial-only", "--overwrite"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "the decomposition is finished, --partial-only has nothing" in err
     (folder / "decomposition.json").unlink()
     models, aside = folder / "models", tmp_path / "aside"
     aside.mkdir()
     for key in ("run1-control", f"run1-{slug('fgsm-at:0.1')}"):             # machine 1 has run 0's weights
         (models / f"{key}.npz").rename(aside / f"{key}.npz")
     shutil.copy(models / "run0-control.npz", aside / "run0-control.npz")
-    _perturbed(models / "run0-control.npz")                                  # ... one of them not the recorded
+    _perturbed(models / "run0-control.npz")                                  # not the recorded weights: refused
+    code, _, err = command(argv + ["--partial-only"], capsys)
+    assert code == 1 and err.splitlines()[-1].startswith("error: ") and "other than those the protocol recorded " \
+        "for run0/control" in err and "--refill-weights --only-runs 0)" in err
+    assert not (folder / decompose.PARTIAL_NAME).exists()
+    shutil.copy(aside / "run0-control.npz", models / "run0-control.npz")
     code, out, err = command(argv + ["--partial-only"], capsys)
     assert code == 0 and not (folder / "decomposition.json").exists(), err
     assert "2 network(s) are in" in out and "(4 recorded); no decomposition.json written" in out
     assert "note: 2 recorded network(s) have no saved weights" in err
-    _, kept = decompose.read_partial(str(folder / decompose.PARTIAL_NAME))
+    partial = folder / decompose.PARTIAL_NAME
+    _, kept = decompose.read_partial(str(partial))
     assert list(kept) == ["run0/control", "run0/fgsm-at:0.1"]
+    assert all(e["measured_by"]["git_commit"] == whole["run0/control"]["measured_by"]["git_commit"]
+               for e in kept.values())
+    doc = json.loads(partial.read_text())                                     # an entry of other weights, sealed
+    doc["networks"]["run0/control"] = seal(dict(unsealed(doc["networks"]["run0/control"]), weights_sha256="0" * 64))
+    partial.write_text(json.dumps(doc))
     for key in ("run0-control", f"run0-{slug('fgsm-at:0.1')}"):             # machine 2 has run 1's
         (models / f"{key}.npz").unlink()
     for key in ("run1-control", f"run1-{slug('fgsm-at:0.1')}"):
         (aside / f"{key}.npz").rename(models / f"{key}.npz")
     code, _, err = command(argv + ["--require-all"], capsys)
-    assert code == 1 and err.count("\n") == 1 and "--require-all: 1 recorded network(s)" in err
+    assert code == 3 and err.count("\n") == 1 and "--require-all: 1 recorded network(s)" in err
     assert "run0/control; refill them" in err and "--only-runs 0)" in err
     assert not (folder / "decomposition.json").exists()
-    code, _, err = command(argv, capsys)                                     # the perturbed one is left out
+    code, _, err = command(argv, capsys)                                     # the other weights' entry: left out
     assert code == 0 and "taken from decomposition.partial.json, which measured their recorded weights: " \
         "run0/fgsm-at:0.1" in err and "note: 1 recorded network(s) have no saved weights" in err
     doc = decompose.load_decomposition(folder / "decomposition.json")
     assert list(doc["networks"]) == ["run0/fgsm-at:0.1", "run1/control", "run1/fgsm-at:0.1"]
     assert {k: v["readings"] for k, v in doc["networks"].items()} == \
         {k: whole[k]["readings"] for k in doc["networks"]}
-    assert not (folder / decompose.PARTIAL_NAME).exists()
+    assert not partial.exists()
+
+
+def test_an_entry_is_taken_only_for_a_digest_the_protocol_recorded():
+    """A record without a digest (made before digests) never matches an entry, even one without a digest."""
+    record = {"run0/control": {"spec": {}}}
+    entry = {"run": 0, "arm": "control", "readings": {}}
+    assert not decompose.measured_recorded({"networks": record, "sessions": []}, "run0/control", entry)
+    digest = {"run0/control": {"spec": {}, "weights_sha256": "a" * 64}}
+    assert decompose.measured_recorded({"networks": digest}, "run0/control", dict(entry, weights_sha256="a" * 64))
+    assert not decompose.measured_recorded({"networks": digest}, "run0/control", dict(entry, weights_sha256="b" * 64))
+    assert not decompose.measured_recorded({"networks": digest}, "run0/control",
+                                            dict(entry, run=1, weights_sha256="a" * 64))
 
 
 def test_a_partial_file_that_is_not_one_is_refused_in_one_line(tmp_path):

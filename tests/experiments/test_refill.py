@@ -277,6 +277,8 @@ def test_only_arms_refills_just_the_arms_it_names_the_control_alone_included(tmp
     assert session["only_arms"] == ["control"] and sorted(session["refilled"]) == ["run0/control", "run1/control"]
     run(arms="sgm:0.2,fgsm-at:0.1", runs=2, out=out, refill=True, only_arms=["fgsm-at:0.1"], only_runs=[1])
     assert sorted(os.listdir(out / "models")) == ["run0-control.npz", "run1-control.npz", "run1-fgsm-at_0.1.npz"]
+    run(arms="sgm:0.2,fgsm-at:0.1", runs=2, out=out, refill=True, only_arms=["SGM:0.20"])   # canonical labels
+    assert "run0-sgm_0.2.npz" in os.listdir(out / "models")
     with pytest.raises(ValueError, match="only_arms names sgm:0.3, not among the arms control, sgm:0.2"):
         run(arms="sgm:0.2,fgsm-at:0.1", runs=2, out=out, refill=True, only_arms=["sgm:0.3"])
 
@@ -301,6 +303,9 @@ def test_the_command_hands_only_arms_to_the_protocol(tmp_path, monkeypatch, caps
     monkeypatch.setattr(cli, "run_protocol", stop)
     assert cli.main(["mnist", "--arms", "sgm:0.2", "--only-arms", " control ", "--out", str(tmp_path / "p")]) == 130
     assert seen["only_arms"] == ["control"]
+    assert cli.main(["mnist", "--arms", "sgm:0.20,pgd-at:0.1", "--only-arms", "SGM:0.20,pgd-at:0.1",
+                     "--out", str(tmp_path / "p")]) == 130
+    assert seen["only_arms"] == ["sgm:0.2", "pgd-at:0.1:7"]                 # as --arms spells them
     capsys.readouterr()
 
 

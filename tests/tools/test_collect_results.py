@@ -182,14 +182,22 @@ BREAKS = {   # how RUN's results are damaged -> what the one-line refusal says
     "deep decomposition": (lambda rp, made, tmp: (rp / "decomposition.json").write_text("[" * 100000),
                            "is not a decomposition.json"),
     "transfer": (lambda rp, made, tmp: (rp / "transfer-x.json").write_text("not json"), "is not a JSON object"),
-    "edited partial decomposition": (lambda rp, made, tmp: _partial(rp, {"run0/control": 1}, edit=True),
+    "edited partial decomposition": (lambda rp, made, tmp: _partial(rp, ["run0/control"], edit=True),
                                      "was changed after it was written"),
-    "partial decomposition that shrank": (lambda rp, made, tmp: (
-        _partial(tmp / "here" / "results" / "p", {"run0/control": 1, "run1/control": 2}),
-        _partial(rp, {"run0/control": 1, "run1/sgm:0.2": 3})), "differ in the entries of run1/control; a partial"),
-    "partial decomposition of other settings": (lambda rp, made, tmp: (
-        _partial(tmp / "here" / "results" / "p", {"run0/control": 1}),
-        _partial(rp, {"run0/control": 1, "run1/control": 2}, eps=0.2)), "differ in the settings; a partial"),
+    "partial decomposition of other weights": (lambda rp, made, tmp: _partial(rp, ["run0/control"], digest="d" * 64),
+                                               "the entries of run0/control did not measure the weights"),
+    "partial decomposition of another protocol": (lambda rp, made, tmp: _partial(rp, ["run0/control"],
+                                                                                 config={"dataset": "cifar10"}),
+                                                  "was measured on another configuration than"),
+    "partial decomposition of an unrecorded network": (lambda rp, made, tmp: _partial(rp, ["run7/control"],
+                                                                                    digest="e" * 64),
+                                                       "the entries of run7/control did not measure the weights"),
+    "partial decomposition that changed": (lambda rp, made, tmp: (
+        _partial(tmp / "here" / "results" / "p", ["run0/control", "run1/control"], eps=0.1),
+        _partial(rp, ["run0/control", "run1/control", "run0/sgm:0.2"], eps=0.2)), "differ in the settings; a partial"),
+    "partial decomposition without the entries here": (lambda rp, made, tmp: (
+        _partial(tmp / "here" / "results" / "p", ["run0/control", "run1/control"]),
+        _partial(rp, ["run0/control", "run0/sgm:0.2"])), "lacks the entries of run1/control that"),
     "figure": (lambda rp, made, tmp: (rp / "decomposition.png").write_text("<svg/>"), "is not a PNG image"),
     "lone figure": (lambda rp, made, tmp: shutil.copytree(rp / "robustness" / "seed0", rp / "robustness" / "seed3",
                                                           ignore=shutil.ignore_patterns("*.json")), "no robustness.json"),
@@ -203,14 +211,18 @@ BREAKS = {   # how RUN's results are damaged -> what the one-line refusal says
 }
 
 
-def _partial(folder, entries: dict, eps=0.1, edit=False) -> None:
+def _partial(folder, keys: list, eps=0.1, edit=False, digest=None, config=None) -> None:
     """Write folder/decomposition.partial.json as python -m nanosgm.decompose --partial-only does: the settings
-    and a sealed entry per network (``entries``: key -> a number standing for its readings)."""
-    networks = {k: seal({"weights_sha256": f"{v:064x}", "readings": {"inference": v}}) for k, v in entries.items()}
+    (the protocol's configuration; ``config`` to replace it) and a sealed entry per network of ``keys``, of the
+    weights its record names (``digest`` for other weights); ``edit``: the first entry changed after sealing."""
+    doc = json.loads((folder / "protocol.json").read_text())
+    networks = {k: seal({"run": int(k[3:k.index("/")]), "weights_sha256": digest or doc["networks"][k]["weights_sha256"],
+                         "readings": {"inference": eps}}) for k in keys}
     if edit:
         next(iter(networks.values()))["readings"] = {"inference": 100}
+    settings = {"protocol_config": config or doc["config"], "eps": [eps]}
     (folder / "decomposition.partial.json").write_text(json.dumps(
-        {"format": "nanosgm-decomposition/1/partial", "settings": {"eps": [eps]}, "networks": networks}))
+        {"format": "nanosgm-decomposition/1/partial", "settings": settings, "networks": networks}))
 
 
 def test_a_partial_decomposition_comes_over_as_it_grows_and_not_beside_a_finished_one(trees, capsys):
@@ -218,19 +230,24 @@ def test_a_partial_decomposition_comes_over_as_it_grows_and_not_beside_a_finishe
     run, here = trees
     rp, hp = run / "results" / "p", here / "results" / "p"
     name = "decomposition.partial.json"
-    _partial(rp, {"run0/control": 1})
+    _partial(rp, ["run0/control"])
     assert tool.main([str(run)], here=here) == 0 and f"copied results/p/{name}" in capsys.readouterr().out
     assert (hp / name).read_bytes() == (rp / name).read_bytes()
-    _partial(rp, {"run0/control": 1, "run1/control": 2})                       # grown: comes over again
+    _partial(rp, ["run0/control", "run1/control"])                             # grown: comes over again
     assert tool.main([str(run)], here=here) == 0 and f"copied results/p/{name}" in capsys.readouterr().out
     assert (hp / name).read_bytes() == (rp / name).read_bytes()
-    _partial(rp, {"run0/control": 1})                                          # older than the one here: left alone
+    _partial(rp, ["run0/control"])                                             # older than the one here: left alone
     assert tool.main([str(run)], here=here) == 0 and name not in capsys.readouterr().out
     assert len(json.loads((hp / name).read_text())["networks"]) == 2
-    _partial(rp, {"run0/control": 1, "run1/control": 2, "run0/sgm:0.2": 3})
-    (hp / "decomposition.json").write_text("{}")                               # finished here: the partial is history
+    _partial(rp, ["run0/control", "run1/control", "run0/sgm:0.2"])
+    (rp / "decomposition.json").write_text("{}")                               # finished in RUN: the partial is history
+    assert tool.main([str(run), "--dry-run"], here=here) == 1                  # (that decomposition.json is refused)
+    assert name not in capsys.readouterr().out
+    (rp / "decomposition.json").unlink()
+    (hp / name).write_text("damaged")
+    (hp / "decomposition.json").write_text("{}")                               # finished here: nothing read or copied
     assert tool.main([str(run)], here=here) == 0 and name not in capsys.readouterr().out
-    assert len(json.loads((hp / name).read_text())["networks"]) == 2
+    assert (hp / name).read_text() == "damaged"
 
 
 @pytest.mark.parametrize("break_it", sorted(BREAKS))
