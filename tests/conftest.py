@@ -7,6 +7,10 @@ import pathlib as _pathlib
 import numpy as _np
 import pytest as _pytest
 
+# fixtures shared by several modules (made, guarded_signals, deny_opening, deny_reading, on): a module uses them by
+# name, without importing them
+pytest_plugins = ("faultkit", "protokit", "standinkit")
+
 
 def load_tool(name: str):
     """tools/<name>.py as a module (the tools are scripts, not part of the package)."""

@@ -12,7 +12,7 @@ import pytest
 from nanosgm import backend, standin
 from nanosgm.attacks import apgd, correct_under_attack, fgsm, fgsm_correct, pgd
 from nanosgm.attacks.checks import check_inputs, deferred_input_checks
-from standinkit import on, tiny_data, tiny_model  # noqa: F401  (on: a fixture)
+from standinkit import tiny_data, tiny_model
 
 EPS = [0.0, 0.05, 0.1]
 

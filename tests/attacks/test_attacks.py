@@ -1,7 +1,7 @@
 """Tests for nanosgm.attacks: FGSM (Eq. 20), PGD (+ restarts), APGD, Square, transfer, accuracy and evaluate."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 from nanosgm import attacks, backend
 from nanosgm.attacks import (PAPER_EPS, accuracy, apgd, correct_under_attack, evaluate, fgsm, input_gradient, pgd, square)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nanosgm import backend, models
+from nanosgm import models
 from nanosgm.bench import profile
 from nanosgm.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
 

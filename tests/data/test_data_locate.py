@@ -3,8 +3,6 @@ the npm route for MNIST, and the IDX parser's error handling."""
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import hashlib
 import io
 import tarfile
 import urllib.request

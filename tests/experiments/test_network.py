@@ -3,7 +3,7 @@ the last epoch's, FGSM both ways (this project's and the authors'), and names it
 import numpy as np
 import pytest
 
-from nanosgm import attacks, backend
+from nanosgm import attacks
 from nanosgm.data import Dataset
 from nanosgm.experiments import network
 from nanosgm.experiments.network import NetworkSpec, train_network

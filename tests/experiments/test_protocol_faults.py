@@ -17,7 +17,7 @@ from nanosgm.plumbing.errors import NanosgmError
 from nanosgm.plumbing.seal import RecordEdited, seal
 
 from conftest import load_tool, require_real_data
-from protokit import BASE, made, run  # noqa: F401  (made: a fixture)
+from protokit import BASE, run
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from nanosgm.experiments import audit, train_cli
 from nanosgm.plumbing.audit_resume import PARTIAL_NAME
 from nanosgm.plumbing.runlock import RunLock
 from nanosgm.plumbing.seal import seal
-from faultkit import guarded_signals  # noqa: F401  (a fixture)
 
 AU = ["-n", "20", "--pgd-steps", "2", "--restarts", "1", "--apgd-steps", "2", "--queries", "10", "--no-progress"]
 ATTACKS = ("FGSM", "PGD-2x1", "PGD-4x1", "APGD-CE", "APGD-DLR", "Square")

@@ -17,7 +17,7 @@ import pytest
 import nanosgm.data as data
 from nanosgm.data import cifar, locate, verify
 from conftest import write_cifar_fixture
-from faultkit import BROKEN_KINDS, deny_opening, deny_reading, flip_byte, replace_with, snapshot, truncate  # noqa: F401
+from faultkit import BROKEN_KINDS, flip_byte, replace_with, snapshot, truncate
 from datakit import fake_idx_files, write_idx
 
 TARGET = "t10k-labels-idx1-ubyte"          # the file the reproduction damaged

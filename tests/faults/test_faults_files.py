@@ -21,7 +21,7 @@ from nanosgm.plumbing.npz import load_npz, save_npz_atomic
 from nanosgm.optim import SGD, WAME, Adam
 from nanosgm.methods.sgm import SmoothGradient
 from nanosgm.plumbing.state import StateError
-from faultkit import BROKEN_KINDS, deny_opening, deny_reading, flip_byte, replace_with, snapshot, truncate  # noqa: F401
+from faultkit import BROKEN_KINDS, flip_byte, replace_with, snapshot, truncate
 
 
 def net(seed=0):

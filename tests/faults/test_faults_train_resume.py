@@ -18,7 +18,6 @@ from nanosgm.optim import WAME, build_optimizer
 from nanosgm.plumbing import checkpoint
 from nanosgm.plumbing.seal import check_seal
 from faultkit import snapshot, truncate
-from faultkit import guarded_signals  # noqa: F401  (a fixture)
 
 TR = ["mnist", "--model", "dnn", "--limit", "500", "--eval-limit", "200", "--pgd", "0", "--epochs", "1",
       "--no-progress"]            # 500 images, batch 128: four steps an epoch

@@ -9,7 +9,7 @@ from nanosgm import standin
 from nanosgm.layers import SoftmaxCrossEntropy
 from nanosgm.methods import SGM, RunKeeping, TrainingDiverged, epoch_seed, fit, loop
 from nanosgm.optim import build_optimizer
-from standinkit import counted_steps, on, tiny_data, tiny_model  # noqa: F401  (on: a fixture)
+from standinkit import counted_steps, tiny_data, tiny_model
 
 QUIET = RunKeeping(progress=False, log=None)
 BATCH = 5

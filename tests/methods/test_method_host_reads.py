@@ -15,7 +15,7 @@ from nanosgm.backend import host_floats
 from nanosgm.layers import SoftmaxCrossEntropy
 from nanosgm.methods import GradientRegularisation, RunKeeping, fit, loop, parse_arm
 from nanosgm.optim import build_optimizer
-from standinkit import counted_steps, on, tiny_data, tiny_model  # noqa: F401  (on: a fixture)
+from standinkit import counted_steps, tiny_data, tiny_model
 
 QUIET = RunKeeping(progress=False, log=None)
 BATCH = 5

@@ -8,7 +8,6 @@ import pytest
 from nanosgm.plumbing.seal import seal
 
 from conftest import load_tool
-from protokit import made  # noqa: F401  (a fixture)
 
 
 def audit_doc(made, accuracy=70.0, run=0):

@@ -9,7 +9,6 @@ from nanosgm.experiments.protocol import load_protocol
 from nanosgm.plumbing.seal import check_seal, is_sealed
 
 from conftest import load_tool
-from protokit import made  # noqa: F401  (a fixture)
 
 
 def git(repo, *args):
