@@ -7,6 +7,8 @@
 #
 #   tools/background_queue.sh WORKTREE [STEP ...]     (steps: the names below; default all, in this order)
 #
+# (tools/start_queue.sh makes WORKTREE, CODE and DCODE on a new machine and starts this detached.)
+#
 # WORKTREE: a checkout (git worktree add ../run <commit>) whose results/ holds the protocol folders, with the
 # committed protocol.json files copied in. CODE: the frozen checkout whose code trains, refills weights, audits,
 # decomposes and runs the tools (default WORKTREE), so that later edits of the main checkout cannot reach the
