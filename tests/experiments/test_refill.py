@@ -249,7 +249,8 @@ def test_the_command_refuses_a_bad_only_runs_in_one_line(tmp_path, capsys, text,
     assert not (tmp_path / "p").exists()
 
 
-def test_the_command_hands_only_runs_to_the_protocol(tmp_path, monkeypatch, capsys):
+def handed_to_protocol(monkeypatch, capsys, argv) -> dict:
+    """The keyword arguments the command gives run_protocol for ``argv`` (stopped there, exit 130)."""
     from nanosgm.experiments import cli
     seen = {}
 
@@ -257,9 +258,15 @@ def test_the_command_hands_only_runs_to_the_protocol(tmp_path, monkeypatch, caps
         seen.update(kw)
         raise KeyboardInterrupt
     monkeypatch.setattr(cli, "run_protocol", stop)
-    assert cli.main(["mnist", "--runs", "3", "--only-runs", "2,0", "--out", str(tmp_path / "p")]) == 130
-    assert seen["only_runs"] == [2, 0] and seen["runs"] == 3
+    assert cli.main(argv) == 130
     capsys.readouterr()
+    return seen
+
+
+def test_the_command_hands_only_runs_to_the_protocol(tmp_path, monkeypatch, capsys):
+    seen = handed_to_protocol(monkeypatch, capsys, ["mnist", "--runs", "3", "--only-runs", "2,0",
+                                                    "--out", str(tmp_path / "p")])
+    assert seen["only_runs"] == [2, 0] and seen["runs"] == 3
 
 
 def test_only_arms_refills_just_the_arms_it_names_the_control_alone_included(tmp_path):
@@ -294,19 +301,12 @@ def test_the_command_refuses_an_arm_not_of_the_protocol_in_one_line(tmp_path, ca
 
 
 def test_the_command_hands_only_arms_to_the_protocol(tmp_path, monkeypatch, capsys):
-    from nanosgm.experiments import cli
-    seen = {}
-
-    def stop(base, **kw):
-        seen.update(kw)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(cli, "run_protocol", stop)
-    assert cli.main(["mnist", "--arms", "sgm:0.2", "--only-arms", " control ", "--out", str(tmp_path / "p")]) == 130
+    out = ["--out", str(tmp_path / "p")]
+    seen = handed_to_protocol(monkeypatch, capsys, ["mnist", "--arms", "sgm:0.2", "--only-arms", " control "] + out)
     assert seen["only_arms"] == ["control"]
-    assert cli.main(["mnist", "--arms", "sgm:0.20,pgd-at:0.1", "--only-arms", "SGM:0.20,pgd-at:0.1",
-                     "--out", str(tmp_path / "p")]) == 130
+    seen = handed_to_protocol(monkeypatch, capsys, ["mnist", "--arms", "sgm:0.20,pgd-at:0.1",
+                                                    "--only-arms", "SGM:0.20,pgd-at:0.1"] + out)
     assert seen["only_arms"] == ["sgm:0.2", "pgd-at:0.1:7"]                 # as --arms spells them
-    capsys.readouterr()
 
 
 def test_a_run_that_trains_nothing_leaves_no_session_entry(tmp_path):
