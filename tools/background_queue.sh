@@ -29,7 +29,7 @@ C=$(cd "${CODE:-$W}" && pwd) || { echo "error: CODE=${CODE:-} is no folder" >&2;
 D=$(cd "${DCODE:-$C}" && pwd) || { echo "error: DCODE=${DCODE:-} is no folder" >&2; exit 2; }
 PY=${PY:-python}
 export OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" MPLBACKEND=Agg
-: "${NANOSGM_DATA:?set NANOSGM_DATA to the folder with mnist/}"
+[ -n "${NANOSGM_DATA:-}" ] || { echo "error: set NANOSGM_DATA to the folder with mnist/" >&2; exit 2; }
 (cd "$D" && PYTHONPATH=$D $PY -m nanosgm.decompose --help | grep -q -- --partial-only \
    && PYTHONPATH=$D $PY -m nanosgm.experiments --help | grep -q -- --only-arms) \
   || { echo "error: DCODE=$D has no decompose --partial-only or experiments --only-arms; give a newer checkout" >&2; exit 2; }
