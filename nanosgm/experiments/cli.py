@@ -15,7 +15,7 @@ from . import paper_tables, recipe
 from .cli_args import add_common_arguments, common_setup, optimizer_name
 from .figures import write_figures
 from .network import NetworkSpec
-from .protocol import load_protocol, parse_arm, parse_arms, run_protocol
+from .protocol import load_protocol, parse_arms, run_protocol, selected_arms
 from .stats import summarize
 from .tables import format_tables
 
@@ -109,13 +109,10 @@ def _only_arms(args: argparse.Namespace, arm_list: list[str]) -> list[str] | Non
     if args.only_arms is None:
         return None
     try:
-        named = [parse_arm(a).label for a in args.only_arms.split(",") if a.strip()]   # as --arms spells them
+        return selected_arms(args.only_arms.split(","), arm_list)
     except ValueError:
-        named = []
-    if not named or any(a not in arm_list for a in named):
         raise CliError(f"--only-arms {args.only_arms!r}: name arms of this protocol, comma-separated: "
-                       f"{', '.join(arm_list)}")
-    return named
+                       f"{', '.join(arm_list)}") from None
 
 
 def _finish(args: argparse.Namespace, result: dict, out: str) -> int:

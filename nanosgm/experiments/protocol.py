@@ -69,7 +69,7 @@ from .stats import summarize
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["PAPER_EPS", "PROTOCOL_FORMAT", "CONTROL", "arm_spec", "parse_arm", "parse_arms", "ConfigMismatch",
+__all__ = ["PAPER_EPS", "PROTOCOL_FORMAT", "CONTROL", "arm_spec", "parse_arm", "parse_arms", "selected_arms", "ConfigMismatch",
            "run_protocol", "load_protocol", "network_key", "protocol_config", "expected_spec", "check_lockstep",
            "ProtocolError", "LockstepBroken"]
 
@@ -215,8 +215,8 @@ def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms: str 
         raise ValueError(f"runs must be >= 1, got {runs}")
     if only_runs is not None and (not only_runs or any(not 0 <= i < runs for i in only_runs)):
         raise ValueError(f"only_runs must name runs 0-{runs - 1} (of runs={runs}), got {list(only_runs)}")
-    if only_arms is not None and not only_arms:
-        raise ValueError("only_arms must name at least one arm")
+    if only_arms is not None:
+        only_arms = selected_arms(only_arms, parse_arms(arms if isinstance(arms, str) else ",".join(arms)))
     if refill and out is None:
         raise ValueError("refill needs the protocol folder (out)")
     if not isinstance(scheduler, str):
@@ -231,6 +231,22 @@ def run_protocol(base: NetworkSpec, *, runs: int = 5, seed0: int = 0, arms: str 
         client.close()
 
 
+def selected_arms(names: Iterable[str], arm_list: Sequence[str]) -> list[str]:
+    """``only_arms`` as canonical arm labels (as ``--arms`` spells them; blank names skipped), each one of
+    ``arm_list`` (the protocol's arms, control first). ValueError if none is named or one is not an arm of it.
+
+    >>> selected_arms([" control", "SGM:0.20"], ["control", "sgm:0.2"])
+    ['control', 'sgm:0.2']
+    """
+    named = [parse_arm(a).label for a in names if a.strip()]
+    if not named:
+        raise ValueError("only_arms must name at least one arm")
+    foreign = [a for a in named if a not in arm_list]
+    if foreign:
+        raise ValueError(f"only_arms names {', '.join(foreign)}, not among the arms {', '.join(arm_list)}")
+    return named
+
+
 def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], out: str | Path | None, workers: int,
               scheduler: Client | None, threads: int | None, progress: bool, bars: bool,
               argv: Sequence[str], refill: bool = False, only_runs: Sequence[int] | None = None,
@@ -238,10 +254,6 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
     """:func:`run_protocol` once its scheduler (if any) is connected."""
     from .parallel import default_threads
     arm_list = parse_arms(arms if isinstance(arms, str) else ",".join(arms))
-    only_arms = None if only_arms is None else [parse_arm(a).label for a in only_arms]   # canonical labels
-    foreign = [a for a in only_arms or () if a not in arm_list]
-    if foreign:
-        raise ValueError(f"only_arms names {', '.join(foreign)}, not among the arms {', '.join(arm_list)}")
     blas = int(threads or default_threads(workers))
     why = (f"--threads {blas}" if threads else
            f"--threads not given: cores // --workers = {os.cpu_count()} // {workers}")

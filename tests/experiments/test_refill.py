@@ -288,6 +288,11 @@ def test_only_arms_refills_just_the_arms_it_names_the_control_alone_included(tmp
     assert "run0-sgm_0.2.npz" in os.listdir(out / "models")
     with pytest.raises(ValueError, match="only_arms names sgm:0.3, not among the arms control, sgm:0.2"):
         run(arms="sgm:0.2,fgsm-at:0.1", runs=2, out=out, refill=True, only_arms=["sgm:0.3"])
+    before = (out / "protocol.json").read_bytes()
+    for nothing in ([], [" "]):
+        with pytest.raises(ValueError, match="only_arms must name at least one arm"):
+            run(arms="sgm:0.2,fgsm-at:0.1", runs=2, out=out, refill=True, only_arms=nothing)
+    assert (out / "protocol.json").read_bytes() == before           # refused before anything is written
 
 
 @pytest.mark.parametrize("text", ["sgm:0.3", ",", "control,bogus"])
