@@ -1,6 +1,6 @@
 #!/bin/bash
-# The long runs of issues 21, 24 and 27, one after another, on a 2-core CPU (two networks or two audit workers at
-# a time, one BLAS thread each). Every step resumes where it stopped (protocols from their epoch checkpoints, audits
+# The long runs of issues 21, 24 and 27, one after another, on a 2-core CPU (two or three networks, or two audit
+# workers, at a time, one BLAS thread each). Every step resumes where it stopped (protocols from their epoch checkpoints, audits
 # from their partial files) and skips what is finished, so after a session's end the same command goes on. A seed
 # is audited as soon as its networks exist (trained, or refilled with --only-runs when a session or a machine lost
 # their weights), so that each finished seed's robustness.json can be committed before the weights are lost again:
@@ -15,9 +15,10 @@
 # runs; a later commit must reproduce the training bit for bit, which --refill-weights checks network by network.
 # DCODE: the checkout whose code decomposes the authors' FGSM and refills future-work's controls alone (default
 # CODE; one whose nanosgm.decompose has --partial-only and --require-all, and nanosgm.experiments --only-arms; a
-# refill keeps weights only where they are the recorded ones). Each ten-pair seed pair is decomposed while its
-# weights exist, into results/mnist-cnn-ten/decomposition.partial.json, which collect_results brings back to be
-# committed, so that the final decomposition needs no weights trained again.
+# refill keeps weights only where they are the recorded ones). A seed of the ten pairs or of the fifty-epoch
+# protocol is one unit that fits a session: its three networks trained at once, decomposed while its weights exist
+# (into the folder's decomposition.partial.json, which collect_results brings back to be committed, so that the
+# final decomposition needs no weights trained again), then audited.
 # NANOSGM_DATA must name the folder with mnist/. PY: the python to use (default: python). Weights (models/) stay
 # in WORKTREE/results and are never committed; python tools/collect_results.py WORKTREE (run in the main
 # checkout) brings each finished protocol.json, robustness/seed* and table back into it, each checked first.
@@ -34,17 +35,21 @@ export OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX
    && PYTHONPATH=$D $PY -m nanosgm.experiments --help | grep -q -- --only-arms) \
   || { echo "error: DCODE=$D has no decompose --partial-only or experiments --only-arms; give a newer checkout" >&2; exit 2; }
 
+WORKERS=2           # networks trained at once, one BLAS thread each (a seed's three networks: WORKERS=3, below)
 experiments_in() { local code=$1; shift        # python -m nanosgm.experiments mnist from the checkout $1
-  (cd "$code" && PYTHONPATH=$code $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers 2 --threads 1 \
-     --no-progress); }
+  (cd "$code" && PYTHONPATH=$code $PY -m nanosgm.experiments mnist --model "$@" --pgd 1000 --workers "$WORKERS" \
+     --threads 1 --no-progress); }
 train() { experiments_in "$C" "$@"; }
 refill() { experiments_in "$C" "$@" --refill-weights; }
-decompose_ten() {  # the ten pairs' saved networks, one BLAS thread as they were trained (the same numbers each session)
-  (cd "$D" && OPENBLAS_NUM_THREADS=1 NANOSGM_THREADS=1 PYTHONPATH=$D $PY -m nanosgm.decompose "$R/mnist-cnn-ten" \
+decompose_in() {   # protocol folder $1's saved networks, one BLAS thread as they were trained (the same numbers each
+  local P=$1; shift  # session)
+  (cd "$D" && OPENBLAS_NUM_THREADS=1 NANOSGM_THREADS=1 PYTHONPATH=$D $PY -m nanosgm.decompose "$R/$P" \
      -n 1000 --no-progress "$@")
 }
 FUTURE_ARMS=sgm-sign:0.01,sgm-adam:0.01,gradreg:0.01,gradreg:0.1
 TEN_ARMS=sgm:0.2,sgm:0.2:per-sample
+TEN=(cnn --runs 10 --epochs 10 --arms $TEN_ARMS)                       # results/mnist-cnn-ten/README.md
+FIFTY=(cnn --runs 3 --epochs 50 --arms $TEN_ARMS --watch-fgsm 10)      # results/mnist-cnn-50/README.md
 
 future_work() {     # issue 24: five pairs of the four future-work arms (results/future-work/README.md)
   train cnn --runs 5 --epochs 10 --arms $FUTURE_ARMS --out "$R/future-work"
@@ -79,19 +84,33 @@ future_audits() {   # issue 24: each seed's weights again where lost (run 4 firs
   done
 }
 
-ten_pairs() {       # issue 21: MNIST-CNN seeds 0-9 of the control and both SGM arms (results/mnist-cnn-ten/README.md),
-  local pair a b i  # two seeds at a time (six networks: three full rounds of two workers, where one seed's three
-  for pair in 5,6 7,8 9,0 1,2 3,4; do   # would leave a core idle for its third), each trained (or its lost weights
-    a=${pair%,*} b=${pair#*,}           # refilled) and then audited; the five new seeds first
-    [ -f "$R/mnist-cnn-ten/robustness/seed$a/robustness.json" ] \
-      && [ -f "$R/mnist-cnn-ten/robustness/seed$b/robustness.json" ] && continue
-    train cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $pair --out "$R/mnist-cnn-ten" || return 1
-    refill cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs $pair --out "$R/mnist-cnn-ten" || return 1
-    # a failed decomposition does not hold up the audits: the final step refills the runs it lacks
-    [ -f "$R/mnist-cnn-ten/decomposition.json" ] || decompose_ten --partial-only \
-      || echo "== decomposition of seeds $pair failed (above); step decomposition refills what it lacks"
-    for i in $a $b; do audit_seed mnist-cnn-ten $i || return 1; done
-  done
+seed_done() {      # one seed of protocol folder $1 (its flags: $3 ...), whole within a session: its three networks
+  local P=$1 i=$2 WORKERS=3; shift 2   # at once (three workers on the two cores: none idles while a third trains),
+  [ -f "$R/$P/robustness/seed$i/robustness.json" ] && return 0   # or their lost weights refilled; decomposed while the
+  train "$@" --only-runs $i --out "$R/$P" || return 1               # weights exist; then audited
+  refill "$@" --only-runs $i --out "$R/$P" || return 1
+  # a failed decomposition does not hold up the audit: the protocol's final decomposition refills what it lacks
+  [ -f "$R/$P/decomposition.json" ] || decompose_in "$P" --partial-only \
+    || echo "== decomposition of $P seed $i failed (above); its final decomposition refills what it lacks"
+  audit_seed "$P" $i
+}
+
+decompose_all() {  # protocol folder $1 (its flags: $2 ...) decomposed whole, from its partial file; weights refilled
+  local P=$1 err=$R/$1/decompose.err runs rc; shift   # only for the runs it lacks (--require-all: exit 3, runs named)
+  [ -f "$R/$P/decomposition.json" ] && return 0
+  decompose_in "$P" --require-all 2> "$err"; rc=$?
+  cat "$err" >&2
+  [ $rc -eq 0 ] && return 0
+  [ $rc -eq 3 ] || return 1
+  runs=$(sed -n 's/.*--only-runs \([0-9,]*\)).*/\1/p' "$err")
+  [ -n "$runs" ] || return 1
+  refill "$@" --only-runs "$runs" --out "$R/$P" || return 1
+  decompose_in "$P" --require-all
+}
+
+ten_pairs() {       # issue 21: MNIST-CNN seeds 0-9 of the control and both SGM arms, the five new seeds first
+  local i
+  for i in 5 6 7 8 9 0 1 2 3 4; do seed_done mnist-cnn-ten $i "${TEN[@]}" || return 1; done
 }
 
 dnn_again() {       # issue 21: the MNIST-DNN control and sgm:0.2 weights again, then the transfer table
@@ -105,21 +124,14 @@ dnn_again() {       # issue 21: the MNIST-DNN control and sgm:0.2 weights again,
      "$R/mnist-dnn-conventions" --json "$R/mnist-dnn-conventions/transfer-cnn-to-dnn-table.json")
 }
 
-decomposition() {   # issue 27: the authors' FGSM taken apart on the ten-pair networks, from the partial file
-  [ -f "$R/mnist-cnn-ten/decomposition.json" ] && return 0      # ten_pairs filled it; weights refilled only if it
-  local err=$R/mnist-cnn-ten/decompose.err runs rc            # lacks some (--require-all: exit 3, the runs named)
-  decompose_ten --require-all 2> "$err"; rc=$?
-  cat "$err" >&2
-  [ $rc -eq 0 ] && return 0
-  [ $rc -eq 3 ] || return 1
-  runs=$(sed -n 's/.*--only-runs \([0-9,]*\)).*/\1/p' "$err")
-  [ -n "$runs" ] || return 1
-  refill cnn --runs 10 --epochs 10 --arms $TEN_ARMS --only-runs "$runs" --out "$R/mnist-cnn-ten" || return 1
-  decompose_ten --require-all
+decomposition() {   # issue 27: the authors' FGSM taken apart on the ten pairs' networks
+  decompose_all mnist-cnn-ten "${TEN[@]}"
 }
 
-fifty_epochs() {    # issue 27: MNIST-CNN at the paper's length (results/mnist-cnn-50/README.md)
-  train cnn --runs 3 --epochs 50 --arms $TEN_ARMS --watch-fgsm 10 --out "$R/mnist-cnn-50"
+fifty_epochs() {    # issue 27: MNIST-CNN at the paper's length, seeds 0-2 like the ten pairs, then decomposed whole
+  local i
+  for i in 0 1 2; do seed_done mnist-cnn-50 $i "${FIFTY[@]}" || return 1; done
+  decompose_all mnist-cnn-50 "${FIFTY[@]}"
 }
 
 steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(future_work future_audits ten_pairs dnn_again decomposition fifty_epochs)

@@ -86,16 +86,24 @@ def what(command):
     return Path(command["cwd"]).name, name, *keep
 
 
-def test_ten_pairs_trains_refills_decomposes_and_audits_each_pair_in_order_then_skips_them(queue):
+def flag(command, name):
+    args = command["args"]
+    return args[args.index(name) + 1]
+
+
+def test_ten_pairs_trains_refills_decomposes_and_audits_each_seed_in_order_then_skips_them(queue):
     got, commands = queue("ten_pairs")
     assert got.returncode == 0, got.stdout + got.stderr
     expected = []
-    for a, b in [(5, 6), (7, 8), (9, 0), (1, 2), (3, 4)]:
-        expected += [("code", "nanosgm.experiments", "cnn", "10", f"{a},{b}"),
-                     ("code", "nanosgm.experiments", "cnn", "10", f"{a},{b}", "--refill-weights"),
+    for i in [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]:
+        expected += [("code", "nanosgm.experiments", "cnn", "10", f"{i}"),
+                     ("code", "nanosgm.experiments", "cnn", "10", f"{i}", "--refill-weights"),
                      ("dcode", "nanosgm.decompose", "--partial-only"),
-                     ("code", "nanosgm.robustness"), ("code", "nanosgm.robustness")]
+                     ("code", "nanosgm.robustness")]
     assert [what(c) for c in commands] == expected
+    trains = [c for c in commands if what(c)[1] == "nanosgm.experiments"]
+    assert {(flag(c, "--workers"), flag(c, "--threads"), flag(c, "--out")) for c in trains} == {
+        ("3", "1", str(queue.base / "run/results/mnist-cnn-ten"))}   # a seed's three networks at once
     models = queue.base / "run/results/mnist-cnn-ten/models"
     audits = [c["args"] for c in commands if what(c)[1] == "nanosgm.robustness"]
     for i, args in zip([5, 6, 7, 8, 9, 0, 1, 2, 3, 4], audits):
@@ -111,7 +119,7 @@ def test_ten_pairs_trains_refills_decomposes_and_audits_each_pair_in_order_then_
 def test_a_failed_pair_decomposition_does_not_hold_up_its_audits(queue):
     got, commands = queue("ten_pairs", FAKE_DECOMPOSE_RC="1")
     assert got.returncode == 0, got.stderr
-    assert "== decomposition of seeds 5,6 failed" in got.stdout
+    assert "== decomposition of mnist-cnn-ten seed 5 failed" in got.stdout
     assert [what(c)[1] for c in commands].count("nanosgm.robustness") == 10
 
 
@@ -151,9 +159,20 @@ def test_a_finished_decomposition_is_left_alone(queue):
     assert got.returncode == 0 and commands == []
 
 
+def test_a_seed_with_its_audit_is_skipped_whole(queue):
+    done = queue.base / "run/results/mnist-cnn-ten/robustness/seed6"
+    done.mkdir(parents=True)
+    (done / "robustness.json").write_text("{}")
+    got, commands = queue("ten_pairs")
+    assert got.returncode == 0
+    assert "6" not in {flag(c, "--only-runs") for c in commands if what(c)[1] == "nanosgm.experiments"}
+    assert len([c for c in commands if what(c)[1] == "nanosgm.robustness"]) == 9
+
+
 def test_dnn_again_refills_the_dnn_protocol_and_only_future_works_controls_then_the_transfer_table(queue):
     got, commands = queue("dnn_again")
     assert got.returncode == 0, got.stdout + got.stderr
+    assert flag(commands[0], "--workers") == "2"                   # ten networks: two at a time
     assert [what(c) for c in commands] == [
         ("code", "nanosgm.experiments", "dnn", "5", "--refill-weights"),
         ("dcode", "nanosgm.experiments", "cnn", "5", "--refill-weights", "control"),   # --only-arms control
@@ -162,12 +181,41 @@ def test_dnn_again_refills_the_dnn_protocol_and_only_future_works_controls_then_
     assert queue("dnn_again")[1] == []                               # the table made: the step is done
 
 
-def test_the_fifty_epoch_step_trains_three_pairs_of_fifty_epochs(queue):
+def test_the_fifty_epoch_step_does_each_seed_like_the_ten_pairs_then_decomposes_them_whole(queue):
     got, commands = queue("fifty_epochs")
-    assert got.returncode == 0
-    assert [what(c) for c in commands] == [("code", "nanosgm.experiments", "cnn", "3")]
-    args = commands[0]["args"]
-    assert args[args.index("--epochs") + 1] == "50" and args[args.index("--watch-fgsm") + 1] == "10"
+    assert got.returncode == 0, got.stdout + got.stderr
+    expected = []
+    for i in [0, 1, 2]:
+        expected += [("code", "nanosgm.experiments", "cnn", "3", f"{i}"),
+                     ("code", "nanosgm.experiments", "cnn", "3", f"{i}", "--refill-weights"),
+                     ("dcode", "nanosgm.decompose", "--partial-only"),
+                     ("code", "nanosgm.robustness")]
+    assert [what(c) for c in commands] == expected + [("dcode", "nanosgm.decompose", "--require-all")]
+    folder = str(queue.base / "run/results/mnist-cnn-50")
+    for c in commands:
+        if what(c)[1] == "nanosgm.experiments":
+            assert (flag(c, "--epochs"), flag(c, "--watch-fgsm"), flag(c, "--out"), flag(c, "--workers")) == (
+                "50", "10", folder, "3")
+        elif what(c)[1] == "nanosgm.decompose":
+            assert c["args"][2] == folder
+        else:
+            assert flag(c, "--out") == f"{folder}/robustness/seed{flag(c, '--out')[-1]}"
+
+
+def test_the_fifty_epoch_decomposition_refills_the_runs_it_lacks_with_the_fifty_epoch_flags(queue):
+    for i in range(3):
+        audit = queue.base / f"run/results/mnist-cnn-50/robustness/seed{i}"
+        audit.mkdir(parents=True)
+        (audit / "robustness.json").write_text("{}")
+    (queue.base / "refusal").write_text(refusal_of([1]))
+    got, commands = queue("fifty_epochs")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert [what(c) for c in commands] == [
+        ("dcode", "nanosgm.decompose", "--require-all"),
+        ("code", "nanosgm.experiments", "cnn", "3", "1", "--refill-weights"),
+        ("dcode", "nanosgm.decompose", "--require-all")]
+    refill = commands[1]
+    assert (flag(refill, "--epochs"), flag(refill, "--watch-fgsm"), flag(refill, "--workers")) == ("50", "10", "2")
 
 
 @pytest.mark.parametrize("case,why", [("old dcode", "error: DCODE="), ("no step", "error: no step tea"),
