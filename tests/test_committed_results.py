@@ -67,5 +67,20 @@ def test_the_ten_pairs_controls_equal_the_future_work_controls_of_the_same_seeds
         assert untimed[0] == untimed[1], key
 
 
+def with_table_blocks() -> list[Path]:
+    return [p for p in committed("README.md") if "<!-- results_" in p.read_text(encoding="utf-8")]
+
+
+@pytest.mark.parametrize("path", with_table_blocks(), ids=lambda p: str(p.relative_to(RESULTS)))
+def test_each_readme_table_block_is_what_the_committed_results_make_now(path):
+    """A README's generated tables (tools/results_tables.py --update) are those of the files beside them: a
+    protocol that grew, or a table edited by hand, fails here until the blocks are written again."""
+    text, blocks = load_tool("results_tables").rewritten(path)
+    assert blocks >= 1
+    assert text == path.read_text(encoding="utf-8"), (
+        f"{path.relative_to(RESULTS.parent)}: run python tools/results_tables.py --update {path.relative_to(RESULTS.parent)}")
+
+
 def test_the_committed_results_were_found():
     assert len(committed("protocol.json")) >= 8 and len(committed("robustness.json")) >= 10
+    assert len(with_table_blocks()) >= 4

@@ -233,11 +233,20 @@ def _conventions_block(base, folders) -> str:
 
 
 def update(markdown_path) -> int:
-    """Rewrite every block ``<!-- results_tables: FOLDER -->`` ... ``<!-- /results_tables -->`` of a markdown
-    file with the tables of FOLDER (relative to the file's own folder), and every block
-    ``<!-- results_conventions: FOLDER ... -->`` ... ``<!-- /results_conventions -->`` with
-    :func:`conventions_tables` of each FOLDER; the prose around them is kept. Returns the number of blocks
-    rewritten."""
+    """Rewrite the table blocks of a markdown file in place (:func:`rewritten`, atomically); the number of
+    blocks rewritten."""
+    new, n = rewritten(markdown_path)
+    if n:                                   # atomically: a crash never leaves half a README
+        atomic_write(markdown_path, lambda f: f.write(new.encode("utf-8")), suffix=".md")
+    return n
+
+
+def rewritten(markdown_path) -> tuple[str, int]:
+    """The text of a markdown file with every block ``<!-- results_tables: FOLDER -->`` ...
+    ``<!-- /results_tables -->`` holding the tables of FOLDER (relative to the file's own folder), every block
+    ``<!-- results_conventions: FOLDER ... -->`` ... ``<!-- /results_conventions -->`` :func:`conventions_tables`
+    of each FOLDER, and every ``results_decomposition`` block :func:`decomposition_table` of each; the prose
+    around them kept. Returns the text and the number of blocks."""
     base = os.path.dirname(os.path.abspath(markdown_path))
     with open(markdown_path, encoding="utf-8") as f:
         text = f.read()
@@ -246,10 +255,7 @@ def update(markdown_path) -> int:
         lambda m: f"{m.group(1)}\n{_conventions_block(base, m.group('folders'))}\n{m.group(3)}", new)
     new, n_dec = _DEC_BLOCK.subn(lambda m: f"{m.group(1)}\n" + "\n\n".join(
         decomposition_table(os.path.join(base, f), f) for f in m.group("folders").split()) + f"\n{m.group(3)}", new)
-    n += n_conv + n_dec
-    if n:                                   # atomically: a crash never leaves half a README
-        atomic_write(markdown_path, lambda f: f.write(new.encode("utf-8")), suffix=".md")
-    return n
+    return new, n + n_conv + n_dec
 
 
 def _folder(folder) -> str:
