@@ -2,6 +2,7 @@
 it, with every record sealed; every audit and decomposition is sealed and its seal holds. An edit to a
 committed number, or a result file added without its seal, fails here."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,23 @@ def test_each_readme_table_block_is_what_the_committed_results_make_now(path):
         f"{path.relative_to(RESULTS.parent)}: run python tools/results_tables.py --update {path.relative_to(RESULTS.parent)}")
 
 
+def tables_beside_a_protocol() -> list[Path]:
+    return [p for p in committed("tables.txt") if (p.parent / "protocol.json").is_file()]
+
+
+@pytest.mark.parametrize("path", tables_beside_a_protocol(), ids=lambda p: str(p.relative_to(RESULTS)))
+def test_each_tables_txt_is_what_its_protocol_prints_now(path, tmp_path, capsys):
+    """``tables.txt`` is ``python -m nanosgm.experiments --tables-only --out FOLDER`` of the protocol beside it
+    (a first line ``$ COMMAND`` aside), run on a copy: a protocol that grew without its tables fails here."""
+    from nanosgm.experiments import cli
+    shutil.copyfile(path.parent / "protocol.json", tmp_path / "protocol.json")
+    assert cli.main(["--tables-only", "--out", str(tmp_path)]) == 0
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if not line.startswith("$ ")]
+    assert capsys.readouterr().out == "".join(kept), (
+        f"write it again: python -m nanosgm.experiments --tables-only --out {path.parent.relative_to(RESULTS.parent)}"
+        f" > {path.relative_to(RESULTS.parent)}")
+
+
 def test_the_committed_results_were_found():
     assert len(committed("protocol.json")) >= 8 and len(committed("robustness.json")) >= 10
-    assert len(with_table_blocks()) >= 4
+    assert len(with_table_blocks()) >= 4 and len(tables_beside_a_protocol()) >= 6
