@@ -56,7 +56,7 @@ from .. import attacks, backend
 from ..methods.base import format_number
 from ..plumbing.argparser import Parser
 from ..plumbing.audit_resume import PARTIAL_NAME, FinishedAttacks, PartialFileError, digest
-from ..plumbing.flags import numbers, whole
+from ..plumbing.flags import named, numbers, whole
 from ..plumbing.seal import RecordEdited, check_seal, is_sealed, seal, unsealed_note
 
 if TYPE_CHECKING:
@@ -700,9 +700,9 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--transfer", default="first", choices=TRANSFER, help="transfer pairs: the first network with "
                    "each other one, both ways (default), every ordered pair, or none")
     p.add_argument("--batch-size", type=int, default=Suite.batch_size, help="images per batch (default 100)")
-    p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, ...)")
+    p.add_argument("--data-dir", type=named("--data-dir"), default=None, help="where the dataset files are (else NANOSGM_DATA, ...)")
     p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend")
-    p.add_argument("--out", default=None, help="folder for robustness.json and robustness.png (default: the first "
+    p.add_argument("--out", type=named("--out"), default=None, help="folder for robustness.json and robustness.png (default: the first "
                    "model's folder)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier robustness.json in --out")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")

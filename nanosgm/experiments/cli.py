@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from .. import backend
 from ..plumbing.argparser import Parser
 from ..plumbing.cli import CliError, check_out_folder, run_cli
-from ..plumbing.flags import whole, wholes
+from ..plumbing.flags import named, whole, wholes
 from . import paper_tables, recipe
 from .cli_args import add_common_arguments, common_setup, optimizer_name
 from .figures import write_figures
@@ -36,7 +36,7 @@ def build_parser(prog: str = PROG) -> Parser:
     add_common_arguments(p, "per network", dataset_optional=True)
     p.add_argument("--runs", type=whole("--runs", least=1), default=5,
                    help="lock-step runs (seeds) per arm (default 5, the paper's)")
-    p.add_argument("--arms", default=None, help="comma-separated arms beside the control: sgm:LAMBDA, "
+    p.add_argument("--arms", type=named("--arms"), default=None, help="comma-separated arms beside the control: sgm:LAMBDA, "
                    "sgm:LAMBDA:per-sample, published; the adaptive input updates sgm-momentum|sgm-adam|sgm-sign:STEP"
                    "[:per-sample][:ball=R][:clip]; input-gradient regularisation gradreg:MU, gradreg-fd:MU:H; the "
                    "adversarial-training baselines fgsm-at:EPS, fgsm-rs:EPS, pgd-at:EPS:STEPS (default: "
@@ -47,7 +47,7 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--watch-fgsm", type=whole("--watch-fgsm", least=0), default=0, metavar="K",
                    help="every K epochs, FGSM on the validation split under both conventions, in each network's "
                         "history (default 0: never)")
-    p.add_argument("--out", default=None, help="protocol folder (default runs/protocol-<dataset>-<model>[-aug])")
+    p.add_argument("--out", type=named("--out"), default=None, help="protocol folder (default runs/protocol-<dataset>-<model>[-aug])")
     p.add_argument("--seed", type=whole("--seed", least=0), default=0,
                    help="seed of run 0; run i uses seed + i (default 0)")
     p.add_argument("--workers", type=whole("--workers", least=1), default=1, help="networks trained at once in "
@@ -56,7 +56,7 @@ def build_parser(prog: str = PROG) -> Parser:
                    help="BLAS threads per network, whichever way it runs "
                    "(default: cores // workers); every number of a record depends on it, so a protocol is resumed "
                    "with the count it was made with (protocol.json's blas_threads)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="send the networks to this Dask scheduler "
+    p.add_argument("--scheduler", type=named("--scheduler"), default=None, metavar="ADDRESS", help="send the networks to this Dask scheduler "
                    "(tcp://host:8786) instead of local workers; needs pip install -e \".[cluster]\"")
     p.add_argument("--refill-weights", action="store_true", help="train nothing new: train again the recorded "
                    "networks (of --runs and --arms) whose weights are missing from --out/models, keeping each one's "
@@ -72,7 +72,7 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--figures", action="store_true", help="also write Figures 1-6 as PNGs into --out")
     p.add_argument("--tables-only", action="store_true", help="train nothing: print the tables (and --figures) "
                    "from --out/protocol.json (its own configuration; the training flags are ignored)")
-    p.add_argument("--paper-dir", default=None, help="read the paper's numbers from the table CSVs in this folder "
+    p.add_argument("--paper-dir", type=named("--paper-dir"), default=None, help="read the paper's numbers from the table CSVs in this folder "
                    "(default: the numbers shipped in nanosgm.experiments.paper_tables)")
     return p
 
@@ -169,6 +169,11 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         raise CliError(f"--refill-weights: {out} holds no protocol.json, so no network is recorded there; give the "
                        f"protocol's folder with --out")
     check_out_folder(out)
+    if os.path.exists(os.path.join(out, "protocol.json")):
+        load_protocol(out)           # one that will not read is refused before its folder is locked
+    if args.scheduler is None:       # a --data-dir or NANOSGM_DATA that is no folder: refused before anything is
+        from ..data import locate, registry      # written (files not found anywhere are downloaded where loaded)
+        locate.find(registry.get_spec(args.dataset), args.data_dir)
     base = _base_spec(args, model_name, eps_list)
     t0 = time.perf_counter()
     with RunLock(out):

@@ -5,7 +5,7 @@ import argparse
 
 from .. import backend, models
 from ..plumbing.errors import CliError
-from ..plumbing.flags import number, numbers, whole
+from ..plumbing.flags import named, number, numbers, whole
 
 __all__ = ["dataset_name", "optimizer_name", "add_common_arguments", "check_common_args", "common_setup"]
 
@@ -52,7 +52,7 @@ def add_common_arguments(p: argparse.ArgumentParser, what: str, dataset_optional
                    help="use only the first N training images (quick runs)")
     p.add_argument("--eval-limit", type=whole("--eval-limit", least=1), default=None,
                    help="use only the first N validation and test images")
-    p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, the cache, ...)")
+    p.add_argument("--data-dir", type=named("--data-dir"), default=None, help="where the dataset files are (else NANOSGM_DATA, the cache, ...)")
     p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend (default: "
                    "NANOSGM_BACKEND or numpy)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (result lines are still printed)")

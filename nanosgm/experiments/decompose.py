@@ -54,7 +54,7 @@ from ..methods.base import format_number
 from ..plumbing.argparser import Parser
 from ..plumbing.errors import NanosgmError
 from ..plumbing.seal import RecordEdited, check_seal, seal
-from ..plumbing.flags import numbers
+from ..plumbing.flags import named, numbers
 from .keys import file_stem, split_key
 from .network import pct, weights_digest
 from .records import authors_draw_seed, recorded_weights
@@ -211,7 +211,7 @@ def build_parser(prog: str = PROG) -> Parser:
                    "(default: all it measured, so that the inference and authors readings meet the records)")
     p.add_argument("--readings", default="all", help="comma-separated readings (default all "
                    f"{len(READINGS)}: {', '.join(READINGS)}); '{CONTROL_READING}' is always measured")
-    p.add_argument("--data-dir", default=None, help="where the dataset files are (else NANOSGM_DATA, ...)")
+    p.add_argument("--data-dir", type=named("--data-dir"), default=None, help="where the dataset files are (else NANOSGM_DATA, ...)")
     p.add_argument("--backend", default=None, choices=["numpy", "cupy"], help="array backend (default numpy)")
     p.add_argument("--overwrite", action="store_true", help=f"replace an earlier {OUT_NAME}")
     p.add_argument("--partial-only", action="store_true", help=f"measure the saved networks into {PARTIAL_NAME} "

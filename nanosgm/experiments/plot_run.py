@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..plumbing.argparser import Parser
 from ..plumbing.cli import CliError, run_cli
 from ..plumbing.files import atomic_write
-from ..plumbing.flags import whole
+from ..plumbing.flags import named, whole
 from ..plumbing.seal import check_seal, is_sealed, unsealed_note
 from .figures import _COLORS, _figure
 
@@ -179,7 +179,7 @@ def build_parser(prog: str = PROG) -> Parser:
                "results.json: training loss, validation and test error per epoch and, for SGM, the stored "
                "inputs' shift |X_t - X_0|.")
     p.add_argument("results", metavar="RESULTS.json", help="the run's results.json (or its run folder)")
-    p.add_argument("--out", default=None, metavar="FILE", help="the image to write (.png, .pdf, .svg; default: "
+    p.add_argument("--out", type=named("--out"), default=None, metavar="FILE", help="the image to write (.png, .pdf, .svg; default: "
                    "curves.png beside the results.json)")
     p.add_argument("--dpi", type=whole("--dpi", least=10), default=100, help="dots per inch of a .png (default 100)")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")

@@ -113,6 +113,9 @@ def load_protocol(out: str | Path) -> dict:
             result = json.load(f)
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"{path} is not UTF-8 text (byte {exc.start}); restore it (e.g. git checkout)") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise ProtocolError(f"{path} cannot be read ({exc.strerror}); it must be the protocol's JSON file: move it "
+                            f"away, or give another --out") from None
     except (ValueError, RecursionError) as exc:      # bad JSON, or a number Python will not read (4300+ digits)
         raise ProtocolError(f"{path} is not valid JSON ({exc}); restore it (e.g. git checkout)") from None
     if not isinstance(result, dict) or result.get("format") != PROTOCOL_FORMAT:
@@ -258,6 +261,10 @@ def _protocol(base: NetworkSpec, runs: int, seed0: int, arms: str | list[str], o
     why = (f"--threads {blas}" if threads else
            f"--threads not given: cores // --workers = {os.cpu_count()} // {workers}")
     result = _open(out, protocol_config(base, seed0), blas, why)
+    unknown = [a for a in arm_list if a not in result["arms"]]
+    if refill and unknown:
+        raise ProtocolError(f"a refill trains nothing new, and {out}/protocol.json has no arm {', '.join(unknown)} "
+                            f"(its arms: {', '.join(result['arms'])}); name only those")
     for a in arm_list:
         if a not in result["arms"]:
             result["arms"].append(a)

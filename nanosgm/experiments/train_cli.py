@@ -29,7 +29,7 @@ from ..methods.base import format_number
 from ..plumbing import checkpoint as ckpt
 from ..plumbing.argparser import Parser
 from ..plumbing.cli import CliError, check_out_folder, interruption, interruption_status, run_cli
-from ..plumbing.flags import number, whole
+from ..plumbing.flags import named, number, whole
 from ..plumbing.seal import RecordEdited, check_seal, is_sealed, seal, unsealed_note
 from . import recipe
 from .cli_args import add_common_arguments, common_setup
@@ -71,7 +71,7 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--val-size", type=whole("--val-size", least=0), default=None, metavar="N", help="validation images held out from the "
                    "end of the official training set (default: the paper's split, 10,000 for MNIST and CIFAR); "
                    "0 trains on the whole official training set and keeps the last epoch")
-    p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>-<optimizer>-e<epochs>-ilr<input-lr>-s<seed>, "
+    p.add_argument("--out", type=named("--out"), default=None, help="output folder (default runs/<dataset>-<model>-<optimizer>-e<epochs>-ilr<input-lr>-s<seed>, "
                    "plus -n<limit>, -v<val-size>, -ps, -pub and -aug when given)")
     p.add_argument("--pgd", type=whole("--pgd", least=0), default=500, metavar="N", help="also run PGD (10 steps) "
                    "on the first N test images at each eps, as a check against gradient masking (0 = skip; default 500)")

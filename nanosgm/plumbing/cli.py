@@ -111,6 +111,8 @@ def check_out_folder(out: str | Path) -> None:
     """Refuse, before any data is loaded, an output folder that is a file or cannot be created/written."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise CliError(f"--out {out} is an existing file, not a folder; choose another --out")
+    if os.path.islink(out) and not os.path.exists(out):
+        raise CliError(f"--out {out} is a broken symbolic link (to {os.readlink(out)}); remove it or choose another --out")
     probe = out
     while probe and not os.path.exists(probe):
         probe = os.path.dirname(probe)

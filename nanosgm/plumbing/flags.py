@@ -1,9 +1,10 @@
-"""Numbers on a command line, checked where they are parsed: argparse ``type=`` functions that refuse a
-value which is not a number of the kind the flag needs (NaN, inf, negative, not whole) with a
-:class:`~nanosgm.plumbing.errors.CliError` naming the flag, before any data is loaded.
+"""Values on a command line, checked where they are parsed: argparse ``type=`` functions that refuse a
+value which is not a number of the kind the flag needs (NaN, inf, negative, not whole), or a blank name,
+with a :class:`~nanosgm.plumbing.errors.CliError` naming the flag, before any data is loaded.
 
     p.add_argument("--lr", type=flags.number("--lr", above=0))       # a finite number > 0
     p.add_argument("--seed", type=flags.whole("--seed", least=0))    # a whole number >= 0
+    p.add_argument("--out", type=flags.named("--out"))              # not "" (which would mean the default)
 
 The CliError passes through argparse (which catches only its own, TypeError and ValueError), so
 :func:`~nanosgm.plumbing.cli.run_cli` prints it as one line ``error: ...`` and exits 1.
@@ -15,7 +16,22 @@ from collections.abc import Callable
 
 from .errors import CliError
 
-__all__ = ["number", "numbers", "whole", "wholes"]
+__all__ = ["named", "number", "numbers", "whole", "wholes"]
+
+
+def named(flag: str) -> Callable[[str], str]:
+    """A ``type=`` for a name (a folder, a file, an address, a list of arms) that is not blank: an empty
+    ``--out ""`` (an unset shell variable) is refused rather than read as the flag left out.
+
+    >>> named("--out")("runs/a")
+    'runs/a'
+    """
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise CliError(f"{flag} is empty; give a value, or leave the flag out for its default")
+        return text
+    parse.__name__ = "named"
+    return parse
 
 
 def _bound_text(least: float | None, above: float | None) -> str:

@@ -5,8 +5,9 @@
 
 The lock is held on an open file, ``<folder>/.lock``, which records the holder's pid and command. The
 operating system releases a ``flock`` when its process ends in any way (exit, crash, SIGKILL), so a lock
-can never go stale; the file itself stays behind and is harmless. Where ``fcntl`` does not exist
-(Windows) the lock is a no-op.
+can never go stale; the file itself stays behind and is harmless. A folder the lock created is removed
+again, lock file and all, when the block ends in an error before anything else was written into it (a run
+refused at its start leaves nothing behind). Where ``fcntl`` does not exist (Windows) the lock is a no-op.
 """
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ class RunLock:
         self.folder = os.fspath(folder)
         self.path = os.path.join(self.folder, LOCK_NAME)
         self._f: TextIO | None = None
+        self._created = False       # whether acquire made the folder
 
     def acquire(self) -> "RunLock":
+        self._created = not os.path.isdir(self.folder)
         os.makedirs(self.folder, exist_ok=True)
         f = open(self.path, "a+")
         if fcntl is not None:
@@ -70,6 +73,12 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         return self.acquire()
 
-    def __exit__(self, *exc) -> Literal[False]:
+    def __exit__(self, exc_type, *exc) -> Literal[False]:
         self.release()
+        if exc_type is not None and self._created and os.listdir(self.folder) == [LOCK_NAME]:
+            try:                    # a refused run in a folder it made: nothing of it is left
+                os.remove(self.path)
+                os.rmdir(self.folder)
+            except OSError:
+                pass
         return False

@@ -11,15 +11,6 @@ from nanosgm.experiments import audit, cli as experiments_cli, train_cli
 from nanosgm.methods.arms import parse_arm, parse_arms
 
 
-@pytest.fixture
-def no_data(monkeypatch):
-    """Any attempt to load a dataset fails the test: a refusal must come first."""
-    import nanosgm.data as data
-    from nanosgm.experiments import recipe
-    monkeypatch.setattr(data, "load", lambda *a, **k: pytest.fail("data was loaded"))
-    monkeypatch.setattr(recipe, "load_data", lambda *a, **k: pytest.fail("data was loaded"))
-
-
 def refused(main, argv, capsys, message):
     """`main(argv)` exits 1 with one line `error: ...` that contains `message`."""
     assert main(argv) == 1
