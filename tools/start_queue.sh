@@ -14,13 +14,28 @@
 # NANOSGM_DATA must name the folder with mnist/; PY (default: this checkout's .venv/bin/python).
 set -eu
 FROZEN=b8b8142
-dry=0
-if [ "${1:-}" = "--dry-run" ]; then dry=1; shift; fi
+usage="usage: tools/start_queue.sh [--dry-run] [BASE]"
+dry=0 given=()
+for a in "$@"; do
+  case $a in
+    --dry-run) dry=1 ;;
+    -*) echo "error: no option $a; $usage" >&2; exit 2 ;;
+    *) given+=("$a") ;;
+  esac
+done
+[ ${#given[@]} -le 1 ] || { echo "error: one BASE at most, got ${given[*]}; $usage" >&2; exit 2; }
 here=$(cd "$(dirname "$0")/.." && pwd)
-base=$(cd "${1:-$here/..}" 2> /dev/null && pwd) || { echo "error: no folder ${1:-}" >&2; exit 2; }
+if [ ${#given[@]} = 1 ]; then
+  [ -n "${given[0]}" ] || { echo "error: BASE is empty; name a folder, or leave it out for $(cd "$here/.." && pwd)" >&2; exit 2; }
+  base=$(cd "${given[0]}" 2> /dev/null && pwd) || { echo "error: no folder ${given[0]}" >&2; exit 2; }
+else
+  base=$(cd "$here/.." && pwd)
+fi
 py=${PY:-$here/.venv/bin/python}
 [ -n "${NANOSGM_DATA:-}" ] || { echo "error: set NANOSGM_DATA to the folder with mnist/ (e.g. ../shared/data)" >&2; exit 2; }
-[ -x "$py" ] || { echo "error: no python at $py; make the venv first (README) or set PY" >&2; exit 2; }
+[ -d "$NANOSGM_DATA/mnist" ] || { echo "error: NANOSGM_DATA=$NANOSGM_DATA holds no mnist/ folder; point it at the folder with mnist/" >&2; exit 2; }
+NANOSGM_DATA=$(cd "$NANOSGM_DATA" && pwd)      # absolute: the queue runs its commands from other folders
+[ -f "$py" ] && [ -x "$py" ] || { echo "error: no python at $py; make the venv first (README) or set PY" >&2; exit 2; }
 run=$base/run frozen=$base/frozen dcode=$base/dcode log=$base/queue.log
 
 do_() { if [ $dry = 1 ]; then echo "would run: $*"; else "$@"; fi; }

@@ -12,10 +12,18 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "start_queue.sh"
 
 
-def start(*args, data="/data", **env):
+@pytest.fixture(autouse=True)
+def data(tmp_path_factory):
+    """A folder with mnist/ (the script checks that much) for every call of start."""
+    global DATA
+    DATA = tmp_path_factory.mktemp("data")
+    (DATA / "mnist").mkdir()
+
+
+def start(*args, data="made", **env):
     full = {k: v for k, v in os.environ.items() if k != "NANOSGM_DATA"} | {"PY": sys.executable} | env
     if data is not None:
-        full["NANOSGM_DATA"] = data
+        full["NANOSGM_DATA"] = str(DATA) if data == "made" else data
     return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=full,
                           timeout=60)
 
@@ -30,6 +38,7 @@ def test_a_dry_run_names_the_checkouts_the_copy_and_the_detached_start(tmp_path)
     assert lines[3] == f"would run: cp {SCRIPT.parent}/background_queue.sh {tmp_path}/queue.sh"
     assert lines[4] == (f"would start: CODE={tmp_path}/frozen DCODE={tmp_path}/dcode PY={sys.executable} "
                         f"{tmp_path}/queue.sh {tmp_path}/run >> {tmp_path}/queue.log")
+    assert start(tmp_path, "--dry-run").stdout == got.stdout         # --dry-run after BASE: still a dry run
     (tmp_path / "run").mkdir()                               # a checkout there already: not made again
     assert "worktree add --detach " + str(tmp_path / "run") not in start("--dry-run", tmp_path).stdout
     assert not (tmp_path / "queue.sh").exists()
@@ -47,14 +56,16 @@ def test_a_running_queue_is_left_alone(tmp_path):
     assert not (tmp_path / "queue.sh").exists() and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("case,why", [("no data", "error: set NANOSGM_DATA"), ("no folder", "error: no folder"),
-                                      ("no python", "error: no python at")])
+@pytest.mark.parametrize("case,why", [
+    ("no data", "error: set NANOSGM_DATA"), ("data without mnist", "error: NANOSGM_DATA=/nowhere holds no mnist/"),
+    ("no folder", "error: no folder"), ("empty base", "error: BASE is empty"), ("two bases", "error: one BASE at most"),
+    ("an option", "error: no option --dryrun"), ("no python", "error: no python at"),
+    ("python a folder", "error: no python at")])
 def test_the_script_refuses_in_one_line(tmp_path, case, why):
-    if case == "no data":
-        got = start("--dry-run", tmp_path, data=None)
-    elif case == "no folder":
-        got = start("--dry-run", tmp_path / "nowhere")
-    else:
-        got = start("--dry-run", tmp_path, PY=str(tmp_path / "python"))
+    args = {"no folder": [tmp_path / "nowhere"], "empty base": [""], "two bases": [tmp_path, tmp_path],
+            "an option": ["--dryrun", tmp_path]}.get(case, [tmp_path])
+    env = {"no data": {"data": None}, "data without mnist": {"data": "/nowhere"},
+           "no python": {"PY": str(tmp_path / "python")}, "python a folder": {"PY": str(tmp_path)}}.get(case, {})
+    got = start("--dry-run", *args, **env) if case != "an option" else start(*args, **env)
     assert got.returncode == 2 and got.stderr.count("\n") == 1 and got.stderr.startswith(why), got.stderr
     assert got.stdout == ""
