@@ -275,6 +275,8 @@ def copy_whole(src: Path, dst: Path) -> None:
 def collect(run: Path, here: Path, dry_run: bool = False) -> list[Path]:
     """Check every finished file of ``run``/results, then copy those that are new or grew into
     ``here``/results; the list of them (relative to results/)."""
+    if not run.is_dir():
+        raise CliError(f"{run} is not a folder; give the checkout tools/background_queue.sh wrote into (its WORKTREE)")
     if not (run / "results").is_dir():
         raise CliError(f"{run} has no results/ folder; give the checkout tools/background_queue.sh wrote into")
     if (run / "results").resolve() == (here / "results").resolve():

@@ -165,10 +165,10 @@ def _main(argv: list[str], prog: str = PROG) -> int:
         raise CliError(f"--only-runs {','.join(map(str, args.only_runs))}: the protocol has --runs {args.runs}, "
                        f"runs 0-{args.runs - 1}")
     only_arms = _only_arms(args, arm_list)
+    check_out_folder(out)
     if args.refill_weights and not os.path.isfile(os.path.join(out, "protocol.json")):
         raise CliError(f"--refill-weights: {out} holds no protocol.json, so no network is recorded there; give the "
                        f"protocol's folder with --out")
-    check_out_folder(out)
     if os.path.exists(os.path.join(out, "protocol.json")):
         load_protocol(out)           # one that will not read is refused before its folder is locked
     if args.scheduler is None:       # a --data-dir or NANOSGM_DATA that is no folder: refused before anything is

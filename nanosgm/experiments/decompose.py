@@ -448,8 +448,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     folder = args.folder
     out_path = os.path.join(folder, OUT_NAME)
     if not os.path.isfile(os.path.join(folder, "protocol.json")):
-        raise DecomposeError(f"{folder} holds no protocol.json; give a protocol's folder (python -m "
-                             "nanosgm.experiments ... --out FOLDER)")
+        what = ("is empty" if not folder.strip() else "is not a folder" if not os.path.isdir(folder)
+                else "holds no protocol.json")
+        raise DecomposeError(f"{folder!r} {what}; give a protocol's folder (python -m nanosgm.experiments ... "
+                             "--out FOLDER)")
     if os.path.exists(out_path) and args.partial_only:
         raise DecomposeError(f"{out_path} already exists: the decomposition is finished, --partial-only has nothing "
                              f"to add (--overwrite without --partial-only measures it again)")

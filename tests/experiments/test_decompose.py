@@ -122,7 +122,10 @@ def test_an_interrupted_decomposition_resumes_after_its_finished_networks(folder
 
 
 def test_the_command_refuses_in_one_line(folder, tmp_path, capsys):
-    cases = [([tmp_path / "nothing"], "holds no protocol.json"),
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "empty").mkdir()
+    cases = [([tmp_path / "nothing"], "is not a folder"), ([tmp_path / "afile"], "is not a folder"),
+             ([tmp_path / "empty"], "holds no protocol.json"), ([""], "'' is empty"),
              ([folder, "--eps", "0.1,x"], "--eps must be comma-separated numbers"),
              ([folder, "--eps", "0.1,0.1"], "--eps: 0.1 is given twice in '0.1,0.1'; give each once"),
              ([folder, "--readings", "dropout,keras"], "--readings: unknown reading 'keras'"),

@@ -296,6 +296,10 @@ def test_a_copy_cut_short_leaves_nothing_behind(made, trees, monkeypatch, capsys
 
 def test_the_command_line_refuses_what_is_not_a_run_checkout(tmp_path, capsys):
     tool = load_tool("collect_results")
+    for nothing in (tmp_path / "nowhere", tmp_path / "afile"):
+        (tmp_path / "afile").write_text("")
+        assert tool.main([str(nothing)], here=tmp_path) == 1
+        assert f"{nothing} is not a folder" in capsys.readouterr().err
     assert tool.main([str(tmp_path)], here=tmp_path) == 1
     assert "has no results/ folder" in capsys.readouterr().err
     (tmp_path / "results").mkdir()
