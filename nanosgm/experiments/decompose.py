@@ -273,15 +273,15 @@ def _networks(folder: str, result: dict, kept: dict,
                              f"an entry of their recorded weights in {PARTIAL_NAME}: {', '.join(missing)}; "
                              f"refill them (python -m nanosgm.experiments ... --refill-weights --only-runs "
                              f"{','.join(str(r) for r in runs)}) and run again")
+    if not found and not from_partial:       # refused in one line, before any note
+        raise DecomposeError(f"{folder}/models holds none of the protocol's networks (the weights are never "
+                             "committed): decompose the folder the protocol was run in")
     if missing:
         print(f"note: {len(missing)} recorded network(s) have no saved weights under {folder}/models and are left "
               f"out: {', '.join(missing)}", file=sys.stderr)
     if from_partial:
         print(f"{len(from_partial)} network(s) without saved weights are taken from {PARTIAL_NAME}, which measured "
               f"their recorded weights: {', '.join(from_partial)}", file=sys.stderr)
-    if not found and not from_partial:
-        raise DecomposeError(f"{folder}/models holds none of the protocol's networks (the weights are never "
-                             "committed): decompose the folder the protocol was run in")
     return found, from_partial
 
 
