@@ -7,7 +7,7 @@ import pathlib as _pathlib
 import numpy as _np
 import pytest as _pytest
 
-# fixtures shared by several modules (made, guarded_signals, deny_opening, deny_reading, on): a module uses them by
+# fixtures shared by several modules (made, guarded_signals, deny_opening, deny_reading, no_data, on): a module uses them by
 # name, without importing them
 pytest_plugins = ("faultkit", "protokit", "standinkit")
 

@@ -157,3 +157,21 @@ def guarded_signals():
     yield seen
     for s, handler in before.items():
         signal.signal(s, handler)
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Any attempt to load a dataset fails the test: a refusal must come first."""
+    import nanosgm.data as data
+    from nanosgm.experiments import recipe
+    monkeypatch.setattr(data, "load", lambda *a, **k: pytest.fail("data was loaded"))
+    monkeypatch.setattr(recipe, "load_data", lambda *a, **k: pytest.fail("data was loaded"))
+
+
+def refused_in_one_line(main, argv, capsys, message):
+    """``main(argv)`` exits 1 with one line ``error: ...`` that contains ``message``; that line."""
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert message in err, err
+    return err

@@ -10,14 +10,7 @@ import pytest
 from nanosgm.experiments import audit, cli as experiments_cli, train_cli
 from nanosgm.methods.arms import parse_arm, parse_arms
 
-
-def refused(main, argv, capsys, message):
-    """`main(argv)` exits 1 with one line `error: ...` that contains `message`."""
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    assert message in err, err
-    return err
+from faultkit import refused_in_one_line as refused
 
 
 # ------------------------------------------------------------------------------ item 6: budgets on the command line

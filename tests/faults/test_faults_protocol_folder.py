@@ -10,16 +10,8 @@ import pytest
 from nanosgm.experiments import cli, protocol
 from nanosgm.plumbing.runlock import LOCK_NAME, RunLock
 
-from faults.test_faults_flags import refused
-from protokit import BASE, write_protocol
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """A finished two-run protocol of the control and sgm:0.2."""
-    out = tmp_path_factory.mktemp("made") / "p"
-    write_protocol(out, runs=2)
-    return out
+from faultkit import refused_in_one_line as refused
+from protokit import BASE
 
 
 @pytest.mark.parametrize("flag", ["--out", "--arms", "--scheduler", "--paper-dir", "--data-dir"])
