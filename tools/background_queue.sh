@@ -64,8 +64,9 @@ audit_seed() {      # one seed of one protocol: every saved network of the run, 
   out=$R/$P/robustness/seed$i
   [ -f "$out/robustness.json" ] && return 0
   mkdir -p "$out"
-  # a control shared with future-work: its finished attacks are reused where the weight digests agree
-  [ -f "$out/robustness.partial.json" ] || [ ! -f "$R/future-work/robustness/seed$i/robustness.partial.json" ] \
+  # the ten pairs' controls of seeds 0-4 are future-work's: its finished attacks are reused where the digests agree
+  [ "$P" != mnist-cnn-ten ] || [ -f "$out/robustness.partial.json" ] \
+    || [ ! -f "$R/future-work/robustness/seed$i/robustness.partial.json" ] \
     || cp "$R/future-work/robustness/seed$i/robustness.partial.json" "$out/"
   for a in $arms; do
     [ -f "$R/$P/models/run$i-$a.npz" ] || { echo "$P seed $i: no weights of $a"; return 1; }
@@ -98,6 +99,7 @@ seed_done() {      # one seed of protocol folder $1 (its flags: $3 ...), whole w
 decompose_all() {  # protocol folder $1 (its flags: $2 ...) decomposed whole, from its partial file; weights refilled
   local P=$1 err=$R/$1/decompose.err runs rc; shift   # only for the runs it lacks (--require-all: exit 3, runs named)
   [ -f "$R/$P/decomposition.json" ] && return 0
+  [ -d "$R/$P" ] || { echo "error: no protocol folder $R/$P to decompose: its step comes first" >&2; return 1; }
   decompose_in "$P" --require-all 2> "$err"; rc=$?
   cat "$err" >&2
   [ $rc -eq 0 ] && return 0

@@ -27,14 +27,14 @@ done
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ ${#given[@]} = 1 ]; then
   [ -n "${given[0]}" ] || { echo "error: BASE is empty; name a folder, or leave it out for $(cd "$here/.." && pwd)" >&2; exit 2; }
-  base=$(cd "${given[0]}" 2> /dev/null && pwd) || { echo "error: no folder ${given[0]}" >&2; exit 2; }
+  base=$(CDPATH= cd -- "${given[0]}" 2> /dev/null && pwd) || { echo "error: no folder ${given[0]}" >&2; exit 2; }
 else
   base=$(cd "$here/.." && pwd)
 fi
 py=${PY:-$here/.venv/bin/python}
 [ -n "${NANOSGM_DATA:-}" ] || { echo "error: set NANOSGM_DATA to the folder with mnist/ (e.g. ../shared/data)" >&2; exit 2; }
 [ -d "$NANOSGM_DATA/mnist" ] || { echo "error: NANOSGM_DATA=$NANOSGM_DATA holds no mnist/ folder; point it at the folder with mnist/" >&2; exit 2; }
-NANOSGM_DATA=$(cd "$NANOSGM_DATA" && pwd)      # absolute: the queue runs its commands from other folders
+NANOSGM_DATA=$(CDPATH= cd -- "$NANOSGM_DATA" && pwd)    # absolute: the queue runs its commands from other folders
 [ -f "$py" ] && [ -x "$py" ] || { echo "error: no python at $py; make the venv first (README) or set PY" >&2; exit 2; }
 run=$base/run frozen=$base/frozen dcode=$base/dcode log=$base/queue.log
 

@@ -74,11 +74,17 @@ class RunLock:
         return self.acquire()
 
     def __exit__(self, exc_type, *exc) -> Literal[False]:
+        if exc_type is not None and self._created:
+            self._remove_made_folder()
         self.release()
-        if exc_type is not None and self._created and os.listdir(self.folder) == [LOCK_NAME]:
-            try:                    # a refused run in a folder it made: nothing of it is left
+        return False
+
+    def _remove_made_folder(self) -> None:
+        """A refused run in a folder it made: the lock file goes while the lock is still held (a run that opens
+        it after that makes a new one), then the folder, once empty (another run may have written into it)."""
+        try:
+            if os.listdir(self.folder) == [LOCK_NAME]:
                 os.remove(self.path)
                 os.rmdir(self.folder)
-            except OSError:
-                pass
-        return False
+        except OSError:
+            pass

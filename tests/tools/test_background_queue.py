@@ -192,14 +192,28 @@ def test_the_fifty_epoch_step_does_each_seed_like_the_ten_pairs_then_decomposes_
                      ("code", "nanosgm.robustness")]
     assert [what(c) for c in commands] == expected + [("dcode", "nanosgm.decompose", "--require-all")]
     folder = str(queue.base / "run/results/mnist-cnn-50")
+    audits = [c for c in commands if what(c)[1] == "nanosgm.robustness"]
+    assert [flag(c, "--out") for c in audits] == [f"{folder}/robustness/seed{i}" for i in range(3)]
+    for i, c in enumerate(audits):
+        assert c["args"][2:5] == [f"{folder}/models/run{i}-{slug(arm)}.npz"
+                                  for arm in ("control", "sgm:0.2", "sgm:0.2:per-sample")]
     for c in commands:
         if what(c)[1] == "nanosgm.experiments":
             assert (flag(c, "--epochs"), flag(c, "--watch-fgsm"), flag(c, "--out"), flag(c, "--workers")) == (
                 "50", "10", folder, "3")
         elif what(c)[1] == "nanosgm.decompose":
             assert c["args"][2] == folder
-        else:
-            assert flag(c, "--out") == f"{folder}/robustness/seed{flag(c, '--out')[-1]}"
+
+
+def test_only_the_ten_pairs_reuse_future_works_finished_attacks(queue):
+    partial = queue.base / "run/results/future-work/robustness/seed0/robustness.partial.json"
+    partial.parent.mkdir(parents=True)
+    partial.write_text('{"attacks": "of the shared control"}')
+    assert queue("ten_pairs")[0].returncode == 0 and queue("fifty_epochs")[0].returncode == 0
+    results = queue.base / "run/results"
+    assert (results / "mnist-cnn-ten/robustness/seed0/robustness.partial.json").read_text() == partial.read_text()
+    assert not (results / "mnist-cnn-ten/robustness/seed1/robustness.partial.json").exists()   # none to reuse
+    assert not (results / "mnist-cnn-50/robustness/seed0/robustness.partial.json").exists()    # another control
 
 
 def test_the_fifty_epoch_decomposition_refills_the_runs_it_lacks_with_the_fifty_epoch_flags(queue):

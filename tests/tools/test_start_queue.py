@@ -14,14 +14,20 @@ SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "start_queue.sh"
 
 @pytest.fixture(autouse=True)
 def data(tmp_path_factory):
-    """A folder with mnist/ (the script checks that much) for every call of start."""
-    global DATA
+    """A folder with mnist/ (the script checks that much) for every call of start, and stand-ins for git and
+    setsid that fail, so that a test whose dry run stopped being one makes no checkout and starts nothing."""
+    global DATA, STUBS
     DATA = tmp_path_factory.mktemp("data")
     (DATA / "mnist").mkdir()
+    STUBS = tmp_path_factory.mktemp("bin")
+    for name in ("git", "setsid"):
+        (STUBS / name).write_text("#!/bin/sh\necho \"stand-in $0: not here\" >&2\nexit 1\n")
+        (STUBS / name).chmod(0o755)
 
 
 def start(*args, data="made", **env):
     full = {k: v for k, v in os.environ.items() if k != "NANOSGM_DATA"} | {"PY": sys.executable} | env
+    full["PATH"] = f"{STUBS}:{os.environ['PATH']}"
     if data is not None:
         full["NANOSGM_DATA"] = str(DATA) if data == "made" else data
     return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=full,
@@ -63,9 +69,9 @@ def test_a_running_queue_is_left_alone(tmp_path):
     ("python a folder", "error: no python at")])
 def test_the_script_refuses_in_one_line(tmp_path, case, why):
     args = {"no folder": [tmp_path / "nowhere"], "empty base": [""], "two bases": [tmp_path, tmp_path],
-            "an option": ["--dryrun", tmp_path]}.get(case, [tmp_path])
+            "an option": ["--dry-run", "--dryrun", tmp_path]}.get(case, [tmp_path])
     env = {"no data": {"data": None}, "data without mnist": {"data": "/nowhere"},
            "no python": {"PY": str(tmp_path / "python")}, "python a folder": {"PY": str(tmp_path)}}.get(case, {})
-    got = start("--dry-run", *args, **env) if case != "an option" else start(*args, **env)
+    got = start(*args, **env) if case == "an option" else start("--dry-run", *args, **env)
     assert got.returncode == 2 and got.stderr.count("\n") == 1 and got.stderr.startswith(why), got.stderr
     assert got.stdout == ""
