@@ -25,11 +25,10 @@ for a in "$@"; do
 done
 [ ${#given[@]} -le 1 ] || { echo "error: one BASE at most, got ${given[*]}; $usage" >&2; exit 2; }
 here=$(cd "$(dirname "$0")/.." && pwd)
+base=$(cd "$here/.." && pwd)                   # the default: beside this checkout
 if [ ${#given[@]} = 1 ]; then
-  [ -n "${given[0]}" ] || { echo "error: BASE is empty; name a folder, or leave it out for $(cd "$here/.." && pwd)" >&2; exit 2; }
+  [ -n "${given[0]}" ] || { echo "error: BASE is empty; name a folder, or leave it out for $base" >&2; exit 2; }
   base=$(CDPATH= cd -- "${given[0]}" 2> /dev/null && pwd) || { echo "error: no folder ${given[0]}" >&2; exit 2; }
-else
-  base=$(cd "$here/.." && pwd)
 fi
 py=${PY:-$here/.venv/bin/python}
 [ -n "${NANOSGM_DATA:-}" ] || { echo "error: set NANOSGM_DATA to the folder with mnist/ (e.g. ../shared/data)" >&2; exit 2; }
