@@ -39,6 +39,20 @@ def test_each_committed_decomposition_is_sealed_and_reads(path):
     assert load_decomposition(path)["networks"]
 
 
+@pytest.mark.parametrize("path", committed("decomposition.json"), ids=lambda p: str(p.relative_to(RESULTS)))
+def test_each_committed_decomposition_measured_the_recorded_weights_where_they_are_named(path):
+    """Where its protocol's records name their weights' digests (records made from commit ea61504 on), a
+    decomposition measured exactly those weights, network by network; older protocols name none."""
+    from nanosgm.experiments.decompose import measured_recorded, recorded_weights
+    protocol = load_protocol(path.parent)
+    networks = load_decomposition(path)["networks"]
+    named = [k for k in networks if recorded_weights(protocol, k) is not None]
+    if not named:
+        pytest.skip(f"{path.parent.name}'s records name no weight digests")
+    assert named == list(networks), "every network or none names its digest in one protocol"
+    assert all(measured_recorded(protocol, k, e) for k, e in networks.items())
+
+
 @pytest.mark.parametrize("path", committed("decomposition.partial.json"), ids=lambda p: str(p.relative_to(RESULTS)))
 def test_each_committed_partial_decomposition_measured_the_recorded_weights(path):
     """A partial decomposition (--partial-only) is committed so that the final one need not train its networks
