@@ -243,3 +243,17 @@ def test_the_queue_refuses_in_one_line_before_running_anything(queue, case, why)
         got, commands = queue("ten_pairs", NANOSGM_DATA="")
     assert got.returncode == 2 and why in got.stderr and got.stderr.count("\n") == 1, got.stderr
     assert commands == []
+
+
+def test_with_no_step_named_the_queue_runs_every_step_with_the_fifty_epochs_before_dnn_again(queue):
+    got, commands = queue()
+    assert got.returncode == 0, got.stderr
+    order = [line.split()[1] for line in got.stdout.splitlines() if line.startswith("== ") and
+             line.split()[1] in ("future_work", "future_audits", "ten_pairs", "decomposition", "fifty_epochs",
+                                 "dnn_again")]
+    assert order == ["future_work", "future_audits", "ten_pairs", "decomposition", "fifty_epochs", "dnn_again"]
+    firsts = {}
+    for i, c in enumerate(commands):
+        firsts.setdefault("fifty" if "mnist-cnn-50" in " ".join(c["args"]) else
+                          "dnn" if "--model" in c["args"] and flag(c, "--model") == "dnn" else "other", i)
+    assert firsts["fifty"] < firsts["dnn"]
