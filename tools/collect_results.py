@@ -106,7 +106,7 @@ def _differences(new: dict, old: dict) -> list[str]:
 def protocol_to_copy(new_folder: Path, old_folder: Path) -> bool:
     """Whether ``new_folder``'s protocol.json is to be copied over ``old_folder``'s: it reads, every record is
     sealed, and it is the one there grown (or there is none there); False where the one there holds it
-    (RUN is a checkout of an older commit); CliError where neither holds the other."""
+    (RUN is a checkout of an older commit) or RUN's has no network yet; CliError where neither holds the other."""
     from nanosgm.experiments.protocol import load_protocol
     from nanosgm.plumbing.errors import NanosgmError
     from nanosgm.plumbing.seal import is_sealed
@@ -115,6 +115,8 @@ def protocol_to_copy(new_folder: Path, old_folder: Path) -> bool:
         old = load_protocol(old_folder) if (old_folder / "protocol.json").is_file() else None
     except (NanosgmError, OSError) as exc:
         raise CliError(str(exc)) from None
+    if not new["networks"]:
+        return False                        # a protocol that has just started: nothing finished to commit yet
     if old is not None and not _differences(old, new):
         return False
     if old is not None and _differences(new, old):

@@ -120,6 +120,17 @@ def test_a_grown_protocol_is_copied_and_an_older_one_left_alone(trees, capsys):
     assert (here / "results" / "p" / "protocol.json").read_text() == kept
 
 
+def test_a_protocol_without_a_finished_network_is_not_copied(trees, capsys):
+    tool = load_tool("collect_results")
+    run, here = trees
+    started = run / "results" / "q"                                  # a protocol whose first networks still train
+    started.mkdir()
+    doc = json.loads((run / "results" / "p" / "protocol.json").read_text())
+    (started / "protocol.json").write_text(json.dumps(doc | {"networks": {}}))
+    assert tool.main([str(run)], here=here) == 0
+    assert "results/q" not in capsys.readouterr().out and not (here / "results" / "q").exists()
+
+
 def _edit_record(rp, reseal):
     doc = json.loads((rp / "protocol.json").read_text())
     record = doc["networks"]["run0/control"]
