@@ -6,7 +6,7 @@
 # their weights), so that each finished seed's robustness.json can be committed before the weights are lost again:
 #
 #   tools/background_queue.sh WORKTREE [STEP ...]     (steps: the names below; default all, in the order of
-#                                                      the `steps=` line at the end: issue 27's fifty epochs before
+#                                                      `all_steps` at the end: issue 27's fifty epochs before
 #                                                      dnn_again, a follow-up of issue 21's DNN gap)
 #
 # (tools/start_queue.sh makes WORKTREE, CODE and DCODE on a new machine and starts this detached.)
@@ -138,9 +138,10 @@ fifty_epochs() {    # issue 27: MNIST-CNN at the paper's length, seeds 0-2 like 
   decompose_all mnist-cnn-50 "${FIFTY[@]}"
 }
 
-steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(future_work future_audits ten_pairs decomposition fifty_epochs dnn_again)
+all_steps=(future_work future_audits ten_pairs decomposition fifty_epochs dnn_again)   # the default, in order
+steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=("${all_steps[@]}")
 for s in "${steps[@]}"; do
-  case " future_work future_audits ten_pairs dnn_again decomposition fifty_epochs " in
+  case " ${all_steps[*]} " in
     *" $s "*) ;; *) echo "error: no step $s" >&2; exit 2 ;;
   esac
   echo "== $s $(date -u +%FT%TZ)"
