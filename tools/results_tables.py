@@ -219,8 +219,18 @@ def decomposition_table(folder, label=None) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Medians over networks; gains are median paired differences from the same run's control under "
-                 f"the same reading. Made by `{doc['command']}` at {doc['git_commit'][:7]}.")
+                 f"the same reading. Made by `{in_repository(doc['command'])}` at {doc['git_commit'][:7]}.")
     return "\n".join(lines)
+
+
+def in_repository(command: str) -> str:
+    """``command`` as typed in a checkout's root: a word that is a path into some checkout's ``results/``
+    (``/work/run/results/mnist-cnn-ten``, where the background queue ran it) becomes ``results/...``.
+
+    >>> in_repository("python -m nanosgm.decompose /work/run/results/mnist-cnn-ten -n 1000")
+    'python -m nanosgm.decompose results/mnist-cnn-ten -n 1000'
+    """
+    return " ".join(re.sub(r"^/.*?/(results/[^/]+/?.*)$", r"\1", word) for word in command.split(" "))
 
 
 _DEC_BLOCK = re.compile(r"(<!-- results_decomposition: (?P<folders>[^>]*?) -->).*?(<!-- /results_decomposition -->)",

@@ -67,3 +67,15 @@ def test_a_bad_input_is_refused_in_one_line_with_exit_status_1(tmp_path, capsys,
     assert results_tables.main([a.format(tmp=tmp_path) for a in args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: " + why.format(tmp=tmp_path)) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("python -m nanosgm.decompose /work/run/results/mnist-cnn-ten -n 1000 --require-all",
+     "python -m nanosgm.decompose results/mnist-cnn-ten -n 1000 --require-all"),
+    ("python -m nanosgm.decompose results/mnist-dnn-aug -n 1000", "python -m nanosgm.decompose results/mnist-dnn-aug -n 1000"),
+    ("python -m nanosgm.decompose /tmp/elsewhere -n 10", "python -m nanosgm.decompose /tmp/elsewhere -n 10"),
+])
+def test_a_decomposition_block_names_the_folder_as_typed_in_a_checkout(command, shown):
+    """The queue runs in a worktree (/work/run); the README shows the command a reader types in the repository
+    root, and leaves a path that is not into a results/ folder as it was."""
+    assert results_tables.in_repository(command) == shown
