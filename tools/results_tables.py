@@ -17,6 +17,10 @@ convention; a folder without ``protocol.json`` yet is listed as pending.
 authors' FGSM alone, the authors' reading with and without the clip, and its attack batch sizes, the control's
 FGSM accuracy with its paired difference from the inference-mode FGSM, and each arm's paired gain over the
 control under that reading; a folder without ``decomposition.json`` yet is listed as pending.
+
+``--length LONG SHORT`` (and a block ``<!-- results_length: LONG SHORT -->``): two protocols of the same seeds
+at different run lengths (the 50-epoch MNIST-CNN beside the 10-epoch one), the paper's claims judged on their
+common runs at each length by the same rules (:mod:`nanosgm.experiments.length`), and whether a verdict changed.
 """
 from __future__ import annotations
 
@@ -178,7 +182,43 @@ def conventions_tables(folder, label=None) -> str:
     return "\n".join(lines + [""] + _both_verdicts(result, summary))
 
 
+def _diffs_cell(c) -> str:
+    return ", ".join(f"{d:+.2f}" for d in c["diffs"]) + f" → **{c['median_diff']:+.2f}**"
+
+
+def length_table(long_folder, short_folder, long_label=None, short_label=None) -> str:
+    """Markdown: the paper's claims judged on the runs two protocols share (same seeds, same initial weights),
+    at each one's length, by the same rules (nanosgm.experiments.length.length_claims): per claim the paired
+    gains per run and their median at each length, both verdicts, and whether the length changed it. A folder
+    without protocol.json gives one line: pending."""
+    from nanosgm.experiments.length import length_claims
+    long_label = long_label or os.path.basename(os.path.normpath(str(long_folder)))
+    short_label = short_label or os.path.basename(os.path.normpath(str(short_folder)))
+    for folder, label in ((long_folder, long_label), (short_folder, short_label)):
+        if not os.path.isfile(os.path.join(folder, "protocol.json")):
+            return f"### `{long_label}/` beside `{short_label}/`: pending (`{label}/` has no protocol.json yet)"
+    try:
+        cmp = length_claims(experiments.load_protocol(long_folder), experiments.load_protocol(short_folder))
+    except ValueError as exc:
+        raise CliError(f"{long_folder} beside {short_folder}: {exc}") from None
+    (n_long, n_short), runs = cmp["epochs"], cmp["runs"]
+    lines = [f"### `{long_label}/` ({n_long} epochs) beside `{short_label}/` ({n_short} epochs): runs "
+             f"{', '.join(map(str, runs))}, each network from the same initial weights at both lengths", "",
+             f"| arm | claim | paper Δ | {n_short} epochs: Δ per run → median | verdict | {n_long} epochs: Δ per run "
+             f"→ median | verdict | changed |", "| --- " * 8 + "|"]
+    for r in cmp["rows"]:
+        lines.append(f"| {r['arm']} | {r['claim']} | {r['paper_diff']:+.2f} | {_diffs_cell(r['short'])} | "
+                     f"{r['short']['verdict']} | {_diffs_cell(r['long'])} | {r['long']['verdict']} | "
+                     f"{'**yes**' if r['changed'] else 'no'} |")
+    fewer = (f" (their least number of pairs lowered from {verdicts.MIN_PAIRS} to {len(runs)})"
+             if len(runs) < verdicts.MIN_PAIRS else "")
+    lines += ["", f"The rules of nanosgm.experiments.verdicts on these {len(runs)} pairs per claim{fewer}; each "
+                  f"network's best-validation epoch."]
+    return "\n".join(lines)
+
+
 _BLOCK = re.compile(r"(<!-- results_tables: (?P<folder>\S+) -->).*?(<!-- /results_tables -->)", re.S)
+_LEN_BLOCK = re.compile(r"(<!-- results_length: (?P<long>\S+) (?P<short>\S+) -->).*?(<!-- /results_length -->)", re.S)
 _CONV_BLOCK = re.compile(r"(<!-- results_conventions: (?P<folders>[^>]*?) -->).*?(<!-- /results_conventions -->)", re.S)
 
 
@@ -255,7 +295,8 @@ def rewritten(markdown_path) -> tuple[str, int]:
     """The text of a markdown file with every block ``<!-- results_tables: FOLDER -->`` ...
     ``<!-- /results_tables -->`` holding the tables of FOLDER (relative to the file's own folder), every block
     ``<!-- results_conventions: FOLDER ... -->`` ... ``<!-- /results_conventions -->`` :func:`conventions_tables`
-    of each FOLDER, and every ``results_decomposition`` block :func:`decomposition_table` of each; the prose
+    of each FOLDER, every ``results_decomposition`` block :func:`decomposition_table` of each, and every
+    ``<!-- results_length: LONG SHORT -->`` block :func:`length_table` of the two; the prose
     around them kept. Returns the text and the number of blocks."""
     base = os.path.dirname(os.path.abspath(markdown_path))
     with open(markdown_path, encoding="utf-8") as f:
@@ -265,7 +306,10 @@ def rewritten(markdown_path) -> tuple[str, int]:
         lambda m: f"{m.group(1)}\n{_conventions_block(base, m.group('folders'))}\n{m.group(3)}", new)
     new, n_dec = _DEC_BLOCK.subn(lambda m: f"{m.group(1)}\n" + "\n\n".join(
         decomposition_table(os.path.join(base, f), f) for f in m.group("folders").split()) + f"\n{m.group(3)}", new)
-    return new, n + n_conv + n_dec
+    new, n_len = _LEN_BLOCK.subn(lambda m: f"{m.group(1)}\n" + length_table(
+        os.path.join(base, m.group("long")), os.path.join(base, m.group("short")), m.group("long"), m.group("short"))
+        + f"\n{m.group(4)}", new)
+    return new, n + n_conv + n_dec + n_len
 
 
 def _folder(folder) -> str:
@@ -281,16 +325,20 @@ def main(argv=None) -> int:
 
 
 def _main(args: list) -> int:
-    """--update FILE, --decomposition / --conventions FOLDER..., or FOLDER...: print or rewrite the tables."""
+    """--update FILE, --decomposition / --conventions FOLDER..., --length LONG SHORT, or FOLDER...: print or
+    rewrite the tables."""
     if args[:1] == ["--update"] and len(args) == 2:
         n = update(args[1])
         if not n:
             raise CliError(f"{args[1]} has no <!-- results_tables: FOLDER --> (or results_conventions / "
-                           f"results_decomposition) block to rewrite")
+                           f"results_decomposition / results_length) block to rewrite")
         print(f"{args[1]}: {n} table block(s) rewritten")
         return 0
     if args[:1] == ["--decomposition"] and len(args) > 1:     # on the command line a missing folder is a typo;
         print("\n\n".join(decomposition_table(_folder(f)) for f in args[1:]))   # in a README block, pending
+        return 0
+    if args[:1] == ["--length"] and len(args) == 3:
+        print(length_table(_folder(args[1]), _folder(args[2])))
         return 0
     if args[:1] == ["--conventions"] and len(args) > 1:
         print("\n\n".join(conventions_tables(_folder(f)) for f in args[1:]))
@@ -299,6 +347,7 @@ def _main(args: list) -> int:
         print("usage: python tools/results_tables.py results/<row> [...]   (print the tables)\n"
               "       python tools/results_tables.py --conventions results/<row> [...]   (both FGSM conventions)\n"
               "       python tools/results_tables.py --decomposition results/<row> [...]   (the authors' FGSM taken apart)\n"
+              "       python tools/results_tables.py --length results/<long> results/<short>   (run length: same seeds)\n"
               "       python tools/results_tables.py --update results/README.md   (rewrite its table blocks)",
               file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@
                                          perturbations at eps = 0.001 and 0.1
     input_updates(snapshots)             Figures 5-6: X_t - X_0 over the first nine epochs of SGM
                                          (50% grey = no update, white = +1, black = -1)
-    write_figures(result, out, ds)       all of them that a protocol result allows, as PNGs in ``out``
+    write_figures(result, out, ds)       all of them that a protocol result allows, as PNGs in ``out`` (and
+                                         the drift and FGSM watch of :func:`.length.watch_figure`)
 
 Built with ``matplotlib.figure.Figure`` directly (no pyplot, no GUI, never ``plt.show``), so they work
 headless; save with ``fig.savefig(path)`` or display the returned Figure in a notebook.
@@ -24,6 +25,7 @@ from ..methods.arms import slug
 from ..methods.base import format_number
 from . import recipe
 from .keys import split_key
+from .length import WATCH_EPS, watch_figure, watched_eps
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -228,7 +230,8 @@ def write_figures(result: dict, out: str, ds: Dataset | None = None, clip: tuple
                   dpi: int = 90) -> list:
     """Save Figures 1-6 of a protocol result (as far as it allows) as PNGs into ``out``; returns the paths.
 
-    Figures 1-2 always; Figures 3-4 of every arm whose run-0 weights are in ``out/models`` when the
+    Figures 1-2 always; when the records hold a validation FGSM watch (``--watch-fgsm``), the drift of the
+    stored images and the watch per epoch (:func:`.length.watch_figure`, ``watch_drift_and_val_fgsm.png``); Figures 3-4 of every arm whose run-0 weights are in ``out/models`` when the
     dataset ``ds`` is given; Figures 5-6 of every arm with snapshots, also amplified to the largest update
     when that is below 0.5."""
     paths = []
@@ -241,6 +244,8 @@ def write_figures(result: dict, out: str, ds: Dataset | None = None, clip: tuple
         paths.append(p)
 
     save(test_error_curves(result), "fig1-2_test_error.png")
+    if set(watched_eps(result)) & set(WATCH_EPS):
+        save(watch_figure(result), "watch_drift_and_val_fgsm.png")
     if ds is not None:
         for arm in result["arms"]:
             path = os.path.join(out, "models", f"run0-{slug(arm)}.npz")

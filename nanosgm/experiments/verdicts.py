@@ -63,17 +63,17 @@ def _median(d: np.ndarray) -> float:
     return round(float(np.median(d)), 4)
 
 
-def _too_few(d: np.ndarray) -> tuple | None:
-    if len(d) < MIN_PAIRS:
-        return "not decidable yet", f"{len(d)} of {MIN_PAIRS} pairs"
+def _too_few(d: np.ndarray, min_pairs: int) -> tuple | None:
+    if len(d) < min_pairs:
+        return "not decidable yet", f"{len(d)} of {min_pairs} pairs"
     return None
 
 
-def verdict_gain(d: Sequence[float] | np.ndarray, paper_diff: float) -> tuple:
+def verdict_gain(d: Sequence[float] | np.ndarray, paper_diff: float, min_pairs: int = MIN_PAIRS) -> tuple:
     """(verdict, reason) for the claim "accuracy rises by about `paper_diff` points", from the paired
-    differences `d` (arm - control, one per run)."""
+    differences `d` (arm - control, one per run); fewer than ``min_pairs`` pairs: "not decidable yet"."""
     d = np.asarray(d, float)
-    early = _too_few(d)
+    early = _too_few(d, min_pairs)
     if early:
         return early
     half, med = paper_diff / 2, _median(d)
@@ -85,10 +85,10 @@ def verdict_gain(d: Sequence[float] | np.ndarray, paper_diff: float) -> tuple:
                              f"range {float(d.min()):+.2f} to {float(d.max()):+.2f}")
 
 
-def verdict_no_harm(d: Sequence[float] | np.ndarray) -> tuple:
+def verdict_no_harm(d: Sequence[float] | np.ndarray, min_pairs: int = MIN_PAIRS) -> tuple:
     """(verdict, reason) for the claim "clean accuracy is not lowered" from the paired differences `d`."""
     d = np.asarray(d, float)
-    early = _too_few(d)
+    early = _too_few(d, min_pairs)
     if early:
         return early
     med = _median(d)
@@ -108,12 +108,13 @@ def is_sgm_arm(label: str) -> bool:
     return label == "published" or label.startswith("sgm:")
 
 
-def claims(result: dict, summary: dict | None = None) -> list:
+def claims(result: dict, summary: dict | None = None, min_pairs: int = MIN_PAIRS) -> list:
     """One row per (arm, claim) of a protocol result: {"arm", "claim", "convention", "paper_diff", "pairs",
-    "median_diff", "range", "verdict", "reason"}; each Table 5 claim once per FGSM convention the records
+    "diffs" (arm - control per paired run), "median_diff", "range", "verdict", "reason"}; each Table 5 claim once per FGSM convention the records
     carry (:data:`CONVENTIONS`; "convention" None for the clean-accuracy claim). Claims are the paper's Table 4 cell and its Table 5 cells with a
     difference of at least GAIN_CLAIM; an experiment the paper does not have gives no rows. ``summary``:
-    :func:`.stats.summarize` of ``result`` when the caller already has it."""
+    :func:`.stats.summarize` of ``result`` when the caller already has it. ``min_pairs``: the rules' least
+    number of pairs (the paper's five; a comparison of fewer pairs may lower it and say so)."""
     cfg = result["config"]
     name = paper_experiment_name(cfg["dataset"], cfg["model"], cfg.get("augment", False))
     p4, p5 = paper_tables.lookup(paper_tables.TABLE4, name), paper_tables.lookup(paper_tables.TABLE5, name)
@@ -123,20 +124,20 @@ def claims(result: dict, summary: dict | None = None) -> list:
             continue
         if p4:
             rows.append(_row(arm, "clean accuracy is not lowered (Table 4)", p4["updates"] - p4["control"],
-                             s["clean"], verdict_no_harm) | {"convention": None})
+                             s["clean"], lambda d: verdict_no_harm(d, min_pairs)) | {"convention": None})
         for kind, convention in CONVENTIONS:
-            rows += _gain_rows(arm, s.get(kind) or {}, p5, convention)
+            rows += _gain_rows(arm, s.get(kind) or {}, p5, convention, min_pairs)
     return rows
 
 
-def _gain_rows(arm: str, blocks: dict, p5: dict | None, convention: str) -> list:
+def _gain_rows(arm: str, blocks: dict, p5: dict | None, convention: str, min_pairs: int = MIN_PAIRS) -> list:
     """The Table 5 claims of one arm, judged on FGSM measured under ``convention``."""
     rows = []
     for e, block in blocks.items():
         D = p5["updates"][e] - p5["control"][e] if p5 and e in p5["control"] else None
         if D is not None and D >= GAIN_CLAIM:
             # the cast: mypy cannot infer a lambda with a default argument (D=D binds this eps's difference)
-            rule = cast("Callable[[np.ndarray], tuple]", lambda d, D=D: verdict_gain(d, D))
+            rule = cast("Callable[[np.ndarray], tuple]", lambda d, D=D: verdict_gain(d, D, min_pairs))
             rows.append(_row(arm, f"FGSM accuracy rises at ε = {format_number(e)} (Table 5{CLAIM_SUFFIX[convention]})",
                              D, block, rule) | {"convention": convention})
     return rows
@@ -146,5 +147,5 @@ def _row(arm: str, claim: str, paper_diff: float, block: dict, rule: Callable[[n
     d = _diffs(block)
     v, why = rule(d)
     return {"arm": arm, "claim": claim, "paper_diff": round(float(paper_diff), 2), "pairs": int(len(d)),
-            "median_diff": _median(d), "range": [float(d.min()), float(d.max())],
+            "diffs": [float(x) for x in d], "median_diff": _median(d), "range": [float(d.min()), float(d.max())],
             "verdict": v, "reason": why}

@@ -79,3 +79,26 @@ def test_a_decomposition_block_names_the_folder_as_typed_in_a_checkout(command, 
     """The queue runs in a worktree (/work/run); the README shows the command a reader types in the repository
     root, and leaves a path that is not into a results/ folder as it was."""
     assert results_tables.in_repository(command) == shown
+
+
+def test_the_length_table_judges_the_shared_seeds_at_both_lengths():
+    """The first ten-epoch protocol and the ten pairs share seeds 0-4 from the same initial weights: the table
+    gives each one's paired gains per run (the records' numbers) and both verdicts by the same rules."""
+    from nanosgm import experiments
+    a, b = (os.path.join(ROOT, "results", f) for f in ("mnist-cnn-ten", "mnist-cnn"))
+    table = results_tables.length_table(a, b)
+    assert "runs 0, 1, 2, 3, 4, each network from the same initial weights" in table
+    nets = experiments.load_protocol(b)["networks"]
+    d = [nets[f"run{i}/sgm:0.2:per-sample"]["results"]["fgsm_pct"]["0.1"] - nets[f"run{i}/control"]["results"]["fgsm_pct"]["0.1"]
+         for i in range(5)]
+    row = next(line for line in table.splitlines()
+               if line.startswith("| sgm:0.2:per-sample | FGSM accuracy rises at ε = 0.1 (Table 5) |"))
+    assert ", ".join(f"{x:+.2f}" for x in d) in row.split("|")[4]
+    assert "least number of pairs lowered" not in table     # five pairs: the rules' own least number
+
+
+def test_the_length_table_refuses_protocols_of_other_seeds_and_waits_for_a_missing_one(tmp_path, capsys):
+    a, b = (os.path.join(ROOT, "results", f) for f in ("mnist-cnn-ten", "mnist-dnn"))
+    assert results_tables.main(["--length", a, b]) == 1
+    assert "did not start from the same weights" in capsys.readouterr().err
+    assert "pending" in results_tables.length_table(str(tmp_path), a)

@@ -1,0 +1,118 @@
+"""nanosgm.experiments.length: the claims judged on the seeds two protocols share at both run lengths, and the
+figure of the stored images' drift beside the validation FGSM watch."""
+import math
+import os
+
+import numpy as np
+import pytest
+
+from nanosgm.experiments import length, verdicts
+from nanosgm.experiments.figures import write_figures
+
+ARMS = ["control", "sgm:0.2"]
+EPS = ["0.1", "0.2"]
+
+
+def record(init, clean, fgsm, authors, epochs, watch=0, drift=None):
+    """A network record with what the comparison and the figure read; ``drift(epoch)``: its input shift."""
+    history = []
+    for e in range(1, epochs + 1):
+        h = {"epoch": e, "test_error_pct": 1.0}
+        if drift is not None:
+            h.update(input_shift_max=drift(e), input_shift_mean=drift(e) / 100)
+        if watch and e % watch == 0:
+            h.update(val_fgsm_pct={k: fgsm + e for k in EPS}, val_fgsm_authors_pct={k: authors + e for k in EPS})
+        history.append(h)
+    return {"init_sha256": init, "history": history, "best_epoch": epochs,
+            "results": {"clean_pct": clean, "fgsm_pct": {k: fgsm for k in EPS}, "fgsm_authors_pct": {k: authors for k in EPS}}}
+
+
+def protocol(epochs, gains, inits=None, runs=None, watch=0):
+    """A result of the control and sgm:0.2 in which run i's arm gains ``gains[i]`` points of FGSM under both
+    conventions and none of clean accuracy; ``inits``: run -> initial-weights digest (default the same for all)."""
+    runs = range(len(gains)) if runs is None else runs
+    nets = {}
+    for i, g in zip(runs, gains):
+        init = (inits or {}).get(i, f"init{i}")
+        nets[f"run{i}/control"] = record(init, 99.0, 80.0, 70.0, epochs, watch)
+        nets[f"run{i}/sgm:0.2"] = record(init, 99.0, 80.0 + g, 70.0 + g, epochs, watch, drift=lambda e: 0.01 * e)
+    return {"arms": list(ARMS), "networks": nets,
+            "config": {"dataset": "mnist", "model": "cnn", "augment": False, "epochs": epochs,
+                       "eps": [float(e) for e in EPS]}}
+
+
+def test_same_seeds_are_the_common_runs_and_a_different_start_is_refused():
+    long, short = protocol(50, [1, 2], runs=[0, 2]), protocol(10, [1, 2, 3])
+    assert length.same_seeds(long, short) == [0, 2]
+    other = protocol(10, [1, 2, 3], inits={2: "elsewhere"})
+    with pytest.raises(ValueError, match="run 2, control: .* not start from the same weights"):
+        length.same_seeds(long, other)
+
+
+def test_the_claims_are_judged_on_the_common_runs_by_the_same_rules_at_each_length():
+    """Three pairs (below the rules' five, so the comparison lowers min_pairs): +0.1 points per pair at 10 epochs
+    is refuted against the paper's +4.85 at eps 0.1; +3, +4, +5 at 50 epochs confirms it, a change of verdict."""
+    short = protocol(10, [0.1, 0.1, 0.1, 9.0])          # run 3 exists only at 10 epochs: left out
+    long = protocol(50, [3.0, 4.0, 5.0])
+    cmp = length.length_claims(long, short)
+    assert cmp["runs"] == [0, 1, 2] and cmp["epochs"] == (50, 10)
+    row = next(r for r in cmp["rows"] if r["claim"] == "FGSM accuracy rises at ε = 0.1 (Table 5)")
+    assert row["short"]["diffs"] == [0.1, 0.1, 0.1] and row["short"]["verdict"] == "refuted"
+    assert row["long"]["diffs"] == [3.0, 4.0, 5.0] and row["long"]["verdict"] == "confirmed"
+    assert row["changed"] and row["paper_diff"] == 4.85
+    clean = next(r for r in cmp["rows"] if r["convention"] is None)
+    assert clean["short"]["verdict"] == clean["long"]["verdict"] == "confirmed" and not clean["changed"]
+    assert {r["convention"] for r in cmp["rows"]} == {None, "inference", "authors"}
+
+
+def test_without_a_common_run_the_comparison_is_refused():
+    with pytest.raises(ValueError, match="no run in common"):
+        length.length_claims(protocol(50, [1.0], runs=[5]), protocol(10, [1.0, 2.0]))
+
+
+def test_min_pairs_lowers_the_rules_least_number_of_pairs_and_nothing_else():
+    assert verdicts.verdict_gain([5.0, 6.0], 4.85)[0] == "not decidable yet"
+    assert verdicts.verdict_gain([5.0, 6.0], 4.85, min_pairs=2)[0] == "confirmed"
+    assert verdicts.verdict_gain([5.0, -6.0], 4.85, min_pairs=2)[0] == "not decidable"
+    assert verdicts.verdict_no_harm([-0.3, -0.2], min_pairs=2)[0] == "refuted"
+
+
+def test_watch_curves_put_each_value_at_its_epoch_and_nan_elsewhere():
+    result = protocol(6, [1.0, 2.0], watch=3)
+    epochs, acc = length.watch_curves(result, "sgm:0.2", "val_fgsm_pct", "0.1")
+    assert list(epochs) == [1, 2, 3, 4, 5, 6]
+    assert np.isnan(acc[:, [0, 1, 3, 4]]).all()
+    assert acc[:, 2].tolist() == [84.0, 85.0] and acc[:, 5].tolist() == [87.0, 88.0]
+    _, drift = length.watch_curves(result, "control", "input_shift_max")
+    assert np.isnan(drift).all()                        # the control's stored images never move
+    assert length.watched_eps(result) == EPS and length.watched_eps(protocol(6, [1.0])) == []
+
+
+def test_the_watch_figure_draws_every_run_of_the_drift_and_of_both_conventions():
+    fig = length.watch_figure(protocol(6, [1.0, 2.0, 3.0], watch=2))
+    drift, *watch = fig.axes
+    assert drift.get_title() == "Stored images' drift" and drift.get_yscale() == "log"
+    assert len(drift.get_lines()) == 3                  # sgm:0.2's three runs; the control has no drift
+    assert np.allclose(drift.get_lines()[0].get_ydata(), 0.01 * np.arange(1, 7))
+    assert [ax.get_title() for ax in watch] == ["Validation FGSM, ε = 0.1", "Validation FGSM, ε = 0.2"]
+    lines = watch[0].get_lines()
+    assert len(lines) == 2 * 2 * 3                      # arms x conventions x runs
+    assert all(list(line.get_xdata()) == [2, 4, 6] for line in lines)
+    assert {line.get_linestyle() for line in lines} == {"-", "--"}
+
+
+def test_the_watch_figure_is_refused_without_a_watch_and_written_with_the_protocols_figures(tmp_path):
+    with pytest.raises(ValueError, match="--watch-fgsm"):
+        length.watch_figure(protocol(4, [1.0]))
+    assert [os.path.basename(p) for p in write_figures(protocol(4, [1.0]), str(tmp_path))] == ["fig1-2_test_error.png"]
+    paths = write_figures(protocol(4, [1.0], watch=2), str(tmp_path))
+    watch = [p for p in paths if os.path.basename(p) == "watch_drift_and_val_fgsm.png"]
+    assert len(watch) == 1 and os.path.getsize(watch[0]) > 0
+
+
+def test_a_record_without_an_init_digest_is_not_taken_for_the_same_seed():
+    long, short = protocol(50, [1.0]), protocol(10, [1.0])
+    del long["networks"]["run0/sgm:0.2"]["init_sha256"]
+    with pytest.raises(ValueError, match="run 0, sgm:0.2"):
+        length.same_seeds(long, short)
+    assert not math.isnan(length.length_claims(protocol(50, [1.0]), short)["rows"][0]["long"]["median_diff"])
