@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -187,11 +188,11 @@ def _diffs_cell(c) -> str:
 
 
 def length_table(long_folder, short_folder, long_label=None, short_label=None) -> str:
-    """Markdown: the paper's claims judged on the runs two protocols share (same seeds, same initial weights),
-    at each one's length, by the same rules (nanosgm.experiments.length.length_claims): per claim the paired
-    gains per run and their median at each length, both verdicts, and whether the length changed it. A folder
-    without protocol.json gives one line: pending."""
-    from nanosgm.experiments.length import length_claims
+    """Markdown: the paper's claims judged on the runs two protocols share (same settings but the length, same
+    initial weights), at each one's length, by the same rules (nanosgm.experiments.length.length_claims): per
+    claim the paired gains per run and their median at each length, both verdicts, and whether the length
+    changed it; then what was left out, and why. A folder without protocol.json gives one line: pending."""
+    from nanosgm.experiments.length import MIN_LENGTH_PAIRS, length_claims
     long_label = long_label or os.path.basename(os.path.normpath(str(long_folder)))
     short_label = short_label or os.path.basename(os.path.normpath(str(short_folder)))
     for folder, label in ((long_folder, long_label), (short_folder, short_label)):
@@ -202,23 +203,28 @@ def length_table(long_folder, short_folder, long_label=None, short_label=None) -
     except ValueError as exc:
         raise CliError(f"{long_folder} beside {short_folder}: {exc}") from None
     (n_long, n_short), runs = cmp["epochs"], cmp["runs"]
-    lines = [f"### `{long_label}/` ({n_long} epochs) beside `{short_label}/` ({n_short} epochs): runs "
-             f"{', '.join(map(str, runs))}, each network from the same initial weights at both lengths", "",
+    shared = "; ".join(f"{arm}: run{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}" for arm, r in runs.items())
+    lines = [f"### `{long_label}/` ({n_long} epochs) beside `{short_label}/` ({n_short} epochs)", "",
+             f"The runs both hold, each network from the same initial weights at both lengths: {shared or 'none'}.", "",
              f"| arm | claim | paper Δ | {n_short} epochs: Δ per run → median | verdict | {n_long} epochs: Δ per run "
              f"→ median | verdict | changed |", "| --- " * 8 + "|"]
     for r in cmp["rows"]:
         lines.append(f"| {r['arm']} | {r['claim']} | {r['paper_diff']:+.2f} | {_diffs_cell(r['short'])} | "
                      f"{r['short']['verdict']} | {_diffs_cell(r['long'])} | {r['long']['verdict']} | "
                      f"{'**yes**' if r['changed'] else 'no'} |")
-    fewer = (f" (their least number of pairs lowered from {verdicts.MIN_PAIRS} to {len(runs)})"
-             if len(runs) < verdicts.MIN_PAIRS else "")
-    lines += ["", f"The rules of nanosgm.experiments.verdicts on these {len(runs)} pairs per claim{fewer}; each "
-                  f"network's best-validation epoch."]
+    if not cmp["rows"]:
+        lines.append("| – | no claim measured at both lengths | | | | | | |")
+    fewest = min((len(r) for r in runs.values()), default=0)
+    lines += ["", f"The rules of nanosgm.experiments.verdicts on the runs shared, their least number of pairs "
+                  f"({verdicts.MIN_PAIRS}) lowered to the runs shared but not below {MIN_LENGTH_PAIRS}"
+                  + (f" (so {fewest} pair{'s' if fewest != 1 else ''}: not decidable yet)" if fewest < MIN_LENGTH_PAIRS else "")
+                  + "; each network's best-validation epoch."]
+    lines += [f"Left out: {why}." for why in cmp["left_out"]]
     return "\n".join(lines)
 
 
 _BLOCK = re.compile(r"(<!-- results_tables: (?P<folder>\S+) -->).*?(<!-- /results_tables -->)", re.S)
-_LEN_BLOCK = re.compile(r"(<!-- results_length: (?P<long>\S+) (?P<short>\S+) -->).*?(<!-- /results_length -->)", re.S)
+_LEN_BLOCK = re.compile(r"(<!--\s*results_length:\s*(?P<long>\S+)\s+(?P<short>\S+)\s*-->).*?(<!-- /results_length -->)", re.S)
 _CONV_BLOCK = re.compile(r"(<!-- results_conventions: (?P<folders>[^>]*?) -->).*?(<!-- /results_conventions -->)", re.S)
 
 
@@ -259,18 +265,28 @@ def decomposition_table(folder, label=None) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Medians over networks; gains are median paired differences from the same run's control under "
-                 f"the same reading. Made by `{in_repository(doc['command'])}` at {doc['git_commit'][:7]}.")
+                 f"the same reading. Made by `{in_repository(doc['command'], _base(folder))}` at {doc['git_commit'][:7]}.")
     return "\n".join(lines)
 
 
-def in_repository(command: str) -> str:
-    """``command`` as typed in a checkout's root: a word that is a path into some checkout's ``results/``
-    (``/work/run/results/mnist-cnn-ten``, where the background queue ran it) becomes ``results/...``.
+def _base(folder) -> str:
+    return os.path.basename(os.path.normpath(str(folder)))
 
-    >>> in_repository("python -m nanosgm.decompose /work/run/results/mnist-cnn-ten -n 1000")
+
+def in_repository(command: str, folder: str) -> str:
+    """``command`` as typed in a checkout's root: a word that is a path to ``folder`` inside some checkout's
+    ``results/`` (``/work/run/results/mnist-cnn-ten``, where the background queue ran it; also after ``--flag=``)
+    becomes ``results/<folder>``; every other word is left as it was.
+
+    >>> in_repository("python -m nanosgm.decompose /work/run/results/mnist-cnn-ten -n 1000", "mnist-cnn-ten")
     'python -m nanosgm.decompose results/mnist-cnn-ten -n 1000'
     """
-    return " ".join(re.sub(r"^/.*?/(results/[^/]+/?.*)$", r"\1", word) for word in command.split(" "))
+    def word(w: str) -> str:
+        flag, eq, path = w.rpartition("=") if w.startswith("--") else ("", "", w)
+        if os.path.isabs(path) and os.path.normpath(path).endswith(f"/results/{folder}"):
+            path = f"results/{folder}"
+        return flag + eq + path
+    return shlex.join(word(w) for w in shlex.split(command))
 
 
 _DEC_BLOCK = re.compile(r"(<!-- results_decomposition: (?P<folders>[^>]*?) -->).*?(<!-- /results_decomposition -->)",
@@ -301,6 +317,7 @@ def rewritten(markdown_path) -> tuple[str, int]:
     base = os.path.dirname(os.path.abspath(markdown_path))
     with open(markdown_path, encoding="utf-8") as f:
         text = f.read()
+    _check_markers(text, markdown_path)
     new, n = _BLOCK.subn(lambda m: f"{m.group(1)}\n{tables(os.path.join(base, m.group('folder')))}\n{m.group(3)}", text)
     new, n_conv = _CONV_BLOCK.subn(
         lambda m: f"{m.group(1)}\n{_conventions_block(base, m.group('folders'))}\n{m.group(3)}", new)
@@ -310,6 +327,22 @@ def rewritten(markdown_path) -> tuple[str, int]:
         os.path.join(base, m.group("long")), os.path.join(base, m.group("short")), m.group("long"), m.group("short"))
         + f"\n{m.group(4)}", new)
     return new, n + n_conv + n_dec + n_len
+
+
+_MARKER = re.compile(r"<!--\s*(results_(?:tables|conventions|decomposition|length)):")
+
+
+def _check_markers(text, markdown_path) -> None:
+    """CliError naming the line of an opening block marker that its block's pattern does not match (a typo
+    would leave that block's old tables in place, unnoticed), or of one without its closing marker."""
+    patterns = {"results_tables": _BLOCK, "results_conventions": _CONV_BLOCK, "results_decomposition": _DEC_BLOCK,
+                "results_length": _LEN_BLOCK}
+    starts = {name: {m.start() for m in pattern.finditer(text)} for name, pattern in patterns.items()}
+    for m in _MARKER.finditer(text):
+        if m.start() not in starts[m.group(1)]:
+            line = text.count("\n", 0, m.start()) + 1
+            raise CliError(f"{markdown_path}:{line}: a {m.group(1)} block marker that does not parse (its folders, "
+                           f"or no <!-- /{m.group(1)} --> after it); write it as the others are")
 
 
 def _folder(folder) -> str:
@@ -337,7 +370,10 @@ def _main(args: list) -> int:
     if args[:1] == ["--decomposition"] and len(args) > 1:     # on the command line a missing folder is a typo;
         print("\n\n".join(decomposition_table(_folder(f)) for f in args[1:]))   # in a README block, pending
         return 0
-    if args[:1] == ["--length"] and len(args) == 3:
+    if args[:1] == ["--length"]:
+        if len(args) != 3:
+            raise CliError("--length takes two protocol folders, the longer run first: --length results/<long> "
+                           "results/<short>")
         print(length_table(_folder(args[1]), _folder(args[2])))
         return 0
     if args[:1] == ["--conventions"] and len(args) > 1:

@@ -1,6 +1,6 @@
 """Run length: a protocol trained at the paper's length beside a shorter one of the same seeds (issue 27, part 1).
 
-    same_seeds(long, short)            the runs both protocol results hold for every arm they share, each network
+    same_seeds(long, short, arm)       the runs both protocol results hold for the control and ``arm``, each network
                                        started from the same weights in both (equal ``init_sha256``)
     length_claims(long, short)         the paper's claims (:func:`.verdicts.claims`) judged on those runs at each
                                        length by the same rules, side by side, and whether the verdict changed
@@ -8,10 +8,13 @@
                                        and, at the watched epochs, FGSM accuracy on the validation split under
                                        both conventions (``--watch-fgsm``), each arm
 
-SGM's input step is not on the learning-rate schedule, so a longer run moves its stored images further; the
-claims are judged with the rules of :mod:`.verdicts` on the common runs only, with ``min_pairs`` lowered to
-their number (three here; the rules' five is the paper's), and both lengths are judged on the same runs, so a
-change of verdict is the run length's, not the seeds'.
+SGM's input step is not on the learning-rate schedule, so a longer run moves its stored images further. The two
+protocols must differ in their number of epochs only (and so in the schedule the paper's steps give each length):
+every other setting that shapes training or measurement, and the BLAS threads, are checked equal. Each SGM arm's
+claims are judged with the rules of :mod:`.verdicts` on the runs where both protocols hold it and the control
+from the same initial weights, with the rules' least number of pairs lowered to that number but never below
+:data:`MIN_LENGTH_PAIRS`; both lengths are judged on the same runs. Same initial weights do not make the two
+trainings one path: they part at the first epoch whose learning rate differs.
 """
 from __future__ import annotations
 
@@ -20,14 +23,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..methods.arms import CONTROL
 from .keys import split_key
 from .stats import summarize
-from .verdicts import claims
+from .verdicts import MIN_PAIRS, claims, is_sgm_arm
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["same_seeds", "restricted", "length_claims", "watch_figure", "watch_curves", "watched_eps", "WATCH_EPS"]
+__all__ = ["same_seeds", "restricted", "length_claims", "check_comparable", "watch_figure", "watch_curves",
+           "watched_eps", "WATCH_EPS", "MIN_LENGTH_PAIRS", "SAME_SETTINGS"]
+
+#: the fewest pairs a verdict here is given on (the rules' own least, MIN_PAIRS, is lowered to the runs shared)
+MIN_LENGTH_PAIRS = 3
+#: the settings two protocols compared by run length must share (config keys; and the top-level blas_threads)
+SAME_SETTINGS = ("dataset", "model", "augment", "optimizer", "batch_size", "lr", "constant_lr", "limit",
+                 "eval_limit", "val_size", "eps", "backend", "seed0")
 
 
 def _by_run(result: dict) -> dict[int, dict[str, dict]]:
@@ -39,51 +50,81 @@ def _by_run(result: dict) -> dict[int, dict[str, dict]]:
     return runs
 
 
-def same_seeds(long: dict, short: dict) -> list[int]:
-    """The runs, in order, that hold every arm the two results share in both; ValueError if one of those
-    networks did not start from the same weights in both (their ``init_sha256`` differ, or one lacks it)."""
-    arms = [a for a in long["arms"] if a in short["arms"]]
+def check_comparable(long: dict, short: dict) -> None:
+    """ValueError (one line, naming the setting) unless the two results differ in their number of epochs, the
+    first the longer, and in nothing else of :data:`SAME_SETTINGS` or their BLAS threads."""
+    a, b = long["config"], short["config"]
+    for key in SAME_SETTINGS:
+        if a.get(key) != b.get(key):
+            raise ValueError(f"the two protocols differ in {key} ({a.get(key)!r} and {b.get(key)!r}), not only in "
+                             f"their length; compare protocols of the same settings")
+    if long.get("blas_threads") != short.get("blas_threads"):
+        raise ValueError(f"the two protocols differ in blas_threads ({long.get('blas_threads')!r} and "
+                         f"{short.get('blas_threads')!r}), so their training differs beyond the run length")
+    if not a["epochs"] > b["epochs"]:
+        raise ValueError(f"the first protocol must be the longer: {a['epochs']} and {b['epochs']} epochs")
+
+
+def same_seeds(long: dict, short: dict, arm: str) -> list[int]:
+    """The runs, in order, that hold the control and ``arm`` in both results; ValueError if one of those networks
+    did not start from the same weights in both (their ``init_sha256`` differ, or one lacks it)."""
     a, b = _by_run(long), _by_run(short)
-    runs = [i for i in sorted(a) if i in b and all(arm in a[i] and arm in b[i] for arm in arms)]
+    runs = [i for i in sorted(a) if i in b and all(x in a[i] and x in b[i] for x in (CONTROL, arm))]
     for i in runs:
-        for arm in arms:
-            x, y = a[i][arm].get("init_sha256"), b[i][arm].get("init_sha256")
-            if x is None or x != y:
-                raise ValueError(f"run {i}, {arm}: the two protocols' networks did not start from the same weights "
-                                 f"(init_sha256 {x} and {y}); a comparison of run length needs the same seeds")
+        for x in (CONTROL, arm):
+            one, two = a[i][x].get("init_sha256"), b[i][x].get("init_sha256")
+            if one is None or one != two:
+                raise ValueError(f"run {i}, {x}: the two protocols' networks did not start from the same weights "
+                                 f"(init_sha256 {str(one)[:12]} and {str(two)[:12]}); compare runs of the same seeds")
     return runs
 
 
-def restricted(result: dict, runs: list[int]) -> dict:
-    """``result`` with the networks of ``runs`` only (the same config and arms)."""
+def restricted(result: dict, runs: list[int], arms: list[str] | None = None) -> dict:
+    """``result`` with the networks of ``runs`` (and of ``arms``, if given) only, the same config."""
     keep = set(runs)
-    return {**result, "networks": {k: r for k, r in result["networks"].items() if split_key(k)[0] in keep}}
+    nets = {k: r for k, r in result["networks"].items()
+            if split_key(k)[0] in keep and (arms is None or split_key(k)[1] in arms)}
+    return {**result, "networks": nets, "arms": list(arms) if arms is not None else result["arms"]}
+
+
+def _judged(result: dict, arm: str, runs: list[int], min_pairs: int) -> dict:
+    """{claim: claim row} of ``arm`` against the control on ``runs``."""
+    r = restricted(result, runs, [CONTROL, arm])
+    return {c["claim"]: c for c in claims(r, summarize(r), min_pairs=min_pairs) if c["arm"] == arm}
 
 
 def length_claims(long: dict, short: dict) -> dict:
-    """The claims of :func:`.verdicts.claims` judged on the common runs (:func:`same_seeds`) at both lengths.
+    """The claims of :func:`.verdicts.claims` judged, per SGM arm, on the runs both results hold with the control
+    (:func:`same_seeds`) at both lengths, after :func:`check_comparable`.
 
-    Returns {"runs": [...], "epochs": (long, short), "rows": [{"arm", "claim", "convention", "paper_diff",
-    "long": claim row, "short": claim row, "changed": bool}]} (a claim row as :func:`.verdicts.claims` gives it,
-    its "diffs" per common run, in order; "changed": the two verdicts differ). Claims that only one length
-    measured are left out. ValueError when no run is common to both."""
-    runs = same_seeds(long, short)
-    if not runs:
-        raise ValueError("the two protocols have no run in common with every shared arm recorded")
-    n = len(runs)
-    judged = []
-    for result in (long, short):
-        r = restricted(result, runs)
-        judged.append({(c["arm"], c["claim"]): c for c in claims(r, summarize(r), min_pairs=n)})
-    rows = []
-    for key, c_long in judged[0].items():
-        c_short = judged[1].get(key)
-        if c_short is None:
+    Returns {"epochs": (long, short), "runs": {arm: [...]}, "rows": [{"arm", "claim", "convention", "paper_diff",
+    "long": claim row, "short": claim row, "changed": bool}], "left_out": [one line each]} (a claim row as
+    :func:`.verdicts.claims` gives it, its "diffs" per run, in order; "changed": the two verdicts differ). An SGM
+    arm without a shared run, and a claim only one length measured, are named in "left_out"."""
+    check_comparable(long, short)
+    rows, runs_of, left_out = [], {}, []
+    for arm in [a for a in long["arms"] if is_sgm_arm(a)]:
+        if arm not in short["arms"]:
+            left_out.append(f"{arm}: only the {long['config']['epochs']}-epoch protocol has it")
             continue
-        rows.append({"arm": key[0], "claim": key[1], "convention": c_long["convention"],
-                     "paper_diff": c_long["paper_diff"], "long": c_long, "short": c_short,
-                     "changed": c_long["verdict"] != c_short["verdict"]})
-    return {"runs": runs, "epochs": (long["config"]["epochs"], short["config"]["epochs"]), "rows": rows}
+        runs = same_seeds(long, short, arm)
+        if not runs:
+            left_out.append(f"{arm}: no run holds it and the control in both protocols")
+            continue
+        runs_of[arm] = runs
+        need = max(MIN_LENGTH_PAIRS, min(len(runs), MIN_PAIRS))
+        judged_long, judged_short = _judged(long, arm, runs, need), _judged(short, arm, runs, need)
+        for claim in sorted(set(judged_long) ^ set(judged_short), key=list(judged_long | judged_short).index):
+            n = long["config"]["epochs"] if claim in judged_long else short["config"]["epochs"]
+            left_out.append(f"{arm}, {claim}: measured at {n} epochs only")
+        for claim, c_long in judged_long.items():
+            if claim in judged_short:
+                c_short = judged_short[claim]
+                rows.append({"arm": arm, "claim": claim, "convention": c_long["convention"],
+                             "paper_diff": c_long["paper_diff"], "long": c_long, "short": c_short,
+                             "changed": c_long["verdict"] != c_short["verdict"]})
+    return {"epochs": (long["config"]["epochs"], short["config"]["epochs"]), "runs": runs_of, "rows": rows,
+            "left_out": left_out}
 
 
 # ------------------------------------------------------------------------------------------ the figure
@@ -147,7 +188,8 @@ def watch_figure(result: dict, eps: tuple[str, ...] = WATCH_EPS) -> Figure:
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        if ax.get_lines():
+            ax.legend(fontsize=6)
     cfg = result["config"]
     fig.suptitle(f"{cfg['dataset']} {cfg['model']}, {cfg['epochs']} epochs: each run a line", fontsize=10)
     fig.tight_layout()

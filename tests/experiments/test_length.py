@@ -41,12 +41,14 @@ def protocol(epochs, gains, inits=None, runs=None, watch=0):
                        "eps": [float(e) for e in EPS]}}
 
 
-def test_same_seeds_are_the_common_runs_and_a_different_start_is_refused():
+def test_same_seeds_are_the_runs_holding_the_control_and_the_arm_and_a_different_start_is_refused():
     long, short = protocol(50, [1, 2], runs=[0, 2]), protocol(10, [1, 2, 3])
-    assert length.same_seeds(long, short) == [0, 2]
+    assert length.same_seeds(long, short, "sgm:0.2") == [0, 2]
+    del short["networks"]["run2/sgm:0.2"]               # run 2 lacks the arm at 10 epochs: not paired
+    assert length.same_seeds(long, short, "sgm:0.2") == [0]
     other = protocol(10, [1, 2, 3], inits={2: "elsewhere"})
     with pytest.raises(ValueError, match="run 2, control: .* not start from the same weights"):
-        length.same_seeds(long, other)
+        length.same_seeds(long, other, "sgm:0.2")
 
 
 def test_the_claims_are_judged_on_the_common_runs_by_the_same_rules_at_each_length():
@@ -55,7 +57,7 @@ def test_the_claims_are_judged_on_the_common_runs_by_the_same_rules_at_each_leng
     short = protocol(10, [0.1, 0.1, 0.1, 9.0])          # run 3 exists only at 10 epochs: left out
     long = protocol(50, [3.0, 4.0, 5.0])
     cmp = length.length_claims(long, short)
-    assert cmp["runs"] == [0, 1, 2] and cmp["epochs"] == (50, 10)
+    assert cmp["runs"] == {"sgm:0.2": [0, 1, 2]} and cmp["epochs"] == (50, 10) and cmp["left_out"] == []
     row = next(r for r in cmp["rows"] if r["claim"] == "FGSM accuracy rises at ε = 0.1 (Table 5)")
     assert row["short"]["diffs"] == [0.1, 0.1, 0.1] and row["short"]["verdict"] == "refuted"
     assert row["long"]["diffs"] == [3.0, 4.0, 5.0] and row["long"]["verdict"] == "confirmed"
@@ -65,9 +67,39 @@ def test_the_claims_are_judged_on_the_common_runs_by_the_same_rules_at_each_leng
     assert {r["convention"] for r in cmp["rows"]} == {None, "inference", "authors"}
 
 
-def test_without_a_common_run_the_comparison_is_refused():
-    with pytest.raises(ValueError, match="no run in common"):
-        length.length_claims(protocol(50, [1.0], runs=[5]), protocol(10, [1.0, 2.0]))
+def test_fewer_than_three_shared_pairs_are_not_decidable_yet():
+    cmp = length.length_claims(protocol(50, [3.0, 4.0]), protocol(10, [0.1, 0.1]))
+    assert {r["long"]["verdict"] for r in cmp["rows"]} == {"not decidable yet"}
+    assert cmp["rows"][0]["long"]["reason"] == f"2 of {length.MIN_LENGTH_PAIRS} pairs"
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda r: r["config"].update(augment=True), r"differ in augment \(True and False\)"),
+    (lambda r: r["config"].update(model="dnn"), "differ in model"),
+    (lambda r: r.update(blas_threads=2), "differ in blas_threads"),
+    (lambda r: r["config"].update(epochs=10), "must be the longer: 10 and 10 epochs"),
+])
+def test_protocols_that_differ_in_more_than_their_length_are_refused(change, match):
+    long = protocol(50, [1.0, 2.0, 3.0])
+    change(long)
+    with pytest.raises(ValueError, match=match):
+        length.length_claims(long, protocol(10, [1.0, 2.0, 3.0]))
+
+
+def test_what_cannot_be_compared_is_named_not_dropped():
+    """An arm only one protocol has, an arm without a shared run, and claims measured at one length only."""
+    long, short = protocol(50, [1.0, 2.0, 3.0]), protocol(10, [1.0, 2.0, 3.0])
+    long["arms"].append("sgm:0.5")
+    short["arms"].append("sgm:0.7")                      # not an arm of the long protocol: not asked about
+    for r in short["networks"].values():
+        del r["results"]["fgsm_authors_pct"]
+    cmp = length.length_claims(long, short)
+    assert "sgm:0.5: only the 50-epoch protocol has it" in cmp["left_out"]
+    assert "sgm:0.2, FGSM accuracy rises at ε = 0.1 (Table 5, the authors' FGSM): measured at 50 epochs only" \
+        in cmp["left_out"]
+    assert {r["convention"] for r in cmp["rows"]} == {None, "inference"}
+    short["arms"].append("sgm:0.5")
+    assert "sgm:0.5: no run holds it and the control in both protocols" in length.length_claims(long, short)["left_out"]
 
 
 def test_min_pairs_lowers_the_rules_least_number_of_pairs_and_nothing_else():
@@ -114,5 +146,5 @@ def test_a_record_without_an_init_digest_is_not_taken_for_the_same_seed():
     long, short = protocol(50, [1.0]), protocol(10, [1.0])
     del long["networks"]["run0/sgm:0.2"]["init_sha256"]
     with pytest.raises(ValueError, match="run 0, sgm:0.2"):
-        length.same_seeds(long, short)
+        length.same_seeds(long, short, "sgm:0.2")
     assert not math.isnan(length.length_claims(protocol(50, [1.0]), short)["rows"][0]["long"]["median_diff"])

@@ -72,33 +72,51 @@ def test_a_bad_input_is_refused_in_one_line_with_exit_status_1(tmp_path, capsys,
 @pytest.mark.parametrize("command, shown", [
     ("python -m nanosgm.decompose /work/run/results/mnist-cnn-ten -n 1000 --require-all",
      "python -m nanosgm.decompose results/mnist-cnn-ten -n 1000 --require-all"),
-    ("python -m nanosgm.decompose results/mnist-dnn-aug -n 1000", "python -m nanosgm.decompose results/mnist-dnn-aug -n 1000"),
+    ("python -m nanosgm.decompose results/mnist-cnn-ten -n 1000", "python -m nanosgm.decompose results/mnist-cnn-ten -n 1000"),
     ("python -m nanosgm.decompose /tmp/elsewhere -n 10", "python -m nanosgm.decompose /tmp/elsewhere -n 10"),
+    ("python -m nanosgm.decompose /home/me/results/proj/results/mnist-cnn-ten/",
+     "python -m nanosgm.decompose results/mnist-cnn-ten"),
+    ("python -m nanosgm.decompose /tmp/results/mnist-cnn-tenth", "python -m nanosgm.decompose /tmp/results/mnist-cnn-tenth"),
+    ("x --out=/work/run/results/mnist-cnn-ten", "x --out=results/mnist-cnn-ten"),
+    ("x '/work/my run/results/mnist-cnn-ten'", "x results/mnist-cnn-ten"),
 ])
-def test_a_decomposition_block_names_the_folder_as_typed_in_a_checkout(command, shown):
+def test_a_decomposition_block_names_its_folder_as_typed_in_a_checkout(command, shown):
     """The queue runs in a worktree (/work/run); the README shows the command a reader types in the repository
-    root, and leaves a path that is not into a results/ folder as it was."""
-    assert results_tables.in_repository(command) == shown
+    root: a path to the decomposition's own folder becomes results/<folder>, every other word stays."""
+    assert results_tables.in_repository(command, "mnist-cnn-ten") == shown
 
 
+@pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "results", "mnist-cnn-50", "protocol.json")),
+                    reason="results/mnist-cnn-50 holds no protocol.json yet")
 def test_the_length_table_judges_the_shared_seeds_at_both_lengths():
-    """The first ten-epoch protocol and the ten pairs share seeds 0-4 from the same initial weights: the table
-    gives each one's paired gains per run (the records' numbers) and both verdicts by the same rules."""
+    """The 50-epoch protocol beside the ten pairs: each row's paired gains per run are the records' numbers."""
     from nanosgm import experiments
-    a, b = (os.path.join(ROOT, "results", f) for f in ("mnist-cnn-ten", "mnist-cnn"))
-    table = results_tables.length_table(a, b)
-    assert "runs 0, 1, 2, 3, 4, each network from the same initial weights" in table
-    nets = experiments.load_protocol(b)["networks"]
-    d = [nets[f"run{i}/sgm:0.2:per-sample"]["results"]["fgsm_pct"]["0.1"] - nets[f"run{i}/control"]["results"]["fgsm_pct"]["0.1"]
-         for i in range(5)]
+    long, short = (os.path.join(ROOT, "results", f) for f in ("mnist-cnn-50", "mnist-cnn-ten"))
+    table = results_tables.length_table(long, short)
+    nets = {f: experiments.load_protocol(f)["networks"] for f in (long, short)}
+    runs = sorted({int(k.split("/")[0][3:]) for k in nets[long] if k.endswith("/sgm:0.2:per-sample")})
     row = next(line for line in table.splitlines()
                if line.startswith("| sgm:0.2:per-sample | FGSM accuracy rises at ε = 0.1 (Table 5) |"))
-    assert ", ".join(f"{x:+.2f}" for x in d) in row.split("|")[4]
-    assert "least number of pairs lowered" not in table     # five pairs: the rules' own least number
+    for f, cell in ((short, 4), (long, 6)):
+        d = [nets[f][f"run{i}/sgm:0.2:per-sample"]["results"]["fgsm_pct"]["0.1"]
+             - nets[f][f"run{i}/control"]["results"]["fgsm_pct"]["0.1"] for i in runs]
+        assert row.split("|")[cell].strip().startswith(", ".join(f"{x:+.2f}" for x in d))
 
 
-def test_the_length_table_refuses_protocols_of_other_seeds_and_waits_for_a_missing_one(tmp_path, capsys):
-    a, b = (os.path.join(ROOT, "results", f) for f in ("mnist-cnn-ten", "mnist-dnn"))
+def test_the_length_table_refuses_protocols_of_other_settings_and_waits_for_a_missing_one(tmp_path, capsys):
+    a, b = (os.path.join(ROOT, "results", f) for f in ("mnist-cnn-ten", "mnist-dnn-conventions"))
     assert results_tables.main(["--length", a, b]) == 1
-    assert "did not start from the same weights" in capsys.readouterr().err
+    assert "differ in model ('cnn' and 'dnn')" in capsys.readouterr().err
+    assert results_tables.main(["--length", a]) == 1
+    assert "--length takes two protocol folders" in capsys.readouterr().err
     assert "pending" in results_tables.length_table(str(tmp_path), a)
+
+
+def test_a_block_marker_that_does_not_parse_is_refused_with_its_line(tmp_path, capsys):
+    """A typo in a marker would leave that block's old tables in place; it is refused, naming the line."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results_length: only-one -->\nold\n<!-- /results_length -->\n", encoding="utf-8")
+    assert results_tables.main(["--update", str(readme)]) == 1
+    assert f"{readme}:2: a results_length block marker that does not parse" in capsys.readouterr().err
+    readme.write_text("<!--  results_length:  a   b-->\nold\n<!-- /results_length -->\n", encoding="utf-8")
+    assert "pending (`a/` has no protocol.json yet)" in results_tables.rewritten(str(readme))[0]
