@@ -220,7 +220,17 @@ def length_table(long_folder, short_folder, long_label=None, short_label=None) -
                   + (f" (so {fewest} pair{'s' if fewest != 1 else ''}: not decidable yet)" if fewest < MIN_LENGTH_PAIRS else "")
                   + "; each network's best-validation epoch."]
     lines += [f"Left out: {why}." for why in cmp["left_out"]]
+    paths = cmp["paths"].values()
+    if paths:
+        same, lr = sorted({p[0] for p in paths}), sorted({p[1] for p in paths})
+        lines.append(f"One path until the schedules part: the two records of each network agree epoch by epoch "
+                     f"(loss, errors, drift) for the first {_span(same)} epoch(s), their learning rates for the first "
+                     f"{_span(lr)} ({len(cmp['paths'])} networks).")
     return "\n".join(lines)
+
+
+def _span(values) -> str:
+    return f"{values[0]}" if len(values) == 1 else f"{values[0]}–{values[-1]}"
 
 
 _BLOCK = re.compile(r"(<!-- results_tables: (?P<folder>\S+) -->).*?(<!-- /results_tables -->)", re.S)

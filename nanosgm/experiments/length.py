@@ -31,7 +31,7 @@ from .verdicts import MIN_PAIRS, claims, is_sgm_arm
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["same_seeds", "restricted", "length_claims", "check_comparable", "watch_figure", "watch_curves",
+__all__ = ["same_seeds", "restricted", "length_claims", "check_comparable", "shared_epochs", "PATH_KEYS", "watch_figure", "watch_curves",
            "watched_eps", "WATCH_EPS", "MIN_LENGTH_PAIRS", "SAME_SETTINGS"]
 
 #: the fewest pairs a verdict here is given on (the rules' own least, MIN_PAIRS, is lowered to the runs shared)
@@ -79,6 +79,25 @@ def same_seeds(long: dict, short: dict, arm: str) -> list[int]:
     return runs
 
 
+#: what an epoch's history record says of training (not its wall time, nor the watch measured after it)
+PATH_KEYS = ("epoch", "lr", "train_loss", "val_error_pct", "test_error_pct", "input_shift_max", "input_shift_mean")
+
+
+def shared_epochs(a: dict, b: dict) -> tuple[int, int]:
+    """(epochs whose history records of :data:`PATH_KEYS` agree, epochs whose learning rates agree), both counted
+    from the first epoch, for two network records. Networks trained on one path until their schedules part
+    agree for as many epochs as their learning rates do."""
+    def leading(same) -> int:
+        n = 0
+        for x, y in zip(a["history"], b["history"]):
+            if not same(x, y):
+                break
+            n += 1
+        return n
+    return (leading(lambda x, y: all(x.get(k) == y.get(k) for k in PATH_KEYS)),
+            leading(lambda x, y: x.get("lr") == y.get("lr")))
+
+
 def restricted(result: dict, runs: list[int], arms: list[str] | None = None) -> dict:
     """``result`` with the networks of ``runs`` (and of ``arms``, if given) only, the same config."""
     keep = set(runs)
@@ -98,7 +117,8 @@ def length_claims(long: dict, short: dict) -> dict:
     (:func:`same_seeds`) at both lengths, after :func:`check_comparable`.
 
     Returns {"epochs": (long, short), "runs": {arm: [...]}, "rows": [{"arm", "claim", "convention", "paper_diff",
-    "long": claim row, "short": claim row, "changed": bool}], "left_out": [one line each]} (a claim row as
+    "long": claim row, "short": claim row, "changed": bool}], "left_out": [one line each], "paths": {network key:
+    :func:`shared_epochs` of its two records}} (a claim row as
     :func:`.verdicts.claims` gives it, its "diffs" per run, in order; "changed": the two verdicts differ). An SGM
     arm without a shared run, and a claim only one length measured, are named in "left_out"."""
     check_comparable(long, short)
@@ -123,8 +143,10 @@ def length_claims(long: dict, short: dict) -> dict:
                 rows.append({"arm": arm, "claim": claim, "convention": c_long["convention"],
                              "paper_diff": c_long["paper_diff"], "long": c_long, "short": c_short,
                              "changed": c_long["verdict"] != c_short["verdict"]})
+    paths = {f"run{i}/{x}": shared_epochs(long["networks"][f"run{i}/{x}"], short["networks"][f"run{i}/{x}"])
+             for arm, runs in runs_of.items() for i in runs for x in (CONTROL, arm)}
     return {"epochs": (long["config"]["epochs"], short["config"]["epochs"]), "runs": runs_of, "rows": rows,
-            "left_out": left_out}
+            "left_out": left_out, "paths": dict(sorted(paths.items()))}
 
 
 # ------------------------------------------------------------------------------------------ the figure

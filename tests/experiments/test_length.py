@@ -148,3 +148,19 @@ def test_a_record_without_an_init_digest_is_not_taken_for_the_same_seed():
     with pytest.raises(ValueError, match="run 0, sgm:0.2"):
         length.same_seeds(long, short, "sgm:0.2")
     assert not math.isnan(length.length_claims(protocol(50, [1.0]), short)["rows"][0]["long"]["median_diff"])
+
+
+def test_shared_epochs_count_the_agreeing_start_of_two_histories():
+    a = record("i", 99.0, 80.0, 70.0, 5, drift=lambda e: 0.01 * e)
+    b = record("i", 99.0, 80.0, 70.0, 3, drift=lambda e: 0.01 * e)
+    for h, lr in zip(a["history"], (1e-3, 1e-3, 1e-4, 1e-4, 1e-5)):
+        h["lr"] = lr
+    for h, lr in zip(b["history"], (1e-3, 1e-3, 1e-5)):
+        h["lr"] = lr
+    assert length.shared_epochs(a, b) == (2, 2)             # the third epoch's learning rates differ
+    b["history"][1]["train_loss"] = 0.5
+    a["history"][1]["seconds"] = 9.0                        # wall time is not part of the path
+    assert length.shared_epochs(a, b) == (1, 2)
+    cmp = length.length_claims(protocol(50, [1.0, 2.0, 3.0]), protocol(10, [1.0, 2.0, 3.0]))
+    assert sorted(cmp["paths"]) == [f"run{i}/{x}" for i in range(3) for x in ARMS]
+    assert set(cmp["paths"].values()) == {(10, 10)}       # these fakes' histories agree where both have epochs
