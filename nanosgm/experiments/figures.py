@@ -231,7 +231,8 @@ def write_figures(result: dict, out: str, ds: Dataset | None = None, clip: tuple
     """Save Figures 1-6 of a protocol result (as far as it allows) as PNGs into ``out``; returns the paths.
 
     Figures 1-2 always; when the records hold a validation FGSM watch (``--watch-fgsm``), the drift of the
-    stored images and the watch per epoch (:func:`.length.watch_figure`, ``watch_drift_and_val_fgsm.png``); Figures 3-4 of every arm whose run-0 weights are in ``out/models`` when the
+    stored images and the watch per epoch (:func:`.length.watch_figure`, ``watch_drift_and_val_fgsm.png``);
+    Figures 3-4 of every arm whose run-0 weights are in ``out/models`` when the
     dataset ``ds`` is given; Figures 5-6 of every arm with snapshots, also amplified to the largest update
     when that is below 0.5."""
     paths = []

@@ -31,8 +31,8 @@ from .verdicts import MIN_PAIRS, claims, is_sgm_arm
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["same_seeds", "restricted", "length_claims", "check_comparable", "shared_epochs", "PATH_KEYS", "watch_figure", "watch_curves",
-           "watched_eps", "WATCH_EPS", "MIN_LENGTH_PAIRS", "SAME_SETTINGS"]
+__all__ = ["same_seeds", "restricted", "length_claims", "check_comparable", "shared_epochs", "watch_figure",
+           "watch_curves", "watched_eps", "PATH_KEYS", "WATCH_EPS", "MIN_LENGTH_PAIRS", "SAME_SETTINGS"]
 
 #: the fewest pairs a verdict here is given on (the rules' own least, MIN_PAIRS, is lowered to the runs shared)
 MIN_LENGTH_PAIRS = 3
