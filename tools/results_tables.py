@@ -38,6 +38,11 @@ from nanosgm.plumbing.cli import CliError, run_cli  # noqa: E402
 from nanosgm.plumbing.files import atomic_write  # noqa: E402
 
 
+def _base(folder) -> str:
+    """A protocol folder's name, as a README block names it (``results/mnist-cnn-ten/`` -> ``mnist-cnn-ten``)."""
+    return os.path.basename(os.path.normpath(str(folder)))
+
+
 def _mr(s) -> str:
     return f"{s['median']:.2f} [{s['min']:.2f}–{s['max']:.2f}]" if s["per_run"] else "–"
 
@@ -157,7 +162,7 @@ def conventions_tables(folder, label=None) -> str:
     """Markdown for one protocol folder: its measured Table 4-5 cells, the paper beside ours under each FGSM
     convention (median [range] of the control and of the arm, median paired Δ), then the verdict of each
     claim per convention. A folder without protocol.json gives one line: pending."""
-    label = label or os.path.basename(os.path.normpath(str(folder)))
+    label = label or _base(folder)
     if not os.path.isfile(os.path.join(folder, "protocol.json")):
         return f"### `{label}/`: pending (no protocol.json yet)"
     result = experiments.load_protocol(folder)
@@ -193,8 +198,7 @@ def length_table(long_folder, short_folder, long_label=None, short_label=None) -
     claim the paired gains per run and their median at each length, both verdicts, and whether the length
     changed it; then what was left out, and why. A folder without protocol.json gives one line: pending."""
     from nanosgm.experiments.length import MIN_LENGTH_PAIRS, length_claims
-    long_label = long_label or os.path.basename(os.path.normpath(str(long_folder)))
-    short_label = short_label or os.path.basename(os.path.normpath(str(short_folder)))
+    long_label, short_label = long_label or _base(long_folder), short_label or _base(short_folder)
     for folder, label in ((long_folder, long_label), (short_folder, short_label)):
         if not os.path.isfile(os.path.join(folder, "protocol.json")):
             return f"### `{long_label}/` beside `{short_label}/`: pending (`{label}/` has no protocol.json yet)"
@@ -277,10 +281,6 @@ def decomposition_table(folder, label=None) -> str:
     lines.append(f"Medians over networks; gains are median paired differences from the same run's control under "
                  f"the same reading. Made by `{in_repository(doc['command'], _base(folder))}` at {doc['git_commit'][:7]}.")
     return "\n".join(lines)
-
-
-def _base(folder) -> str:
-    return os.path.basename(os.path.normpath(str(folder)))
 
 
 def in_repository(command: str, folder: str) -> str:

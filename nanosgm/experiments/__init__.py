@@ -7,7 +7,7 @@
     tables       Tables 4-5 as text, beside the paper's numbers
     parallel     the networks in this process, in worker processes or on a Dask cluster
     verdicts, paper_tables, figures    the paper's claims, its numbers, Figures 1-6
-    length       a protocol at the paper's length beside a shorter one of the same seeds; the drift and FGSM watch
+    length       a protocol at the paper's length beside a shorter one of the same seeds (its figure: figures)
     audit        the robustness audit (``python -m nanosgm.robustness``)
     train_cli, cli                     ``python -m nanosgm.train`` and ``python -m nanosgm.experiments``
 

@@ -2,18 +2,22 @@
 
     test_error_curves(result)            Figures 1-2: median test error per epoch, per arm (control first),
                                          with the min-max band over the runs
+    watch_figure(result)                 per epoch, the drift of the stored images |X_t - X_0| (max, each SGM
+                                         arm) and, at the watched epochs, FGSM accuracy on the validation split
+                                         under both conventions (``--watch-fgsm``), each arm; ``watch_curves``
+                                         gives its series
     adversarial_examples(model, X, y)    Figures 3-4: clean images, FGSM images (Eq. 20) and their
                                          perturbations at eps = 0.001 and 0.1
     input_updates(snapshots)             Figures 5-6: X_t - X_0 over the first nine epochs of SGM
                                          (50% grey = no update, white = +1, black = -1)
-    write_figures(result, out, ds)       all of them that a protocol result allows, as PNGs in ``out`` (and
-                                         the drift and FGSM watch of :func:`.length.watch_figure`)
+    write_figures(result, out, ds)       all of them that a protocol result allows, as PNGs in ``out``
 
 Built with ``matplotlib.figure.Figure`` directly (no pyplot, no GUI, never ``plt.show``), so they work
 headless; save with ``fig.savefig(path)`` or display the returned Figure in a notebook.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -25,7 +29,6 @@ from ..methods.arms import slug
 from ..methods.base import format_number
 from . import recipe
 from .keys import split_key
-from .length import WATCH_EPS, watch_figure, watched_eps
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from ..layers.base import Array
 
 __all__ = ["test_error_curves", "adversarial_examples", "input_updates", "update_to_grey", "error_curves",
-           "write_figures"]
+           "write_figures", "watch_figure", "watch_curves", "watched_eps", "WATCH_EPS"]
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:
@@ -99,6 +102,73 @@ def test_error_curves(result: dict, title: str | None = None) -> Figure:
     ax.grid(alpha=0.3)
     if handles:
         ax.legend(*zip(*handles), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    return fig
+
+
+def watch_curves(result: dict, arm: str, key: str, eps: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values): ``key`` of each network of ``arm`` per epoch of its history, one row per run in run
+    order, NaN where an epoch lacks it; ``eps``: the key holds {eps: %} (``val_fgsm_pct``), take that one.
+    Epochs are 1..the longest history; shorter histories are padded with NaN."""
+    records = [r for _, r in sorted((split_key(k)[0], r) for k, r in result["networks"].items()
+                                    if split_key(k)[1] == arm)]
+    length = max((len(r["history"]) for r in records), default=0)
+    values = np.full((len(records), length), math.nan)
+    for row, r in enumerate(records):
+        for h in r["history"]:
+            v = h.get(key)
+            if isinstance(v, dict):
+                v = v.get(eps) if eps is not None else None
+            if v is not None:
+                values[row, int(h["epoch"]) - 1] = float(v)
+    return np.arange(1, length + 1), values
+
+
+def watched_eps(result: dict) -> list[str]:
+    """The eps keys of the validation-split FGSM watch, in the protocol's order (none if nothing was watched)."""
+    seen = {e for r in result["networks"].values() for h in r["history"] for e in (h.get("val_fgsm_pct") or {})}
+    return [e for e in (repr(float(x)) for x in result["config"]["eps"]) if e in seen]
+
+
+WATCH_EPS = ("0.1", "0.2")      # the eps of the paper's Table 5 claims on MNIST that FGSM moves by points
+
+
+def watch_figure(result: dict, eps: tuple[str, ...] = WATCH_EPS) -> Figure:
+    """One panel of the SGM arms' drift per epoch (max |X_t - X_0|, each run a line, log scale), then one panel
+    per watched eps (of ``eps``): validation FGSM accuracy per watched epoch, each arm a colour, the
+    inference-mode FGSM solid and the authors' dashed, each run a line. Axes titles: "Stored images' drift",
+    "Validation FGSM, ε = <eps>". ValueError when the records hold no watch."""
+    shown = [e for e in watched_eps(result) if e in eps]
+    if not shown:
+        raise ValueError("the records hold no validation FGSM watch at these eps (train with --watch-fgsm N)")
+    fig = _figure((4.4 * (1 + len(shown)), 3.8))
+    axes = fig.subplots(1, 1 + len(shown), squeeze=False)[0]
+    for i, arm in enumerate(result["arms"]):
+        style = _arm_style(i)
+        epochs, drift = watch_curves(result, arm, "input_shift_max")
+        if np.isfinite(drift).any():
+            for row, curve in enumerate(drift):
+                axes[0].plot(epochs, curve, color=style["color"], lw=1, label=arm if row == 0 else None)
+        for ax, e in zip(axes[1:], shown):
+            for key, ls, what in (("val_fgsm_pct", "-", "inference"), ("val_fgsm_authors_pct", "--", "authors'")):
+                epochs, acc = watch_curves(result, arm, key, e)
+                watched = np.isfinite(acc).any(axis=0)
+                for row, curve in enumerate(acc[:, watched]):
+                    ax.plot(epochs[watched], curve, color=style["color"], ls=ls, marker="o", ms=3, lw=1,
+                            label=f"{arm}, {what}" if row == 0 else None)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("max |X_t - X_0|")
+    axes[0].set_title("Stored images' drift", fontsize=9)
+    for ax, e in zip(axes[1:], shown):
+        ax.set_ylabel("FGSM accuracy, validation (%)")
+        ax.set_title(f"Validation FGSM, ε = {e}", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=6)
+    cfg = result["config"]
+    fig.suptitle(f"{cfg['dataset']} {cfg['model']}, {cfg['epochs']} epochs: each run a line", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -231,7 +301,7 @@ def write_figures(result: dict, out: str, ds: Dataset | None = None, clip: tuple
     """Save Figures 1-6 of a protocol result (as far as it allows) as PNGs into ``out``; returns the paths.
 
     Figures 1-2 always; when the records hold a validation FGSM watch (``--watch-fgsm``), the drift of the
-    stored images and the watch per epoch (:func:`.length.watch_figure`, ``watch_drift_and_val_fgsm.png``);
+    stored images and the watch per epoch (:func:`watch_figure`, ``watch_drift_and_val_fgsm.png``);
     Figures 3-4 of every arm whose run-0 weights are in ``out/models`` when the
     dataset ``ds`` is given; Figures 5-6 of every arm with snapshots, also amplified to the largest update
     when that is below 0.5."""

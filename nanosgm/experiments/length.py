@@ -4,9 +4,9 @@
                                        started from the same weights in both (equal ``init_sha256``)
     length_claims(long, short)         the paper's claims (:func:`.verdicts.claims`) judged on those runs at each
                                        length by the same rules, side by side, and whether the verdict changed
-    watch_figure(result)               per epoch, the drift of the stored images |X_t - X_0| (max, each SGM arm)
-                                       and, at the watched epochs, FGSM accuracy on the validation split under
-                                       both conventions (``--watch-fgsm``), each arm
+    shared_epochs(a, b)                how many leading epochs two records of one network agree on
+
+The drift and the validation FGSM watch per epoch are drawn by :func:`.figures.watch_figure`.
 
 SGM's input step is not on the learning-rate schedule, so a longer run moves its stored images further. The two
 protocols must differ in their number of epochs only (and so in the schedule the paper's steps give each length):
@@ -18,36 +18,19 @@ trainings one path: they part at the first epoch whose learning rate differs.
 """
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
-
-import numpy as np
-
 from ..methods.arms import CONTROL
-from .keys import split_key
-from .stats import summarize
+from .keys import network_key, split_key
+from .stats import paired, summarize
 from .verdicts import MIN_PAIRS, claims, is_sgm_arm
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-__all__ = ["same_seeds", "restricted", "length_claims", "check_comparable", "shared_epochs", "watch_figure",
-           "watch_curves", "watched_eps", "PATH_KEYS", "WATCH_EPS", "MIN_LENGTH_PAIRS", "SAME_SETTINGS"]
+__all__ = ["same_seeds", "restricted", "length_claims", "check_comparable", "shared_epochs", "PATH_KEYS",
+           "MIN_LENGTH_PAIRS", "SAME_SETTINGS"]
 
 #: the fewest pairs a verdict here is given on (the rules' own least, MIN_PAIRS, is lowered to the runs shared)
 MIN_LENGTH_PAIRS = 3
 #: the settings two protocols compared by run length must share (config keys; and the top-level blas_threads)
 SAME_SETTINGS = ("dataset", "model", "augment", "optimizer", "batch_size", "lr", "constant_lr", "limit",
                  "eval_limit", "val_size", "eps", "backend", "seed0")
-
-
-def _by_run(result: dict) -> dict[int, dict[str, dict]]:
-    """{run: {arm: record}} of a protocol result's networks."""
-    runs: dict[int, dict[str, dict]] = {}
-    for key, record in result["networks"].items():
-        i, arm = split_key(key)
-        runs.setdefault(i, {})[arm] = record
-    return runs
 
 
 def check_comparable(long: dict, short: dict) -> None:
@@ -68,11 +51,11 @@ def check_comparable(long: dict, short: dict) -> None:
 def same_seeds(long: dict, short: dict, arm: str) -> list[int]:
     """The runs, in order, that hold the control and ``arm`` in both results; ValueError if one of those networks
     did not start from the same weights in both (their ``init_sha256`` differ, or one lacks it)."""
-    a, b = _by_run(long), _by_run(short)
-    runs = [i for i in sorted(a) if i in b and all(x in a[i] and x in b[i] for x in (CONTROL, arm))]
+    runs = [i for i in paired(long, arm) if i in paired(short, arm)]
     for i in runs:
         for x in (CONTROL, arm):
-            one, two = a[i][x].get("init_sha256"), b[i][x].get("init_sha256")
+            key = network_key(i, x)
+            one, two = long["networks"][key].get("init_sha256"), short["networks"][key].get("init_sha256")
             if one is None or one != two:
                 raise ValueError(f"run {i}, {x}: the two protocols' networks did not start from the same weights "
                                  f"(init_sha256 {str(one)[:12]} and {str(two)[:12]}); compare runs of the same seeds")
@@ -143,76 +126,7 @@ def length_claims(long: dict, short: dict) -> dict:
                 rows.append({"arm": arm, "claim": claim, "convention": c_long["convention"],
                              "paper_diff": c_long["paper_diff"], "long": c_long, "short": c_short,
                              "changed": c_long["verdict"] != c_short["verdict"]})
-    paths = {f"run{i}/{x}": shared_epochs(long["networks"][f"run{i}/{x}"], short["networks"][f"run{i}/{x}"])
-             for arm, runs in runs_of.items() for i in runs for x in (CONTROL, arm)}
+    keys = {network_key(i, x) for arm, runs in runs_of.items() for i in runs for x in (CONTROL, arm)}
+    paths = {k: shared_epochs(long["networks"][k], short["networks"][k]) for k in keys}
     return {"epochs": (long["config"]["epochs"], short["config"]["epochs"]), "runs": runs_of, "rows": rows,
             "left_out": left_out, "paths": dict(sorted(paths.items()))}
-
-
-# ------------------------------------------------------------------------------------------ the figure
-def watch_curves(result: dict, arm: str, key: str, eps: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs, values): ``key`` of each network of ``arm`` per epoch of its history, one row per run in run
-    order, NaN where an epoch lacks it; ``eps``: the key holds {eps: %} (``val_fgsm_pct``), take that one.
-    Epochs are 1..the longest history; shorter histories are padded with NaN."""
-    records = [r for _, r in sorted((split_key(k)[0], r) for k, r in result["networks"].items()
-                                    if split_key(k)[1] == arm)]
-    length = max((len(r["history"]) for r in records), default=0)
-    values = np.full((len(records), length), math.nan)
-    for row, r in enumerate(records):
-        for h in r["history"]:
-            v = h.get(key)
-            if isinstance(v, dict):
-                v = v.get(eps) if eps is not None else None
-            if v is not None:
-                values[row, int(h["epoch"]) - 1] = float(v)
-    return np.arange(1, length + 1), values
-
-
-def watched_eps(result: dict) -> list[str]:
-    """The eps keys of the validation-split FGSM watch, in the protocol's order (none if nothing was watched)."""
-    seen = {e for r in result["networks"].values() for h in r["history"] for e in (h.get("val_fgsm_pct") or {})}
-    return [e for e in (repr(float(x)) for x in result["config"]["eps"]) if e in seen]
-
-
-WATCH_EPS = ("0.1", "0.2")      # the eps of the paper's Table 5 claims on MNIST that FGSM moves by points
-
-
-def watch_figure(result: dict, eps: tuple[str, ...] = WATCH_EPS) -> Figure:
-    """One panel of the SGM arms' drift per epoch (max |X_t - X_0|, each run a line, log scale), then one panel
-    per watched eps (of ``eps``): validation FGSM accuracy per watched epoch, each arm a colour, the
-    inference-mode FGSM solid and the authors' dashed, each run a line. Axes titles: "Stored images' drift",
-    "Validation FGSM, ε = <eps>". ValueError when the records hold no watch."""
-    from .figures import _arm_style, _figure
-    shown = [e for e in watched_eps(result) if e in eps]
-    if not shown:
-        raise ValueError("the records hold no validation FGSM watch at these eps (train with --watch-fgsm N)")
-    fig = _figure((4.4 * (1 + len(shown)), 3.8))
-    axes = fig.subplots(1, 1 + len(shown), squeeze=False)[0]
-    for i, arm in enumerate(result["arms"]):
-        style = _arm_style(i)
-        epochs, drift = watch_curves(result, arm, "input_shift_max")
-        if np.isfinite(drift).any():
-            for row, curve in enumerate(drift):
-                axes[0].plot(epochs, curve, color=style["color"], lw=1, label=arm if row == 0 else None)
-        for ax, e in zip(axes[1:], shown):
-            for key, ls, what in (("val_fgsm_pct", "-", "inference"), ("val_fgsm_authors_pct", "--", "authors'")):
-                epochs, acc = watch_curves(result, arm, key, e)
-                watched = np.isfinite(acc).any(axis=0)
-                for row, curve in enumerate(acc[:, watched]):
-                    ax.plot(epochs[watched], curve, color=style["color"], ls=ls, marker="o", ms=3, lw=1,
-                            label=f"{arm}, {what}" if row == 0 else None)
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("max |X_t - X_0|")
-    axes[0].set_title("Stored images' drift", fontsize=9)
-    for ax, e in zip(axes[1:], shown):
-        ax.set_ylabel("FGSM accuracy, validation (%)")
-        ax.set_title(f"Validation FGSM, ε = {e}", fontsize=9)
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        if ax.get_lines():
-            ax.legend(fontsize=6)
-    cfg = result["config"]
-    fig.suptitle(f"{cfg['dataset']} {cfg['model']}, {cfg['epochs']} epochs: each run a line", fontsize=10)
-    fig.tight_layout()
-    return fig

@@ -1,12 +1,12 @@
-"""nanosgm.experiments.length: the claims judged on the seeds two protocols share at both run lengths, and the
-figure of the stored images' drift beside the validation FGSM watch."""
+"""nanosgm.experiments.length: the claims judged on the seeds two protocols share at both run lengths; and
+nanosgm.experiments.figures.watch_figure: the stored images' drift beside the validation FGSM watch."""
 import math
 import os
 
 import numpy as np
 import pytest
 
-from nanosgm.experiments import length, verdicts
+from nanosgm.experiments import figures, length, verdicts
 from nanosgm.experiments.figures import write_figures
 
 ARMS = ["control", "sgm:0.2"]
@@ -111,17 +111,17 @@ def test_min_pairs_lowers_the_rules_least_number_of_pairs_and_nothing_else():
 
 def test_watch_curves_put_each_value_at_its_epoch_and_nan_elsewhere():
     result = protocol(6, [1.0, 2.0], watch=3)
-    epochs, acc = length.watch_curves(result, "sgm:0.2", "val_fgsm_pct", "0.1")
+    epochs, acc = figures.watch_curves(result, "sgm:0.2", "val_fgsm_pct", "0.1")
     assert list(epochs) == [1, 2, 3, 4, 5, 6]
     assert np.isnan(acc[:, [0, 1, 3, 4]]).all()
     assert acc[:, 2].tolist() == [84.0, 85.0] and acc[:, 5].tolist() == [87.0, 88.0]
-    _, drift = length.watch_curves(result, "control", "input_shift_max")
+    _, drift = figures.watch_curves(result, "control", "input_shift_max")
     assert np.isnan(drift).all()                        # the control's stored images never move
-    assert length.watched_eps(result) == EPS and length.watched_eps(protocol(6, [1.0])) == []
+    assert figures.watched_eps(result) == EPS and figures.watched_eps(protocol(6, [1.0])) == []
 
 
 def test_the_watch_figure_draws_every_run_of_the_drift_and_of_both_conventions():
-    fig = length.watch_figure(protocol(6, [1.0, 2.0, 3.0], watch=2))
+    fig = figures.watch_figure(protocol(6, [1.0, 2.0, 3.0], watch=2))
     drift, *watch = fig.axes
     assert drift.get_title() == "Stored images' drift" and drift.get_yscale() == "log"
     assert len(drift.get_lines()) == 3                  # sgm:0.2's three runs; the control has no drift
@@ -135,7 +135,7 @@ def test_the_watch_figure_draws_every_run_of_the_drift_and_of_both_conventions()
 
 def test_the_watch_figure_is_refused_without_a_watch_and_written_with_the_protocols_figures(tmp_path):
     with pytest.raises(ValueError, match="--watch-fgsm"):
-        length.watch_figure(protocol(4, [1.0]))
+        figures.watch_figure(protocol(4, [1.0]))
     assert [os.path.basename(p) for p in write_figures(protocol(4, [1.0]), str(tmp_path))] == ["fig1-2_test_error.png"]
     paths = write_figures(protocol(4, [1.0], watch=2), str(tmp_path))
     watch = [p for p in paths if os.path.basename(p) == "watch_drift_and_val_fgsm.png"]
